@@ -1,0 +1,292 @@
+//! The background collector: drains the ring, interns stacks, keeps the
+//! cumulative per-(stack, size) totals, resolves live entries to interned
+//! stacks, and writes a dump when the signal asks for one.
+
+use crate::config::{self, Config};
+use crate::dump::{self, DumpDir, Row};
+use crate::live::{self, Entry, PENDING};
+use crate::lock::SpinLock;
+use crate::ring::{self, Sample};
+use crate::{clock, doorbell, next, sampling, signal};
+use core::sync::atomic::{AtomicBool, Ordering};
+use once_cell::sync::OnceCell;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Samples absorbed per lock hold, so `fork` never waits long for the lock.
+const BATCH: usize = 1024;
+/// How long the collector sleeps when nothing wakes it.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// Stack id for live entries whose stack was lost (see `fork_child`).
+const LOST: u32 = PENDING - 1;
+
+struct Collector {
+    ids: HashMap<Box<[usize]>, u32>,
+    stacks: Vec<Box<[usize]>>,
+    /// Cumulative sampled (count, bytes) per (stack, requested size).
+    allocated: HashMap<(u32, usize), (u64, u64)>,
+    requests_served: u32,
+    dumps_written: u64,
+    dir: DumpDir,
+    snapshot: Vec<Entry>,
+}
+
+static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
+static CONFIG: OnceCell<Config> = OnceCell::new();
+/// Set in a forked child: the collector thread did not survive the fork.
+static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
+/// Set by the fork prepare handler when it got the state lock.
+static FORK_HAS_STATE: AtomicBool = AtomicBool::new(false);
+
+pub fn start(cfg: &Config) {
+    let cfg = CONFIG.get_or_init(|| cfg.clone());
+    crate::stack::set_max_frames(cfg.max_frames);
+    ring::renew();
+    STATE.with(|s| *s = Some(Collector::new(cfg)));
+    // SAFETY: registering plain extern "C" handlers.
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    spawn();
+}
+
+/// Restarts the collector thread in a forked child; called on sampled paths.
+pub fn ensure_running() {
+    if NEEDS_THREAD.load(Ordering::Relaxed) && NEEDS_THREAD.swap(false, Ordering::Relaxed) {
+        spawn();
+    }
+}
+
+/// Starts the collector thread. A raw pthread rather than `std::thread`, so
+/// that nothing runs on it before it stops sampling itself, and with every
+/// signal blocked, so no handler of the program ever runs on it. Its creation
+/// is not sampled either.
+fn spawn() {
+    sampling::while_busy(|| {
+        // SAFETY: plain pthread calls with initialised arguments; `run` never
+        // returns, so the thread needs no join.
+        let rc = unsafe {
+            let mut all: libc::sigset_t = core::mem::zeroed();
+            let mut old: libc::sigset_t = core::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+            libc::pthread_attr_init(&mut attr);
+            libc::pthread_attr_setstacksize(&mut attr, 256 * 1024);
+            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            let mut thread: libc::pthread_t = 0;
+            let rc = libc::pthread_create(&mut thread, &attr, run, core::ptr::null_mut());
+            libc::pthread_attr_destroy(&mut attr);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+            rc
+        };
+        if rc != 0 {
+            crate::log::log!(
+                "cannot start the collector thread (error {rc}); no dumps will be written"
+            );
+        }
+    });
+}
+
+extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
+    sampling::exclude_this_thread();
+    loop {
+        let seen = doorbell::current();
+        let more = STATE.with(|s| s.as_mut().is_some_and(Collector::step));
+        if !more {
+            doorbell::wait(seen, IDLE_WAIT);
+        }
+    }
+}
+
+impl Collector {
+    fn new(cfg: &Config) -> Collector {
+        Collector {
+            ids: HashMap::new(),
+            stacks: Vec::new(),
+            allocated: HashMap::new(),
+            requests_served: signal::requests(),
+            dumps_written: 0,
+            dir: DumpDir::open(&cfg.dir),
+            snapshot: Vec::new(),
+        }
+    }
+
+    /// One round of work. True if the ring still holds more.
+    fn step(&mut self) -> bool {
+        let more = self.absorb(BATCH);
+        let requests = signal::requests();
+        if requests != self.requests_served {
+            // A burst of signals yields one dump.
+            self.requests_served = requests;
+            while self.absorb(usize::MAX) {}
+            self.dump();
+        }
+        more
+    }
+
+    fn absorb(&mut self, limit: usize) -> bool {
+        for _ in 0..limit {
+            let Some(sample) = ring::pop() else {
+                return false;
+            };
+            self.intern(sample);
+        }
+        true
+    }
+
+    fn intern(&mut self, s: Sample) {
+        let frames = s.stack.frames();
+        let id = match self.ids.get(frames) {
+            Some(&id) => id,
+            None => {
+                let id = self.stacks.len() as u32;
+                self.stacks.push(frames.into());
+                self.ids.insert(frames.into(), id);
+                id
+            }
+        };
+        let total = self.allocated.entry((id, s.size)).or_default();
+        total.0 += 1;
+        total.1 += s.size as u64;
+        live::update(s.ptr, s.seq, |e| e.stack = id);
+    }
+
+    fn dump(&mut self) {
+        let period = sampling::period();
+        live::snapshot(&mut self.snapshot);
+        let mut rows: HashMap<(u32, usize), Row> = HashMap::new();
+        let mut unresolved = 0u64;
+        for e in &self.snapshot {
+            if e.stack >= LOST {
+                unresolved += 1;
+                continue;
+            }
+            let r = rows.entry((e.stack, e.size)).or_default();
+            r.live_count += 1;
+            r.live_bytes += e.size as u64;
+        }
+        for (&(stack, size), &(n, b)) in &self.allocated {
+            let r = rows.entry((stack, size)).or_default();
+            r.alloc_count = n;
+            r.alloc_bytes = b;
+        }
+        let mut rows: Vec<Row> = rows
+            .into_iter()
+            .map(|((stack, size), r)| Row { stack, size, ..r })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.live_bytes
+                .cmp(&a.live_bytes)
+                .then(b.alloc_bytes.cmp(&a.alloc_bytes))
+        });
+
+        let (live_n, live_b) = rows
+            .iter()
+            .map(|r| dump::unsample(r.live_count, r.live_bytes, period))
+            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let (dropped, dropped_bytes) = ring::dropped();
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        let (wall, mono) = (clock::wall(), clock::monotonic());
+        let meta = [
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("pid", pid.to_string()),
+            ("sample_period", period.to_string()),
+            (
+                "time_unix",
+                format!("{}.{:03}", wall.as_secs(), wall.subsec_millis()),
+            ),
+            (
+                "time_monotonic",
+                format!("{}.{:03}", mono.as_secs(), mono.subsec_millis()),
+            ),
+            ("allocator", next::allocator_name().to_string()),
+            ("live_samples", self.snapshot.len().to_string()),
+            ("estimated_live_objects", format!("{live_n:.0}")),
+            ("estimated_live_bytes", format!("{live_b:.0}")),
+            ("samples_dropped", dropped.to_string()),
+            ("bytes_dropped", dropped_bytes.to_string()),
+            ("samples_unresolved", unresolved.to_string()),
+            (
+                "max_frames",
+                CONFIG.get().map_or(0, |c| c.max_frames).to_string(),
+            ),
+            (
+                "signal",
+                CONFIG
+                    .get()
+                    .map_or(String::new(), |c| config::signal_name(c.signal)),
+            ),
+        ];
+        let stacks = &self.stacks;
+        let text = dump::render(
+            period,
+            &meta,
+            &rows,
+            |id| &stacks[id as usize],
+            &dump::memory_map(),
+        );
+        let name = format!("leakprobe.{pid}.{}.heap", self.dumps_written);
+        match self.dir.write_atomic(&name, &text) {
+            Ok(path) => {
+                self.dumps_written += 1;
+                crate::log::log!(
+                    "wrote {path} ({} live samples, ~{:.1} MiB estimated live)",
+                    self.snapshot.len(),
+                    live_b / 1048576.0
+                );
+            }
+            Err(why) => {
+                crate::log::log!("cannot write dump {name} in {}: {why}", self.dir.display())
+            }
+        }
+    }
+}
+
+/// Before `fork`: take the live-table locks (holders never wait on anything,
+/// so this cannot deadlock) and, with a bounded wait, the collector's state,
+/// so the child inherits consistent tables.
+extern "C" fn fork_prepare() {
+    live::lock_all();
+    let mut got = STATE.try_acquire();
+    for _ in 0..1000 {
+        if got {
+            break;
+        }
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 1_000_000,
+        };
+        // SAFETY: plain sleep.
+        unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+        got = STATE.try_acquire();
+    }
+    FORK_HAS_STATE.store(got, Ordering::Relaxed);
+}
+
+extern "C" fn fork_parent() {
+    if FORK_HAS_STATE.load(Ordering::Relaxed) {
+        STATE.release();
+    }
+    live::unlock_all();
+}
+
+extern "C" fn fork_child() {
+    live::unlock_all();
+    ring::renew();
+    if !FORK_HAS_STATE.load(Ordering::Relaxed) {
+        // The collector was mid-update when the process forked: its state
+        // cannot be trusted in the child. Start afresh; stacks of inherited
+        // live samples are lost (reported as unresolved).
+        let mut lost = Vec::new();
+        live::snapshot(&mut lost);
+        for e in lost {
+            live::update(e.ptr, e.seq, |e| e.stack = LOST);
+        }
+        // SAFETY: the child has one thread; the old holder no longer exists.
+        // The old state is leaked, not dropped: it may be half-updated.
+        let old = core::mem::replace(unsafe { STATE.held() }, CONFIG.get().map(Collector::new));
+        core::mem::forget(old);
+    }
+    STATE.release();
+    NEEDS_THREAD.store(true, Ordering::Relaxed);
+}

@@ -1,0 +1,297 @@
+//! The dump file: the text heap profile (`heap_v2`) that both jeprof and
+//! pprof read and un-sample, written atomically into the dump directory.
+//!
+//! ```text
+//! heap profile: <live n>: <live bytes> [<alloc n>: <alloc bytes>] @ heap_v2/<period>
+//! # leakprobe <key>: <value>            (metadata; both tools skip '#' lines)
+//! <n>: <bytes> [<n>: <bytes>] @ 0x<frame0> 0x<frame1> ...
+//!
+//! MAPPED_LIBRARIES:
+//! <the process's memory map, as /proc/self/maps>
+//! ```
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
+
+/// Raw sampled counts of one (stack, requested size) pair.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Row {
+    pub stack: u32,
+    pub size: usize,
+    pub live_count: u64,
+    pub live_bytes: u64,
+    pub alloc_count: u64,
+    pub alloc_bytes: u64,
+}
+
+/// Estimated true (count, bytes) behind sampled ones, as jeprof and pprof
+/// compute it for heap_v2: each sample stands for 1/(1 - exp(-avg/period)).
+pub fn unsample(count: u64, bytes: u64, period: usize) -> (f64, f64) {
+    if count == 0 || bytes == 0 || period <= 1 {
+        return (count as f64, bytes as f64);
+    }
+    let avg = bytes as f64 / count as f64;
+    let scale = 1.0 / (1.0 - (-avg / period as f64).exp());
+    (count as f64 * scale, bytes as f64 * scale)
+}
+
+pub fn render<'a>(
+    period: usize,
+    meta: &[(&str, String)],
+    rows: &[Row],
+    frames_of: impl Fn(u32) -> &'a [usize],
+    maps: &[u8],
+) -> Vec<u8> {
+    let total = |f: fn(&Row) -> u64| rows.iter().map(f).sum::<u64>();
+    let mut s = String::with_capacity(64 * rows.len() + 1024);
+    let _ = writeln!(
+        s,
+        "heap profile: {}: {} [{}: {}] @ heap_v2/{}",
+        total(|r| r.live_count),
+        total(|r| r.live_bytes),
+        total(|r| r.alloc_count),
+        total(|r| r.alloc_bytes),
+        period
+    );
+    for (key, value) in meta {
+        let _ = writeln!(s, "# leakprobe {key}: {value}");
+    }
+    for r in rows {
+        let _ = write!(
+            s,
+            "{}: {} [{}: {}] @",
+            r.live_count, r.live_bytes, r.alloc_count, r.alloc_bytes
+        );
+        for f in frames_of(r.stack) {
+            // Lower-case hex: pprof silently truncates stacks at upper case.
+            let _ = write!(s, " {f:#x}");
+        }
+        s.push('\n');
+    }
+    s.push_str("\nMAPPED_LIBRARIES:\n");
+    let mut out = s.into_bytes();
+    out.extend_from_slice(maps);
+    out
+}
+
+/// The memory map for symbolization: /proc/self/maps, or (after `chroot`,
+/// without /proc) one line per executable segment from the dynamic linker.
+pub fn memory_map() -> Vec<u8> {
+    match std::fs::read("/proc/self/maps") {
+        Ok(maps) if !maps.is_empty() => maps,
+        _ => loader_map().into_bytes(),
+    }
+}
+
+fn loader_map() -> String {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _: usize,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid info; `data` is our String.
+        let (info, out) = (&*info, &mut *(data as *mut String));
+        let name = if info.dlpi_name.is_null() || *info.dlpi_name == 0 {
+            std::fs::read_link("/proc/self/exe")
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        } else {
+            std::ffi::CStr::from_ptr(info.dlpi_name)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let headers = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+        for h in headers
+            .iter()
+            .filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0)
+        {
+            let lo = info.dlpi_addr + h.p_vaddr;
+            let _ = writeln!(
+                out,
+                "{:x}-{:x} r-xp {:08x} 00:00 0 {}",
+                lo,
+                lo + h.p_memsz,
+                h.p_offset,
+                name
+            );
+        }
+        0
+    }
+    let mut out = String::new();
+    // SAFETY: `each` only appends to `out`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut out as *mut String).cast()) };
+    out
+}
+
+/// The dump directory, opened when the library loads so that later `chdir`,
+/// `chroot` or privilege drops do not move it. Daemons may close every file
+/// descriptor, so the descriptor is checked (device and inode) before each
+/// use and the directory reopened by path when it no longer matches.
+pub struct DumpDir {
+    path: OsString,
+    fd: libc::c_int,
+    id: (u64, u64),
+}
+
+impl DumpDir {
+    pub fn open(path: &OsStr) -> DumpDir {
+        let mut dir = DumpDir {
+            path: path.to_owned(),
+            fd: -1,
+            id: (0, 0),
+        };
+        if let Err(why) = dir.reopen() {
+            crate::log::log!(
+                "dump directory {}: {why}; dumps fail until it can be opened",
+                dir.display()
+            );
+        }
+        dir
+    }
+
+    pub fn display(&self) -> std::path::Display<'_> {
+        std::path::Path::new(&self.path).display()
+    }
+
+    fn reopen(&mut self) -> Result<(), String> {
+        let c = CString::new(self.path.as_bytes())
+            .map_err(|_| "path contains a NUL byte".to_string())?;
+        // SAFETY: open with a valid C string.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        self.fd = fd;
+        self.id = identity(fd).unwrap_or((0, 0));
+        Ok(())
+    }
+
+    fn fd(&mut self) -> Result<libc::c_int, String> {
+        if self.fd < 0 || identity(self.fd) != Some(self.id) {
+            // Not ours any more (closed, or the number reused): never close it.
+            self.reopen()?;
+        }
+        Ok(self.fd)
+    }
+
+    /// Writes `content` as `name`: a temporary file (mode 0600) renamed into
+    /// place, so a reader never sees a partial dump. Returns the full path.
+    pub fn write_atomic(&mut self, name: &str, content: &[u8]) -> Result<String, String> {
+        let dir = self.fd()?;
+        let tmp = CString::new(format!(".{name}.tmp")).map_err(|e| e.to_string())?;
+        let dest = CString::new(name).map_err(|e| e.to_string())?;
+        let os_err = || std::io::Error::last_os_error().to_string();
+        // SAFETY: plain *at() calls on a directory descriptor and C strings.
+        unsafe {
+            libc::unlinkat(dir, tmp.as_ptr(), 0);
+            let fd = libc::openat(
+                dir,
+                tmp.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            );
+            if fd < 0 {
+                return Err(os_err());
+            }
+            let written = libc::fchmod(fd, 0o600) == 0 && write_all(fd, content);
+            let why = os_err();
+            let closed = libc::close(fd) == 0;
+            if !written || !closed {
+                libc::unlinkat(dir, tmp.as_ptr(), 0);
+                return Err(if written { os_err() } else { why });
+            }
+            if libc::renameat(dir, tmp.as_ptr(), dir, dest.as_ptr()) != 0 {
+                let why = os_err();
+                libc::unlinkat(dir, tmp.as_ptr(), 0);
+                return Err(why);
+            }
+        }
+        Ok(std::path::Path::new(&self.path)
+            .join(name)
+            .display()
+            .to_string())
+    }
+}
+
+fn identity(fd: libc::c_int) -> Option<(u64, u64)> {
+    // SAFETY: fstat writes the stat buffer.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        (libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            .then_some((st.st_dev, st.st_ino))
+    }
+}
+
+fn write_all(fd: libc::c_int, mut data: &[u8]) -> bool {
+    while !data.is_empty() {
+        // SAFETY: writing an initialised buffer.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n <= 0 {
+            return false;
+        }
+        data = &data[n as usize..];
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_both_tools_format() {
+        let rows = [
+            Row {
+                stack: 0,
+                size: 1024,
+                live_count: 3,
+                live_bytes: 3072,
+                alloc_count: 5,
+                alloc_bytes: 5120,
+            },
+            Row {
+                stack: 1,
+                size: 48,
+                live_count: 0,
+                live_bytes: 0,
+                alloc_count: 2,
+                alloc_bytes: 96,
+            },
+        ];
+        let stacks: [&[usize]; 2] = [&[0xABC0, 0x401000], &[0x10]];
+        let out = render(
+            524288,
+            &[("pid", "42".into())],
+            &rows,
+            |i| stacks[i as usize],
+            b"maps\n",
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "heap profile: 3: 3072 [7: 5216] @ heap_v2/524288\n\
+             # leakprobe pid: 42\n\
+             3: 3072 [5: 5120] @ 0xabc0 0x401000\n\
+             0: 0 [2: 96] @ 0x10\n\
+             \nMAPPED_LIBRARIES:\nmaps\n"
+        );
+    }
+
+    #[test]
+    fn unsample_inverts_poisson_probability() {
+        let (n, b) = unsample(1, 524288, 524288);
+        let p = 1.0 - (-1.0f64).exp();
+        assert!((n - 1.0 / p).abs() < 1e-9 && (b - 524288.0 / p).abs() < 1e-6);
+        assert_eq!(unsample(4, 400, 1), (4.0, 400.0));
+        assert_eq!(unsample(0, 0, 4096), (0.0, 0.0));
+    }
+}

@@ -1,0 +1,310 @@
+//! The exported allocator entry points. Each one's common path is the
+//! per-thread byte countdown (and, when it frees, one filter byte) followed by
+//! a tail call into the next allocator; everything else is in the outlined
+//! cold functions below, shared by all entry points.
+//!
+//! The entry points are never inlined into each other: Go's pprof names a
+//! frame only from a subprogram's own DWARF name, which an inlined function's
+//! out-of-line copy lacks, and frame 0 must be named to be dropped.
+
+use crate::live::{self, PENDING};
+use crate::ring::{self, Sample};
+use crate::stack::{self, Stack};
+use crate::{bootstrap, clock, collector, doorbell, next, sampling, thread_state};
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+type Ptr = *mut c_void;
+
+/// The function named by frame 0 of a sample. Only names that both jeprof
+/// and pprof drop as allocator frames are used (pprof does not know
+/// `aligned_alloc`, `reallocarray` or the jemalloc names).
+#[derive(Clone, Copy)]
+enum Api {
+    Malloc,
+    Calloc,
+    Realloc,
+    PosixMemalign,
+    Memalign,
+    Valloc,
+    Pvalloc,
+}
+
+impl Api {
+    fn address(self) -> usize {
+        match self {
+            Api::Malloc => malloc as *const () as usize,
+            Api::Calloc => calloc as *const () as usize,
+            Api::Realloc => realloc as *const () as usize,
+            Api::PosixMemalign => posix_memalign as *const () as usize,
+            Api::Memalign => memalign as *const () as usize,
+            Api::Valloc => valloc as *const () as usize,
+            Api::Pvalloc => pvalloc as *const () as usize,
+        }
+    }
+}
+
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn malloc(size: usize) -> Ptr {
+    if !thread_state::crosses(size) {
+        return next::malloc(size);
+    }
+    allocate_sampled(size, Api::Malloc, || next::malloc(size))
+}
+
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn calloc(n: usize, size: usize) -> Ptr {
+    let total = n.saturating_mul(size);
+    if !thread_state::crosses(total) {
+        return next::calloc(n, size);
+    }
+    allocate_sampled(total, Api::Calloc, || next::calloc(n, size))
+}
+
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn posix_memalign(out: *mut Ptr, align: usize, size: usize) -> c_int {
+    if !thread_state::crosses(size) {
+        return next::posix_memalign(out, align, size);
+    }
+    let mut rc = 0;
+    allocate_sampled(size, Api::PosixMemalign, || {
+        rc = next::posix_memalign(out, align, size);
+        if rc == 0 {
+            *out
+        } else {
+            core::ptr::null_mut()
+        }
+    });
+    rc
+}
+
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> Ptr {
+    if !thread_state::crosses(size) {
+        return next::aligned_alloc(align, size);
+    }
+    allocate_sampled(size, Api::Memalign, || next::aligned_alloc(align, size))
+}
+
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn memalign(align: usize, size: usize) -> Ptr {
+    if !thread_state::crosses(size) {
+        return next::memalign(align, size);
+    }
+    allocate_sampled(size, Api::Memalign, || next::memalign(align, size))
+}
+
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn valloc(size: usize) -> Ptr {
+    if !thread_state::crosses(size) {
+        return next::valloc(size);
+    }
+    allocate_sampled(size, Api::Valloc, || next::valloc(size))
+}
+
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn pvalloc(size: usize) -> Ptr {
+    if !thread_state::crosses(size) {
+        return next::pvalloc(size);
+    }
+    allocate_sampled(size, Api::Pvalloc, || next::pvalloc(size))
+}
+
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn mallocx(size: usize, flags: c_int) -> Ptr {
+    if !thread_state::crosses(size) {
+        return next::mallocx(size, flags);
+    }
+    allocate_sampled(size, Api::Malloc, || next::mallocx(size, flags))
+}
+
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn realloc(p: Ptr, size: usize) -> Ptr {
+    let crossed = thread_state::crosses(size);
+    if !crossed && !live::maybe_sampled(p as usize) {
+        return next::realloc(p, size);
+    }
+    resize_sampled(p, size, crossed, |p| next::realloc(p, size))
+}
+
+/// glibc's own reallocarray would call glibc's realloc even when the program
+/// uses jemalloc, so it is implemented here on the next allocator's realloc.
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn reallocarray(p: Ptr, n: usize, size: usize) -> Ptr {
+    match n.checked_mul(size) {
+        Some(total) => realloc(p, total),
+        None => {
+            next::set_errno(libc::ENOMEM);
+            core::ptr::null_mut()
+        }
+    }
+}
+
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn rallocx(p: Ptr, size: usize, flags: c_int) -> Ptr {
+    let crossed = thread_state::crosses(size);
+    if !crossed && !live::maybe_sampled(p as usize) {
+        return next::rallocx(p, size, flags);
+    }
+    resize_sampled(p, size, crossed, |p| next::rallocx(p, size, flags))
+}
+
+/// In-place resize: a sampled allocation keeps its sample, with the new size.
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn xallocx(p: Ptr, size: usize, extra: usize, flags: c_int) -> usize {
+    let real = next::xallocx(p, size, extra, flags);
+    if live::maybe_sampled(p as usize) && real >= size {
+        live::update_any(p as usize, |e| {
+            e.size = real.min(size.saturating_add(extra))
+        });
+    }
+    real
+}
+
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn free(p: Ptr) {
+    if !live::maybe_sampled(p as usize) {
+        return next::free(p);
+    }
+    release_sampled(p, |p| next::free(p))
+}
+
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn dallocx(p: Ptr, flags: c_int) {
+    if !live::maybe_sampled(p as usize) {
+        return next::dallocx(p, flags);
+    }
+    release_sampled(p, |p| next::dallocx(p, flags))
+}
+
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn sdallocx(p: Ptr, size: usize, flags: c_int) {
+    if !live::maybe_sampled(p as usize) {
+        return next::sdallocx(p, size, flags);
+    }
+    release_sampled(p, |p| next::sdallocx(p, size, flags))
+}
+
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn malloc_usable_size(p: Ptr) -> usize {
+    if bootstrap::owns(p) {
+        return bootstrap::size_of(p);
+    }
+    next::malloc_usable_size(p)
+}
+
+/// An allocation of `size` bytes reached the sample point: allocate, then
+/// record it if the sampler says so.
+#[cold]
+#[inline(never)]
+unsafe fn allocate_sampled(size: usize, api: Api, alloc: impl FnOnce() -> Ptr) -> Ptr {
+    let p = alloc();
+    if sampling::decide(size) && !p.is_null() {
+        record(p, size, api);
+    }
+    p
+}
+
+/// A resize of a possibly sampled block, or one that reached the sample point:
+/// for accounting, a free of the old block and a new allocation.
+#[cold]
+#[inline(never)]
+unsafe fn resize_sampled(
+    p: Ptr,
+    size: usize,
+    crossed: bool,
+    resize: impl FnOnce(Ptr) -> Ptr,
+) -> Ptr {
+    let q = if bootstrap::owns(p) {
+        move_out_of_bootstrap(p, size)
+    } else {
+        // Out of the live set before the block can return to the allocator.
+        let old = if p.is_null() {
+            None
+        } else {
+            live::remove(p as usize)
+        };
+        let q = resize(p);
+        if q.is_null() && size != 0 {
+            // The resize failed and the old block is still live.
+            if let Some(e) = old {
+                live::insert(e);
+            }
+        }
+        q
+    };
+    if crossed && sampling::decide(size) && !q.is_null() {
+        record(q, size, Api::Realloc);
+    }
+    q
+}
+
+unsafe fn move_out_of_bootstrap(p: Ptr, size: usize) -> Ptr {
+    let q = next::malloc(size);
+    if !q.is_null() {
+        core::ptr::copy_nonoverlapping(
+            p as *const u8,
+            q as *mut u8,
+            bootstrap::size_of(p).min(size),
+        );
+    }
+    q
+}
+
+/// A free of a block the filter could not rule out: remove it from the live
+/// set before it returns to the allocator, so a later allocation at the same
+/// address cannot be mistaken for it.
+#[cold]
+#[inline(never)]
+unsafe fn release_sampled(p: Ptr, release: impl FnOnce(Ptr)) {
+    if bootstrap::owns(p) {
+        return;
+    }
+    if !p.is_null() {
+        live::remove(p as usize);
+    }
+    release(p)
+}
+
+#[inline(never)]
+fn record(p: Ptr, size: usize, api: Api) {
+    static SEQ: AtomicU64 = AtomicU64::new(1);
+    sampling::while_busy(|| {
+        collector::ensure_running();
+        let (ptr, seq) = (p as usize, SEQ.fetch_add(1, Ordering::Relaxed));
+        let mut sample = Sample {
+            seq,
+            ptr,
+            size,
+            stack: Stack::EMPTY,
+        };
+        stack::capture(api.address(), &mut sample.stack);
+        let born = clock::monotonic().as_secs() as u32;
+        live::insert(live::Entry {
+            ptr,
+            size,
+            seq,
+            stack: PENDING,
+            born,
+        });
+        if !ring::push(sample, doorbell::ring) {
+            live::remove(ptr);
+        }
+    })
+}

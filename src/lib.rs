@@ -1,0 +1,47 @@
+//! leakprobe: an `LD_PRELOAD` heap profiler for native memory leaks.
+//!
+//! The exported allocator entry points (`interpose`) count bytes down per
+//! thread (`thread_state`) and forward to the next allocator (`next`). When the
+//! countdown crosses zero (`sampling`) the allocation's stack is captured
+//! (`stack`), the pointer goes into the live table (`live`), and the stack goes
+//! through a lock-free ring (`ring`) to the background collector
+//! (`collector`), which interns stacks and writes dumps (`dump`) when asked by
+//! a signal (`signal`).
+
+// Unit tests build the crate without its exported entry points.
+#![cfg_attr(test, allow(dead_code))]
+
+mod bootstrap;
+mod clock;
+mod collector;
+mod config;
+mod doorbell;
+mod dump;
+mod global_alloc;
+#[cfg(not(test))]
+mod interpose;
+mod live;
+mod lock;
+mod log;
+mod next;
+mod ring;
+mod sampling;
+mod signal;
+mod stack;
+mod thread_state;
+
+/// Runs when the dynamic loader maps the library, before `main`.
+#[cfg(not(test))]
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;
+
+#[cfg(not(test))]
+extern "C" fn init() {
+    next::resolve();
+    stack::init_own_range();
+    let cfg = config::Config::from_env();
+    collector::start(&cfg);
+    signal::install(cfg.signal);
+    sampling::enable(cfg.sample_period);
+}

@@ -1,0 +1,447 @@
+//! Shared by the integration tests: run a harness program with the library
+//! preloaded, drive it (READY / signal / close stdin), and read its dumps.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The release library; `make test` builds it before the tests run.
+pub fn library() -> PathBuf {
+    let lib = root().join("target/release/libleakprobe.so");
+    assert!(
+        lib.exists(),
+        "{} is missing: run `make test` (it builds the library first)",
+        lib.display()
+    );
+    lib
+}
+
+/// A harness program, built by the Makefile on first use.
+pub fn harness(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let ok = Command::new("make")
+            .arg("-s")
+            .arg("harness")
+            .current_dir(root())
+            .status();
+        assert!(
+            ok.map(|s| s.success()).unwrap_or(false),
+            "make harness failed"
+        );
+    });
+    root().join("target/harness").join(name)
+}
+
+/// A fresh, empty directory for one test's dumps.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = root()
+        .join("target/test-scratch")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn has_command(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A running program with the library preloaded.
+pub struct Probe {
+    pub child: Child,
+    pub dir: PathBuf,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stderr_path: PathBuf,
+    dumps_seen: usize,
+}
+
+impl Probe {
+    /// Starts `program` with LD_PRELOAD, LEAKPROBE_DIR=`dir` and `env`.
+    pub fn start(program: &Path, args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Probe {
+        let stderr_path = dir.join("stderr.txt");
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env("LD_PRELOAD", library())
+            .env("LEAKPROBE_DIR", dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Probe {
+            child,
+            dir: dir.to_owned(),
+            stdin,
+            lines,
+            stderr_path,
+            dumps_seen: 0,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits for a line on stdout starting with `prefix`; returns it.
+    pub fn expect_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "no line starting with {prefix:?} within {timeout:?}; stderr:\n{}",
+                        self.stderr()
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill with our child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0, "kill failed");
+    }
+
+    /// Dump files written so far for this process, in order.
+    pub fn dump_files(&self) -> Vec<PathBuf> {
+        dump_files_of(&self.dir, self.pid())
+    }
+
+    /// Waits until at least `n` dumps of this process exist.
+    pub fn wait_for_dumps(&mut self, n: usize, timeout: Duration) -> Vec<PathBuf> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let files = self.dump_files();
+            if files.len() >= n {
+                self.dumps_seen = files.len();
+                return files;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "expected {n} dumps in {}, found {}; stderr:\n{}",
+                    self.dir.display(),
+                    files.len(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGUSR2 and returns the parsed dump it produces.
+    pub fn dump(&mut self) -> Dump {
+        self.dump_with(libc::SIGUSR2)
+    }
+
+    pub fn dump_with(&mut self, sig: i32) -> Dump {
+        let want = self.dumps_seen + 1;
+        self.signal(sig);
+        let files = self.wait_for_dumps(want, Duration::from_secs(30));
+        Dump::read(&files[want - 1])
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Closes stdin (the harness then frees everything and exits) and waits.
+    pub fn finish(mut self, timeout: Duration) -> (ExitStatus, String) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let stderr = self.stderr();
+                return (status, stderr);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "process did not exit within {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn write_stdin(&mut self, text: &str) {
+        self.stdin
+            .as_mut()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `leakprobe.<pid>.<seq>.heap` files in `dir`, ordered by sequence number.
+pub fn dump_files_of(dir: &Path, pid: i32) -> Vec<PathBuf> {
+    let prefix = format!("leakprobe.{pid}.");
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let seq = name
+                        .strip_prefix(&prefix)?
+                        .strip_suffix(".heap")?
+                        .parse()
+                        .ok()?;
+                    Some((seq, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub live_count: u64,
+    pub live_bytes: u64,
+    pub alloc_count: u64,
+    pub alloc_bytes: u64,
+    pub frames: Vec<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    pub path: String,
+}
+
+/// A parsed dump.
+#[derive(Debug)]
+pub struct Dump {
+    pub path: PathBuf,
+    pub period: u64,
+    pub meta: HashMap<String, String>,
+    pub rows: Vec<Row>,
+    pub maps: Vec<Mapping>,
+}
+
+impl Dump {
+    pub fn read(path: &Path) -> Dump {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut lines = text.lines();
+        let header = lines.next().unwrap();
+        let period = header
+            .split("@ heap_v2/")
+            .nth(1)
+            .unwrap_or_else(|| panic!("bad header {header:?}"))
+            .trim()
+            .parse()
+            .unwrap();
+        let mut meta = HashMap::new();
+        let mut rows = Vec::new();
+        for line in lines.by_ref() {
+            if line == "MAPPED_LIBRARIES:" {
+                break;
+            }
+            if let Some(kv) = line.strip_prefix("# leakprobe ") {
+                let (k, v) = kv.split_once(": ").unwrap();
+                meta.insert(k.to_string(), v.to_string());
+            } else if !line.is_empty() {
+                rows.push(parse_row(line));
+            }
+        }
+        let maps = lines.filter_map(parse_mapping).collect();
+        Dump {
+            path: path.to_owned(),
+            period,
+            meta,
+            rows,
+            maps,
+        }
+    }
+
+    pub fn meta_u64(&self, key: &str) -> u64 {
+        self.meta
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key} in dump"))
+            .parse()
+            .unwrap()
+    }
+
+    pub fn mapping_of(&self, addr: u64) -> Option<&Mapping> {
+        self.maps.iter().find(|m| m.start <= addr && addr < m.end)
+    }
+
+    /// Live (count, bytes) and cumulative (count, bytes) per function of
+    /// `exe`, attributing each row to its first frame inside `exe`. Also the
+    /// source line of each such frame.
+    pub fn by_function(&self, exe: &Path) -> HashMap<String, Site> {
+        let exe_name = std::fs::canonicalize(exe).unwrap().display().to_string();
+        let first_in_exe = |r: &Row| {
+            r.frames.iter().skip(1).copied().find_map(|a| {
+                let m = self.mapping_of(a)?;
+                (m.path == exe_name).then(|| a - 1 - m.start + m.offset)
+            })
+        };
+        let addrs: Vec<u64> = self.rows.iter().filter_map(first_in_exe).collect();
+        let names = symbolize(exe, &addrs);
+        let mut sites: HashMap<String, Site> = HashMap::new();
+        for r in &self.rows {
+            let Some(a) = first_in_exe(r) else { continue };
+            let (func, line) = names[&a].clone();
+            let s = sites.entry(func).or_default();
+            s.live_count += r.live_count;
+            s.live_bytes += r.live_bytes;
+            s.alloc_count += r.alloc_count;
+            s.alloc_bytes += r.alloc_bytes;
+            if r.live_count > 0 {
+                s.lines.push(line);
+            }
+        }
+        sites
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Site {
+    pub live_count: u64,
+    pub live_bytes: u64,
+    pub alloc_count: u64,
+    pub alloc_bytes: u64,
+    pub lines: Vec<u32>,
+}
+
+fn parse_row(line: &str) -> Row {
+    let (counts, stack) = line
+        .split_once(" @ ")
+        .unwrap_or_else(|| panic!("bad row {line:?}"));
+    let nums: Vec<u64> = counts
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(nums.len(), 4, "bad row {line:?}");
+    let frames = stack
+        .split_whitespace()
+        .map(|f| {
+            let hex = f
+                .strip_prefix("0x")
+                .unwrap_or_else(|| panic!("bad frame {f:?}"));
+            assert_eq!(hex, hex.to_lowercase(), "upper-case hex in {f:?}");
+            u64::from_str_radix(hex, 16).unwrap()
+        })
+        .collect();
+    Row {
+        live_count: nums[0],
+        live_bytes: nums[1],
+        alloc_count: nums[2],
+        alloc_bytes: nums[3],
+        frames,
+    }
+}
+
+fn parse_mapping(line: &str) -> Option<Mapping> {
+    let mut parts = line.split_whitespace();
+    let (lo, hi) = parts.next()?.split_once('-')?;
+    let _perms = parts.next()?;
+    let offset = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let path = parts.nth(2).unwrap_or("").to_string();
+    Some(Mapping {
+        start: u64::from_str_radix(lo, 16).ok()?,
+        end: u64::from_str_radix(hi, 16).ok()?,
+        offset,
+        path,
+    })
+}
+
+/// (function, line) for each address of `exe` (whose file offsets equal its
+/// virtual addresses, as GNU ld lays out the harness), in one addr2line call.
+pub fn symbolize(exe: &Path, addrs: &[u64]) -> HashMap<u64, (String, u32)> {
+    let mut cmd = Command::new("addr2line");
+    cmd.arg("-f").arg("-C").arg("-e").arg(exe);
+    for a in addrs {
+        cmd.arg(format!("{a:#x}"));
+    }
+    let out = cmd.output().expect("addr2line");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let func = lines[2 * i].to_string();
+            let line = lines[2 * i + 1]
+                .rsplit(':')
+                .next()
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
+            (a, (func, line))
+        })
+        .collect()
+}
+
+/// Line numbers of the `SITE <name>` markers in a harness source file.
+pub fn site_lines(source: &str) -> HashMap<String, u32> {
+    let text = std::fs::read_to_string(root().join("c-harness").join(source)).unwrap();
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let name = l.split("SITE ").nth(1)?.split_whitespace().next()?;
+            Some((name.to_string(), i as u32 + 1))
+        })
+        .collect()
+}
+
+/// Runs a command and returns its stdout, failing the test if it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
