@@ -39,6 +39,8 @@ __attribute__((noinline)) static void *site_allocator(void *arg) {
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     plugin_path = argv[1];
+    printf("READY dlopen_loop\n");
+    fflush(stdout);
     pthread_t l, a[ALLOCATORS];
     for (int i = 0; i < ALLOCATORS; i++) pthread_create(&a[i], NULL, site_allocator, NULL);
     pthread_create(&l, NULL, loader, NULL);

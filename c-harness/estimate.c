@@ -1,6 +1,6 @@
 /* Estimation harness, run at the default sample period (512 KiB):
  *   site_big_leak:   1 GiB kept live in 1 KiB blocks (~2048 samples expected)
- *   site_small_leak: 64 MiB kept live in 48-byte blocks (~128 samples)
+ *   site_small_leak: 128 MiB kept live in 48-byte blocks (~256 samples)
  *   site_churn:      1 GiB allocated in 4 KiB blocks, each freed at once
  * Sizes are chosen so the expected sample counts keep the test reliable
  * (see tests/estimate.rs). */
@@ -9,7 +9,7 @@
 #include "common.h"
 
 #define BIG_N (1u << 20)
-#define SMALL_N ((64u << 20) / 48)
+#define SMALL_N ((128u << 20) / 48)
 
 static void **big, **small;
 

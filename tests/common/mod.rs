@@ -74,7 +74,7 @@ pub struct Probe {
 impl Probe {
     /// Starts `program` with LD_PRELOAD, LEAKPROBE_DIR=`dir` and `env`.
     pub fn start(program: &Path, args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Probe {
-        let stderr_path = dir.join("stderr.txt");
+        let stderr_path = dir.with_extension("stderr.txt");
         let mut cmd = Command::new(program);
         cmd.args(args)
             .env("LD_PRELOAD", library())
@@ -129,6 +129,33 @@ impl Probe {
                 }
             }
         }
+    }
+
+    /// A line starting with `prefix` if one has arrived, without waiting.
+    pub fn try_line(&mut self, prefix: &str) -> Option<String> {
+        while let Ok(line) = self.lines.try_recv() {
+            if line.starts_with(prefix) {
+                return Some(line);
+            }
+        }
+        None
+    }
+
+    /// Waits until no new dump has appeared for `quiet`, so the next `dump()`
+    /// is the answer to the next signal.
+    pub fn settle(&mut self, quiet: Duration) -> usize {
+        let mut count = self.dump_files().len();
+        let mut since = Instant::now();
+        while since.elapsed() < quiet {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = self.dump_files().len();
+            if now != count {
+                count = now;
+                since = Instant::now();
+            }
+        }
+        self.dumps_seen = count;
+        count
     }
 
     pub fn signal(&self, sig: i32) {

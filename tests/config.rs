@@ -1,0 +1,130 @@
+//! Configuration and bad conditions: a bad setting is one line on stderr and
+//! a default; a dump directory that cannot be written costs one line per
+//! failed dump and the program goes on; ordinary programs behave the same.
+
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[test]
+fn bad_settings_are_named_once_and_defaults_used() {
+    let exe = harness("exact");
+    let dir = scratch_dir("bad-settings");
+    let env = [
+        ("LEAKPROBE_SAMPLE", "lots"),
+        ("LEAKPROBE_SIGNAL", "SIGKILL"),
+        ("LEAKPROBE_MAX_FRAMES", "0"),
+    ];
+    let mut p = Probe::start(&exe, &[], &dir, &env);
+    p.expect_line("READY", Duration::from_secs(30));
+    let dump = p.dump();
+    let (status, stderr) = p.finish(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{stderr}");
+    for (var, default) in [
+        ("LEAKPROBE_SAMPLE", "524288"),
+        ("LEAKPROBE_SIGNAL", "12"),
+        ("LEAKPROBE_MAX_FRAMES", "128"),
+    ] {
+        let lines: Vec<_> = stderr.lines().filter(|l| l.contains(var)).collect();
+        assert_eq!(lines.len(), 1, "{var}: {lines:?}");
+        assert!(
+            lines[0].starts_with("leakprobe: ") && lines[0].ends_with(&format!("using {default}")),
+            "{}",
+            lines[0]
+        );
+    }
+    assert_eq!(dump.period, 524288);
+    assert_eq!(dump.meta["max_frames"], "128");
+}
+
+#[test]
+fn signal_and_frame_limit_are_configurable() {
+    let exe = harness("exact");
+    let dir = scratch_dir("custom-signal");
+    let env = [
+        ("LEAKPROBE_SAMPLE", "1"),
+        ("LEAKPROBE_SIGNAL", "SIGRTMIN+4"),
+        ("LEAKPROBE_MAX_FRAMES", "3"),
+    ];
+    let mut p = Probe::start(&exe, &[], &dir, &env);
+    p.expect_line("READY", Duration::from_secs(30));
+    let dump = p.dump_with(libc::SIGRTMIN() + 4);
+    let (status, stderr) = p.finish(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{stderr}");
+    assert_eq!(dump.meta["signal"], "SIGRTMIN+4");
+    assert!(
+        dump.rows.iter().all(|r| r.frames.len() <= 4),
+        "a stack is longer than 3 frames plus the allocator frame"
+    );
+    assert!(dump.rows.iter().any(|r| r.frames.len() == 4));
+}
+
+#[test]
+fn unwritable_dump_directory_is_reported_and_recovers() {
+    let exe = harness("exact");
+    let base = scratch_dir("late-dir");
+    let dir = base.join("created-later");
+    let mut p = Probe::start(&exe, &[], &dir, &[]);
+    p.expect_line("READY", Duration::from_secs(30));
+    p.signal(libc::SIGUSR2);
+    wait_for(
+        || p.stderr().contains("cannot write dump"),
+        "a failed-dump message",
+    );
+    std::fs::create_dir(&dir).unwrap();
+    let dump = p.dump();
+    let (status, stderr) = p.finish(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!(dump.path.starts_with(&dir));
+    let complaints = stderr
+        .lines()
+        .filter(|l| l.starts_with("leakprobe: ") && !l.contains("wrote"))
+        .count();
+    assert_eq!(
+        complaints, 2,
+        "one line at load, one for the failed dump:\n{stderr}"
+    );
+}
+
+fn wait_for(cond: impl Fn() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Everyday programs give the same output with the library preloaded.
+#[test]
+fn ordinary_programs_are_unaffected() {
+    let script = "import hashlib, json, threading\n\
+        out = []\n\
+        def work(i):\n    out.append(hashlib.sha256(json.dumps([list(range(i*100))]*50).encode()).hexdigest())\n\
+        ts = [threading.Thread(target=work, args=(i,)) for i in range(8)]\n\
+        [t.start() for t in ts]; [t.join() for t in ts]\n\
+        print(sorted(out))";
+    let commands: [(&str, Vec<&str>); 3] = [
+        ("python3", vec!["-c", script]),
+        ("sh", vec!["-c", "seq 1 200000 | sort -r | sha256sum"]),
+        ("ls", vec!["-la", "/usr/lib"]),
+    ];
+    for (prog, args) in commands {
+        let plain = run(Command::new(prog).args(&args));
+        for sample in ["1", "4096"] {
+            let probed = run(Command::new(prog)
+                .args(&args)
+                .env("LD_PRELOAD", library())
+                .env("LEAKPROBE_SAMPLE", sample)
+                .env("LEAKPROBE_DIR", scratch_dir("ordinary"))
+                .stderr(Stdio::inherit()));
+            assert_eq!(
+                plain, probed,
+                "{prog} {args:?} with LEAKPROBE_SAMPLE={sample}"
+            );
+        }
+    }
+}

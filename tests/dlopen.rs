@@ -1,0 +1,41 @@
+//! Unwinding must never deadlock with the dynamic loader: one thread
+//! dlopen()s and dlclose()s a library 3000 times while two others allocate
+//! with every allocation sampled, and dumps are requested meanwhile.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn dlopen_loop_with_every_allocation_sampled_finishes() {
+    let exe = harness("dlopen_loop");
+    let plugin = harness("libplugin.so");
+    let dir = scratch_dir("dlopen");
+    let mut p = Probe::start(
+        &exe,
+        &[plugin.to_str().unwrap()],
+        &dir,
+        &[("LEAKPROBE_SAMPLE", "1")],
+    );
+    p.expect_line("READY", Duration::from_secs(30));
+    let started = Instant::now();
+    loop {
+        if p.try_line("DONE").is_some() {
+            break;
+        }
+        if let Ok(Some(status)) = p.child.try_wait() {
+            panic!("exited before finishing: {status}\n{}", p.stderr());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "dlopen loop hung; stderr:\n{}",
+            p.stderr()
+        );
+        p.signal(libc::SIGUSR2);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dumps = p.settle(Duration::from_millis(500));
+    let (status, stderr) = p.finish(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!(dumps > 0, "no dump was written during the loop");
+}
