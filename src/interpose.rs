@@ -44,97 +44,85 @@ impl Api {
     }
 }
 
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn malloc(size: usize) -> Ptr {
-    if !thread_state::crosses(size) {
-        return next::malloc(size);
-    }
-    allocate_sampled(size, Api::Malloc, || next::malloc(size))
-}
-
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn calloc(n: usize, size: usize) -> Ptr {
-    let total = n.saturating_mul(size);
-    if !thread_state::crosses(total) {
-        return next::calloc(n, size);
-    }
-    allocate_sampled(total, Api::Calloc, || next::calloc(n, size))
-}
-
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn posix_memalign(out: *mut Ptr, align: usize, size: usize) -> c_int {
-    if !thread_state::crosses(size) {
-        return next::posix_memalign(out, align, size);
-    }
-    let mut rc = 0;
-    allocate_sampled(size, Api::PosixMemalign, || {
-        rc = next::posix_memalign(out, align, size);
-        if rc == 0 {
-            *out
-        } else {
-            core::ptr::null_mut()
+/// An entry point that allocates `$bytes` and returns the block.
+macro_rules! allocating {
+    ($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, bytes = $bytes:expr, frame = $api:ident, block = |$r:ident| $block:expr) => {
+        #[no_mangle]
+        #[inline(never)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            let bytes = $bytes;
+            if !thread_state::crosses(bytes) {
+                return next::$name($($arg),*);
+            }
+            let mut result = Default::default();
+            allocate_sampled(bytes, Api::$api, || {
+                let $r = next::$name($($arg),*);
+                result = $r;
+                $block
+            });
+            result
         }
-    });
-    rc
+    };
+    ($name:ident($($arg:ident: $ty:ty),*), bytes = $bytes:expr, frame = $api:ident) => {
+        #[no_mangle]
+        #[inline(never)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> Ptr {
+            let bytes = $bytes;
+            if !thread_state::crosses(bytes) {
+                return next::$name($($arg),*);
+            }
+            allocate_sampled(bytes, Api::$api, move || next::$name($($arg),*))
+        }
+    };
 }
 
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> Ptr {
-    if !thread_state::crosses(size) {
-        return next::aligned_alloc(align, size);
-    }
-    allocate_sampled(size, Api::Memalign, || next::aligned_alloc(align, size))
+/// An entry point that resizes block `$p` to `$size` bytes.
+macro_rules! resizing {
+    ($name:ident($p:ident: Ptr, $size:ident: usize $(, $arg:ident: $ty:ty)*)) => {
+        #[no_mangle]
+        #[inline(never)]
+        pub unsafe extern "C" fn $name($p: Ptr, $size: usize $(, $arg: $ty)*) -> Ptr {
+            let crossed = thread_state::crosses($size);
+            if !crossed && !live::maybe_sampled($p as usize) {
+                return next::$name($p, $size $(, $arg)*);
+            }
+            resize_sampled($p, $size, crossed, move |p| next::$name(p, $size $(, $arg)*))
+        }
+    };
 }
 
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn memalign(align: usize, size: usize) -> Ptr {
-    if !thread_state::crosses(size) {
-        return next::memalign(align, size);
-    }
-    allocate_sampled(size, Api::Memalign, || next::memalign(align, size))
+/// An entry point that frees block `$p`.
+macro_rules! releasing {
+    ($name:ident($p:ident: Ptr $(, $arg:ident: $ty:ty)*)) => {
+        #[no_mangle]
+        #[inline(never)]
+        pub unsafe extern "C" fn $name($p: Ptr $(, $arg: $ty)*) {
+            if !live::maybe_sampled($p as usize) {
+                return next::$name($p $(, $arg)*);
+            }
+            release_sampled($p, move |p| next::$name(p $(, $arg)*))
+        }
+    };
 }
 
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn valloc(size: usize) -> Ptr {
-    if !thread_state::crosses(size) {
-        return next::valloc(size);
-    }
-    allocate_sampled(size, Api::Valloc, || next::valloc(size))
-}
-
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn pvalloc(size: usize) -> Ptr {
-    if !thread_state::crosses(size) {
-        return next::pvalloc(size);
-    }
-    allocate_sampled(size, Api::Pvalloc, || next::pvalloc(size))
-}
-
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn mallocx(size: usize, flags: c_int) -> Ptr {
-    if !thread_state::crosses(size) {
-        return next::mallocx(size, flags);
-    }
-    allocate_sampled(size, Api::Malloc, || next::mallocx(size, flags))
-}
-
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn realloc(p: Ptr, size: usize) -> Ptr {
-    let crossed = thread_state::crosses(size);
-    if !crossed && !live::maybe_sampled(p as usize) {
-        return next::realloc(p, size);
-    }
-    resize_sampled(p, size, crossed, |p| next::realloc(p, size))
-}
+allocating!(malloc(size: usize), bytes = size, frame = Malloc);
+allocating!(calloc(n: usize, size: usize), bytes = n.saturating_mul(size), frame = Calloc);
+allocating!(aligned_alloc(align: usize, size: usize), bytes = size, frame = Memalign);
+allocating!(memalign(align: usize, size: usize), bytes = size, frame = Memalign);
+allocating!(valloc(size: usize), bytes = size, frame = Valloc);
+allocating!(pvalloc(size: usize), bytes = size, frame = Pvalloc);
+allocating!(mallocx(size: usize, flags: c_int), bytes = size, frame = Malloc);
+allocating!(
+    posix_memalign(out: *mut Ptr, align: usize, size: usize) -> c_int,
+    bytes = size,
+    frame = PosixMemalign,
+    block = |rc| if rc == 0 { *out } else { core::ptr::null_mut() }
+);
+resizing!(realloc(p: Ptr, size: usize));
+resizing!(rallocx(p: Ptr, size: usize, flags: c_int));
+releasing!(free(p: Ptr));
+releasing!(dallocx(p: Ptr, flags: c_int));
+releasing!(sdallocx(p: Ptr, size: usize, flags: c_int));
 
 /// glibc's own reallocarray would call glibc's realloc even when the program
 /// uses jemalloc, so it is implemented here on the next allocator's realloc.
@@ -150,16 +138,6 @@ pub unsafe extern "C" fn reallocarray(p: Ptr, n: usize, size: usize) -> Ptr {
     }
 }
 
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn rallocx(p: Ptr, size: usize, flags: c_int) -> Ptr {
-    let crossed = thread_state::crosses(size);
-    if !crossed && !live::maybe_sampled(p as usize) {
-        return next::rallocx(p, size, flags);
-    }
-    resize_sampled(p, size, crossed, |p| next::rallocx(p, size, flags))
-}
-
 /// In-place resize: a sampled allocation keeps its sample, with the new size.
 #[no_mangle]
 #[inline(never)]
@@ -171,33 +149,6 @@ pub unsafe extern "C" fn xallocx(p: Ptr, size: usize, extra: usize, flags: c_int
         });
     }
     real
-}
-
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn free(p: Ptr) {
-    if !live::maybe_sampled(p as usize) {
-        return next::free(p);
-    }
-    release_sampled(p, |p| next::free(p))
-}
-
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn dallocx(p: Ptr, flags: c_int) {
-    if !live::maybe_sampled(p as usize) {
-        return next::dallocx(p, flags);
-    }
-    release_sampled(p, |p| next::dallocx(p, flags))
-}
-
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn sdallocx(p: Ptr, size: usize, flags: c_int) {
-    if !live::maybe_sampled(p as usize) {
-        return next::sdallocx(p, size, flags);
-    }
-    release_sampled(p, |p| next::sdallocx(p, size, flags))
 }
 
 #[no_mangle]

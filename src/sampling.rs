@@ -37,12 +37,11 @@ pub fn decide(size: usize) -> bool {
             seed(s);
             let gap = draw_gap(s, period);
             if size < gap {
-                s.until_sample.set(gap - size);
+                thread_state::set_until_sample(gap - size);
                 return false;
             }
         }
-        let gap = draw_gap(s, period);
-        s.until_sample.set(gap);
+        thread_state::set_until_sample(draw_gap(s, period));
         // A zero-byte request holds no bytes: never a sample (and a row with
         // bytes 0 would make jeprof divide by zero).
         size > 0
@@ -116,7 +115,6 @@ mod tests {
     #[test]
     fn gaps_have_the_requested_mean() {
         let s = ThreadState {
-            until_sample: Default::default(),
             busy: Default::default(),
             rng: core::cell::Cell::new(0x1234_5678_9abc_def1),
         };
@@ -130,7 +128,6 @@ mod tests {
     fn sampling_probability_matches_poisson() {
         // P(gap <= s) must be 1 - exp(-s/period): that is what jeprof inverts.
         let s = ThreadState {
-            until_sample: Default::default(),
             busy: Default::default(),
             rng: core::cell::Cell::new(0x9e37_79b9_7f4a_7c15),
         };

@@ -4,11 +4,8 @@
 
 use core::cell::Cell;
 
+/// Slow-path state: read only once the countdown has run out.
 pub struct ThreadState {
-    /// Bytes this thread may still allocate before the next sample point.
-    /// Zero in a new thread, so its first allocation takes the slow path,
-    /// which draws the first gap.
-    pub until_sample: Cell<usize>,
     /// Set while the library works on this thread's behalf (or for good on
     /// the collector thread): nested allocations are never sampled.
     pub busy: Cell<bool>,
@@ -17,26 +14,118 @@ pub struct ThreadState {
 }
 
 thread_local! {
-    static STATE: ThreadState = const {
-        ThreadState { until_sample: Cell::new(0), busy: Cell::new(false), rng: Cell::new(0) }
-    };
-}
-
-/// Counts `size` bytes down. True when the allocation reaches the next sample
-/// point and must take the slow path; the countdown is then left as is.
-#[inline(always)]
-pub fn crosses(size: usize) -> bool {
-    STATE.with(|s| {
-        let left = s.until_sample.get();
-        if size < left {
-            s.until_sample.set(left - size);
-            false
-        } else {
-            true
-        }
-    })
+    static STATE: ThreadState = const { ThreadState { busy: Cell::new(false), rng: Cell::new(0) } };
 }
 
 pub fn with<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
     STATE.with(f)
+}
+
+/// Counts `size` bytes down. True when the allocation reaches the next sample
+/// point and must take the slow path; the countdown is then left as is.
+///
+/// The countdown is zero in a new thread, so its first allocation takes the
+/// slow path, which draws the first gap.
+#[inline(always)]
+pub fn crosses(size: usize) -> bool {
+    let slot = countdown::slot();
+    let left = countdown::get(slot);
+    if size < left {
+        countdown::set(slot, left - size);
+        false
+    } else {
+        true
+    }
+}
+
+pub fn set_until_sample(bytes: usize) {
+    countdown::set(countdown::slot(), bytes);
+}
+
+/// The countdown lives in static TLS reached with the initial-exec model: one
+/// load of its offset and one %fs-relative access, where a Rust `cdylib`'s
+/// `thread_local!` calls `__tls_get_addr` on every access. Stable Rust cannot
+/// choose a TLS model, so the variable and its two accessors are assembly.
+#[cfg(target_arch = "x86_64")]
+mod countdown {
+    core::arch::global_asm!(
+        ".pushsection .tbss,\"awT\",@nobits",
+        ".p2align 3",
+        ".hidden leakprobe_until_sample",
+        ".globl leakprobe_until_sample",
+        ".type leakprobe_until_sample,@object",
+        ".size leakprobe_until_sample,8",
+        "leakprobe_until_sample:",
+        ".zero 8",
+        ".popsection",
+    );
+
+    /// This thread's countdown, as an offset from the thread pointer.
+    #[inline(always)]
+    pub fn slot() -> usize {
+        let off: usize;
+        // SAFETY: reads the GOT slot in which the loader put the variable's
+        // offset from the thread pointer; it never changes.
+        unsafe {
+            core::arch::asm!(
+                "mov {off}, qword ptr [rip + leakprobe_until_sample@GOTTPOFF]",
+                off = out(reg) off,
+                options(pure, readonly, nostack, preserves_flags),
+            )
+        };
+        off
+    }
+
+    #[inline(always)]
+    pub fn get(off: usize) -> usize {
+        let value: usize;
+        // SAFETY: %fs:offset is this thread's 8-byte, 8-aligned variable.
+        unsafe {
+            core::arch::asm!(
+                "mov {value}, qword ptr fs:[{off}]",
+                value = out(reg) value,
+                off = in(reg) off,
+                options(readonly, nostack, preserves_flags),
+            )
+        };
+        value
+    }
+
+    #[inline(always)]
+    pub fn set(off: usize, value: usize) {
+        // SAFETY: as in `get`; only this thread writes its own copy.
+        unsafe {
+            core::arch::asm!(
+                "mov qword ptr fs:[{off}], {value}",
+                value = in(reg) value,
+                off = in(reg) off,
+                options(nostack, preserves_flags),
+            )
+        };
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod countdown {
+    use core::cell::Cell;
+
+    thread_local! {
+        static UNTIL_SAMPLE: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Unused here: `thread_local!` finds the variable itself.
+    #[inline(always)]
+    pub fn slot() -> usize {
+        0
+    }
+
+    #[inline(always)]
+    pub fn get(_: usize) -> usize {
+        UNTIL_SAMPLE.get()
+    }
+
+    #[inline(always)]
+    pub fn set(_: usize, value: usize) {
+        UNTIL_SAMPLE.set(value)
+    }
 }
