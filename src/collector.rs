@@ -187,8 +187,9 @@ impl Collector {
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
         let (wall, mono) = (clock::wall(), clock::monotonic());
-        let meta = [
+        let mut meta = vec![
             ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("arch", std::env::consts::ARCH.to_string()),
             ("pid", pid.to_string()),
             ("sample_period", period.to_string()),
             (
@@ -217,6 +218,11 @@ impl Collector {
                     .map_or(String::new(), |c| config::signal_name(c.signal)),
             ),
         ];
+        meta.extend(
+            dump::build_ids()
+                .into_iter()
+                .map(|(id, path)| ("build_id", format!("{id} {path}"))),
+        );
         let stacks = &self.stacks;
         let text = dump::render(
             period,

@@ -124,6 +124,81 @@ fn loader_map() -> String {
     out
 }
 
+/// (build-id, path) of every loaded object that has one, from its
+/// NT_GNU_BUILD_ID note in memory: lets a reader tell whether the file now on
+/// disk is the one that was mapped.
+pub fn build_ids() -> Vec<(String, String)> {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _: usize,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid info whose PT_NOTE segments are
+        // mapped; `data` is our Vec.
+        let (info, out) = (&*info, &mut *(data as *mut Vec<(String, String)>));
+        let headers = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+        for h in headers.iter().filter(|h| h.p_type == libc::PT_NOTE) {
+            let notes = core::slice::from_raw_parts(
+                (info.dlpi_addr + h.p_vaddr) as *const u8,
+                h.p_memsz as usize,
+            );
+            if let Some(id) = gnu_build_id(notes) {
+                out.push((id, object_name(info)));
+                break;
+            }
+        }
+        0
+    }
+    let mut out = Vec::new();
+    // SAFETY: `each` only appends to `out`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut out as *mut Vec<(String, String)>).cast()) };
+    out
+}
+
+/// The object's path; the main program has an empty name in the loader.
+///
+/// # Safety
+/// `info` comes from `dl_iterate_phdr`.
+unsafe fn object_name(info: &libc::dl_phdr_info) -> String {
+    if info.dlpi_name.is_null() || *info.dlpi_name == 0 {
+        std::fs::read_link("/proc/self/exe")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    } else {
+        std::ffi::CStr::from_ptr(info.dlpi_name)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// The hex build-id in a sequence of ELF notes, if there is one.
+fn gnu_build_id(mut notes: &[u8]) -> Option<String> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let word = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+    while notes.len() >= 12 {
+        let (namesz, descsz, kind) = (
+            word(notes) as usize,
+            word(&notes[4..]) as usize,
+            word(&notes[8..]),
+        );
+        let name_end = 12 + namesz.next_multiple_of(4);
+        let desc_end = name_end + descsz.next_multiple_of(4);
+        if desc_end > notes.len() {
+            return None;
+        }
+        if kind == NT_GNU_BUILD_ID && &notes[12..12 + namesz] == b"GNU\0" {
+            return Some(
+                notes[name_end..name_end + descsz]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+            );
+        }
+        notes = &notes[desc_end..];
+    }
+    None
+}
+
 /// The dump directory, opened when the library loads so that later `chdir`,
 /// `chroot` or privilege drops do not move it. Daemons may close every file
 /// descriptor, so the descriptor is checked (device and inode) before each
@@ -284,6 +359,24 @@ mod tests {
              0: 0 [2: 96] @ 0x10\n\
              \nMAPPED_LIBRARIES:\nmaps\n"
         );
+    }
+
+    #[test]
+    fn finds_the_gnu_build_id_note() {
+        let mut notes = Vec::new();
+        for (name, kind, desc) in [
+            (&b"XYZ\0"[..], 1u32, &[9u8; 5][..]),
+            (b"GNU\0", 3, &[0xab, 0xcd, 0x01]),
+        ] {
+            notes.extend((name.len() as u32).to_ne_bytes());
+            notes.extend((desc.len() as u32).to_ne_bytes());
+            notes.extend(kind.to_ne_bytes());
+            notes.extend(name);
+            notes.extend(desc);
+            notes.resize(notes.len().next_multiple_of(4), 0);
+        }
+        assert_eq!(gnu_build_id(&notes).as_deref(), Some("abcd01"));
+        assert_eq!(gnu_build_id(&notes[..20]), None);
     }
 
     #[test]
