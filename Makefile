@@ -5,7 +5,7 @@ LIB      := target/release/libleakprobe.so
 HARNESS  := target/harness
 CFLAGS   := -g -O0 -Wall -Wextra -fno-omit-frame-pointer
 CXXFLAGS := $(CFLAGS)
-PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo
+PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series
 
 .PHONY: all lib harness deps test lint demo clean
 
@@ -17,7 +17,7 @@ deps:
 lib:
 	cargo build --release
 
-harness: $(addprefix $(HARNESS)/,$(PROGRAMS)) $(HARNESS)/libplugin.so
+harness: $(addprefix $(HARNESS)/,$(PROGRAMS)) $(HARNESS)/libplugin.so $(HARNESS)/stripped_pie
 
 $(HARNESS):
 	mkdir -p $@
@@ -33,15 +33,28 @@ $(HARNESS)/estimate $(HARNESS)/stress: CFLAGS += -O2
 $(HARNESS)/libplugin.so: c-harness/plugin.c | $(HARNESS)
 	$(CC) $(CFLAGS) -shared -fPIC -o $@ $<
 
+# The demo as a PIE built with -g, then stripped of everything, its debug
+# info moved where gdb looks for it: debug/.build-id/xx/yyyy.debug.
+$(HARNESS)/stripped_pie: c-harness/demo.c c-harness/common.h | $(HARNESS)
+	$(CC) $(CFLAGS) -fPIE -pie -Wl,--build-id -o $@.full $<
+	id=$$(readelf -n $@.full | awk '/Build ID/ {print $$3}'); \
+	mkdir -p $(HARNESS)/debug/.build-id/$${id%$${id#??}} && \
+	objcopy --only-keep-debug $@.full $(HARNESS)/debug/.build-id/$${id%$${id#??}}/$${id#??}.debug
+	strip --strip-all -o $@ $@.full
+	rm $@.full
+
 $(HARNESS)/%: c-harness/%.c c-harness/common.h | $(HARNESS)
 	$(CC) $(CFLAGS) -o $@ $< -lpthread -ldl
 
 lint:
 	cargo fmt --check
 	cargo clippy --release -- -D warnings
+	ruff check scripts tests/python
+	ruff format --check scripts tests/python
 
 test: deps all lint
 	cargo test --release -- --test-threads=2
+	python3 -m unittest discover -s tests/python
 
 demo: deps all
 	scripts/demo

@@ -1,0 +1,1 @@
+"""The companion script's modules: dump reading, ELF, symbolization, profiles."""

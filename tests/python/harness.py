@@ -1,0 +1,111 @@
+"""Runs harness programs with libleakprobe preloaded and collects their dumps
+(the Python side of tests/common/mod.rs, for the companion script's tests)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LIBRARY = ROOT / "target/release/libleakprobe.so"
+HARNESS = ROOT / "target/harness"
+SCRIPT = ROOT / "scripts/leakprobe"
+
+if not LIBRARY.exists():
+    raise SystemExit(f"{LIBRARY} is missing: run `make test`, which builds it first")
+
+
+class Probe:
+    """A harness program running under the library, dumping into its own directory."""
+
+    def __init__(self, program: str, args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=f"leakprobe-{program}-"))
+        environment = dict(os.environ, LD_PRELOAD=str(LIBRARY), LEAKPROBE_DIR=str(self.dir), **(env or {}))
+        self.stderr = open(self.dir / "stderr.txt", "w")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [str(HARNESS / program), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=environment,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def expect(self, prefix: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                self.proc.kill()
+                raise AssertionError(f"no line starting with {prefix!r} within {timeout}s") from None
+            if line.startswith(prefix):
+                return line
+
+    def dumps(self) -> list[Path]:
+        found = []
+        for p in self.dir.glob(f"leakprobe.{self.proc.pid}.*.heap"):
+            found.append((int(p.name.split(".")[2]), p))
+        return [p for _, p in sorted(found)]
+
+    def dump(self, timeout: float = 30.0) -> Path:
+        want = len(self.dumps()) + 1
+        os.kill(self.proc.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        while len(self.dumps()) < want:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no dump within {timeout}s")
+            time.sleep(0.02)
+        return self.dumps()[want - 1]
+
+    def write(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = 60.0) -> int:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        self.reader.join(timeout=10)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.stderr.close()
+
+
+def script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=False)
+
+
+def site_line(source: str, marker: str) -> int:
+    for number, line in enumerate((ROOT / "c-harness" / source).read_text().splitlines(), start=1):
+        if marker in line:
+            return number
+    raise AssertionError(f"{marker!r} not in {source}")
