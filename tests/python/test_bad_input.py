@@ -13,7 +13,7 @@ from pathlib import Path
 from harness import ROOT, Probe
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from leakprobe_tool.cli import main  # noqa: E402
+from leakprobe_tool.cli import main
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -15,14 +15,17 @@ from harness import HARNESS, Probe, script, site_line
 
 MIB = 1 << 20
 
+
 def run_json(*args: str) -> dict:
     result = script(*args, "--json")
     if result.returncode != 0:
         raise AssertionError(f"leakprobe {' '.join(args)} failed: {result.stderr}")
     return json.loads(result.stdout)
 
+
 def by_function(report: dict) -> dict[str, tuple[int, int]]:
     return {f["name"]: (f["flat"], f["cum"]) for f in report["functions"]}
+
 
 class Series(unittest.TestCase):
     """Five dumps of a process with a steady leak (16 MiB per step), a cache
@@ -114,6 +117,7 @@ class Series(unittest.TestCase):
         subprocess.run(shot, capture_output=True, timeout=120, check=False)
         self.assertTrue(png.exists() and png.stat().st_size > 10_000, "no screenshot")
 
+
 class Exact(unittest.TestCase):
     """Every allocation sampled: the report's numbers are exact."""
 
@@ -151,6 +155,7 @@ class Exact(unittest.TestCase):
         self.assertIn("estimated", text.stdout)
         self.assertIn(f"site_malloc exact.cc:{site_line('exact.cc', 'SITE site_malloc')}", text.stdout)
 
+
 class SeparateDebugInfo(unittest.TestCase):
     """A PIE built with -g, stripped of everything, debug info under .build-id."""
 
@@ -170,6 +175,7 @@ class SeparateDebugInfo(unittest.TestCase):
         bare = run_json("report", dump)["stacks"][0]["frames"][0]
         self.assertTrue(bare["function"].startswith("stripped_pie+0x"), bare)
         self.assertIsNone(bare["file"])
+
 
 if __name__ == "__main__":
     unittest.main()
