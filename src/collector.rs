@@ -33,6 +33,8 @@ struct Collector {
 
 static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
 static CONFIG: OnceCell<Config> = OnceCell::new();
+/// The program's path, read at load (a later chroot may hide /proc).
+static PROGRAM: OnceCell<String> = OnceCell::new();
 /// Set in a forked child: the collector thread did not survive the fork.
 static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
 /// Set by the fork prepare handler when it got the state lock.
@@ -40,6 +42,11 @@ static FORK_HAS_STATE: AtomicBool = AtomicBool::new(false);
 
 pub fn start(cfg: &Config) {
     let cfg = CONFIG.get_or_init(|| cfg.clone());
+    PROGRAM.get_or_init(|| {
+        std::fs::read_link("/proc/self/exe")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    });
     crate::stack::set_max_frames(cfg.max_frames);
     ring::renew();
     STATE.with(|s| *s = Some(Collector::new(cfg)));
@@ -56,9 +63,10 @@ pub fn ensure_running() {
 }
 
 /// Starts the collector thread. A raw pthread rather than `std::thread`, so
-/// that nothing runs on it before it stops sampling itself, and with every
-/// signal blocked, so no handler of the program ever runs on it. Its creation
-/// is not sampled either.
+/// that nothing runs on it before it stops sampling itself. Every signal but
+/// the dump signal is blocked on it, so no handler of the program runs on it,
+/// while a program that blocks the dump signal in all its own threads still
+/// gets its dumps. Its creation is not sampled either.
 fn spawn() {
     sampling::while_busy(|| {
         // SAFETY: plain pthread calls with initialised arguments; `run` never
@@ -67,6 +75,9 @@ fn spawn() {
             let mut all: libc::sigset_t = core::mem::zeroed();
             let mut old: libc::sigset_t = core::mem::zeroed();
             libc::sigfillset(&mut all);
+            if let Some(cfg) = CONFIG.get() {
+                libc::sigdelset(&mut all, cfg.signal);
+            }
             libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
             let mut attr: libc::pthread_attr_t = core::mem::zeroed();
             libc::pthread_attr_init(&mut attr);
@@ -191,6 +202,7 @@ impl Collector {
             ("version", env!("CARGO_PKG_VERSION").to_string()),
             ("arch", std::env::consts::ARCH.to_string()),
             ("pid", pid.to_string()),
+            ("program", PROGRAM.get().cloned().unwrap_or_default()),
             ("sample_period", period.to_string()),
             (
                 "time_unix",

@@ -91,8 +91,8 @@ class Symbolizer:
             name = self.jit.get(addr)
             if name:
                 return Frame(name, obj="[jit]")
-            where = mapping.path if mapping and mapping.path else "unmapped"
-            return Frame(f"[{where.strip('[]')}] 0x{addr:x}", obj=where)
+            where = "unmapped" if mapping is None else mapping.path.strip("[]") or "anonymous"
+            return Frame(f"[{where}] 0x{addr:x}", obj=f"[{where}]")
         offset = mapping.offset + (addr - mapping.start)
         if mapping.deleted:
             return Frame(f"{mapping.file}+0x{offset:x} (file deleted since it was mapped)", obj=mapping.file)
@@ -224,7 +224,13 @@ class JitMap:
 
 
 def program_of(dump: Dump) -> str | None:
-    """The main executable: the first file-backed mapping."""
+    """The main executable: as the dump records it, else the first object
+    with a build-id (the loader lists the program first), else the first
+    file-backed mapping."""
+    if dump.meta.get("program"):
+        return dump.meta["program"]
+    if dump.build_ids:
+        return next(iter(dump.build_ids))
     for m in dump.maps:
         if m.path.startswith("/"):
             return m.file
