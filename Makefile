@@ -5,7 +5,7 @@ LIB      := target/release/libleakprobe.so
 HARNESS  := target/harness
 CFLAGS   := -g -O0 -Wall -Wextra -fno-omit-frame-pointer
 CXXFLAGS := $(CFLAGS)
-PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series
+PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals
 
 .PHONY: all lib harness deps test lint demo clean
 

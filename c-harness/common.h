@@ -2,6 +2,7 @@
  * tests drive, and a place to keep allocations live until the end. */
 #ifndef HARNESS_COMMON_H
 #define HARNESS_COMMON_H
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -12,7 +13,8 @@ static inline void ready_then_wait(const char *what) {
     printf("READY %s\n", what);
     fflush(stdout);
     char buf[64];
-    while (read(0, buf, sizeof buf) > 0) {
+    ssize_t n;
+    while ((n = read(0, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
     }
 }
 

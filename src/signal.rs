@@ -63,13 +63,19 @@ fn set_app(act: &libc::sigaction) {
     APP_HANDLER.store(act.sa_sigaction, Ordering::Release);
 }
 
-/// Installs the library's handler with the program's mask and flags.
+/// Installs the library's handler with the program's mask and flags. With no
+/// handler of the program's, dump requests must not interrupt its system
+/// calls (EINTR it never saw before): SA_RESTART.
 fn apply(sig: c_int, app: &libc::sigaction) -> c_int {
+    let flags = match app.sa_sigaction {
+        libc::SIG_DFL | libc::SIG_IGN => libc::SA_RESTART,
+        _ => app.sa_flags & KERNEL_FLAGS,
+    };
     // SAFETY: a zeroed sigaction with a valid handler; the mask is copied.
     unsafe {
         let mut ours: libc::sigaction = core::mem::zeroed();
         ours.sa_sigaction = on_signal as *const () as usize;
-        ours.sa_flags = libc::SA_SIGINFO | (app.sa_flags & KERNEL_FLAGS);
+        ours.sa_flags = libc::SA_SIGINFO | flags;
         ours.sa_mask = app.sa_mask;
         next_sigaction()(sig, &ours, core::ptr::null_mut())
     }
@@ -192,7 +198,7 @@ pub unsafe extern "C" fn sigaction(
     }
     with_app_action(|view| {
         if !old.is_null() {
-            *old = view.unwrap_or_else(|| core::mem::zeroed());
+            *old = current(view);
         }
         if act.is_null() {
             return 0;
@@ -204,6 +210,19 @@ pub unsafe extern "C" fn sigaction(
         }
         rc
     })
+}
+
+/// The program's disposition as it stands: the stored action, unless the
+/// handler has since reset it to SIG_DFL (SA_RESETHAND; the handler cannot
+/// take the lock to update the stored action).
+unsafe fn current(view: &Option<libc::sigaction>) -> libc::sigaction {
+    let mut act = view.unwrap_or_else(|| core::mem::zeroed());
+    let handler = APP_HANDLER.load(Ordering::Acquire);
+    if handler != act.sa_sigaction {
+        act.sa_sigaction = handler;
+        act.sa_flags &= !(libc::SA_SIGINFO | libc::SA_RESETHAND);
+    }
+    act
 }
 
 /// `signal()` semantics for the dump signal (`reset` for System V's).

@@ -226,6 +226,10 @@ impl Probe {
         }
     }
 
+    pub fn close_stdin(&mut self) {
+        drop(self.stdin.take());
+    }
+
     pub fn write_stdin(&mut self, text: &str) {
         self.stdin
             .as_mut()
