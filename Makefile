@@ -7,9 +7,9 @@ CFLAGS   := -g -O0 -Wall -Wextra -fno-omit-frame-pointer
 CXXFLAGS := $(CFLAGS)
 PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals
 
-.PHONY: all lib harness deps test lint demo clean
+.PHONY: all lib harness java deps test lint demo clean
 
-all: lib harness
+all: lib harness java
 
 deps:
 	@scripts/install-deps
@@ -45,6 +45,13 @@ $(HARNESS)/stripped_pie: c-harness/demo.c c-harness/common.h | $(HARNESS)
 
 $(HARNESS)/%: c-harness/%.c c-harness/common.h | $(HARNESS)
 	$(CC) $(CFLAGS) -o $@ $< -lpthread -ldl
+
+java: target/java/GzipLeak.class
+
+target/java/GzipLeak.class: $(wildcard java-harness/*.java)
+	mkdir -p target/java
+	javac -nowarn -d target/java $^ 2>&1 | grep -v "^Note:\|warning\|^ *\^\|sun.misc\|^[0-9]* warning" || true
+	test -f $@
 
 lint:
 	cargo fmt --check

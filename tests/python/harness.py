@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "target/release/libleakprobe.so"
 HARNESS = ROOT / "target/harness"
 SCRIPT = ROOT / "scripts/leakprobe"
+JAVA_CLASSES = ROOT / "target/java"
 
 if not LIBRARY.exists():
     raise SystemExit(f"{LIBRARY} is missing: run `make test`, which builds it first")
@@ -25,12 +27,14 @@ if not LIBRARY.exists():
 class Probe:
     """A harness program running under the library, dumping into its own directory."""
 
-    def __init__(self, program: str, args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix=f"leakprobe-{program}-"))
+    def __init__(self, program: str | list[str], args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        """`program` is a harness program's name, or a whole command."""
+        command = [str(HARNESS / program), *args] if isinstance(program, str) else program
+        self.dir = Path(tempfile.mkdtemp(prefix=f"leakprobe-{Path(command[0]).name}-"))
         environment = dict(os.environ, LD_PRELOAD=str(LIBRARY), LEAKPROBE_DIR=str(self.dir), **(env or {}))
         self.stderr = open(self.dir / "stderr.txt", "w")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [str(HARNESS / program), *args],
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -109,3 +113,11 @@ def site_line(source: str, marker: str) -> int:
         if marker in line:
             return number
     raise AssertionError(f"{marker!r} not in {source}")
+
+
+def run_json(*args: str) -> dict:
+    """Runs the script with --json and returns its answer."""
+    result = script(*args, "--json")
+    if result.returncode != 0:
+        raise AssertionError(f"leakprobe {' '.join(args)} failed: {result.stderr}")
+    return json.loads(result.stdout)

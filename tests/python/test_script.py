@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import tempfile
@@ -11,16 +10,9 @@ import unittest
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from harness import HARNESS, Probe, script, site_line
+from harness import HARNESS, Probe, run_json, script, site_line
 
 MIB = 1 << 20
-
-
-def run_json(*args: str) -> dict:
-    result = script(*args, "--json")
-    if result.returncode != 0:
-        raise AssertionError(f"leakprobe {' '.join(args)} failed: {result.stderr}")
-    return json.loads(result.stdout)
 
 
 def by_function(report: dict) -> dict[str, tuple[int, int]]:
