@@ -5,7 +5,7 @@ LIB      := target/release/libleakprobe.so
 HARNESS  := target/harness
 CFLAGS   := -g -O0 -Wall -Wextra -fno-omit-frame-pointer
 CXXFLAGS := $(CFLAGS)
-PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals
+PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new
 
 .PHONY: all lib harness java deps test lint demo clean
 
@@ -22,7 +22,7 @@ harness: $(addprefix $(HARNESS)/,$(PROGRAMS)) $(HARNESS)/libplugin.so $(HARNESS)
 $(HARNESS):
 	mkdir -p $@
 
-$(HARNESS)/exact: c-harness/exact.cc c-harness/common.h | $(HARNESS)
+$(HARNESS)/%: c-harness/%.cc c-harness/common.h | $(HARNESS)
 	$(CXX) $(CXXFLAGS) -o $@ $< -lpthread
 
 $(HARNESS)/jemalloc_linked: c-harness/jemalloc_linked.c c-harness/common.h | $(HARNESS)

@@ -18,10 +18,13 @@ type Ptr = *mut c_void;
 
 /// The function named by frame 0 of a sample. Only names that both jeprof
 /// and pprof drop as allocator frames are used (pprof does not know
-/// `aligned_alloc`, `reallocarray` or the jemalloc names).
+/// `aligned_alloc`, `reallocarray` or the jemalloc names); `New` and
+/// `NewArray` are `operator new` and `operator new[]`.
 #[derive(Clone, Copy)]
-enum Api {
+pub enum Api {
     Malloc,
+    New,
+    NewArray,
     Calloc,
     Realloc,
     PosixMemalign,
@@ -34,6 +37,8 @@ impl Api {
     fn address(self) -> usize {
         match self {
             Api::Malloc => malloc as *const () as usize,
+            Api::New => crate::cxx::_Znwm as *const () as usize,
+            Api::NewArray => crate::cxx::_Znam as *const () as usize,
             Api::Calloc => calloc as *const () as usize,
             Api::Realloc => realloc as *const () as usize,
             Api::PosixMemalign => posix_memalign as *const () as usize,
@@ -164,7 +169,7 @@ pub unsafe extern "C" fn malloc_usable_size(p: Ptr) -> usize {
 /// record it if the sampler says so.
 #[cold]
 #[inline(never)]
-unsafe fn allocate_sampled(size: usize, api: Api, alloc: impl FnOnce() -> Ptr) -> Ptr {
+pub unsafe fn allocate_sampled(size: usize, api: Api, alloc: impl FnOnce() -> Ptr) -> Ptr {
     let p = alloc();
     if sampling::decide(size) && !p.is_null() {
         record(p, size, api);
@@ -223,7 +228,7 @@ unsafe fn move_out_of_bootstrap(p: Ptr, size: usize) -> Ptr {
 /// address cannot be mistaken for it.
 #[cold]
 #[inline(never)]
-unsafe fn release_sampled(p: Ptr, release: impl FnOnce(Ptr)) {
+pub unsafe fn release_sampled(p: Ptr, release: impl FnOnce(Ptr)) {
     if bootstrap::owns(p) {
         return;
     }

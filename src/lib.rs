@@ -15,6 +15,8 @@ mod bootstrap;
 mod clock;
 mod collector;
 mod config;
+#[cfg(not(test))]
+mod cxx;
 mod doorbell;
 mod dump;
 mod global_alloc;

@@ -113,7 +113,8 @@ fn required(name: &CStr) -> *mut () {
     f
 }
 
-fn object_of(f: *mut ()) -> usize {
+/// Load address of the object that defines `f` (0 if unknown).
+pub fn object_of(f: *mut ()) -> usize {
     info_of(f).map_or(0, |i| i.dli_fbase as usize)
 }
 
@@ -125,10 +126,14 @@ fn info_of(f: *mut ()) -> Option<libc::Dl_info> {
     }
 }
 
+/// The next allocator's `malloc` (after resolution).
+pub fn malloc_address() -> *mut () {
+    slot::malloc.load(Ordering::Relaxed)
+}
+
 /// File name of the object providing `malloc` (e.g. libc.so.6, libjemalloc.so.2).
 pub fn allocator_name() -> &'static str {
-    let f = slot::malloc.load(Ordering::Relaxed);
-    info_of(f)
+    info_of(malloc_address())
         .filter(|i| !i.dli_fname.is_null())
         // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
         .and_then(|i| {

@@ -127,7 +127,6 @@ class Exact(unittest.TestCase):
         self.assertEqual(space["site_malloc"][0], 100_000)
         self.assertEqual(space["site_cross_thread"][0], 300_000)
         self.assertEqual(space["site_first_free_thread"][0], 200_000)
-        # C++ new: libstdc++'s operator new is dropped as an allocator frame.
         self.assertEqual(space["site_new_object"][0], 25 * 700)
         allocated = by_function(run_json("report", self.dump, "--alloc-objects", "--nodecount", "100"))
         self.assertEqual(allocated["site_churn"][0], 1000)
