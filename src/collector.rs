@@ -55,7 +55,27 @@ pub fn start(cfg: &Config) {
     spawn();
 }
 
-/// Restarts the collector thread in a forked child; called on sampled paths.
+/// `fork()` as the program calls it: in the child, once every atfork child
+/// handler (the allocator's too) has run, the collector thread is restarted,
+/// so even a child that never allocates answers the dump signal. Forks that
+/// do not go through this symbol (glibc's `daemon()`) restart it on the
+/// child's first sampled allocation.
+///
+/// # Safety
+/// As fork(2).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn fork() -> libc::pid_t {
+    static NEXT: core::sync::atomic::AtomicPtr<libc::c_void> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+    let next: unsafe extern "C" fn() -> libc::pid_t = core::mem::transmute(next::symbol(&NEXT, c"fork"));
+    let pid = next();
+    if pid == 0 {
+        ensure_running();
+    }
+    pid
+}
+
+/// Restarts the collector thread in a forked child.
 pub fn ensure_running() {
     if NEEDS_THREAD.load(Ordering::Relaxed) && NEEDS_THREAD.swap(false, Ordering::Relaxed) {
         spawn();

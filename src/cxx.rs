@@ -66,27 +66,9 @@ cxx_slots! {
 }
 
 /// Resolved on first use: the C++ runtime may be loaded after the library.
+#[inline(always)]
 fn resolved(sym: Sym) -> *mut c_void {
-    let slot = &SLOTS[sym as usize];
-    let f = slot.load(Ordering::Relaxed);
-    if !f.is_null() {
-        return f;
-    }
-    // SAFETY: dlsym with a NUL-terminated name.
-    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, NAMES[sym as usize].as_ptr()) };
-    if f.is_null() {
-        missing(NAMES[sym as usize]);
-    }
-    slot.store(f, Ordering::Relaxed);
-    f
-}
-
-#[cold]
-#[inline(never)]
-fn missing(name: &CStr) -> ! {
-    crate::log::log!("no next definition of {name:?}; cannot continue");
-    // SAFETY: the program called a C++ operator that does not exist.
-    unsafe { libc::abort() }
+    next::symbol(&SLOTS[sym as usize], NAMES[sym as usize])
 }
 
 const UNKNOWN: u8 = 0;

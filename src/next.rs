@@ -106,11 +106,32 @@ fn lookup(name: &CStr) -> *mut () {
 fn required(name: &CStr) -> *mut () {
     let f = lookup(name);
     if f.is_null() {
-        crate::log::log!("no next definition of {:?}; cannot run", name);
-        // SAFETY: nothing can be allocated without it; abort is the only option.
-        unsafe { libc::abort() };
+        missing(name);
     }
     f
+}
+
+/// The next definition of a non-allocator function, looked up once into
+/// `slot` (for the other functions the library interposes).
+pub fn symbol(slot: &AtomicPtr<c_void>, name: &CStr) -> *mut c_void {
+    let mut f = slot.load(Ordering::Acquire);
+    if f.is_null() {
+        // SAFETY: dlsym with a NUL-terminated name.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
+        if f.is_null() {
+            missing(name);
+        }
+        slot.store(f, Ordering::Release);
+    }
+    f
+}
+
+#[cold]
+#[inline(never)]
+pub fn missing(name: &CStr) -> ! {
+    crate::log::log!("no next definition of {name:?}; cannot continue");
+    // SAFETY: the program called a function that does not exist.
+    unsafe { libc::abort() }
 }
 
 /// Load address of the object that defines `f` (0 if unknown).

@@ -9,7 +9,7 @@
 //! The handler treats a `kill`/`sigqueue` from another process as a dump
 //! request and passes every other delivery to the program's handler.
 
-use crate::doorbell;
+use crate::{doorbell, next};
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
@@ -157,27 +157,12 @@ fn is_dump_request(info: *const libc::siginfo_t) -> bool {
 fn next_sigaction() -> SigactionFn {
     static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
     // SAFETY: the symbol is libc's (or an interposer's) sigaction.
-    unsafe { core::mem::transmute(resolve(&NEXT, c"sigaction")) }
+    unsafe { core::mem::transmute(next::symbol(&NEXT, c"sigaction")) }
 }
 
 fn next_signal(name: &core::ffi::CStr, slot: &'static AtomicPtr<c_void>) -> SignalFn {
     // SAFETY: the symbol has signal()'s type.
-    unsafe { core::mem::transmute(resolve(slot, name)) }
-}
-
-fn resolve(slot: &AtomicPtr<c_void>, name: &core::ffi::CStr) -> *mut c_void {
-    let mut f = slot.load(Ordering::Acquire);
-    if f.is_null() {
-        // SAFETY: dlsym with a NUL-terminated name.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
-        if f.is_null() {
-            crate::log::log!("no next definition of {name:?}; cannot continue");
-            // SAFETY: the program called a function that does not exist.
-            unsafe { libc::abort() };
-        }
-        slot.store(f, Ordering::Release);
-    }
-    f
+    unsafe { core::mem::transmute(next::symbol(slot, name)) }
 }
 
 fn is_dump_signal(sig: c_int) -> bool {

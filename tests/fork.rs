@@ -1,0 +1,75 @@
+//! fork(): children keep profiling with their own collector thread, their own
+//! dump names and the samples they inherited; forking while another thread
+//! holds the library's locks never deadlocks; a daemon (double fork, setsid)
+//! answers kill -USR2.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn children_inherit_samples_and_dump_under_their_own_pid() {
+    let exe = harness("fork");
+    let dir = scratch_dir("fork");
+    let mut p = Probe::start(&exe, &["fork", "30"], &dir, &[("LEAKPROBE_SAMPLE", "1")]);
+    // Parent and child print concurrently: take their three lines in any order.
+    let (mut child, mut child_ready, mut parent_ready) = (0, false, false);
+    while child == 0 || !child_ready || !parent_ready {
+        let line = p.expect_line("", Duration::from_secs(60));
+        match line.as_str() {
+            "CHILD READY" => child_ready = true,
+            "READY fork" => parent_ready = true,
+            other => child = other.strip_prefix("CHILD ").and_then(|n| n.parse().ok()).unwrap_or(child),
+        }
+    }
+
+    // SAFETY: signalling our grandchild.
+    assert_eq!(unsafe { libc::kill(child, libc::SIGUSR2) }, 0);
+    let child_dump = wait_for_dump(&dir, child);
+    let parent_dump = p.dump();
+    let (status, stderr) = p.finish(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{stderr}");
+
+    let in_child = child_dump.by_function(&exe);
+    assert_eq!(in_child["site_before_fork"].live_count, 50, "inherited samples");
+    assert_eq!(in_child["site_in_child"].live_count, 30, "samples taken in the child");
+    assert_eq!(child_dump.meta["pid"], child.to_string());
+    let in_parent = parent_dump.by_function(&exe);
+    assert_eq!(in_parent["site_before_fork"].live_count, 50);
+    assert!(!in_parent.contains_key("site_in_child"));
+}
+
+fn wait_for_dump(dir: &std::path::Path, pid: i32) -> Dump {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(path) = dump_files_of(dir, pid).first() {
+            return Dump::read(path);
+        }
+        assert!(Instant::now() < deadline, "no dump from process {pid}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_daemon_answers_the_dump_signal() {
+    let exe = harness("fork");
+    let dir = scratch_dir("daemon");
+    let pidfile = dir.join("daemon.pid");
+    let launcher = Probe::start(&exe, &["daemon", pidfile.to_str().unwrap()], &dir, &[("LEAKPROBE_SAMPLE", "1")]);
+    let (status, _) = launcher.finish(Duration::from_secs(30));
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|t| t.trim().parse().ok()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the daemon wrote no pid file");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: signalling the daemon we started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR2) }, 0);
+    let dump = wait_for_dump(&dir, pid);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(dump.by_function(&exe)["site_daemon"].live_count, 20);
+}
