@@ -8,7 +8,7 @@ use crate::live::{self, Entry, PENDING};
 use crate::lock::SpinLock;
 use crate::ring::{self, Sample};
 use crate::{clock, doorbell, next, sampling, signal};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use once_cell::sync::OnceCell;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -37,6 +37,8 @@ static CONFIG: OnceCell<Config> = OnceCell::new();
 static PROGRAM: OnceCell<String> = OnceCell::new();
 /// Set in a forked child: the collector thread did not survive the fork.
 static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
+/// Dumps attempted (written or failed), for callers waiting on one.
+static DUMPS_DONE: AtomicU32 = AtomicU32::new(0);
 /// Set by the fork prepare handler when it got the state lock.
 static FORK_HAS_STATE: AtomicBool = AtomicBool::new(false);
 
@@ -66,13 +68,44 @@ pub fn start(cfg: &Config) {
 #[cfg(not(test))]
 #[no_mangle]
 pub unsafe extern "C" fn fork() -> libc::pid_t {
-    static NEXT: core::sync::atomic::AtomicPtr<libc::c_void> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
-    let next: unsafe extern "C" fn() -> libc::pid_t = core::mem::transmute(next::symbol(&NEXT, c"fork"));
+    static NEXT: core::sync::atomic::AtomicPtr<libc::c_void> =
+        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+    let next: unsafe extern "C" fn() -> libc::pid_t =
+        core::mem::transmute(next::symbol(&NEXT, c"fork"));
     let pid = next();
     if pid == 0 {
         ensure_running();
     }
     pid
+}
+
+/// Requests a dump and waits until the collector has attempted it (or
+/// `timeout` passes). True if one was attempted.
+pub fn dump_and_wait(timeout: std::time::Duration) -> bool {
+    ensure_running();
+    let before = DUMPS_DONE.load(Ordering::Acquire);
+    signal::request_dump();
+    let deadline = clock::monotonic() + timeout;
+    while DUMPS_DONE.load(Ordering::Acquire) == before {
+        if clock::monotonic() > deadline {
+            return false;
+        }
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 2_000_000,
+        };
+        // SAFETY: plain sleep.
+        unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+    }
+    true
+}
+
+/// `LEAKPROBE_DUMP_AT_EXIT`: registered with atexit() when the library loads,
+/// so it runs after the program's own exit handlers.
+pub extern "C" fn dump_at_exit() {
+    if !dump_and_wait(std::time::Duration::from_secs(10)) {
+        crate::log::log!("the exit dump did not complete within 10 s");
+    }
 }
 
 /// Restarts the collector thread in a forked child.
@@ -277,6 +310,7 @@ impl Collector {
                 crate::log::log!("cannot write dump {name} in {}: {why}", self.dir.display())
             }
         }
+        DUMPS_DONE.fetch_add(1, Ordering::Release);
     }
 }
 

@@ -13,6 +13,8 @@ pub struct Config {
     pub sample_period: usize,
     pub signal: libc::c_int,
     pub max_frames: usize,
+    pub dump_at_exit: bool,
+    pub no_inherit: bool,
 }
 
 impl Default for Config {
@@ -22,6 +24,8 @@ impl Default for Config {
             sample_period: DEFAULT_SAMPLE,
             signal: libc::SIGUSR2,
             max_frames: FRAMES_LIMIT,
+            dump_at_exit: false,
+            no_inherit: false,
         }
     }
 }
@@ -49,6 +53,8 @@ impl Config {
             sample_period: setting(&get, "LEAKPROBE_SAMPLE", parse_sample, d.sample_period),
             signal: setting(&get, "LEAKPROBE_SIGNAL", parse_signal, d.signal),
             max_frames: setting(&get, "LEAKPROBE_MAX_FRAMES", parse_max_frames, d.max_frames),
+            dump_at_exit: setting(&get, "LEAKPROBE_DUMP_AT_EXIT", parse_switch, d.dump_at_exit),
+            no_inherit: setting(&get, "LEAKPROBE_NO_INHERIT", parse_switch, d.no_inherit),
         }
     }
 }
@@ -74,6 +80,14 @@ fn parse_sample(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err("is not a whole number of bytes >= 1".into()),
+    }
+}
+
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "yes" | "true" | "on" => Ok(true),
+        "0" | "no" | "false" | "off" | "" => Ok(false),
+        _ => Err("is not 1 or 0".into()),
     }
 }
 
@@ -173,7 +187,10 @@ mod tests {
             ("LEAKPROBE_SIGNAL", "SIGRTMIN+4"),
             ("LEAKPROBE_MAX_FRAMES", "16"),
             ("LEAKPROBE_DIR", "/var/tmp"),
+            ("LEAKPROBE_DUMP_AT_EXIT", "1"),
+            ("LEAKPROBE_NO_INHERIT", "yes"),
         ]);
+        assert!(c.dump_at_exit && c.no_inherit);
         assert_eq!(c.sample_period, 1);
         assert_eq!(c.signal, libc::SIGRTMIN() + 4);
         assert_eq!(c.max_frames, 16);
@@ -195,6 +212,7 @@ mod tests {
             DEFAULT_SAMPLE
         );
         assert_eq!(with(&[("LEAKPROBE_SIGNAL", "SEGV")]).signal, libc::SIGUSR2);
+        assert!(!with(&[("LEAKPROBE_DUMP_AT_EXIT", "please")]).dump_at_exit);
     }
 
     #[test]

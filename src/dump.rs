@@ -244,6 +244,7 @@ impl DumpDir {
         }
         self.fd = fd;
         self.id = identity(fd).unwrap_or((0, 0));
+        crate::log::set_directory(fd, self.id);
         Ok(())
     }
 
@@ -294,7 +295,8 @@ impl DumpDir {
     }
 }
 
-fn identity(fd: libc::c_int) -> Option<(u64, u64)> {
+/// (device, inode) of a directory descriptor; None if it is not one.
+pub fn identity(fd: libc::c_int) -> Option<(u64, u64)> {
     // SAFETY: fstat writes the stat buffer.
     unsafe {
         let mut st: libc::stat = core::mem::zeroed();

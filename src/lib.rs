@@ -20,6 +20,7 @@ mod cxx;
 mod doorbell;
 mod dump;
 mod global_alloc;
+mod inherit;
 #[cfg(not(test))]
 mod interpose;
 mod live;
@@ -43,7 +44,14 @@ extern "C" fn init() {
     next::resolve();
     stack::init_own_range();
     let cfg = config::Config::from_env();
+    if cfg.no_inherit {
+        inherit::remove_from_preload();
+    }
     collector::start(&cfg);
     signal::install(cfg.signal);
+    if cfg.dump_at_exit {
+        // SAFETY: registering a plain extern "C" function.
+        unsafe { libc::atexit(collector::dump_at_exit) };
+    }
     sampling::enable(cfg.sample_period);
 }

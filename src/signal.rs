@@ -53,6 +53,12 @@ pub fn install(sig: c_int) {
     }
 }
 
+/// Asks the collector for a dump. Async-signal-safe.
+pub fn request_dump() {
+    REQUESTS.fetch_add(1, Ordering::Relaxed);
+    doorbell::ring();
+}
+
 /// Dump requests received so far.
 pub fn requests() -> u32 {
     REQUESTS.load(Ordering::Relaxed)
@@ -105,20 +111,16 @@ fn with_app_action<R>(f: impl FnOnce(&mut Option<libc::sigaction>) -> R) -> R {
 
 extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     if is_dump_request(info) {
-        REQUESTS.fetch_add(1, Ordering::Relaxed);
-        doorbell::ring();
+        request_dump();
         return;
     }
     let handler = APP_HANDLER.load(Ordering::Acquire);
     let flags = APP_FLAGS.load(Ordering::Relaxed);
     match handler {
         libc::SIG_IGN => {}
-        libc::SIG_DFL => {
-            // Without a handler of the program's, every delivery asks for a
-            // dump (the default action would have ended the process).
-            REQUESTS.fetch_add(1, Ordering::Relaxed);
-            doorbell::ring();
-        }
+        // Without a handler of the program's, every delivery asks for a
+        // dump (the default action would have ended the process).
+        libc::SIG_DFL => request_dump(),
         _ => {
             if flags & libc::SA_RESETHAND != 0 {
                 APP_HANDLER.store(libc::SIG_DFL, Ordering::Release);

@@ -128,3 +128,69 @@ fn ordinary_programs_are_unaffected() {
         }
     }
 }
+
+#[test]
+fn dump_at_exit_holds_what_leaked() {
+    let exe = harness("at_exit");
+    let dir = scratch_dir("at-exit");
+    let p = Probe::start(
+        &exe,
+        &[],
+        &dir,
+        &[("LEAKPROBE_SAMPLE", "1"), ("LEAKPROBE_DUMP_AT_EXIT", "1")],
+    );
+    let pid = p.pid();
+    let (status, stderr) = p.finish(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{stderr}");
+    let dumps = dump_files_of(&dir, pid);
+    assert_eq!(dumps.len(), 1, "{stderr}");
+    let sites = Dump::read(&dumps[0]).by_function(&exe);
+    let leaked = &sites["site_leaked_at_exit"];
+    assert_eq!((leaked.live_count, leaked.live_bytes), (10, 40_000));
+    assert_eq!(sites["site_freed"].live_count, 0);
+    assert_eq!(sites["site_freed"].alloc_count, 100);
+}
+
+#[test]
+fn messages_also_go_to_a_log_file_next_to_the_dumps() {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = harness("exact");
+    let dir = scratch_dir("log-file");
+    let mut p = Probe::start(&exe, &[], &dir, &[]);
+    p.expect_line("READY", Duration::from_secs(30));
+    let dump = p.dump();
+    let pid = p.pid();
+    let (status, _) = p.finish(Duration::from_secs(30));
+    assert!(status.success());
+    let log = dir.join(format!("leakprobe.{pid}.log"));
+    let text = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    assert!(
+        text.contains(&format!("leakprobe: wrote {}", dump.path.display())),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn no_inherit_takes_the_library_out_of_children() {
+    let lib = library();
+    let echo = |no_inherit: &str| {
+        run(Command::new("sh")
+            .args(["-c", "echo \"[$LD_PRELOAD]\""])
+            .env(
+                "LD_PRELOAD",
+                format!("{}:/nonexistent/other.so", lib.display()),
+            )
+            .env("LEAKPROBE_NO_INHERIT", no_inherit)
+            .env("LEAKPROBE_DIR", scratch_dir("no-inherit"))
+            .stderr(Stdio::null()))
+    };
+    assert_eq!(echo("1").trim(), "[/nonexistent/other.so]");
+    assert_eq!(
+        echo("0").trim(),
+        format!("[{}:/nonexistent/other.so]", lib.display())
+    );
+}

@@ -19,7 +19,12 @@ fn children_inherit_samples_and_dump_under_their_own_pid() {
         match line.as_str() {
             "CHILD READY" => child_ready = true,
             "READY fork" => parent_ready = true,
-            other => child = other.strip_prefix("CHILD ").and_then(|n| n.parse().ok()).unwrap_or(child),
+            other => {
+                child = other
+                    .strip_prefix("CHILD ")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(child)
+            }
         }
     }
 
@@ -31,8 +36,14 @@ fn children_inherit_samples_and_dump_under_their_own_pid() {
     assert!(status.success(), "{status}\n{stderr}");
 
     let in_child = child_dump.by_function(&exe);
-    assert_eq!(in_child["site_before_fork"].live_count, 50, "inherited samples");
-    assert_eq!(in_child["site_in_child"].live_count, 30, "samples taken in the child");
+    assert_eq!(
+        in_child["site_before_fork"].live_count, 50,
+        "inherited samples"
+    );
+    assert_eq!(
+        in_child["site_in_child"].live_count, 30,
+        "samples taken in the child"
+    );
     assert_eq!(child_dump.meta["pid"], child.to_string());
     let in_parent = parent_dump.by_function(&exe);
     assert_eq!(in_parent["site_before_fork"].live_count, 50);
@@ -55,12 +66,20 @@ fn a_daemon_answers_the_dump_signal() {
     let exe = harness("fork");
     let dir = scratch_dir("daemon");
     let pidfile = dir.join("daemon.pid");
-    let launcher = Probe::start(&exe, &["daemon", pidfile.to_str().unwrap()], &dir, &[("LEAKPROBE_SAMPLE", "1")]);
+    let launcher = Probe::start(
+        &exe,
+        &["daemon", pidfile.to_str().unwrap()],
+        &dir,
+        &[("LEAKPROBE_SAMPLE", "1")],
+    );
     let (status, _) = launcher.finish(Duration::from_secs(30));
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     let pid: i32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|t| t.trim().parse().ok()) {
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
             break pid;
         }
         assert!(Instant::now() < deadline, "the daemon wrote no pid file");

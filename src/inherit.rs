@@ -1,0 +1,49 @@
+//! `LEAKPROBE_NO_INHERIT=1`: the library takes itself out of `LD_PRELOAD`, so
+//! programs this one executes run without it.
+
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+
+pub fn remove_from_preload() {
+    let Some(preload) = std::env::var_os("LD_PRELOAD") else {
+        return;
+    };
+    let ours = own_path();
+    let kept: Vec<&[u8]> = preload
+        .as_bytes()
+        .split(|&b| b == b':' || b == b' ')
+        .filter(|entry| !entry.is_empty() && !is_ours(entry, &ours))
+        .collect();
+    let name = c"LD_PRELOAD";
+    // SAFETY: setenv/unsetenv with C strings, while the library loads (before
+    // the program's threads could read the environment).
+    unsafe {
+        if kept.is_empty() {
+            libc::unsetenv(name.as_ptr());
+        } else if let Ok(value) = CString::new(kept.join(&b':')) {
+            libc::setenv(name.as_ptr(), value.as_ptr(), 1);
+        }
+    }
+}
+
+fn is_ours(entry: &[u8], ours: &Option<std::path::PathBuf>) -> bool {
+    let path = std::path::Path::new(OsStr::from_bytes(entry));
+    match (ours, std::fs::canonicalize(path)) {
+        (Some(ours), Ok(resolved)) => &resolved == ours,
+        _ => path.file_name().is_some_and(|n| n == "libleakprobe.so"),
+    }
+}
+
+/// The library's own file, as the loader mapped it.
+fn own_path() -> Option<std::path::PathBuf> {
+    // SAFETY: dladdr on an address of ours; dli_fname is a C string.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(own_path as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null()
+        {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr(info.dli_fname);
+        std::fs::canonicalize(OsStr::from_bytes(name.to_bytes())).ok()
+    }
+}
