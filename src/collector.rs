@@ -33,8 +33,6 @@ struct Collector {
 
 static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
 static CONFIG: OnceCell<Config> = OnceCell::new();
-/// The program's path, read at load (a later chroot may hide /proc).
-static PROGRAM: OnceCell<String> = OnceCell::new();
 /// Set in a forked child: the collector thread did not survive the fork.
 static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
 /// Dumps attempted (written or failed), for callers waiting on one.
@@ -44,11 +42,7 @@ static FORK_HAS_STATE: AtomicBool = AtomicBool::new(false);
 
 pub fn start(cfg: &Config) {
     let cfg = CONFIG.get_or_init(|| cfg.clone());
-    PROGRAM.get_or_init(|| {
-        std::fs::read_link("/proc/self/exe")
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
-    });
+    dump::program_path();
     crate::stack::set_max_frames(cfg.max_frames);
     ring::renew();
     STATE.with(|s| *s = Some(Collector::new(cfg)));
@@ -255,7 +249,7 @@ impl Collector {
             ("version", env!("CARGO_PKG_VERSION").to_string()),
             ("arch", std::env::consts::ARCH.to_string()),
             ("pid", pid.to_string()),
-            ("program", PROGRAM.get().cloned().unwrap_or_default()),
+            ("program", dump::program_path().to_string()),
             ("sample_period", period.to_string()),
             (
                 "time_unix",

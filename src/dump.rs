@@ -92,15 +92,7 @@ fn loader_map() -> String {
     ) -> libc::c_int {
         // SAFETY: the loader passes a valid info; `data` is our String.
         let (info, out) = (&*info, &mut *(data as *mut String));
-        let name = if info.dlpi_name.is_null() || *info.dlpi_name == 0 {
-            std::fs::read_link("/proc/self/exe")
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        } else {
-            std::ffi::CStr::from_ptr(info.dlpi_name)
-                .to_string_lossy()
-                .into_owned()
-        };
+        let name = object_name(info);
         let headers = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
         for h in headers
             .iter()
@@ -155,15 +147,24 @@ pub fn build_ids() -> Vec<(String, String)> {
     out
 }
 
+/// The program's path, read when the library loads (a later chroot may
+/// hide /proc).
+pub fn program_path() -> &'static str {
+    static PROGRAM: once_cell::sync::OnceCell<String> = once_cell::sync::OnceCell::new();
+    PROGRAM.get_or_init(|| {
+        std::fs::read_link("/proc/self/exe")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    })
+}
+
 /// The object's path; the main program has an empty name in the loader.
 ///
 /// # Safety
 /// `info` comes from `dl_iterate_phdr`.
 unsafe fn object_name(info: &libc::dl_phdr_info) -> String {
     if info.dlpi_name.is_null() || *info.dlpi_name == 0 {
-        std::fs::read_link("/proc/self/exe")
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
+        program_path().to_string()
     } else {
         std::ffi::CStr::from_ptr(info.dlpi_name)
             .to_string_lossy()
@@ -273,7 +274,7 @@ impl DumpDir {
                 0o600 as libc::c_uint,
             );
             if fd < 0 {
-                return Err(os_err());
+                return Err(with_permission_hint(os_err(), &self.path));
             }
             let written = libc::fchmod(fd, 0o600) == 0 && write_all(fd, content);
             let why = os_err();
@@ -302,6 +303,46 @@ pub fn identity(fd: libc::c_int) -> Option<(u64, u64)> {
         let mut st: libc::stat = core::mem::zeroed();
         (libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR)
             .then_some((st.st_dev, st.st_ino))
+    }
+}
+
+/// After a privilege drop the new user may not be allowed to write where
+/// dumps go: say who needs what.
+fn with_permission_hint(why: String, dir: &OsStr) -> String {
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    if errno != Some(libc::EACCES) && errno != Some(libc::EPERM) {
+        return why;
+    }
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    format!(
+        "{why}: the process runs as {} (uid {uid}), which needs write and search permission on {}",
+        user_name(uid).unwrap_or_else(|| "an unnamed user".into()),
+        std::path::Path::new(dir).display()
+    )
+}
+
+fn user_name(uid: libc::uid_t) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: getpwuid_r fills `pwd` with strings stored in `buf`.
+    unsafe {
+        let mut pwd: libc::passwd = core::mem::zeroed();
+        let mut found: *mut libc::passwd = core::ptr::null_mut();
+        let rc = libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        );
+        if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 }
 

@@ -5,11 +5,9 @@
 
 mod common;
 use common::*;
-use std::process::Command;
 use std::time::Duration;
 
-/// (site, live count, live bytes, allocated count, allocated bytes)
-const TRUTH: &[(&str, u64, u64, u64, u64)] = &[
+const TRUTH: &[Truth] = &[
     ("site_new", 40, 40 * 800, 40, 40 * 800),
     ("site_new_scalar", 30, 30, 30, 30),
     ("site_new_nothrow", 20, 20 * 333, 20, 20 * 333),
@@ -30,61 +28,6 @@ fn every_operator_new_and_delete_is_exact() {
     let (status, stderr) = p.finish(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{stderr}");
 
-    let sites = dump.by_function(&exe);
-    let lines = site_lines("cxx_new.cc");
-    for &(name, live_n, live_b, alloc_n, alloc_b) in TRUTH {
-        let got = sites.get(name).cloned().unwrap_or_default();
-        assert_eq!(
-            (
-                got.live_count,
-                got.live_bytes,
-                got.alloc_count,
-                got.alloc_bytes
-            ),
-            (live_n, live_b, alloc_n, alloc_b),
-            "{name}"
-        );
-        if live_n > 0 {
-            assert!(
-                got.lines.iter().all(|&l| l == lines[name]),
-                "{name}: lines {:?}",
-                got.lines
-            );
-        }
-    }
-
-    let jeprof = run(Command::new("jeprof")
-        .args(["--text", "--inuse_objects", "--lines"])
-        .arg(&exe)
-        .arg(&dump.path));
-    let pprof = run(Command::new("go")
-        .args([
-            "tool",
-            "pprof",
-            "-text",
-            "-lines",
-            "-sample_index=inuse_objects",
-        ])
-        .arg(&exe)
-        .arg(&dump.path));
-    // Sites of at least 64 bytes: jeprof un-samples even period 1 by
-    // 1/(1-exp(-size)), which is only 1 for sizes well above 1 byte.
-    for (tool, out) in [("jeprof", &jeprof), ("pprof", &pprof)] {
-        for &(name, live_n, ..) in TRUTH.iter().filter(|t| t.1 > 0 && t.2 / t.1 >= 64) {
-            let at = format!("cxx_new.cc:{}", lines[name]);
-            let found = out.lines().any(|l| {
-                l.split_whitespace().next() == Some(&live_n.to_string())
-                    && l.contains(&format!("{name} "))
-                    && l.contains(&at)
-            });
-            assert!(
-                found,
-                "{tool} does not show {live_n} objects at {name} {at}:\n{out}"
-            );
-        }
-        assert!(
-            !out.contains("operator new"),
-            "{tool} kept an operator new frame:\n{out}"
-        );
-    }
+    assert_sites_exact(&dump, &exe, "cxx_new.cc", TRUTH);
+    assert_tools_show(&exe, &dump, "cxx_new.cc", TRUTH);
 }

@@ -5,11 +5,9 @@
 mod common;
 use common::*;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::Duration;
 
-/// (site, live count, live bytes, allocated count, allocated bytes)
-const TRUTH: &[(&str, u64, u64, u64, u64)] = &[
+const TRUTH: &[Truth] = &[
     ("site_malloc", 100, 100 * 1000, 100, 100 * 1000),
     ("site_calloc", 50, 50 * 1280, 50, 50 * 1280),
     (
@@ -32,10 +30,6 @@ const TRUTH: &[(&str, u64, u64, u64, u64)] = &[
     ("site_first_free_thread", 40, 40 * 5000, 40, 40 * 5000),
 ];
 
-fn live_sites() -> impl Iterator<Item = &'static (&'static str, u64, u64, u64, u64)> {
-    TRUTH.iter().filter(|t| t.1 > 0)
-}
-
 #[test]
 fn every_site_is_exact_and_both_tools_agree() {
     let exe = harness("exact");
@@ -54,29 +48,7 @@ fn every_site_is_exact_and_both_tools_agree() {
         "stderr: {stderr}"
     );
 
-    let sites = dump.by_function(&exe);
-    let lines = site_lines("exact.cc");
-    for &(name, live_n, live_b, alloc_n, alloc_b) in TRUTH {
-        let got = sites.get(name).cloned().unwrap_or_default();
-        assert_eq!(
-            (
-                got.live_count,
-                got.live_bytes,
-                got.alloc_count,
-                got.alloc_bytes
-            ),
-            (live_n, live_b, alloc_n, alloc_b),
-            "{name}: (live n, live bytes, allocated n, allocated bytes)"
-        );
-        if live_n > 0 {
-            assert!(
-                got.lines.iter().all(|&l| l == lines[name]),
-                "{name}: lines {:?}, want {}",
-                got.lines,
-                lines[name]
-            );
-        }
-    }
+    assert_sites_exact(&dump, &exe, "exact.cc", TRUTH);
 
     // The dump is complete, private, and alone (no temporary left behind).
     let mode = std::fs::metadata(&dump.path).unwrap().permissions().mode() & 0o777;
@@ -89,33 +61,5 @@ fn every_site_is_exact_and_both_tools_agree() {
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
     // Both tools drop the allocator frame and show the caller's line.
-    let jeprof = run(Command::new("jeprof")
-        .args(["--text", "--inuse_objects", "--lines"])
-        .arg(&exe)
-        .arg(&dump.path));
-    let pprof = run(Command::new("go")
-        .args([
-            "tool",
-            "pprof",
-            "-text",
-            "-lines",
-            "-sample_index=inuse_objects",
-        ])
-        .arg(&exe)
-        .arg(&dump.path));
-    for (tool, out) in [("jeprof", &jeprof), ("pprof", &pprof)] {
-        for &(name, live_n, ..) in live_sites() {
-            let want = format!("{name} ");
-            let at = format!("exact.cc:{}", lines[name]);
-            let found = out.lines().any(|l| {
-                l.split_whitespace().next() == Some(&live_n.to_string())
-                    && l.contains(&want)
-                    && l.contains(&at)
-            });
-            assert!(
-                found,
-                "{tool} does not show {live_n} objects at {name} {at}:\n{out}"
-            );
-        }
-    }
+    assert_tools_show(&exe, &dump, "exact.cc", TRUTH);
 }

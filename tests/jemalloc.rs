@@ -4,15 +4,14 @@
 
 mod common;
 use common::*;
-use std::process::Command;
 use std::time::Duration;
 
-const TRUTH: &[(&str, u64, u64, u64)] = &[
-    ("site_mallocx", 100, 100 * 2000, 100),
-    ("site_mallocx_aligned", 10, 10 * 3000, 10),
-    ("site_rallocx", 20, 20 * 4000, 40),
-    ("site_sdallocx", 0, 0, 50),
-    ("site_plain_malloc", 30, 30 * 1500, 30),
+const TRUTH: &[Truth] = &[
+    ("site_mallocx", 100, 100 * 2000, 100, 100 * 2000),
+    ("site_mallocx_aligned", 10, 10 * 3000, 10, 10 * 3000),
+    ("site_rallocx", 20, 20 * 4000, 40, 20 * (100 + 4000)),
+    ("site_sdallocx", 0, 0, 50, 50 * 1200),
+    ("site_plain_malloc", 30, 30 * 1500, 30, 30 * 1500),
 ];
 
 #[test]
@@ -38,33 +37,6 @@ fn jemalloc_program_keeps_jemalloc_and_is_profiled_exactly() {
         dump.meta["allocator"]
     );
 
-    let sites = dump.by_function(&exe);
-    let lines = site_lines("jemalloc_linked.c");
-    for &(name, live_n, live_b, alloc_n) in TRUTH {
-        let got = sites.get(name).cloned().unwrap_or_default();
-        assert_eq!(
-            (got.live_count, got.live_bytes, got.alloc_count),
-            (live_n, live_b, alloc_n),
-            "{name}"
-        );
-        assert!(
-            got.lines.iter().all(|&l| l == lines[name]),
-            "{name}: lines {:?}",
-            got.lines
-        );
-    }
-
-    let out = run(Command::new("jeprof")
-        .args(["--text", "--inuse_objects"])
-        .arg(&exe)
-        .arg(&dump.path));
-    for &(name, live_n, ..) in TRUTH.iter().filter(|t| t.1 > 0) {
-        let shown = out
-            .lines()
-            .any(|l| l.split_whitespace().next() == Some(&live_n.to_string()) && l.contains(name));
-        assert!(
-            shown,
-            "jeprof does not show {live_n} objects at {name}:\n{out}"
-        );
-    }
+    assert_sites_exact(&dump, &exe, "jemalloc_linked.c", TRUTH);
+    assert_tools_show(&exe, &dump, "jemalloc_linked.c", TRUTH);
 }

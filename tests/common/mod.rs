@@ -476,3 +476,87 @@ pub fn run(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// (site, live count, live bytes, allocated count, allocated bytes)
+pub type Truth = (&'static str, u64, u64, u64, u64);
+
+/// Every site's counts equal the truth, and every live row of a site is at
+/// the line of its `SITE` marker in `source`.
+pub fn assert_sites_exact(dump: &Dump, exe: &Path, source: &str, truth: &[Truth]) {
+    let sites = dump.by_function(exe);
+    let lines = site_lines(source);
+    for &(name, live_n, live_b, alloc_n, alloc_b) in truth {
+        let got = sites.get(name).cloned().unwrap_or_default();
+        assert_eq!(
+            (
+                got.live_count,
+                got.live_bytes,
+                got.alloc_count,
+                got.alloc_bytes
+            ),
+            (live_n, live_b, alloc_n, alloc_b),
+            "{name}: (live n, live bytes, allocated n, allocated bytes)"
+        );
+        assert!(
+            got.lines.iter().all(|&l| l == lines[name]),
+            "{name}: lines {:?}, want {}",
+            got.lines,
+            lines[name]
+        );
+    }
+}
+
+/// jeprof and pprof both drop the allocator's frames and show each live site
+/// of at least 64-byte blocks with its object count at its `SITE` line.
+/// (jeprof un-samples even period 1 by 1/(1-exp(-size)), exact only for
+/// sizes well above 1 byte.)
+pub fn assert_tools_show(exe: &Path, dump: &Dump, source: &str, truth: &[Truth]) {
+    let lines = site_lines(source);
+    let jeprof = run(Command::new("jeprof")
+        .args(["--text", "--inuse_objects", "--lines"])
+        .arg(exe)
+        .arg(&dump.path));
+    let pprof = run(Command::new("go")
+        .args([
+            "tool",
+            "pprof",
+            "-text",
+            "-lines",
+            "-sample_index=inuse_objects",
+        ])
+        .arg(exe)
+        .arg(&dump.path));
+    for (tool, out) in [("jeprof", &jeprof), ("pprof", &pprof)] {
+        for &(name, live_n, live_b, ..) in truth.iter().filter(|t| t.1 > 0 && t.2 / t.1 >= 64) {
+            let at = format!("{source}:{}", lines[name]);
+            let found = out.lines().any(|l| {
+                l.split_whitespace().next() == Some(&live_n.to_string())
+                    && l.contains(&format!("{name} "))
+                    && l.contains(&at)
+            });
+            assert!(
+                found,
+                "{tool} does not show {live_n} objects at {name} {at} ({live_b} bytes):\n{out}"
+            );
+        }
+        // Both print five number columns, then the function (and its line).
+        let allocators = [
+            "operator new",
+            "malloc",
+            "calloc",
+            "realloc",
+            "posix_memalign",
+            "memalign",
+            "valloc",
+        ];
+        for l in out.lines() {
+            let function = l.split_whitespace().skip(5).collect::<Vec<_>>().join(" ");
+            let kept = allocators.iter().find(|a| {
+                function == **a
+                    || function.starts_with(&format!("{a} "))
+                    || function.starts_with(&format!("{a}("))
+            });
+            assert!(kept.is_none(), "{tool} kept an allocator frame: {l}\n{out}");
+        }
+    }
+}
