@@ -55,7 +55,7 @@ target/java/GzipLeak.class: $(wildcard java-harness/*.java)
 
 lint:
 	cargo fmt --check
-	cargo clippy --release -- -D warnings
+	cargo clippy --release --all-targets -- -D warnings
 	ruff check scripts tests/python
 	ruff format --check scripts tests/python
 

@@ -213,6 +213,7 @@ unsafe fn current(view: &Option<libc::sigaction>) -> libc::sigaction {
 }
 
 /// `signal()` semantics for the dump signal (`reset` for System V's).
+#[cfg(not(test))]
 unsafe fn set_handler(sig: c_int, handler: libc::sighandler_t, flags: c_int) -> libc::sighandler_t {
     let mut act: libc::sigaction = core::mem::zeroed();
     act.sa_sigaction = handler;
