@@ -9,3 +9,8 @@ int plugin_work(int n) {
     free(p);
     return r;
 }
+
+/* Keeps n blocks of 777 bytes for the caller, who outlives this library. */
+__attribute__((noinline)) void plugin_leak(void **out, int n) {
+    for (int i = 0; i < n; i++) out[i] = malloc(777);
+}

@@ -76,44 +76,50 @@ pub fn render<'a>(
 }
 
 /// The memory map for symbolization: /proc/self/maps, or (after `chroot`,
-/// without /proc) one line per executable segment from the dynamic linker.
+/// without /proc) one line per executable segment from the dynamic linker;
+/// then the objects unloaded since, where nothing else is mapped now.
 pub fn memory_map() -> Vec<u8> {
-    match std::fs::read("/proc/self/maps") {
+    let mut map = match std::fs::read("/proc/self/maps") {
         Ok(maps) if !maps.is_empty() => maps,
         _ => loader_map().into_bytes(),
-    }
+    };
+    let retired = crate::unload::retired_lines(&map);
+    map.extend_from_slice(retired.as_bytes());
+    map
 }
 
 fn loader_map() -> String {
-    unsafe extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _: usize,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: the loader passes a valid info; `data` is our String.
-        let (info, out) = (&*info, &mut *(data as *mut String));
+    segments_where(|_| true).into_iter().map(|(_, _, line)| line).collect()
+}
+
+/// (start, end, memory-map line) of the executable segments of every loaded
+/// object whose load bias satisfies `wanted`, from the dynamic linker.
+pub fn segments_where(wanted: impl Fn(u64) -> bool) -> Vec<(u64, u64, String)> {
+    struct Search<'a> {
+        wanted: &'a dyn Fn(u64) -> bool,
+        found: Vec<(u64, u64, String)>,
+    }
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: usize, data: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: the loader passes a valid info; `data` is our Search.
+        let (info, search) = (&*info, &mut *(data as *mut Search));
+        if !(search.wanted)(info.dlpi_addr) {
+            return 0;
+        }
         let name = object_name(info);
         let headers = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
-        for h in headers
-            .iter()
-            .filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0)
-        {
+        for h in headers.iter().filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0) {
             let lo = info.dlpi_addr + h.p_vaddr;
-            let _ = writeln!(
-                out,
-                "{:x}-{:x} r-xp {:08x} 00:00 0 {}",
-                lo,
-                lo + h.p_memsz,
-                h.p_offset,
-                name
-            );
+            let hi = lo + h.p_memsz;
+            let line = format!("{lo:x}-{hi:x} r-xp {:08x} 00:00 0 {name}\n", h.p_offset);
+            search.found.push((lo, hi, line));
         }
         0
     }
-    let mut out = String::new();
-    // SAFETY: `each` only appends to `out`, which outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&mut out as *mut String).cast()) };
-    out
+    let mut search = Search { wanted: &wanted, found: Vec::new() };
+    // SAFETY: `each` only reads the headers and appends to `search`, which
+    // outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut search as *mut Search).cast()) };
+    search.found
 }
 
 /// (build-id, path) of every loaded object that has one, from its

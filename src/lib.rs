@@ -32,6 +32,7 @@ mod sampling;
 mod signal;
 mod stack;
 mod thread_state;
+mod unload;
 
 /// Runs when the dynamic loader maps the library, before `main`.
 #[cfg(not(test))]
