@@ -3,7 +3,8 @@
  *     sampled allocations (so the library's locks are busy) while the main
  *     thread forks n short-lived children that allocate and exit; then forks
  *     one long-lived child that keeps 30 x 2000 bytes (site_in_child).
- *     Prints "CHILD <pid>" (the child prints "CHILD READY"), then READY;
+ *     Prints STARTED first, "CHILD <pid>" (the child prints "CHILD READY"),
+ *     then READY;
  *     both exit at end of input.
  *   daemon <pidfile>: daemonizes (fork, setsid, fork; the parents exit),
  *     keeps 20 x 3000 bytes (site_daemon), writes its pid, waits for SIGTERM. */
@@ -35,6 +36,8 @@ static void *churn(void *arg) {
 }
 
 static int run_forks(int n) {
+    printf("STARTED\n");
+    fflush(stdout);
     site_before_fork();
     pthread_t t;
     pthread_create(&t, NULL, churn, NULL);

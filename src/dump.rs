@@ -89,7 +89,10 @@ pub fn memory_map() -> Vec<u8> {
 }
 
 fn loader_map() -> String {
-    segments_where(|_| true).into_iter().map(|(_, _, line)| line).collect()
+    segments_where(|_| true)
+        .into_iter()
+        .map(|(_, _, line)| line)
+        .collect()
 }
 
 /// (start, end, memory-map line) of the executable segments of every loaded
@@ -99,7 +102,11 @@ pub fn segments_where(wanted: impl Fn(u64) -> bool) -> Vec<(u64, u64, String)> {
         wanted: &'a dyn Fn(u64) -> bool,
         found: Vec<(u64, u64, String)>,
     }
-    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: usize, data: *mut libc::c_void) -> libc::c_int {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _: usize,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
         // SAFETY: the loader passes a valid info; `data` is our Search.
         let (info, search) = (&*info, &mut *(data as *mut Search));
         if !(search.wanted)(info.dlpi_addr) {
@@ -107,7 +114,10 @@ pub fn segments_where(wanted: impl Fn(u64) -> bool) -> Vec<(u64, u64, String)> {
         }
         let name = object_name(info);
         let headers = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
-        for h in headers.iter().filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0) {
+        for h in headers
+            .iter()
+            .filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0)
+        {
             let lo = info.dlpi_addr + h.p_vaddr;
             let hi = lo + h.p_memsz;
             let line = format!("{lo:x}-{hi:x} r-xp {:08x} 00:00 0 {name}\n", h.p_offset);
@@ -115,7 +125,10 @@ pub fn segments_where(wanted: impl Fn(u64) -> bool) -> Vec<(u64, u64, String)> {
         }
         0
     }
-    let mut search = Search { wanted: &wanted, found: Vec::new() };
+    let mut search = Search {
+        wanted: &wanted,
+        found: Vec::new(),
+    };
     // SAFETY: `each` only reads the headers and appends to `search`, which
     // outlives the call.
     unsafe { libc::dl_iterate_phdr(Some(each), (&mut search as *mut Search).cast()) };
@@ -265,7 +278,24 @@ impl DumpDir {
 
     /// Writes `content` as `name`: a temporary file (mode 0600) renamed into
     /// place, so a reader never sees a partial dump. Returns the full path.
+    /// If that fails because the directory was deleted and made again (or
+    /// replaced), the path's new directory is used.
     pub fn write_atomic(&mut self, name: &str, content: &[u8]) -> Result<String, String> {
+        match self.try_write(name, content) {
+            Err(_) if self.replaced() && self.reopen().is_ok() => self.try_write(name, content),
+            result => result,
+        }
+    }
+
+    /// Whether the path now names another directory than the one held.
+    fn replaced(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.is_dir() && (m.dev(), m.ino()) != self.id
+        })
+    }
+
+    fn try_write(&mut self, name: &str, content: &[u8]) -> Result<String, String> {
         let dir = self.fd()?;
         let tmp = CString::new(format!(".{name}.tmp")).map_err(|e| e.to_string())?;
         let dest = CString::new(name).map_err(|e| e.to_string())?;

@@ -16,8 +16,10 @@ static RETIRED: SpinLock<Vec<(u64, u64, String)>> = SpinLock::new(Vec::new());
 #[cfg(not(test))]
 #[no_mangle]
 pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> libc::c_int {
-    static NEXT: core::sync::atomic::AtomicPtr<c_void> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
-    let next: unsafe extern "C" fn(*mut c_void) -> libc::c_int = core::mem::transmute(crate::next::symbol(&NEXT, c"dlclose"));
+    static NEXT: core::sync::atomic::AtomicPtr<c_void> =
+        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+    let next: unsafe extern "C" fn(*mut c_void) -> libc::c_int =
+        core::mem::transmute(crate::next::symbol(&NEXT, c"dlclose"));
     let segments = segments_of(handle);
     let rc = next(handle);
     if rc == 0 && !segments.is_empty() && !still_loaded(segments[0].0) {
@@ -37,7 +39,10 @@ pub fn retired_lines(current: &[u8]) -> String {
         .lines()
         .filter_map(|l| {
             let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
-            Some((u64::from_str_radix(lo, 16).ok()?, u64::from_str_radix(hi, 16).ok()?))
+            Some((
+                u64::from_str_radix(lo, 16).ok()?,
+                u64::from_str_radix(hi, 16).ok()?,
+            ))
         })
         .collect();
     RETIRED.with(|retired| {
@@ -52,7 +57,14 @@ pub fn retired_lines(current: &[u8]) -> String {
 /// (start, end, map line) of each executable segment of the object behind `handle`.
 unsafe fn segments_of(handle: *mut c_void) -> Vec<(u64, u64, String)> {
     let mut map: *mut libc::c_void = core::ptr::null_mut();
-    if handle.is_null() || libc::dlinfo(handle, libc::RTLD_DI_LINKMAP, (&mut map as *mut *mut c_void).cast()) != 0 || map.is_null() {
+    if handle.is_null()
+        || libc::dlinfo(
+            handle,
+            libc::RTLD_DI_LINKMAP,
+            (&mut map as *mut *mut c_void).cast(),
+        ) != 0
+        || map.is_null()
+    {
         return Vec::new();
     }
     // struct link_map starts with l_addr (the load bias).
@@ -61,5 +73,7 @@ unsafe fn segments_of(handle: *mut c_void) -> Vec<(u64, u64, String)> {
 }
 
 fn still_loaded(start: u64) -> bool {
-    crate::dump::segments_where(|_| true).iter().any(|s| s.0 == start)
+    crate::dump::segments_where(|_| true)
+        .iter()
+        .any(|s| s.0 == start)
 }

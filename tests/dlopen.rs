@@ -47,14 +47,33 @@ fn stacks_through_an_unloaded_library_still_name_it() {
     let exe = harness("unload");
     let plugin = harness("libplugin.so");
     let dir = scratch_dir("unload");
-    let mut p = Probe::start(&exe, &[plugin.to_str().unwrap()], &dir, &[("LEAKPROBE_SAMPLE", "1")]);
+    let mut p = Probe::start(
+        &exe,
+        &[plugin.to_str().unwrap()],
+        &dir,
+        &[("LEAKPROBE_SAMPLE", "1")],
+    );
     p.expect_line("READY", Duration::from_secs(30));
     let dump = p.dump();
     let (status, stderr) = p.finish(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{stderr}");
-    let plugin_path = std::fs::canonicalize(&plugin).unwrap().display().to_string();
-    assert!(dump.maps.iter().any(|m| m.path == plugin_path), "the unloaded plugin is not in the map");
-    let out = run(std::process::Command::new("jeprof").args(["--text", "--inuse_objects"]).arg(&exe).arg(&dump.path));
-    let shown = out.lines().any(|l| l.split_whitespace().next() == Some("20") && l.contains("plugin_leak"));
-    assert!(shown, "jeprof does not show 20 objects at plugin_leak:\n{out}");
+    let plugin_path = std::fs::canonicalize(&plugin)
+        .unwrap()
+        .display()
+        .to_string();
+    assert!(
+        dump.maps.iter().any(|m| m.path == plugin_path),
+        "the unloaded plugin is not in the map"
+    );
+    let out = run(std::process::Command::new("jeprof")
+        .args(["--text", "--inuse_objects"])
+        .arg(&exe)
+        .arg(&dump.path));
+    let shown = out
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some("20") && l.contains("plugin_leak"));
+    assert!(
+        shown,
+        "jeprof does not show 20 objects at plugin_leak:\n{out}"
+    );
 }

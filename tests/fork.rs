@@ -12,7 +12,10 @@ fn children_inherit_samples_and_dump_under_their_own_pid() {
     let exe = harness("fork");
     let dir = scratch_dir("fork");
     let mut p = Probe::start(&exe, &["fork", "30"], &dir, &[("LEAKPROBE_SAMPLE", "1")]);
-    // Parent and child print concurrently: take their three lines in any order.
+    // Dumps are requested all through the forks. Parent and child print
+    // concurrently: take their three lines in any order.
+    p.expect_line("STARTED", Duration::from_secs(30));
+    let storm = Storm::start(p.pid(), libc::SIGUSR2, Duration::from_millis(3));
     let (mut child, mut child_ready, mut parent_ready) = (0, false, false);
     while child == 0 || !child_ready || !parent_ready {
         let line = p.expect_line("", Duration::from_secs(60));
@@ -28,7 +31,9 @@ fn children_inherit_samples_and_dump_under_their_own_pid() {
         }
     }
 
-    // SAFETY: signalling our grandchild.
+    assert!(storm.stop() > 0);
+    p.settle(Duration::from_millis(500));
+    // SAFETY: signalling our child.
     assert_eq!(unsafe { libc::kill(child, libc::SIGUSR2) }, 0);
     let child_dump = wait_for_dump(&dir, child);
     let parent_dump = p.dump();

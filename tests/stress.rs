@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn threads_and_a_signal_storm_end_in_an_exact_dump() {
@@ -12,19 +12,9 @@ fn threads_and_a_signal_storm_end_in_an_exact_dump() {
     let dir = scratch_dir("stress");
     let mut p = Probe::start(&exe, &["200000"], &dir, &[("LEAKPROBE_SAMPLE", "1")]);
     p.expect_line("READY", Duration::from_secs(30));
-    let started = Instant::now();
-    let done = loop {
-        p.signal(libc::SIGUSR2);
-        std::thread::sleep(Duration::from_millis(5));
-        if let Some(line) = p.try_line("DONE") {
-            break line;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "stress run did not finish; stderr:\n{}",
-            p.stderr()
-        );
-    };
+    let storm = Storm::start(p.pid(), libc::SIGUSR2, Duration::from_millis(5));
+    let done = p.expect_line("DONE", Duration::from_secs(300));
+    assert!(storm.stop() > 0);
     assert_eq!(done, "DONE ok", "the program saw corrupted memory");
     let during = p.settle(Duration::from_millis(700));
     assert!(during >= 2, "only {during} dumps during the storm");

@@ -560,3 +560,46 @@ pub fn assert_tools_show(exe: &Path, dump: &Dump, source: &str, truth: &[Truth])
         }
     }
 }
+
+/// Sends `sig` to `pid` every `every` until dropped; counts what it sent.
+pub struct Storm {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Storm {
+    pub fn start(pid: i32, sig: i32, every: Duration) -> Storm {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut sent = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: kill with a pid of ours.
+                if unsafe { libc::kill(pid, sig) } == 0 {
+                    sent += 1;
+                }
+                std::thread::sleep(every);
+            }
+            sent
+        });
+        Storm {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops and returns how many signals were sent.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Storm {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
