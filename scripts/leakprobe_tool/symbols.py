@@ -140,7 +140,11 @@ class Symbolizer:
         assert elf is not None
         vaddrs = sorted({v for _, v in pairs})
         source = self.debug_file(obj, elf)
-        found = run_symbolizer(self.tool, source, vaddrs) if self.tool else {}
+        # Without DWARF, addr2line names an address after the nearest
+        # preceding dynamic symbol, however far: wrong for static functions.
+        # Then only the symbol tables, with their sizes, are trusted.
+        has_dwarf = self.elf(source) is not None and self.elf(source).has_dwarf
+        found = run_symbolizer(self.tool, source, vaddrs) if self.tool and has_dwarf else {}
         for addr, vaddr in pairs:
             frames = found.get(vaddr, ())
             if not frames or frames[-1].function == "??":

@@ -1,0 +1,192 @@
+"""BIND's named (linked against jemalloc, allocating through mallocx) under
+the library, on loopback: foreground, daemonized, with -u bind, and chrooted
+with -t. It answers every query under load while dumps are requested, exits
+cleanly on SIGTERM, and every dump is readable by jeprof and shows named's
+memory contexts and the JSON statistics rendering."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.request
+from pathlib import Path
+
+from harness import LIBRARY, run_json
+
+PORT, STATS_PORT, ZONES = 5300, 8053, 200
+# Sampled every 4 KiB: named's heap is ~25 MiB and each statistics page is
+# rendered from many small json-c objects, so the default period would leave
+# too few samples to check attribution on.
+SAMPLE = "4096"
+
+
+def dns_query(name: str, sock: socket.socket) -> int:
+    """One A query over UDP; returns the number of answers (raises on error)."""
+    qid = random.randrange(65536)
+    question = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    sock.sendto(struct.pack(">HHHHHH", qid, 0, 1, 0, 0, 0) + question, ("127.0.0.1", PORT))
+    reply, _ = sock.recvfrom(4096)
+    rid, flags, _, answers, _, _ = struct.unpack(">HHHHHH", reply[:12])
+    if rid != qid or flags & 0xF:
+        raise AssertionError(f"{name}: rcode {flags & 0xF}")
+    return answers
+
+
+class Named:
+    """A named with its own configuration in a fresh directory."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.base = Path(tempfile.mkdtemp(prefix=f"leakprobe-named-{mode}-"))
+        self.dumps = self.base / "dumps"
+        self.dumps.mkdir()
+        os.chmod(self.dumps, 0o777)  # named may drop to the bind user
+        self.root = self.base / "root" if mode == "chroot" else self.base
+        inside = Path("/") if mode == "chroot" else self.root
+        self.root.mkdir(exist_ok=True)
+        zones = "".join(f'zone "z{i}.test" {{ type primary; file "{inside}/zone.db"; }};\n' for i in range(ZONES))
+        (self.root / "named.conf").write_text(
+            f"""options {{
+    directory "{inside}";
+    listen-on port {PORT} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    pid-file "{inside}/run/named.pid";
+    recursion no;
+}};
+statistics-channels {{ inet 127.0.0.1 port {STATS_PORT} allow {{ 127.0.0.1; }}; }};
+{zones}"""
+        )
+        (self.root / "zone.db").write_text(
+            "$TTL 300\n@ IN SOA ns admin 1 3600 600 86400 300\n  IN NS ns\nns IN A 127.0.0.1\nwww IN A 127.0.0.2\n"
+        )
+        # named drops CAP_DAC_OVERRIDE even as root, and may run as bind.
+        run_dir = self.root / "run"
+        run_dir.mkdir()
+        os.chmod(run_dir, 0o777)
+        for p in (self.base, self.root):
+            os.chmod(p, 0o777)  # named refuses a working directory it cannot write
+        if mode == "chroot":
+            (self.root / "dev").mkdir()
+            subprocess.run(["mknod", "-m", "666", str(self.root / "dev/null"), "c", "1", "3"], check=True)
+        args = {
+            "foreground": ["-g"],
+            "daemon": [],
+            "user": ["-g", "-u", "bind"],
+            "chroot": ["-g", "-t", str(self.root)],
+        }[mode]
+        env = dict(os.environ, LD_PRELOAD=str(LIBRARY), LEAKPROBE_DIR=str(self.dumps), LEAKPROBE_SAMPLE=SAMPLE)
+        self.log = open(self.base / "named.log", "w")  # noqa: SIM115 - lives as long as named
+        conf = str(inside / "named.conf")
+        self.proc = subprocess.Popen(["named", *args, "-c", conf], env=env, stdout=self.log, stderr=self.log)
+        self.pid = self.wait_until_serving()
+
+    def wait_until_serving(self) -> int:
+        deadline = time.monotonic() + 60
+        pid_file = self.root / "run/named.pid"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.5)
+            while time.monotonic() < deadline:
+                try:
+                    if dns_query("www.z0.test", sock) == 1 and pid_file.exists():
+                        return int(pid_file.read_text())
+                except (OSError, AssertionError, ValueError):
+                    pass
+                if self.mode != "daemon" and self.proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+        raise AssertionError(f"named ({self.mode}) did not start:\n{(self.base / 'named.log').read_text()[-3000:]}")
+
+    def dump(self) -> Path:
+        before = set(self.dumps.glob(f"leakprobe.{self.pid}.*.heap"))
+        os.kill(self.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            new = set(self.dumps.glob(f"leakprobe.{self.pid}.*.heap")) - before
+            if new:
+                return new.pop()
+            time.sleep(0.05)
+        raise AssertionError(f"no dump from named ({self.mode}); log:\n{self.messages()}")
+
+    def messages(self) -> str:
+        logs = [self.base / "named.log", *self.dumps.glob("*.log")]
+        return "\n".join(p.read_text() for p in logs if p.exists())
+
+    def stop(self) -> None:
+        os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{self.pid}").exists() and time.monotonic() < deadline:
+            if self.mode != "daemon":
+                self.proc.poll()
+            time.sleep(0.1)
+        self.log.close()
+        if self.mode == "daemon":
+            self.proc.wait(timeout=10)
+            assert not Path(f"/proc/{self.pid}").exists(), "named did not exit"
+        else:
+            code = self.proc.wait(timeout=10)
+            assert code == 0, f"named exited with {code}:\n{self.messages()[-3000:]}"
+
+
+def stats(path: str = "/json") -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{STATS_PORT}{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+@unittest.skipUnless(shutil.which("named") and os.geteuid() == 0, "needs named (bind9) and root; CI has both")
+class NamedUnderLoad(unittest.TestCase):
+    def run_mode(self, mode: str) -> None:
+        named = Named(mode)
+        try:
+            dumps = []
+            answered = 0
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(5)
+                for i in range(300):
+                    answered += dns_query(f"www.z{i % ZONES}.test", sock)
+                    if i % 15 == 0:
+                        self.assertIn("zones", json.dumps(stats()))
+                    if i in (100, 250):
+                        dumps.append(named.dump())
+            self.assertEqual(answered, 300, "a query went unanswered")
+            malloced = stats("/json/v1/mem")["memory"]["Malloced"]
+            dumps.append(named.dump())
+        finally:
+            named.stop()
+        for dump in dumps:
+            text = dump.read_text()
+            self.assertIn("libleakprobe.so", text.split("MAPPED_LIBRARIES:")[1])
+            jeprof = subprocess.run(["jeprof", "--text", "/usr/sbin/named", str(dump)], capture_output=True, text=True)
+            self.assertEqual(jeprof.returncode, 0, jeprof.stderr[-2000:])
+            self.assertIn("Total:", jeprof.stdout)
+        last = str(dumps[-1])
+        total = run_json("report", last)["total"]
+        through_mem = run_json("report", last, "--focus", r"^isc__mem_")["total"]
+        self.assertGreater(through_mem / total, 0.5, "most of named's heap goes through isc__mem_*")
+        json_c = run_json("report", last, "--alloc-space", "--focus", r"^json_object")["total"]
+        self.assertGreater(json_c, 0, "no stacks through json-c")
+        self.assertTrue(1 / 3 < total / malloced < 3, f"estimate {total} vs named's own Malloced {malloced}")
+
+    def test_foreground(self) -> None:
+        self.run_mode("foreground")
+
+    def test_daemonized(self) -> None:
+        self.run_mode("daemon")
+
+    def test_as_bind_user(self) -> None:
+        self.run_mode("user")
+
+    def test_chrooted(self) -> None:
+        self.run_mode("chroot")
+
+
+if __name__ == "__main__":
+    unittest.main()
