@@ -5,9 +5,9 @@ LIB      := target/release/libleakprobe.so
 HARNESS  := target/harness
 CFLAGS   := -g -O0 -Wall -Wextra -fno-omit-frame-pointer
 CXXFLAGS := $(CFLAGS)
-PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads
+PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi
 
-.PHONY: all lib harness java deps test lint demo clean
+.PHONY: all lib harness java deps test lint demo bench clean
 
 all: lib harness java
 
@@ -27,6 +27,9 @@ $(HARNESS)/%: c-harness/%.cc c-harness/common.h | $(HARNESS)
 
 $(HARNESS)/jemalloc_linked: c-harness/jemalloc_linked.c c-harness/common.h | $(HARNESS)
 	$(CC) $(CFLAGS) -o $@ $< -ljemalloc
+
+$(HARNESS)/growth_jemalloc: c-harness/growth.c c-harness/common.h | $(HARNESS)
+	$(CC) $(CFLAGS) -o $@ $< -lpthread -ljemalloc
 
 $(HARNESS)/estimate $(HARNESS)/stress: CFLAGS += -O2
 
@@ -65,6 +68,14 @@ test: deps all lint
 
 demo: deps all
 	scripts/demo
+
+bench: deps all target/bench/workloads
+	scripts/install-deps --bench
+	scripts/bench
+
+target/bench/workloads: bench/workloads.c
+	mkdir -p target/bench
+	$(CC) -O2 -g -o $@ $< -lpthread
 
 clean:
 	cargo clean

@@ -7,7 +7,7 @@ use crate::dump::{self, DumpDir, Row};
 use crate::live::{self, Entry, PENDING};
 use crate::lock::SpinLock;
 use crate::ring::{self, Sample};
-use crate::{clock, doorbell, next, sampling, signal};
+use crate::{accounting, clock, doorbell, next, sampling, signal};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use once_cell::sync::OnceCell;
 use std::collections::HashMap;
@@ -73,10 +73,19 @@ pub unsafe extern "C" fn fork() -> libc::pid_t {
     pid
 }
 
-/// Requests a dump and waits until the collector has attempted it (or
-/// `timeout` passes). True if one was attempted.
-pub fn dump_and_wait(timeout: std::time::Duration) -> bool {
+/// Where the next dump goes when a caller of `leakprobe_dump` named a path.
+static TARGET: SpinLock<Option<std::path::PathBuf>> = SpinLock::new(None);
+/// Whether the last dump attempted was written.
+static LAST_WRITTEN: AtomicBool = AtomicBool::new(false);
+/// Serialises callers of `dump_to`, so each waits for its own dump.
+static CALLER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Requests a dump (to `target`, or the dump directory) and waits until the
+/// collector has written it or failed (or `timeout` passes). True if written.
+pub fn dump_to(target: Option<std::path::PathBuf>, timeout: std::time::Duration) -> bool {
+    let _turn = CALLER.lock().unwrap_or_else(|e| e.into_inner());
     ensure_running();
+    TARGET.with(|t| *t = target);
     let before = DUMPS_DONE.load(Ordering::Acquire);
     signal::request_dump();
     let deadline = clock::monotonic() + timeout;
@@ -91,14 +100,14 @@ pub fn dump_and_wait(timeout: std::time::Duration) -> bool {
         // SAFETY: plain sleep.
         unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
     }
-    true
+    LAST_WRITTEN.load(Ordering::Acquire)
 }
 
 /// `LEAKPROBE_DUMP_AT_EXIT`: registered with atexit() when the library loads,
 /// so it runs after the program's own exit handlers.
 pub extern "C" fn dump_at_exit() {
-    if !dump_and_wait(std::time::Duration::from_secs(10)) {
-        crate::log::log!("the exit dump did not complete within 10 s");
+    if !dump_to(None, std::time::Duration::from_secs(10)) {
+        crate::log::log!("the exit dump was not written");
     }
 }
 
@@ -127,8 +136,10 @@ fn spawn() {
             }
             libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
             let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+            // The default stack size: glibc carves the program's static TLS
+            // out of the stack, so a small fixed size fails (EINVAL) in
+            // programs with large thread-locals. Untouched pages cost nothing.
             libc::pthread_attr_init(&mut attr);
-            libc::pthread_attr_setstacksize(&mut attr, 256 * 1024);
             libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
             let mut thread: libc::pthread_t = 0;
             let rc = libc::pthread_create(&mut thread, &attr, run, core::ptr::null_mut());
@@ -163,7 +174,7 @@ impl Collector {
             allocated: HashMap::new(),
             requests_served: signal::requests(),
             dumps_written: 0,
-            dir: DumpDir::open(&cfg.dir),
+            dir: DumpDir::open(&cfg.dir, true),
             snapshot: Vec::new(),
         }
     }
@@ -206,6 +217,17 @@ impl Collector {
         total.0 += 1;
         total.1 += s.size as u64;
         live::update(s.ptr, s.seq, |e| e.stack = id);
+    }
+
+    /// The library's own memory: live tables, ring, interned stacks and totals
+    /// (the maps' own overhead approximated).
+    fn overhead_bytes(&self) -> usize {
+        let stacks: usize = self.stacks.iter().map(|s| s.len() * 8).sum();
+        live::table_bytes()
+            + ring::bytes()
+            + 2 * stacks
+            + self.ids.len() * 32
+            + self.allocated.len() * 48
     }
 
     fn dump(&mut self) {
@@ -277,6 +299,12 @@ impl Collector {
                     .map_or(String::new(), |c| config::signal_name(c.signal)),
             ),
         ];
+        let (_, peak, peak_time) = live::estimate();
+        meta.push(("peak_estimated_live_bytes", peak.to_string()));
+        meta.push(("peak_time_unix", peak_time.to_string()));
+        meta.push(("overhead_bytes", self.overhead_bytes().to_string()));
+        meta.extend(accounting::process());
+        meta.extend(accounting::allocator());
         meta.extend(
             dump::build_ids()
                 .into_iter()
@@ -290,19 +318,40 @@ impl Collector {
             |id| &stacks[id as usize],
             &dump::memory_map(),
         );
-        let name = format!("leakprobe.{pid}.{}.heap", self.dumps_written);
-        match self.dir.write_atomic(&name, &text) {
+        let target = TARGET.with(|t| t.take());
+        let (result, name) = match &target {
+            Some(path) => {
+                let name = path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+                let mut dir = DumpDir::open(
+                    parent.unwrap_or(std::path::Path::new(".")).as_os_str(),
+                    false,
+                );
+                (dir.write_atomic(&name, &text), path.display().to_string())
+            }
+            None => {
+                let name = format!("leakprobe.{pid}.{}.heap", self.dumps_written);
+                (
+                    self.dir.write_atomic(&name, &text),
+                    format!("{name} in {}", self.dir.display()),
+                )
+            }
+        };
+        LAST_WRITTEN.store(result.is_ok(), Ordering::Release);
+        match result {
             Ok(path) => {
-                self.dumps_written += 1;
+                self.dumps_written += u64::from(target.is_none());
                 crate::log::log!(
                     "wrote {path} ({} live samples, ~{:.1} MiB estimated live)",
                     self.snapshot.len(),
                     live_b / 1048576.0
                 );
             }
-            Err(why) => {
-                crate::log::log!("cannot write dump {name} in {}: {why}", self.dir.display())
-            }
+            Err(why) => crate::log::log!("cannot write dump {name}: {why}"),
         }
         DUMPS_DONE.fetch_add(1, Ordering::Release);
     }

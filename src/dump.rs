@@ -227,14 +227,18 @@ pub struct DumpDir {
     path: OsString,
     fd: libc::c_int,
     id: (u64, u64),
+    /// The log file goes here too (the configured directory, not one a
+    /// caller of `leakprobe_dump` named).
+    holds_log: bool,
 }
 
 impl DumpDir {
-    pub fn open(path: &OsStr) -> DumpDir {
+    pub fn open(path: &OsStr, holds_log: bool) -> DumpDir {
         let mut dir = DumpDir {
             path: path.to_owned(),
             fd: -1,
             id: (0, 0),
+            holds_log,
         };
         if let Err(why) = dir.reopen() {
             crate::log::log!(
@@ -264,7 +268,9 @@ impl DumpDir {
         }
         self.fd = fd;
         self.id = identity(fd).unwrap_or((0, 0));
-        crate::log::set_directory(fd, self.id);
+        if self.holds_log {
+            crate::log::set_directory(fd, self.id);
+        }
         Ok(())
     }
 
@@ -329,6 +335,16 @@ impl DumpDir {
             .join(name)
             .display()
             .to_string())
+    }
+}
+
+impl Drop for DumpDir {
+    fn drop(&mut self) {
+        // Only a descriptor that is still ours (see `fd`).
+        if self.fd >= 0 && identity(self.fd) == Some(self.id) {
+            // SAFETY: closing the directory descriptor this value opened.
+            unsafe { libc::close(self.fd) };
+        }
     }
 }
 

@@ -149,9 +149,7 @@ pub unsafe extern "C" fn reallocarray(p: Ptr, n: usize, size: usize) -> Ptr {
 pub unsafe extern "C" fn xallocx(p: Ptr, size: usize, extra: usize, flags: c_int) -> usize {
     let real = next::xallocx(p, size, extra, flags);
     if live::maybe_sampled(p as usize) && real >= size {
-        live::update_any(p as usize, |e| {
-            e.size = real.min(size.saturating_add(extra))
-        });
+        live::resize(p as usize, real.min(size.saturating_add(extra)));
     }
     real
 }
@@ -238,7 +236,8 @@ pub unsafe fn release_sampled(p: Ptr, release: impl FnOnce(Ptr)) {
     release(p)
 }
 
-#[inline(never)]
+/// Inlined into the cold paths that call it: one unwinder step less.
+#[inline(always)]
 fn record(p: Ptr, size: usize, api: Api) {
     static SEQ: AtomicU64 = AtomicU64::new(1);
     sampling::while_busy(|| {

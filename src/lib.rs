@@ -11,6 +11,9 @@
 // Unit tests build the crate without its exported entry points.
 #![cfg_attr(test, allow(dead_code))]
 
+mod accounting;
+#[cfg(not(test))]
+mod api;
 mod bootstrap;
 mod clock;
 mod collector;

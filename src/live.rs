@@ -10,7 +10,7 @@
 //! false positives); bootstrap blocks are marked that way too.
 
 use crate::lock::SpinLock;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 const FILTER_BITS: u32 = 16;
 const SHARD_BITS: u32 = 6;
@@ -19,6 +19,40 @@ const STUCK: u8 = u8::MAX;
 
 static FILTER: [AtomicU8; 1 << FILTER_BITS] = [const { AtomicU8::new(0) }; 1 << FILTER_BITS];
 static TABLES: [SpinLock<Table>; SHARDS] = [const { SpinLock::new(Table::EMPTY) }; SHARDS];
+
+/// Estimated live heap bytes (un-sampled, as jeprof does), its highest value
+/// and when (Unix seconds): kept on sampled allocations and frees only.
+static ESTIMATE: AtomicU64 = AtomicU64::new(0);
+static PEAK: AtomicU64 = AtomicU64::new(0);
+static PEAK_TIME: AtomicU64 = AtomicU64::new(0);
+
+/// (estimated live bytes, peak, peak time in Unix seconds).
+pub fn estimate() -> (u64, u64, u64) {
+    (
+        ESTIMATE.load(Ordering::Relaxed),
+        PEAK.load(Ordering::Relaxed),
+        PEAK_TIME.load(Ordering::Relaxed),
+    )
+}
+
+fn estimated_bytes(size: usize) -> u64 {
+    crate::dump::unsample(1, size as u64, crate::sampling::period()).1 as u64
+}
+
+fn count_in(size: usize) {
+    let bytes = estimated_bytes(size);
+    let now = ESTIMATE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    if now > PEAK.fetch_max(now, Ordering::Relaxed) {
+        PEAK_TIME.store(crate::clock::wall().as_secs(), Ordering::Relaxed);
+    }
+}
+
+fn count_out(size: usize) {
+    let bytes = estimated_bytes(size);
+    let _ = ESTIMATE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(bytes))
+    });
+}
 
 /// Stack id of a sample the collector has not interned yet.
 pub const PENDING: u32 = u32::MAX;
@@ -73,6 +107,7 @@ pub fn mark_always_checked(p: usize) {
 
 /// Records a new sampled allocation.
 pub fn insert(e: Entry) {
+    count_in(e.size);
     let h = hash(e.ptr);
     shard(h).with(|t| {
         t.insert(e, h);
@@ -89,6 +124,7 @@ pub fn remove(p: usize) -> Option<Entry> {
     let h = hash(p);
     shard(h).with(|t| {
         let e = t.remove(p, h)?;
+        count_out(e.size);
         let slot = filter_slot(h);
         let n = slot.load(Ordering::Relaxed);
         if n != STUCK {
@@ -108,10 +144,16 @@ pub fn update(p: usize, seq: u64, f: impl FnOnce(&mut Entry)) {
     });
 }
 
-/// Updates the entry for `p`, whichever allocation it is.
-pub fn update_any(p: usize, f: impl FnOnce(&mut Entry)) {
+/// Changes the size of the entry for `p`, whichever allocation it is.
+pub fn resize(p: usize, size: usize) {
     let h = hash(p);
-    shard(h).with(|t| t.find(p, h).map(f));
+    shard(h).with(|t| {
+        if let Some(e) = t.find(p, h) {
+            count_out(e.size);
+            count_in(size);
+            e.size = size;
+        }
+    });
 }
 
 /// Copies every live entry into `out` (cleared first). Never allocates while
@@ -134,6 +176,22 @@ pub fn snapshot(out: &mut Vec<Entry>) {
             }
         }
     }
+}
+
+/// Bytes mapped for the live tables.
+pub fn table_bytes() -> usize {
+    TABLES
+        .iter()
+        .map(|t| {
+            t.with(|t| {
+                if t.slots.is_null() {
+                    0
+                } else {
+                    (t.mask + 1) * core::mem::size_of::<Entry>()
+                }
+            })
+        })
+        .sum()
 }
 
 /// Takes every shard lock (before `fork`, so the child sees whole tables).

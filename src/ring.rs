@@ -82,6 +82,11 @@ fn count_drop(size: usize) -> bool {
     false
 }
 
+/// Bytes the ring holds (all of it is allocated up front).
+pub fn bytes() -> usize {
+    CAPACITY * core::mem::size_of::<Sample>()
+}
+
 pub fn pop() -> Option<Sample> {
     let sample = ring()?.pop()?;
     if STALLED.load(Ordering::Relaxed) {

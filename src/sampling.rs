@@ -4,10 +4,17 @@
 //! `1 - exp(-s/period)`, which is what jeprof and pprof divide by.
 
 use crate::thread_state::{self, ThreadState};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Mean gap in bytes; 0 until the library is initialised (nothing sampled).
 static PERIOD: AtomicUsize = AtomicUsize::new(0);
+/// `leakprobe_set_active`: while false, no new samples are taken.
+static ACTIVE: AtomicBool = AtomicBool::new(true);
+
+/// Turns the taking of new samples on or off; returns the previous setting.
+pub fn set_active(active: bool) -> bool {
+    ACTIVE.swap(active, Ordering::Relaxed)
+}
 
 pub fn enable(period: usize) {
     PERIOD.store(period, Ordering::Release);
@@ -29,6 +36,11 @@ pub fn decide(size: usize) -> bool {
     let period = period();
     thread_state::with(|s| {
         if s.busy.get() || period == 0 {
+            return false;
+        }
+        if !ACTIVE.load(Ordering::Relaxed) {
+            // Inactive: keep counting down, but take nothing.
+            thread_state::set_until_sample(draw_gap(s, period.max(2)));
             return false;
         }
         if s.rng.get() == 0 {

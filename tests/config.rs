@@ -194,3 +194,49 @@ fn no_inherit_takes_the_library_out_of_children() {
         format!("[{}:/nonexistent/other.so]", lib.display())
     );
 }
+
+/// The C API of include/leakprobe.h, looked up with dlsym(RTLD_DEFAULT).
+#[test]
+fn c_api_dumps_on_demand_and_pauses_sampling() {
+    let exe = harness("capi");
+    let dir = scratch_dir("capi");
+    let target = dir.join("explicit.heap");
+    let mut p = Probe::start(
+        &exe,
+        &[target.to_str().unwrap()],
+        &dir,
+        &[("LEAKPROBE_SAMPLE", "1")],
+    );
+    assert_eq!(
+        p.expect_line("ACTIVE", Duration::from_secs(30)),
+        "ACTIVE 1 0"
+    );
+    assert_eq!(
+        p.expect_line("DUMP", Duration::from_secs(60)),
+        "DUMP 0 0 -1"
+    );
+    let pid = p.pid();
+    let (status, stderr) = p.finish(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!(
+        stderr.contains("cannot write dump /nonexistent/dir/x.heap"),
+        "{stderr}"
+    );
+    let sites = Dump::read(&target).by_function(&exe);
+    assert_eq!(
+        sites["site_active"].live_count, 5,
+        "frees are tracked while inactive"
+    );
+    assert!(
+        !sites.contains_key("site_inactive"),
+        "sampled while inactive"
+    );
+    assert_eq!(
+        dump_files_of(&dir, pid).len(),
+        1,
+        "leakprobe_dump(NULL) writes into the dump directory"
+    );
+
+    let plain = run(Command::new(&exe).arg(&target));
+    assert_eq!(plain.trim(), "NO LEAKPROBE");
+}

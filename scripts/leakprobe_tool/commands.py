@@ -13,6 +13,7 @@ from typing import Any
 from .dumpfile import Dump, read_dump
 from .flamegraph import render_svg
 from .profile import Profile, Stack, Trend, build, classify
+from .summary import memory, mib, verdict
 from .symbols import Frame, Symbolizer, program_of
 
 
@@ -243,4 +244,39 @@ def flamegraph(args: argparse.Namespace) -> int:
     with open(args.output, "w", encoding="utf-8") as f:
         f.write(svg)
     print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def summary(args: argparse.Namespace) -> int:
+    profiles = sorted((load(args, d) for d in args.dumps), key=lambda p: p.dump.time or 0.0)
+    rows = [memory(p.dump) for p in profiles]
+    top = None
+    if len(profiles) > 1:
+        before, after = keyed(profiles[0], False), keyed(profiles[-1], False)
+        growth: dict[str, int] = {}
+        for k in before.keys() | after.keys():
+            if k:
+                growth[k[0]] = growth.get(k[0], 0) + after.get(k, 0) - before.get(k, 0)
+        total = sum(g for g in growth.values() if g > 0)
+        if total > 0:
+            name = max(growth, key=lambda n: growth[n])
+            top = (name, growth[name] / total)
+    kind, sentence = verdict(rows[0], rows[-1], top) if len(rows) > 1 else ("one dump", "take a later dump to see growth")
+    if args.json:
+        json.dump(
+            {
+                "dumps": [dict(dataclasses.asdict(r), file=p.dump.path, outside=r.outside) for r, p in zip(rows, profiles)],
+                "verdict": kind,
+                "evidence": sentence,
+            },
+            sys.stdout,
+            indent=1,
+        )
+        print()
+        return 0
+    print(f"{'dump':<40} {'RSS':>11} {'live heap':>11} {'held free':>11} {'outside':>11} {'overhead':>11}")
+    for r, p in zip(rows, profiles):
+        cells = [mib(v) for v in (r.rss, r.live, r.held_free, r.outside, r.overhead)]
+        print(f"{p.dump.path[-40:]:<40} " + " ".join(f"{c:>11}" for c in cells))
+    print(f"\nverdict: {kind}: {sentence}")
     return 0
