@@ -16,11 +16,8 @@ fn bad_settings_are_named_once_and_defaults_used() {
         ("LEAKPROBE_SIGNAL", "SIGKILL"),
         ("LEAKPROBE_MAX_FRAMES", "0"),
     ];
-    let mut p = Probe::start(&exe, &[], &dir, &env);
-    p.expect_line("READY", Duration::from_secs(30));
-    let dump = p.dump();
-    let (status, stderr) = p.finish(Duration::from_secs(30));
-    assert!(status.success(), "{status}\n{stderr}");
+    let p = Probe::start(&exe, &[], &dir, &env);
+    let (dump, stderr) = p.dump_at_ready();
     for (var, default) in [
         ("LEAKPROBE_SAMPLE", "524288"),
         ("LEAKPROBE_SIGNAL", "12"),

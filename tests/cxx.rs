@@ -23,10 +23,7 @@ fn every_operator_new_and_delete_is_exact() {
     let mut p = Probe::start(&exe, &[], &dir, &[("LEAKPROBE_SAMPLE", "1")]);
     let semantics = p.expect_line("BAD_ALLOC", Duration::from_secs(30));
     assert_eq!(semantics, "BAD_ALLOC ok HANDLER 1 NOTHROW null");
-    p.expect_line("READY", Duration::from_secs(30));
-    let dump = p.dump();
-    let (status, stderr) = p.finish(Duration::from_secs(30));
-    assert!(status.success(), "{status}\n{stderr}");
+    let (dump, _stderr) = p.dump_at_ready();
 
     assert_sites_exact(&dump, &exe, "cxx_new.cc", TRUTH);
     assert_tools_show(&exe, &dump, "cxx_new.cc", TRUTH);

@@ -7,7 +7,6 @@
 mod common;
 use common::*;
 use std::process::Command;
-use std::time::Duration;
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 const PERIOD: f64 = 524288.0;
@@ -34,11 +33,8 @@ fn assert_within(name: &str, got: f64, truth: f64, tolerance: f64) {
 fn estimates_match_truth_at_the_default_period() {
     let exe = harness("estimate");
     let dir = scratch_dir("estimate");
-    let mut p = Probe::start(&exe, &[], &dir, &[]);
-    p.expect_line("READY", Duration::from_secs(120));
-    let dump = p.dump();
-    let (status, stderr) = p.finish(Duration::from_secs(60));
-    assert!(status.success(), "{status}\n{stderr}");
+    let p = Probe::start(&exe, &[], &dir, &[]);
+    let (dump, _stderr) = p.dump_at_ready();
     assert_eq!(dump.period, 524288);
 
     let sites = dump.by_function(&exe);

@@ -72,16 +72,13 @@ fn in_a_chroot_dumps_land_outside_with_the_loader_map() {
     let exe = harness("privdrop");
     let dir = scratch_dir("chroot");
     let jail = scratch_dir("chroot-jail");
-    let mut p = Probe::start(
+    let p = Probe::start(
         &exe,
         &["chroot", jail.to_str().unwrap()],
         &dir,
         &[("LEAKPROBE_SAMPLE", "1")],
     );
-    p.expect_line("READY", Duration::from_secs(30));
-    let dump = p.dump();
-    let (status, stderr) = p.finish(Duration::from_secs(30));
-    assert!(status.success(), "{status}\n{stderr}");
+    let (dump, _stderr) = p.dump_at_ready();
     assert!(dump.path.starts_with(&dir));
     // /proc is gone: the map is the loader's, executable segments named by
     // their paths as loaded (the vDSO has no file).

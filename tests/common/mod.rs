@@ -202,6 +202,16 @@ impl Probe {
         Dump::read(&files[want - 1])
     }
 
+    /// Waits for READY, requests one dump, lets the program finish and checks
+    /// that it exited 0. Returns the dump and the program's stderr.
+    pub fn dump_at_ready(mut self) -> (Dump, String) {
+        self.expect_line("READY", Duration::from_secs(120));
+        let dump = self.dump();
+        let (status, stderr) = self.finish(Duration::from_secs(60));
+        assert!(status.success(), "{status}\n{stderr}");
+        (dump, stderr)
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
