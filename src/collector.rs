@@ -15,8 +15,9 @@ use std::time::Duration;
 
 /// Samples absorbed per lock hold, so `fork` never waits long for the lock.
 const BATCH: usize = 1024;
-/// How long the collector sleeps when nothing wakes it.
-const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// How long the collector sleeps when nothing wakes it (also the precision
+/// of periodic dumps).
+const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// Stack id for live entries whose stack was lost (see `fork_child`).
 const LOST: u32 = PENDING - 1;
 
@@ -29,6 +30,59 @@ struct Collector {
     dumps_written: u64,
     dir: DumpDir,
     snapshot: Vec<Entry>,
+    /// Estimated bytes allocated since start (un-sampled), for `LEAKPROBE_INTERVAL`.
+    allocated_bytes: f64,
+    automatic: Automatic,
+    /// Names of the dumps kept, oldest first, for `LEAKPROBE_MAX_DUMPS`.
+    kept: std::collections::VecDeque<String>,
+}
+
+/// When the next automatic dump is due (`LEAKPROBE_PERIOD`, `LEAKPROBE_INTERVAL`).
+struct Automatic {
+    period: Option<Duration>,
+    interval: Option<f64>,
+    next_time: Duration,
+    next_bytes: f64,
+    last: Option<Duration>,
+}
+
+/// Automatic dumps are at most this frequent, whatever the settings.
+const MIN_AUTOMATIC_GAP: Duration = Duration::from_secs(1);
+
+impl Automatic {
+    fn new(cfg: &Config) -> Automatic {
+        let period = (cfg.period_secs > 0).then(|| Duration::from_secs(cfg.period_secs));
+        let interval = (cfg.interval_bytes > 0).then_some(cfg.interval_bytes as f64);
+        Automatic {
+            period,
+            interval,
+            next_time: clock::monotonic() + period.unwrap_or_default(),
+            next_bytes: interval.unwrap_or(0.0),
+            last: None,
+        }
+    }
+
+    /// Whether a dump is due now, given the estimated bytes allocated so far;
+    /// if so, the next one is scheduled.
+    fn due(&mut self, allocated: f64) -> bool {
+        let now = clock::monotonic();
+        if self.last.is_some_and(|t| now < t + MIN_AUTOMATIC_GAP) {
+            return false;
+        }
+        let by_time = self.period.is_some_and(|_| now >= self.next_time);
+        let by_bytes = self.interval.is_some_and(|_| allocated >= self.next_bytes);
+        if let (true, Some(p)) = (by_time, self.period) {
+            // Keep the cadence; after a long stall, start again from now.
+            self.next_time = (self.next_time + p).max(now);
+        }
+        if let (true, Some(i)) = (by_bytes, self.interval) {
+            self.next_bytes = ((allocated / i).floor() + 1.0) * i;
+        }
+        if by_time || by_bytes {
+            self.last = Some(now);
+        }
+        by_time || by_bytes
+    }
 }
 
 static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
@@ -176,6 +230,9 @@ impl Collector {
             dumps_written: 0,
             dir: DumpDir::open(&cfg.dir, true),
             snapshot: Vec::new(),
+            allocated_bytes: 0.0,
+            automatic: Automatic::new(cfg),
+            kept: std::collections::VecDeque::new(),
         }
     }
 
@@ -187,6 +244,8 @@ impl Collector {
             // A burst of signals yields one dump.
             self.requests_served = requests;
             while self.absorb(usize::MAX) {}
+            self.dump();
+        } else if self.automatic.due(self.allocated_bytes) {
             self.dump();
         }
         more
@@ -213,6 +272,7 @@ impl Collector {
                 id
             }
         };
+        self.allocated_bytes += dump::unsample(1, s.size as u64, sampling::period()).1;
         let total = self.allocated.entry((id, s.size)).or_default();
         total.0 += 1;
         total.1 += s.size as u64;
@@ -319,7 +379,8 @@ impl Collector {
             &dump::memory_map(),
         );
         let target = TARGET.with(|t| t.take());
-        let (result, name) = match &target {
+        // (file name, its directory, and how messages name it)
+        let (name, mut one_off, described) = match &target {
             Some(path) => {
                 let name = path
                     .file_name()
@@ -327,33 +388,52 @@ impl Collector {
                     .to_string_lossy()
                     .into_owned();
                 let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-                let mut dir = DumpDir::open(
+                let dir = DumpDir::open(
                     parent.unwrap_or(std::path::Path::new(".")).as_os_str(),
                     false,
                 );
-                (dir.write_atomic(&name, &text), path.display().to_string())
+                (name, Some(dir), path.display().to_string())
             }
             None => {
                 let name = format!("leakprobe.{pid}.{}.heap", self.dumps_written);
-                (
-                    self.dir.write_atomic(&name, &text),
-                    format!("{name} in {}", self.dir.display()),
-                )
+                let described = format!("{name} in {}", self.dir.display());
+                (name, None, described)
             }
         };
+        let result = one_off
+            .as_mut()
+            .unwrap_or(&mut self.dir)
+            .write_atomic(&name, &text);
         LAST_WRITTEN.store(result.is_ok(), Ordering::Release);
         match result {
             Ok(path) => {
-                self.dumps_written += u64::from(target.is_none());
+                if target.is_none() {
+                    self.dumps_written += 1;
+                    self.keep_at_most(name);
+                }
                 crate::log::log!(
                     "wrote {path} ({} live samples, ~{:.1} MiB estimated live)",
                     self.snapshot.len(),
                     live_b / 1048576.0
                 );
             }
-            Err(why) => crate::log::log!("cannot write dump {name}: {why}"),
+            Err(why) => crate::log::log!("cannot write dump {described}: {why}"),
         }
         DUMPS_DONE.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl Collector {
+    /// Records a dump written to the dump directory and removes the oldest
+    /// beyond `LEAKPROBE_MAX_DUMPS`.
+    fn keep_at_most(&mut self, name: String) {
+        self.kept.push_back(name);
+        let cap = CONFIG.get().map_or(100, |c| c.max_dumps);
+        while self.kept.len() > cap {
+            if let Some(old) = self.kept.pop_front() {
+                self.dir.remove(&old);
+            }
+        }
     }
 }
 

@@ -15,6 +15,12 @@ pub struct Config {
     pub max_frames: usize,
     pub dump_at_exit: bool,
     pub no_inherit: bool,
+    /// Seconds between automatic dumps (0: off).
+    pub period_secs: u64,
+    /// Estimated bytes allocated between automatic dumps (0: off).
+    pub interval_bytes: u64,
+    /// Dumps kept per process; older ones are removed.
+    pub max_dumps: usize,
 }
 
 impl Default for Config {
@@ -26,6 +32,9 @@ impl Default for Config {
             max_frames: FRAMES_LIMIT,
             dump_at_exit: false,
             no_inherit: false,
+            period_secs: 0,
+            interval_bytes: 0,
+            max_dumps: 100,
         }
     }
 }
@@ -55,6 +64,9 @@ impl Config {
             max_frames: setting(&get, "LEAKPROBE_MAX_FRAMES", parse_max_frames, d.max_frames),
             dump_at_exit: setting(&get, "LEAKPROBE_DUMP_AT_EXIT", parse_switch, d.dump_at_exit),
             no_inherit: setting(&get, "LEAKPROBE_NO_INHERIT", parse_switch, d.no_inherit),
+            period_secs: setting(&get, "LEAKPROBE_PERIOD", parse_count, d.period_secs),
+            interval_bytes: setting(&get, "LEAKPROBE_INTERVAL", parse_count, d.interval_bytes),
+            max_dumps: setting(&get, "LEAKPROBE_MAX_DUMPS", parse_max_dumps, d.max_dumps),
         }
     }
 }
@@ -80,6 +92,18 @@ fn parse_sample(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err("is not a whole number of bytes >= 1".into()),
+    }
+}
+
+fn parse_count(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .map_err(|_| "is not a whole number (0 turns it off)".to_string())
+}
+
+fn parse_max_dumps(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("is not a whole number >= 1".into()),
     }
 }
 
@@ -191,6 +215,15 @@ mod tests {
             ("LEAKPROBE_NO_INHERIT", "yes"),
         ]);
         assert!(c.dump_at_exit && c.no_inherit);
+        let c = with(&[
+            ("LEAKPROBE_PERIOD", "60"),
+            ("LEAKPROBE_INTERVAL", "1073741824"),
+            ("LEAKPROBE_MAX_DUMPS", "5"),
+        ]);
+        assert_eq!(
+            (c.period_secs, c.interval_bytes, c.max_dumps),
+            (60, 1 << 30, 5)
+        );
         assert_eq!(c.sample_period, 1);
         assert_eq!(c.signal, libc::SIGRTMIN() + 4);
         assert_eq!(c.max_frames, 16);
@@ -213,6 +246,8 @@ mod tests {
         );
         assert_eq!(with(&[("LEAKPROBE_SIGNAL", "SEGV")]).signal, libc::SIGUSR2);
         assert!(!with(&[("LEAKPROBE_DUMP_AT_EXIT", "please")]).dump_at_exit);
+        assert_eq!(with(&[("LEAKPROBE_MAX_DUMPS", "0")]).max_dumps, 100);
+        assert_eq!(with(&[("LEAKPROBE_PERIOD", "soon")]).period_secs, 0);
     }
 
     #[test]

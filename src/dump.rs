@@ -293,6 +293,14 @@ impl DumpDir {
         }
     }
 
+    /// Removes a dump written earlier (ignoring failure: it may be gone).
+    pub fn remove(&mut self, name: &str) {
+        if let (Ok(dir), Ok(c)) = (self.fd(), CString::new(name)) {
+            // SAFETY: unlinkat on our directory descriptor with a C string.
+            unsafe { libc::unlinkat(dir, c.as_ptr(), 0) };
+        }
+    }
+
     /// Whether the path now names another directory than the one held.
     fn replaced(&self) -> bool {
         std::fs::metadata(&self.path).is_ok_and(|m| {

@@ -237,3 +237,65 @@ fn c_api_dumps_on_demand_and_pauses_sampling() {
     let plain = run(Command::new(&exe).arg(&target));
     assert_eq!(plain.trim(), "NO LEAKPROBE");
 }
+
+/// LEAKPROBE_PERIOD dumps every T seconds; LEAKPROBE_MAX_DUMPS keeps the
+/// newest N and removes the older ones.
+#[test]
+fn periodic_dumps_respect_the_cap() {
+    let exe = harness("demo");
+    let dir = scratch_dir("periodic");
+    let env = [("LEAKPROBE_PERIOD", "1"), ("LEAKPROBE_MAX_DUMPS", "3")];
+    let mut p = Probe::start(&exe, &[], &dir, &env);
+    p.expect_line("demo: pid", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(5600));
+    let files = p.dump_files();
+    p.signal(libc::SIGTERM);
+    let seqs: Vec<u64> = files
+        .iter()
+        .map(|f| {
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .split('.')
+                .nth(2)
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs.len(), 3, "kept {seqs:?}");
+    assert!(
+        (4..=6).contains(&seqs[2]),
+        "about one dump a second, got up to #{}",
+        seqs[2]
+    );
+    assert_eq!(
+        seqs,
+        (seqs[2] - 2..=seqs[2]).collect::<Vec<_>>(),
+        "the newest are kept"
+    );
+}
+
+/// LEAKPROBE_INTERVAL dumps every N bytes allocated (estimated from samples).
+#[test]
+fn interval_dumps_follow_the_bytes_allocated() {
+    let exe = harness("series");
+    let dir = scratch_dir("interval");
+    // Each step allocates 16 MiB kept + 24 MiB cached (first two) + 32 MiB freed.
+    let env = [
+        ("LEAKPROBE_SAMPLE", "65536"),
+        ("LEAKPROBE_INTERVAL", "134217728"),
+    ];
+    let mut p = Probe::start(&exe, &[], &dir, &env);
+    p.expect_line("READY", Duration::from_secs(30));
+    for step in 1..=6 {
+        p.write_stdin("step\n");
+        p.expect_line(&format!("STEP {step}"), Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    // 2 x 72 + 4 x 48 = 336 MiB allocated: two or three 128 MiB marks crossed.
+    let written = p.settle(Duration::from_millis(700));
+    let (status, stderr) = p.finish(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!((2..=3).contains(&written), "{written} interval dumps");
+}
