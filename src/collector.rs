@@ -295,14 +295,18 @@ impl Collector {
         live::snapshot(&mut self.snapshot);
         let mut rows: HashMap<(u32, usize), Row> = HashMap::new();
         let mut unresolved = 0u64;
+        let now = clock::monotonic().as_secs() as u32;
         for e in &self.snapshot {
             if e.stack >= LOST {
                 unresolved += 1;
                 continue;
             }
+            let age = u64::from(now.saturating_sub(e.born));
             let r = rows.entry((e.stack, e.size)).or_default();
             r.live_count += 1;
             r.live_bytes += e.size as u64;
+            r.oldest_age = r.oldest_age.max(age);
+            r.total_age += age;
         }
         for (&(stack, size), &(n, b)) in &self.allocated {
             let r = rows.entry((stack, size)).or_default();

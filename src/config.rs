@@ -215,6 +215,10 @@ mod tests {
             ("LEAKPROBE_NO_INHERIT", "yes"),
         ]);
         assert!(c.dump_at_exit && c.no_inherit);
+        assert_eq!(c.sample_period, 1);
+        assert_eq!(c.signal, libc::SIGRTMIN() + 4);
+        assert_eq!(c.max_frames, 16);
+        assert_eq!(c.dir, "/var/tmp");
         let c = with(&[
             ("LEAKPROBE_PERIOD", "60"),
             ("LEAKPROBE_INTERVAL", "1073741824"),
@@ -224,10 +228,6 @@ mod tests {
             (c.period_secs, c.interval_bytes, c.max_dumps),
             (60, 1 << 30, 5)
         );
-        assert_eq!(c.sample_period, 1);
-        assert_eq!(c.signal, libc::SIGRTMIN() + 4);
-        assert_eq!(c.max_frames, 16);
-        assert_eq!(c.dir, "/var/tmp");
         assert_eq!(with(&[("LEAKPROBE_SIGNAL", "PROF")]).signal, libc::SIGPROF);
         assert_eq!(with(&[("LEAKPROBE_SIGNAL", "10")]).signal, 10);
     }

@@ -23,6 +23,10 @@ pub struct Row {
     pub live_bytes: u64,
     pub alloc_count: u64,
     pub alloc_bytes: u64,
+    /// Age of the oldest live sample and sum of all live samples' ages, in
+    /// seconds at the time of the dump.
+    pub oldest_age: u64,
+    pub total_age: u64,
 }
 
 /// Estimated true (count, bytes) behind sampled ones, as jeprof and pprof
@@ -68,6 +72,10 @@ pub fn render<'a>(
             let _ = write!(s, " {f:#x}");
         }
         s.push('\n');
+        // Ages of the row above (rows with live samples): oldest and mean, in seconds.
+        if let Some(mean) = r.total_age.checked_div(r.live_count) {
+            let _ = writeln!(s, "# leakprobe age: {} {mean}", r.oldest_age);
+        }
     }
     s.push_str("\nMAPPED_LIBRARIES:\n");
     let mut out = s.into_bytes();
@@ -435,6 +443,8 @@ mod tests {
                 live_bytes: 3072,
                 alloc_count: 5,
                 alloc_bytes: 5120,
+                oldest_age: 9,
+                total_age: 12,
             },
             Row {
                 stack: 1,
@@ -443,6 +453,7 @@ mod tests {
                 live_bytes: 0,
                 alloc_count: 2,
                 alloc_bytes: 96,
+                ..Row::default()
             },
         ];
         let stacks: [&[usize]; 2] = [&[0xABC0, 0x401000], &[0x10]];
@@ -459,6 +470,7 @@ mod tests {
             "heap profile: 3: 3072 [7: 5216] @ heap_v2/524288\n\
              # leakprobe pid: 42\n\
              3: 3072 [5: 5120] @ 0xabc0 0x401000\n\
+             # leakprobe age: 9 4\n\
              0: 0 [2: 96] @ 0x10\n\
              \nMAPPED_LIBRARIES:\nmaps\n"
         );

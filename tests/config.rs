@@ -250,19 +250,7 @@ fn periodic_dumps_respect_the_cap() {
     std::thread::sleep(Duration::from_millis(5600));
     let files = p.dump_files();
     p.signal(libc::SIGTERM);
-    let seqs: Vec<u64> = files
-        .iter()
-        .map(|f| {
-            f.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .split('.')
-                .nth(2)
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let seqs: Vec<u64> = files.iter().map(|f| seq_of(f)).collect();
     assert_eq!(seqs.len(), 3, "kept {seqs:?}");
     assert!(
         (4..=6).contains(&seqs[2]),

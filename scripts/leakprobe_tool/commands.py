@@ -48,6 +48,8 @@ def stack_json(s: Stack) -> dict[str, Any]:
         "objects": s.objects,
         "bytes": s.bytes,
         "samples": s.samples,
+        "oldest_age": s.oldest_age,
+        "mean_age": s.mean_age,
         "frames": [frame_json(f) for f in s.frames],
     }
 
@@ -114,9 +116,9 @@ def report(args: argparse.Namespace) -> int:
     print()
     print("Top stacks:")
     for i, s in enumerate(p.stacks[: args.nodecount], 1):
-        print(
-            f"#{i} {amount(s.value, p.unit)} ({percent(s.value, p.total).strip()}), {s.objects:,} objects, {s.samples:,} samples"
-        )
+        age = f", oldest {s.oldest_age} s, mean age {s.mean_age:.0f} s" if s.oldest_age is not None else ""
+        share = percent(s.value, p.total).strip()
+        print(f"#{i} {amount(s.value, p.unit)} ({share}), {s.objects:,} objects, {s.samples:,} samples{age}")
         for f in s.frames[: args.depth]:
             print(f"      {f.function}  {f.location()}")
         if len(s.frames) > args.depth:

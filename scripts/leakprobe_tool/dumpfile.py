@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 HEADER = re.compile(r"heap profile: *(\d+): *(\d+) *\[ *(\d+): *(\d+) *\] *@ *heap_v2/(\d+)")
 ROW = re.compile(r"(\d+): (\d+) \[(\d+): (\d+)\] @((?: 0x[0-9a-f]+)+)")
@@ -27,6 +27,8 @@ class Row:
     alloc_count: int
     alloc_bytes: int
     frames: tuple[int, ...]
+    oldest_age: int | None = None  # seconds, of the row's live samples
+    mean_age: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,11 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
             if key == "build_id":
                 build_id, _, obj = value.partition(" ")
                 dump.build_ids[obj] = build_id
+            elif key == "age":
+                ages = value.split()
+                if not dump.rows or len(ages) != 2 or not all(a.isdigit() for a in ages):
+                    raise DumpError(path, f"line {number}: malformed age line")
+                dump.rows[-1] = replace(dump.rows[-1], oldest_age=int(ages[0]), mean_age=int(ages[1]))
             else:
                 dump.meta[key] = value
         elif line.strip() and not line.startswith("#"):

@@ -34,6 +34,8 @@ class Stack:
     objects: int  # estimated objects
     bytes: int  # estimated bytes
     samples: int  # raw sampled count
+    oldest_age: int | None = None  # seconds, of its live samples
+    mean_age: float | None = None
 
 
 @dataclass
@@ -88,6 +90,7 @@ def build(
     # Frame 0 is the library's marker inside the allocator entry point.
     symbolizer.symbolize({a for r in rows for a in r.frames[1:]})
     groups: dict[tuple[Frame, ...], list[float]] = {}
+    ages: dict[tuple[Frame, ...], tuple[int, float, int]] = {}  # oldest, age sum, samples
     for row in rows:
         count, size = row_counts(row, which)
         objects, nbytes = unsample(count, size, dump.period)
@@ -101,8 +104,19 @@ def build(
         g[0] += objects
         g[1] += nbytes
         g[2] += count
+        if which == "live" and row.oldest_age is not None and row.mean_age is not None:
+            oldest, total, n = ages.get(frames, (0, 0.0, 0))
+            ages[frames] = (max(oldest, row.oldest_age), total + row.mean_age * count, n + count)
+
+    def age_of(frames: tuple[Frame, ...]) -> tuple[int | None, float | None]:
+        if frames not in ages:
+            return None, None
+        oldest, total, n = ages[frames]
+        return oldest, total / n
+
     stacks = [
-        Stack(frames, round(b if unit == "bytes" else o), round(o), round(b), int(n)) for frames, (o, b, n) in groups.items()
+        Stack(frames, round(b if unit == "bytes" else o), round(o), round(b), int(n), *age_of(frames))
+        for frames, (o, b, n) in groups.items()
     ]
     stacks.sort(key=lambda s: (-s.value, [f.function for f in s.frames]))
     return Profile(dump, measure, stacks)

@@ -68,7 +68,8 @@ pub struct Probe {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     stderr_path: PathBuf,
-    dumps_seen: usize,
+    /// Highest dump sequence number already accounted for.
+    last_seq: Option<u64>,
 }
 
 impl Probe {
@@ -104,7 +105,7 @@ impl Probe {
             stdin,
             lines,
             stderr_path,
-            dumps_seen: 0,
+            last_seq: None,
         }
     }
 
@@ -142,20 +143,23 @@ impl Probe {
     }
 
     /// Waits until no new dump has appeared for `quiet`, so the next `dump()`
-    /// is the answer to the next signal.
+    /// is the answer to the next signal. Returns how many dumps are kept.
     pub fn settle(&mut self, quiet: Duration) -> usize {
-        let mut count = self.dump_files().len();
+        let mut newest = self.newest_seq();
         let mut since = Instant::now();
         while since.elapsed() < quiet {
             std::thread::sleep(Duration::from_millis(20));
-            let now = self.dump_files().len();
-            if now != count {
-                count = now;
+            if self.newest_seq() != newest {
+                newest = self.newest_seq();
                 since = Instant::now();
             }
         }
-        self.dumps_seen = count;
-        count
+        self.last_seq = newest;
+        self.dump_files().len()
+    }
+
+    fn newest_seq(&self) -> Option<u64> {
+        self.dump_files().last().map(|f| seq_of(f))
     }
 
     pub fn signal(&self, sig: i32) {
@@ -168,21 +172,23 @@ impl Probe {
         dump_files_of(&self.dir, self.pid())
     }
 
-    /// Waits until at least `n` dumps of this process exist.
-    pub fn wait_for_dumps(&mut self, n: usize, timeout: Duration) -> Vec<PathBuf> {
+    /// Waits for a dump newer than any accounted for, and accounts for it.
+    pub fn wait_for_new_dump(&mut self, timeout: Duration) -> PathBuf {
         let deadline = Instant::now() + timeout;
         loop {
-            let files = self.dump_files();
-            if files.len() >= n {
-                self.dumps_seen = files.len();
-                return files;
+            if let Some(file) = self
+                .dump_files()
+                .pop()
+                .filter(|f| Some(seq_of(f)) > self.last_seq)
+            {
+                self.last_seq = Some(seq_of(&file));
+                return file;
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 panic!(
-                    "expected {n} dumps in {}, found {}; stderr:\n{}",
+                    "no new dump in {} within {timeout:?}; stderr:\n{}",
                     self.dir.display(),
-                    files.len(),
                     self.stderr()
                 );
             }
@@ -196,10 +202,9 @@ impl Probe {
     }
 
     pub fn dump_with(&mut self, sig: i32) -> Dump {
-        let want = self.dumps_seen + 1;
+        self.last_seq = self.last_seq.max(self.newest_seq());
         self.signal(sig);
-        let files = self.wait_for_dumps(want, Duration::from_secs(30));
-        Dump::read(&files[want - 1])
+        Dump::read(&self.wait_for_new_dump(Duration::from_secs(30)))
     }
 
     /// Waits for READY, requests one dump, lets the program finish and checks
@@ -254,6 +259,18 @@ impl Drop for Probe {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The sequence number of a `leakprobe.<pid>.<seq>.heap` file.
+pub fn seq_of(file: &Path) -> u64 {
+    file.file_name()
+        .unwrap()
+        .to_string_lossy()
+        .split('.')
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// `leakprobe.<pid>.<seq>.heap` files in `dir`, ordered by sequence number.

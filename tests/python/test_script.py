@@ -110,6 +110,28 @@ class Series(unittest.TestCase):
         self.assertTrue(png.exists() and png.stat().st_size > 10_000, "no screenshot")
 
 
+class Ages(unittest.TestCase):
+    """Live samples carry their age: memory that is old and still growing is
+    the leak signal."""
+
+    def test_oldest_and_mean_age_per_stack(self) -> None:
+        probe = Probe("series", env={"LEAKPROBE_SAMPLE": "65536"})
+        probe.expect("READY")
+        probe.write("step\n")
+        probe.expect("STEP 1")
+        time.sleep(2.2)
+        probe.write("step\n")
+        probe.expect("STEP 2")
+        dump = str(probe.dump())
+        self.assertEqual(probe.finish(), 0)
+        stacks = {s["frames"][0]["function"]: s for s in run_json("report", dump, "--nodecount", "50")["stacks"]}
+        leak = stacks["site_leak"]
+        self.assertGreaterEqual(leak["oldest_age"], 2)
+        self.assertLess(leak["mean_age"], leak["oldest_age"], "half of the leak is new")
+        # Whole seconds of a coarse clock: 2.2 s reads as 2 or 3.
+        self.assertRegex(script("report", dump).stdout, r"oldest [23] s, mean age [0-2] s")
+
+
 class Exact(unittest.TestCase):
     """Every allocation sampled: the report's numbers are exact."""
 
