@@ -247,6 +247,9 @@ impl Collector {
             self.dump();
         } else if self.automatic.due(self.allocated_bytes) {
             self.dump();
+        } else if live::take_peak_request() {
+            while self.absorb(usize::MAX) {}
+            self.dump_peak();
         }
         more
     }
@@ -290,7 +293,18 @@ impl Collector {
             + self.allocated.len() * 48
     }
 
+    /// Writes a numbered dump, or the one a caller of `leakprobe_dump` asked for.
     fn dump(&mut self) {
+        self.write_dump(false);
+    }
+
+    /// Writes `leakprobe.<pid>.peak.heap`, the live profile at a new peak
+    /// (replaced at each higher one; outside the numbering and the cap).
+    fn dump_peak(&mut self) {
+        self.write_dump(true);
+    }
+
+    fn write_dump(&mut self, at_peak: bool) {
         let period = sampling::period();
         live::snapshot(&mut self.snapshot);
         let mut rows: HashMap<(u32, usize), Row> = HashMap::new();
@@ -382,7 +396,11 @@ impl Collector {
             |id| &stacks[id as usize],
             &dump::memory_map(),
         );
-        let target = TARGET.with(|t| t.take());
+        let target = if at_peak {
+            None
+        } else {
+            TARGET.with(|t| t.take())
+        };
         // (file name, its directory, and how messages name it)
         let (name, mut one_off, described) = match &target {
             Some(path) => {
@@ -398,6 +416,11 @@ impl Collector {
                 );
                 (name, Some(dir), path.display().to_string())
             }
+            None if at_peak => {
+                let name = format!("leakprobe.{pid}.peak.heap");
+                let described = format!("{name} in {}", self.dir.display());
+                (name, None, described)
+            }
             None => {
                 let name = format!("leakprobe.{pid}.{}.heap", self.dumps_written);
                 let described = format!("{name} in {}", self.dir.display());
@@ -408,10 +431,12 @@ impl Collector {
             .as_mut()
             .unwrap_or(&mut self.dir)
             .write_atomic(&name, &text);
-        LAST_WRITTEN.store(result.is_ok(), Ordering::Release);
+        if !at_peak {
+            LAST_WRITTEN.store(result.is_ok(), Ordering::Release);
+        }
         match result {
             Ok(path) => {
-                if target.is_none() {
+                if target.is_none() && !at_peak {
                     self.dumps_written += 1;
                     self.keep_at_most(name);
                 }
@@ -423,7 +448,9 @@ impl Collector {
             }
             Err(why) => crate::log::log!("cannot write dump {described}: {why}"),
         }
-        DUMPS_DONE.fetch_add(1, Ordering::Release);
+        if !at_peak {
+            DUMPS_DONE.fetch_add(1, Ordering::Release);
+        }
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Config {
     pub interval_bytes: u64,
     /// Dumps kept per process; older ones are removed.
     pub max_dumps: usize,
+    /// Keep the live profile as of the highest live heap (`LEAKPROBE_PEAK`).
+    pub peak: bool,
 }
 
 impl Default for Config {
@@ -35,6 +37,7 @@ impl Default for Config {
             period_secs: 0,
             interval_bytes: 0,
             max_dumps: 100,
+            peak: false,
         }
     }
 }
@@ -67,6 +70,7 @@ impl Config {
             period_secs: setting(&get, "LEAKPROBE_PERIOD", parse_count, d.period_secs),
             interval_bytes: setting(&get, "LEAKPROBE_INTERVAL", parse_count, d.interval_bytes),
             max_dumps: setting(&get, "LEAKPROBE_MAX_DUMPS", parse_max_dumps, d.max_dumps),
+            peak: setting(&get, "LEAKPROBE_PEAK", parse_switch, d.peak),
         }
     }
 }

@@ -53,6 +53,9 @@ extern "C" fn init() {
     }
     collector::start(&cfg);
     signal::install(cfg.signal);
+    if cfg.peak {
+        live::enable_peak_profile();
+    }
     if cfg.dump_at_exit {
         // SAFETY: registering a plain extern "C" function.
         unsafe { libc::atexit(collector::dump_at_exit) };

@@ -10,7 +10,7 @@
 //! false positives); bootstrap blocks are marked that way too.
 
 use crate::lock::SpinLock;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 const FILTER_BITS: u32 = 16;
 const SHARD_BITS: u32 = 6;
@@ -39,11 +39,33 @@ fn estimated_bytes(size: usize) -> u64 {
     crate::dump::unsample(1, size as u64, crate::sampling::period()).1 as u64
 }
 
+/// `LEAKPROBE_PEAK`: the collector writes the live profile whenever the
+/// estimate passes the last one it wrote by 5 % (and 1 MiB).
+static PEAK_PROFILE: AtomicBool = AtomicBool::new(false);
+static PEAK_CAPTURED: AtomicU64 = AtomicU64::new(0);
+static PEAK_WANTED: AtomicBool = AtomicBool::new(false);
+
+pub fn enable_peak_profile() {
+    PEAK_PROFILE.store(true, Ordering::Relaxed);
+}
+
+/// Whether a new peak wants its profile written (and clears the request).
+pub fn take_peak_request() -> bool {
+    PEAK_WANTED.load(Ordering::Relaxed) && PEAK_WANTED.swap(false, Ordering::Relaxed)
+}
+
 fn count_in(size: usize) {
     let bytes = estimated_bytes(size);
     let now = ESTIMATE.fetch_add(bytes, Ordering::Relaxed) + bytes;
     if now > PEAK.fetch_max(now, Ordering::Relaxed) {
         PEAK_TIME.store(crate::clock::wall().as_secs(), Ordering::Relaxed);
+        let captured = PEAK_CAPTURED.load(Ordering::Relaxed);
+        if PEAK_PROFILE.load(Ordering::Relaxed) && now >= captured + (captured / 20).max(1 << 20) {
+            PEAK_CAPTURED.store(now, Ordering::Relaxed);
+            if !PEAK_WANTED.swap(true, Ordering::Relaxed) {
+                crate::doorbell::ring();
+            }
+        }
     }
 }
 

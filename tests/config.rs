@@ -287,3 +287,30 @@ fn interval_dumps_follow_the_bytes_allocated() {
     assert!(status.success(), "{status}\n{stderr}");
     assert!((2..=3).contains(&written), "{written} interval dumps");
 }
+
+/// LEAKPROBE_PEAK=1 keeps the live profile as of the highest live heap: a
+/// 500 MiB spike that is freed before any dump is still seen.
+#[test]
+fn the_peak_profile_shows_a_spike_that_is_gone() {
+    let exe = harness("spike");
+    let dir = scratch_dir("peak");
+    let mut p = Probe::start(&exe, &[], &dir, &[("LEAKPROBE_PEAK", "1")]);
+    p.expect_line("READY", Duration::from_secs(30));
+    p.write_stdin("go\n");
+    p.expect_line("DONE", Duration::from_secs(30));
+    let after = p.dump();
+    let pid = p.pid();
+    let (status, stderr) = p.finish(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{stderr}");
+    assert_eq!(after.by_function(&exe)["site_spike"].live_count, 0);
+    let peak = Dump::read(&dir.join(format!("leakprobe.{pid}.peak.heap")));
+    let spike = &peak.by_function(&exe)["site_spike"];
+    let period = peak.period as f64;
+    let block = (1u64 << 20) as f64;
+    let estimate = spike.live_bytes as f64 / (1.0 - (-block / period).exp());
+    let truth = 500.0 * (1u64 << 20) as f64;
+    assert!(
+        (estimate / truth - 1.0).abs() < 0.10,
+        "peak profile holds {estimate:.0} bytes at site_spike, truth {truth}"
+    );
+}
