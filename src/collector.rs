@@ -91,6 +91,9 @@ static CONFIG: OnceCell<Config> = OnceCell::new();
 static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
 /// Dumps attempted (written or failed), for callers waiting on one.
 static DUMPS_DONE: AtomicU32 = AtomicU32::new(0);
+/// Set while a fork waits for the state lock: the collector then stays out,
+/// so a stream of dump requests cannot starve the fork.
+static FORK_PENDING: AtomicBool = AtomicBool::new(false);
 /// Set by the fork prepare handler when it got the state lock.
 static FORK_HAS_STATE: AtomicBool = AtomicBool::new(false);
 
@@ -213,6 +216,10 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     sampling::exclude_this_thread();
     loop {
         let seen = doorbell::current();
+        while FORK_PENDING.load(Ordering::Acquire) {
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        }
         let more = STATE.with(|s| s.as_mut().is_some_and(Collector::step));
         if !more {
             doorbell::wait(seen, IDLE_WAIT);
@@ -468,11 +475,13 @@ impl Collector {
     }
 }
 
-/// Before `fork`: take the live-table locks (holders never wait on anything,
-/// so this cannot deadlock) and, with a bounded wait, the collector's state,
-/// so the child inherits consistent tables.
+/// Before `fork`: take, with a bounded wait, the collector's state, then the
+/// live-table locks (whose holders never wait on anything), so the child
+/// inherits consistent tables.
 extern "C" fn fork_prepare() {
-    live::lock_all();
+    FORK_PENDING.store(true, Ordering::Release);
+    // The collector takes shard locks while it holds the state lock: take
+    // them in the same order, or each would wait for the other.
     let mut got = STATE.try_acquire();
     for _ in 0..1000 {
         if got {
@@ -487,6 +496,7 @@ extern "C" fn fork_prepare() {
         got = STATE.try_acquire();
     }
     FORK_HAS_STATE.store(got, Ordering::Relaxed);
+    live::lock_all();
 }
 
 extern "C" fn fork_parent() {
@@ -494,9 +504,11 @@ extern "C" fn fork_parent() {
         STATE.release();
     }
     live::unlock_all();
+    FORK_PENDING.store(false, Ordering::Release);
 }
 
 extern "C" fn fork_child() {
+    FORK_PENDING.store(false, Ordering::Release);
     live::unlock_all();
     ring::renew();
     if !FORK_HAS_STATE.load(Ordering::Relaxed) {
@@ -512,6 +524,11 @@ extern "C" fn fork_child() {
         // The old state is leaked, not dropped: it may be half-updated.
         let old = core::mem::replace(unsafe { STATE.held() }, CONFIG.get().map(Collector::new));
         core::mem::forget(old);
+    }
+    // Requests pending at the fork were the parent's, not the child's.
+    // SAFETY: the child has one thread, which holds the lock here.
+    if let Some(c) = unsafe { STATE.held() } {
+        c.requests_served = signal::requests();
     }
     STATE.release();
     NEEDS_THREAD.store(true, Ordering::Relaxed);

@@ -132,6 +132,38 @@ class Ages(unittest.TestCase):
         self.assertRegex(script("report", dump).stdout, r"oldest [23] s, mean age [0-2] s")
 
 
+class ChangedFiles(unittest.TestCase):
+    """A binary deleted, missing or replaced since the dump is named as such,
+    never symbolized with the wrong file."""
+
+    def dump_of_copy(self, delete_while_running: bool) -> tuple[str, Path]:
+        copy = Path(tempfile.mkdtemp()) / "demo_copy"
+        shutil.copy(HARNESS / "demo", copy)
+        probe = Probe([str(copy)], env={"LEAKPROBE_SAMPLE": "4096"})
+        probe.expect("demo: pid")
+        time.sleep(0.3)
+        if delete_while_running:
+            copy.unlink()
+        dump = str(probe.dump())
+        probe.kill()
+        return dump, copy
+
+    def leaf(self, dump: str) -> str:
+        return run_json("report", dump)["stacks"][0]["frames"][0]["function"]
+
+    def test_deleted_while_running(self) -> None:
+        dump, _ = self.dump_of_copy(delete_while_running=True)
+        self.assertIn("(file deleted since it was mapped)", self.leaf(dump))
+
+    def test_missing_then_replaced(self) -> None:
+        dump, copy = self.dump_of_copy(delete_while_running=False)
+        self.assertEqual(self.leaf(dump), "parse_headers")
+        copy.unlink()
+        self.assertIn("(file missing or unreadable)", self.leaf(dump))
+        shutil.copy(HARNESS / "exact", copy)
+        self.assertIn("(file replaced since the dump)", self.leaf(dump))
+
+
 class Exact(unittest.TestCase):
     """Every allocation sampled: the report's numbers are exact."""
 
