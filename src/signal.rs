@@ -228,41 +228,44 @@ unsafe fn set_handler(sig: c_int, handler: libc::sighandler_t, flags: c_int) -> 
     old.sa_sigaction
 }
 
-/// # Safety
-/// As signal(2).
-#[cfg(not(test))]
-#[no_mangle]
-pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
-    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-    if !is_dump_signal(sig) {
-        return next_signal(c"signal", &NEXT)(sig, handler);
-    }
-    set_handler(sig, handler, libc::SA_RESTART)
+/// `signal()`-style functions: for the dump signal they go through the
+/// interposed `sigaction` with their own semantics (`flags`).
+macro_rules! signal_like {
+    ($name:ident, $symbol:literal, $flags:expr, $doc:literal) => {
+        #[doc = $doc]
+        ///
+        /// # Safety
+        /// As signal(2).
+        #[cfg(not(test))]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            sig: c_int,
+            handler: libc::sighandler_t,
+        ) -> libc::sighandler_t {
+            static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+            if !is_dump_signal(sig) {
+                return next_signal($symbol, &NEXT)(sig, handler);
+            }
+            set_handler(sig, handler, $flags)
+        }
+    };
 }
 
-/// # Safety
-/// As signal(2).
-#[cfg(not(test))]
-#[no_mangle]
-pub unsafe extern "C" fn bsd_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
-    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-    if !is_dump_signal(sig) {
-        return next_signal(c"bsd_signal", &NEXT)(sig, handler);
-    }
-    set_handler(sig, handler, libc::SA_RESTART)
-}
-
-/// # Safety
-/// As sysv_signal(3): one-shot, not blocked during its handler.
-#[cfg(not(test))]
-#[no_mangle]
-pub unsafe extern "C" fn sysv_signal(
-    sig: c_int,
-    handler: libc::sighandler_t,
-) -> libc::sighandler_t {
-    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-    if !is_dump_signal(sig) {
-        return next_signal(c"sysv_signal", &NEXT)(sig, handler);
-    }
-    set_handler(sig, handler, libc::SA_RESETHAND | libc::SA_NODEFER)
-}
+signal_like!(
+    signal,
+    c"signal",
+    libc::SA_RESTART,
+    "BSD semantics, as glibc's `signal`."
+);
+signal_like!(
+    bsd_signal,
+    c"bsd_signal",
+    libc::SA_RESTART,
+    "BSD semantics."
+);
+signal_like!(
+    sysv_signal,
+    c"sysv_signal",
+    libc::SA_RESETHAND | libc::SA_NODEFER,
+    "System V semantics: one-shot, not blocked during its handler."
+);
