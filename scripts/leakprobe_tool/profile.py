@@ -124,7 +124,6 @@ def build(
 
 @dataclass(frozen=True)
 class Trend:
-    frames: tuple[Frame, ...]
     values: tuple[int, ...]
     slope_per_hour: float
     monotonic: float  # share of steps that rose
@@ -159,4 +158,4 @@ def classify(times: list[float], values: list[int]) -> Trend:
         verdict = "plateaued"
     else:
         verdict = "fluctuating"
-    return Trend((), tuple(values), slope, monotonic, verdict)
+    return Trend(tuple(values), slope, monotonic, verdict)
