@@ -7,7 +7,7 @@ use crate::dump::{self, DumpDir, Row};
 use crate::live::{self, Entry, PENDING};
 use crate::lock::SpinLock;
 use crate::ring::{self, Sample};
-use crate::{accounting, clock, doorbell, next, sampling, signal};
+use crate::{accounting, clock, doorbell, next, sampling, signal, stack, unwind};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use once_cell::sync::OnceCell;
 use std::collections::HashMap;
@@ -295,6 +295,7 @@ impl Collector {
         let stacks: usize = self.stacks.iter().map(|s| s.len() * 8).sum();
         live::table_bytes()
             + ring::bytes()
+            + unwind::cache_bytes()
             + 2 * stacks
             + self.ids.len() * 32
             + self.allocated.len() * 48
@@ -388,6 +389,9 @@ impl Collector {
         meta.push(("peak_estimated_live_bytes", peak.to_string()));
         meta.push(("peak_time_unix", peak_time.to_string()));
         meta.push(("overhead_bytes", self.overhead_bytes().to_string()));
+        let (fast, libgcc) = stack::unwound();
+        meta.push(("stacks_unwound_fast", fast.to_string()));
+        meta.push(("stacks_unwound_libgcc", libgcc.to_string()));
         meta.extend(accounting::process());
         meta.extend(accounting::allocator());
         meta.extend(

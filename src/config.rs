@@ -23,6 +23,24 @@ pub struct Config {
     pub max_dumps: usize,
     /// Keep the live profile as of the highest live heap (`LEAKPROBE_PEAK`).
     pub peak: bool,
+    pub unwinder: Unwinder,
+}
+
+/// `LEAKPROBE_UNWIND`: the caching unwinder (libgcc's for the stacks it
+/// cannot follow), or libgcc's for every stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unwinder {
+    Fast,
+    Libgcc,
+}
+
+impl std::fmt::Display for Unwinder {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            Unwinder::Fast => "fast",
+            Unwinder::Libgcc => "libgcc",
+        })
+    }
 }
 
 impl Default for Config {
@@ -38,6 +56,7 @@ impl Default for Config {
             interval_bytes: 0,
             max_dumps: 100,
             peak: false,
+            unwinder: Unwinder::Fast,
         }
     }
 }
@@ -71,6 +90,7 @@ impl Config {
             interval_bytes: setting(&get, "LEAKPROBE_INTERVAL", parse_count, d.interval_bytes),
             max_dumps: setting(&get, "LEAKPROBE_MAX_DUMPS", parse_max_dumps, d.max_dumps),
             peak: setting(&get, "LEAKPROBE_PEAK", parse_switch, d.peak),
+            unwinder: setting(&get, "LEAKPROBE_UNWIND", parse_unwind, d.unwinder),
         }
     }
 }
@@ -116,6 +136,14 @@ fn parse_switch(s: &str) -> Result<bool, String> {
         "1" | "yes" | "true" | "on" => Ok(true),
         "0" | "no" | "false" | "off" | "" => Ok(false),
         _ => Err("is not 1 or 0".into()),
+    }
+}
+
+fn parse_unwind(s: &str) -> Result<Unwinder, String> {
+    match s {
+        "fast" => Ok(Unwinder::Fast),
+        "libgcc" => Ok(Unwinder::Libgcc),
+        _ => Err("is not fast or libgcc".into()),
     }
 }
 
@@ -234,6 +262,8 @@ mod tests {
         );
         assert_eq!(with(&[("LEAKPROBE_SIGNAL", "PROF")]).signal, libc::SIGPROF);
         assert_eq!(with(&[("LEAKPROBE_SIGNAL", "10")]).signal, 10);
+        let c = with(&[("LEAKPROBE_UNWIND", "libgcc")]);
+        assert_eq!(c.unwinder, Unwinder::Libgcc);
     }
 
     #[test]
@@ -252,6 +282,8 @@ mod tests {
         assert!(!with(&[("LEAKPROBE_DUMP_AT_EXIT", "please")]).dump_at_exit);
         assert_eq!(with(&[("LEAKPROBE_MAX_DUMPS", "0")]).max_dumps, 100);
         assert_eq!(with(&[("LEAKPROBE_PERIOD", "soon")]).period_secs, 0);
+        let c = with(&[("LEAKPROBE_UNWIND", "frame-pointers")]);
+        assert_eq!(c.unwinder, Unwinder::Fast);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! The exported allocator entry points (`interpose`) count bytes down per
 //! thread (`thread_state`) and forward to the next allocator (`next`). When the
 //! countdown crosses zero (`sampling`) the allocation's stack is captured
-//! (`stack`), the pointer goes into the live table (`live`), and the stack goes
+//! (`stack`, with `unwind`), the pointer goes into the live table (`live`), and the stack goes
 //! through a lock-free ring (`ring`) to the background collector
 //! (`collector`), which interns stacks and writes dumps (`dump`) when asked by
 //! a signal (`signal`).
@@ -15,6 +15,7 @@ mod accounting;
 #[cfg(not(test))]
 mod api;
 mod bootstrap;
+mod cfi;
 mod clock;
 mod collector;
 mod config;
@@ -34,8 +35,10 @@ mod ring;
 mod sampling;
 mod signal;
 mod stack;
+mod stack_bounds;
 mod thread_state;
 mod unload;
+mod unwind;
 
 /// Runs when the dynamic loader maps the library, before `main`.
 #[cfg(not(test))]
@@ -48,6 +51,7 @@ extern "C" fn init() {
     next::resolve();
     stack::init_own_range();
     let cfg = config::Config::from_env();
+    unwind::init(cfg.unwinder == config::Unwinder::Fast);
     if cfg.no_inherit {
         inherit::remove_from_preload();
     }

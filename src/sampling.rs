@@ -126,10 +126,7 @@ mod tests {
 
     #[test]
     fn gaps_have_the_requested_mean() {
-        let s = ThreadState {
-            busy: Default::default(),
-            rng: core::cell::Cell::new(0x1234_5678_9abc_def1),
-        };
+        let s = ThreadState::new(0x1234_5678_9abc_def1);
         let n = 200_000;
         let sum: f64 = (0..n).map(|_| draw_gap(&s, 524_288) as f64).sum();
         let mean = sum / n as f64;
@@ -139,10 +136,7 @@ mod tests {
     #[test]
     fn sampling_probability_matches_poisson() {
         // P(gap <= s) must be 1 - exp(-s/period): that is what jeprof inverts.
-        let s = ThreadState {
-            busy: Default::default(),
-            rng: core::cell::Cell::new(0x9e37_79b9_7f4a_7c15),
-        };
+        let s = ThreadState::new(0x9e37_79b9_7f4a_7c15);
         let (period, size, n) = (4096usize, 1024usize, 400_000);
         let hits = (0..n).filter(|_| draw_gap(&s, period) <= size).count();
         let expected = 1.0 - (-(size as f64) / period as f64).exp();

@@ -7,8 +7,9 @@
 //! The library's internal frames are skipped by address range, so inlining
 //! decisions cannot leak them into a stack.
 
+use crate::unwind;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Upper bound of `LEAKPROBE_MAX_FRAMES` (jemalloc's PROF_BT_MAX is the same).
 pub const FRAMES_LIMIT: usize = 128;
@@ -39,35 +40,64 @@ impl Stack {
 }
 
 /// Captures the stack of the current allocation, whose exported entry point
-/// (the function the program called) starts at `entry`. Inlined into the
-/// cold sampling path: every frame of the library's own costs the unwinder
-/// about 1,600 instructions.
+/// (the function the program called) starts at `entry`: with the caching
+/// unwinder (`unwind`), or with libgcc's when that one cannot follow it.
 #[inline(always)]
 pub fn capture(entry: usize, out: &mut Stack) {
-    let (start, end) = (
-        OWN_START.load(Ordering::Relaxed),
-        OWN_END.load(Ordering::Relaxed),
-    );
-    let max = MAX_FRAMES.load(Ordering::Relaxed) + 1;
     out.frames[0] = entry + 1;
     out.len = 1;
-    let mut in_library = true;
+    if unwind::walk(&mut Collect::new(out).frame()) {
+        FAST.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    LIBGCC.fetch_add(1, Ordering::Relaxed);
+    out.len = 1;
+    let mut frame = Collect::new(out).frame();
     // SAFETY: the unwinder is reentrant; we hold no lock it could need, and
     // libgcc on glibc >= 2.35 finds FDEs with _dl_find_object, lock-free.
-    unsafe {
-        backtrace::trace_unsynchronized(|frame| {
-            let ip = frame.ip() as usize;
-            if in_library && (start..end).contains(&ip) {
+    unsafe { backtrace::trace_unsynchronized(|f| frame(f.ip() as usize)) };
+}
+
+/// Stacks captured so far: (by the caching unwinder, by libgcc).
+pub fn unwound() -> (u64, u64) {
+    (FAST.load(Ordering::Relaxed), LIBGCC.load(Ordering::Relaxed))
+}
+
+static FAST: AtomicU64 = AtomicU64::new(0);
+static LIBGCC: AtomicU64 = AtomicU64::new(0);
+
+/// Appends an unwinder's frames to a stack, past the library's own.
+struct Collect<'a> {
+    out: &'a mut Stack,
+    own: core::ops::Range<usize>,
+    in_library: bool,
+    max: usize,
+}
+
+impl<'a> Collect<'a> {
+    fn new(out: &'a mut Stack) -> Self {
+        Collect {
+            out,
+            own: OWN_START.load(Ordering::Relaxed)..OWN_END.load(Ordering::Relaxed),
+            in_library: true,
+            max: MAX_FRAMES.load(Ordering::Relaxed) + 1,
+        }
+    }
+
+    /// Takes one frame's address; false once the stack is complete.
+    fn frame(mut self) -> impl FnMut(usize) -> bool + 'a {
+        move |ip| {
+            if self.in_library && self.own.contains(&ip) {
                 return true;
             }
-            in_library = false;
+            self.in_library = false;
             if ip == 0 {
                 return false;
             }
-            out.frames[out.len] = ip;
-            out.len += 1;
-            out.len < max
-        });
+            self.out.frames[self.out.len] = ip;
+            self.out.len += 1;
+            self.out.len < self.max
+        }
     }
 }
 

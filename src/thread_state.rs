@@ -11,10 +11,25 @@ pub struct ThreadState {
     pub busy: Cell<bool>,
     /// xorshift state; zero means "not seeded yet".
     pub rng: Cell<u64>,
+    /// The mapping this thread's stack lives in, once looked up (`stack_bounds`).
+    pub stack: Cell<(usize, usize)>,
+    pub stack_scans: Cell<u8>,
+}
+
+impl ThreadState {
+    /// A new thread's state (`rng` 0: not seeded yet).
+    pub const fn new(rng: u64) -> ThreadState {
+        ThreadState {
+            busy: Cell::new(false),
+            rng: Cell::new(rng),
+            stack: Cell::new((0, 0)),
+            stack_scans: Cell::new(0),
+        }
+    }
 }
 
 thread_local! {
-    static STATE: ThreadState = const { ThreadState { busy: Cell::new(false), rng: Cell::new(0) } };
+    static STATE: ThreadState = const { ThreadState::new(0) };
 }
 
 pub fn with<R>(f: impl FnOnce(&ThreadState) -> R) -> R {

@@ -23,6 +23,8 @@ pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> libc::c_int {
     let segments = segments_of(handle);
     let rc = next(handle);
     if rc == 0 && !segments.is_empty() && !still_loaded(segments[0].0) {
+        // Its code addresses may be reused by the next object loaded.
+        crate::unwind::forget();
         RETIRED.with(|retired| {
             retired.extend(segments);
             let excess = retired.len().saturating_sub(KEEP);
