@@ -70,13 +70,17 @@ test: deps all lint
 demo: deps all
 	scripts/demo
 
-bench: deps all target/bench/workloads
+bench: deps all target/bench/workloads target/bench/idle_thread.so
 	scripts/install-deps --bench
 	scripts/bench
 
 target/bench/workloads: bench/workloads.c
 	mkdir -p target/bench
 	$(CC) -O2 -g -o $@ $< -lpthread
+
+target/bench/idle_thread.so: bench/idle_thread.c
+	mkdir -p target/bench
+	$(CC) -O2 -shared -fPIC -o $@ $< -lpthread
 
 clean:
 	cargo clean
