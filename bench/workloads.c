@@ -3,13 +3,16 @@
  *   churn:   one thread, mixed sizes 16 B..4 KiB, a working set of 10k
  *            objects replaced at random
  *   xthread: two threads; each allocates and hands its blocks to the other,
- *            which frees them (every free is a cross-thread free)
+ *            which frees them (every free is a cross-thread free); a thread
+ *            that can neither send nor receive yields, so a thread the
+ *            scheduler took away does not leave the other spinning
  *   json:    builds ~40k small objects with strings, serializes them through
  *            a realloc-doubling buffer of several MB, frees everything;
  *            repeated (the pattern of named's statistics channel)
  *   realloc: buffers grown and shrunk by small steps
  *   pairs:   malloc+free pairs of 64..127 bytes (for instruction counts) */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -61,8 +64,10 @@ static void *exchanger(void *arg) {
     uint64_t s = 0x1234567ull * (me + 1), sum = 0;
     long sent = 0, received = 0;
     while (sent < xthread_ops || received < xthread_ops) {
+        int progress = 0;
         unsigned long tail = atomic_load_explicit(&out->tail, memory_order_relaxed);
         if (sent < xthread_ops && tail - atomic_load_explicit(&out->head, memory_order_acquire) < RING) {
+            progress = 1;
             size_t n = mixed_size(&s);
             char *p = malloc(n);
             p[0] = (char)n;
@@ -72,12 +77,14 @@ static void *exchanger(void *arg) {
         }
         unsigned long head = atomic_load_explicit(&in->head, memory_order_relaxed);
         if (head != atomic_load_explicit(&in->tail, memory_order_acquire)) {
+            progress = 1;
             char *p = in->slot[head % RING];
             sum += (unsigned char)p[0];
             free(p);
             atomic_store_explicit(&in->head, head + 1, memory_order_release);
             received++;
         }
+        if (!progress) sched_yield();
     }
     return (void *)(uintptr_t)sum;
 }

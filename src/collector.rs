@@ -7,10 +7,10 @@ use crate::dump::{self, DumpDir, Row};
 use crate::live::{self, Entry, PENDING};
 use crate::lock::SpinLock;
 use crate::ring::{self, Sample};
+use crate::word_hash::WordMap;
 use crate::{accounting, clock, doorbell, next, sampling, signal, stack, unwind};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use once_cell::sync::OnceCell;
-use std::collections::HashMap;
 use std::time::Duration;
 
 /// Samples absorbed per lock hold, so `fork` never waits long for the lock.
@@ -22,10 +22,10 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 const LOST: u32 = PENDING - 1;
 
 struct Collector {
-    ids: HashMap<Box<[usize]>, u32>,
+    ids: WordMap<Box<[usize]>, u32>,
     stacks: Vec<Box<[usize]>>,
     /// Cumulative sampled (count, bytes) per (stack, requested size).
-    allocated: HashMap<(u32, usize), (u64, u64)>,
+    allocated: WordMap<(u32, usize), (u64, u64)>,
     requests_served: u32,
     dumps_written: u64,
     dir: DumpDir,
@@ -230,9 +230,9 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
 impl Collector {
     fn new(cfg: &Config) -> Collector {
         Collector {
-            ids: HashMap::new(),
+            ids: WordMap::default(),
             stacks: Vec::new(),
-            allocated: HashMap::new(),
+            allocated: WordMap::default(),
             requests_served: signal::requests(),
             dumps_written: 0,
             dir: DumpDir::open(&cfg.dir, true),
@@ -315,7 +315,7 @@ impl Collector {
     fn write_dump(&mut self, at_peak: bool) {
         let period = sampling::period();
         live::snapshot(&mut self.snapshot);
-        let mut rows: HashMap<(u32, usize), Row> = HashMap::new();
+        let mut rows: WordMap<(u32, usize), Row> = WordMap::default();
         let mut unresolved = 0u64;
         let now = clock::monotonic().as_secs() as u32;
         for e in &self.snapshot {

@@ -39,6 +39,7 @@ mod stack_bounds;
 mod thread_state;
 mod unload;
 mod unwind;
+mod word_hash;
 
 /// Runs when the dynamic loader maps the library, before `main`.
 #[cfg(not(test))]

@@ -35,7 +35,10 @@ pub fn init() {
     // The kernel keeps mappings at least 128 MiB below the stack's top.
     let reach = if ok { limit.rlim_cur as usize } else { 0 }.clamp(8 << 20, 128 << 20);
     MAIN_REACH.store(reach, Ordering::Relaxed);
-    MAIN_END.store(end, Ordering::Relaxed);
+    // The stack's mapping runs at least to the end of that page (argv and the
+    // environment lie above), which also covers the few words a program
+    // started as `ld.so ./program` has above it.
+    MAIN_END.store((end | 4095) + 1, Ordering::Relaxed);
 }
 
 /// The end of the readable memory above `sp`, when `sp` is on the calling
