@@ -6,8 +6,12 @@
  *   site_chain      20 x 1000 B  main -> shapes -> ... -> site_chain
  *   site_deep       20 x 1100 B  under 150 recursive frames (past the cap)
  *   site_thread     20 x 1200 B  the same shapes on a second thread
- *   site_signal     20 x 1300 B  in a signal handler (a signal frame)
- * All are kept live. Prints READY, then waits for end of input. */
+ *   site_signal     20 x 1300 B  in a signal handler (through a signal frame)
+ *   site_realigned  20 x 1400 B  under a frame that realigns its stack (its
+ *                                CFA is a DWARF expression)
+ * All are kept live. With the argument "register" it first registers an
+ * (empty) unwind table at run time, as JIT compilers do. Prints READY, then
+ * waits for end of input. */
 #include <alloca.h>
 #include <pthread.h>
 #include <signal.h>
@@ -44,6 +48,12 @@ NOINLINE void *site_signal(void) {
     return p;
 }
 
+NOINLINE void *site_realigned(void) {
+    void *p = malloc(1400);  // SITE site_realigned
+    keep(p);
+    return p;
+}
+
 typedef void *(*site_fn)(void);
 static volatile int sink;
 
@@ -75,6 +85,17 @@ NOINLINE static int recurse(site_fn site, int depth) {
     return r + pad[0];
 }
 
+/* Realigning the stack with a variable-length array makes GCC describe the
+ * CFA with an expression (through a saved stack pointer). */
+__attribute__((force_align_arg_pointer)) NOINLINE static int realigned(int n) {
+    char buf[n];
+    memset(buf, n, n);
+    sink = buf[n - 1];
+    return site_realigned() != NULL;
+}
+
+void __register_frame_info(const void *table, void *object);
+
 static void shapes(site_fn site, int depth) {
     for (int i = 0; i < N; i++) sink = recurse(site, depth);
 }
@@ -90,7 +111,13 @@ static void on_signal(int sig) {
     site_signal();
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "register") == 0) {
+        /* An empty table: libgcc keeps nothing, but the call is made. */
+        static const unsigned empty_table[1];
+        static void *object[16];
+        __register_frame_info(empty_table, object);
+    }
     shapes(site_chain, 3);
     shapes(site_deep, 150);
     pthread_t t;
@@ -98,6 +125,7 @@ int main(void) {
     pthread_join(t, NULL);
     signal(SIGUSR1, on_signal);
     for (int i = 0; i < N; i++) raise(SIGUSR1);
+    for (int i = 0; i < N; i++) sink = realigned(40 + i);
     ready_then_wait("unwind_shapes");
     return 0;
 }

@@ -1,7 +1,8 @@
 //! DWARF call-frame information (`.eh_frame`) on x86_64: for a code address,
 //! how to find its caller. Only the rules compilers emit for ordinary frames
 //! are understood (CFA = %rsp or %rbp + offset, the return address just below
-//! the CFA, %rbp unchanged or saved below it); anything else is
+//! the CFA, %rbp unchanged or saved below it), and signal frames (whose CFI
+//! the kernel's frame layout makes unnecessary); anything else is
 //! `Unsupported`, and that stack is unwound by libgcc instead.
 
 /// DWARF register numbers (System V x86_64 psABI).
@@ -22,7 +23,10 @@ pub enum Rule {
     },
     /// The outermost frame (`_start`, a thread's first frame).
     End,
-    /// CFI this unwinder does not follow (signal frames, expressions, ...).
+    /// The signal trampoline (`__restore_rt`): the interrupted registers are
+    /// in the `ucontext_t` the stack pointer points at.
+    Signal,
+    /// CFI this unwinder does not follow (expressions, realigned stacks, ...).
     Unsupported,
     /// No object we can see has CFI for the address (JIT code, or a bad
     /// return address).
@@ -51,6 +55,7 @@ pub fn rule_for(object: &Object, pc: usize) -> Rule {
         end: object.end,
     };
     match find_fde(&memory, object.eh_frame_hdr, pc) {
+        Some(Some(fde)) if fde.signal => Rule::Signal,
         Some(Some(fde)) => run(&memory, &fde, pc).unwrap_or(Rule::Unsupported),
         Some(None) => Rule::Missing,
         None => Rule::Unsupported,
@@ -178,6 +183,8 @@ struct Fde {
     data_align: i64,
     /// Pointer encoding of `DW_CFA_set_loc` operands.
     encoding: u8,
+    /// The CIE marks a signal frame ('S').
+    signal: bool,
     /// The CIE's initial instructions, then the FDE's own: (start, end).
     cie_program: (usize, usize),
     program: (usize, usize),
@@ -250,6 +257,7 @@ fn parse_fde(memory: &Memory, at: usize) -> Option<(Fde, usize)> {
         code_align: cie.code_align,
         data_align: cie.data_align,
         encoding: cie.encoding,
+        signal: cie.signal,
         cie_program: cie.program,
         program: (r.pos, r.end),
     };
@@ -261,10 +269,11 @@ struct Cie {
     data_align: i64,
     encoding: u8,
     augmented: bool,
+    signal: bool,
     program: (usize, usize),
 }
 
-/// `None`: a CIE not followed here, a signal frame's among them.
+/// `None`: a CIE not followed here.
 fn parse_cie(memory: &Memory, at: usize) -> Option<Cie> {
     let mut r = entry_bounds(memory, at)?;
     if r.u32()? != 0 {
@@ -300,6 +309,7 @@ fn parse_cie(memory: &Memory, at: usize) -> Option<Cie> {
         data_align,
         encoding: 0,
         augmented: false,
+        signal: false,
         program: (0, 0),
     };
     if let Some((b'z', rest)) = augmentation.split_first() {
@@ -317,7 +327,7 @@ fn parse_cie(memory: &Memory, at: usize) -> Option<Cie> {
                 b'L' => {
                     r.u8()?;
                 }
-                b'S' => return None,
+                b'S' => cie.signal = true,
                 _ => return None,
             }
         }

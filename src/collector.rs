@@ -389,9 +389,10 @@ impl Collector {
         meta.push(("peak_estimated_live_bytes", peak.to_string()));
         meta.push(("peak_time_unix", peak_time.to_string()));
         meta.push(("overhead_bytes", self.overhead_bytes().to_string()));
-        let (fast, libgcc) = stack::unwound();
+        let (fast, libgcc, cut_short) = stack::unwound();
         meta.push(("stacks_unwound_fast", fast.to_string()));
         meta.push(("stacks_unwound_libgcc", libgcc.to_string()));
+        meta.push(("stacks_cut_short", cut_short.to_string()));
         meta.extend(accounting::process());
         meta.extend(accounting::allocator());
         meta.extend(

@@ -31,6 +31,7 @@ mod live;
 mod lock;
 mod log;
 mod next;
+mod registered_frames;
 mod ring;
 mod sampling;
 mod signal;

@@ -7,7 +7,8 @@
 //! The library's internal frames are skipped by address range, so inlining
 //! decisions cannot leak them into a stack.
 
-use crate::unwind;
+use crate::registered_frames;
+use crate::unwind::{self, Walk};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -41,30 +42,39 @@ impl Stack {
 
 /// Captures the stack of the current allocation, whose exported entry point
 /// (the function the program called) starts at `entry`: with the caching
-/// unwinder (`unwind`), or with libgcc's when that one cannot follow it.
+/// unwinder (`unwind`), or with libgcc's when that one cannot follow it
+/// (and libgcc is safe to call: `registered_frames`).
 #[inline(always)]
 pub fn capture(entry: usize, out: &mut Stack) {
     out.frames[0] = entry + 1;
     out.len = 1;
-    if unwind::walk(&mut Collect::new(out).frame()) {
-        FAST.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    LIBGCC.fetch_add(1, Ordering::Relaxed);
-    out.len = 1;
-    let mut frame = Collect::new(out).frame();
-    // SAFETY: the unwinder is reentrant; we hold no lock it could need, and
-    // libgcc on glibc >= 2.35 finds FDEs with _dl_find_object, lock-free.
-    unsafe { backtrace::trace_unsynchronized(|f| frame(f.ip() as usize)) };
+    let walked = unwind::walk(&mut Collect::new(out).frame());
+    match walked {
+        Walk::Complete => FAST.fetch_add(1, Ordering::Relaxed),
+        Walk::Partial if registered_frames::any() => CUT_SHORT.fetch_add(1, Ordering::Relaxed),
+        Walk::Partial | Walk::Declined => {
+            LIBGCC.fetch_add(1, Ordering::Relaxed);
+            out.len = 1;
+            let mut frame = Collect::new(out).frame();
+            // SAFETY: the unwinder is reentrant; we hold no lock it could
+            // need, and libgcc on glibc >= 2.35 finds FDEs with
+            // _dl_find_object, lock-free.
+            unsafe { backtrace::trace_unsynchronized(|f| frame(f.ip() as usize)) };
+            0
+        }
+    };
 }
 
-/// Stacks captured so far: (by the caching unwinder, by libgcc).
-pub fn unwound() -> (u64, u64) {
-    (FAST.load(Ordering::Relaxed), LIBGCC.load(Ordering::Relaxed))
+/// Stacks captured so far: (by the caching unwinder, by libgcc, cut short
+/// where the caching unwinder stopped).
+pub fn unwound() -> (u64, u64, u64) {
+    let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    (n(&FAST), n(&LIBGCC), n(&CUT_SHORT))
 }
 
 static FAST: AtomicU64 = AtomicU64::new(0);
 static LIBGCC: AtomicU64 = AtomicU64::new(0);
+static CUT_SHORT: AtomicU64 = AtomicU64::new(0);
 
 /// Appends an unwinder's frames to a stack, past the library's own.
 struct Collect<'a> {

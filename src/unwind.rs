@@ -2,8 +2,20 @@
 //! is worked out once (`cfi`) and kept in a lock-free cache, so a frame costs
 //! a cache probe and one or two stack reads, where libgcc interprets the CFI
 //! anew at every frame (about 1,600 instructions). Every stack read is
-//! checked against the thread's stack bounds (`stack_bounds`); a stack this
-//! unwinder cannot follow is left to libgcc.
+//! checked against the thread's stack bounds (`stack_bounds`). A frame whose
+//! CFI it does not follow ends the walk as `Partial`.
+
+/// How far a walk got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Walk {
+    /// To the outermost frame, to code no loaded object has CFI for (JIT
+    /// code: libgcc stops there too), or until `frame` said stop.
+    Complete,
+    /// To a frame it cannot follow; the frames passed so far are right.
+    Partial,
+    /// Not at all (no `_dl_find_object`, or the stack's bounds are unknown).
+    Declined,
+}
 
 /// Whether this unwinder is used (`LEAKPROBE_UNWIND=fast`, the default).
 pub fn init(enabled: bool) {
@@ -11,10 +23,9 @@ pub fn init(enabled: bool) {
 }
 
 /// Walks the calling thread's stack, innermost frame first, passing each
-/// frame's address to `frame` until it returns false. False if the stack
-/// must be walked by libgcc instead (what was passed so far is then void).
+/// frame's address to `frame` until it returns false.
 #[inline(never)]
-pub fn walk(frame: &mut dyn FnMut(usize) -> bool) -> bool {
+pub fn walk(frame: &mut dyn FnMut(usize) -> bool) -> Walk {
     imp::walk(frame)
 }
 
@@ -30,9 +41,10 @@ pub fn cache_bytes() -> usize {
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
+    use super::Walk;
     use crate::cfi::{self, Rule};
     use crate::stack_bounds;
-    use core::ffi::{c_int, c_void};
+    use core::ffi::c_int;
     use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
     /// glibc's `struct dl_find_object` (2.35).
@@ -51,11 +63,6 @@ mod imp {
     /// `_dl_find_object`, or 0 when this unwinder is off or glibc is older
     /// than 2.35.
     static FIND_OBJECT: AtomicUsize = AtomicUsize::new(0);
-
-    extern "C" {
-        /// libgcc's FDE search: it also sees frames registered at run time.
-        fn _Unwind_Find_FDE(pc: usize, bases: *mut [usize; 3]) -> *const c_void;
-    }
 
     pub fn init(enabled: bool) {
         // SAFETY: dlsym with a NUL-terminated name.
@@ -78,10 +85,16 @@ mod imp {
         }
     }
 
-    pub fn walk(frame: &mut dyn FnMut(usize) -> bool) -> bool {
+    /// Offsets in the `ucontext_t` at a signal frame's stack pointer of the
+    /// interrupted %rbp, %rsp and %rip (`uc_mcontext.gregs` starts at 40).
+    const UC_RBP: usize = 40 + 8 * 10;
+    const UC_RSP: usize = 40 + 8 * 15;
+    const UC_RIP: usize = 40 + 8 * 16;
+
+    pub fn walk(frame: &mut dyn FnMut(usize) -> bool) -> Walk {
         let find = FIND_OBJECT.load(Ordering::Acquire);
         if find == 0 {
-            return false;
+            return Walk::Declined;
         }
         // SAFETY: the value stored in `init` is `_dl_find_object`'s address.
         let find: FindObject = unsafe { core::mem::transmute(find) };
@@ -100,22 +113,22 @@ mod imp {
             )
         };
         let Some(top) = stack_bounds::top(sp) else {
-            return false;
+            return Walk::Declined;
         };
-        let bottom = sp;
-        // A stack word, if it lies inside this thread's stack.
-        let read = |at: usize| -> Option<usize> {
+        // The stack being walked: [bottom, top) is mapped (this thread's
+        // stack from a live stack pointer up to its end).
+        let (mut bottom, mut top) = (sp, top);
+        let read = |at: usize, bottom: usize, top: usize| -> Option<usize> {
             let inside = at >= bottom && at.checked_add(8)? <= top;
-            // SAFETY: [bottom, top) is mapped: it is this thread's stack
-            // between the live stack pointer and the stack's end.
+            // SAFETY: inside [bottom, top), mapped as said above.
             inside.then(|| unsafe { core::ptr::read_unaligned(at as *const usize) })
         };
-        // Our own frame's rule is at `pc` itself; a caller's at its call
-        // instruction, just before the return address.
+        // Our own frame's rule is at `pc` itself, as is an interrupted
+        // frame's; a caller's at its call, just before the return address.
         let mut at = pc;
         loop {
             if !frame(pc) {
-                return true;
+                return Walk::Complete;
             }
             let (cfa_rbp, cfa_offset, rbp_slot) = match rule(find, at) {
                 Rule::Frame {
@@ -123,21 +136,37 @@ mod imp {
                     cfa_offset,
                     rbp_slot,
                 } => (cfa_rbp, cfa_offset, rbp_slot),
-                Rule::End => return true,
-                Rule::Unsupported => return false,
-                // libgcc knows more only of frames registered at run time.
-                // SAFETY: _Unwind_Find_FDE reads the address only as a key.
-                Rule::Missing => return unsafe { _Unwind_Find_FDE(at, &mut [0; 3]).is_null() },
+                Rule::End | Rule::Missing => return Walk::Complete,
+                Rule::Unsupported => return Walk::Partial,
+                Rule::Signal => {
+                    let saved = |off| read(sp.checked_add(off)?, bottom, top);
+                    let (Some(rip), Some(rsp), Some(rbp)) =
+                        (saved(UC_RIP), saved(UC_RSP), saved(UC_RBP))
+                    else {
+                        return Walk::Complete;
+                    };
+                    // The handler may have run on a signal stack.
+                    if !(bottom..top).contains(&rsp) {
+                        let Some(other_top) = stack_bounds::top(rsp) else {
+                            return Walk::Complete;
+                        };
+                        (bottom, top) = (rsp, other_top);
+                    }
+                    (pc, sp, bp, at) = (rip, rsp, rbp, rip);
+                    continue;
+                }
             };
             let base = if cfa_rbp { bp } else { sp };
             let Some(cfa) = base.checked_add(cfa_offset as usize).filter(|&c| c > sp) else {
                 // A chain that does not climb the stack is broken: stop.
-                return true;
+                return Walk::Complete;
             };
-            let Some(ra) = read(cfa - 8) else { return true };
+            let Some(ra) = read(cfa - 8, bottom, top) else {
+                return Walk::Complete;
+            };
             if rbp_slot != 0 {
-                let Some(saved) = read(cfa - 8 * rbp_slot as usize) else {
-                    return true;
+                let Some(saved) = read(cfa - 8 * rbp_slot as usize, bottom, top) else {
+                    return Walk::Complete;
                 };
                 bp = saved;
             }
@@ -207,8 +236,8 @@ mod imp {
             }
             Rule::End => KIND_END << 62,
             Rule::Unsupported => KIND_UNSUPPORTED << 62,
-            // Code may appear there later (a JIT registering frames).
-            Rule::Missing => return None,
+            // Rare (signal trampolines), or code that may appear later.
+            Rule::Signal | Rule::Missing => return None,
         };
         Some(fields | tag)
     }
@@ -255,6 +284,7 @@ mod imp {
                 assert_eq!(unpack(packed, at + (1 << CACHE_BITS)), None);
             }
             assert_eq!(pack(at, Rule::Missing), None);
+            assert_eq!(pack(at, Rule::Signal), None);
             assert_eq!(unpack(0, 0x4000), None);
         }
 
@@ -264,10 +294,11 @@ mod imp {
         fn agrees_with_libgcc() {
             init(true);
             let mut fast = Vec::new();
-            assert!(walk(&mut |pc| {
+            let walked = walk(&mut |pc| {
                 fast.push(pc);
                 true
-            }));
+            });
+            assert_eq!(walked, Walk::Complete);
             let mut slow = Vec::new();
             // libgcc ends with a frame at address 0, past the outermost.
             backtrace::trace(|f| {
@@ -290,8 +321,8 @@ mod imp {
 
     pub fn init(_: bool) {}
 
-    pub fn walk(_: &mut dyn FnMut(usize) -> bool) -> bool {
-        false
+    pub fn walk(_: &mut dyn FnMut(usize) -> bool) -> super::Walk {
+        super::Walk::Declined
     }
 
     pub fn forget() {}
