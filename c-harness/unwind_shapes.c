@@ -7,6 +7,7 @@
  *   site_deep       20 x 1100 B  under 150 recursive frames (past the cap)
  *   site_thread     20 x 1200 B  the same shapes on a second thread
  *   site_signal     20 x 1300 B  in a signal handler (through a signal frame)
+ *   site_altstack   20 x 1500 B  in a signal handler on a signal stack
  *   site_realigned  20 x 1400 B  under a frame that realigns its stack (its
  *                                CFA is a DWARF expression)
  * All are kept live. With the argument "register" it first registers an
@@ -44,6 +45,12 @@ NOINLINE void *site_thread(void) {
 
 NOINLINE void *site_signal(void) {
     void *p = malloc(1300);  // SITE site_signal
+    keep(p);
+    return p;
+}
+
+NOINLINE void *site_altstack(void) {
+    void *p = malloc(1500);  // SITE site_altstack
     keep(p);
     return p;
 }
@@ -107,8 +114,8 @@ static void *thread_main(void *arg) {
 }
 
 static void on_signal(int sig) {
-    (void)sig;
-    site_signal();
+    if (sig == SIGUSR1) site_signal();
+    else site_altstack();
 }
 
 int main(int argc, char **argv) {
@@ -125,6 +132,10 @@ int main(int argc, char **argv) {
     pthread_join(t, NULL);
     signal(SIGUSR1, on_signal);
     for (int i = 0; i < N; i++) raise(SIGUSR1);
+    stack_t alt = {.ss_sp = malloc(1 << 16), .ss_size = 1 << 16};
+    struct sigaction on_alt = {.sa_handler = on_signal, .sa_flags = SA_ONSTACK};
+    if (!alt.ss_sp || sigaltstack(&alt, NULL) != 0 || sigaction(SIGWINCH, &on_alt, NULL) != 0) return 4;
+    for (int i = 0; i < N; i++) raise(SIGWINCH);
     for (int i = 0; i < N; i++) sink = realigned(40 + i);
     ready_then_wait("unwind_shapes");
     return 0;

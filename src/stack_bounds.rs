@@ -11,8 +11,9 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 static MAIN_END: AtomicUsize = AtomicUsize::new(0);
 static MAIN_REACH: AtomicUsize = AtomicUsize::new(0);
 
-/// Look-ups per thread: a thread whose stack pointer keeps leaving the stack
-/// it was first seen on (fibers) stops paying for them.
+/// Look-ups per thread: a thread whose stack pointer keeps moving between
+/// stacks (fibers, a signal stack) stops paying for them, and the stacks
+/// it is not known by go to libgcc.
 const MAX_SCANS: u8 = 8;
 
 /// Reads `__libc_stack_end` and the stack size limit. Runs once at load.
@@ -58,11 +59,6 @@ pub fn top(sp: usize) -> Option<usize> {
         }
         s.stack_scans.set(s.stack_scans.get() + 1);
         let (new_lo, new_hi) = mapping_containing(sp)?;
-        // Another stack than the one first seen (a fiber, a signal stack):
-        // not remembered, and not walked.
-        if hi != 0 && new_hi != hi {
-            return None;
-        }
         s.stack.set((new_lo, new_hi));
         Some(new_hi)
     })
