@@ -288,6 +288,44 @@ mod imp {
             assert_eq!(unpack(0, 0x4000), None);
         }
 
+        /// Every address of this test binary gets a rule (most of them an
+        /// ordinary frame), with reads kept inside the object.
+        #[test]
+        fn rules_for_a_whole_object() {
+            init(true);
+            // SAFETY: `init` stored `_dl_find_object` (glibc >= 2.35 here).
+            let find: FindObject =
+                unsafe { core::mem::transmute(FIND_OBJECT.load(Ordering::Acquire)) };
+            let here = rules_for_a_whole_object as usize;
+            let mut object = DlFindObject {
+                flags: 0,
+                map_start: 0,
+                map_end: 0,
+                link_map: 0,
+                eh_frame: 0,
+                reserved: [0; 7],
+            };
+            // SAFETY: as in `rule`.
+            assert_eq!(unsafe { find(here, &mut object) }, 0);
+            let mut kinds = [0usize; 5];
+            for at in (object.map_start..object.map_end).step_by(61) {
+                let kind = match rule(find, at) {
+                    Rule::Frame { .. } => 0,
+                    Rule::End => 1,
+                    Rule::Signal => 2,
+                    Rule::Unsupported => 3,
+                    Rule::Missing => 4,
+                };
+                kinds[kind] += 1;
+            }
+            assert!(kinds[0] > 1000, "{kinds:?}");
+            assert!(
+                kinds[0] > 10 * (kinds[1] + kinds[2] + kinds[3]),
+                "{kinds:?}"
+            );
+            assert!(matches!(rule(find, here), Rule::Frame { .. }));
+        }
+
         /// The same frames as libgcc, from a test thread (bounds from
         /// /proc/self/maps) through this crate's and the test harness's code.
         #[test]
