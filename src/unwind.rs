@@ -296,7 +296,7 @@ mod imp {
             // SAFETY: `init` stored `_dl_find_object` (glibc >= 2.35 here).
             let find: FindObject =
                 unsafe { core::mem::transmute(FIND_OBJECT.load(Ordering::Acquire)) };
-            let here = rules_for_a_whole_object as usize;
+            let here = rules_for_a_whole_object as fn() as usize;
             let mut object = DlFindObject {
                 flags: 0,
                 map_start: 0,
