@@ -67,6 +67,7 @@ def facts(dump: Dump) -> dict[str, Any]:
         "samples_dropped": int(meta.get("samples_dropped", "0")),
         "bytes_dropped": int(meta.get("bytes_dropped", "0")),
         "samples_unresolved": int(meta.get("samples_unresolved", "0")),
+        "stacks_cut_short": int(meta.get("stacks_cut_short", "0")),
     }
 
 
@@ -83,6 +84,11 @@ def print_facts(dump: Dump) -> None:
         f"  {f['live_samples']:,} live samples; {f['samples_dropped']:,} samples dropped "
         f"({f['bytes_dropped']:,} bytes); {f['samples_unresolved']:,} unresolved"
     )
+    if f["stacks_cut_short"]:
+        print(
+            f"  {f['stacks_cut_short']:,} stacks cut short where the caching unwinder stopped "
+            "(the program registers unwind tables at run time, so libgcc's unwinder is not used)"
+        )
 
 
 def report(args: argparse.Namespace) -> int:

@@ -201,6 +201,21 @@ class Exact(unittest.TestCase):
         self.assertIn(f"site_malloc exact.cc:{site_line('exact.cc', 'SITE site_malloc')}", text.stdout)
 
 
+class CutShort(unittest.TestCase):
+    """A program that registers an unwind table at run time: the stacks the
+    caching unwinder cannot finish are cut short, and the report says how many."""
+
+    def test_report_counts_stacks_cut_short(self) -> None:
+        probe = Probe("unwind_shapes", args=("register",), env={"LEAKPROBE_SAMPLE": "1"})
+        probe.expect("READY")
+        dump = str(probe.dump())
+        self.assertEqual(probe.finish(), 0)
+        text = script("report", dump)
+        self.assertEqual(text.returncode, 0, text.stderr)
+        self.assertIn("20 stacks cut short", text.stdout)
+        self.assertEqual(run_json("report", dump)["facts"]["stacks_cut_short"], 20)
+
+
 class SeparateDebugInfo(unittest.TestCase):
     """A PIE built with -g, stripped of everything, debug info under .build-id."""
 
