@@ -109,7 +109,8 @@ impl Reader {
         self.bytes().map(u64::from_le_bytes)
     }
 
-    fn uleb(&mut self) -> Option<u64> {
+    /// LEB128: the value's low 64 bits, the bits read, and the last byte.
+    fn leb(&mut self) -> Option<(u64, u32, u8)> {
         let (mut value, mut shift) = (0u64, 0u32);
         loop {
             let byte = self.u8()?;
@@ -118,26 +119,23 @@ impl Reader {
             }
             shift += 7;
             if byte & 0x80 == 0 {
-                return Some(value);
+                return Some((value, shift, byte));
             }
         }
     }
 
+    fn uleb(&mut self) -> Option<u64> {
+        self.leb().map(|(value, _, _)| value)
+    }
+
     fn sleb(&mut self) -> Option<i64> {
-        let (mut value, mut shift) = (0i64, 0u32);
-        loop {
-            let byte = self.u8()?;
-            if shift < 64 {
-                value |= i64::from(byte & 0x7f) << shift;
-            }
-            shift += 7;
-            if byte & 0x80 == 0 {
-                if shift < 64 && byte & 0x40 != 0 {
-                    value |= -1i64 << shift;
-                }
-                return Some(value);
-            }
-        }
+        let (value, shift, last) = self.leb()?;
+        let negative = shift < 64 && last & 0x40 != 0;
+        Some(if negative {
+            value as i64 | -1i64 << shift
+        } else {
+            value as i64
+        })
     }
 
     fn skip(&mut self, n: u64) -> Option<()> {

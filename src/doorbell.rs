@@ -9,19 +9,16 @@ static BELL: AtomicU32 = AtomicU32::new(0);
 
 /// Safe to call from a signal handler; preserves `errno`.
 pub fn ring() {
-    // SAFETY: __errno_location is this thread's errno; the futex call only
-    // names a static word.
-    unsafe {
-        let errno = *libc::__errno_location();
-        BELL.fetch_add(1, Ordering::Release);
+    BELL.fetch_add(1, Ordering::Release);
+    // SAFETY: the futex call only names a static word.
+    crate::errno::preserved(|| unsafe {
         libc::syscall(
             libc::SYS_futex,
             BELL.as_ptr(),
             libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
             1,
-        );
-        *libc::__errno_location() = errno;
-    }
+        )
+    });
 }
 
 pub fn current() -> u32 {

@@ -23,6 +23,7 @@ mod config;
 mod cxx;
 mod doorbell;
 mod dump;
+mod errno;
 mod global_alloc;
 mod inherit;
 #[cfg(not(test))]

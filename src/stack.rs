@@ -48,11 +48,13 @@ impl Stack {
 pub fn capture(entry: usize, out: &mut Stack) {
     out.frames[0] = entry + 1;
     out.len = 1;
-    let walked = unwind::walk(&mut Collect::new(out).frame());
+    let walked = unwind::enabled().then(|| unwind::walk(&mut Collect::new(out).frame()));
     match walked {
-        Walk::Complete => FAST.fetch_add(1, Ordering::Relaxed),
-        Walk::Partial if registered_frames::any() => CUT_SHORT.fetch_add(1, Ordering::Relaxed),
-        Walk::Partial | Walk::Declined => {
+        Some(Walk::Complete) => FAST.fetch_add(1, Ordering::Relaxed),
+        Some(Walk::Stopped) if registered_frames::any() => {
+            CUT_SHORT.fetch_add(1, Ordering::Relaxed)
+        }
+        _ => {
             LIBGCC.fetch_add(1, Ordering::Relaxed);
             out.len = 1;
             let mut frame = Collect::new(out).frame();

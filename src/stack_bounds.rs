@@ -67,12 +67,7 @@ pub fn top(sp: usize) -> Option<usize> {
 /// The mapping of /proc/self/maps that contains `addr`. Leaves `errno` as
 /// it was: this runs inside the program's `malloc`.
 fn mapping_containing(addr: usize) -> Option<(usize, usize)> {
-    // SAFETY: __errno_location is this thread's errno.
-    let errno = unsafe { *libc::__errno_location() };
-    let found = read_maps(addr);
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = errno };
-    found
+    crate::errno::preserved(|| read_maps(addr))
 }
 
 fn read_maps(addr: usize) -> Option<(usize, usize)> {

@@ -3,7 +3,7 @@
 //! a cache probe and one or two stack reads, where libgcc interprets the CFI
 //! anew at every frame (about 1,600 instructions). Every stack read is
 //! checked against the thread's stack bounds (`stack_bounds`). A frame whose
-//! CFI it does not follow ends the walk as `Partial`.
+//! CFI it does not follow ends the walk as `Stopped`.
 
 /// How far a walk got.
 #[derive(Debug, PartialEq, Eq)]
@@ -11,15 +11,19 @@ pub enum Walk {
     /// To the outermost frame, to code no loaded object has CFI for (JIT
     /// code: libgcc stops there too), or until `frame` said stop.
     Complete,
-    /// To a frame it cannot follow; the frames passed so far are right.
-    Partial,
-    /// Not at all (no `_dl_find_object`, or the stack's bounds are unknown).
-    Declined,
+    /// Short of that: at a frame it does not follow, or at once (the
+    /// stack's bounds unknown). The frames passed so far are right.
+    Stopped,
 }
 
 /// Whether this unwinder is used (`LEAKPROBE_UNWIND=fast`, the default).
 pub fn init(enabled: bool) {
     imp::init(enabled)
+}
+
+/// Whether it is on and can run here (x86_64, glibc >= 2.35).
+pub fn enabled() -> bool {
+    imp::enabled()
 }
 
 /// Walks the calling thread's stack, innermost frame first, passing each
@@ -91,10 +95,15 @@ mod imp {
     const UC_RSP: usize = 40 + 8 * 15;
     const UC_RIP: usize = 40 + 8 * 16;
 
+    pub fn enabled() -> bool {
+        FIND_OBJECT.load(Ordering::Acquire) != 0
+    }
+
     pub fn walk(frame: &mut dyn FnMut(usize) -> bool) -> Walk {
         let find = FIND_OBJECT.load(Ordering::Acquire);
         if find == 0 {
-            return Walk::Declined;
+            // Callers ask `enabled` first; a null pointer is never called.
+            return Walk::Stopped;
         }
         // SAFETY: the value stored in `init` is `_dl_find_object`'s address.
         let find: FindObject = unsafe { core::mem::transmute(find) };
@@ -113,7 +122,7 @@ mod imp {
             )
         };
         let Some(top) = stack_bounds::top(sp) else {
-            return Walk::Declined;
+            return Walk::Stopped;
         };
         // The stack being walked: [bottom, top) is mapped (this thread's
         // stack from a live stack pointer up to its end).
@@ -137,7 +146,7 @@ mod imp {
                     rbp_slot,
                 } => (cfa_rbp, cfa_offset, rbp_slot),
                 Rule::End | Rule::Missing => return Walk::Complete,
-                Rule::Unsupported => return Walk::Partial,
+                Rule::Unsupported => return Walk::Stopped,
                 Rule::Signal => {
                     let saved = |off| read(sp.checked_add(off)?, bottom, top);
                     let (Some(rip), Some(rsp), Some(rbp)) =
@@ -182,6 +191,15 @@ mod imp {
         if let Some(rule) = unpack(entry.load(Ordering::Relaxed), at) {
             return rule;
         }
+        let rule = object_of(find, at).map_or(Rule::Missing, |object| cfi::rule_for(&object, at));
+        if let Some(packed) = pack(at, rule) {
+            entry.store(packed, Ordering::Relaxed);
+        }
+        rule
+    }
+
+    /// The loaded object containing `at`.
+    fn object_of(find: FindObject, at: usize) -> Option<cfi::Object> {
         let mut object = DlFindObject {
             flags: 0,
             map_start: 0,
@@ -192,21 +210,11 @@ mod imp {
         };
         // SAFETY: _dl_find_object is lock-free and async-signal-safe; it
         // fills the struct we pass.
-        if unsafe { find(at, &mut object) } != 0 {
-            return Rule::Missing;
-        }
-        let rule = cfi::rule_for(
-            &cfi::Object {
-                start: object.map_start,
-                end: object.map_end,
-                eh_frame_hdr: object.eh_frame,
-            },
-            at,
-        );
-        if let Some(packed) = pack(at, rule) {
-            entry.store(packed, Ordering::Relaxed);
-        }
-        rule
+        (unsafe { find(at, &mut object) } == 0).then_some(cfi::Object {
+            start: object.map_start,
+            end: object.map_end,
+            eh_frame_hdr: object.eh_frame,
+        })
     }
 
     /// Addresses above this are not cached (the tag has 33 bits).
@@ -297,18 +305,9 @@ mod imp {
             let find: FindObject =
                 unsafe { core::mem::transmute(FIND_OBJECT.load(Ordering::Acquire)) };
             let here = rules_for_a_whole_object as fn() as usize;
-            let mut object = DlFindObject {
-                flags: 0,
-                map_start: 0,
-                map_end: 0,
-                link_map: 0,
-                eh_frame: 0,
-                reserved: [0; 7],
-            };
-            // SAFETY: as in `rule`.
-            assert_eq!(unsafe { find(here, &mut object) }, 0);
+            let object = object_of(find, here).expect("the test binary is loaded");
             let mut kinds = [0usize; 5];
-            for at in (object.map_start..object.map_end).step_by(61) {
+            for at in (object.start..object.end).step_by(61) {
                 let kind = match rule(find, at) {
                     Rule::Frame { .. } => 0,
                     Rule::End => 1,
@@ -359,8 +358,12 @@ mod imp {
 
     pub fn init(_: bool) {}
 
+    pub fn enabled() -> bool {
+        false
+    }
+
     pub fn walk(_: &mut dyn FnMut(usize) -> bool) -> super::Walk {
-        super::Walk::Declined
+        super::Walk::Stopped
     }
 
     pub fn forget() {}

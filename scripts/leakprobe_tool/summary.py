@@ -57,6 +57,11 @@ def mib(n: int | None) -> str:
     return "?" if n is None else f"{n / (1 << 20):.1f} MiB"
 
 
+def growth(before: int | None, after: int | None) -> int | None:
+    """How much a quantity grew, if both dumps record it."""
+    return None if before is None or after is None else after - before
+
+
 def verdict(first: Memory, last: Memory, top: tuple[str, float] | None) -> tuple[str, str]:
     """(kind, sentence with the evidence). `top`: the function whose stacks
     grew most, and its share of the live heap's growth."""
@@ -72,14 +77,14 @@ def verdict(first: Memory, last: Memory, top: tuple[str, float] | None) -> tuple
     if d_live >= CAUSE_SHARE * max(d_rss, 1):
         where = f", {top[1]:.0%} under {top[0]}" if top else ""
         return "leak", f"live heap grew {mib(d_live)} ({mib(first.live)} -> {mib(last.live)}){where}: a leak"
-    d_free = None if first.held_free is None or last.held_free is None else last.held_free - first.held_free
+    d_free = growth(first.held_free, last.held_free)
     if d_free is not None and d_free >= CAUSE_SHARE * d_rss:
         return "retention", (
             f"live heap {mib(first.live)} -> {mib(last.live)} while RSS grew {mib(d_rss)}, and the allocator holds "
             f"{mib(d_free)} more free memory: memory is retained by the allocator (fragmentation or unpurged pages), "
             "not leaked by the program"
         )
-    d_out = None if first.outside is None or last.outside is None else last.outside - first.outside
+    d_out = growth(first.outside, last.outside)
     if d_out is not None and d_out >= CAUSE_SHARE * d_rss:
         return "outside malloc", (
             f"RSS grew {mib(d_rss)} while the live heap ({mib(first.live)} -> {mib(last.live)}) and the allocator's "
