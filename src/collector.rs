@@ -211,15 +211,17 @@ fn spawn() {
 
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     sampling::exclude_this_thread();
-    signal::set_collector_thread();
     let mut takes_signal = true;
     loop {
         let seen = doorbell::current();
-        if takes_signal && sigmask::program_waits() {
-            // The program takes the dump signal itself from now on.
-            takes_signal = false;
-            let sig = CONFIG.get().map_or(0, |c| c.signal);
-            sigmask::block_here(sig, true);
+        // The signal is taken here only while the program has no use for it:
+        // a handler of the program's runs on the program's threads, as it
+        // would without the library, and a program that waits for the
+        // signal gets every delivery.
+        let wanted = !sigmask::program_waits() && !signal::program_has_handler();
+        if wanted != takes_signal {
+            takes_signal = wanted;
+            sigmask::block_here(CONFIG.get().map_or(0, |c| c.signal), !wanted);
         }
         while FORK_PENDING.load(Ordering::Acquire) {
             // SAFETY: sched_yield has no preconditions.

@@ -123,6 +123,8 @@ pub fn block_here(sig: c_int, blocked: bool) {
 pub fn disposition_changed(sig: c_int) {
     let wished = thread_state::with(|s| s.app_blocks_dump.get());
     block_here(sig, wished || keeps_blocked());
+    // The collector follows (see `collector::run`).
+    crate::doorbell::ring();
 }
 
 /// `pthread_sigmask`/`sigprocmask` for a mask that may name the dump signal.

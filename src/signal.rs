@@ -24,9 +24,7 @@ const TAG: u64 = 0x4c45_414b;
 /// Tokens of tagged requests, the newest `TOKENS.len()` kept.
 static TOKENS: [AtomicU32; 16] = [const { AtomicU32::new(0) }; 16];
 static TOKENS_SEEN: AtomicU32 = AtomicU32::new(0);
-/// The collector thread's id, where the handler hands back deliveries that
-/// belong to a program that waits for the signal itself.
-static COLLECTOR_TID: AtomicI32 = AtomicI32::new(0);
+
 /// The dump signal, once installed (0 before).
 static DUMP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
@@ -79,12 +77,6 @@ pub fn program_has_handler() -> bool {
         APP_HANDLER.load(Ordering::Acquire),
         libc::SIG_DFL | libc::SIG_IGN
     )
-}
-
-/// Called on the collector thread when it starts.
-pub fn set_collector_thread() {
-    // SAFETY: gettid has no preconditions.
-    COLLECTOR_TID.store(unsafe { libc::gettid() }, Ordering::Relaxed);
 }
 
 /// Tokens of tagged requests received since the last call (the newest 16).
@@ -181,7 +173,9 @@ extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void
         request_dump();
         return;
     }
-    if sigmask::program_waits() && on_collector_thread() {
+    // Without a handler of the program's, only the collector thread has
+    // the signal unblocked (even before it runs its first instruction).
+    if sigmask::program_waits() && !program_has_handler() {
         hand_back(sig, info, ctx);
         return;
     }
@@ -307,11 +301,6 @@ impl ToStringIn for libc::pid_t {
         }
         &buf[at..]
     }
-}
-
-fn on_collector_thread() -> bool {
-    // SAFETY: gettid has no preconditions.
-    COLLECTOR_TID.load(Ordering::Relaxed) == unsafe { libc::gettid() }
 }
 
 /// The program waits for the signal itself, but this delivery reached the

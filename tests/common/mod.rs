@@ -172,6 +172,32 @@ impl Probe {
         dump_files_of(&self.dir, self.pid())
     }
 
+    /// Sends a tagged dump request (as `scripts/leakprobe dump` does) and
+    /// waits for the dump that says it answers `token`.
+    pub fn dump_answering(&mut self, token: u32, timeout: Duration) -> Dump {
+        let value = libc::sigval {
+            sival_ptr: ((0x4c45_414b_u64 << 32) | u64::from(token)) as usize as *mut libc::c_void,
+        };
+        // SAFETY: sigqueue to our own child.
+        assert_eq!(
+            unsafe { libc::sigqueue(self.pid(), libc::SIGUSR2, value) },
+            0
+        );
+        let deadline = Instant::now() + timeout;
+        let wanted = format!("{token:08x}");
+        loop {
+            let file = self.wait_for_new_dump(deadline.saturating_duration_since(Instant::now()));
+            let dump = Dump::read(&file);
+            if dump
+                .meta
+                .get("requests_answered")
+                .is_some_and(|t| t.split(' ').any(|t| t == wanted))
+            {
+                return dump;
+            }
+        }
+    }
+
     /// Waits for a dump newer than any accounted for, and accounts for it.
     pub fn wait_for_new_dump(&mut self, timeout: Duration) -> PathBuf {
         let deadline = Instant::now() + timeout;

@@ -1,0 +1,125 @@
+//! Dump requests never disturb the program: waits that SA_RESTART does not
+//! restart block their full time through a storm of requests (the signal is
+//! taken on the collector thread), and a program that owns the dump signal
+//! (sigwait, signalfd, SIG_IGN across exec, its mask across exec, a handler
+//! for signals it sends itself) gets exactly what it would get without the
+//! library.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const CALLS: usize = 13;
+
+#[test]
+fn waits_block_their_full_time_through_a_storm_of_dump_requests() {
+    let exe = harness("waits");
+    let dir = scratch_dir("waits");
+    let mut p = Probe::start(&exe, &[], &dir, &[]);
+    p.expect_line("WAITING", Duration::from_secs(30));
+    let storm = Storm::start(p.pid(), libc::SIGUSR2, Duration::from_millis(2));
+    let mut failed = Vec::new();
+    for _ in 0..2 * CALLS {
+        let line = p.expect_line("WAIT ", Duration::from_secs(30));
+        if !line.ends_with(" ok") {
+            failed.push(line);
+        }
+    }
+    p.expect_line("DONE", Duration::from_secs(30));
+    let sent = storm.stop();
+    assert!(failed.is_empty(), "waits cut short: {failed:#?}");
+    assert!(sent >= 100, "only {sent} dump requests were sent");
+    assert!(!p.dump_files().is_empty(), "the storm produced no dump");
+    // The last request is answered too: a tagged one, found by its token.
+    let dump = p.dump_answering(0x1234_abcd, Duration::from_secs(30));
+    assert_eq!(dump.meta["pid"], p.pid().to_string());
+    p.close_stdin();
+    let (status, stderr) = p.finish(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{stderr}");
+}
+
+/// Sends six SIGUSR2 from outside, one after each "GOT" line.
+fn takes_it_synchronously(mode: &str) {
+    let exe = harness("owned_signals");
+    let dir = scratch_dir(&format!("owned_{mode}"));
+    let mut p = Probe::start(&exe, &[mode], &dir, &[]);
+    p.expect_line("READY", Duration::from_secs(30));
+    for n in 1..=6 {
+        p.signal(libc::SIGUSR2);
+        let line = p.expect_line("GOT", Duration::from_secs(30));
+        assert_eq!(line, format!("GOT {n} SIGUSR2"), "{mode}");
+    }
+    assert!(p.dump_files().is_empty(), "{mode}: a signal became a dump");
+    let (status, stderr) = p.finish(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!(
+        stderr.contains("waits for SIGUSR2 itself"),
+        "the user is not told dumps by signal are off:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_sigwait_loop_gets_every_signal() {
+    takes_it_synchronously("sigwait");
+}
+
+#[test]
+fn a_signalfd_gets_every_signal() {
+    takes_it_synchronously("signalfd");
+}
+
+/// The first line the program (or the program it starts, without the
+/// library) prints.
+fn output_of(mode: &str) -> String {
+    let exe = harness("owned_signals");
+    let dir = scratch_dir(&format!("owned_{mode}"));
+    let mut p = Probe::start(&exe, &[mode], &dir, &[("LEAKPROBE_NO_INHERIT", "1")]);
+    let line = p.expect_line("", Duration::from_secs(30));
+    let (status, stderr) = p.finish(Duration::from_secs(30));
+    assert!(status.success(), "{mode}: {status}\n{stderr}");
+    line
+}
+
+#[test]
+fn sig_ign_is_inherited_across_exec() {
+    assert_eq!(output_of("ignore-exec"), "alive");
+}
+
+#[test]
+fn new_programs_start_with_the_programs_mask() {
+    for mode in ["exec-mask", "system-mask", "spawn-mask"] {
+        let line = output_of(mode);
+        let hex = line.trim_start_matches("SigBlk:").trim();
+        let mask = u64::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("{mode}: {line}"));
+        assert_eq!(
+            mask & (1 << (libc::SIGUSR2 - 1)),
+            0,
+            "{mode}: the new program starts with SIGUSR2 blocked ({line})"
+        );
+    }
+}
+
+#[test]
+fn signals_the_process_sends_itself_reach_its_handler() {
+    let exe = harness("owned_signals");
+    let dir = scratch_dir("owned_handler");
+    let mut p = Probe::start(&exe, &["handler-self"], &dir, &[]);
+    assert_eq!(
+        p.expect_line("HANDLED", Duration::from_secs(30)),
+        "HANDLED 2"
+    );
+    p.expect_line("READY", Duration::from_secs(30));
+    assert!(
+        p.dump_files().is_empty(),
+        "a signal of the program's own made a dump"
+    );
+    // From outside, a dump, and the handler is not called.
+    p.dump();
+    p.close_stdin();
+    assert_eq!(
+        p.expect_line("HANDLED", Duration::from_secs(30)),
+        "HANDLED 2"
+    );
+    let (status, stderr) = p.finish(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{stderr}");
+}
