@@ -208,6 +208,7 @@ fn with_temporary<R>(mask: *const Sigset, f: impl FnOnce(*const Sigset) -> R) ->
     }
 }
 
+#[cfg(not(test))]
 macro_rules! next_fn {
     ($name:literal: fn($($ty:ty),*) -> $ret:ty) => {{
         static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
