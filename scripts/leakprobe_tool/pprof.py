@@ -137,6 +137,10 @@ class Export:
         for row in dump.rows:
             addresses = row.frames[first:]
             chains = [symbolizer.frames(a) for a in addresses]
+            if keep_allocator and chains:
+                # The marker is no call site: of its inline chain (the
+                # library's internals), only the entry point it is in.
+                chains[0] = chains[0][-1:]
             flat = tuple(f for c in chains for f in c)
             frames = flat if keep_allocator else program_frames(flat)
             locations = self.trimmed(dump, symbolizer, addresses, chains, len(flat) - len(frames))
