@@ -295,6 +295,11 @@ def export(args: argparse.Namespace) -> int:
     for dump in bases:
         e.comments += describe(dump, "base")
         e.add(dump, Symbolizer(dump, debug_dirs), args.keep_allocator_frames, -1, ages=False)
+    pids = [d.pid for d in dumps if d.pid is not None]
+    for pid in sorted({p for p in pids if pids.count(p) > 1}):
+        note = f"{pids.count(pid)} dumps of pid {pid} are summed (for its growth, give the older one as --base)"
+        print(f"leakprobe: note: {note}", file=sys.stderr)
+        e.comments.append(f"note: {note}")
     periods = sorted({d.period for d in dumps + bases})
     if len(periods) > 1:
         e.comments.append(f"note: the dumps have different sample periods ({', '.join(map(str, periods))} bytes)")
