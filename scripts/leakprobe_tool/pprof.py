@@ -235,7 +235,7 @@ def system_name(symbolizer: Symbolizer, dump: Dump, addr: int, m: Mapping | None
 
 
 def labels(dump: Dump, row: Row, ages: bool) -> tuple[Label, ...]:
-    out: list[Label] = [("pid", None, dump.pid or 0, None)]
+    out: list[Label] = [] if dump.pid is None else [("pid", None, dump.pid, None)]
     program = program_of(dump)
     if program:
         out.append(("program", program, None, None))
