@@ -5,7 +5,7 @@ LIB      := target/release/libleakprobe.so
 HARNESS  := target/harness
 CFLAGS   := -g -O0 -Wall -Wextra -fno-omit-frame-pointer
 CXXFLAGS := $(CFLAGS)
-PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes waits owned_signals
+PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes waits owned_signals inlined
 
 .PHONY: all lib harness java deps test lint demo bench clean
 
@@ -17,7 +17,7 @@ deps:
 lib:
 	cargo build --release
 
-harness: $(addprefix $(HARNESS)/,$(PROGRAMS)) $(HARNESS)/libplugin.so $(HARNESS)/stripped_pie
+harness: $(addprefix $(HARNESS)/,$(PROGRAMS)) $(HARNESS)/libplugin.so $(HARNESS)/stripped_pie $(HARNESS)/stripped_nopie
 
 $(HARNESS):
 	mkdir -p $@
@@ -37,10 +37,13 @@ $(HARNESS)/unwind_shapes: CFLAGS += -O2 -fomit-frame-pointer
 $(HARNESS)/libplugin.so: c-harness/plugin.c | $(HARNESS)
 	$(CC) $(CFLAGS) -shared -fPIC -o $@ $<
 
-# The demo as a PIE built with -g, then stripped of everything, its debug
+# The demo as a PIE (and as a non-PIE program, whose frames pprof cannot name
+# from the text format) built with -g, then stripped of everything, its debug
 # info moved where gdb looks for it: debug/.build-id/xx/yyyy.debug.
-$(HARNESS)/stripped_pie: c-harness/demo.c c-harness/common.h | $(HARNESS)
-	$(CC) $(CFLAGS) -fPIE -pie -Wl,--build-id -o $@.full $<
+$(HARNESS)/stripped_pie: PIE := -fPIE -pie
+$(HARNESS)/stripped_nopie: PIE := -no-pie
+$(HARNESS)/stripped_pie $(HARNESS)/stripped_nopie: c-harness/demo.c c-harness/common.h | $(HARNESS)
+	$(CC) $(CFLAGS) $(PIE) -Wl,--build-id -o $@.full $<
 	id=$$(readelf -n $@.full | awk '/Build ID/ {print $$3}'); \
 	mkdir -p $(HARNESS)/debug/.build-id/$${id%$${id#??}} && \
 	objcopy --only-keep-debug $@.full $(HARNESS)/debug/.build-id/$${id%$${id#??}}/$${id#??}.debug

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import commands
+from . import commands, pprof
 from .dumpfile import DumpError
 
 
@@ -58,6 +58,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("dump")
     s.add_argument("-o", "--output", required=True, help="the .svg file to write")
     s.set_defaults(run=commands.flamegraph)
+    s = sub.add_parser("pprof", help="symbolized profile.proto (gzipped) for go tool pprof and profiling backends")
+    s.add_argument("dumps", nargs="+", metavar="DUMP", help="one or more dumps, summed into one profile")
+    s.add_argument("-o", "--output", required=True, help="the .pb.gz file to write")
+    s.add_argument("--base", action="append", metavar="OLDER", help="subtract this dump (repeatable): the growth since")
+    s.add_argument("--keep-allocator-frames", action="store_true", help="keep malloc, operator new... at the leaf")
+    s.add_argument("--debug-dir", action="append", default=[], metavar="DIR", help="as for report")
+    s.set_defaults(run=pprof.export)
     return p
 
 
