@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import sys
 import time
@@ -138,17 +139,21 @@ def report(args: argparse.Namespace) -> int:
     print("Top stacks:")
     for i, s in enumerate(p.stacks[: args.nodecount], 1):
         age = f", oldest {s.oldest_age} s, mean age {s.mean_age:.0f} s" if s.oldest_age is not None else ""
-        usable = f" (usable {amount(s.usable)})" if s.usable is not None and p.unit == "bytes" else ""
+        usable = f", usable {amount(s.usable)}" if s.usable is not None and p.unit == "bytes" else ""
         share = percent(s.value, p.total).strip()
-        print(f"#{i} {amount(s.value, p.unit)}{usable} ({share}), {s.objects:,} objects, {s.samples:,} samples{age}")
+        print(f"#{i} {amount(s.value, p.unit)} ({share}){usable}, {s.objects:,} objects, {s.samples:,} samples{age}")
         for j, f in enumerate(s.frames[: args.depth]):
             mark = "  [allocation wrapper]" if j < s.alloc_frames else ""
             print(f"      {f.function}  {f.location()}{mark}")
         if len(s.frames) > args.depth:
             print(f"      ... {len(s.frames) - args.depth} more frames")
     for u in unnamed_objects(p):
-        print(f"\n{u['frames']} frames in {u['object']} have no name: {u['why']}; {u['fix']}.")
+        print_unnamed(u)
     return 0
+
+
+def print_unnamed(u: dict[str, Any]) -> None:
+    print(f"\n{u['addresses']} addresses in {u['object']} have no name: {u['why']}; {u['fix']}.")
 
 
 def diff(args: argparse.Namespace) -> int:
@@ -262,6 +267,8 @@ def summary(args: argparse.Namespace) -> int:
     profiles = load_series(args)
     rows = [memory(p.dump) for p in profiles]
     kind, sentence = verdict(rows, trends(profiles))
+    # The verdict may name a frame without a name: say why, and what would name it.
+    unnamed = [u for u in unnamed_objects(profiles[-1]) if f"{os.path.basename(str(u['object']))}+0x" in sentence]
     if args.json:
         json.dump(
             {
@@ -272,6 +279,7 @@ def summary(args: argparse.Namespace) -> int:
                 "warnings": sorted({b for p in profiles for b in p.dump.blind}),
                 "verdict": kind,
                 "evidence": sentence,
+                "unnamed": unnamed,
             },
             sys.stdout,
             indent=1,
@@ -290,4 +298,6 @@ def summary(args: argparse.Namespace) -> int:
     usable = "; usable: the same blocks as the allocator sized them" if any(c[1] == "usable" for c in columns) else ""
     print(f"(live heap: estimated bytes the program asked for{usable}; allocated: the allocator's own exact count)")
     print(f"\nverdict: {kind}: {sentence}")
+    for u in unnamed:
+        print_unnamed(u)
     return 0

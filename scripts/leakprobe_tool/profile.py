@@ -236,13 +236,13 @@ UNNAMED = re.compile(r"[^\s()]+\+0x[0-9a-f]+")
 def unnamed_objects(profile: Profile) -> list[dict[str, str | int | None]]:
     """Per object with frames that have no name: how many, why, and what
     would name them."""
-    count: dict[str, int] = {}
+    found: dict[str, set[str]] = {}
     for s in profile.stacks:
         for f in s.frames:
             if f.file is None and f.obj.startswith("/") and UNNAMED.fullmatch(f.function):
-                count[f.obj] = count.get(f.obj, 0) + 1
+                found.setdefault(f.obj, set()).add(f.function)
     out: list[dict[str, str | int | None]] = []
-    for obj, n in sorted(count.items(), key=lambda kv: -kv[1]):
+    for obj, names in sorted(found.items(), key=lambda kv: -len(kv[1])):
         try:
             elf = Elf(obj)
         except (ElfError, struct.error, IndexError):
@@ -262,7 +262,7 @@ def unnamed_objects(profile: Profile) -> list[dict[str, str | int | None]]:
             link = elf.debuglink or os.path.basename(obj) + ".debug"
             here = os.path.dirname(obj)
             fix = f"it has no build-id: its debug file {link} (next to it, in its .debug/, or in DIR{here}/ with --debug-dir DIR)"
-        out.append({"object": obj, "frames": n, "build_id": build_id, "why": why, "fix": fix})
+        out.append({"object": obj, "addresses": len(names), "build_id": build_id, "why": why, "fix": fix})
     return out
 
 
