@@ -77,15 +77,15 @@ def when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "unknown time"
 
 
-def print_warnings(dump: Dump) -> None:
-    for reason in dump.blind:
-        print(f"  WARNING: this profile cannot see every allocation: {reason}")
+def warning(blind: str) -> str:
+    return f"WARNING: this profile cannot see every allocation: {blind}"
 
 
 def print_facts(dump: Dump) -> None:
     f = facts(dump)
     print(f"{f['file']}")
-    print_warnings(dump)
+    for reason in dump.blind:
+        print(f"  {warning(reason)}")
     started = f", started as {f['argv0']}" if f["argv0"] and f["argv0"] != f["program"] else ""
     print(f"  process {f['pid']} ({f['program']}{started}), dumped {when(f['time'])}")
     print(f"  sample period {f['sample_period']:,} bytes; allocator {f['allocator']}")
@@ -287,7 +287,7 @@ def summary(args: argparse.Namespace) -> int:
         print()
         return 0
     for reason in sorted({b for p in profiles for b in p.dump.blind}):
-        print(f"WARNING: this profile cannot see every allocation: {reason}")
+        print(warning(reason))
     columns = [("RSS", "rss"), ("live heap", "live"), ("usable", "usable"), ("allocated", "allocated")]
     columns += [("held free", "held_free"), ("outside", "outside"), ("overhead", "overhead")]
     # Dumps from before usable sizes were recorded say nothing about them.

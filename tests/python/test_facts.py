@@ -7,11 +7,15 @@ allocator totals, `argv0`, and `blind` reasons. The same dump without them
 from __future__ import annotations
 
 import re
+import sys
 import tempfile
 import unittest
 from pathlib import Path
 
-from harness import Probe, run_json, script
+from harness import ROOT, Probe, run_json, script
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from leakprobe_tool.profile import ALLOC_WRAPPER, classify
 
 ROW = re.compile(r"(\d+): (\d+) \[\d+: \d+\] @")
 ROUNDING = 24  # bytes of usable size added per live block in the hand-made lines
@@ -107,3 +111,34 @@ class Facts(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Classification(unittest.TestCase):
+    """The rules behind `trend` and `summary`, on exact series."""
+
+    def test_well_known_wrappers_and_program_functions(self) -> None:
+        wrappers = [
+            "zmalloc_usable", "ztrymalloc_usable_internal", "zcalloc", "zrealloc", "PyMem_Malloc", "PyMem_RawMalloc",
+            "_PyObject_Malloc", "PyObject_Malloc", "g_malloc", "g_malloc0", "g_realloc", "g_malloc_n", "isc__mem_get",
+            "isc__mem_allocate", "os::malloc", "AllocateHeap", "_ZN2os6mallocEm8MEMFLAGSRK15NativeCallStack",
+            "xmalloc", "xcalloc", "xrealloc", "CRYPTO_malloc", "__strdup",
+        ]  # fmt: skip
+        program = ["main", "site_leak", "dictAdd", "PyList_New", "deflateInit2_", "json_object_new_object", "zipmapNew"]
+        for name in wrappers:
+            self.assertTrue(ALLOC_WRAPPER.fullmatch(name), name)
+        for name in program:
+            self.assertFalse(ALLOC_WRAPPER.fullmatch(name), name)
+
+    def test_series_shapes(self) -> None:
+        times = [0.0, 60.0, 120.0, 180.0, 240.0]
+        cases = {
+            (0, 16, 32, 48, 64): "growing",
+            (0, 24, 48, 48, 48): "plateaued",
+            (0, 24, 48, 47, 48): "plateaued",  # a full cache's small evictions
+            (32, 0, 32, 0, 32): "fluctuating",  # a sawtooth ending where it started is not flat
+            (0, 32, 0, 32, 32): "fluctuating",  # nor one ending high a filled cache
+            (10, 10, 10, 10, 10): "flat",
+            (64, 48, 32, 16, 0): "shrinking",
+        }
+        for values, verdict in cases.items():
+            self.assertEqual(classify(times, [v << 20 for v in values]).verdict, verdict, values)
