@@ -23,7 +23,7 @@ from .symbols import ALLOCATOR_FRAME, Frame, Symbolizer, base_name
 ALLOC_WRAPPER = re.compile(
     r"z(try)?(malloc|calloc|realloc)\w*|zstrdup"  # redis (zmalloc.c); also zlib's zcalloc
     r"|_?PyMem_\w+|_?PyObject_(Malloc|Calloc|Realloc)|_PyObject_GC_\w+|pymalloc_\w+"  # CPython
-    r"|PyType_GenericAlloc|_?PyObject_New(Var)?|_PyObject_MallocWithType|_PyObject_VirtualAlloc"
+    r"|PyType_GenericAlloc|_PyType_AllocNoTrack|_?PyObject_New(Var)?|_PyObject_MallocWithType|_PyObject_VirtualAlloc"
     r"|g_(try_)?(malloc0?|realloc)(_n)?|g_slice_(alloc0?|copy)|g_memdup2?|g_strn?dup"  # glib
     r"|isc__?_?mem(pool)?_\w+"  # BIND
     r"|os::(malloc|realloc|strdup\w*)|(Re)?[Aa]llocateHeap|AllocateHeapOrNull|CHeapObj<.*>::operator new(\[\])?"  # HotSpot
