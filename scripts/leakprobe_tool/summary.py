@@ -139,7 +139,7 @@ def live_growth(rows: list[Memory], trends: list[tuple[Key, Trend]]) -> tuple[st
         )
     total = sum(max(rise(t), 0) for _, t in trends) or 1
     leaks = sorted(((k, t) for k, t in trends if t.verdict == "growing" and rise(t) > 0), key=lambda kt: -rise(kt[1]))
-    caches = sorted(((k, t) for k, t in trends if t.verdict == "plateaued"), key=lambda kt: -kt[1].values[-1])
+    caches = sorted(((k, t) for k, t in trends if t.verdict == "plateaued"), key=lambda kt: -rise(kt[1]))
     leak = sum(rise(t) for _, t in leaks) >= PART_SHARE * total
     cache = sum(rise(t) for _, t in caches) >= PART_SHARE * total
     parts = []
