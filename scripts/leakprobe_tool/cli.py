@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from . import commands, pprof
@@ -22,6 +23,11 @@ def parser() -> argparse.ArgumentParser:
     common.set_defaults(measure="inuse-space")
     common.add_argument("--focus", metavar="REGEX", help="only stacks with a function matching REGEX")
     common.add_argument("--ignore", metavar="REGEX", help="drop stacks with a function matching REGEX")
+    common.add_argument(
+        "--alloc-frames",
+        metavar="REGEX",
+        help="also skip functions whose whole name matches REGEX as allocation wrappers (like zmalloc, g_malloc)",
+    )
     common.add_argument("--nodecount", type=int, default=20, metavar="N", help="how many functions/stacks to show (20)")
     common.add_argument("--depth", type=int, default=12, metavar="N", help="frames shown per stack (12)")
     common.add_argument("--lines", action="store_true", help="functions with file:line")
@@ -75,6 +81,9 @@ def main(argv: list[str]) -> int:
     except DumpError as e:
         print(f"leakprobe: {e}", file=sys.stderr)
         return 1
+    except re.error as e:
+        print(f"leakprobe: bad regular expression {e.pattern!r}: {e}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         return 0
     except OSError as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import sys
 import time
@@ -12,34 +13,28 @@ from typing import Any
 
 from .dumpfile import Dump, read_dump
 from .flamegraph import render_svg
-from .profile import Profile, Stack, Trend, build, classify
-from .summary import memory, mib, verdict
+from .profile import Profile, Stack, amount, build, trends, unnamed_objects
+from .summary import memory, verdict
 from .symbols import Frame, Symbolizer, program_of
 
 
 def load(args: argparse.Namespace, path: str) -> Profile:
     dump = read_dump(path)
     symbolizer = Symbolizer(dump, [*args.debug_dir, "/usr/lib/debug"])
-    focus = re.compile(args.focus) if args.focus else None
-    ignore = re.compile(args.ignore) if args.ignore else None
-    return build(dump, args.measure, symbolizer, focus, ignore)
+    focus, ignore, alloc = (re.compile(r) if r else None for r in (args.focus, args.ignore, args.alloc_frames))
+    return build(dump, args.measure, symbolizer, focus, ignore, alloc)
 
 
-def amount(value: float, unit: str) -> str:
-    if unit != "bytes":
-        return f"{value:,.0f}"
-    for name, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(value) >= size:
-            return f"{value / size:.1f} {name}"
-    return f"{value:.0f} B"
+def load_series(args: argparse.Namespace) -> list[Profile]:
+    return sorted((load(args, d) for d in args.dumps), key=lambda p: p.dump.time or 0.0)
 
 
 def percent(part: float, whole: float) -> str:
     return f"{100.0 * part / whole:5.1f}%" if whole else "    -"
 
 
-def frame_json(f: Frame) -> dict[str, Any]:
-    return {"function": f.function, "file": f.file, "line": f.line, "object": f.obj}
+def frame_json(f: Frame, allocator: bool = False) -> dict[str, Any]:
+    return {"function": f.function, "file": f.file, "line": f.line, "object": f.obj, "allocator": allocator}
 
 
 def stack_json(s: Stack) -> dict[str, Any]:
@@ -47,19 +42,23 @@ def stack_json(s: Stack) -> dict[str, Any]:
         "value": s.value,
         "objects": s.objects,
         "bytes": s.bytes,
+        "usable_bytes": s.usable,
         "samples": s.samples,
         "oldest_age": s.oldest_age,
         "mean_age": s.mean_age,
-        "frames": [frame_json(f) for f in s.frames],
+        "frames": [frame_json(f, i < s.alloc_frames) for i, f in enumerate(s.frames)],
     }
 
 
 def facts(dump: Dump) -> dict[str, Any]:
     meta = dump.meta
+    m = memory(dump)
     return {
         "file": dump.path,
         "pid": dump.pid,
         "program": program_of(dump),
+        "argv0": meta.get("argv0"),
+        "blind": dump.blind,
         "time": dump.time,
         "sample_period": dump.period,
         "allocator": meta.get("allocator"),
@@ -68,6 +67,9 @@ def facts(dump: Dump) -> dict[str, Any]:
         "bytes_dropped": int(meta.get("bytes_dropped", "0")),
         "samples_unresolved": int(meta.get("samples_unresolved", "0")),
         "stacks_cut_short": int(meta.get("stacks_cut_short", "0")),
+        "estimated_live_bytes": m.live,
+        "estimated_live_usable_bytes": m.usable,
+        "allocator_allocated_bytes": m.allocated,
     }
 
 
@@ -75,10 +77,17 @@ def when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "unknown time"
 
 
+def warning(blind: str) -> str:
+    return f"WARNING: this profile cannot see every allocation: {blind}"
+
+
 def print_facts(dump: Dump) -> None:
     f = facts(dump)
     print(f"{f['file']}")
-    print(f"  process {f['pid']} ({f['program']}), dumped {when(f['time'])}")
+    for reason in dump.blind:
+        print(f"  {warning(reason)}")
+    started = f", started as {f['argv0']}" if f["argv0"] and f["argv0"] != f["program"] else ""
+    print(f"  process {f['pid']} ({f['program']}{started}), dumped {when(f['time'])}")
     print(f"  sample period {f['sample_period']:,} bytes; allocator {f['allocator']}")
     print(
         f"  {f['live_samples']:,} live samples; {f['samples_dropped']:,} samples dropped "
@@ -89,6 +98,12 @@ def print_facts(dump: Dump) -> None:
             f"  {f['stacks_cut_short']:,} stacks cut short where the caching unwinder stopped "
             "(the program registers unwind tables at run time, so libgcc's unwinder is not used)"
         )
+    usable = f["estimated_live_usable_bytes"]
+    sized = f", ~{amount(usable)} as the allocator sizes them (usable)" if usable is not None else ""
+    print(
+        f"  live heap: ~{amount(f['estimated_live_bytes'])} requested by the program{sized}; "
+        f"the allocator counts {amount(f['allocator_allocated_bytes'])} allocated (every block, exactly)"
+    )
 
 
 def report(args: argparse.Namespace) -> int:
@@ -103,6 +118,7 @@ def report(args: argparse.Namespace) -> int:
             "total": p.total,
             "functions": [{"name": n, "flat": fl, "cum": c} for n, fl, c in functions[: args.nodecount]],
             "stacks": [stack_json(s) for s in p.stacks[: args.nodecount]],
+            "unnamed": unnamed_objects(p),
         }
         json.dump(out, sys.stdout, indent=1)
         print()
@@ -123,28 +139,28 @@ def report(args: argparse.Namespace) -> int:
     print("Top stacks:")
     for i, s in enumerate(p.stacks[: args.nodecount], 1):
         age = f", oldest {s.oldest_age} s, mean age {s.mean_age:.0f} s" if s.oldest_age is not None else ""
+        usable = f", usable {amount(s.usable)}" if s.usable is not None and p.unit == "bytes" else ""
         share = percent(s.value, p.total).strip()
-        print(f"#{i} {amount(s.value, p.unit)} ({share}), {s.objects:,} objects, {s.samples:,} samples{age}")
-        for f in s.frames[: args.depth]:
-            print(f"      {f.function}  {f.location()}")
+        print(f"#{i} {amount(s.value, p.unit)} ({share}){usable}, {s.objects:,} objects, {s.samples:,} samples{age}")
+        for j, f in enumerate(s.frames[: args.depth]):
+            mark = "  [allocation wrapper]" if j < s.alloc_frames else ""
+            print(f"      {f.function}  {f.location()}{mark}")
         if len(s.frames) > args.depth:
             print(f"      ... {len(s.frames) - args.depth} more frames")
+    for u in unnamed_objects(p):
+        print_unnamed(u)
     return 0
 
 
-def keyed(p: Profile, lines: bool) -> dict[tuple[str, ...], int]:
-    out: dict[tuple[str, ...], int] = {}
-    for s in p.stacks:
-        key = tuple(f.label(lines) for f in s.frames)
-        out[key] = out.get(key, 0) + s.value
-    return out
+def print_unnamed(u: dict[str, Any]) -> None:
+    print(f"\n{u['addresses']} addresses in {u['object']} have no name: {u['why']}; {u['fix']}.")
 
 
 def diff(args: argparse.Namespace) -> int:
     base, new = load(args, args.base), load(args, args.dump)
     if base.dump.pid != new.dump.pid:
         print(f"leakprobe: note: the dumps are of different processes ({base.dump.pid} and {new.dump.pid})", file=sys.stderr)
-    before, after = keyed(base, args.lines), keyed(new, args.lines)
+    before, after = base.by_stack(args.lines), new.by_stack(args.lines)
     changes = sorted(((after.get(k, 0) - before.get(k, 0), k) for k in before.keys() | after.keys()), key=lambda t: (-t[0], t[1]))
     changes = [c for c in changes if c[0] != 0]
     net = new.total - base.total
@@ -191,25 +207,17 @@ def trend(args: argparse.Namespace) -> int:
     if len(args.dumps) < 3:
         print("leakprobe: trend needs at least 3 dumps (for 2, use diff)", file=sys.stderr)
         return 2
-    profiles = sorted((load(args, d) for d in args.dumps), key=lambda p: p.dump.time or 0.0)
-    times = [p.dump.time or float(i) for i, p in enumerate(profiles)]
-    series = [keyed(p, args.lines) for p in profiles]
-    keys = set().union(*series)
-    trends: list[tuple[tuple[str, ...], Trend]] = []
-    for k in keys:
-        t = classify(times, [s.get(k, 0) for s in series])
-        trends.append((k, t))
-    order = {"growing": 0, "fluctuating": 1, "plateaued": 2, "shrinking": 3, "flat": 4}
-    trends.sort(key=lambda kt: (order[kt[1].verdict], -kt[1].slope_per_hour, kt[0]))
+    profiles = load_series(args)
+    found = trends(profiles, args.lines)
     unit = profiles[0].unit
-    hours = (times[-1] - times[0]) / 3600.0
+    hours = ((profiles[-1].dump.time or 0.0) - (profiles[0].dump.time or 0.0)) / 3600.0
     if args.json:
         json.dump(
             {
                 "dumps": [facts(p.dump) for p in profiles],
                 "measure": args.measure,
                 "unit": unit,
-                "stacks": [dict(dataclasses.asdict(t), frames=list(k)) for k, t in trends[: args.nodecount]],
+                "stacks": [dict(dataclasses.asdict(t), frames=list(k)) for k, t in found[: args.nodecount]],
             },
             sys.stdout,
             indent=1,
@@ -218,7 +226,7 @@ def trend(args: argparse.Namespace) -> int:
         return 0
     print(f"{len(profiles)} dumps over {hours * 60:.1f} minutes, {args.measure} per stack, steadiest growth first")
     print(f"{'verdict':<12} {'slope/hour':>12} {'rising':>6} {'first':>10} {'last':>10}  stack")
-    for k, t in trends[: args.nodecount]:
+    for k, t in found[: args.nodecount]:
         print(
             f"{t.verdict:<12} {amount(t.slope_per_hour, unit):>12} {t.monotonic:6.0%} "
             f"{amount(t.values[0], unit):>10} {amount(t.values[-1], unit):>10}  {' <- '.join(k[: args.depth])}"
@@ -256,35 +264,40 @@ def flamegraph(args: argparse.Namespace) -> int:
 
 
 def summary(args: argparse.Namespace) -> int:
-    profiles = sorted((load(args, d) for d in args.dumps), key=lambda p: p.dump.time or 0.0)
+    profiles = load_series(args)
     rows = [memory(p.dump) for p in profiles]
-    top = None
-    if len(profiles) > 1:
-        before, after = keyed(profiles[0], False), keyed(profiles[-1], False)
-        growth: dict[str, int] = {}
-        for k in before.keys() | after.keys():
-            if k:
-                growth[k[0]] = growth.get(k[0], 0) + after.get(k, 0) - before.get(k, 0)
-        total = sum(g for g in growth.values() if g > 0)
-        if total > 0:
-            name = max(growth, key=lambda n: growth[n])
-            top = (name, growth[name] / total)
-    kind, sentence = verdict(rows[0], rows[-1], top) if len(rows) > 1 else ("one dump", "take a later dump to see growth")
+    kind, sentence = verdict(rows, trends(profiles))
+    # The verdict may name a frame without a name: say why, and what would name it.
+    unnamed = [u for u in unnamed_objects(profiles[-1]) if f"{os.path.basename(str(u['object']))}+0x" in sentence]
     if args.json:
         json.dump(
             {
-                "dumps": [dict(dataclasses.asdict(r), file=p.dump.path, outside=r.outside) for r, p in zip(rows, profiles)],
+                "dumps": [
+                    dict(dataclasses.asdict(r), file=p.dump.path, outside=r.outside, blind=p.dump.blind)
+                    for r, p in zip(rows, profiles)
+                ],
+                "warnings": sorted({b for p in profiles for b in p.dump.blind}),
                 "verdict": kind,
                 "evidence": sentence,
+                "unnamed": unnamed,
             },
             sys.stdout,
             indent=1,
         )
         print()
         return 0
-    print(f"{'dump':<40} {'RSS':>11} {'live heap':>11} {'held free':>11} {'outside':>11} {'overhead':>11}")
+    for reason in sorted({b for p in profiles for b in p.dump.blind}):
+        print(warning(reason))
+    columns = [("RSS", "rss"), ("live heap", "live"), ("usable", "usable"), ("allocated", "allocated")]
+    columns += [("held free", "held_free"), ("outside", "outside"), ("overhead", "overhead")]
+    # Dumps from before usable sizes were recorded say nothing about them.
+    columns = [c for c in columns if c[1] != "usable" or any(r.usable is not None for r in rows)]
+    print(f"{'dump':<32} " + " ".join(f"{title:>10}" for title, _ in columns))
     for r, p in zip(rows, profiles):
-        cells = [mib(v) for v in (r.rss, r.live, r.held_free, r.outside, r.overhead)]
-        print(f"{p.dump.path[-40:]:<40} " + " ".join(f"{c:>11}" for c in cells))
+        print(f"{p.dump.path[-32:]:<32} " + " ".join(f"{amount(getattr(r, name)):>10}" for _, name in columns))
+    usable = "; usable: the same blocks as the allocator sized them" if any(c[1] == "usable" for c in columns) else ""
+    print(f"(live heap: estimated bytes the program asked for{usable}; allocated: the allocator's own exact count)")
     print(f"\nverdict: {kind}: {sentence}")
+    for u in unnamed:
+        print_unnamed(u)
     return 0

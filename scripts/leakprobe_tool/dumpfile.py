@@ -29,6 +29,7 @@ class Row:
     frames: tuple[int, ...]
     oldest_age: int | None = None  # seconds, of the row's live samples
     mean_age: int | None = None
+    usable_bytes: int | None = None  # malloc_usable_size of its live samples, summed (raw)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Dump:
     maps: list[Mapping]
     meta: dict[str, str] = field(default_factory=dict)
     build_ids: dict[str, str] = field(default_factory=dict)
+    blind: list[str] = field(default_factory=list)  # why the library cannot see some allocations
 
     @property
     def pid(self) -> int | None:
@@ -121,6 +123,12 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
                 if not dump.rows or len(ages) != 2 or not all(a.isdigit() for a in ages):
                     raise DumpError(path, f"line {number}: malformed age line")
                 dump.rows[-1] = replace(dump.rows[-1], oldest_age=int(ages[0]), mean_age=int(ages[1]))
+            elif key == "usable":
+                if not dump.rows or not value.isdigit():
+                    raise DumpError(path, f"line {number}: malformed usable line")
+                dump.rows[-1] = replace(dump.rows[-1], usable_bytes=int(value))
+            elif key == "blind":
+                dump.blind.append(value)
             else:
                 dump.meta[key] = value
         elif line.strip() and not line.startswith("#"):

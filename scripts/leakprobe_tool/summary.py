@@ -1,26 +1,37 @@
 """`summary`: the process's memory as the dumps record it, and a verdict on
-what kind of growth it is: a leak (the live heap grows), retention (the
-allocator keeps memory the program freed), or growth outside malloc."""
+what kind of growth it is: a leak (a stack grows steadily), a cache or pool
+that filled and levelled off, retention (the allocator keeps memory the
+program freed), or growth outside malloc. Over three or more dumps the
+verdict reads the shape of each stack's series as `trend` does."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .dumpfile import Dump
+from .profile import SWING, Trend, amount, live_usable
 
 # Thresholds (documented in the README). Growth counts when RSS or the live
 # heap grew by at least SIGNIFICANT_SHARE of the first RSS and SIGNIFICANT_BYTES;
 # a cause is named when it carries at least CAUSE_SHARE of the RSS growth.
+# Over a series, leaking (or filled) stacks are named when together they
+# brought at least PART_SHARE of the stacks' growth.
 SIGNIFICANT_SHARE = 0.10
 SIGNIFICANT_BYTES = 8 << 20
 CAUSE_SHARE = 0.5
+PART_SHARE = 0.2
+NAMED = 3  # stacks named per kind
+
+Key = tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Memory:
     time: float
     rss: int | None
-    live: int  # estimated live heap
+    live: int  # estimated live heap, bytes the program asked for
+    usable: int | None  # the same blocks as the allocator sized them (newer dumps)
+    allocated: int | None  # the allocator's own count of every live block
     footprint: int | None  # what the allocator holds from the system
     held_free: int | None  # of which the program has freed
     overhead: int  # the library's own
@@ -41,20 +52,22 @@ def memory(dump: Dump) -> Memory:
         return int(value) if value and value.isdigit() else None
 
     live = num("estimated_live_bytes") or 0
+    allocated = num("allocator_allocated_bytes")
     if num("jemalloc_resident_bytes") is not None:
         footprint = num("jemalloc_resident_bytes")
-        allocated = num("jemalloc_allocated_bytes") or 0
-        held_free = max((footprint or 0) - allocated, 0)
+        held_free = max((footprint or 0) - (num("jemalloc_allocated_bytes") or 0), 0)
+        allocated = allocated if allocated is not None else num("jemalloc_allocated_bytes")
     elif num("glibc_arena_bytes") is not None:
         footprint = (num("glibc_arena_bytes") or 0) + (num("glibc_mmapped_bytes") or 0)
         held_free = num("glibc_free_bytes")
+        in_use, mapped = num("glibc_in_use_bytes"), num("glibc_mmapped_bytes")
+        if allocated is None and in_use is not None and mapped is not None:
+            allocated = in_use + mapped
     else:
         footprint = held_free = None
-    return Memory(dump.time or 0.0, num("rss_bytes"), live, footprint, held_free, num("overhead_bytes") or 0)
-
-
-def mib(n: int | None) -> str:
-    return "?" if n is None else f"{n / (1 << 20):.1f} MiB"
+    return Memory(
+        dump.time or 0.0, num("rss_bytes"), live, live_usable(dump), allocated, footprint, held_free, num("overhead_bytes") or 0
+    )
 
 
 def growth(before: int | None, after: int | None) -> int | None:
@@ -62,9 +75,12 @@ def growth(before: int | None, after: int | None) -> int | None:
     return None if before is None or after is None else after - before
 
 
-def verdict(first: Memory, last: Memory, top: tuple[str, float] | None) -> tuple[str, str]:
-    """(kind, sentence with the evidence). `top`: the function whose stacks
-    grew most, and its share of the live heap's growth."""
+def verdict(rows: list[Memory], trends: list[tuple[Key, Trend]]) -> tuple[str, str]:
+    """(kind, sentence with the evidence), from the dumps' memory (by time)
+    and every stack's trend over them (`profile.trends`)."""
+    if len(rows) < 2:
+        return "one dump", "take a later dump to see growth"
+    first, last = rows[0], rows[-1]
     if first.rss is None or last.rss is None:
         return "unknown", "the dumps do not record RSS (/proc was not readable)"
     d_rss, d_live = last.rss - first.rss, last.live - first.live
@@ -72,23 +88,86 @@ def verdict(first: Memory, last: Memory, top: tuple[str, float] | None) -> tuple
     if d_rss < floor and d_live < floor:
         return (
             "none",
-            f"no significant growth: RSS {mib(first.rss)} -> {mib(last.rss)}, live heap {mib(first.live)} -> {mib(last.live)}",
+            f"no significant growth: RSS {amount(first.rss)} -> {amount(last.rss)}, "
+            f"live heap {amount(first.live)} -> {amount(last.live)}",
         )
     if d_live >= CAUSE_SHARE * max(d_rss, 1):
-        where = f", {top[1]:.0%} under {top[0]}" if top else ""
-        return "leak", f"live heap grew {mib(d_live)} ({mib(first.live)} -> {mib(last.live)}){where}: a leak"
+        return live_growth(rows, trends)
     d_free = growth(first.held_free, last.held_free)
     if d_free is not None and d_free >= CAUSE_SHARE * d_rss:
         return "retention", (
-            f"live heap {mib(first.live)} -> {mib(last.live)} while RSS grew {mib(d_rss)}, and the allocator holds "
-            f"{mib(d_free)} more free memory: memory is retained by the allocator (fragmentation or unpurged pages), "
-            "not leaked by the program"
+            f"live heap {amount(first.live)} -> {amount(last.live)} while RSS grew {amount(d_rss)}, and the allocator "
+            f"holds {amount(d_free)} more free memory: memory is retained by the allocator (fragmentation or unpurged "
+            "pages), not leaked by the program"
         )
     d_out = growth(first.outside, last.outside)
     if d_out is not None and d_out >= CAUSE_SHARE * d_rss:
         return "outside malloc", (
-            f"RSS grew {mib(d_rss)} while the live heap ({mib(first.live)} -> {mib(last.live)}) and the allocator's "
-            f"footprint ({mib(first.footprint)} -> {mib(last.footprint)}) did not: the growth is outside malloc "
-            "(mmap, thread stacks, another allocator)"
+            f"RSS grew {amount(d_rss)} while the live heap ({amount(first.live)} -> {amount(last.live)}) and the "
+            f"allocator's footprint ({amount(first.footprint)} -> {amount(last.footprint)}) did not: the growth is "
+            "outside malloc (mmap, thread stacks, another allocator)"
         )
-    return "mixed", f"RSS grew {mib(d_rss)}, live heap {mib(d_live)}: no single cause carries half of it"
+    return "mixed", f"RSS grew {amount(d_rss)}, live heap {amount(d_live)}: no single cause carries half of it"
+
+
+def rise(t: Trend) -> int:
+    return t.values[-1] - t.values[0]
+
+
+def named(k: Key) -> str:
+    return " <- ".join(k[:3]) or "[no frames]"
+
+
+def live_growth(rows: list[Memory], trends: list[tuple[Key, Trend]]) -> tuple[str, str]:
+    """The live heap carries the growth: a leak, a filled cache, both, or neither."""
+    first, last = rows[0], rows[-1]
+    grew = f"live heap grew {amount(last.live - first.live)} ({' -> '.join(amount(r.live) for r in rows)})"
+    if len(rows) == 2:
+        # Two points: a leak and a cache still filling look the same.
+        by_function: dict[str, int] = {}
+        for k, t in trends:
+            if k:
+                by_function[k[0]] = by_function.get(k[0], 0) + rise(t)
+        total = sum(g for g in by_function.values() if g > 0)
+        where = ""
+        if total > 0:
+            top = max(by_function, key=lambda n: by_function[n])
+            where = f", {by_function[top] / total:.0%} under {top}"
+        return "leak or cache", (
+            f"{grew}{where}: two dumps cannot tell a leak from a cache or pool that is still filling; take a third "
+            "dump later and run summary on all three (a leak keeps growing, a cache levels off)"
+        )
+    total = sum(max(rise(t), 0) for _, t in trends) or 1
+    leaks = sorted(((k, t) for k, t in trends if t.verdict == "growing" and rise(t) > 0), key=lambda kt: -rise(kt[1]))
+    caches = sorted(((k, t) for k, t in trends if t.verdict == "plateaued"), key=lambda kt: -rise(kt[1]))
+    leak = sum(rise(t) for _, t in leaks) >= PART_SHARE * total
+    cache = sum(rise(t) for _, t in caches) >= PART_SHARE * total
+    parts = []
+    if leak:
+        each = "; ".join(
+            f"{named(k)} +{amount(rise(t))} ({amount(t.slope_per_hour)}/hour, rose at {t.monotonic:.0%} of steps)"
+            for k, t in leaks[:NAMED]
+        )
+        more = f"; and {len(leaks) - NAMED} more growing stacks" if len(leaks) > NAMED else ""
+        parts.append(f"a leak, still growing: {each}{more}")
+    if cache:
+        each = "; ".join(
+            f"{named(k)} holds {amount(t.values[-1])} (grew {amount(rise(t))}, then levelled off)" for k, t in caches[:NAMED]
+        )
+        more = f"; and {len(caches) - NAMED} more" if len(caches) > NAMED else ""
+        parts.append(f"a cache or pool that filled and stopped growing (not a leak): {each}{more}")
+    if leak and cache:
+        return "leak and cache", f"{grew}: both {parts[0]}; and {parts[1]}"
+    if leak:
+        return "leak", f"{grew}: {parts[0]}"
+    if cache:
+        return "cache", f"{grew}: {parts[0]}"
+    swinging = sorted(((k, t) for k, t in trends if t.verdict == "fluctuating"), key=lambda kt: -max(kt[1].values))
+    most = named(swinging[0][0]) if swinging else "?"
+    lives = [r.live for r in rows]
+    fell = any(b < a - SWING * (max(lives) - min(lives)) for a, b in zip(lives, lives[1:]))
+    how = "rises and falls (memory is freed and allocated again)" if fell else "grows unevenly"
+    return "fluctuating", (
+        f"{grew}, but no stack grew steadily (a leak) or filled and held (a cache): the live heap {how}, "
+        f"most under {most}; take more dumps to see where it settles"
+    )

@@ -232,9 +232,19 @@ class SeparateDebugInfo(unittest.TestCase):
         self.assertEqual(leaf["line"], site_line("demo.c", "leaked: never freed"))
         # Without the debug file the same frame has no name: the line above
         # really came from it.
-        bare = run_json("report", dump)["stacks"][0]["frames"][0]
+        self.assertEqual(found["unnamed"], [])
+        report = run_json("report", dump)
+        bare = report["stacks"][0]["frames"][0]
         self.assertTrue(bare["function"].startswith("stripped_pie+0x"), bare)
         self.assertIsNone(bare["file"])
+        # ... and the report says why, and what would name it.
+        [unnamed] = report["unnamed"]
+        build_id = unnamed["build_id"]
+        self.assertTrue((HARNESS / "debug/.build-id" / build_id[:2] / f"{build_id[2:]}.debug").exists(), unnamed)
+        self.assertIn("stripped", unnamed["why"])
+        text = script("report", dump).stdout
+        self.assertRegex(text, rf"\d+ addresses in \S+/stripped_pie have no name: it is stripped .* build-id {build_id}")
+        self.assertIn("--debug-dir", text)
 
 
 if __name__ == "__main__":
