@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import commands
+from . import commands, dumpcmd
 from .dumpfile import DumpError
 
 
@@ -58,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("dump")
     s.add_argument("-o", "--output", required=True, help="the .svg file to write")
     s.set_defaults(run=commands.flamegraph)
+    dumpcmd.register(sub)
     return p
 
 
