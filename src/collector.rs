@@ -8,7 +8,7 @@ use crate::live::{self, Entry, PENDING};
 use crate::lock::SpinLock;
 use crate::ring::{self, Sample};
 use crate::word_hash::WordMap;
-use crate::{accounting, clock, doorbell, next, sampling, signal, stack, unwind};
+use crate::{accounting, clock, doorbell, next, sampling, sigmask, signal, stack, unwind};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use once_cell::sync::OnceCell;
 use std::time::Duration;
@@ -27,6 +27,10 @@ struct Collector {
     /// Cumulative sampled (count, bytes) per (stack, requested size).
     allocated: WordMap<(u32, usize), (u64, u64)>,
     requests_served: u32,
+    /// Tokens of tagged requests already answered (`signal::take_tokens`).
+    tokens_seen: u32,
+    /// Tokens the dump being written answers.
+    answering: Vec<u32>,
     dumps_written: u64,
     dir: DumpDir,
     snapshot: Vec<Entry>,
@@ -177,21 +181,15 @@ pub fn ensure_running() {
 
 /// Starts the collector thread. A raw pthread rather than `std::thread`, so
 /// that nothing runs on it before it stops sampling itself. Every signal but
-/// the dump signal is blocked on it, so no handler of the program runs on it,
-/// while a program that blocks the dump signal in all its own threads still
-/// gets its dumps. Its creation is not sampled either.
+/// the dump signal is blocked on it, so no handler of the program runs on it;
+/// the dump signal, blocked in the program's threads (`sigmask`), is taken
+/// here. Its creation is not sampled either.
 fn spawn() {
     sampling::while_busy(|| {
+        let sig = CONFIG.get().map_or(0, |c| c.signal);
         // SAFETY: plain pthread calls with initialised arguments; `run` never
         // returns, so the thread needs no join.
-        let rc = unsafe {
-            let mut all: libc::sigset_t = core::mem::zeroed();
-            let mut old: libc::sigset_t = core::mem::zeroed();
-            libc::sigfillset(&mut all);
-            if let Some(cfg) = CONFIG.get() {
-                libc::sigdelset(&mut all, cfg.signal);
-            }
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let rc = sigmask::with_all_blocked(sig, || unsafe {
             let mut attr: libc::pthread_attr_t = core::mem::zeroed();
             // The default stack size: glibc carves the program's static TLS
             // out of the stack, so a small fixed size fails (EINVAL) in
@@ -201,9 +199,8 @@ fn spawn() {
             let mut thread: libc::pthread_t = 0;
             let rc = libc::pthread_create(&mut thread, &attr, run, core::ptr::null_mut());
             libc::pthread_attr_destroy(&mut attr);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
             rc
-        };
+        });
         if rc != 0 {
             crate::log::log!(
                 "cannot start the collector thread (error {rc}); no dumps will be written"
@@ -214,8 +211,16 @@ fn spawn() {
 
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     sampling::exclude_this_thread();
+    signal::set_collector_thread();
+    let mut takes_signal = true;
     loop {
         let seen = doorbell::current();
+        if takes_signal && sigmask::program_waits() {
+            // The program takes the dump signal itself from now on.
+            takes_signal = false;
+            let sig = CONFIG.get().map_or(0, |c| c.signal);
+            sigmask::block_here(sig, true);
+        }
         while FORK_PENDING.load(Ordering::Acquire) {
             // SAFETY: sched_yield has no preconditions.
             unsafe { libc::sched_yield() };
@@ -234,6 +239,8 @@ impl Collector {
             stacks: Vec::new(),
             allocated: WordMap::default(),
             requests_served: signal::requests(),
+            tokens_seen: 0,
+            answering: Vec::new(),
             dumps_written: 0,
             dir: DumpDir::open(&cfg.dir, true),
             snapshot: Vec::new(),
@@ -250,8 +257,10 @@ impl Collector {
         if requests != self.requests_served {
             // A burst of signals yields one dump.
             self.requests_served = requests;
+            self.answering = signal::take_tokens(&mut self.tokens_seen);
             while self.absorb(usize::MAX) {}
             self.dump();
+            self.answering.clear();
         } else if self.automatic.due(self.allocated_bytes) {
             self.dump();
         } else if live::take_peak_request() {
@@ -385,6 +394,10 @@ impl Collector {
                     .map_or(String::new(), |c| config::signal_name(c.signal)),
             ),
         ];
+        if !self.answering.is_empty() && !at_peak {
+            let tokens: Vec<String> = self.answering.iter().map(|t| format!("{t:08x}")).collect();
+            meta.push(("requests_answered", tokens.join(" ")));
+        }
         let (_, peak, peak_time) = live::estimate();
         meta.push(("peak_estimated_live_bytes", peak.to_string()));
         meta.push(("peak_time_unix", peak_time.to_string()));

@@ -35,6 +35,7 @@ mod next;
 mod registered_frames;
 mod ring;
 mod sampling;
+mod sigmask;
 mod signal;
 mod stack;
 mod stack_bounds;

@@ -6,14 +6,27 @@
 //! `bsd_signal` and `sysv_signal` are interposed for the dump signal: the
 //! kernel always keeps the library's handler, installed with the program's
 //! mask and flags, while the program sees and changes its own disposition.
-//! The handler treats a `kill`/`sigqueue` from another process as a dump
-//! request and passes every other delivery to the program's handler.
+//! The handler treats a `kill`/`sigqueue` from outside the process (not from
+//! the process itself, nor from one of its children) as a dump request and
+//! passes every other delivery to the program's handler. A `sigqueue` that
+//! carries leakprobe's tag (`scripts/leakprobe dump`) is always a request,
+//! and its token is written into the dump that answers it.
+//!
+//! Which thread the signal is delivered to is `sigmask`'s part.
 
-use crate::{doorbell, next};
+use crate::{doorbell, next, sigmask};
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 static REQUESTS: AtomicU32 = AtomicU32::new(0);
+/// The high 32 bits of a tagged request's `sival_ptr` ("LEAK").
+const TAG: u64 = 0x4c45_414b;
+/// Tokens of tagged requests, the newest `TOKENS.len()` kept.
+static TOKENS: [AtomicU32; 16] = [const { AtomicU32::new(0) }; 16];
+static TOKENS_SEEN: AtomicU32 = AtomicU32::new(0);
+/// The collector thread's id, where the handler hands back deliveries that
+/// belong to a program that waits for the signal itself.
+static COLLECTOR_TID: AtomicI32 = AtomicI32::new(0);
 /// The dump signal, once installed (0 before).
 static DUMP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
@@ -50,7 +63,63 @@ pub fn install(sig: c_int) {
     });
     if !ok {
         crate::log::log!("cannot install a handler for signal {sig}; dumps on signal are off");
+        return;
     }
+    sigmask::install(sig);
+}
+
+/// The dump signal, or 0 before it is installed.
+pub fn dump_signal() -> c_int {
+    DUMP_SIGNAL.load(Ordering::Acquire)
+}
+
+/// Whether the program has a handler of its own for the dump signal.
+pub fn program_has_handler() -> bool {
+    !matches!(
+        APP_HANDLER.load(Ordering::Acquire),
+        libc::SIG_DFL | libc::SIG_IGN
+    )
+}
+
+/// Called on the collector thread when it starts.
+pub fn set_collector_thread() {
+    // SAFETY: gettid has no preconditions.
+    COLLECTOR_TID.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+}
+
+/// Tokens of tagged requests received since the last call (the newest 16).
+pub fn take_tokens(seen: &mut u32) -> Vec<u32> {
+    let now = TOKENS_SEEN.load(Ordering::Acquire);
+    let first = now.wrapping_sub(*seen).min(TOKENS.len() as u32);
+    *seen = now;
+    (0..first)
+        .map(|back| now.wrapping_sub(first - back))
+        .map(|i| TOKENS[i as usize % TOKENS.len()].load(Ordering::Relaxed))
+        .collect()
+}
+
+/// Before an exec: a program that ignores the dump signal passes `SIG_IGN`
+/// on (the kernel resets a handler to SIG_DFL, but keeps SIG_IGN). True if
+/// the disposition was changed and must be `reinstall`ed after.
+pub fn ignore_for_exec(sig: c_int) -> bool {
+    if APP_HANDLER.load(Ordering::Acquire) != libc::SIG_IGN {
+        return false;
+    }
+    // SAFETY: a zeroed sigaction with SIG_IGN is valid.
+    unsafe {
+        let mut ign: libc::sigaction = core::mem::zeroed();
+        ign.sa_sigaction = libc::SIG_IGN;
+        next_sigaction()(sig, &ign, core::ptr::null_mut()) == 0
+    }
+}
+
+/// The library's handler again, after a failed exec (or a spawn).
+pub fn reinstall(sig: c_int) {
+    with_app_action(|view| {
+        // SAFETY: an all-zero sigaction is SIG_DFL with no flags.
+        let act = view.unwrap_or_else(|| unsafe { core::mem::zeroed() });
+        apply(sig, &act)
+    });
 }
 
 /// Asks the collector for a dump. Async-signal-safe.
@@ -90,37 +159,42 @@ fn apply(sig: c_int, app: &libc::sigaction) -> c_int {
 /// Runs `f` on the program's view with every signal blocked and the lock
 /// held (sigaction is async-signal-safe, so handlers may call it too).
 fn with_app_action<R>(f: impl FnOnce(&mut Option<libc::sigaction>) -> R) -> R {
-    // SAFETY: plain signal-mask calls; the view is reached only here.
-    unsafe {
-        let mut all: libc::sigset_t = core::mem::zeroed();
-        let mut old: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    sigmask::with_all_blocked(0, || {
         while APP_LOCK
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             core::hint::spin_loop();
         }
-        let r = f(&mut *APP_ACTION.0.get());
+        // SAFETY: APP_LOCK is held with every signal blocked (see AppAction).
+        let r = f(unsafe { &mut *APP_ACTION.0.get() });
         APP_LOCK.store(false, Ordering::Release);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
         r
-    }
+    })
 }
 
 extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
-    if is_dump_request(info) {
+    if let Some(token) = tagged_request(info) {
+        let i = TOKENS_SEEN.load(Ordering::Relaxed);
+        TOKENS[i as usize % TOKENS.len()].store(token, Ordering::Relaxed);
+        TOKENS_SEEN.store(i.wrapping_add(1), Ordering::Release);
         request_dump();
         return;
     }
+    if sigmask::program_waits() && on_collector_thread() {
+        hand_back(sig, info, ctx);
+        return;
+    }
+    let external = is_external(info);
     let handler = APP_HANDLER.load(Ordering::Acquire);
     let flags = APP_FLAGS.load(Ordering::Relaxed);
     match handler {
+        libc::SIG_IGN if external => request_dump(),
         libc::SIG_IGN => {}
         // Without a handler of the program's, every delivery asks for a
         // dump (the default action would have ended the process).
         libc::SIG_DFL => request_dump(),
+        _ if external => request_dump(),
         _ => {
             if flags & libc::SA_RESETHAND != 0 {
                 APP_HANDLER.store(libc::SIG_DFL, Ordering::Release);
@@ -141,18 +215,119 @@ extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void
     }
 }
 
-/// A dump request is a `kill` or `sigqueue` from another process; signals the
-/// process sends itself (`pthread_kill`, `tgkill`, `raise`, a self-`kill`)
-/// belong to the program.
-fn is_dump_request(info: *const libc::siginfo_t) -> bool {
+/// A `sigqueue` from another process tagged by leakprobe: its token.
+fn tagged_request(info: *const libc::siginfo_t) -> Option<u32> {
     if info.is_null() {
-        return false;
+        return None;
     }
     // SAFETY: the kernel passes a valid siginfo with SA_SIGINFO; getpid is
     // async-signal-safe.
     unsafe {
+        let value = (*info).si_value().sival_ptr as u64;
+        ((*info).si_code == libc::SI_QUEUE
+            && (*info).si_pid() != libc::getpid()
+            && value >> 32 == TAG)
+            .then_some(value as u32)
+    }
+}
+
+/// A `kill` or `sigqueue` from outside: not the process itself (`raise`,
+/// `pthread_kill`, a self-`kill`) and not one of its children (a worker
+/// signalling its parent): those belong to the program.
+fn is_external(info: *const libc::siginfo_t) -> bool {
+    if info.is_null() {
+        return false;
+    }
+    // SAFETY: as in `tagged_request`.
+    unsafe {
         let code = (*info).si_code;
-        (code == libc::SI_USER || code == libc::SI_QUEUE) && (*info).si_pid() != libc::getpid()
+        let pid = (*info).si_pid();
+        (code == libc::SI_USER || code == libc::SI_QUEUE)
+            && pid != libc::getpid()
+            && crate::errno::preserved(|| parent_of(pid)) != Some(libc::getpid())
+    }
+}
+
+/// The parent of process `pid`, from `/proc/<pid>/stat` (async-signal-safe:
+/// raw open/read into a stack buffer). None when it cannot be read.
+fn parent_of(pid: libc::pid_t) -> Option<libc::pid_t> {
+    let mut digits = [0u8; 12];
+    let digits = pid.to_string_in(&mut digits);
+    // Zeroed: the byte after the name is its NUL.
+    let mut path = [0u8; 32];
+    for (at, &c) in b"/proc/".iter().chain(digits).chain(b"/stat").enumerate() {
+        *path.get_mut(at)? = c;
+    }
+    let mut buf = [0u8; 512];
+    // SAFETY: a NUL-terminated path; read into a local buffer; the
+    // descriptor is closed before returning.
+    let n = unsafe {
+        let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    let text = buf.get(..usize::try_from(n).ok()?)?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    let after = text.iter().rposition(|&b| b == b')')?;
+    let mut fields = text
+        .get(after + 1..)?
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty());
+    fields.next()?;
+    let ppid = fields.next()?;
+    let mut value: libc::pid_t = 0;
+    for &d in ppid {
+        value = value
+            .checked_mul(10)?
+            .checked_add(libc::pid_t::from(d.checked_sub(b'0').filter(|d| *d < 10)?))?;
+    }
+    Some(value)
+}
+
+/// Decimal digits of a number into a buffer, without allocating.
+trait ToStringIn {
+    fn to_string_in(self, buf: &mut [u8; 12]) -> &[u8];
+}
+
+impl ToStringIn for libc::pid_t {
+    fn to_string_in(self, buf: &mut [u8; 12]) -> &[u8] {
+        let mut n = self.unsigned_abs();
+        let mut at = buf.len();
+        loop {
+            at -= 1;
+            buf[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 || at == 0 {
+                break;
+            }
+        }
+        &buf[at..]
+    }
+}
+
+fn on_collector_thread() -> bool {
+    // SAFETY: gettid has no preconditions.
+    COLLECTOR_TID.load(Ordering::Relaxed) == unsafe { libc::gettid() }
+}
+
+/// The program waits for the signal itself, but this delivery reached the
+/// collector before it blocked the signal: queue it to the process again
+/// (as SI_QUEUE: the kernel lets a thread queue a `kill`'s code only to
+/// itself), and return to the collector with the signal blocked.
+fn hand_back(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    // SAFETY: `info` and `ctx` are the kernel's for this delivery; the
+    // mask in the ucontext is what the thread returns to.
+    unsafe {
+        let mut copy = *info;
+        copy.si_code = libc::SI_QUEUE;
+        libc::syscall(libc::SYS_rt_sigqueueinfo, libc::getpid(), sig, &copy);
+        if let Some(uc) = (ctx as *mut libc::ucontext_t).as_mut() {
+            libc::sigaddset(&mut uc.uc_sigmask, sig);
+        }
     }
 }
 
@@ -183,7 +358,8 @@ pub unsafe extern "C" fn sigaction(
     if !is_dump_signal(sig) {
         return next_sigaction()(sig, act, old);
     }
-    with_app_action(|view| {
+    let had_handler = program_has_handler();
+    let rc = with_app_action(|view| {
         if !old.is_null() {
             *old = current(view);
         }
@@ -196,7 +372,12 @@ pub unsafe extern "C" fn sigaction(
             set_app(&*act);
         }
         rc
-    })
+    });
+    // Outside `with_app_action`, which restores this thread's mask.
+    if program_has_handler() != had_handler {
+        sigmask::disposition_changed(sig);
+    }
+    rc
 }
 
 /// The program's disposition as it stands: the stored action, unless the

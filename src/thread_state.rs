@@ -14,6 +14,10 @@ pub struct ThreadState {
     /// The mapping this thread's stack lives in, once looked up (`stack_bounds`).
     pub stack: Cell<(usize, usize)>,
     pub stack_scans: Cell<u8>,
+    /// Whether the program asked for the dump signal to be blocked on this
+    /// thread (`sigmask`): the kernel's mask may differ, this is the
+    /// program's view. A new thread starts with it unblocked.
+    pub app_blocks_dump: Cell<bool>,
 }
 
 impl ThreadState {
@@ -24,6 +28,7 @@ impl ThreadState {
             rng: Cell::new(rng),
             stack: Cell::new((0, 0)),
             stack_scans: Cell::new(0),
+            app_blocks_dump: Cell::new(false),
         }
     }
 }
