@@ -82,6 +82,8 @@ class Request:
     facts: dict[str, str] = field(default_factory=dict)
     failure: str | None = None
     unreadable: str | None = None  # why the directory cannot be listed
+    sent: int = 0
+    resend: bool = False
 
     @property
     def who(self) -> str:
@@ -224,17 +226,20 @@ def prepare(pid: int) -> Request:
 
 
 def send(req: Request) -> None:
+    """Sends the request (again, if it may have been lost), Refused if it cannot."""
+    if req.token == 0:
+        while req.token == 0:
+            req.token = secrets.randbits(32)
+        # Files already there cannot answer a request not yet sent.
+        scan(req, record_only=True)
     libc = ctypes.CDLL(None, use_errno=True)
     # union sigval is passed as its 64-bit sival_ptr (one integer register).
     libc.sigqueue.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
-    req.token = 0
-    while req.token == 0:
-        req.token = secrets.randbits(32)
-    # Files already there cannot answer a request not yet sent.
-    scan(req, record_only=True)
     if libc.sigqueue(req.pid, req.signal, (MAGIC << 32) | req.token) != 0:
         err = ctypes.get_errno()
         raise Refused(f"cannot signal process {req.pid} ({req.name}): {os.strerror(err)}")
+    req.sent += 1
+    req.resend = False
 
 
 def header(path: str) -> dict[str, list[str]] | None:
@@ -300,6 +305,9 @@ def scan(req: Request, record_only: bool = False) -> None:
             req.path = entry.path
             req.facts = {k: v[-1] for k, v in facts.items()}
             return
+        # A standard signal sent while another is pending is merged into it,
+        # value and all: a dump without our token may mean ours was lost.
+        req.resend = True
 
 
 def wait(requests: list[Request], timeout: float) -> None:
@@ -312,13 +320,19 @@ def wait(requests: list[Request], timeout: float) -> None:
                 scan(req)  # it may have answered just before exiting
                 if req.path is None:
                     req.failure = f"{req.who} exited before its dump appeared in {req.dir}"
+            elif req.path is None and req.resend:
+                try:
+                    send(req)
+                except Refused as e:
+                    req.failure = str(e)
         pending = [r for r in pending if r.path is None and r.failure is None]
         if pending and time.monotonic() >= deadline:
             for req in pending:
                 where = f"{req.dir} (cannot list it: {req.unreadable})" if req.unreadable else req.dir
                 req.failure = (
                     f"no dump from {req.who} in {where} within {timeout:g} s "
-                    f"(sent {signal_name(req.signal)} with request {req.token:08x}); "
+                    f"(sent {signal_name(req.signal)} with request {req.token:08x}"
+                    f"{f', {req.sent} times' if req.sent > 1 else ''}); "
                     f"see its stderr or {os.path.join(req.dir, f'leakprobe.{req.pid}.log')}"
                 )
             return

@@ -97,6 +97,20 @@ class DumpCommand(unittest.TestCase):
         self.assertNotEqual(self.assert_answered(probe, again, probe.dir), path)
         self.assertEqual(probe.finish(), 0)
 
+    def test_concurrent_requests_each_get_an_answer(self) -> None:
+        probe = self.start()
+        command = [sys.executable, str(ROOT / "scripts/leakprobe"), "dump", str(probe.proc.pid)]
+        runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+        paths = []
+        for run in runs:
+            out, err = run.communicate(timeout=60)
+            self.assertEqual(run.returncode, 0, err)
+            paths.append(out.splitlines()[0])
+        # A dump answers every request it lists; each of the 8 found one.
+        answered = sum(len(facts(p)["requests_answered"].split()) for p in set(paths))
+        self.assertGreaterEqual(answered, 8)
+        self.assertEqual(probe.finish(), 0)
+
     def test_custom_signal_and_relative_directory(self) -> None:
         work = Path(tempfile.mkdtemp(prefix="leakprobe-dumpcmd-cwd-"))
         self.addCleanup(shutil.rmtree, work, True)
