@@ -141,7 +141,8 @@ def proc(pid: int, what: str) -> bytes:
 
 def process_name(pid: int) -> str:
     try:
-        return proc(pid, "comm").decode(errors="replace").strip()
+        name = proc(pid, "comm").decode(errors="replace").strip()
+        return "".join(c if c.isprintable() else "?" for c in name)  # the process picks it
     except Refused:
         return "?"
 
@@ -341,11 +342,13 @@ def wait(requests: list[Request], timeout: float) -> None:
 
 
 def estimate(req: Request) -> str:
-    try:
-        live = int(req.facts.get("estimated_live_bytes", ""))
-    except ValueError:
-        live = None
-    return f"~{mib(live)} estimated live in {req.facts.get('live_samples', '?')} live samples"
+    def number(key: str) -> int | None:
+        # The dump is the process's writing: nothing but a plain number is shown.
+        text = req.facts.get(key, "")
+        return int(text) if re.fullmatch(r"[0-9]{1,20}", text) else None
+
+    samples = number("live_samples")
+    return f"~{mib(number('estimated_live_bytes'))} estimated live in {'?' if samples is None else samples} live samples"
 
 
 def processes_named(name: str) -> list[int]:
