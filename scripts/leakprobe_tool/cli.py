@@ -6,7 +6,7 @@ import argparse
 import re
 import sys
 
-from . import commands, pprof
+from . import commands, dumpcmd, pprof
 from .dumpfile import DumpError
 
 
@@ -71,6 +71,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-allocator-frames", action="store_true", help="keep malloc, operator new... at the leaf")
     s.add_argument("--debug-dir", action="append", default=[], metavar="DIR", help="as for report")
     s.set_defaults(run=pprof.export)
+    dumpcmd.register(sub)
     return p
 
 

@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "target/release/libleakprobe.so"
@@ -27,11 +28,24 @@ if not LIBRARY.exists():
 class Probe:
     """A harness program running under the library, dumping into its own directory."""
 
-    def __init__(self, program: str | list[str], args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
-        """`program` is a harness program's name, or a whole command."""
+    def __init__(
+        self,
+        program: str | list[str],
+        args: tuple[str, ...] = (),
+        env: dict[str, str | None] | None = None,
+        **popen: Any,
+    ) -> None:
+        """`program` is a harness program's name, or a whole command. `env`
+        overrides the environment (None removes a variable: LD_PRELOAD=None runs
+        it without the library); `popen` goes to subprocess.Popen (cwd, user)."""
         command = [str(HARNESS / program), *args] if isinstance(program, str) else program
         self.dir = Path(tempfile.mkdtemp(prefix=f"leakprobe-{Path(command[0]).name}-"))
-        environment = dict(os.environ, LD_PRELOAD=str(LIBRARY), LEAKPROBE_DIR=str(self.dir), **(env or {}))
+        environment = dict(os.environ, LD_PRELOAD=str(LIBRARY), LEAKPROBE_DIR=str(self.dir))
+        for key, value in (env or {}).items():
+            if value is None:
+                environment.pop(key, None)
+            else:
+                environment[key] = value
         self.stderr = open(self.dir / "stderr.txt", "w")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             command,
@@ -40,6 +54,7 @@ class Probe:
             stderr=self.stderr,
             env=environment,
             text=True,
+            **popen,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.reader = threading.Thread(target=self._read, daemon=True)
