@@ -6,14 +6,21 @@
  *     Prints STARTED first, "CHILD <pid>" (the child prints "CHILD READY"),
  *     then READY;
  *     both exit at end of input.
+ *   timing <forks> <dir>: a thread churns sampled allocations meanwhile;
+ *     before each fork the main thread keeps 4 x 400 bytes more
+ *     (site_timed) and forks at once, 1 ms later or 100 ms later (the first
+ *     three forks; then at once); child i writes <dir>/child.<i>.heap with
+ *     leakprobe_dump and exits. Prints "FORKED <n>" when all are done.
  *   daemon <pidfile>: daemonizes (fork, setsid, fork; the parents exit),
  *     keeps 20 x 3000 bytes (site_daemon), writes its pid, waits for SIGTERM. */
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
 #include "common.h"
+#include "../include/leakprobe.h"
 
 static volatile int stop;
 
@@ -27,6 +34,10 @@ __attribute__((noinline)) static void site_in_child(void) {
 
 __attribute__((noinline)) static void site_daemon(void) {
     for (int i = 0; i < 20; i++) keep(malloc(3000));
+}
+
+__attribute__((noinline)) static void site_timed(void) {
+    for (int i = 0; i < 4; i++) keep(malloc(400));
 }
 
 static void *churn(void *arg) {
@@ -69,6 +80,30 @@ static int run_forks(int n) {
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
 }
 
+static int run_timing(int forks, const char *dir) {
+    leakprobe_dump_fn dump = (leakprobe_dump_fn)dlsym(RTLD_DEFAULT, "leakprobe_dump");
+    if (!dump) return 3;
+    pthread_t t;
+    pthread_create(&t, NULL, churn, NULL);
+    static const long delay_us[] = {0, 1000, 100000};
+    for (int i = 0; i < forks; i++) {
+        site_timed();
+        if (i < 3 && delay_us[i]) usleep(delay_us[i]);
+        pid_t pid = fork();
+        if (pid == 0) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/child.%d.heap", dir, i);
+            _exit(dump(path) == 0 ? 0 : 5);
+        }
+        int status;
+        if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return 1;
+    }
+    stop = 1;
+    pthread_join(t, NULL);
+    printf("FORKED %d\n", forks);
+    return 0;
+}
+
 static int run_daemon(const char *pidfile) {
     if (fork() != 0) _exit(0);
     setsid();
@@ -90,5 +125,6 @@ static int run_daemon(const char *pidfile) {
 
 int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "daemon") == 0) return run_daemon(argv[2]);
+    if (argc >= 4 && strcmp(argv[1], "timing") == 0) return run_timing(atoi(argv[2]), argv[3]);
     return run_forks(argc >= 3 ? atoi(argv[2]) : 30);
 }

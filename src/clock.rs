@@ -1,4 +1,4 @@
-//! Coarse clocks: read through the vDSO, so no system call.
+//! Coarse clocks, read through the vDSO (no system call), and sleeping.
 
 use std::time::Duration;
 
@@ -20,4 +20,15 @@ pub fn monotonic() -> Duration {
 /// Wall-clock time since the Unix epoch.
 pub fn wall() -> Duration {
     read(libc::CLOCK_REALTIME)
+}
+
+/// Sleeps for `d` (less if a signal interrupts it: callers loop on a
+/// condition).
+pub fn sleep(d: Duration) {
+    let ts = libc::timespec {
+        tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: nanosleep reads a valid timespec; no remainder wanted.
+    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
 }

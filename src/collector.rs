@@ -100,6 +100,37 @@ static DUMPS_DONE: AtomicU32 = AtomicU32::new(0);
 static FORK_PENDING: AtomicBool = AtomicBool::new(false);
 /// Set by the fork prepare handler when it got the state lock.
 static FORK_HAS_STATE: AtomicBool = AtomicBool::new(false);
+/// Set while a fork is prepared: new samples wait, so that every sample is
+/// either in the ring (drained before the fork) or not begun.
+static FORK_GATE: AtomicBool = AtomicBool::new(false);
+/// Samples between their live-table insert and their ring push.
+static IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
+
+/// A sample being recorded (see `FORK_GATE`): a shared counter, touched on
+/// the sampled path only.
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn enter() -> InFlight {
+        loop {
+            while FORK_GATE.load(Ordering::SeqCst) {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+            IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+            if !FORK_GATE.load(Ordering::SeqCst) {
+                return InFlight(());
+            }
+            IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 pub fn start(cfg: &Config) {
     let cfg = CONFIG.get_or_init(|| cfg.clone());
@@ -154,12 +185,7 @@ pub fn dump_to(target: Option<std::path::PathBuf>, timeout: std::time::Duration)
         if clock::monotonic() > deadline {
             return false;
         }
-        let ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 2_000_000,
-        };
-        // SAFETY: plain sleep.
-        unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+        clock::sleep(Duration::from_millis(2));
     }
     LAST_WRITTEN.load(Ordering::Acquire)
 }
@@ -499,6 +525,15 @@ impl Collector {
 /// live-table locks (whose holders never wait on anything), so the child
 /// inherits consistent tables.
 extern "C" fn fork_prepare() {
+    // Samples under way finish (a push waits at most a second for room),
+    // and no new one starts: the child then inherits each sample whole.
+    FORK_GATE.store(true, Ordering::SeqCst);
+    for _ in 0..2000 {
+        if IN_FLIGHT.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        clock::sleep(Duration::from_micros(500));
+    }
     FORK_PENDING.store(true, Ordering::Release);
     // The collector takes shard locks while it holds the state lock: take
     // them in the same order, or each would wait for the other.
@@ -507,19 +542,23 @@ extern "C" fn fork_prepare() {
         if got {
             break;
         }
-        let ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 1_000_000,
-        };
-        // SAFETY: plain sleep.
-        unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+        clock::sleep(Duration::from_millis(1));
         got = STATE.try_acquire();
     }
     FORK_HAS_STATE.store(got, Ordering::Relaxed);
+    if got {
+        // What the collector had not taken yet is interned now, so the
+        // child (whose ring starts empty) has every stack.
+        // SAFETY: the state lock is held.
+        if let Some(c) = unsafe { STATE.held() } {
+            while c.absorb(usize::MAX) {}
+        }
+    }
     live::lock_all();
 }
 
 extern "C" fn fork_parent() {
+    FORK_GATE.store(false, Ordering::SeqCst);
     if FORK_HAS_STATE.load(Ordering::Relaxed) {
         STATE.release();
     }
@@ -528,6 +567,8 @@ extern "C" fn fork_parent() {
 }
 
 extern "C" fn fork_child() {
+    FORK_GATE.store(false, Ordering::SeqCst);
+    IN_FLIGHT.store(0, Ordering::SeqCst);
     FORK_PENDING.store(false, Ordering::Release);
     live::unlock_all();
     ring::renew();

@@ -242,6 +242,7 @@ fn record(p: Ptr, size: usize, api: Api) {
     static SEQ: AtomicU64 = AtomicU64::new(1);
     sampling::while_busy(|| {
         collector::ensure_running();
+        let _flight = collector::InFlight::enter();
         let (ptr, seq) = (p as usize, SEQ.fetch_add(1, Ordering::Relaxed));
         let mut sample = Sample {
             seq,

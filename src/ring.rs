@@ -65,12 +65,8 @@ pub fn push(mut sample: Sample, wake: impl Fn()) -> bool {
             return count_drop(sample.size);
         }
         wake();
-        let ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: pause as i64,
-        };
-        // SAFETY: plain sleep; on a sampled path only.
-        unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+        // On a sampled path only.
+        crate::clock::sleep(std::time::Duration::from_nanos(pause));
         waited += pause;
         pause = (pause * 2).min(5_000_000);
     }

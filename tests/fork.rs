@@ -97,3 +97,37 @@ fn a_daemon_answers_the_dump_signal() {
     unsafe { libc::kill(pid, libc::SIGTERM) };
     assert_eq!(dump.by_function(&exe)["site_daemon"].live_count, 20);
 }
+
+/// Blocks sampled 0 µs, 1 ms and 100 ms before `fork()`, and then before
+/// each of 1,000 forks while another thread allocates: every child's dump
+/// has all of them with their stacks.
+#[test]
+fn a_child_has_every_block_sampled_before_the_fork_with_its_stack() {
+    const FORKS: usize = 1000;
+    let exe = harness("fork");
+    let dir = scratch_dir("fork_timing");
+    let out = dir.join("children");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut p = Probe::start(
+        &exe,
+        &["timing", &FORKS.to_string(), out.to_str().unwrap()],
+        &dir,
+        &[("LEAKPROBE_SAMPLE", "1")],
+    );
+    p.expect_line("FORKED", Duration::from_secs(300));
+    let (status, stderr) = p.finish(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{stderr}");
+    for i in 0..FORKS {
+        let dump = Dump::read(&out.join(format!("child.{i}.heap")));
+        assert_eq!(dump.meta_u64("samples_unresolved"), 0, "child {i}");
+        // The first three (the timings) and every 100th, by function.
+        if i < 3 || i % 100 == 0 {
+            let sites = dump.by_function(&exe);
+            assert_eq!(
+                sites["site_timed"].live_count,
+                4 * (i as u64 + 1),
+                "child {i}: blocks kept before its fork"
+            );
+        }
+    }
+}
