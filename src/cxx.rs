@@ -2,19 +2,25 @@
 //! next definition (libstdc++'s, or an allocator's that replaces them, as
 //! tcmalloc and jemalloc do).
 //!
-//! libstdc++'s `new` calls `malloc`: counting in both would count each
-//! object twice. So when the next `new` is not the allocator's own (it lives
-//! in another object than `malloc`), the library allocates with the next
-//! `malloc` itself and only calls the real `new` when that fails, for its
-//! `new_handler` loop and `bad_alloc`. When the allocator provides `new`, the
-//! library counts the object and calls the allocator's `nothrow` form, then
-//! its throwing form on failure. Either way a C++ exception only ever leaves
-//! through a tail call: it never unwinds through a Rust frame.
+//! libstdc++'s operators allocate with `malloc` (or `aligned_alloc`) and
+//! free with `free`, which the library interposes already: for them each
+//! exported `operator new` is one load and a tail jump to libstdc++'s, and
+//! each `operator delete` one to the library's `free`, so an object is
+//! counted, and its `delete` checked, once (frame 0 is then
+//! `malloc`, under libstdc++'s `operator new`; both tools drop both). When
+//! the allocator provides the operators itself (in the object that provides
+//! `malloc`), they never reach `malloc`: the operators here (`counted`) then
+//! count the object and call the allocator's `nothrow` form, then its
+//! throwing form on failure. Which applies is decided at the first call of
+//! any operator (the C++ runtime may be loaded after the library), and the
+//! jump slots then point at the right code. Either way a C++ exception only
+//! ever leaves through a tail call: it never unwinds through a Rust frame.
 
 use crate::interpose::{allocate_sampled, release_sampled, Api};
 use crate::{live, next, thread_state};
+use core::ffi::c_int;
 use core::ffi::{c_void, CStr};
-use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 type Ptr = *mut c_void;
 /// `std::align_val_t` and `const std::nothrow_t&` as passed in registers.
@@ -111,46 +117,43 @@ unsafe fn try_new(size: usize, align: Option<Align>, array: bool) -> Ptr {
     }
 }
 
-/// Counts `size` bytes and makes one non-throwing attempt, sampled when the
-/// countdown says so.
-#[inline(always)]
-unsafe fn attempt(size: usize, align: Option<Align>, array: bool) -> Ptr {
-    let api = if array { Api::NewArray } else { Api::New };
-    if !thread_state::crosses(size) {
-        return try_new(size, align, array);
-    }
-    allocate_sampled(size, api, move || try_new(size, align, array))
-}
-
-/// An operator new: one attempt, then the real operator for its new_handler
-/// loop and its failure (`bad_alloc`, or null for nothrow), as a tail call.
+/// A counted operator new: bytes counted down, then a tail call to the real
+/// operator (its new_handler loop and `bad_alloc` included). Only a sampled
+/// allocation makes one non-throwing attempt first, to record it, and calls
+/// the real operator, as a tail call, if that fails.
 macro_rules! operator_new {
     ($name:ident($($arg:ident: $ty:ty),*) => $real:ident, align = $align:expr, array = $array:expr) => {
-        #[no_mangle]
         #[inline(never)]
         pub unsafe extern "C" fn $name(size: usize $(, $arg: $ty)*) -> Ptr {
-            let p = attempt(size, $align, $array);
-            if !p.is_null() {
-                return p;
+            if thread_state::crosses(size) {
+                let api = if $array { Api::NewArray } else { Api::New };
+                let p = allocate_sampled(size, api, move || try_new(size, $align, $array));
+                if !p.is_null() {
+                    return p;
+                }
             }
             $real()(size $(, $arg)*)
         }
     };
 }
 
-operator_new!(_Znwm() => new, align = None, array = false);
-operator_new!(_Znam() => new_array, align = None, array = true);
-operator_new!(_ZnwmRKSt9nothrow_t(nt: Nothrow) => new_nothrow, align = None, array = false);
-operator_new!(_ZnamRKSt9nothrow_t(nt: Nothrow) => new_array_nothrow, align = None, array = true);
-operator_new!(_ZnwmSt11align_val_t(al: Align) => new_aligned, align = Some(al), array = false);
-operator_new!(_ZnamSt11align_val_t(al: Align) => new_array_aligned, align = Some(al), array = true);
-operator_new!(_ZnwmSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => new_aligned_nothrow, align = Some(al), array = false);
-operator_new!(_ZnamSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => new_array_aligned_nothrow, align = Some(al), array = true);
+/// The operators for an allocator that provides its own: they count.
+#[allow(non_snake_case)]
+mod counted {
+    use super::*;
 
-/// An operator delete: out of the live set, then the next operator delete.
-macro_rules! operator_delete {
+    operator_new!(_Znwm() => new, align = None, array = false);
+    operator_new!(_Znam() => new_array, align = None, array = true);
+    operator_new!(_ZnwmRKSt9nothrow_t(nt: Nothrow) => new_nothrow, align = None, array = false);
+    operator_new!(_ZnamRKSt9nothrow_t(nt: Nothrow) => new_array_nothrow, align = None, array = true);
+    operator_new!(_ZnwmSt11align_val_t(al: Align) => new_aligned, align = Some(al), array = false);
+    operator_new!(_ZnamSt11align_val_t(al: Align) => new_array_aligned, align = Some(al), array = true);
+    operator_new!(_ZnwmSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => new_aligned_nothrow, align = Some(al), array = false);
+    operator_new!(_ZnamSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => new_array_aligned_nothrow, align = Some(al), array = true);
+
+    /// An operator delete: out of the live set, then the next operator delete.
+    macro_rules! operator_delete {
     ($name:ident($($arg:ident: $ty:ty),*) => $real:ident) => {
-        #[no_mangle]
         #[inline(never)]
         pub unsafe extern "C" fn $name(p: Ptr $(, $arg: $ty)*) {
             if !live::maybe_sampled(p as usize) {
@@ -161,15 +164,182 @@ macro_rules! operator_delete {
     };
 }
 
-operator_delete!(_ZdlPv() => delete);
-operator_delete!(_ZdaPv() => delete_array);
-operator_delete!(_ZdlPvm(size: usize) => delete_sized);
-operator_delete!(_ZdaPvm(size: usize) => delete_array_sized);
-operator_delete!(_ZdlPvRKSt9nothrow_t(nt: Nothrow) => delete_nothrow);
-operator_delete!(_ZdaPvRKSt9nothrow_t(nt: Nothrow) => delete_array_nothrow);
-operator_delete!(_ZdlPvSt11align_val_t(al: Align) => delete_aligned);
-operator_delete!(_ZdaPvSt11align_val_t(al: Align) => delete_array_aligned);
-operator_delete!(_ZdlPvmSt11align_val_t(size: usize, al: Align) => delete_sized_aligned);
-operator_delete!(_ZdaPvmSt11align_val_t(size: usize, al: Align) => delete_array_sized_aligned);
-operator_delete!(_ZdlPvSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => delete_aligned_nothrow);
-operator_delete!(_ZdaPvSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => delete_array_aligned_nothrow);
+    operator_delete!(_ZdlPv() => delete);
+    operator_delete!(_ZdaPv() => delete_array);
+    operator_delete!(_ZdlPvm(size: usize) => delete_sized);
+    operator_delete!(_ZdaPvm(size: usize) => delete_array_sized);
+    operator_delete!(_ZdlPvRKSt9nothrow_t(nt: Nothrow) => delete_nothrow);
+    operator_delete!(_ZdaPvRKSt9nothrow_t(nt: Nothrow) => delete_array_nothrow);
+    operator_delete!(_ZdlPvSt11align_val_t(al: Align) => delete_aligned);
+    operator_delete!(_ZdaPvSt11align_val_t(al: Align) => delete_array_aligned);
+    operator_delete!(_ZdlPvmSt11align_val_t(size: usize, al: Align) => delete_sized_aligned);
+    operator_delete!(_ZdaPvmSt11align_val_t(size: usize, al: Align) => delete_array_sized_aligned);
+    operator_delete!(_ZdlPvSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => delete_aligned_nothrow);
+    operator_delete!(_ZdaPvSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => delete_array_aligned_nothrow);
+}
+
+/// Exported operators: a load and a tail jump (see the module comment).
+macro_rules! exported {
+    ($($name:ident => $sym:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        static JUMPS: [AtomicPtr<c_void>; NAMES.len()] = {
+            let mut jumps = [const { AtomicPtr::new(core::ptr::null_mut()) }; NAMES.len()];
+            $(jumps[Sym::$sym as usize] = AtomicPtr::new(first::$name as *mut c_void);)*
+            jumps
+        };
+
+        $(
+            #[no_mangle]
+            #[inline(never)]
+            pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+                // SAFETY: the slot holds a function of this type (`decide`).
+                let f: unsafe extern "C" fn($($ty),*) -> $ret =
+                    core::mem::transmute(JUMPS[Sym::$sym as usize].load(Ordering::Acquire));
+                f($($arg),*)
+            }
+        )*
+
+        /// Each operator's first call: decide, then go where it now jumps.
+        #[allow(non_snake_case)]
+        mod first {
+            use super::*;
+            $(
+                pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+                    decide();
+                    super::$name($($arg),*)
+                }
+            )*
+        }
+
+        /// Points every slot at libstdc++'s operator (it calls `malloc` and
+        /// `free`) or at the counting one (the allocator's own operators).
+        #[cold]
+        fn decide() {
+            let via = new_calls_malloc();
+            if via {
+                note_new_ranges();
+            }
+            $(
+                let real = resolved(Sym::$sym);
+                let target = if via && Sym::$sym as usize >= Sym::delete as usize {
+                    // libstdc++'s every `operator delete` is `free`: going
+                    // there directly checks the block once, not up to three
+                    // times (delete[] -> delete -> free). The extra
+                    // arguments (size, alignment) are ignored by `free`.
+                    crate::interpose::free as *mut c_void
+                } else if via && !real.is_null() {
+                    real
+                } else {
+                    counted::$name as *mut c_void
+                };
+                JUMPS[Sym::$sym as usize].store(target, Ordering::Release);
+            )*
+        }
+    };
+}
+
+exported! {
+    _Znwm => new(size: usize) -> Ptr;
+    _Znam => new_array(size: usize) -> Ptr;
+    _ZnwmRKSt9nothrow_t => new_nothrow(size: usize, nt: Nothrow) -> Ptr;
+    _ZnamRKSt9nothrow_t => new_array_nothrow(size: usize, nt: Nothrow) -> Ptr;
+    _ZnwmSt11align_val_t => new_aligned(size: usize, al: Align) -> Ptr;
+    _ZnamSt11align_val_t => new_array_aligned(size: usize, al: Align) -> Ptr;
+    _ZnwmSt11align_val_tRKSt9nothrow_t => new_aligned_nothrow(size: usize, al: Align, nt: Nothrow) -> Ptr;
+    _ZnamSt11align_val_tRKSt9nothrow_t => new_array_aligned_nothrow(size: usize, al: Align, nt: Nothrow) -> Ptr;
+    _ZdlPv => delete(p: Ptr) -> ();
+    _ZdaPv => delete_array(p: Ptr) -> ();
+    _ZdlPvm => delete_sized(p: Ptr, size: usize) -> ();
+    _ZdaPvm => delete_array_sized(p: Ptr, size: usize) -> ();
+    _ZdlPvRKSt9nothrow_t => delete_nothrow(p: Ptr, nt: Nothrow) -> ();
+    _ZdaPvRKSt9nothrow_t => delete_array_nothrow(p: Ptr, nt: Nothrow) -> ();
+    _ZdlPvSt11align_val_t => delete_aligned(p: Ptr, al: Align) -> ();
+    _ZdaPvSt11align_val_t => delete_array_aligned(p: Ptr, al: Align) -> ();
+    _ZdlPvmSt11align_val_t => delete_sized_aligned(p: Ptr, size: usize, al: Align) -> ();
+    _ZdaPvmSt11align_val_t => delete_array_sized_aligned(p: Ptr, size: usize, al: Align) -> ();
+    _ZdlPvSt11align_val_tRKSt9nothrow_t => delete_aligned_nothrow(p: Ptr, al: Align, nt: Nothrow) -> ();
+    _ZdaPvSt11align_val_tRKSt9nothrow_t => delete_array_aligned_nothrow(p: Ptr, al: Align, nt: Nothrow) -> ();
+}
+
+/// In libstdc++'s case, the code of its `operator new`s (start, end), in
+/// `Sym` order (the odd ones are the array forms). A sample taken in
+/// `malloc` under them is recorded as `operator new` with the library's own
+/// frame 0: jeprof does not recognise libstdc++'s versioned names
+/// (`operator new@@GLIBCXX_3.4`) as allocator frames.
+static NEW_RANGES: [(AtomicUsize, AtomicUsize); 8] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 8];
+
+extern "C" {
+    fn dladdr1(
+        addr: *const c_void,
+        info: *mut libc::Dl_info,
+        extra: *mut *mut c_void,
+        flags: c_int,
+    ) -> c_int;
+}
+const RTLD_DL_SYMENT: c_int = 1;
+
+fn note_new_ranges() {
+    for (i, range) in NEW_RANGES.iter().enumerate() {
+        let Some(&name) = NAMES.get(i) else { break };
+        let start = next::symbol(&SLOTS[i], name) as usize;
+        let mut info: libc::Dl_info = unsafe_zeroed_info();
+        let mut sym: *mut c_void = core::ptr::null_mut();
+        // SAFETY: dladdr1 fills `info` and points `sym` at the symbol's ELF
+        // entry (valid while the object is loaded; libstdc++ stays).
+        let size = unsafe {
+            if start == 0
+                || dladdr1(start as *const c_void, &mut info, &mut sym, RTLD_DL_SYMENT) == 0
+            {
+                continue;
+            }
+            match (sym as *const libc::Elf64_Sym).as_ref() {
+                Some(s) if info.dli_saddr as usize == start => s.st_size as usize,
+                _ => continue,
+            }
+        };
+        range.1.store(start.saturating_add(size), Ordering::Relaxed);
+        range.0.store(start, Ordering::Release);
+    }
+}
+
+fn unsafe_zeroed_info() -> libc::Dl_info {
+    // SAFETY: Dl_info is plain pointers; all-zero is valid.
+    unsafe { core::mem::zeroed() }
+}
+
+/// Whether return address `ip` is inside one of libstdc++'s operator news:
+/// Some(true) for an array form.
+fn in_new(ip: usize) -> Option<bool> {
+    let at = ip.wrapping_sub(1);
+    NEW_RANGES.iter().enumerate().find_map(|(i, (lo, hi))| {
+        let lo = lo.load(Ordering::Acquire);
+        (lo != 0 && lo <= at && at < hi.load(Ordering::Relaxed)).then_some(i % 2 == 1)
+    })
+}
+
+/// On a sampled path: frames of libstdc++'s operator news right above frame
+/// 0 become one frame 0, the library's own `operator new` (or `new[]`).
+pub fn fold_operator_frames(stack: &mut crate::stack::Stack) {
+    if MODE.load(Ordering::Relaxed) != VIA_MALLOC {
+        return;
+    }
+    let len = stack.len.min(stack.frames.len());
+    let mut above = 1;
+    let mut array = false;
+    while let Some(a) = stack
+        .frames
+        .get(above)
+        .filter(|_| above < len)
+        .and_then(|&f| in_new(f))
+    {
+        array = a;
+        above += 1;
+    }
+    if above == 1 {
+        return;
+    }
+    let api = if array { Api::NewArray } else { Api::New };
+    stack.frames[0] = api.address() + 1;
+    stack.frames.copy_within(above..len, 1);
+    stack.len = len - (above - 1);
+}

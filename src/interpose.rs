@@ -34,7 +34,7 @@ pub enum Api {
 }
 
 impl Api {
-    fn address(self) -> usize {
+    pub fn address(self) -> usize {
         match self {
             Api::Malloc => malloc as *const () as usize,
             Api::New => crate::cxx::_Znwm as *const () as usize,
@@ -251,6 +251,7 @@ fn record(p: Ptr, size: usize, api: Api) {
             stack: Stack::EMPTY,
         };
         stack::capture(api.address(), &mut sample.stack);
+        crate::cxx::fold_operator_frames(&mut sample.stack);
         let born = clock::monotonic().as_secs() as u32;
         live::insert(live::Entry {
             ptr,
