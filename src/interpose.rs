@@ -11,8 +11,8 @@ use crate::live::{self, PENDING};
 use crate::ring::{self, Sample};
 use crate::stack::{self, Stack};
 use crate::{bootstrap, clock, collector, doorbell, next, sampling, thread_state};
-use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::ffi::{c_int, c_void, CStr};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 type Ptr = *mut c_void;
 
@@ -34,7 +34,29 @@ pub enum Api {
 }
 
 impl Api {
+    const ALL: [(Api, &'static CStr); 9] = [
+        (Api::Malloc, c"malloc"),
+        (Api::New, c"_Znwm"),
+        (Api::NewArray, c"_Znam"),
+        (Api::Calloc, c"calloc"),
+        (Api::Realloc, c"realloc"),
+        (Api::PosixMemalign, c"posix_memalign"),
+        (Api::Memalign, c"memalign"),
+        (Api::Valloc, c"valloc"),
+        (Api::Pvalloc, c"pvalloc"),
+    ];
+
     fn address(self) -> usize {
+        match OWN_ADDRESS[self as usize].load(Ordering::Relaxed) {
+            0 => self.linked_address(),
+            resolved => resolved,
+        }
+    }
+
+    /// The address the library's code sees, through its GOT: in a non-PIE
+    /// program that takes the function's address this is the program's
+    /// canonical PLT entry, not the library's function.
+    fn linked_address(self) -> usize {
         match self {
             Api::Malloc => malloc as *const () as usize,
             Api::New => crate::cxx::_Znwm as *const () as usize,
@@ -46,6 +68,39 @@ impl Api {
             Api::Valloc => valloc as *const () as usize,
             Api::Pvalloc => pvalloc as *const () as usize,
         }
+    }
+}
+
+/// Each entry point's address in this library, by `Api`; 0 until resolved.
+static OWN_ADDRESS: [AtomicUsize; Api::ALL.len()] = [const { AtomicUsize::new(0) }; Api::ALL.len()];
+
+/// Looks up every frame-0 function in this library's own symbol table, once
+/// at load: jeprof names frame 0 as it is (it subtracts 1 only from callers),
+/// so it must lie in the library's function, never in a program's PLT stub.
+/// `dlsym` on the library's own handle searches the library first and never
+/// returns a canonical PLT entry (those only answer lookups from elsewhere).
+pub fn resolve_own_addresses() {
+    // SAFETY: dladdr reads an address of ours; dlopen with RTLD_NOLOAD only
+    // returns a handle to the already loaded library (closed again below),
+    // and dlsym takes NUL-terminated names.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(resolve_own_addresses as *const c_void, &mut info) == 0
+            || info.dli_fname.is_null()
+        {
+            return;
+        }
+        let handle = libc::dlopen(info.dli_fname, libc::RTLD_NOLOAD | libc::RTLD_LAZY);
+        if handle.is_null() {
+            return;
+        }
+        for (api, name) in Api::ALL {
+            let f = libc::dlsym(handle, name.as_ptr()) as usize;
+            if next::object_of(f as *mut ()) == info.dli_fbase as usize {
+                OWN_ADDRESS[api as usize].store(f, Ordering::Relaxed);
+            }
+        }
+        libc::dlclose(handle);
     }
 }
 
