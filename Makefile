@@ -19,7 +19,7 @@ deps:
 lib:
 	cargo build --release
 
-harness: $(addprefix $(HARNESS)/,$(PROGRAMS) $(FRAME0_SHAPES)) $(HARNESS)/libplugin.so $(HARNESS)/stripped_pie
+harness: $(addprefix $(HARNESS)/,$(PROGRAMS) $(FRAME0_SHAPES)) $(HARNESS)/libplugin.so $(HARNESS)/stripped_pie $(HARNESS)/versioned_user
 
 $(HARNESS):
 	mkdir -p $@
@@ -50,6 +50,14 @@ $(addprefix $(HARNESS)/,$(FRAME0_SHAPES)): c-harness/malloc_shapes.c | $(HARNESS
 
 $(HARNESS)/libplugin.so: c-harness/plugin.c | $(HARNESS)
 	$(CC) $(CFLAGS) -shared -fPIC -o $@ $<
+
+# The plugin as a versioned library, found through its soname's symlink.
+$(HARNESS)/libversioned.so.1.0: c-harness/plugin.c | $(HARNESS)
+	$(CC) $(CFLAGS) -shared -fPIC -Wl,-soname,libversioned.so.1 -o $@ $<
+
+$(HARNESS)/versioned_user: c-harness/versioned_user.c c-harness/common.h $(HARNESS)/libversioned.so.1.0
+	ln -sf libversioned.so.1.0 $(HARNESS)/libversioned.so.1
+	$(CC) $(CFLAGS) -o $@ $< -L$(HARNESS) -l:libversioned.so.1 -Wl,-rpath,'$$ORIGIN'
 
 # The demo as a PIE built with -g, then stripped of everything, its debug
 # info moved where gdb looks for it: debug/.build-id/xx/yyyy.debug.

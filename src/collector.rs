@@ -395,19 +395,10 @@ impl Collector {
         meta.push(("stacks_cut_short", cut_short.to_string()));
         meta.extend(accounting::process());
         meta.extend(accounting::allocator());
-        meta.extend(
-            dump::build_ids()
-                .into_iter()
-                .map(|(id, path)| ("build_id", format!("{id} {path}"))),
-        );
+        let map = dump::memory_map();
+        meta.extend(dump::object_facts(&map));
         let stacks = &self.stacks;
-        let text = dump::render(
-            period,
-            &meta,
-            &rows,
-            |id| &stacks[id as usize],
-            &dump::memory_map(),
-        );
+        let text = dump::render(period, &meta, &rows, |id| &stacks[id as usize], &map);
         let target = if at_peak {
             None
         } else {

@@ -143,10 +143,30 @@ pub fn segments_where(wanted: impl Fn(u64) -> bool) -> Vec<(u64, u64, String)> {
     search.found
 }
 
-/// (build-id, path) of every loaded object that has one, from its
-/// NT_GNU_BUILD_ID note in memory: lets a reader tell whether the file now on
-/// disk is the one that was mapped.
-pub fn build_ids() -> Vec<(String, String)> {
+/// One `build_id` fact per loaded object that has one (its NT_GNU_BUILD_ID
+/// note in memory: lets a reader tell whether the file now on disk is the one
+/// that was mapped), keyed by the object's path in `map`, the dump's memory
+/// map: the loader's name for it can differ (`libz.so.1` for
+/// `/usr/lib/x86_64-linux-gnu/libz.so.1.2.13`), and is then kept in a
+/// `loaded_as` fact, `<map path>\t<loader's name>`.
+pub fn object_facts(map: &[u8]) -> Vec<(&'static str, String)> {
+    let mut facts = Vec::new();
+    for (id, address, loaded_as) in build_ids() {
+        match mapped_path(map, address) {
+            Some(path) if path != loaded_as => {
+                facts.push(("build_id", format!("{id} {path}")));
+                facts.push(("loaded_as", format!("{path}\t{loaded_as}")));
+            }
+            // Mapped since the map was read: only the loader's name is known.
+            _ => facts.push(("build_id", format!("{id} {loaded_as}"))),
+        }
+    }
+    facts
+}
+
+/// (build-id, address of its note, loader's name) of every loaded object
+/// that has one.
+fn build_ids() -> Vec<(String, u64, String)> {
     unsafe extern "C" fn each(
         info: *mut libc::dl_phdr_info,
         _: usize,
@@ -154,15 +174,13 @@ pub fn build_ids() -> Vec<(String, String)> {
     ) -> libc::c_int {
         // SAFETY: the loader passes a valid info whose PT_NOTE segments are
         // mapped; `data` is our Vec.
-        let (info, out) = (&*info, &mut *(data as *mut Vec<(String, String)>));
+        let (info, out) = (&*info, &mut *(data as *mut Vec<(String, u64, String)>));
         let headers = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
         for h in headers.iter().filter(|h| h.p_type == libc::PT_NOTE) {
-            let notes = core::slice::from_raw_parts(
-                (info.dlpi_addr + h.p_vaddr) as *const u8,
-                h.p_memsz as usize,
-            );
+            let address = info.dlpi_addr + h.p_vaddr;
+            let notes = core::slice::from_raw_parts(address as *const u8, h.p_memsz as usize);
             if let Some(id) = gnu_build_id(notes) {
-                out.push((id, object_name(info)));
+                out.push((id, address, object_name(info)));
                 break;
             }
         }
@@ -170,8 +188,29 @@ pub fn build_ids() -> Vec<(String, String)> {
     }
     let mut out = Vec::new();
     // SAFETY: `each` only appends to `out`, which outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&mut out as *mut Vec<(String, String)>).cast()) };
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(each),
+            (&mut out as *mut Vec<(String, u64, String)>).cast(),
+        )
+    };
     out
+}
+
+/// The path of the memory-map line that holds `address` (without the
+/// kernel's " (deleted)" mark: the map line itself still says so).
+fn mapped_path(map: &[u8], address: u64) -> Option<String> {
+    String::from_utf8_lossy(map).lines().find_map(|line| {
+        let mut fields = line.splitn(6, ' ');
+        let (lo, hi) = fields.next()?.split_once('-')?;
+        let (lo, hi) = (
+            u64::from_str_radix(lo, 16).ok()?,
+            u64::from_str_radix(hi, 16).ok()?,
+        );
+        let path = fields.nth(4)?.trim_start();
+        (lo <= address && address < hi && !path.is_empty())
+            .then(|| path.strip_suffix(" (deleted)").unwrap_or(path).to_string())
+    })
 }
 
 /// The program's path, read when the library loads (a later chroot may
@@ -474,6 +513,20 @@ mod tests {
              0: 0 [2: 96] @ 0x10\n\
              \nMAPPED_LIBRARIES:\nmaps\n"
         );
+    }
+
+    #[test]
+    fn finds_the_mapped_path_of_an_address() {
+        let map = b"00400000-00401000 r--p 00000000 fe:00 12   /usr/bin/a b\n\
+            7f0000001000-7f0000002000 r-xp 00001000 fe:00 13      /lib/libz.so.1.2 (deleted)\n\
+            7f0000002000-7f0000003000 rw-p 00000000 00:00 0 \n";
+        assert_eq!(mapped_path(map, 0x400010).as_deref(), Some("/usr/bin/a b"));
+        assert_eq!(
+            mapped_path(map, 0x7f0000001fff).as_deref(),
+            Some("/lib/libz.so.1.2")
+        );
+        assert_eq!(mapped_path(map, 0x7f0000002000), None);
+        assert_eq!(mapped_path(map, 0x10), None);
     }
 
     #[test]
