@@ -100,6 +100,7 @@ static FORK_HAS_STATE: AtomicBool = AtomicBool::new(false);
 pub fn start(cfg: &Config) {
     let cfg = CONFIG.get_or_init(|| cfg.clone());
     dump::program_path();
+    dump::argv0();
     crate::stack::set_max_frames(cfg.max_frames);
     ring::renew();
     STATE.with(|s| *s = Some(Collector::new(cfg)));
@@ -358,6 +359,7 @@ impl Collector {
             ("arch", std::env::consts::ARCH.to_string()),
             ("pid", pid.to_string()),
             ("program", dump::program_path().to_string()),
+            ("argv0", dump::argv0().to_string()),
             ("sample_period", period.to_string()),
             (
                 "time_unix",

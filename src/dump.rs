@@ -224,6 +224,35 @@ pub fn program_path() -> &'static str {
     })
 }
 
+/// The name the program was started as (`argv[0]`: a symlink's name, such
+/// as `redis-server` for `redis-check-rdb`), read when the library loads,
+/// before the program can rewrite its arguments; the path `execve` was given
+/// without /proc. One line: control characters become `?`.
+pub fn argv0() -> &'static str {
+    static ARGV0: once_cell::sync::OnceCell<String> = once_cell::sync::OnceCell::new();
+    ARGV0.get_or_init(|| {
+        let name = match std::fs::read("/proc/self/cmdline") {
+            Ok(args) if !args.is_empty() => {
+                let first = args.split(|&b| b == 0).next().unwrap_or_default();
+                String::from_utf8_lossy(first).into_owned()
+            }
+            // SAFETY: AT_EXECFN, when present, points to a NUL-terminated
+            // string on the initial stack, which lives as long as the process.
+            _ => unsafe {
+                let p = libc::getauxval(libc::AT_EXECFN) as *const libc::c_char;
+                if p.is_null() {
+                    String::new()
+                } else {
+                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                }
+            },
+        };
+        name.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect()
+    })
+}
+
 /// The object's path; the main program has an empty name in the loader.
 ///
 /// # Safety

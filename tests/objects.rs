@@ -1,6 +1,7 @@
 //! Each loaded object's build-id is recorded under its path in the dump's
 //! memory map, so a reader can check the file it symbolizes against it; the
-//! name the loader used, when it differs, is kept beside it.
+//! name the loader used, when it differs, is kept beside it. The program is
+//! recorded as its file and as the name it was started as.
 
 mod common;
 use common::*;
@@ -17,11 +18,20 @@ fn file_build_id(path: &str) -> String {
 }
 
 #[test]
-fn build_ids_are_keyed_by_the_mapped_path() {
+fn objects_are_named_as_mapped_and_the_program_as_started() {
     let exe = harness("versioned_user");
     let dir = scratch_dir("objects");
-    let p = Probe::start(&exe, &[], &dir, &[("LEAKPROBE_SAMPLE", "1")]);
+    // Started through a symlink, as redis-server is (-> redis-check-rdb).
+    let link = dir.with_extension("started-as");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&exe, &link).unwrap();
+    let p = Probe::start(&link, &[], &dir, &[("LEAKPROBE_SAMPLE", "1")]);
     let (dump, _) = p.dump_at_ready();
+    assert_eq!(dump.meta["argv0"], link.display().to_string());
+    assert_eq!(
+        dump.meta["program"],
+        std::fs::canonicalize(&exe).unwrap().display().to_string()
+    );
     let text = std::fs::read_to_string(&dump.path).unwrap();
     let facts = |key: &str| -> Vec<String> {
         let prefix = format!("# leakprobe {key}: ");
