@@ -7,7 +7,7 @@ CFLAGS   := -g -O0 -Wall -Wextra -fno-omit-frame-pointer
 CXXFLAGS := $(CFLAGS)
 # c-harness/malloc_shapes.c in each shape of call to malloc (see there).
 FRAME0_SHAPES := shape_nopie_pointer shape_nopie_direct shape_nopie_pointer_onesegment shape_pie_pointer shape_pie_direct shape_noplt_direct
-PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes
+PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc usable usable_jemalloc capi spike unwind_shapes
 
 .PHONY: all lib harness java deps test lint demo bench clean
 
@@ -32,6 +32,9 @@ $(HARNESS)/jemalloc_linked: c-harness/jemalloc_linked.c c-harness/common.h | $(H
 
 $(HARNESS)/growth_jemalloc: c-harness/growth.c c-harness/common.h | $(HARNESS)
 	$(CC) $(CFLAGS) -o $@ $< -lpthread -ljemalloc
+
+$(HARNESS)/usable_jemalloc: c-harness/usable.c c-harness/common.h | $(HARNESS)
+	$(CC) $(CFLAGS) -o $@ $< -ljemalloc
 
 $(HARNESS)/estimate $(HARNESS)/stress: CFLAGS += -O2
 $(HARNESS)/unwind_shapes: CFLAGS += -O2 -fomit-frame-pointer

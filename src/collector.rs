@@ -330,6 +330,8 @@ impl Collector {
             r.live_bytes += e.size as u64;
             r.oldest_age = r.oldest_age.max(age);
             r.total_age += age;
+            r.live_usable += e.usable as u64;
+            r.usable_unknown |= e.usable == 0;
         }
         for (&(stack, size), &(n, b)) in &self.allocated {
             let r = rows.entry((stack, size)).or_default();
@@ -350,6 +352,17 @@ impl Collector {
             .iter()
             .map(|r| dump::unsample(r.live_count, r.live_bytes, period))
             .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        // Each row's estimate scaled by its usable/requested ratio; unknown
+        // if the allocator did not give the usable size of every sample.
+        let live_usable: Option<f64> = rows
+            .iter()
+            .filter(|r| r.live_count > 0)
+            .map(|r| {
+                let estimate = dump::unsample(r.live_count, r.live_bytes, period).1;
+                r.usable()
+                    .map(|u| estimate * u as f64 / r.live_bytes.max(1) as f64)
+            })
+            .sum();
         let (dropped, dropped_bytes) = ring::dropped();
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
@@ -387,6 +400,7 @@ impl Collector {
                     .map_or(String::new(), |c| config::signal_name(c.signal)),
             ),
         ];
+        meta.extend(live_usable.map(|u| ("estimated_live_usable_bytes", format!("{u:.0}"))));
         let (_, peak, peak_time) = live::estimate();
         meta.push(("peak_estimated_live_bytes", peak.to_string()));
         meta.push(("peak_time_unix", peak_time.to_string()));

@@ -27,6 +27,17 @@ pub struct Row {
     /// seconds at the time of the dump.
     pub oldest_age: u64,
     pub total_age: u64,
+    /// Sum of the live samples' usable sizes, and whether the allocator
+    /// failed to give one for any of them.
+    pub live_usable: u64,
+    pub usable_unknown: bool,
+}
+
+impl Row {
+    /// Usable bytes of the live samples, if the allocator gave every one.
+    pub fn usable(&self) -> Option<u64> {
+        (self.live_count > 0 && !self.usable_unknown).then_some(self.live_usable)
+    }
 }
 
 /// Estimated true (count, bytes) behind sampled ones, as jeprof and pprof
@@ -75,6 +86,10 @@ pub fn render<'a>(
         // Ages of the row above (rows with live samples): oldest and mean, in seconds.
         if let Some(mean) = r.total_age.checked_div(r.live_count) {
             let _ = writeln!(s, "# leakprobe age: {} {mean}", r.oldest_age);
+        }
+        // The allocator's usable bytes for them (raw sampled, as live bytes).
+        if let Some(usable) = r.usable() {
+            let _ = writeln!(s, "# leakprobe usable: {usable}");
         }
     }
     s.push_str("\nMAPPED_LIBRARIES:\n");
@@ -513,6 +528,8 @@ mod tests {
                 alloc_bytes: 5120,
                 oldest_age: 9,
                 total_age: 12,
+                live_usable: 3 * 1032,
+                usable_unknown: false,
             },
             Row {
                 stack: 1,
@@ -539,6 +556,7 @@ mod tests {
              # leakprobe pid: 42\n\
              3: 3072 [5: 5120] @ 0xabc0 0x401000\n\
              # leakprobe age: 9 4\n\
+             # leakprobe usable: 3096\n\
              0: 0 [2: 96] @ 0x10\n\
              \nMAPPED_LIBRARIES:\nmaps\n"
         );

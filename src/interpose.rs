@@ -204,7 +204,7 @@ pub unsafe extern "C" fn reallocarray(p: Ptr, n: usize, size: usize) -> Ptr {
 pub unsafe extern "C" fn xallocx(p: Ptr, size: usize, extra: usize, flags: c_int) -> usize {
     let real = next::xallocx(p, size, extra, flags);
     if live::maybe_sampled(p as usize) && real >= size {
-        live::resize(p as usize, real.min(size.saturating_add(extra)));
+        live::resize(p as usize, real.min(size.saturating_add(extra)), real);
     }
     real
 }
@@ -306,12 +306,17 @@ fn record(p: Ptr, size: usize, api: Api) {
         };
         stack::capture(api.address(), &mut sample.stack);
         let born = clock::monotonic().as_secs() as u32;
+        // SAFETY: `p` is a live block of the next allocator (or of the
+        // bootstrap arena, which malloc_usable_size recognises).
+        let usable = unsafe { malloc_usable_size(p) };
         live::insert(live::Entry {
             ptr,
             size,
             seq,
             stack: PENDING,
             born,
+            // An allocator without malloc_usable_size answers 0: unknown.
+            usable: if usable >= size { usable } else { 0 },
         });
         if !ring::push(sample, doorbell::ring) {
             live::remove(ptr);
