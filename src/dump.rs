@@ -172,7 +172,8 @@ pub fn object_facts(map: &[u8]) -> Vec<(&'static str, String)> {
                 facts.push(("build_id", format!("{id} {path}")));
                 facts.push(("loaded_as", format!("{path}\t{loaded_as}")));
             }
-            // Mapped since the map was read: only the loader's name is known.
+            // Not in the map: loaded since it was read, or the map is the
+            // loader's (no /proc), which already uses the loader's names.
             _ => facts.push(("build_id", format!("{id} {loaded_as}"))),
         }
     }

@@ -77,8 +77,9 @@ static OWN_ADDRESS: [AtomicUsize; Api::ALL.len()] = [const { AtomicUsize::new(0)
 /// Looks up every frame-0 function in this library's own symbol table, once
 /// at load: jeprof names frame 0 as it is (it subtracts 1 only from callers),
 /// so it must lie in the library's function, never in a program's PLT stub.
-/// `dlsym` on the library's own handle searches the library first and never
-/// returns a canonical PLT entry (those only answer lookups from elsewhere).
+/// `dlsym` on the library's own handle searches the library and its
+/// dependencies, never the program, so it cannot return the program's
+/// canonical PLT entry.
 pub fn resolve_own_addresses() {
     // SAFETY: dladdr reads an address of ours; dlopen with RTLD_NOLOAD only
     // returns a handle to the already loaded library (closed again below),
