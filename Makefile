@@ -5,7 +5,9 @@ LIB      := target/release/libleakprobe.so
 HARNESS  := target/harness
 CFLAGS   := -g -O0 -Wall -Wextra -fno-omit-frame-pointer
 CXXFLAGS := $(CFLAGS)
-PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes waits owned_signals inlined zmalloc dump_target
+# c-harness/malloc_shapes.c in each shape of call to malloc (see there).
+FRAME0_SHAPES := shape_nopie_pointer shape_nopie_direct shape_nopie_pointer_onesegment shape_pie_pointer shape_pie_direct shape_noplt_direct
+PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes waits owned_signals inlined zmalloc dump_target usable usable_jemalloc
 
 .PHONY: all lib harness java deps test lint demo bench clean
 
@@ -17,7 +19,7 @@ deps:
 lib:
 	cargo build --release
 
-harness: $(addprefix $(HARNESS)/,$(PROGRAMS)) $(HARNESS)/libplugin.so $(HARNESS)/stripped_pie $(HARNESS)/stripped_nopie
+harness: $(addprefix $(HARNESS)/,$(PROGRAMS) $(FRAME0_SHAPES)) $(HARNESS)/libplugin.so $(HARNESS)/stripped_pie $(HARNESS)/stripped_nopie $(HARNESS)/versioned_user
 
 $(HARNESS):
 	mkdir -p $@
@@ -31,11 +33,34 @@ $(HARNESS)/jemalloc_linked: c-harness/jemalloc_linked.c c-harness/common.h | $(H
 $(HARNESS)/growth_jemalloc: c-harness/growth.c c-harness/common.h | $(HARNESS)
 	$(CC) $(CFLAGS) -o $@ $< -lpthread -ljemalloc
 
+$(HARNESS)/usable_jemalloc: c-harness/usable.c c-harness/common.h | $(HARNESS)
+	$(CC) $(CFLAGS) -o $@ $< -ljemalloc
+
 $(HARNESS)/estimate $(HARNESS)/stress: CFLAGS += -O2
 $(HARNESS)/unwind_shapes: CFLAGS += -O2 -fomit-frame-pointer
 
+# malloc_shapes: pprof (Go 1.19) cannot read a non-PIE program whose code has
+# its own segment (binutils' default), so one non-PIE shape keeps its code in
+# the first segment.
+$(HARNESS)/shape_nopie_pointer: SHAPE := -fno-pic -no-pie -DPOINTER
+$(HARNESS)/shape_nopie_direct: SHAPE := -fno-pic -no-pie
+$(HARNESS)/shape_nopie_pointer_onesegment: SHAPE := -fno-pic -no-pie -DPOINTER -Wl,-z,noseparate-code
+$(HARNESS)/shape_pie_pointer: SHAPE := -fPIE -pie -DPOINTER
+$(HARNESS)/shape_pie_direct: SHAPE := -fPIE -pie
+$(HARNESS)/shape_noplt_direct: SHAPE := -fPIE -pie -fno-plt
+$(addprefix $(HARNESS)/,$(FRAME0_SHAPES)): c-harness/malloc_shapes.c | $(HARNESS)
+	$(CC) $(CFLAGS) $(SHAPE) -o $@ $<
+
 $(HARNESS)/libplugin.so: c-harness/plugin.c | $(HARNESS)
 	$(CC) $(CFLAGS) -shared -fPIC -o $@ $<
+
+# The plugin as a versioned library, found through its soname's symlink.
+$(HARNESS)/libversioned.so.1.0: c-harness/plugin.c | $(HARNESS)
+	$(CC) $(CFLAGS) -shared -fPIC -Wl,-soname,libversioned.so.1 -o $@ $<
+
+$(HARNESS)/versioned_user: c-harness/versioned_user.c c-harness/common.h $(HARNESS)/libversioned.so.1.0
+	ln -sf libversioned.so.1.0 $(HARNESS)/libversioned.so.1
+	$(CC) $(CFLAGS) -o $@ $< -L$(HARNESS) -l:libversioned.so.1 -Wl,-rpath,'$$ORIGIN'
 
 # The demo as a PIE (and as a non-PIE program, whose frames pprof cannot name
 # from the text format) built with -g, then stripped of everything, its debug

@@ -36,6 +36,9 @@ pub fn process() -> Facts {
 
 /// The next allocator's statistics: jemalloc's through `mallctl` (after
 /// refreshing `epoch`), glibc's through `mallinfo2`; nothing otherwise.
+/// `allocator_allocated_bytes` is its own count of bytes in allocated blocks
+/// (jemalloc `stats.allocated`; glibc `uordblks` + `hblkhd`, the in-use
+/// chunks of its arenas and its mmapped blocks, headers included).
 pub fn allocator() -> Facts {
     if let Some(mallctl) = next_symbol::<Mallctl>(c"mallctl") {
         return jemalloc(mallctl);
@@ -45,6 +48,10 @@ pub fn allocator() -> Facts {
             // SAFETY: glibc's mallinfo2 returns the struct by value.
             let m = unsafe { mallinfo2() };
             return vec![
+                (
+                    "allocator_allocated_bytes",
+                    (m.uordblks + m.hblkhd).to_string(),
+                ),
                 ("glibc_arena_bytes", m.arena.to_string()),
                 ("glibc_mmapped_bytes", m.hblkhd.to_string()),
                 ("glibc_in_use_bytes", m.uordblks.to_string()),
@@ -76,7 +83,7 @@ struct MallInfo2 {
 
 fn jemalloc(mallctl: Mallctl) -> Facts {
     // SAFETY: mallctl with valid names and buffers of the documented types.
-    unsafe {
+    let mut facts = unsafe {
         let mut epoch: u64 = 1;
         let mut len = core::mem::size_of::<u64>();
         let epoch_ptr = (&mut epoch as *mut u64).cast();
@@ -101,8 +108,12 @@ fn jemalloc(mallctl: Mallctl) -> Facts {
             );
             (rc == 0).then(|| (*key, value.to_string()))
         })
-        .collect()
+        .collect::<Facts>()
+    };
+    if let Some((_, allocated)) = facts.iter().find(|(k, _)| *k == "jemalloc_allocated_bytes") {
+        facts.insert(0, ("allocator_allocated_bytes", allocated.clone()));
     }
+    facts
 }
 
 /// A function of the next allocator's object, if it has one by this name.

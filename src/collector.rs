@@ -135,6 +135,7 @@ impl Drop for InFlight {
 pub fn start(cfg: &Config) {
     let cfg = CONFIG.get_or_init(|| cfg.clone());
     dump::program_path();
+    dump::argv0();
     crate::stack::set_max_frames(cfg.max_frames);
     ring::renew();
     STATE.with(|s| *s = Some(Collector::new(cfg)));
@@ -366,6 +367,8 @@ impl Collector {
             r.live_bytes += e.size as u64;
             r.oldest_age = r.oldest_age.max(age);
             r.total_age += age;
+            r.live_usable += e.usable as u64;
+            r.usable_unknown |= e.usable == 0;
         }
         for (&(stack, size), &(n, b)) in &self.allocated {
             let r = rows.entry((stack, size)).or_default();
@@ -386,6 +389,17 @@ impl Collector {
             .iter()
             .map(|r| dump::unsample(r.live_count, r.live_bytes, period))
             .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        // Each row's estimate scaled by its usable/requested ratio; unknown
+        // if the allocator did not give the usable size of every sample.
+        let live_usable: Option<f64> = rows
+            .iter()
+            .filter(|r| r.live_count > 0)
+            .map(|r| {
+                let estimate = dump::unsample(r.live_count, r.live_bytes, period).1;
+                r.usable()
+                    .map(|u| estimate * u as f64 / r.live_bytes.max(1) as f64)
+            })
+            .sum();
         let (dropped, dropped_bytes) = ring::dropped();
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
@@ -395,6 +409,7 @@ impl Collector {
             ("arch", std::env::consts::ARCH.to_string()),
             ("pid", pid.to_string()),
             ("program", dump::program_path().to_string()),
+            ("argv0", dump::argv0().to_string()),
             ("sample_period", period.to_string()),
             (
                 "time_unix",
@@ -426,6 +441,7 @@ impl Collector {
             let tokens: Vec<String> = self.answering.iter().map(|t| format!("{t:08x}")).collect();
             meta.push(("requests_answered", tokens.join(" ")));
         }
+        meta.extend(live_usable.map(|u| ("estimated_live_usable_bytes", format!("{u:.0}"))));
         let (_, peak, peak_time) = live::estimate();
         meta.push(("peak_estimated_live_bytes", peak.to_string()));
         meta.push(("peak_time_unix", peak_time.to_string()));
@@ -436,19 +452,10 @@ impl Collector {
         meta.push(("stacks_cut_short", cut_short.to_string()));
         meta.extend(accounting::process());
         meta.extend(accounting::allocator());
-        meta.extend(
-            dump::build_ids()
-                .into_iter()
-                .map(|(id, path)| ("build_id", format!("{id} {path}"))),
-        );
+        let map = dump::memory_map();
+        meta.extend(dump::object_facts(&map));
         let stacks = &self.stacks;
-        let text = dump::render(
-            period,
-            &meta,
-            &rows,
-            |id| &stacks[id as usize],
-            &dump::memory_map(),
-        );
+        let text = dump::render(period, &meta, &rows, |id| &stacks[id as usize], &map);
         let target = if at_peak {
             None
         } else {

@@ -27,6 +27,17 @@ pub struct Row {
     /// seconds at the time of the dump.
     pub oldest_age: u64,
     pub total_age: u64,
+    /// Sum of the live samples' usable sizes, and whether the allocator
+    /// failed to give one for any of them.
+    pub live_usable: u64,
+    pub usable_unknown: bool,
+}
+
+impl Row {
+    /// Usable bytes of the live samples, if the allocator gave every one.
+    pub fn usable(&self) -> Option<u64> {
+        (self.live_count > 0 && !self.usable_unknown).then_some(self.live_usable)
+    }
 }
 
 /// Estimated true (count, bytes) behind sampled ones, as jeprof and pprof
@@ -75,6 +86,10 @@ pub fn render<'a>(
         // Ages of the row above (rows with live samples): oldest and mean, in seconds.
         if let Some(mean) = r.total_age.checked_div(r.live_count) {
             let _ = writeln!(s, "# leakprobe age: {} {mean}", r.oldest_age);
+        }
+        // The allocator's usable bytes for them (raw sampled, as live bytes).
+        if let Some(usable) = r.usable() {
+            let _ = writeln!(s, "# leakprobe usable: {usable}");
         }
     }
     s.push_str("\nMAPPED_LIBRARIES:\n");
@@ -143,10 +158,31 @@ pub fn segments_where(wanted: impl Fn(u64) -> bool) -> Vec<(u64, u64, String)> {
     search.found
 }
 
-/// (build-id, path) of every loaded object that has one, from its
-/// NT_GNU_BUILD_ID note in memory: lets a reader tell whether the file now on
-/// disk is the one that was mapped.
-pub fn build_ids() -> Vec<(String, String)> {
+/// One `build_id` fact per loaded object that has one (its NT_GNU_BUILD_ID
+/// note in memory: lets a reader tell whether the file now on disk is the one
+/// that was mapped), keyed by the object's path in `map`, the dump's memory
+/// map: the loader's name for it can differ (`libz.so.1` for
+/// `/usr/lib/x86_64-linux-gnu/libz.so.1.2.13`), and is then kept in a
+/// `loaded_as` fact, `<map path>\t<loader's name>`.
+pub fn object_facts(map: &[u8]) -> Vec<(&'static str, String)> {
+    let mut facts = Vec::new();
+    for (id, address, loaded_as) in build_ids() {
+        match mapped_path(map, address) {
+            Some(path) if path != loaded_as => {
+                facts.push(("build_id", format!("{id} {path}")));
+                facts.push(("loaded_as", format!("{path}\t{loaded_as}")));
+            }
+            // Not in the map: loaded since it was read, or the map is the
+            // loader's (no /proc), which already uses the loader's names.
+            _ => facts.push(("build_id", format!("{id} {loaded_as}"))),
+        }
+    }
+    facts
+}
+
+/// (build-id, address of its note, loader's name) of every loaded object
+/// that has one.
+fn build_ids() -> Vec<(String, u64, String)> {
     unsafe extern "C" fn each(
         info: *mut libc::dl_phdr_info,
         _: usize,
@@ -154,15 +190,13 @@ pub fn build_ids() -> Vec<(String, String)> {
     ) -> libc::c_int {
         // SAFETY: the loader passes a valid info whose PT_NOTE segments are
         // mapped; `data` is our Vec.
-        let (info, out) = (&*info, &mut *(data as *mut Vec<(String, String)>));
+        let (info, out) = (&*info, &mut *(data as *mut Vec<(String, u64, String)>));
         let headers = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
         for h in headers.iter().filter(|h| h.p_type == libc::PT_NOTE) {
-            let notes = core::slice::from_raw_parts(
-                (info.dlpi_addr + h.p_vaddr) as *const u8,
-                h.p_memsz as usize,
-            );
+            let address = info.dlpi_addr + h.p_vaddr;
+            let notes = core::slice::from_raw_parts(address as *const u8, h.p_memsz as usize);
             if let Some(id) = gnu_build_id(notes) {
-                out.push((id, object_name(info)));
+                out.push((id, address, object_name(info)));
                 break;
             }
         }
@@ -170,8 +204,29 @@ pub fn build_ids() -> Vec<(String, String)> {
     }
     let mut out = Vec::new();
     // SAFETY: `each` only appends to `out`, which outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&mut out as *mut Vec<(String, String)>).cast()) };
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(each),
+            (&mut out as *mut Vec<(String, u64, String)>).cast(),
+        )
+    };
     out
+}
+
+/// The path of the memory-map line that holds `address` (without the
+/// kernel's " (deleted)" mark: the map line itself still says so).
+fn mapped_path(map: &[u8], address: u64) -> Option<String> {
+    String::from_utf8_lossy(map).lines().find_map(|line| {
+        let mut fields = line.splitn(6, ' ');
+        let (lo, hi) = fields.next()?.split_once('-')?;
+        let (lo, hi) = (
+            u64::from_str_radix(lo, 16).ok()?,
+            u64::from_str_radix(hi, 16).ok()?,
+        );
+        let path = fields.nth(4)?.trim_start();
+        (lo <= address && address < hi && !path.is_empty())
+            .then(|| path.strip_suffix(" (deleted)").unwrap_or(path).to_string())
+    })
 }
 
 /// The program's path, read when the library loads (a later chroot may
@@ -182,6 +237,35 @@ pub fn program_path() -> &'static str {
         std::fs::read_link("/proc/self/exe")
             .map(|p| p.display().to_string())
             .unwrap_or_default()
+    })
+}
+
+/// The name the program was started as (`argv[0]`: a symlink's name, such
+/// as `redis-server` for `redis-check-rdb`), read when the library loads,
+/// before the program can rewrite its arguments; the path `execve` was given
+/// without /proc. One line: control characters become `?`.
+pub fn argv0() -> &'static str {
+    static ARGV0: once_cell::sync::OnceCell<String> = once_cell::sync::OnceCell::new();
+    ARGV0.get_or_init(|| {
+        let name = match std::fs::read("/proc/self/cmdline") {
+            Ok(args) if !args.is_empty() => {
+                let first = args.split(|&b| b == 0).next().unwrap_or_default();
+                String::from_utf8_lossy(first).into_owned()
+            }
+            // SAFETY: AT_EXECFN, when present, points to a NUL-terminated
+            // string on the initial stack, which lives as long as the process.
+            _ => unsafe {
+                let p = libc::getauxval(libc::AT_EXECFN) as *const libc::c_char;
+                if p.is_null() {
+                    String::new()
+                } else {
+                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                }
+            },
+        };
+        name.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect()
     })
 }
 
@@ -445,6 +529,8 @@ mod tests {
                 alloc_bytes: 5120,
                 oldest_age: 9,
                 total_age: 12,
+                live_usable: 3 * 1032,
+                usable_unknown: false,
             },
             Row {
                 stack: 1,
@@ -471,9 +557,24 @@ mod tests {
              # leakprobe pid: 42\n\
              3: 3072 [5: 5120] @ 0xabc0 0x401000\n\
              # leakprobe age: 9 4\n\
+             # leakprobe usable: 3096\n\
              0: 0 [2: 96] @ 0x10\n\
              \nMAPPED_LIBRARIES:\nmaps\n"
         );
+    }
+
+    #[test]
+    fn finds_the_mapped_path_of_an_address() {
+        let map = b"00400000-00401000 r--p 00000000 fe:00 12   /usr/bin/a b\n\
+            7f0000001000-7f0000002000 r-xp 00001000 fe:00 13      /lib/libz.so.1.2 (deleted)\n\
+            7f0000002000-7f0000003000 rw-p 00000000 00:00 0 \n";
+        assert_eq!(mapped_path(map, 0x400010).as_deref(), Some("/usr/bin/a b"));
+        assert_eq!(
+            mapped_path(map, 0x7f0000001fff).as_deref(),
+            Some("/lib/libz.so.1.2")
+        );
+        assert_eq!(mapped_path(map, 0x7f0000002000), None);
+        assert_eq!(mapped_path(map, 0x10), None);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use crate::live::{self, PENDING};
 use crate::ring::{self, Sample};
 use crate::stack::{self, Stack};
 use crate::{bootstrap, clock, collector, doorbell, next, sampling, thread_state};
-use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::ffi::{c_int, c_void, CStr};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 type Ptr = *mut c_void;
 
@@ -34,7 +34,29 @@ pub enum Api {
 }
 
 impl Api {
+    const ALL: [(Api, &'static CStr); 9] = [
+        (Api::Malloc, c"malloc"),
+        (Api::New, c"_Znwm"),
+        (Api::NewArray, c"_Znam"),
+        (Api::Calloc, c"calloc"),
+        (Api::Realloc, c"realloc"),
+        (Api::PosixMemalign, c"posix_memalign"),
+        (Api::Memalign, c"memalign"),
+        (Api::Valloc, c"valloc"),
+        (Api::Pvalloc, c"pvalloc"),
+    ];
+
     pub fn address(self) -> usize {
+        match OWN_ADDRESS[self as usize].load(Ordering::Relaxed) {
+            0 => self.linked_address(),
+            resolved => resolved,
+        }
+    }
+
+    /// The address the library's code sees, through its GOT: in a non-PIE
+    /// program that takes the function's address this is the program's
+    /// canonical PLT entry, not the library's function.
+    fn linked_address(self) -> usize {
         match self {
             Api::Malloc => malloc as *const () as usize,
             Api::New => crate::cxx::_Znwm as *const () as usize,
@@ -46,6 +68,40 @@ impl Api {
             Api::Valloc => valloc as *const () as usize,
             Api::Pvalloc => pvalloc as *const () as usize,
         }
+    }
+}
+
+/// Each entry point's address in this library, by `Api`; 0 until resolved.
+static OWN_ADDRESS: [AtomicUsize; Api::ALL.len()] = [const { AtomicUsize::new(0) }; Api::ALL.len()];
+
+/// Looks up every frame-0 function in this library's own symbol table, once
+/// at load: jeprof names frame 0 as it is (it subtracts 1 only from callers),
+/// so it must lie in the library's function, never in a program's PLT stub.
+/// `dlsym` on the library's own handle searches the library and its
+/// dependencies, never the program, so it cannot return the program's
+/// canonical PLT entry.
+pub fn resolve_own_addresses() {
+    // SAFETY: dladdr reads an address of ours; dlopen with RTLD_NOLOAD only
+    // returns a handle to the already loaded library (closed again below),
+    // and dlsym takes NUL-terminated names.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(resolve_own_addresses as *const c_void, &mut info) == 0
+            || info.dli_fname.is_null()
+        {
+            return;
+        }
+        let handle = libc::dlopen(info.dli_fname, libc::RTLD_NOLOAD | libc::RTLD_LAZY);
+        if handle.is_null() {
+            return;
+        }
+        for (api, name) in Api::ALL {
+            let f = libc::dlsym(handle, name.as_ptr()) as usize;
+            if next::object_of(f as *mut ()) == info.dli_fbase as usize {
+                OWN_ADDRESS[api as usize].store(f, Ordering::Relaxed);
+            }
+        }
+        libc::dlclose(handle);
     }
 }
 
@@ -149,7 +205,7 @@ pub unsafe extern "C" fn reallocarray(p: Ptr, n: usize, size: usize) -> Ptr {
 pub unsafe extern "C" fn xallocx(p: Ptr, size: usize, extra: usize, flags: c_int) -> usize {
     let real = next::xallocx(p, size, extra, flags);
     if live::maybe_sampled(p as usize) && real >= size {
-        live::resize(p as usize, real.min(size.saturating_add(extra)));
+        live::resize(p as usize, real.min(size.saturating_add(extra)), real);
     }
     real
 }
@@ -253,12 +309,17 @@ fn record(p: Ptr, size: usize, api: Api) {
         stack::capture(api.address(), &mut sample.stack);
         crate::cxx::fold_operator_frames(&mut sample.stack);
         let born = clock::monotonic().as_secs() as u32;
+        // SAFETY: `p` is a live block of the next allocator (or of the
+        // bootstrap arena, which malloc_usable_size recognises).
+        let usable = unsafe { malloc_usable_size(p) };
         live::insert(live::Entry {
             ptr,
             size,
             seq,
             stack: PENDING,
             born,
+            // An allocator without malloc_usable_size answers 0: unknown.
+            usable: if usable >= size { usable } else { 0 },
         });
         if !ring::push(sample, doorbell::ring) {
             live::remove(ptr);

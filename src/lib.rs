@@ -54,6 +54,7 @@ static INIT: extern "C" fn() = init;
 extern "C" fn init() {
     next::resolve();
     stack::init_own_range();
+    interpose::resolve_own_addresses();
     let cfg = config::Config::from_env();
     unwind::init(cfg.unwinder == config::Unwinder::Fast);
     if cfg.no_inherit {

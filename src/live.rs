@@ -89,6 +89,9 @@ pub struct Entry {
     pub stack: u32,
     /// Coarse time of the allocation, seconds since the library loaded.
     pub born: u32,
+    /// The allocator's usable size of the block (`malloc_usable_size`),
+    /// 0 when the allocator does not say.
+    pub usable: usize,
 }
 
 impl Entry {
@@ -98,6 +101,7 @@ impl Entry {
         seq: 0,
         stack: 0,
         born: 0,
+        usable: 0,
     };
 }
 
@@ -166,14 +170,16 @@ pub fn update(p: usize, seq: u64, f: impl FnOnce(&mut Entry)) {
     });
 }
 
-/// Changes the size of the entry for `p`, whichever allocation it is.
-pub fn resize(p: usize, size: usize) {
+/// Changes the size (and usable size) of the entry for `p`, whichever
+/// allocation it is.
+pub fn resize(p: usize, size: usize, usable: usize) {
     let h = hash(p);
     shard(h).with(|t| {
         if let Some(e) = t.find(p, h) {
             count_out(e.size);
             count_in(size);
             e.size = size;
+            e.usable = usable;
         }
     });
 }
@@ -385,6 +391,7 @@ mod tests {
             seq,
             stack: PENDING,
             born: 0,
+            usable: 16,
         }
     }
 

@@ -328,6 +328,8 @@ pub struct Row {
     pub alloc_count: u64,
     pub alloc_bytes: u64,
     pub frames: Vec<u64>,
+    /// The `# leakprobe usable:` line after the row, if any.
+    pub usable: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -368,6 +370,10 @@ impl Dump {
             }
             if let Some(kv) = line.strip_prefix("# leakprobe ") {
                 let (k, v) = kv.split_once(": ").unwrap();
+                if k == "usable" {
+                    let row: &mut Row = rows.last_mut().expect("usable line before any row");
+                    row.usable = Some(v.parse().unwrap());
+                }
                 meta.insert(k.to_string(), v.to_string());
             } else if !line.is_empty() {
                 rows.push(parse_row(line));
@@ -412,13 +418,17 @@ impl Dump {
         for r in &self.rows {
             let Some(a) = first_in_exe(r) else { continue };
             let (func, line) = names[&a].clone();
-            let s = sites.entry(func).or_default();
+            let s = sites.entry(func).or_insert_with(|| Site {
+                live_usable: Some(0),
+                ..Site::default()
+            });
             s.live_count += r.live_count;
             s.live_bytes += r.live_bytes;
             s.alloc_count += r.alloc_count;
             s.alloc_bytes += r.alloc_bytes;
             if r.live_count > 0 {
                 s.lines.push(line);
+                s.live_usable = s.live_usable.zip(r.usable).map(|(a, b)| a + b);
             }
         }
         sites
@@ -432,6 +442,8 @@ pub struct Site {
     pub alloc_count: u64,
     pub alloc_bytes: u64,
     pub lines: Vec<u32>,
+    /// Sum of the live rows' usable sizes; None if a row had none.
+    pub live_usable: Option<u64>,
 }
 
 fn parse_row(line: &str) -> Row {
@@ -460,6 +472,7 @@ fn parse_row(line: &str) -> Row {
         alloc_count: nums[2],
         alloc_bytes: nums[3],
         frames,
+        usable: None,
     }
 }
 
