@@ -419,7 +419,11 @@ impl Collector {
                 "time_monotonic",
                 format!("{}.{:03}", mono.as_secs(), mono.subsec_millis()),
             ),
-            ("allocator", next::allocator_name().to_string()),
+            (
+                "allocator",
+                crate::blind::malloc_served_by()
+                    .unwrap_or_else(|| next::allocator_name().to_string()),
+            ),
             ("live_samples", self.snapshot.len().to_string()),
             ("estimated_live_objects", format!("{live_n:.0}")),
             ("estimated_live_bytes", format!("{live_b:.0}")),
@@ -442,6 +446,7 @@ impl Collector {
             meta.push(("requests_answered", tokens.join(" ")));
         }
         meta.extend(live_usable.map(|u| ("estimated_live_usable_bytes", format!("{u:.0}"))));
+        meta.extend(crate::blind::reasons().iter().map(|r| ("blind", r.clone())));
         let (_, peak, peak_time) = live::estimate();
         meta.push(("peak_estimated_live_bytes", peak.to_string()));
         meta.push(("peak_time_unix", peak_time.to_string()));

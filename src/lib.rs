@@ -14,6 +14,7 @@
 mod accounting;
 #[cfg(not(test))]
 mod api;
+mod blind;
 mod bootstrap;
 mod cfi;
 mod clock;
@@ -61,6 +62,8 @@ extern "C" fn init() {
         inherit::remove_from_preload();
     }
     collector::start(&cfg);
+    // After the dump directory is open: the lines go to the log too.
+    blind::check(dump::program_path());
     signal::install(cfg.signal);
     if cfg.peak {
         live::enable_peak_profile();

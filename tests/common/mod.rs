@@ -389,6 +389,16 @@ impl Dump {
         }
     }
 
+    /// Every value of a fact that may repeat (`blind`, `build_id`).
+    pub fn meta_all(&self, key: &str) -> Vec<String> {
+        let prefix = format!("# leakprobe {key}: ");
+        std::fs::read_to_string(&self.path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+            .collect()
+    }
+
     pub fn meta_u64(&self, key: &str) -> u64 {
         self.meta
             .get(key)
