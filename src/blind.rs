@@ -89,22 +89,16 @@ fn defined_by(name: &CStr) -> Option<String> {
     })
 }
 
-/// Where `name` resolves, if it is a real definition there (a non-PIE
-/// program's canonical PLT entry for a function it takes the address of is
-/// not: dladdr names no symbol at that address).
+/// Where `name` resolves, if it is a real definition there: a non-PIE
+/// program's canonical PLT entry for a function whose address it takes is
+/// an undefined symbol with a value, and dladdr names it all the same.
 fn defining(name: &CStr) -> Option<libc::Dl_info> {
-    // SAFETY: dlsym and dladdr with valid strings and an out pointer.
-    unsafe {
-        let f = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
-        if f.is_null() {
-            return None;
-        }
-        let mut info: libc::Dl_info = core::mem::zeroed();
-        if libc::dladdr(f, &mut info) == 0 || info.dli_sname.is_null() || info.dli_saddr != f {
-            return None;
-        }
-        (CStr::from_ptr(info.dli_sname) == name).then_some(info)
-    }
+    // SAFETY: dlsym with a valid string.
+    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    let (info, sym) = crate::next::symbol_at(f)?;
+    // SAFETY: dli_sname, when set, is the loader's NUL-terminated string.
+    let named = !info.dli_sname.is_null() && unsafe { CStr::from_ptr(info.dli_sname) } == name;
+    (named && info.dli_saddr == f && sym.st_shndx != 0).then_some(info)
 }
 
 fn path_of(info: &libc::Dl_info) -> String {

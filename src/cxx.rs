@@ -18,7 +18,6 @@
 
 use crate::interpose::{allocate_sampled, release_sampled, Api};
 use crate::{live, next, thread_state};
-use core::ffi::c_int;
 use core::ffi::{c_void, CStr};
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
@@ -268,43 +267,20 @@ exported! {
 static NEW_RANGES: [(AtomicUsize, AtomicUsize); 8] =
     [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 8];
 
-extern "C" {
-    fn dladdr1(
-        addr: *const c_void,
-        info: *mut libc::Dl_info,
-        extra: *mut *mut c_void,
-        flags: c_int,
-    ) -> c_int;
-}
-const RTLD_DL_SYMENT: c_int = 1;
-
 fn note_new_ranges() {
     for (i, range) in NEW_RANGES.iter().enumerate() {
         let Some(&name) = NAMES.get(i) else { break };
         let start = next::symbol(&SLOTS[i], name) as usize;
-        let mut info: libc::Dl_info = unsafe_zeroed_info();
-        let mut sym: *mut c_void = core::ptr::null_mut();
-        // SAFETY: dladdr1 fills `info` and points `sym` at the symbol's ELF
-        // entry (valid while the object is loaded; libstdc++ stays).
-        let size = unsafe {
-            if start == 0
-                || dladdr1(start as *const c_void, &mut info, &mut sym, RTLD_DL_SYMENT) == 0
-            {
-                continue;
-            }
-            match (sym as *const libc::Elf64_Sym).as_ref() {
-                Some(s) if info.dli_saddr as usize == start => s.st_size as usize,
-                _ => continue,
-            }
+        let Some((info, sym)) = next::symbol_at(start as *const c_void) else {
+            continue;
         };
+        if start == 0 || info.dli_saddr as usize != start {
+            continue;
+        }
+        let size = sym.st_size as usize;
         range.1.store(start.saturating_add(size), Ordering::Relaxed);
         range.0.store(start, Ordering::Release);
     }
-}
-
-fn unsafe_zeroed_info() -> libc::Dl_info {
-    // SAFETY: Dl_info is plain pointers; all-zero is valid.
-    unsafe { core::mem::zeroed() }
 }
 
 /// Whether return address `ip` is inside one of libstdc++'s operator news:

@@ -147,6 +147,32 @@ fn info_of(f: *mut ()) -> Option<libc::Dl_info> {
     }
 }
 
+/// The object, nearest symbol and that symbol's ELF entry at `addr`
+/// (dladdr1's RTLD_DL_SYMENT): the entry tells a definition from a non-PIE
+/// program's canonical PLT entry, and gives the function's size.
+pub fn symbol_at(addr: *const c_void) -> Option<(libc::Dl_info, &'static libc::Elf64_Sym)> {
+    extern "C" {
+        fn dladdr1(
+            addr: *const c_void,
+            info: *mut libc::Dl_info,
+            extra: *mut *mut c_void,
+            flags: c_int,
+        ) -> c_int;
+    }
+    const RTLD_DL_SYMENT: c_int = 1;
+    // SAFETY: dladdr1 fills `info` and points `sym` at an entry of the
+    // object's symbol table, which stays while the object is loaded (the
+    // callers look at objects that are not unloaded: libstdc++, the program).
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        let mut sym: *mut c_void = core::ptr::null_mut();
+        if addr.is_null() || dladdr1(addr, &mut info, &mut sym, RTLD_DL_SYMENT) == 0 {
+            return None;
+        }
+        Some((info, (sym as *const libc::Elf64_Sym).as_ref()?))
+    }
+}
+
 /// The next allocator's `malloc` (after resolution).
 pub fn malloc_address() -> *mut () {
     slot::malloc.load(Ordering::Relaxed)
