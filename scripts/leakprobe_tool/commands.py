@@ -39,7 +39,14 @@ def percent(part: float, whole: float) -> str:
 
 
 def frame_json(f: Frame) -> dict[str, Any]:
-    return {"function": f.function, "file": f.file, "line": f.line, "object": f.obj}
+    return {
+        "function": f.function,
+        "mangled": f.mangled,
+        "file": f.file,
+        "line": f.line,
+        "object": f.obj,
+        "build_id_check": f.check,
+    }
 
 
 def stack_json(s: Stack) -> dict[str, Any]:
@@ -126,7 +133,7 @@ def report(args: argparse.Namespace) -> int:
         share = percent(s.value, p.total).strip()
         print(f"#{i} {amount(s.value, p.unit)} ({share}), {s.objects:,} objects, {s.samples:,} samples{age}")
         for f in s.frames[: args.depth]:
-            print(f"      {f.function}  {f.location()}")
+            print(f"      {f.name}  {f.location()}")
         if len(s.frames) > args.depth:
             print(f"      ... {len(s.frames) - args.depth} more frames")
     return 0
@@ -248,6 +255,7 @@ def flamegraph(args: argparse.Namespace) -> int:
         [(tuple(f.label(args.lines) for f in reversed(s.frames)), s.value) for s in p.stacks if s.value > 0],
         title=title,
         unit=p.unit,
+        depth=args.depth,
     )
     with open(args.output, "w", encoding="utf-8") as f:
         f.write(svg)
