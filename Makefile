@@ -5,7 +5,7 @@ LIB      := target/release/libleakprobe.so
 HARNESS  := target/harness
 CFLAGS   := -g -O0 -Wall -Wextra -fno-omit-frame-pointer
 CXXFLAGS := $(CFLAGS)
-PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes
+PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes cxx_nodwarf
 
 .PHONY: all lib harness java deps test lint demo bench clean
 
@@ -33,6 +33,7 @@ $(HARNESS)/growth_jemalloc: c-harness/growth.c c-harness/common.h | $(HARNESS)
 
 $(HARNESS)/estimate $(HARNESS)/stress: CFLAGS += -O2
 $(HARNESS)/unwind_shapes: CFLAGS += -O2 -fomit-frame-pointer
+$(HARNESS)/cxx_nodwarf: CXXFLAGS += -g0
 
 $(HARNESS)/libplugin.so: c-harness/plugin.c | $(HARNESS)
 	$(CC) $(CFLAGS) -shared -fPIC -o $@ $<
