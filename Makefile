@@ -8,6 +8,7 @@ CXXFLAGS := $(CFLAGS)
 # c-harness/malloc_shapes.c in each shape of call to malloc (see there).
 FRAME0_SHAPES := shape_nopie_pointer shape_nopie_direct shape_nopie_pointer_onesegment shape_pie_pointer shape_pie_direct shape_noplt_direct
 PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes waits owned_signals inlined zmalloc dump_target usable usable_jemalloc own_malloc
+PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes cxx_nodwarf
 
 .PHONY: all lib harness java deps test lint demo bench clean
 
@@ -38,6 +39,7 @@ $(HARNESS)/usable_jemalloc: c-harness/usable.c c-harness/common.h | $(HARNESS)
 
 $(HARNESS)/estimate $(HARNESS)/stress: CFLAGS += -O2
 $(HARNESS)/unwind_shapes: CFLAGS += -O2 -fomit-frame-pointer
+$(HARNESS)/cxx_nodwarf: CXXFLAGS += -g0
 
 # malloc_shapes: pprof (Go 1.19) cannot read a non-PIE program whose code has
 # its own segment (binutils' default), so one non-PIE shape keeps its code in

@@ -8,6 +8,19 @@ import sys
 
 from . import commands, dumpcmd, pprof
 from .dumpfile import DumpError
+from .flamegraph import DEFAULT_DEPTH
+
+DEPTH = 12
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number from 1 to 1000000")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,7 +42,9 @@ def parser() -> argparse.ArgumentParser:
         help="also skip functions whose whole name matches REGEX as allocation wrappers (like zmalloc, g_malloc)",
     )
     common.add_argument("--nodecount", type=int, default=20, metavar="N", help="how many functions/stacks to show (20)")
-    common.add_argument("--depth", type=int, default=12, metavar="N", help="frames shown per stack (12)")
+    common.add_argument(
+        "--depth", type=positive, metavar="N", help=f"frames shown per stack ({DEPTH}; flamegraph: {DEFAULT_DEPTH})"
+    )
     common.add_argument("--lines", action="store_true", help="functions with file:line")
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument(
@@ -77,6 +92,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.depth is None and args.command != "flamegraph":
+        args.depth = DEPTH
+    # Names and paths are shown escaped; anything left over must not stop the output.
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure:
+        reconfigure(errors="backslashreplace")
     try:
         return int(args.run(args))
     except DumpError as e:

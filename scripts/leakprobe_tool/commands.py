@@ -34,7 +34,15 @@ def percent(part: float, whole: float) -> str:
 
 
 def frame_json(f: Frame, allocator: bool = False) -> dict[str, Any]:
-    return {"function": f.function, "file": f.file, "line": f.line, "object": f.obj, "allocator": allocator}
+    return {
+        "function": f.function,
+        "mangled": f.mangled,
+        "file": f.file,
+        "line": f.line,
+        "object": f.obj,
+        "build_id_check": f.check,
+        "allocator": allocator,
+    }
 
 
 def stack_json(s: Stack) -> dict[str, Any]:
@@ -144,7 +152,7 @@ def report(args: argparse.Namespace) -> int:
         print(f"#{i} {amount(s.value, p.unit)} ({share}){usable}, {s.objects:,} objects, {s.samples:,} samples{age}")
         for j, f in enumerate(s.frames[: args.depth]):
             mark = "  [allocation wrapper]" if j < s.alloc_frames else ""
-            print(f"      {f.function}  {f.location()}{mark}")
+            print(f"      {f.name}  {f.location()}{mark}")
         if len(s.frames) > args.depth:
             print(f"      ... {len(s.frames) - args.depth} more frames")
     for u in unnamed_objects(p):
@@ -256,6 +264,7 @@ def flamegraph(args: argparse.Namespace) -> int:
         [(tuple(f.label(args.lines) for f in reversed(s.frames)), s.value) for s in p.stacks if s.value > 0],
         title=title,
         unit=p.unit,
+        depth=args.depth,
     )
     with open(args.output, "w", encoding="utf-8") as f:
         f.write(svg)

@@ -1,16 +1,51 @@
-"""Reading and validating a leakprobe dump (the heap_v2 text profile)."""
+"""Reading and validating a leakprobe dump (the heap_v2 text profile).
+
+A dump is treated as hostile input: it is read only from a regular file,
+every number is checked to fit the 64 bits the library writes, and bytes
+that are not UTF-8 (a program under a non-UTF-8 path) are kept as they are
+(surrogateescape) and shown escaped."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
 from dataclasses import dataclass, field, replace
 
-HEADER = re.compile(r"heap profile: *(\d+): *(\d+) *\[ *(\d+): *(\d+) *\] *@ *heap_v2/(\d+)")
-ROW = re.compile(r"(\d+): (\d+) \[(\d+): (\d+)\] @((?: 0x[0-9a-f]+)+)")
-MAPS = re.compile(r"([0-9a-f]+)-([0-9a-f]+) ([-rwxps]{4}) ([0-9a-f]+) \S+ \d+ *(.*)")
+from .files import open_regular, read_capped
+
+HEADER = re.compile(r"heap profile: *([0-9]+): *([0-9]+) *\[ *([0-9]+): *([0-9]+) *\] *@ *heap_v2/([0-9]+)")
+ROW = re.compile(r"([0-9]+): ([0-9]+) \[([0-9]+): ([0-9]+)\] @((?: 0x[0-9a-f]+)+)")
+MAPS = re.compile(r"([0-9a-f]{1,16})-([0-9a-f]{1,16}) ([-rwxps]{4}) ([0-9a-f]{1,16}) \S+ [0-9]+ *(.*)")
 META = "# leakprobe "
+U64_MAX = (1 << 64) - 1
+# Larger than any dump of a real process (its rows are bounded by the
+# library's stack table), small enough to read into memory.
+DUMP_CAP = 4 << 30
+# Metadata that must be a whole number (the library writes u64s), and times.
+INTEGER_META = re.compile(
+    r"pid|sample_period|max_frames|\w+_(bytes|samples|objects|dropped|unresolved|short|fast|libgcc|unix|count)"
+)
+TIME_META = ("time_unix", "time_monotonic")
+LATEST_TIME = 253402300799.0  # 9999-12-31: what time.gmtime can show
+
+
+def shown(text: str) -> str:
+    """`text` safe to print and to put in XML or JSON: bytes that were not
+    UTF-8 (kept by surrogateescape) and control characters as \\xNN."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return "".join(out)
 
 
 class DumpError(Exception):
@@ -56,8 +91,12 @@ class Dump:
     rows: list[Row]
     maps: list[Mapping]
     meta: dict[str, str] = field(default_factory=dict)
+    # object -> build-id; the object as in the memory map, or (older
+    # libraries) as the loader named it
     build_ids: dict[str, str] = field(default_factory=dict)
     blind: list[str] = field(default_factory=list)  # why the library cannot see some allocations
+    loaded_as: dict[str, str] = field(default_factory=dict)  # map path -> loader's name
+    owner: int | None = None  # uid owning the dump file: the process's user
 
     @property
     def pid(self) -> int | None:
@@ -89,76 +128,109 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
     if path.endswith(".tmp"):
         raise DumpError(path, "is a dump still being written (a temporary file); use the renamed .heap file")
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd, st = open_regular(path)
+        try:
+            data = read_capped(fd, st, DUMP_CAP)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise DumpError(path, f"cannot be read: {e.strerror or e}") from None
     if not data:
         raise DumpError(path, "is empty")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise DumpError(path, "is not a leakprobe dump (it is not text)") from None
+    if b"\0" in data:
+        raise DumpError(path, "is not a leakprobe dump (it is not text)")
+    text = data.decode("utf-8", "surrogateescape")
     if not text.endswith("\n"):
         raise DumpError(path, "is truncated (it ends in the middle of a line)")
     lines = text.split("\n")[:-1]
     header = HEADER.fullmatch(lines[0].strip())
     if not header:
-        raise DumpError(path, f"is not a leakprobe heap profile (first line: {lines[0][:60]!r})")
-    dump = Dump(path=path, period=int(header.group(5)), rows=[], maps=[])
+        raise DumpError(path, f"is not a leakprobe heap profile (first line: {shown(lines[0][:60])!r})")
+    counts = [number(path, 1, header.group(i)) for i in range(1, 6)]
+    dump = Dump(path=path, period=counts[4], rows=[], maps=[], owner=st.st_uid)
     maps_at = None
-    for number, line in enumerate(lines[1:], start=2):
+    for n, line in enumerate(lines[1:], start=2):
         if line == "MAPPED_LIBRARIES:":
-            maps_at = number
+            maps_at = n
             break
         if line.startswith(META):
             key, sep, value = line[len(META) :].partition(": ")
             if not sep:
-                raise DumpError(path, f"line {number}: malformed metadata line")
+                raise DumpError(path, f"line {n}: malformed metadata line")
             if key == "build_id":
                 build_id, _, obj = value.partition(" ")
                 dump.build_ids[obj] = build_id
+            elif key == "loaded_as":
+                mapped, _, name = value.partition("\t")
+                dump.loaded_as[mapped] = name
             elif key == "age":
                 ages = value.split()
-                if not dump.rows or len(ages) != 2 or not all(a.isdigit() for a in ages):
-                    raise DumpError(path, f"line {number}: malformed age line")
-                dump.rows[-1] = replace(dump.rows[-1], oldest_age=int(ages[0]), mean_age=int(ages[1]))
+                if not dump.rows or len(ages) != 2:
+                    raise DumpError(path, f"line {n}: malformed age line")
+                oldest, mean = (number(path, n, a) for a in ages)
+                dump.rows[-1] = replace(dump.rows[-1], oldest_age=oldest, mean_age=mean)
             elif key == "usable":
-                if not dump.rows or not value.isdigit():
-                    raise DumpError(path, f"line {number}: malformed usable line")
-                dump.rows[-1] = replace(dump.rows[-1], usable_bytes=int(value))
+                if not dump.rows:
+                    raise DumpError(path, f"line {n}: malformed usable line")
+                dump.rows[-1] = replace(dump.rows[-1], usable_bytes=number(path, n, value))
             elif key == "blind":
                 dump.blind.append(value)
             else:
-                dump.meta[key] = value
+                dump.meta[key] = check_meta(path, n, key, value)
         elif line.strip() and not line.startswith("#"):
-            dump.rows.append(parse_row(path, number, line))
+            dump.rows.append(parse_row(path, n, line))
     if maps_at is None:
         raise DumpError(path, "is truncated (no MAPPED_LIBRARIES section)")
-    for number, line in enumerate(lines[maps_at:], start=maps_at + 1):
+    for n, line in enumerate(lines[maps_at:], start=maps_at + 1):
         m = MAPS.fullmatch(line)
         if not m:
-            raise DumpError(path, f"line {number}: malformed memory-map line")
+            raise DumpError(path, f"line {n}: malformed memory-map line")
         lo, hi, perms, off, name = m.groups()
         dump.maps.append(Mapping(int(lo, 16), int(hi, 16), perms, int(off, 16), name.strip()))
     if not dump.maps:
         raise DumpError(path, "is truncated (its memory map is empty)")
     totals = [sum(getattr(r, f) for r in dump.rows) for f in ("live_count", "live_bytes", "alloc_count", "alloc_bytes")]
-    if totals != [int(header.group(i)) for i in range(1, 5)]:
+    if totals != counts[:4]:
         raise DumpError(path, "is corrupt (its header totals do not match its rows)")
     arch = dump.meta.get("arch")
     if check_arch and arch and arch != platform.machine():
         here = platform.machine()
-        raise DumpError(path, f"comes from a {arch} process; this machine is {here}, so it cannot be symbolized here")
+        raise DumpError(path, f"comes from a {shown(arch)} process; this machine is {here}, so it cannot be symbolized here")
     return dump
 
 
-def parse_row(path: str, number: int, line: str) -> Row:
-    m = ROW.fullmatch(line)
+def number(path: str, line: int, digits: str) -> int:
+    """A count as the library writes it: a decimal that fits 64 bits."""
+    if not digits.isascii() or not digits.isdigit():
+        raise DumpError(path, f"line {line}: {shown(digits[:30])!r} is not a whole number")
+    if len(digits) > 20 or int(digits) > U64_MAX:
+        raise DumpError(path, f"line {line}: number out of range ({len(digits)} digits; at most 64 bits)")
+    return int(digits)
+
+
+def check_meta(path: str, line: int, key: str, value: str) -> str:
+    """Numeric metadata is validated here, so that every later reader can
+    convert it without failing."""
+    if key in TIME_META:
+        try:
+            t = float(value)
+        except ValueError:
+            t = math.nan
+        if not 0.0 <= t <= LATEST_TIME:  # also refuses nan and inf
+            raise DumpError(path, f"line {line}: {key} {shown(value[:30])!r} is not a time")
+    elif INTEGER_META.fullmatch(key) or value.isdigit():
+        number(path, line, value)
+    return value
+
+
+def parse_row(path: str, line: int, text: str) -> Row:
+    m = ROW.fullmatch(text)
     if not m:
-        raise DumpError(path, f"line {number}: malformed sample row")
-    n1, b1, n2, b2 = (int(m.group(i)) for i in range(1, 5))
+        raise DumpError(path, f"line {line}: malformed sample row")
+    n1, b1, n2, b2 = (number(path, line, m.group(i)) for i in range(1, 5))
     if (n1 == 0) != (b1 == 0) or (n2 == 0) != (b2 == 0):
-        raise DumpError(path, f"line {number}: inconsistent counts")
-    frames = tuple(int(f, 16) for f in m.group(5).split())
-    return Row(n1, b1, n2, b2, frames)
+        raise DumpError(path, f"line {line}: inconsistent counts")
+    addresses = m.group(5).split()
+    if any(len(a) > 18 for a in addresses):
+        raise DumpError(path, f"line {line}: address out of range (at most 64 bits)")
+    return Row(n1, b1, n2, b2, tuple(int(a, 16) for a in addresses))

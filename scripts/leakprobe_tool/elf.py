@@ -1,15 +1,27 @@
 """Just enough ELF (64-bit, little-endian) for symbolization: load segments,
-build-id, .gnu_debuglink, whether DWARF is present, and the symbol tables."""
+build-id, .gnu_debuglink, whether DWARF is present, and the symbol tables.
+
+The file is named by a dump, so it may be anything: only the parts needed
+are read (bounded reads at checked offsets, never the whole file), from a
+regular file opened without blocking."""
 
 from __future__ import annotations
 
 import bisect
+import os
 import struct
 from dataclasses import dataclass
+
+from .files import Refused, open_regular, read_at
 
 PT_LOAD, PT_NOTE = 1, 4
 SHT_SYMTAB, SHT_DYNSYM = 2, 11
 STT_FUNC, STT_GNU_IFUNC = 2, 10
+# Caps on what is read: headers and notes are small in every real object;
+# the largest symbol tables (libxul, libjvm) are tens of MiB.
+HEADERS_CAP = 16 << 20
+NOTE_CAP = 1 << 20
+TABLE_CAP = 512 << 20
 
 
 class ElfError(Exception):
@@ -23,45 +35,98 @@ class Segment:
     filesz: int
 
 
+@dataclass(frozen=True)
+class Section:
+    kind: int
+    offset: int
+    size: int
+    link: int
+    entsize: int
+
+
 class Elf:
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            with open(path, "rb") as f:
-                self.data = f.read()
-        except OSError as e:
-            raise ElfError(f"{path}: {e.strerror or e}") from None
-        d = self.data
+            fd, st = open_regular(path)
+        except Refused as e:
+            raise ElfError(str(e)) from None
+        except OSError:
+            raise ElfError("file missing or unreadable") from None
+        # Identity of the file read, so that a later read (symbols) can tell
+        # whether the name now means another file.
+        self.identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        self.size = st.st_size
+        try:
+            self._read_headers(fd)
+        finally:
+            os.close(fd)
+        self._symbols: tuple[list[int], list[tuple[int, str]]] | None = None
+
+    def _read(self, fd: int, offset: int, size: int, cap: int, what: str) -> bytes:
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise ElfError(f"{what} lies outside the file")
+        if size > cap:
+            raise ElfError(f"{what} is larger than {cap >> 20} MiB")
+        data = read_at(fd, offset, size)
+        if len(data) != size:
+            raise ElfError(f"{what}: the file shrank while being read")
+        return data
+
+    def _read_headers(self, fd: int) -> None:
+        d = self._read(fd, 0, min(64, self.size), 64, "ELF header")
         if d[:4] != b"\x7fELF" or len(d) < 64:
-            raise ElfError(f"{path}: not an ELF file")
+            raise ElfError("not an ELF file")
         if d[4] != 2 or d[5] != 1:
-            raise ElfError(f"{path}: not a 64-bit little-endian ELF file")
+            raise ElfError("not a 64-bit little-endian ELF file")
         (self.machine,) = struct.unpack_from("<H", d, 18)
         phoff, shoff = struct.unpack_from("<QQ", d, 32)
         phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", d, 54)
         self.segments: list[Segment] = []
         self.notes: list[tuple[int, int]] = []
+        if phnum and phentsize < 56:
+            raise ElfError("malformed program headers")
+        table = self._read(fd, phoff, phnum * phentsize, HEADERS_CAP, "program headers")
         for i in range(phnum):
-            p_type, _flags, off, vaddr, _paddr, filesz = struct.unpack_from("<IIQQQQ", d, phoff + i * phentsize)
+            p_type, _flags, off, vaddr, _paddr, filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
             if p_type == PT_LOAD:
                 self.segments.append(Segment(off, vaddr, filesz))
             elif p_type == PT_NOTE:
                 self.notes.append((off, filesz))
-        # Section headers by index, and by name: (type, offset, size, link, entsize).
-        self.section_list: list[tuple[int, int, int, int, int]] = []
-        self.sections: dict[str, tuple[int, int, int, int, int]] = {}
-        if shoff and shnum and shstrndx < shnum:
-            headers = [struct.unpack_from("<IIQQQQIIQQ", d, shoff + i * shentsize) for i in range(shnum)]
-            names_off = headers[shstrndx][4]
+        self.section_list: list[Section] = []
+        self.sections: dict[str, Section] = {}
+        if shoff and shnum and shstrndx < shnum and shentsize >= 64:
+            table = self._read(fd, shoff, shnum * shentsize, HEADERS_CAP, "section headers")
+            headers = [struct.unpack_from("<IIQQQQIIQQ", table, i * shentsize) for i in range(shnum)]
+            names = headers[shstrndx]
+            strings = self._read(fd, names[4], names[5], HEADERS_CAP, "section names")
             for h in headers:
-                entry = (h[1], h[4], h[5], h[6], h[9])
-                self.section_list.append(entry)
-                self.sections[self.cstring(names_off + h[0])] = entry
-        self._symbols: tuple[list[int], list[tuple[int, str]]] | None = None
+                section = Section(h[1], h[4], h[5], h[6], h[9])
+                self.section_list.append(section)
+                self.sections[cstring(strings, h[0])] = section
+        self.build_id = self._find_build_id(fd)
+        link = self.sections.get(".gnu_debuglink")
+        self.debuglink = cstring(self._read(fd, link.offset, min(link.size, 4096), 4096, ".gnu_debuglink"), 0) if link else None
 
-    def cstring(self, off: int) -> str:
-        end = self.data.find(b"\0", off)
-        return self.data[off : end if end >= 0 else len(self.data)].decode("utf-8", "replace")
+    def _find_build_id(self, fd: int) -> str | None:
+        areas = list(self.notes)
+        if ".note.gnu.build-id" in self.sections:
+            section = self.sections[".note.gnu.build-id"]
+            areas.append((section.offset, section.size))
+        for start, size in areas:
+            try:
+                data = self._read(fd, start, size, NOTE_CAP, "notes")
+            except ElfError:
+                continue
+            off = 0
+            while off + 12 <= len(data):
+                namesz, descsz, kind = struct.unpack_from("<III", data, off)
+                name_end = off + 12 + ((namesz + 3) & ~3)
+                desc_end = name_end + ((descsz + 3) & ~3)
+                if kind == 3 and data[off + 12 : off + 12 + namesz] == b"GNU\0" and desc_end <= len(data):
+                    return data[name_end : name_end + descsz].hex()
+                off = desc_end
+        return None
 
     def vaddr_of_offset(self, offset: int) -> int | None:
         """The virtual address at which a file offset is loaded."""
@@ -71,35 +136,16 @@ class Elf:
         return None
 
     @property
-    def build_id(self) -> str | None:
-        areas = list(self.notes)
-        if ".note.gnu.build-id" in self.sections:
-            _, off, size, _, _ = self.sections[".note.gnu.build-id"]
-            areas.append((off, size))
-        for off, size in areas:
-            end = off + size
-            while off + 12 <= end:
-                namesz, descsz, kind = struct.unpack_from("<III", self.data, off)
-                name_end = off + 12 + ((namesz + 3) & ~3)
-                desc_end = name_end + ((descsz + 3) & ~3)
-                if kind == 3 and self.data[off + 12 : off + 12 + namesz] == b"GNU\0":
-                    return self.data[name_end : name_end + descsz].hex()
-                off = desc_end
-        return None
-
-    @property
-    def debuglink(self) -> str | None:
-        section = self.sections.get(".gnu_debuglink")
-        return self.cstring(section[1]) if section else None
-
-    @property
     def has_dwarf(self) -> bool:
-        return ".debug_info" in self.sections and self.sections[".debug_info"][0] != 8  # not NOBITS
+        return ".debug_info" in self.sections and self.sections[".debug_info"].kind != 8  # not NOBITS
 
     def symbol_at(self, vaddr: int) -> str | None:
         """The function symbol containing `vaddr` (.symtab, else .dynsym)."""
         if self._symbols is None:
-            self._symbols = self._read_symbols()
+            try:
+                self._symbols = self._read_symbols()
+            except (OSError, ElfError):
+                self._symbols = ([], [])
         starts, entries = self._symbols
         i = bisect.bisect_right(starts, vaddr) - 1
         if i < 0:
@@ -109,17 +155,27 @@ class Elf:
 
     def _read_symbols(self) -> tuple[list[int], list[tuple[int, str]]]:
         table: dict[int, tuple[int, str]] = {}
-        for kind, section in ((SHT_DYNSYM, ".dynsym"), (SHT_SYMTAB, ".symtab")):
-            info = self.sections.get(section)
-            if not info or info[0] != kind or not info[4]:
-                continue
-            _, off, size, link, entsize = info
-            if link >= len(self.section_list):
-                continue
-            strtab = self.section_list[link][1]
-            for pos in range(off, off + size, entsize):
-                st_name, st_info, _other, shndx, value, sym_size = struct.unpack_from("<IBBHQQ", self.data, pos)
-                if st_info & 0xF in (STT_FUNC, STT_GNU_IFUNC) and shndx != 0 and value:
-                    table[value] = (sym_size, self.cstring(strtab + st_name).split("@")[0])
+        fd, st = open_regular(self.path)
+        try:
+            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
+                raise ElfError("the file changed while being read")
+            for kind, name in ((SHT_DYNSYM, ".dynsym"), (SHT_SYMTAB, ".symtab")):
+                section = self.sections.get(name)
+                if not section or section.kind != kind or section.entsize != 24 or section.link >= len(self.section_list):
+                    continue
+                strtab = self.section_list[section.link]
+                symbols = self._read(fd, section.offset, section.size - section.size % 24, TABLE_CAP, name)
+                strings = self._read(fd, strtab.offset, strtab.size, TABLE_CAP, "symbol names")
+                for st_name, st_info, _other, shndx, value, sym_size in struct.iter_unpack("<IBBHQQ", symbols):
+                    if st_info & 0xF in (STT_FUNC, STT_GNU_IFUNC) and shndx != 0 and value:
+                        table[value] = (sym_size, cstring(strings, st_name).split("@")[0])
+        finally:
+            os.close(fd)
         starts = sorted(table)
         return starts, [table[s] for s in starts]
+
+
+def cstring(data: bytes, off: int) -> str:
+    end = data.find(b"\0", off)
+    # Names are bytes: kept as they are, shown escaped.
+    return data[off : end if end >= 0 else len(data)].decode("utf-8", "surrogateescape")

@@ -1,19 +1,27 @@
 """A self-contained interactive SVG flame graph: hover for details, click to
-zoom, search by regular expression. No external resources."""
+zoom, search by regular expression. No external resources.
+
+Drawn as an icicle (the root at the top, callees below it), so the widest
+frames are on the first screen however deep the narrow stacks go; stacks
+deeper than --depth keep their outermost and innermost frames around one
+marked frame that stands for the elided middle."""
 
 from __future__ import annotations
 
 import zlib
 from xml.sax.saxutils import escape, quoteattr
 
+from .dumpfile import shown
+
 WIDTH = 1200
 PAD = 10
 ROW = 17
-TOP = 52
-BOTTOM = 34
+TOP = 66
+BOTTOM = 10
 # Frames narrower than this share of the whole are left out: invisible even
 # at full width, and they would make the file huge for big profiles.
 MIN_SHARE = 1.0 / 50000
+DEFAULT_DEPTH = 40  # rows of frames: about one screen
 
 
 class Node:
@@ -23,19 +31,32 @@ class Node:
         self.children: dict[str, Node] = {}
 
 
-def tree(stacks: list[tuple[tuple[str, ...], int]]) -> Node:
+def elided(path: tuple[str, ...], depth: int) -> tuple[str, ...]:
+    """`path` (root first) with at most `depth` frames: its outer and inner
+    ends, and one frame saying that the middle was left out."""
+    if len(path) <= depth:
+        return path
+    head = (depth - 1) // 2
+    tail = depth - 1 - head
+    marker = f"[{len(path) - head - tail} frames elided by --depth {depth}]"
+    return (*path[:head], marker, *path[len(path) - tail :])
+
+
+def tree(stacks: list[tuple[tuple[str, ...], int]], depth: int) -> Node:
     root = Node("all")
     for path, value in stacks:
         root.value += value
         node = root
-        for name in path:
+        for name in elided(path, depth):
             node = node.children.setdefault(name, Node(name))
             node.value += value
     return root
 
 
 def color(name: str) -> str:
-    h = zlib.crc32(name.encode())
+    if name.startswith("[") and "elided by --depth" in name:
+        return "hsl(0,0%,80%)"
+    h = zlib.crc32(name.encode("utf-8", "surrogateescape"))
     return f"hsl({h % 55},{70 + (h >> 8) % 25}%,{55 + (h >> 16) % 15}%)"
 
 
@@ -48,35 +69,37 @@ def amount(value: int, unit: str) -> str:
     return f"{value} B"
 
 
-def render_svg(stacks: list[tuple[tuple[str, ...], int]], title: str, unit: str) -> str:
-    root = tree(stacks)
+def render_svg(stacks: list[tuple[tuple[str, ...], int]], title: str, unit: str, depth: int | None = None) -> str:
+    root = tree(stacks, depth or DEFAULT_DEPTH)
     total = max(root.value, 1)
     frames: list[str] = []
     depth_max = 0
-
-    def walk(node: Node, x: float, depth: int) -> None:
-        nonlocal depth_max
+    # Depth first without recursion: a hostile dump may hold any depth.
+    todo: list[tuple[Node, float, int]] = [(root, 0.0, 0)]
+    while todo:
+        node, x, level = todo.pop()
         share = node.value / total
         if share < MIN_SHARE:
-            return
-        depth_max = max(depth_max, depth)
-        label = f"{node.name} ({amount(node.value, unit)}, {100 * share:.2f}%)"
+            continue
+        depth_max = max(depth_max, level)
+        name = shown(node.name)
+        label = f"{name} ({amount(node.value, unit)}, {100 * share:.2f}%)"
         frames.append(
-            f'<g class="f" data-name={quoteattr(node.name)} data-value="{node.value}" '
-            f'data-x="{x:.8f}" data-w="{share:.8f}" data-depth="{depth}">'
+            f'<g class="f" data-name={quoteattr(name)} data-value="{node.value}" '
+            f'data-x="{x:.8f}" data-w="{share:.8f}" data-depth="{level}">'
             f"<title>{escape(label)}</title>"
             f'<rect height="{ROW - 1}" rx="2" fill="{color(node.name)}"/><text></text></g>'
         )
         offset = x
+        children = []
         for child in sorted(node.children.values(), key=lambda c: c.name):
-            walk(child, offset, depth + 1)
+            children.append((child, offset, level + 1))
             offset += child.value / total
-
-    walk(root, 0.0, 0)
+        todo.extend(reversed(children))
     height = TOP + (depth_max + 1) * ROW + BOTTOM
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}"
- data-total="{root.value}" data-unit="{unit}" data-rows="{ROW}" data-bottom="{height - BOTTOM}">
+ data-total="{root.value}" data-unit="{unit}" data-rows="{ROW}" data-top="{TOP}">
 <style>
 text {{ font: 12px Verdana, sans-serif; fill: #000; }}
 .f text {{ pointer-events: none; }}
@@ -84,11 +107,11 @@ text {{ font: 12px Verdana, sans-serif; fill: #000; }}
 .button {{ cursor: pointer; fill: #004a9f; }}
 </style>
 <rect width="100%" height="100%" fill="#f8f8f0"/>
-<text x="{WIDTH // 2}" y="22" text-anchor="middle" style="font-size: 16px">{escape(title)}</text>
+<text x="{WIDTH // 2}" y="22" text-anchor="middle" style="font-size: 16px">{escape(shown(title))}</text>
 <text id="reset" class="button" x="{PAD}" y="42" visibility="hidden">Reset zoom</text>
 <text id="search" class="button" x="{WIDTH - PAD}" y="42" text-anchor="end">Search</text>
-<text id="matched" x="{WIDTH - PAD}" y="{height - 10}" text-anchor="end"></text>
-<text id="details" x="{PAD}" y="{height - 10}"> </text>
+<text id="matched" x="{WIDTH - PAD}" y="{TOP - 8}" text-anchor="end"></text>
+<text id="details" x="{PAD}" y="{TOP - 8}"> </text>
 <g id="frames">
 {chr(10).join(frames)}
 </g>
@@ -104,7 +127,7 @@ SCRIPT = r"""
   var svg = document.documentElement;
   window.onerror = function (msg) { svg.setAttribute("data-error", String(msg)); };
   var width = svg.width.baseVal.value, pad = 10, row = +svg.getAttribute("data-rows");
-  var bottom = +svg.getAttribute("data-bottom"), unit = svg.getAttribute("data-unit");
+  var top = +svg.getAttribute("data-top"), unit = svg.getAttribute("data-unit");
   var total = +svg.getAttribute("data-total");
   var frames = Array.prototype.slice.call(document.querySelectorAll("g.f"));
   var details = document.getElementById("details"), reset = document.getElementById("reset");
@@ -124,7 +147,7 @@ SCRIPT = r"""
       var px = pad + x * span, pw = w * span;
       if (x + w <= 1e-9 || x >= 1 - 1e-9 || pw < 0.5) { g.style.display = "none"; return; }
       g.style.display = "";
-      var y = bottom - (+g.getAttribute("data-depth") + 1) * row;
+      var y = top + +g.getAttribute("data-depth") * row;
       var rect = g.querySelector("rect"), text = g.querySelector("text");
       rect.setAttribute("x", px.toFixed(2)); rect.setAttribute("y", y);
       rect.setAttribute("width", Math.max(pw - 0.5, 0.1).toFixed(2));

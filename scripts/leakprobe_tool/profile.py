@@ -67,7 +67,8 @@ def unsample(count: int, size: int, period: int) -> tuple[float, float]:
     un-sample heap_v2: each sample stands for 1 / (1 - exp(-avg / period))."""
     if count == 0 or size == 0 or period <= 1:
         return float(count), float(size)
-    scale = 1.0 / (1.0 - math.exp(-(size / count) / period))
+    # expm1: 1 - exp(-x) is 0.0 for tiny x (a huge period), expm1 is not.
+    scale = 1.0 / -math.expm1(-(size / count) / period)
     return count * scale, size * scale
 
 

@@ -1,6 +1,11 @@
 """Symbolization of dump addresses: per object, in one batched call of
 addr2line (or llvm-symbolizer), with separate debug info found as gdb finds
-it, ELF symbol tables for stripped objects, and perf maps for JIT code."""
+it, ELF symbol tables for stripped objects, and perf maps for JIT code.
+C++ names are demangled in one batched call of c++filt.
+
+A name is only given when the file on disk is the one the process mapped
+(same build-id as the dump records); otherwise the frame says why it has no
+name, or carries a mark that its name could not be checked."""
 
 from __future__ import annotations
 
@@ -8,13 +13,15 @@ import bisect
 import os
 import re
 import shutil
+import stat
 import struct
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .dumpfile import Dump, Mapping
+from .dumpfile import Dump, Mapping, shown
 from .elf import Elf, ElfError
+from .files import Refused, open_regular, read_capped
 
 # Frames that belong to the allocator rather than the program (as jeprof and
 # pprof drop them): removed from the leaf end of every stack.
@@ -25,17 +32,33 @@ ALLOCATOR_FRAME = re.compile(
 )
 
 
+# Frame.check: whether the file on disk is the one the process mapped.
+VERIFIED = "verified"  # same build-id as the dump records
+UNVERIFIED = "unverified"  # named, but the build-id could not be compared
+STALE = "stale"  # replaced since the dump: not named
+MISSING = "missing"  # deleted, missing, unreadable or not a regular file: not named
+MANGLED = re.compile(r"_Z[A-Za-z0-9_.$]+")
+PERF_MAP_CAP = 256 << 20
+
+
 @dataclass(frozen=True)
 class Frame:
     function: str
     file: str | None = None
     line: int | None = None
     obj: str = ""
+    check: str | None = None  # None: not from a file (JIT, anonymous memory)
+    mangled: str | None = None  # the name before demangling
+
+    @property
+    def name(self) -> str:
+        """The function, marked when its object could not be checked."""
+        return f"{self.function} [{UNVERIFIED}]" if self.check == UNVERIFIED else self.function
 
     def label(self, lines: bool = False) -> str:
         if lines and self.file:
-            return f"{self.function} {os.path.basename(self.file)}:{self.line}"
-        return self.function
+            return f"{self.name} {os.path.basename(self.file)}:{self.line}"
+        return self.name
 
     def location(self) -> str:
         return f"{self.file}:{self.line}" if self.file else self.obj
@@ -61,13 +84,16 @@ class Symbolizer:
         self.debug_dirs = debug_dirs
         self.cache: dict[int, tuple[Frame, ...]] = {}
         self.elves: dict[str, Elf | None] = {}
+        self.why_not: dict[str, str] = {}  # path -> why it could not be read
+        self.noted: set[str] = set()
         self.tool = tool()
         if self.tool is None:
             print(
                 "leakprobe: neither addr2line nor llvm-symbolizer is installed: names come from ELF symbols only, without lines",
                 file=sys.stderr,
             )
-        self.jit = JitMap(dump.pid)
+        self.jit = JitMap(dump)
+        self.recorded = RecordedBuildIds(dump)
 
     def symbolize(self, addresses: set[int]) -> None:
         """Resolves every address (return addresses; frame 0 excluded)."""
@@ -81,6 +107,7 @@ class Symbolizer:
                 by_object.setdefault(where[0], []).append((addr, where[1]))
         for obj, pairs in by_object.items():
             self.resolve_object(obj, pairs)
+        demangle_frames(self.cache)
 
     def frames(self, addr: int) -> tuple[Frame, ...]:
         return self.cache[addr]
@@ -91,29 +118,49 @@ class Symbolizer:
             name = self.jit.get(addr)
             if name:
                 return Frame(name, obj="[jit]")
-            where = "unmapped" if mapping is None else mapping.path.strip("[]") or "anonymous"
-            return Frame(f"[{where}] 0x{addr:x}", obj=f"[{where}]")
+            where = "unmapped" if mapping is None else shown(mapping.path.strip("[]")) or "anonymous"
+            # JIT code lives in anonymous memory: say why it has no name.
+            refused = " (perf map refused)" if self.jit.refused and where in ("unmapped", "anonymous") else ""
+            return Frame(f"[{where}] 0x{addr:x}{refused}", obj=f"[{where}]")
         offset = mapping.offset + (addr - mapping.start)
+        obj = shown(mapping.file)
         if mapping.deleted:
-            return Frame(f"{mapping.file}+0x{offset:x} (file deleted since it was mapped)", obj=mapping.file)
+            return Frame(f"{obj}+0x{offset:x} (file deleted since it was mapped)", obj=obj, check=MISSING)
         elf = self.elf(mapping.file)
         if elf is None:
-            return Frame(f"{mapping.file}+0x{offset:x} (file missing or unreadable)", obj=mapping.file)
-        recorded = self.dump.build_ids.get(mapping.file)
-        if recorded and elf.build_id and recorded != elf.build_id:
-            return Frame(f"{mapping.file}+0x{offset:x} (file replaced since the dump)", obj=mapping.file)
+            return Frame(f"{obj}+0x{offset:x} ({self.why_not[mapping.file]})", obj=obj, check=MISSING)
+        recorded = self.recorded.get(mapping.file)
+        if recorded and recorded != elf.build_id:
+            return Frame(f"{obj}+0x{offset:x} (file replaced since the dump)", obj=obj, check=STALE)
+        if not recorded:
+            self.note_unverified(mapping.file, elf)
         vaddr = elf.vaddr_of_offset(offset)
         if vaddr is None:
-            return Frame(f"{mapping.file}+0x{offset:x}", obj=mapping.file)
+            return Frame(f"{obj}+0x{offset:x}", obj=obj, check=VERIFIED if recorded else UNVERIFIED)
         # A return address points after the call: look up the call itself.
         return mapping.file, vaddr - 1
+
+    def note_unverified(self, path: str, elf: Elf) -> None:
+        if path in self.noted:
+            return
+        self.noted.add(path)
+        why = "the file has no build-id" if elf.build_id is None else "the dump records no build-id for it"
+        print(
+            f"leakprobe: note: {shown(path)}: cannot tell whether it is the file the process mapped ({why}); "
+            f"its names are marked [{UNVERIFIED}]",
+            file=sys.stderr,
+        )
 
     def elf(self, path: str) -> Elf | None:
         if path not in self.elves:
             try:
                 self.elves[path] = Elf(path)
-            except (ElfError, struct.error, IndexError):
+            except ElfError as e:
                 self.elves[path] = None
+                self.why_not[path] = str(e)
+            except (struct.error, IndexError):
+                self.elves[path] = None
+                self.why_not[path] = "not a valid ELF file"
         return self.elves[path]
 
     def debug_file(self, path: str, elf: Elf) -> str:
@@ -138,6 +185,8 @@ class Symbolizer:
     def resolve_object(self, obj: str, pairs: list[tuple[int, int]]) -> None:
         elf = self.elf(obj)
         assert elf is not None
+        check = VERIFIED if self.recorded.get(obj) else UNVERIFIED
+        shown_obj = shown(obj)
         vaddrs = sorted({v for _, v in pairs})
         source = self.debug_file(obj, elf)
         # Without DWARF, addr2line names an address after the nearest
@@ -149,9 +198,67 @@ class Symbolizer:
             frames = found.get(vaddr, ())
             if not frames or frames[-1].function == "??":
                 name = elf.symbol_at(vaddr) or (self.elf(source).symbol_at(vaddr) if source != obj else None)
-                outer = Frame(name or f"{os.path.basename(obj)}+0x{vaddr + 1:x}", obj=obj)
+                outer = Frame(name or f"{os.path.basename(shown_obj)}+0x{vaddr + 1:x}")
                 frames = (*(f for f in frames if f.function != "??"), outer)
-            self.cache[addr] = tuple(Frame(f.function, f.file, f.line, obj) for f in frames)
+            self.cache[addr] = tuple(
+                Frame(f.function, shown(f.file) if f.file else None, f.line, shown_obj, check) for f in frames
+            )
+
+
+class RecordedBuildIds:
+    """The build-id the dump records for a mapped file. The library keys it
+    by the path in the memory map; older ones used the loader's name
+    (`/lib/x86_64-linux-gnu/libz.so.1` for `/usr/lib/.../libz.so.1.2.13`),
+    which is matched through `loaded_as` lines or by resolving both names
+    here; and a name that was not UTF-8 may have been recorded lossily."""
+
+    def __init__(self, dump: Dump) -> None:
+        self.dump = dump
+        self.by_real: dict[str, str] = {}
+        self.by_lossy: dict[str, str] = {}
+        for name, build_id in dump.build_ids.items():
+            self.by_lossy.setdefault(lossy(name), build_id)
+            if name.startswith("/"):
+                self.by_real.setdefault(os.path.realpath(name), build_id)
+
+    def get(self, path: str) -> str | None:
+        ids = self.dump.build_ids
+        found = ids.get(path) or ids.get(self.dump.loaded_as.get(path, ""))
+        return found or self.by_real.get(os.path.realpath(path)) or self.by_lossy.get(lossy(path))
+
+
+def lossy(path: str) -> str:
+    """The path as a lossy UTF-8 conversion (Rust's to_string_lossy) shows it."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def demangle_frames(cache: dict[int, tuple[Frame, ...]]) -> None:
+    """Demangles every C++ name in `cache`, in one c++filt process."""
+    names = sorted({f.function for frames in cache.values() for f in frames if not f.mangled and MANGLED.fullmatch(f.function)})
+    if not names:
+        return
+    plain = demangle(names)
+    for addr, frames in cache.items():
+        if any(f.function in plain for f in frames):
+            cache[addr] = tuple(
+                replace(f, function=plain[f.function], mangled=f.function) if f.function in plain else f for f in frames
+            )
+
+
+def demangle(names: list[str]) -> dict[str, str]:
+    """mangled -> demangled; names c++filt does not change are left out."""
+    if not shutil.which("c++filt"):
+        print("leakprobe: c++filt (binutils) is not installed: C++ names are shown mangled", file=sys.stderr)
+        return {}
+    try:
+        out = subprocess.run(
+            ["c++filt"], input="\n".join(names) + "\n", capture_output=True, text=True, errors="replace", check=False
+        ).stdout.splitlines()
+    except OSError:
+        return {}
+    if len(out) != len(names):  # one line per name, or nothing is trusted
+        return {}
+    return {m: shown(d) for m, d in zip(names, out) if d != m}
 
 
 def tool() -> str | None:
@@ -164,9 +271,9 @@ def tool() -> str | None:
 def run_symbolizer(tool: str, path: str, vaddrs: list[int]) -> dict[int, tuple[Frame, ...]]:
     """address -> inline chain (innermost first), from one process."""
     if tool == "addr2line":
-        cmd = ["addr2line", "-a", "-f", "-i", "-C", "-e", path]
+        cmd = ["addr2line", "-a", "-f", "-i", "-e", path]
     else:
-        cmd = ["llvm-symbolizer", "--obj=" + path, "--inlining", "--demangle", "--output-style=GNU", "--print-address"]
+        cmd = ["llvm-symbolizer", "--obj=" + path, "--inlining", "--no-demangle", "--output-style=GNU", "--print-address"]
     stdin = "".join(f"0x{a:x}\n" for a in vaddrs)
     try:
         out = subprocess.run(cmd, input=stdin, capture_output=True, text=True, errors="replace", check=False).stdout
@@ -185,7 +292,7 @@ def run_symbolizer(tool: str, path: str, vaddrs: list[int]) -> dict[int, tuple[F
         if current is not None and i + 1 < len(lines):
             function, where = line.strip(), lines[i + 1].strip()
             file, line_no = parse_location(where)
-            current.append(Frame(function or "??", file, line_no))
+            current.append(Frame(shown(function) or "??", file, line_no))
             i += 2
             continue
         i += 1
@@ -202,23 +309,48 @@ def parse_location(where: str) -> tuple[str | None, int | None]:
 
 class JitMap:
     """JIT code names from /tmp/perf-<pid>.map (lines: START SIZE NAME, hex),
-    as written by `jcmd <pid> Compiler.perfmap` or perf-map-agent."""
+    as written by `jcmd <pid> Compiler.perfmap` or perf-map-agent. Anyone can
+    create that name in /tmp, so the map is read only from a regular file of
+    one link, owned by the dump's user or root and not writable by others,
+    and of bounded size; a refused map is said in one line."""
 
-    def __init__(self, pid: int | None) -> None:
-        ranges: list[tuple[int, int, str]] = []
-        try:
-            with open(f"/tmp/perf-{pid}.map", encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    parts = line.rstrip("\n").split(" ", 2)
-                    try:
-                        start, size = int(parts[0], 16), int(parts[1], 16)
-                    except (ValueError, IndexError):
-                        continue
-                    ranges.append((start, start + size, parts[2] if len(parts) > 2 else "?"))
-        except OSError:
-            pass
-        self.ranges = sorted(ranges)
+    def __init__(self, dump: Dump) -> None:
+        self.ranges: list[tuple[int, int, str]] = []
+        self.refused = False
+        if dump.pid is not None:
+            path = f"/tmp/perf-{dump.pid}.map"
+            try:
+                text = self.read(path, dump.owner)
+            except FileNotFoundError:
+                text = ""
+            except OSError as e:
+                self.refused = True
+                print(f"leakprobe: {path} not used ({e.strerror or e}): JIT frames stay unnamed", file=sys.stderr)
+                text = ""
+            for line in text.splitlines():
+                parts = line.split(" ", 2)
+                try:
+                    start, size = int(parts[0], 16), int(parts[1], 16)
+                except (ValueError, IndexError):
+                    continue
+                self.ranges.append((start, start + size, shown(parts[2]) if len(parts) > 2 else "?"))
+        self.ranges.sort()
         self.starts = [r[0] for r in self.ranges]
+
+    @staticmethod
+    def read(path: str, owner: int | None) -> str:
+        fd, st = open_regular(path, nofollow=True)
+        try:
+            if st.st_uid not in (0, owner):
+                raise Refused(f"owned by uid {st.st_uid}, not by the dump's user ({owner}) or root")
+            if st.st_mode & stat.S_IWOTH:
+                raise Refused("writable by other users")
+            if st.st_nlink != 1:
+                raise Refused(f"it has {st.st_nlink} hard links")
+            data = read_capped(fd, st, PERF_MAP_CAP)
+        finally:
+            os.close(fd)
+        return data.decode("utf-8", "surrogateescape")
 
     def get(self, addr: int) -> str | None:
         i = bisect.bisect_right(self.starts, addr) - 1
@@ -232,10 +364,10 @@ def program_of(dump: Dump) -> str | None:
     with a build-id (the loader lists the program first), else the first
     file-backed mapping."""
     if dump.meta.get("program"):
-        return dump.meta["program"]
+        return shown(dump.meta["program"])
     if dump.build_ids:
-        return next(iter(dump.build_ids))
+        return shown(next(iter(dump.build_ids)))
     for m in dump.maps:
         if m.path.startswith("/"):
-            return m.file
+            return shown(m.file)
     return None

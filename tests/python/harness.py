@@ -136,3 +136,22 @@ def run_json(*args: str) -> dict:
     if result.returncode != 0:
         raise AssertionError(f"leakprobe {' '.join(args)} failed: {result.stderr}")
     return json.loads(result.stdout)
+
+
+def write_dump(
+    path: Path,
+    rows: list[tuple[int, int, list[int]]],
+    maps: list[str],
+    meta: dict[str, str] | None = None,
+    period: str = "1",
+) -> str:
+    """A dump as the library writes one, for inputs no process produces.
+    rows: (count, bytes, frames); frame 0 is the allocator marker, which the
+    script skips. Text that is not UTF-8 is given with surrogateescape."""
+    count, size = sum(r[0] for r in rows), sum(r[1] for r in rows)
+    lines = [f"heap profile: {count}: {size} [{count}: {size}] @ heap_v2/{period}"]
+    lines += [f"# leakprobe {k}: {v}" for k, v in (meta or {}).items()]
+    lines += [f"{c}: {b} [{c}: {b}] @ 0x1" + "".join(f" {f:#x}" for f in frames) for c, b, frames in rows]
+    lines += ["", "MAPPED_LIBRARIES:", *maps]
+    path.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
+    return str(path)
