@@ -56,7 +56,7 @@ impl Automatic {
         Automatic {
             period,
             interval,
-            next_time: clock::monotonic() + period.unwrap_or_default(),
+            next_time: clock::monotonic().saturating_add(period.unwrap_or_default()),
             next_bytes: interval.unwrap_or(0.0),
             last: None,
         }
@@ -66,14 +66,17 @@ impl Automatic {
     /// if so, the next one is scheduled.
     fn due(&mut self, allocated: f64) -> bool {
         let now = clock::monotonic();
-        if self.last.is_some_and(|t| now < t + MIN_AUTOMATIC_GAP) {
+        if self
+            .last
+            .is_some_and(|t| now < t.saturating_add(MIN_AUTOMATIC_GAP))
+        {
             return false;
         }
         let by_time = self.period.is_some_and(|_| now >= self.next_time);
         let by_bytes = self.interval.is_some_and(|_| allocated >= self.next_bytes);
         if let (true, Some(p)) = (by_time, self.period) {
             // Keep the cadence; after a long stall, start again from now.
-            self.next_time = (self.next_time + p).max(now);
+            self.next_time = self.next_time.saturating_add(p).max(now);
         }
         if let (true, Some(i)) = (by_bytes, self.interval) {
             self.next_bytes = ((allocated / i).floor() + 1.0) * i;
@@ -537,4 +540,24 @@ extern "C" fn fork_child() {
     }
     STATE.release();
     NEEDS_THREAD.store(true, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_periods_never_overflow_the_schedule() {
+        for secs in [u64::MAX, u64::MAX - 1, 1 << 63] {
+            let cfg = Config {
+                period_secs: secs,
+                interval_bytes: u64::MAX,
+                ..Config::default()
+            };
+            let mut a = Automatic::new(&cfg);
+            assert!(!a.due(0.0));
+            assert!(a.due(u64::MAX as f64));
+            assert!(!a.due(f64::MAX));
+        }
+    }
 }
