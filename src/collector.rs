@@ -27,7 +27,8 @@ struct Collector {
     /// Cumulative sampled (count, bytes) per (stack, requested size).
     allocated: WordMap<(u32, usize), (u64, u64)>,
     requests_served: u32,
-    dumps_written: u64,
+    /// Number of the next `leakprobe.<pid>.<n>.heap`.
+    next_number: u64,
     dir: DumpDir,
     snapshot: Vec<Entry>,
     /// Estimated bytes allocated since start (un-sampled), for `LEAKPROBE_INTERVAL`.
@@ -237,7 +238,7 @@ impl Collector {
             stacks: Vec::new(),
             allocated: WordMap::default(),
             requests_served: signal::requests(),
-            dumps_written: 0,
+            next_number: 0,
             dir: DumpDir::open(&cfg.dir, true),
             snapshot: Vec::new(),
             allocated_bytes: 0.0,
@@ -416,52 +417,47 @@ impl Collector {
         } else {
             TARGET.with(|t| t.take())
         };
-        // (file name, its directory, and how messages name it)
-        let (name, mut one_off, described) = match &target {
+        let result = match &target {
             Some(path) => {
-                let name = path
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
                 let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-                let dir = DumpDir::open(
-                    parent.unwrap_or(std::path::Path::new(".")).as_os_str(),
-                    false,
-                );
-                (name, Some(dir), path.display().to_string())
+                DumpDir::open(parent.unwrap_or(".".as_ref()).as_os_str(), false)
+                    .write_replacing(&name, &text)
+                    .map_err(|why| format!("{}: {why}", path.display()))
             }
-            None if at_peak => {
-                let name = format!("leakprobe.{pid}.peak.heap");
-                let described = format!("{name} in {}", self.dir.display());
-                (name, None, described)
-            }
+            None if at_peak => self
+                .dir
+                .write_replacing(&format!("leakprobe.{pid}.peak.heap"), &text)
+                .map_err(|why| {
+                    format!("leakprobe.{pid}.peak.heap in {}: {why}", self.dir.display())
+                }),
             None => {
-                let name = format!("leakprobe.{pid}.{}.heap", self.dumps_written);
-                let described = format!("{name} in {}", self.dir.display());
-                (name, None, described)
+                let first = format!("leakprobe.{pid}.{}.heap", self.next_number);
+                self.dir
+                    .write_numbered(
+                        &mut self.next_number,
+                        |n| format!("leakprobe.{pid}.{n}.heap"),
+                        &text,
+                    )
+                    .map(|(name, path)| {
+                        self.keep_at_most(name);
+                        path
+                    })
+                    .map_err(|why| format!("{first} in {}: {why}", self.dir.display()))
             }
         };
-        let result = one_off
-            .as_mut()
-            .unwrap_or(&mut self.dir)
-            .write_atomic(&name, &text);
         if !at_peak {
             LAST_WRITTEN.store(result.is_ok(), Ordering::Release);
         }
         match result {
             Ok(path) => {
-                if target.is_none() && !at_peak {
-                    self.dumps_written += 1;
-                    self.keep_at_most(name);
-                }
                 crate::log::log!(
                     "wrote {path} ({} live samples, ~{:.1} MiB estimated live)",
                     self.snapshot.len(),
                     live_b / 1048576.0
                 );
             }
-            Err(why) => crate::log::log!("cannot write dump {described}: {why}"),
+            Err(why) => crate::log::log!("cannot write dump {why}"),
         }
         if !at_peak {
             DUMPS_DONE.fetch_add(1, Ordering::Release);

@@ -24,6 +24,7 @@ mod cxx;
 mod doorbell;
 mod dump;
 mod errno;
+mod files;
 mod global_alloc;
 mod inherit;
 #[cfg(not(test))]
@@ -51,6 +52,7 @@ static INIT: extern "C" fn() = init;
 
 #[cfg(not(test))]
 extern "C" fn init() {
+    log::keep_stderr();
     next::resolve();
     stack::init_own_range();
     let cfg = config::Config::from_env();
