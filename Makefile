@@ -5,7 +5,7 @@ LIB      := target/release/libleakprobe.so
 HARNESS  := target/harness
 CFLAGS   := -g -O0 -Wall -Wextra -fno-omit-frame-pointer
 CXXFLAGS := $(CFLAGS)
-PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes
+PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes out_of_memory fds
 
 .PHONY: all lib harness java deps test lint demo bench clean
 

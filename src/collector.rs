@@ -8,8 +8,8 @@ use crate::live::{self, Entry, PENDING};
 use crate::lock::SpinLock;
 use crate::ring::{self, Sample};
 use crate::word_hash::WordMap;
-use crate::{accounting, clock, doorbell, next, sampling, signal, stack, unwind};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use crate::{accounting, clock, doorbell, global_alloc, next, sampling, signal, stack, unwind};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use once_cell::sync::OnceCell;
 use std::time::Duration;
 
@@ -276,6 +276,14 @@ impl Collector {
     }
 
     fn intern(&mut self, s: Sample) {
+        // At the memory limit, a table that cannot grow leaves the sample
+        // unresolved (so reported) rather than abort the process.
+        if self.allocated.try_reserve(1).is_err()
+            || self.ids.try_reserve(1).is_err()
+            || self.stacks.try_reserve(1).is_err()
+        {
+            return;
+        }
         let frames = s.stack.frames();
         let id = match self.ids.get(frames) {
             Some(&id) => id,
@@ -317,9 +325,20 @@ impl Collector {
     }
 
     fn write_dump(&mut self, at_peak: bool) {
+        let refusals = global_alloc::refusals();
+        // The big buffers first, so that a process out of memory costs a
+        // failed dump early on (see `global_alloc`); the live tables are at
+        // most half full.
+        let live_bound = live::table_bytes() / core::mem::size_of::<Entry>() / 2 + 64;
+        let mut rows: WordMap<(u32, usize), Row> = WordMap::default();
+        self.snapshot.clear();
+        if self.snapshot.try_reserve(live_bound).is_err()
+            || rows.try_reserve(live_bound + self.allocated.len()).is_err()
+        {
+            return self.fail_for_memory(at_peak);
+        }
         let period = sampling::period();
         live::snapshot(&mut self.snapshot);
-        let mut rows: WordMap<(u32, usize), Row> = WordMap::default();
         let mut unresolved = 0u64;
         let now = clock::monotonic().as_secs() as u32;
         for e in &self.snapshot {
@@ -339,11 +358,16 @@ impl Collector {
             r.alloc_count = n;
             r.alloc_bytes = b;
         }
-        let mut rows: Vec<Row> = rows
-            .into_iter()
-            .map(|((stack, size), r)| Row { stack, size, ..r })
-            .collect();
-        rows.sort_by(|a, b| {
+        let mut sorted = Vec::new();
+        if sorted.try_reserve_exact(rows.len()).is_err() {
+            return self.fail_for_memory(at_peak);
+        }
+        sorted.extend(
+            rows.into_iter()
+                .map(|((stack, size), r)| Row { stack, size, ..r }),
+        );
+        let mut rows = sorted;
+        rows.sort_unstable_by(|a, b| {
             b.live_bytes
                 .cmp(&a.live_bytes)
                 .then(b.alloc_bytes.cmp(&a.alloc_bytes))
@@ -404,6 +428,10 @@ impl Collector {
                 .into_iter()
                 .map(|(id, path)| ("build_id", format!("{id} {path}"))),
         );
+        meta.push((
+            "dumps_failed_out_of_memory",
+            FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),
+        ));
         let stacks = &self.stacks;
         let text = dump::render(
             period,
@@ -412,6 +440,11 @@ impl Collector {
             |id| &stacks[id as usize],
             &dump::memory_map(),
         );
+        drop(rows);
+        let text = match text {
+            Ok(text) if global_alloc::refusals() == refusals => text,
+            _ => return self.fail_for_memory(at_peak),
+        };
         let target = if at_peak {
             None
         } else {
@@ -465,7 +498,27 @@ impl Collector {
     }
 }
 
+/// Dumps not written because the library's allocations were refused.
+static FAILED_FOR_MEMORY: AtomicU64 = AtomicU64::new(0);
+
 impl Collector {
+    /// A dump abandoned for lack of memory: one line, counted; what it took
+    /// is given back.
+    fn fail_for_memory(&mut self, at_peak: bool) {
+        self.snapshot = Vec::new();
+        let failed = FAILED_FOR_MEMORY.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::log::log!(
+            "cannot write {} dump: out of memory (the allocator refused the library's \
+             allocations; {failed} dumps failed so); the program goes on",
+            if at_peak { "the peak" } else { "a" }
+        );
+        if !at_peak {
+            TARGET.with(|t| t.take());
+            LAST_WRITTEN.store(false, Ordering::Release);
+            DUMPS_DONE.fetch_add(1, Ordering::Release);
+        }
+    }
+
     /// Records a dump written to the dump directory and removes the oldest
     /// beyond `LEAKPROBE_MAX_DUMPS`.
     fn keep_at_most(&mut self, name: String) {

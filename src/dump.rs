@@ -42,15 +42,30 @@ pub fn unsample(count: u64, bytes: u64, period: usize) -> (f64, f64) {
     (count as f64 * scale, bytes as f64 * scale)
 }
 
+/// The dump's text. Its whole size is reserved first (an upper bound), so a
+/// process out of memory gets an error here, not an abort (see `global_alloc`).
 pub fn render<'a>(
     period: usize,
     meta: &[(&str, String)],
     rows: &[Row],
     frames_of: impl Fn(u32) -> &'a [usize],
     maps: &[u8],
-) -> Vec<u8> {
+) -> Result<Vec<u8>, std::collections::TryReserveError> {
     let total = |f: fn(&Row) -> u64| rows.iter().map(f).sum::<u64>();
-    let mut s = String::with_capacity(64 * rows.len() + 1024);
+    // Numbers of at most 20 digits; a frame " 0x" and 16 hex digits.
+    let bound = 5 * 24
+        + meta
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 16)
+            .sum::<usize>()
+        + rows
+            .iter()
+            .map(|r| 4 * 24 + 19 * frames_of(r.stack).len() + 60)
+            .sum::<usize>()
+        + 32
+        + maps.len();
+    let mut s = String::new();
+    s.try_reserve_exact(bound)?;
     let _ = writeln!(
         s,
         "heap profile: {}: {} [{}: {}] @ heap_v2/{}",
@@ -82,7 +97,7 @@ pub fn render<'a>(
     s.push_str("\nMAPPED_LIBRARIES:\n");
     let mut out = s.into_bytes();
     out.extend_from_slice(maps);
-    out
+    Ok(out)
 }
 
 /// The memory map for symbolization: /proc/self/maps, or (after `chroot`,
@@ -575,7 +590,8 @@ mod tests {
             &rows,
             |i| stacks[i as usize],
             b"maps\n",
-        );
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
@@ -585,6 +601,30 @@ mod tests {
              # leakprobe age: 9 4\n\
              0: 0 [2: 96] @ 0x10\n\
              \nMAPPED_LIBRARIES:\nmaps\n"
+        );
+    }
+
+    #[test]
+    fn the_largest_rows_fit_the_reserved_size() {
+        let row = Row {
+            stack: 0,
+            size: usize::MAX,
+            live_count: u64::MAX / 64,
+            live_bytes: u64::MAX / 64,
+            alloc_count: u64::MAX / 64,
+            alloc_bytes: u64::MAX / 64,
+            oldest_age: u64::MAX,
+            total_age: u64::MAX,
+        };
+        let frames = [usize::MAX; 128];
+        let meta = [("program", "x".repeat(300))];
+        let out = render(1, &meta, &[row; 50], |_| &frames, &[b'm'; 5000]).unwrap();
+        // Growing would have at least doubled the capacity.
+        assert!(
+            out.capacity() < out.len() * 3 / 2,
+            "{} {}",
+            out.capacity(),
+            out.len()
         );
     }
 
