@@ -29,6 +29,11 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool, show: impl Fn() -> Strin
     }
 }
 
+/// The lines of `text` that contain `needle`.
+fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.contains(needle)).collect()
+}
+
 fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
@@ -138,7 +143,7 @@ fn names_planted_in_a_shared_directory_are_skipped_never_used() {
             "leakprobe.{pid}.0.heap to leakprobe.{pid}.1.heap in {} are taken by files leakprobe did not write: skipped",
             dir.display()
         );
-        let lines: Vec<_> = stderr.lines().filter(|l| l.contains("skipped")).collect();
+        let lines = lines_with(&stderr, "skipped");
         assert_eq!(
             lines,
             [format!("leakprobe: {skipped}")],
@@ -210,10 +215,7 @@ fn a_dump_directory_made_again_by_another_user_is_not_used() {
     );
     let (status, stderr) = p.finish(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{stderr}");
-    let refusals: Vec<_> = stderr
-        .lines()
-        .filter(|l| l.contains("cannot write dump"))
-        .collect();
+    let refusals = lines_with(&stderr, "cannot write dump");
     assert_eq!(refusals.len(), 1, "{stderr}");
     assert!(
         refusals[0].contains(&format!("{} was made again", dir.display()))
@@ -351,10 +353,7 @@ fn a_dump_at_the_address_space_limit_fails_with_one_line() {
     assert_eq!(dump.meta["dumps_failed_out_of_memory"], "1");
     let (status, stderr) = p.finish(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{stderr}");
-    let lines: Vec<_> = stderr
-        .lines()
-        .filter(|l| l.contains("out of memory"))
-        .collect();
+    let lines = lines_with(&stderr, "out of memory");
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].starts_with("leakprobe: cannot write a dump: out of memory"));
 }
@@ -366,10 +365,7 @@ fn periods_too_long_to_schedule_are_one_line_and_off() {
         let dir = scratch_dir("huge-period");
         let p = Probe::start(&exe, &[], &dir, &[("LEAKPROBE_PERIOD", value)]);
         let (dump, stderr) = p.dump_at_ready();
-        let lines: Vec<_> = stderr
-            .lines()
-            .filter(|l| l.contains("LEAKPROBE_PERIOD"))
-            .collect();
+        let lines = lines_with(&stderr, "LEAKPROBE_PERIOD");
         assert_eq!(lines.len(), 1, "{value}: {stderr}");
         assert!(lines[0].ends_with("using 0"), "{}", lines[0]);
         assert_eq!(seq_of(&dump.path), 0);
@@ -409,10 +405,7 @@ fn termination_signals_by_number_are_refused_and_keep_their_meaning() {
         let status = p.child.wait().unwrap();
         assert_eq!(status.signal(), Some(sig), "{sig}: {status}");
         let stderr = p.stderr();
-        let lines: Vec<_> = stderr
-            .lines()
-            .filter(|l| l.contains("LEAKPROBE_SIGNAL"))
-            .collect();
+        let lines = lines_with(&stderr, "LEAKPROBE_SIGNAL");
         assert_eq!(lines.len(), 1, "{sig}: {stderr}");
         assert!(
             lines[0].contains("is not a signal that can request dumps")
