@@ -52,7 +52,7 @@ static INIT: extern "C" fn() = init;
 
 #[cfg(not(test))]
 extern "C" fn init() {
-    log::keep_stderr();
+    log::note_stderr();
     next::resolve();
     stack::init_own_range();
     let cfg = config::Config::from_env();

@@ -4,11 +4,13 @@
 //! directory (a daemon's stderr often goes nowhere), never to a file the
 //! program opened since.
 //!
-//! - stderr: a private duplicate (close-on-exec) of fd 2 taken at load, whose
-//!   device and inode are checked before each write: a program that closes
-//!   every descriptor and opens its data file as fd 2, or at our number, gets
-//!   nothing written into it. A reader that went away costs the line, never a
-//!   `SIGPIPE` (see `without_sigpipe`).
+//! - stderr: fd 2 while it still names the file it named at load (device and
+//!   inode, checked before each write): a program that closes every
+//!   descriptor and opens its data file as fd 2 gets nothing written into it.
+//!   No duplicate is kept: it would hold a pipe open after a daemon gave its
+//!   stderr up, and whoever waits for that pipe's end (`$(daemon)`, `ssh`)
+//!   would wait as long as the daemon runs. A reader that went away costs
+//!   the line, never a `SIGPIPE` (see `without_sigpipe`).
 //! - log: `leakprobe.<pid>.log`, created at the first message with
 //!   `files::create_exclusive` (the next free `leakprobe.<pid>.<k>.log` if
 //!   that name is taken, and said so) and kept open for appending, so lines
@@ -18,17 +20,19 @@
 
 use crate::files;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// The dump directory (descriptor and identity) once it is open.
 static DIR_FD: AtomicI32 = AtomicI32::new(-1);
 static DIR_DEV: AtomicU64 = AtomicU64::new(0);
 static DIR_INO: AtomicU64 = AtomicU64::new(0);
 
-/// The private stderr: `UNSET` until `keep_stderr` (fd 2 is still the one the
-/// process started with), -1 if there was none.
-const UNSET: i32 = -2;
-static ERR_FD: AtomicI32 = AtomicI32::new(UNSET);
+/// What fd 2 named at load: `UNSET` until `note_stderr` (fd 2 is then still
+/// the one the process started with), `CLOSED` if it was not open, `NOTED`.
+const UNSET: u8 = 0;
+const CLOSED: u8 = 1;
+const NOTED: u8 = 2;
+static ERR_STATE: AtomicU8 = AtomicU8::new(UNSET);
 static ERR_DEV: AtomicU64 = AtomicU64::new(0);
 static ERR_INO: AtomicU64 = AtomicU64::new(0);
 
@@ -55,15 +59,17 @@ pub fn set_directory(fd: libc::c_int, id: (u64, u64)) {
     DIR_FD.store(fd, Ordering::Release);
 }
 
-/// Takes the private duplicate of stderr; called first when the library loads.
-pub fn keep_stderr() {
-    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor; no memory is passed.
-    let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
-    if let Some((dev, ino)) = files::inode(fd) {
-        ERR_DEV.store(dev, Ordering::Relaxed);
-        ERR_INO.store(ino, Ordering::Relaxed);
-    }
-    ERR_FD.store(fd.max(-1), Ordering::Release);
+/// Notes what stderr is; called first when the library loads.
+pub fn note_stderr() {
+    let state = match files::inode(2) {
+        Some((dev, ino)) => {
+            ERR_DEV.store(dev, Ordering::Relaxed);
+            ERR_INO.store(ino, Ordering::Relaxed);
+            NOTED
+        }
+        None => CLOSED,
+    };
+    ERR_STATE.store(state, Ordering::Release);
 }
 
 pub struct Line {
@@ -93,21 +99,21 @@ impl Line {
 }
 
 fn to_stderr(text: &[u8]) {
-    let fd = match ERR_FD.load(Ordering::Acquire) {
-        UNSET => 2,
-        fd if fd >= 0
-            && files::inode(fd)
-                == Some((
-                    ERR_DEV.load(Ordering::Relaxed),
-                    ERR_INO.load(Ordering::Relaxed),
-                )) =>
-        {
-            fd
+    let ours = match ERR_STATE.load(Ordering::Acquire) {
+        UNSET => true,
+        NOTED => {
+            let noted = (
+                ERR_DEV.load(Ordering::Relaxed),
+                ERR_INO.load(Ordering::Relaxed),
+            );
+            files::inode(2) == Some(noted)
         }
-        // Closed by the program, or its number now names a file of its own.
-        _ => return,
+        _ => false,
     };
-    without_sigpipe(|| files::write_all(fd, text));
+    // Otherwise closed by the program, or fd 2 is now a file of its own.
+    if ours {
+        without_sigpipe(|| files::write_all(2, text));
+    }
 }
 
 /// Runs `write` with `SIGPIPE` blocked on this thread, so a write to a pipe

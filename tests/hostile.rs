@@ -231,9 +231,8 @@ fn a_dump_directory_made_again_by_another_user_is_not_used() {
 }
 
 /// The program closes every descriptor (or puts its data file on fd 2) after
-/// the library has opened its own: the library's lines go to the stderr the
-/// process started with (while it is still open) and to its log, never into
-/// the program's files.
+/// the library has opened its own: the library's lines go to its log, never
+/// into the program's files.
 #[test]
 fn a_program_that_reuses_fd_2_gets_no_library_lines_in_its_files() {
     let exe = harness("fds");
@@ -265,11 +264,51 @@ fn a_program_that_reuses_fd_2_gets_no_library_lines_in_its_files() {
             );
         }
         assert!(!dir.join(format!("leakprobe.{pid}.1.log")).exists());
-        // The stderr it started with, while the library's copy lived.
-        let wrote_after = stderr.contains(&format!("wrote {}", after.path.display()));
-        assert_eq!(wrote_after, mode == "dup2", "{mode}\n{stderr}");
+        // The stderr it started with, while it was fd 2.
         assert!(stderr.contains(&format!("wrote {}", before.path.display())));
+        assert!(!stderr.contains(&format!("wrote {}", after.path.display())));
     }
+}
+
+/// A program that gives its stderr up (as `daemon()` does) lets whoever
+/// reads it see the end at once: the library holds no copy of it.
+#[test]
+fn a_stderr_the_program_gave_up_is_not_held_open() {
+    let exe = harness("fds");
+    let dir = scratch_dir("stderr-given-up");
+    let data = dir.with_extension("data");
+    let _ = std::fs::remove_file(&data);
+    let mut child = Command::new(&exe)
+        .args(["dup2", data.to_str().unwrap()])
+        .env("LD_PRELOAD", library())
+        .env("LEAKPROBE_DIR", &dir)
+        .env("LEAKPROBE_SAMPLE", "lots")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "READY before\n");
+    std::io::Write::write_all(&mut stdin, b"go\n").unwrap();
+    // Its stderr ends while it runs (it waits for the end of its stdin).
+    let mut pipe = child.stderr.take().unwrap();
+    let (tx, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    let stderr = ended
+        .recv_timeout(Duration::from_secs(30))
+        .expect("its stderr is still held open");
+    assert!(child.try_wait().unwrap().is_none(), "the program ended");
+    assert!(stderr.contains("LEAKPROBE_SAMPLE"), "{stderr}");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
 }
 
 /// A stderr whose reader has gone: the library's lines are lost, the
