@@ -327,18 +327,22 @@ impl Collector {
     fn write_dump(&mut self, at_peak: bool) {
         let refusals = global_alloc::refusals();
         // The big buffers first, so that a process out of memory costs a
-        // failed dump early on (see `global_alloc`); the live tables are at
-        // most half full.
-        let live_bound = live::table_bytes() / core::mem::size_of::<Entry>() / 2 + 64;
-        let mut rows: WordMap<(u32, usize), Row> = WordMap::default();
+        // failed dump early on (see `global_alloc`), with room for samples
+        // taken meanwhile.
+        let live = live::count();
         self.snapshot.clear();
-        if self.snapshot.try_reserve(live_bound).is_err()
-            || rows.try_reserve(live_bound + self.allocated.len()).is_err()
-        {
+        if self.snapshot.try_reserve(live + live / 8 + 64).is_err() {
             return self.fail_for_memory(at_peak);
         }
         let period = sampling::period();
         live::snapshot(&mut self.snapshot);
+        let mut rows: WordMap<(u32, usize), Row> = WordMap::default();
+        if rows
+            .try_reserve(self.snapshot.len() + self.allocated.len())
+            .is_err()
+        {
+            return self.fail_for_memory(at_peak);
+        }
         let mut unresolved = 0u64;
         let now = clock::monotonic().as_secs() as u32;
         for e in &self.snapshot {
@@ -440,7 +444,6 @@ impl Collector {
             |id| &stacks[id as usize],
             &dump::memory_map(),
         );
-        drop(rows);
         let text = match text {
             Ok(text) if global_alloc::refusals() == refusals => text,
             _ => return self.fail_for_memory(at_peak),
@@ -509,7 +512,7 @@ impl Collector {
         let failed = FAILED_FOR_MEMORY.fetch_add(1, Ordering::Relaxed) + 1;
         crate::log::log!(
             "cannot write {} dump: out of memory (the allocator refused the library's \
-             allocations; {failed} dumps failed so); the program goes on",
+             allocations; {failed} so far); the program goes on",
             if at_peak { "the peak" } else { "a" }
         );
         if !at_peak {
