@@ -8,8 +8,10 @@ use crate::live::{self, Entry, PENDING};
 use crate::lock::SpinLock;
 use crate::ring::{self, Sample};
 use crate::word_hash::WordMap;
-use crate::{accounting, clock, doorbell, next, sampling, sigmask, signal, stack, unwind};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use crate::{
+    accounting, clock, doorbell, global_alloc, next, sampling, sigmask, signal, stack, unwind,
+};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use once_cell::sync::OnceCell;
 use std::time::Duration;
 
@@ -31,7 +33,8 @@ struct Collector {
     tokens_seen: u32,
     /// Tokens the dump being written answers.
     answering: Vec<u32>,
-    dumps_written: u64,
+    /// Number of the next `leakprobe.<pid>.<n>.heap`.
+    next_number: u64,
     dir: DumpDir,
     snapshot: Vec<Entry>,
     /// Estimated bytes allocated since start (un-sampled), for `LEAKPROBE_INTERVAL`.
@@ -60,7 +63,7 @@ impl Automatic {
         Automatic {
             period,
             interval,
-            next_time: clock::monotonic() + period.unwrap_or_default(),
+            next_time: clock::monotonic().saturating_add(period.unwrap_or_default()),
             next_bytes: interval.unwrap_or(0.0),
             last: None,
         }
@@ -70,14 +73,17 @@ impl Automatic {
     /// if so, the next one is scheduled.
     fn due(&mut self, allocated: f64) -> bool {
         let now = clock::monotonic();
-        if self.last.is_some_and(|t| now < t + MIN_AUTOMATIC_GAP) {
+        if self
+            .last
+            .is_some_and(|t| now < t.saturating_add(MIN_AUTOMATIC_GAP))
+        {
             return false;
         }
         let by_time = self.period.is_some_and(|_| now >= self.next_time);
         let by_bytes = self.interval.is_some_and(|_| allocated >= self.next_bytes);
         if let (true, Some(p)) = (by_time, self.period) {
             // Keep the cadence; after a long stall, start again from now.
-            self.next_time = (self.next_time + p).max(now);
+            self.next_time = self.next_time.saturating_add(p).max(now);
         }
         if let (true, Some(i)) = (by_bytes, self.interval) {
             self.next_bytes = ((allocated / i).floor() + 1.0) * i;
@@ -270,7 +276,7 @@ impl Collector {
             requests_served: signal::requests(),
             tokens_seen: 0,
             answering: Vec::new(),
-            dumps_written: 0,
+            next_number: 0,
             dir: DumpDir::open(&cfg.dir, true),
             snapshot: Vec::new(),
             allocated_bytes: 0.0,
@@ -310,6 +316,14 @@ impl Collector {
     }
 
     fn intern(&mut self, s: Sample) {
+        // At the memory limit, a table that cannot grow leaves the sample
+        // unresolved (so reported) rather than abort the process.
+        if self.allocated.try_reserve(1).is_err()
+            || self.ids.try_reserve(1).is_err()
+            || self.stacks.try_reserve(1).is_err()
+        {
+            return;
+        }
         let frames = s.stack.frames();
         let id = match self.ids.get(frames) {
             Some(&id) => id,
@@ -351,9 +365,24 @@ impl Collector {
     }
 
     fn write_dump(&mut self, at_peak: bool) {
+        let refusals = global_alloc::refusals();
+        // The big buffers first, so that a process out of memory costs a
+        // failed dump early on (see `global_alloc`), with room for samples
+        // taken meanwhile.
+        let live = live::count();
+        self.snapshot.clear();
+        if self.snapshot.try_reserve(live + live / 8 + 64).is_err() {
+            return self.fail_for_memory(at_peak);
+        }
         let period = sampling::period();
         live::snapshot(&mut self.snapshot);
         let mut rows: WordMap<(u32, usize), Row> = WordMap::default();
+        if rows
+            .try_reserve(self.snapshot.len() + self.allocated.len())
+            .is_err()
+        {
+            return self.fail_for_memory(at_peak);
+        }
         let mut unresolved = 0u64;
         let now = clock::monotonic().as_secs() as u32;
         for e in &self.snapshot {
@@ -375,11 +404,16 @@ impl Collector {
             r.alloc_count = n;
             r.alloc_bytes = b;
         }
-        let mut rows: Vec<Row> = rows
-            .into_iter()
-            .map(|((stack, size), r)| Row { stack, size, ..r })
-            .collect();
-        rows.sort_by(|a, b| {
+        let mut sorted = Vec::new();
+        if sorted.try_reserve_exact(rows.len()).is_err() {
+            return self.fail_for_memory(at_peak);
+        }
+        sorted.extend(
+            rows.into_iter()
+                .map(|((stack, size), r)| Row { stack, size, ..r }),
+        );
+        let mut rows = sorted;
+        rows.sort_unstable_by(|a, b| {
             b.live_bytes
                 .cmp(&a.live_bytes)
                 .then(b.alloc_bytes.cmp(&a.alloc_bytes))
@@ -459,59 +493,62 @@ impl Collector {
         meta.extend(accounting::allocator());
         let map = dump::memory_map();
         meta.extend(dump::object_facts(&map));
+        meta.push((
+            "dumps_failed_out_of_memory",
+            FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),
+        ));
         let stacks = &self.stacks;
         let text = dump::render(period, &meta, &rows, |id| &stacks[id as usize], &map);
+        let text = match text {
+            Ok(text) if global_alloc::refusals() == refusals => text,
+            _ => return self.fail_for_memory(at_peak),
+        };
         let target = if at_peak {
             None
         } else {
             TARGET.with(|t| t.take())
         };
-        // (file name, its directory, and how messages name it)
-        let (name, mut one_off, described) = match &target {
+        let result = match &target {
             Some(path) => {
-                let name = path
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
                 let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-                let dir = DumpDir::open(
-                    parent.unwrap_or(std::path::Path::new(".")).as_os_str(),
-                    false,
-                );
-                (name, Some(dir), path.display().to_string())
+                DumpDir::open(parent.unwrap_or(".".as_ref()).as_os_str(), false)
+                    .write_replacing(&name, &text)
+                    .map_err(|why| format!("{}: {why}", path.display()))
             }
-            None if at_peak => {
-                let name = format!("leakprobe.{pid}.peak.heap");
-                let described = format!("{name} in {}", self.dir.display());
-                (name, None, described)
-            }
+            None if at_peak => self
+                .dir
+                .write_replacing(&format!("leakprobe.{pid}.peak.heap"), &text)
+                .map_err(|why| {
+                    format!("leakprobe.{pid}.peak.heap in {}: {why}", self.dir.display())
+                }),
             None => {
-                let name = format!("leakprobe.{pid}.{}.heap", self.dumps_written);
-                let described = format!("{name} in {}", self.dir.display());
-                (name, None, described)
+                let first = format!("leakprobe.{pid}.{}.heap", self.next_number);
+                self.dir
+                    .write_numbered(
+                        &mut self.next_number,
+                        |n| format!("leakprobe.{pid}.{n}.heap"),
+                        &text,
+                    )
+                    .map(|(name, path)| {
+                        self.keep_at_most(name);
+                        path
+                    })
+                    .map_err(|why| format!("{first} in {}: {why}", self.dir.display()))
             }
         };
-        let result = one_off
-            .as_mut()
-            .unwrap_or(&mut self.dir)
-            .write_atomic(&name, &text);
         if !at_peak {
             LAST_WRITTEN.store(result.is_ok(), Ordering::Release);
         }
         match result {
             Ok(path) => {
-                if target.is_none() && !at_peak {
-                    self.dumps_written += 1;
-                    self.keep_at_most(name);
-                }
                 crate::log::log!(
                     "wrote {path} ({} live samples, ~{:.1} MiB estimated live)",
                     self.snapshot.len(),
                     live_b / 1048576.0
                 );
             }
-            Err(why) => crate::log::log!("cannot write dump {described}: {why}"),
+            Err(why) => crate::log::log!("cannot write dump {why}"),
         }
         if !at_peak {
             DUMPS_DONE.fetch_add(1, Ordering::Release);
@@ -519,7 +556,27 @@ impl Collector {
     }
 }
 
+/// Dumps not written because the library's allocations were refused.
+static FAILED_FOR_MEMORY: AtomicU64 = AtomicU64::new(0);
+
 impl Collector {
+    /// A dump abandoned for lack of memory: one line, counted; what it took
+    /// is given back.
+    fn fail_for_memory(&mut self, at_peak: bool) {
+        self.snapshot = Vec::new();
+        let failed = FAILED_FOR_MEMORY.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::log::log!(
+            "cannot write {} dump: out of memory (the allocator refused the library's \
+             allocations; {failed} so far); the program goes on",
+            if at_peak { "the peak" } else { "a" }
+        );
+        if !at_peak {
+            TARGET.with(|t| t.take());
+            LAST_WRITTEN.store(false, Ordering::Release);
+            DUMPS_DONE.fetch_add(1, Ordering::Release);
+        }
+    }
+
     /// Records a dump written to the dump directory and removes the oldest
     /// beyond `LEAKPROBE_MAX_DUMPS`.
     fn keep_at_most(&mut self, name: String) {
@@ -605,4 +662,24 @@ extern "C" fn fork_child() {
     }
     STATE.release();
     NEEDS_THREAD.store(true, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_periods_never_overflow_the_schedule() {
+        for secs in [u64::MAX, u64::MAX - 1, 1 << 63] {
+            let cfg = Config {
+                period_secs: secs,
+                interval_bytes: u64::MAX,
+                ..Config::default()
+            };
+            let mut a = Automatic::new(&cfg);
+            assert!(!a.due(0.0));
+            assert!(a.due(u64::MAX as f64));
+            assert!(!a.due(f64::MAX));
+        }
+    }
 }

@@ -78,7 +78,7 @@ impl Config {
         let d = Config::default();
         Config {
             dir: match get("LEAKPROBE_DIR") {
-                Some(v) if !v.is_empty() => v,
+                Some(v) if !v.is_empty() => absolute(v),
                 _ => d.dir,
             },
             sample_period: setting(&get, "LEAKPROBE_SAMPLE", parse_sample, d.sample_period),
@@ -86,12 +86,25 @@ impl Config {
             max_frames: setting(&get, "LEAKPROBE_MAX_FRAMES", parse_max_frames, d.max_frames),
             dump_at_exit: setting(&get, "LEAKPROBE_DUMP_AT_EXIT", parse_switch, d.dump_at_exit),
             no_inherit: setting(&get, "LEAKPROBE_NO_INHERIT", parse_switch, d.no_inherit),
-            period_secs: setting(&get, "LEAKPROBE_PERIOD", parse_count, d.period_secs),
+            period_secs: setting(&get, "LEAKPROBE_PERIOD", parse_period, d.period_secs),
             interval_bytes: setting(&get, "LEAKPROBE_INTERVAL", parse_count, d.interval_bytes),
             max_dumps: setting(&get, "LEAKPROBE_MAX_DUMPS", parse_max_dumps, d.max_dumps),
             peak: setting(&get, "LEAKPROBE_PEAK", parse_switch, d.peak),
             unwinder: setting(&get, "LEAKPROBE_UNWIND", parse_unwind, d.unwinder),
         }
+    }
+}
+
+/// A relative directory is taken from the directory the program starts in,
+/// and reported as such: the program may `chdir` away later.
+fn absolute(dir: OsString) -> OsString {
+    let path = std::path::Path::new(&dir);
+    if path.is_absolute() {
+        return dir;
+    }
+    match std::env::current_dir() {
+        Ok(cwd) => cwd.join(path).into_os_string(),
+        Err(_) => dir,
     }
 }
 
@@ -124,6 +137,19 @@ fn parse_count(s: &str) -> Result<u64, String> {
         .map_err(|_| "is not a whole number (0 turns it off)".to_string())
 }
 
+/// Longest `LEAKPROBE_PERIOD` taken (ten years): longer ones would overflow
+/// the clock arithmetic, and mean "never" anyway.
+const MAX_PERIOD_SECS: u64 = 10 * 365 * 24 * 3600;
+
+fn parse_period(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n <= MAX_PERIOD_SECS => Ok(n),
+        _ => Err(format!(
+            "is not a whole number of seconds from 0 (off) to {MAX_PERIOD_SECS} (ten years)"
+        )),
+    }
+}
+
 fn parse_max_dumps(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -154,44 +180,42 @@ fn parse_max_frames(s: &str) -> Result<usize, String> {
     }
 }
 
-/// A signal by name (`SIGUSR2`, `USR2`, `SIGRTMIN+4`) or number. Signals the
-/// kernel raises for faults, and ones that cannot be caught, are refused.
+/// The signals that may request dumps, by name and number alike: those the
+/// program does not rely on for its life (termination, faults, job control,
+/// children, pipes and glibc's own are refused), and the real-time ones.
+const DUMP_SIGNALS: [(libc::c_int, &str); 8] = [
+    (libc::SIGUSR1, "SIGUSR1"),
+    (libc::SIGUSR2, "SIGUSR2"),
+    (libc::SIGPROF, "SIGPROF"),
+    (libc::SIGVTALRM, "SIGVTALRM"),
+    (libc::SIGHUP, "SIGHUP"),
+    (libc::SIGURG, "SIGURG"),
+    (libc::SIGWINCH, "SIGWINCH"),
+    (libc::SIGPWR, "SIGPWR"),
+];
+
+/// A signal by name (`SIGUSR2`, `USR2`, `SIGRTMIN+4`) or number; only one of
+/// `DUMP_SIGNALS` or a real-time signal.
 fn parse_signal(s: &str) -> Result<libc::c_int, String> {
     let name = s.strip_prefix("SIG").unwrap_or(s);
     let sig = if let Ok(n) = name.parse::<libc::c_int>() {
         n
     } else if let Some(off) = name.strip_prefix("RTMIN") {
-        libc::SIGRTMIN() + offset(off)?
+        libc::SIGRTMIN().checked_add(offset(off)?).unwrap_or(-1)
     } else if let Some(off) = name.strip_prefix("RTMAX") {
-        libc::SIGRTMAX() + offset(off)?
+        libc::SIGRTMAX().checked_add(offset(off)?).unwrap_or(-1)
     } else {
-        match name {
-            "USR1" => libc::SIGUSR1,
-            "USR2" => libc::SIGUSR2,
-            "PROF" => libc::SIGPROF,
-            "VTALRM" => libc::SIGVTALRM,
-            "HUP" => libc::SIGHUP,
-            "URG" => libc::SIGURG,
-            "WINCH" => libc::SIGWINCH,
-            "PWR" => libc::SIGPWR,
-            _ => return Err("is not a signal name or number".into()),
+        match DUMP_SIGNALS.iter().find(|(_, n)| n[3..] == *name) {
+            Some(&(sig, _)) => sig,
+            None => return Err("is not a signal name or number".into()),
         }
     };
-    let refused = [
-        libc::SIGKILL,
-        libc::SIGSTOP,
-        libc::SIGSEGV,
-        libc::SIGBUS,
-        libc::SIGILL,
-        libc::SIGFPE,
-        libc::SIGABRT,
-        libc::SIGTRAP,
-        libc::SIGSYS,
-        libc::SIGCHLD,
-        libc::SIGPIPE,
-    ];
-    if sig < 1 || sig > libc::SIGRTMAX() || refused.contains(&sig) {
-        return Err("is not a signal that can request dumps".into());
+    let real_time = (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&sig);
+    if !real_time && !DUMP_SIGNALS.iter().any(|&(n, _)| n == sig) {
+        return Err(format!(
+            "is not a signal that can request dumps (one of {}, SIGRTMIN+n or their numbers)",
+            DUMP_SIGNALS.map(|(_, n)| n).join(", ")
+        ));
     }
     Ok(sig)
 }
@@ -206,17 +230,7 @@ fn offset(s: &str) -> Result<libc::c_int, String> {
 
 /// Signal number as `SIGUSR2` or `SIGRTMIN+4`, for messages.
 pub fn signal_name(sig: libc::c_int) -> String {
-    let named = [
-        (libc::SIGUSR1, "SIGUSR1"),
-        (libc::SIGUSR2, "SIGUSR2"),
-        (libc::SIGPROF, "SIGPROF"),
-        (libc::SIGVTALRM, "SIGVTALRM"),
-        (libc::SIGHUP, "SIGHUP"),
-        (libc::SIGURG, "SIGURG"),
-        (libc::SIGWINCH, "SIGWINCH"),
-        (libc::SIGPWR, "SIGPWR"),
-    ];
-    match named.iter().find(|(n, _)| *n == sig) {
+    match DUMP_SIGNALS.iter().find(|(n, _)| *n == sig) {
         Some((_, name)) => name.to_string(),
         None if sig >= libc::SIGRTMIN() => format!("SIGRTMIN+{}", sig - libc::SIGRTMIN()),
         None => format!("signal {sig}"),
@@ -284,6 +298,81 @@ mod tests {
         assert_eq!(with(&[("LEAKPROBE_PERIOD", "soon")]).period_secs, 0);
         let c = with(&[("LEAKPROBE_UNWIND", "frame-pointers")]);
         assert_eq!(c.unwinder, Unwinder::Fast);
+    }
+
+    #[test]
+    fn huge_periods_fall_back_without_overflow() {
+        for v in [
+            "18446744073709551615",
+            "18446744073709551614",
+            "9223372036854775808",
+            "18446744073709551616",
+            "315360001",
+        ] {
+            assert_eq!(with(&[("LEAKPROBE_PERIOD", v)]).period_secs, 0, "{v}");
+        }
+        let c = with(&[("LEAKPROBE_PERIOD", "315360000")]);
+        assert_eq!(c.period_secs, MAX_PERIOD_SECS);
+        let c = with(&[("LEAKPROBE_INTERVAL", "18446744073709551615")]);
+        assert_eq!(c.interval_bytes, u64::MAX);
+        let c = with(&[("LEAKPROBE_SAMPLE", "18446744073709551616")]);
+        assert_eq!(c.sample_period, DEFAULT_SAMPLE);
+    }
+
+    #[test]
+    fn termination_and_internal_signals_are_refused_by_number_as_by_name() {
+        for sig in [
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGALRM,
+            libc::SIGKILL,
+            libc::SIGSTOP,
+            libc::SIGTSTP,
+            libc::SIGCONT,
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGFPE,
+            libc::SIGILL,
+            libc::SIGTRAP,
+            libc::SIGSYS,
+            libc::SIGABRT,
+            libc::SIGCHLD,
+            libc::SIGPIPE,
+            libc::SIGXCPU,
+            32,
+            33,
+            0,
+            -1,
+            65,
+        ] {
+            assert!(parse_signal(&sig.to_string()).is_err(), "{sig} by number");
+        }
+        for name in ["SIGTERM", "INT", "SIGQUIT", "ALRM", "SIGKILL", "SIGRTMIN-1"] {
+            assert!(parse_signal(name).is_err(), "{name}");
+        }
+        assert!(parse_signal("SIGRTMAX+1").is_err());
+        assert!(parse_signal("SIGRTMIN+2147483647").is_err());
+        assert_eq!(
+            parse_signal("15").unwrap_err(),
+            parse_signal("12000").unwrap_err()
+        );
+        for &(sig, name) in &DUMP_SIGNALS {
+            assert_eq!(parse_signal(&sig.to_string()), Ok(sig));
+            assert_eq!(parse_signal(name), Ok(sig));
+            assert_eq!(parse_signal(&name[3..]), Ok(sig));
+        }
+        let rt = libc::SIGRTMIN();
+        assert_eq!(parse_signal(&rt.to_string()), Ok(rt));
+        assert_eq!(parse_signal("SIGRTMAX"), Ok(libc::SIGRTMAX()));
+    }
+
+    #[test]
+    fn a_relative_directory_is_made_absolute_at_load() {
+        let cwd = std::env::current_dir().unwrap();
+        let c = with(&[("LEAKPROBE_DIR", "dumps/here")]);
+        assert_eq!(c.dir, cwd.join("dumps/here").into_os_string());
+        assert_eq!(with(&[("LEAKPROBE_DIR", "/var/tmp")]).dir, "/var/tmp");
     }
 
     #[test]

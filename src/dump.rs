@@ -14,6 +14,8 @@ use std::ffi::{CString, OsStr, OsString};
 use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
 
+use crate::files;
+
 /// Raw sampled counts of one (stack, requested size) pair.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Row {
@@ -51,15 +53,30 @@ pub fn unsample(count: u64, bytes: u64, period: usize) -> (f64, f64) {
     (count as f64 * scale, bytes as f64 * scale)
 }
 
+/// The dump's text. Its whole size is reserved first (an upper bound), so a
+/// process out of memory gets an error here, not an abort (see `global_alloc`).
 pub fn render<'a>(
     period: usize,
     meta: &[(&str, String)],
     rows: &[Row],
     frames_of: impl Fn(u32) -> &'a [usize],
     maps: &[u8],
-) -> Vec<u8> {
+) -> Result<Vec<u8>, std::collections::TryReserveError> {
     let total = |f: fn(&Row) -> u64| rows.iter().map(f).sum::<u64>();
-    let mut s = String::with_capacity(64 * rows.len() + 1024);
+    // Numbers of at most 20 digits; a frame " 0x" and 16 hex digits.
+    let bound = 5 * 24
+        + meta
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 16)
+            .sum::<usize>()
+        + rows
+            .iter()
+            .map(|r| 4 * 24 + 19 * frames_of(r.stack).len() + 60)
+            .sum::<usize>()
+        + 32
+        + maps.len();
+    let mut s = String::new();
+    s.try_reserve_exact(bound)?;
     let _ = writeln!(
         s,
         "heap profile: {}: {} [{}: {}] @ heap_v2/{}",
@@ -95,7 +112,7 @@ pub fn render<'a>(
     s.push_str("\nMAPPED_LIBRARIES:\n");
     let mut out = s.into_bytes();
     out.extend_from_slice(maps);
-    out
+    Ok(out)
 }
 
 /// The memory map for symbolization: /proc/self/maps, or (after `chroot`,
@@ -312,9 +329,12 @@ fn gnu_build_id(mut notes: &[u8]) -> Option<String> {
 }
 
 /// The dump directory, opened when the library loads so that later `chdir`,
-/// `chroot` or privilege drops do not move it. Daemons may close every file
-/// descriptor, so the descriptor is checked (device and inode) before each
-/// use and the directory reopened by path when it no longer matches.
+/// `chroot` or privilege drops do not move it, and used only if it passes
+/// `files::check_directory`. Daemons may close every file descriptor, so the
+/// descriptor is checked (device and inode) before each use and the directory
+/// reopened by path when it no longer matches; a directory found at the path
+/// later (the old one deleted and made again, maybe by someone else) passes
+/// the same check or is not used.
 pub struct DumpDir {
     path: OsString,
     fd: libc::c_int,
@@ -323,6 +343,10 @@ pub struct DumpDir {
     /// caller of `leakprobe_dump` named).
     holds_log: bool,
 }
+
+/// Names tried, at most, for one file: a squatter can cost a dump, never
+/// every later one.
+const NAMES_TRIED: u64 = 64;
 
 impl DumpDir {
     pub fn open(path: &OsStr, holds_log: bool) -> DumpDir {
@@ -334,7 +358,7 @@ impl DumpDir {
         };
         if let Err(why) = dir.reopen() {
             crate::log::log!(
-                "dump directory {}: {why}; dumps fail until it can be opened",
+                "dump directory {}: {why}; dumps fail until it can be used",
                 dir.display()
             );
         }
@@ -358,29 +382,122 @@ impl DumpDir {
         if fd < 0 {
             return Err(std::io::Error::last_os_error().to_string());
         }
-        self.fd = fd;
-        self.id = identity(fd).unwrap_or((0, 0));
+        let id = match files::check_directory(fd) {
+            Ok(id) => id,
+            Err(why) => {
+                // SAFETY: closing the descriptor opened above.
+                unsafe { libc::close(fd) };
+                return Err(why);
+            }
+        };
+        let old = core::mem::replace(&mut self.fd, fd);
+        let old_id = core::mem::replace(&mut self.id, id);
         if self.holds_log {
-            crate::log::set_directory(fd, self.id);
+            crate::log::set_directory(fd, id);
+        }
+        if old >= 0 && files::identity(old) == Some(old_id) {
+            // SAFETY: the directory this value opened before, still ours.
+            unsafe { libc::close(old) };
         }
         Ok(())
     }
 
     fn fd(&mut self) -> Result<libc::c_int, String> {
-        if self.fd < 0 || identity(self.fd) != Some(self.id) {
+        if self.fd < 0 || files::identity(self.fd) != Some(self.id) {
             // Not ours any more (closed, or the number reused): never close it.
-            self.reopen()?;
+            self.fd = -1;
+            self.reopen()
+                .map_err(|why| format!("{} (reopened by path): {why}", self.display()))?;
         }
         Ok(self.fd)
     }
 
-    /// Writes `content` as `name`: a temporary file (mode 0600) renamed into
-    /// place, so a reader never sees a partial dump. Returns the full path.
-    /// If that fails because the directory was deleted and made again (or
-    /// replaced), the path's new directory is used.
-    pub fn write_atomic(&mut self, name: &str, content: &[u8]) -> Result<String, String> {
-        match self.try_write(name, content) {
-            Err(_) if self.replaced() && self.reopen().is_ok() => self.try_write(name, content),
+    /// Writes `content` under the first free name `name_of(n)` from `*next`
+    /// on, atomically (a complete temporary file renamed into place, never
+    /// over an existing entry), and advances `*next` past it and past the
+    /// names found taken, which costs one line. Returns (name, path).
+    pub fn write_numbered(
+        &mut self,
+        next: &mut u64,
+        name_of: impl Fn(u64) -> String,
+        content: &[u8],
+    ) -> Result<(String, String), String> {
+        self.retrying(|dir| {
+            let fd = dir.fd()?;
+            let first = *next;
+            let tmp = dir.write_temp(fd, &name_of(first), content)?;
+            let mut result = Err(format!(
+                "{} to {} are all taken",
+                name_of(first),
+                name_of(first + NAMES_TRIED - 1)
+            ));
+            for n in first..first + NAMES_TRIED {
+                let name = name_of(n);
+                let c = CString::new(name.as_str()).map_err(|e| e.to_string())?;
+                *next = n + 1;
+                match place_new(fd, &tmp, &c) {
+                    Err(libc::EEXIST) => continue,
+                    Err(e) => {
+                        // Not a squatter: this number is still free.
+                        *next = n;
+                        result = Err(std::io::Error::from_raw_os_error(e).to_string());
+                    }
+                    Ok(()) => result = Ok((name.clone(), dir.path_of(&name))),
+                }
+                break;
+            }
+            if result.is_err() {
+                // SAFETY: removing the temporary file this call created.
+                unsafe { libc::unlinkat(fd, tmp.as_ptr(), 0) };
+            }
+            let taken = *next - first - u64::from(result.is_ok());
+            if taken > 0 {
+                crate::log::log!(
+                    "{} to {} in {} are taken by files leakprobe did not write: skipped",
+                    name_of(first),
+                    name_of(first + taken - 1),
+                    dir.display()
+                );
+            }
+            result
+        })
+    }
+
+    /// Writes `content` as `name`, replacing what has that name (an earlier
+    /// peak profile, or a file a caller of `leakprobe_dump` named): renaming
+    /// over an entry never writes into the file it named. Returns the path.
+    pub fn write_replacing(&mut self, name: &str, content: &[u8]) -> Result<String, String> {
+        self.retrying(|dir| {
+            let fd = dir.fd()?;
+            let tmp = dir.write_temp(fd, name, content)?;
+            let dest = CString::new(name).map_err(|e| e.to_string())?;
+            // SAFETY: renameat/unlinkat on our directory descriptor with C strings.
+            unsafe {
+                if libc::renameat(fd, tmp.as_ptr(), fd, dest.as_ptr()) != 0 {
+                    let why = std::io::Error::last_os_error().to_string();
+                    libc::unlinkat(fd, tmp.as_ptr(), 0);
+                    return Err(why);
+                }
+            }
+            Ok(dir.path_of(name))
+        })
+    }
+
+    /// Runs `write` with the directory held; if it fails and the path now
+    /// names another directory (the old one was deleted and made again), once
+    /// more with that one, if it passes the checks.
+    fn retrying<T>(
+        &mut self,
+        mut write: impl FnMut(&mut Self) -> Result<T, String>,
+    ) -> Result<T, String> {
+        match write(self) {
+            Err(why) if self.replaced() => match self.reopen() {
+                Ok(()) => write(self),
+                Err(refused) => Err(format!(
+                    "{why}; {} was made again, and the new one is {refused}",
+                    self.display()
+                )),
+            },
             result => result,
         }
     }
@@ -401,68 +518,93 @@ impl DumpDir {
         })
     }
 
-    fn try_write(&mut self, name: &str, content: &[u8]) -> Result<String, String> {
-        let dir = self.fd()?;
-        let tmp = CString::new(format!(".{name}.tmp")).map_err(|e| e.to_string())?;
-        let dest = CString::new(name).map_err(|e| e.to_string())?;
-        let os_err = || std::io::Error::last_os_error().to_string();
-        // SAFETY: plain *at() calls on a directory descriptor and C strings.
-        unsafe {
-            libc::unlinkat(dir, tmp.as_ptr(), 0);
-            let fd = libc::openat(
-                dir,
-                tmp.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
-            );
-            if fd < 0 {
-                return Err(with_permission_hint(os_err(), &self.path));
-            }
-            let written = libc::fchmod(fd, 0o600) == 0 && write_all(fd, content);
-            let why = os_err();
-            let closed = libc::close(fd) == 0;
-            if !written || !closed {
-                libc::unlinkat(dir, tmp.as_ptr(), 0);
-                return Err(if written { os_err() } else { why });
-            }
-            if libc::renameat(dir, tmp.as_ptr(), dir, dest.as_ptr()) != 0 {
-                let why = os_err();
-                libc::unlinkat(dir, tmp.as_ptr(), 0);
-                return Err(why);
-            }
-        }
-        Ok(std::path::Path::new(&self.path)
+    fn path_of(&self, name: &str) -> String {
+        std::path::Path::new(&self.path)
             .join(name)
             .display()
-            .to_string())
+            .to_string()
     }
+
+    /// Writes `content` to a new temporary file (mode 0600) in `dir` named
+    /// after `name`, skipping names that are taken. Returns its name.
+    fn write_temp(&self, dir: libc::c_int, name: &str, content: &[u8]) -> Result<CString, String> {
+        for k in 0..NAMES_TRIED {
+            let tmp = match k {
+                0 => format!(".{name}.tmp"),
+                k => format!(".{name}.{k}.tmp"),
+            };
+            let tmp = CString::new(tmp).map_err(|e| e.to_string())?;
+            let fd = match files::create_exclusive(dir, &tmp, 0) {
+                Ok(fd) => fd,
+                Err(libc::EEXIST) => continue,
+                Err(e) => return Err(with_permission_hint(e, &self.path)),
+            };
+            let written = files::write_all(fd, content);
+            let why = std::io::Error::last_os_error();
+            // SAFETY: closing the file created above.
+            let closed = unsafe { libc::close(fd) } == 0;
+            if written && closed {
+                return Ok(tmp);
+            }
+            let why = if written {
+                std::io::Error::last_os_error()
+            } else {
+                why
+            };
+            // SAFETY: removing the file created above.
+            unsafe { libc::unlinkat(dir, tmp.as_ptr(), 0) };
+            return Err(why.to_string());
+        }
+        Err(format!(
+            "the temporary names .{name}.tmp to .{name}.{}.tmp are all taken",
+            NAMES_TRIED - 1
+        ))
+    }
+}
+
+/// Renames `tmp` to `name` in `dir` unless `name` exists (`Err(EEXIST)`).
+fn place_new(dir: libc::c_int, tmp: &CString, name: &CString) -> Result<(), i32> {
+    // SAFETY: renameat2/linkat/unlinkat on our directory with C strings.
+    unsafe {
+        if libc::renameat2(
+            dir,
+            tmp.as_ptr(),
+            dir,
+            name.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        ) == 0
+        {
+            return Ok(());
+        }
+        let e = files::errno();
+        if e != libc::EINVAL && e != libc::ENOSYS {
+            return Err(e);
+        }
+        // A file system without RENAME_NOREPLACE: a hard link refuses a taken
+        // name the same way; the complete file then loses its temporary name.
+        if libc::linkat(dir, tmp.as_ptr(), dir, name.as_ptr(), 0) != 0 {
+            return Err(files::errno());
+        }
+        libc::unlinkat(dir, tmp.as_ptr(), 0);
+    }
+    Ok(())
 }
 
 impl Drop for DumpDir {
     fn drop(&mut self) {
         // Only a descriptor that is still ours (see `fd`).
-        if self.fd >= 0 && identity(self.fd) == Some(self.id) {
+        if self.fd >= 0 && files::identity(self.fd) == Some(self.id) {
             // SAFETY: closing the directory descriptor this value opened.
             unsafe { libc::close(self.fd) };
         }
     }
 }
 
-/// (device, inode) of a directory descriptor; None if it is not one.
-pub fn identity(fd: libc::c_int) -> Option<(u64, u64)> {
-    // SAFETY: fstat writes the stat buffer.
-    unsafe {
-        let mut st: libc::stat = core::mem::zeroed();
-        (libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-            .then_some((st.st_dev, st.st_ino))
-    }
-}
-
 /// After a privilege drop the new user may not be allowed to write where
 /// dumps go: say who needs what.
-fn with_permission_hint(why: String, dir: &OsStr) -> String {
-    let errno = std::io::Error::last_os_error().raw_os_error();
-    if errno != Some(libc::EACCES) && errno != Some(libc::EPERM) {
+fn with_permission_hint(errno: i32, dir: &OsStr) -> String {
+    let why = std::io::Error::from_raw_os_error(errno).to_string();
+    if errno != libc::EACCES && errno != libc::EPERM {
         return why;
     }
     // SAFETY: geteuid has no preconditions.
@@ -496,21 +638,6 @@ fn user_name(uid: libc::uid_t) -> Option<String> {
                 .into_owned(),
         )
     }
-}
-
-fn write_all(fd: libc::c_int, mut data: &[u8]) -> bool {
-    while !data.is_empty() {
-        // SAFETY: writing an initialised buffer.
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        if n <= 0 {
-            return false;
-        }
-        data = &data[n as usize..];
-    }
-    true
 }
 
 #[cfg(test)]
@@ -549,7 +676,8 @@ mod tests {
             &rows,
             |i| stacks[i as usize],
             b"maps\n",
-        );
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
@@ -575,6 +703,31 @@ mod tests {
         );
         assert_eq!(mapped_path(map, 0x7f0000002000), None);
         assert_eq!(mapped_path(map, 0x10), None);
+    }
+
+    #[test]
+    fn the_largest_rows_fit_the_reserved_size() {
+        let row = Row {
+            stack: 0,
+            size: usize::MAX,
+            live_count: u64::MAX / 64,
+            live_bytes: u64::MAX / 64,
+            alloc_count: u64::MAX / 64,
+            alloc_bytes: u64::MAX / 64,
+            oldest_age: u64::MAX,
+            total_age: u64::MAX,
+            ..Row::default()
+        };
+        let frames = [usize::MAX; 128];
+        let meta = [("program", "x".repeat(300))];
+        let out = render(1, &meta, &[row; 50], |_| &frames, &[b'm'; 5000]).unwrap();
+        // Growing would have at least doubled the capacity.
+        assert!(
+            out.capacity() < out.len() * 3 / 2,
+            "{} {}",
+            out.capacity(),
+            out.len()
+        );
     }
 
     #[test]

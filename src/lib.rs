@@ -25,6 +25,7 @@ mod cxx;
 mod doorbell;
 mod dump;
 mod errno;
+mod files;
 mod global_alloc;
 mod inherit;
 #[cfg(not(test))]
@@ -53,6 +54,7 @@ static INIT: extern "C" fn() = init;
 
 #[cfg(not(test))]
 extern "C" fn init() {
+    log::note_stderr();
     next::resolve();
     stack::init_own_range();
     interpose::resolve_own_addresses();

@@ -222,6 +222,11 @@ pub fn table_bytes() -> usize {
         .sum()
 }
 
+/// Live samples now.
+pub fn count() -> usize {
+    TABLES.iter().map(|t| t.with(|t| t.len)).sum()
+}
+
 /// Takes every shard lock (before `fork`, so the child sees whole tables).
 pub fn lock_all() {
     TABLES.iter().for_each(|t| t.acquire());

@@ -75,6 +75,18 @@ pub struct Probe {
 impl Probe {
     /// Starts `program` with LD_PRELOAD, LEAKPROBE_DIR=`dir` and `env`.
     pub fn start(program: &Path, args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Probe {
+        Probe::start_with(program, args, dir, env, |_| {})
+    }
+
+    /// As `start`, with `customize` applied to the command last (limits,
+    /// credentials).
+    pub fn start_with(
+        program: &Path,
+        args: &[&str],
+        dir: &Path,
+        env: &[(&str, &str)],
+        customize: impl FnOnce(&mut Command),
+    ) -> Probe {
         let stderr_path = dir.with_extension("stderr.txt");
         let mut cmd = Command::new(program);
         cmd.args(args)
@@ -86,6 +98,7 @@ impl Probe {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        customize(&mut cmd);
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
