@@ -130,7 +130,7 @@ fn without_sigpipe(write: impl FnOnce() -> bool) {
         let mut pending: libc::sigset_t = core::mem::zeroed();
         libc::sigemptyset(&mut pipe);
         libc::sigaddset(&mut pipe, libc::SIGPIPE);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
+        crate::sigmask::real_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
         libc::sigpending(&mut pending);
         let was_pending = libc::sigismember(&pending, libc::SIGPIPE) == 1;
         if !write() && !was_pending && files::errno() == libc::EPIPE {
@@ -142,7 +142,7 @@ fn without_sigpipe(write: impl FnOnce() -> bool) {
                 && files::errno() == libc::EINTR
             {}
         }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        crate::sigmask::real_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
     }
 }
 
