@@ -52,7 +52,7 @@ class DumpError(Exception):
     """A problem with one input file; the message names the file."""
 
     def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
+        super().__init__(f"{shown(path)}: {problem}")
 
 
 @dataclass(frozen=True)
