@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .summary import mib
+from .profile import amount
 
 MAGIC = 0x4C45414B  # "LEAK"
 LIBRARY = "libleakprobe.so"
@@ -348,7 +348,7 @@ def estimate(req: Request) -> str:
         return int(text) if re.fullmatch(r"[0-9]{1,20}", text) else None
 
     samples = number("live_samples")
-    return f"~{mib(number('estimated_live_bytes'))} estimated live in {'?' if samples is None else samples} live samples"
+    return f"~{amount(number('estimated_live_bytes'))} estimated live in {'?' if samples is None else samples} live samples"
 
 
 def processes_named(name: str) -> list[int]:
