@@ -63,7 +63,8 @@ pub fn render<'a>(
     maps: &[u8],
 ) -> Result<Vec<u8>, std::collections::TryReserveError> {
     let total = |f: fn(&Row) -> u64| rows.iter().map(f).sum::<u64>();
-    // Numbers of at most 20 digits; a frame " 0x" and 16 hex digits.
+    // Numbers of at most 20 digits; a frame " 0x" and 16 hex digits; the age
+    // and usable lines.
     let bound = 5 * 24
         + meta
             .iter()
@@ -71,7 +72,7 @@ pub fn render<'a>(
             .sum::<usize>()
         + rows
             .iter()
-            .map(|r| 4 * 24 + 19 * frames_of(r.stack).len() + 60)
+            .map(|r| 4 * 24 + 19 * frames_of(r.stack).len() + 60 + 42)
             .sum::<usize>()
         + 32
         + maps.len();
@@ -716,7 +717,8 @@ mod tests {
             alloc_bytes: u64::MAX / 64,
             oldest_age: u64::MAX,
             total_age: u64::MAX,
-            ..Row::default()
+            live_usable: u64::MAX,
+            usable_unknown: false,
         };
         let frames = [usize::MAX; 128];
         let meta = [("program", "x".repeat(300))];

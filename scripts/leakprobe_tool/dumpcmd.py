@@ -33,7 +33,7 @@ HEADER_CAP = 1 << 20  # a dump's header is a few KiB; a file in /tmp may be anyo
 POLL = 0.05
 AT_SECURE = 23
 
-# src/config.rs parse_signal: names, and the signals it refuses.
+# src/config.rs DUMP_SIGNALS: by name or number, these and the real-time ones.
 NAMED = {
     "USR1": signal.SIGUSR1,
     "USR2": signal.SIGUSR2,
@@ -43,19 +43,6 @@ NAMED = {
     "URG": signal.SIGURG,
     "WINCH": signal.SIGWINCH,
     "PWR": signal.SIGPWR,
-}
-REFUSED = {
-    signal.SIGKILL,
-    signal.SIGSTOP,
-    signal.SIGSEGV,
-    signal.SIGBUS,
-    signal.SIGILL,
-    signal.SIGFPE,
-    signal.SIGABRT,
-    signal.SIGTRAP,
-    signal.SIGSYS,
-    signal.SIGCHLD,
-    signal.SIGPIPE,
 }
 INT = re.compile(r"[+-]?[0-9]+")  # what Rust's str::parse::<i32> accepts
 META = re.compile(r"# leakprobe ([a-z_]+): (.*)")
@@ -112,7 +99,7 @@ def parse_signal(text: str) -> int | None:
         sig = NAMED[name]
     else:
         return None
-    if sig < 1 or sig > signal.SIGRTMAX or sig in REFUSED:
+    if sig not in NAMED.values() and not signal.SIGRTMIN <= sig <= signal.SIGRTMAX:
         return None
     return sig
 

@@ -232,7 +232,9 @@ class SignalNames(unittest.TestCase):
             ("SIGHUP", signal.SIGHUP),
         ):
             self.assertEqual(parse_signal(text), sig, text)
-        for text in ("", "usr2", "SIGKILL", "9", "SIGSEGV", "SIGCHLD", "0", "-12", "SIGRTMAX+1", "RTMIN+x", "1_2", " 12"):
+        refused = ("", "usr2", "SIGKILL", "9", "SIGSEGV", "SIGCHLD", "0", "-12", "SIGRTMAX+1", "RTMIN+x", "1_2", " 12")
+        # Termination signals and glibc's own, by number as by name.
+        for text in (*refused, "15", "SIGTERM", "2", "3", "14", "32", "33", "SIGRTMIN-1"):
             self.assertIsNone(parse_signal(text), text)
 
 
