@@ -92,7 +92,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    if args.depth is None and args.command != "flamegraph":
+    # Commands without --depth (dump, pprof) have none to default.
+    if getattr(args, "depth", 0) is None and args.command != "flamegraph":
         args.depth = DEPTH
     # Names and paths are shown escaped; anything left over must not stop the output.
     reconfigure = getattr(sys.stdout, "reconfigure", None)

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from .dumpfile import Dump, Mapping, Row, read_dump
-from .profile import program_frames, unsample
+from .profile import unsample, without_allocator
 from .symbols import Frame, Symbolizer, program_of
 
 # Go's order for heap profiles: a reader that ignores default_sample_type
@@ -142,7 +142,7 @@ class Export:
                 # library's internals), only the entry point it is in.
                 chains[0] = chains[0][-1:]
             flat = tuple(f for c in chains for f in c)
-            frames = flat if keep_allocator else program_frames(flat)
+            frames = flat if keep_allocator else without_allocator(flat)
             locations = self.trimmed(dump, symbolizer, addresses, chains, len(flat) - len(frames))
             live = unsample(row.live_count, row.live_bytes, dump.period)
             alloc = unsample(row.alloc_count, row.alloc_bytes, dump.period)
