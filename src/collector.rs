@@ -346,6 +346,7 @@ impl Collector {
     fn overhead_bytes(&self) -> usize {
         let stacks: usize = self.stacks.iter().map(|s| s.len() * 8).sum();
         live::table_bytes()
+            + crate::mapped::table_bytes()
             + ring::bytes()
             + unwind::cache_bytes()
             + 2 * stacks
@@ -491,6 +492,7 @@ impl Collector {
         meta.push(("stacks_cut_short", cut_short.to_string()));
         meta.extend(accounting::process());
         meta.extend(accounting::allocator());
+        meta.extend(crate::mapped::facts(period));
         let map = dump::memory_map();
         meta.extend(dump::object_facts(&map));
         meta.push((
