@@ -220,6 +220,8 @@ static HIGHEST: AtomicUsize = AtomicUsize::new(0);
 pub static THREADS: AtomicUsize = AtomicUsize::new(0);
 /// Samples lost because the table could not grow.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Sampled calls left out because the allocator made them.
+static ALLOCATOR_CALLS: AtomicU64 = AtomicU64::new(0);
 
 impl Table {
     /// Removes `lo..hi` from the tracked ranges, cutting the ranges it
@@ -393,6 +395,7 @@ pub fn record_stack(entry: usize) -> Option<u32> {
         let caller = stack.frames().get(1).copied().unwrap_or(0);
         let allocator = ALLOCATOR_BASE.load(Ordering::Relaxed);
         if allocator != 0 && next::object_of(caller as *mut ()) == allocator {
+            ALLOCATOR_CALLS.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let frames = stack.frames();
@@ -741,9 +744,7 @@ pub fn facts(period: usize) -> Vec<(&'static str, String)> {
         r.live_bytes += e.bytes() as u64;
     }
     STACKS.with(|s| {
-        let Some(s) = s.as_ref() else {
-            return Vec::new();
-        };
+        let s = s.get_or_insert_with(Stacks::default);
         for (&key, &(n, b)) in &s.allocated {
             let r = rows.entry(key).or_default();
             r.alloc_count = n;
@@ -763,6 +764,10 @@ pub fn facts(period: usize) -> Vec<(&'static str, String)> {
         facts.push((
             "mapped_samples_dropped",
             DROPPED.load(Ordering::Relaxed).to_string(),
+        ));
+        facts.push((
+            "mapped_allocator_calls",
+            ALLOCATOR_CALLS.load(Ordering::Relaxed).to_string(),
         ));
         for k in keys {
             let r = &rows[&k];
