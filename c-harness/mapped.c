@@ -9,7 +9,7 @@
  *   threads:   200 threads never joined (site_unjoined), 50 joined, 50
  *              detached, 10 detached after they exited, 10 on stacks of
  *              their own: only the first keep stacks
- *   bigmalloc: 64 blocks of 4 MiB from malloc, kept (site_big_malloc): heap,
+ *   bigmalloc: 64 blocks of 4 MiB from malloc, kept (site_big_mallocs): heap,
  *              never mapped rows (glibc maps them internally, jemalloc
  *              through the mmap symbol)
  * Built against glibc (mapped) and linked with jemalloc (mapped_jemalloc). */
@@ -31,7 +31,11 @@ static char *map(size_t size) {
 }
 
 __attribute__((noinline)) static void site_map(void) {
-    for (int i = 0; i < 64; i++) memset(map(4 * MIB), 1, 4 * MIB);
+    for (int i = 0; i < 64; i++) {
+        char *p = mmap(NULL, 4 * MIB, RW, ANON, -1, 0);
+        if (p == MAP_FAILED) exit(3);
+        memset(p, 1, 4 * MIB);
+    }
 }
 
 static void truth(const char *site, size_t bytes) { printf("TRUTH %s %zu\n", site, bytes); }
@@ -152,9 +156,9 @@ static void threads(void) {
     truth("site_own_stack", 0);
 }
 
-__attribute__((noinline)) static void bigmalloc(void) {
+__attribute__((noinline)) static void site_big_mallocs(void) {
     for (int i = 0; i < 64; i++) {
-        void *p = malloc(4 * MIB); /* SITE site_big_malloc */
+        void *p = malloc(4 * MIB);
         memset(p, 1, 4 * MIB);
         keep(p);
     }
@@ -176,7 +180,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "shapes")) shapes();
     else if (!strcmp(argv[1], "threads")) threads();
-    else if (!strcmp(argv[1], "bigmalloc")) bigmalloc();
+    else if (!strcmp(argv[1], "bigmalloc")) site_big_mallocs();
     else return 2;
     fflush(stdout);
     ready_then_wait(argv[1]);

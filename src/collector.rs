@@ -480,7 +480,13 @@ impl Collector {
             let tokens: Vec<String> = self.answering.iter().map(|t| format!("{t:08x}")).collect();
             meta.push(("requests_answered", tokens.join(" ")));
         }
-        meta.extend(live_usable.map(|u| ("estimated_live_usable_bytes", format!("{u:.0}"))));
+        // As an integer: an empty f64 sum is -0.0, which would print "-0".
+        meta.extend(live_usable.map(|u| {
+            (
+                "estimated_live_usable_bytes",
+                (u.round() as u64).to_string(),
+            )
+        }));
         meta.extend(crate::blind::reasons().iter().map(|r| ("blind", r.clone())));
         let (_, peak, peak_time) = live::estimate();
         meta.push(("peak_estimated_live_bytes", peak.to_string()));

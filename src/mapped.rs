@@ -263,7 +263,10 @@ impl Table {
     /// range unmapped behind the library's back).
     pub fn insert_range(&mut self, e: Entry) {
         self.remove_range(e.start, e.end);
-        let i = self.ranges.as_slice().partition_point(|x| x.start < e.start);
+        let i = self
+            .ranges
+            .as_slice()
+            .partition_point(|x| x.start < e.start);
         if !self.ranges.insert(i, e) {
             DROPPED.fetch_add(1, Ordering::Relaxed);
         }
@@ -518,7 +521,13 @@ pub unsafe extern "C" fn mmap(
         return real_mmap()(addr, len, prot, flags, fd, off);
     }
     map_slow(
-        [addr as usize, len, prot as usize, flags as usize, fd as usize],
+        [
+            addr as usize,
+            len,
+            prot as usize,
+            flags as usize,
+            fd as usize,
+        ],
         off,
         crossed,
         mmap as *const () as usize,
@@ -543,7 +552,13 @@ pub unsafe extern "C" fn mmap64(
         return real_mmap()(addr, len, prot, flags, fd, off);
     }
     map_slow(
-        [addr as usize, len, prot as usize, flags as usize, fd as usize],
+        [
+            addr as usize,
+            len,
+            prot as usize,
+            flags as usize,
+            fd as usize,
+        ],
         off,
         crossed,
         mmap64 as *const () as usize,
@@ -552,6 +567,7 @@ pub unsafe extern "C" fn mmap64(
 
 /// A mapping call that reached the sample point or replaces (`MAP_FIXED`)
 /// memory that may be tracked.
+#[cfg(not(test))]
 #[cold]
 #[inline(never)]
 unsafe fn map_slow(args: [usize; 5], off: libc::off_t, crossed: bool, entry: usize) -> Ptr {
@@ -611,6 +627,7 @@ pub unsafe extern "C" fn munmap(addr: Ptr, len: usize) -> c_int {
 
 /// The table is updated with the call under its lock, so a range unmapped
 /// here and mapped again by another thread is never confused with this one.
+#[cfg(not(test))]
 #[cold]
 #[inline(never)]
 unsafe fn unmap_slow(addr: Ptr, len: usize) -> c_int {
@@ -639,8 +656,7 @@ pub unsafe extern "C" fn mremap(
     new_address: Ptr,
 ) -> Ptr {
     let crossed = crosses(pages(new_size));
-    if !crossed && !overlaps(old as usize, old_size) && !overlaps(new_address as usize, new_size)
-    {
+    if !crossed && !overlaps(old as usize, old_size) && !overlaps(new_address as usize, new_size) {
         return real_mremap()(old, old_size, new_size, flags, new_address);
     }
     remap_slow(
@@ -652,6 +668,7 @@ pub unsafe extern "C" fn mremap(
 
 /// A resize or move: for the accounting, as `realloc`: the old range stops
 /// being tracked and the new one is a new sample at this call's stack.
+#[cfg(not(test))]
 #[cold]
 #[inline(never)]
 unsafe fn remap_slow(args: [usize; 4], flags: c_int, crossed: bool) -> Ptr {
@@ -819,7 +836,11 @@ mod tests {
     }
 
     fn spans(t: &Table) -> Vec<(usize, usize)> {
-        t.ranges.as_slice().iter().map(|e| (e.start, e.end)).collect()
+        t.ranges
+            .as_slice()
+            .iter()
+            .map(|e| (e.start, e.end))
+            .collect()
     }
 
     #[test]
@@ -861,9 +882,16 @@ mod tests {
             t.insert_range(range(i * 0x2000, i * 0x2000 + 0x1000, i as u64));
         }
         assert_eq!(t.ranges.len, 1000);
-        assert!(t.ranges.as_slice().windows(2).all(|w| w[0].end <= w[1].start));
+        assert!(t
+            .ranges
+            .as_slice()
+            .windows(2)
+            .all(|w| w[0].end <= w[1].start));
         for i in 0..1000 {
-            t.add_thread(Entry { thread: i + 1, ..range(0, 4096, i as u64) });
+            t.add_thread(Entry {
+                thread: i + 1,
+                ..range(0, 4096, i as u64)
+            });
         }
         t.remove_threads(|e| e.thread % 2 == 0);
         assert_eq!(t.threads.len, 500);

@@ -73,7 +73,10 @@ pub fn other_gap() -> Option<(usize, bool)> {
             seed(s);
         }
         let active = ACTIVE.load(Ordering::Relaxed);
-        Some((draw_gap(s, if active { period } else { period.max(2) }), active))
+        Some((
+            draw_gap(s, if active { period } else { period.max(2) }),
+            active,
+        ))
     })
 }
 

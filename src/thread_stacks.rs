@@ -14,8 +14,12 @@
 //! (returns, `pthread_exit`, cancellation), then tail-calls the program's
 //! routine. Unsampled threads are created as they are.
 
-use crate::mapped::{self, Entry, Kind};
-use crate::{next, sampling};
+use crate::mapped;
+#[cfg(not(test))]
+use crate::mapped::{Entry, Kind};
+use crate::next;
+#[cfg(not(test))]
+use crate::sampling;
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
