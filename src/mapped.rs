@@ -503,67 +503,45 @@ fn real_mremap() -> MremapFn {
     unsafe { core::mem::transmute(next::symbol(&REAL_MREMAP, c"mremap")) }
 }
 
-/// # Safety
-/// As mmap(2).
-#[cfg(not(test))]
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn mmap(
-    addr: Ptr,
-    len: usize,
-    prot: c_int,
-    flags: c_int,
-    fd: c_int,
-    off: libc::off_t,
-) -> Ptr {
-    let crossed = crosses(pages(len));
-    if !crossed && (flags & libc::MAP_FIXED == 0 || !overlaps(addr as usize, len)) {
-        return real_mmap()(addr, len, prot, flags, fd, off);
-    }
-    map_slow(
-        [
-            addr as usize,
-            len,
-            prot as usize,
-            flags as usize,
-            fd as usize,
-        ],
-        off,
-        crossed,
-        mmap as *const () as usize,
-    )
+/// `mmap` and `mmap64` (the same function on 64-bit systems): an unsampled
+/// call that replaces nothing tracked pays the countdown only.
+macro_rules! mapping {
+    ($name:ident) => {
+        /// # Safety
+        /// As mmap(2).
+        #[cfg(not(test))]
+        #[no_mangle]
+        #[inline(never)]
+        pub unsafe extern "C" fn $name(
+            addr: Ptr,
+            len: usize,
+            prot: c_int,
+            flags: c_int,
+            fd: c_int,
+            off: libc::off_t,
+        ) -> Ptr {
+            let crossed = crosses(pages(len));
+            if !crossed && (flags & libc::MAP_FIXED == 0 || !overlaps(addr as usize, len)) {
+                return real_mmap()(addr, len, prot, flags, fd, off);
+            }
+            map_slow(
+                [
+                    addr as usize,
+                    len,
+                    prot as usize,
+                    flags as usize,
+                    fd as usize,
+                ],
+                off,
+                crossed,
+                $name as *const () as usize,
+            )
+        }
+    };
 }
 
-/// # Safety
-/// As mmap(2) (`mmap64` is the same function on 64-bit systems).
-#[cfg(not(test))]
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn mmap64(
-    addr: Ptr,
-    len: usize,
-    prot: c_int,
-    flags: c_int,
-    fd: c_int,
-    off: libc::off_t,
-) -> Ptr {
-    let crossed = crosses(pages(len));
-    if !crossed && (flags & libc::MAP_FIXED == 0 || !overlaps(addr as usize, len)) {
-        return real_mmap()(addr, len, prot, flags, fd, off);
-    }
-    map_slow(
-        [
-            addr as usize,
-            len,
-            prot as usize,
-            flags as usize,
-            fd as usize,
-        ],
-        off,
-        crossed,
-        mmap64 as *const () as usize,
-    )
-}
+mapping!(mmap);
+mapping!(mmap64);
 
 /// A mapping call that reached the sample point or replaces (`MAP_FIXED`)
 /// memory that may be tracked.
