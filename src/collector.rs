@@ -346,6 +346,7 @@ impl Collector {
     fn overhead_bytes(&self) -> usize {
         let stacks: usize = self.stacks.iter().map(|s| s.len() * 8).sum();
         live::table_bytes()
+            + crate::mapped::table_bytes()
             + ring::bytes()
             + unwind::cache_bytes()
             + 2 * stacks
@@ -479,6 +480,8 @@ impl Collector {
             let tokens: Vec<String> = self.answering.iter().map(|t| format!("{t:08x}")).collect();
             meta.push(("requests_answered", tokens.join(" ")));
         }
+        // As an integer: an empty f64 sum is -0.0, which would print "-0".
+        // As an integer: an empty f64 sum is -0.0, which would print "-0".
         meta.extend(live_usable.map(|u| {
             (
                 "estimated_live_usable_bytes",
@@ -496,6 +499,7 @@ impl Collector {
         meta.push(("stacks_cut_short", cut_short.to_string()));
         meta.extend(accounting::process());
         meta.extend(accounting::allocator());
+        meta.extend(crate::mapped::facts(period));
         let map = dump::memory_map();
         meta.extend(dump::object_facts(&map));
         meta.push((

@@ -33,6 +33,7 @@ mod interpose;
 mod live;
 mod lock;
 mod log;
+mod mapped;
 mod next;
 mod registered_frames;
 mod ring;
@@ -41,6 +42,7 @@ mod sigmask;
 mod signal;
 mod stack;
 mod stack_bounds;
+mod thread_stacks;
 mod thread_state;
 mod unload;
 mod unwind;
@@ -59,6 +61,8 @@ extern "C" fn init() {
     stack::init_own_range();
     interpose::resolve_own_addresses();
     let cfg = config::Config::from_env();
+    // Before the collector: its fork handlers must run first (see `mapped`).
+    mapped::init();
     unwind::init(cfg.unwinder == config::Unwinder::Fast);
     if cfg.no_inherit {
         inherit::remove_from_preload();

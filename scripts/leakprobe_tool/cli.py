@@ -34,6 +34,11 @@ def parser() -> argparse.ArgumentParser:
     ):
         measure.add_argument(f"--{name}", dest="measure", action="store_const", const=name, help=what)
     common.set_defaults(measure="inuse-space")
+    common.add_argument(
+        "--mmap",
+        action="store_true",
+        help="memory the program mapped outside malloc (anonymous and file mmap, thread stacks) instead of the heap",
+    )
     common.add_argument("--focus", metavar="REGEX", help="only stacks with a function matching REGEX")
     common.add_argument("--ignore", metavar="REGEX", help="drop stacks with a function matching REGEX")
     common.add_argument(

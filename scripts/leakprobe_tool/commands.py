@@ -13,20 +13,22 @@ from typing import Any
 
 from .dumpfile import Dump, read_dump
 from .flamegraph import render_svg
-from .profile import Profile, Stack, amount, build, trends, unnamed_objects
+from .profile import KIND_FRAME, Profile, Stack, amount, build, mapped_bytes, mapped_view, trends, unnamed_objects
 from .summary import memory, verdict
 from .symbols import Frame, Symbolizer, program_of
 
 
-def load(args: argparse.Namespace, path: str) -> Profile:
+def load(args: argparse.Namespace, path: str, mmap: bool | None = None) -> Profile:
     dump = read_dump(path)
+    if args.mmap if mmap is None else mmap:
+        dump = mapped_view(dump)
     symbolizer = Symbolizer(dump, [*args.debug_dir, "/usr/lib/debug"])
     focus, ignore, alloc = (re.compile(r) if r else None for r in (args.focus, args.ignore, args.alloc_frames))
     return build(dump, args.measure, symbolizer, focus, ignore, alloc)
 
 
-def load_series(args: argparse.Namespace) -> list[Profile]:
-    return sorted((load(args, d) for d in args.dumps), key=lambda p: p.dump.time or 0.0)
+def load_series(args: argparse.Namespace, mmap: bool | None = None) -> list[Profile]:
+    return sorted((load(args, d, mmap) for d in args.dumps), key=lambda p: p.dump.time or 0.0)
 
 
 def percent(part: float, whole: float) -> str:
@@ -78,6 +80,7 @@ def facts(dump: Dump) -> dict[str, Any]:
         "estimated_live_bytes": m.live,
         "estimated_live_usable_bytes": m.usable,
         "allocator_allocated_bytes": m.allocated,
+        "mapped_bytes": mapped_bytes(dump),
     }
 
 
@@ -112,6 +115,10 @@ def print_facts(dump: Dump) -> None:
         f"  live heap: ~{amount(f['estimated_live_bytes'])} requested by the program{sized}; "
         f"the allocator counts {amount(f['allocator_allocated_bytes'])} allocated (every block, exactly)"
     )
+    mapped = f["mapped_bytes"]
+    if mapped is not None:
+        kinds = ", ".join(f"~{amount(mapped[k])} {KIND_FRAME[k][1:-1]}" for k in mapped)
+        print(f"  mapped outside malloc by the program: {kinds} (by stack: --mmap)")
 
 
 def report(args: argparse.Namespace) -> int:
@@ -273,9 +280,9 @@ def flamegraph(args: argparse.Namespace) -> int:
 
 
 def summary(args: argparse.Namespace) -> int:
-    profiles = load_series(args)
+    profiles = load_series(args, mmap=False)
     rows = [memory(p.dump) for p in profiles]
-    kind, sentence = verdict(rows, trends(profiles))
+    kind, sentence = verdict(rows, trends(profiles), trends(load_series(args, mmap=True)))
     # The verdict may name a frame without a name: say why, and what would name it.
     unnamed = [u for u in unnamed_objects(profiles[-1]) if f"{os.path.basename(str(u['object']))}+0x" in sentence]
     if args.json:

@@ -19,6 +19,7 @@ HEADER = re.compile(r"heap profile: *([0-9]+): *([0-9]+) *\[ *([0-9]+): *([0-9]+
 ROW = re.compile(r"([0-9]+): ([0-9]+) \[([0-9]+): ([0-9]+)\] @((?: 0x[0-9a-f]+)+)")
 MAPS = re.compile(r"([0-9a-f]{1,16})-([0-9a-f]{1,16}) ([-rwxps]{4}) ([0-9a-f]{1,16}) \S+ [0-9]+ *(.*)")
 META = "# leakprobe "
+MAPPED_KIND = re.compile(r"[a-z_]{1,20}")
 U64_MAX = (1 << 64) - 1
 # Larger than any dump of a real process (its rows are bounded by the
 # library's stack table), small enough to read into memory.
@@ -65,6 +66,7 @@ class Row:
     oldest_age: int | None = None  # seconds, of the row's live samples
     mean_age: int | None = None
     usable_bytes: int | None = None  # malloc_usable_size of its live samples, summed (raw)
+    kind: str | None = None  # mapped memory (`# leakprobe mapped:` rows): anon, file, thread_stack
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class Dump:
     blind: list[str] = field(default_factory=list)  # why the library cannot see some allocations
     loaded_as: dict[str, str] = field(default_factory=dict)  # map path -> loader's name
     owner: int | None = None  # uid owning the dump file: the process's user
+    mapped: list[Row] = field(default_factory=list)  # memory the program mapped outside malloc
 
     @property
     def pid(self) -> int | None:
@@ -175,6 +178,11 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
                 dump.rows[-1] = replace(dump.rows[-1], usable_bytes=number(path, n, value))
             elif key == "blind":
                 dump.blind.append(value)
+            elif key == "mapped":
+                kind, _, row = value.partition(" ")
+                if not MAPPED_KIND.fullmatch(kind):
+                    raise DumpError(path, f"line {n}: malformed mapped line")
+                dump.mapped.append(replace(parse_row(path, n, row), kind=kind))
             else:
                 dump.meta[key] = check_meta(path, n, key, value)
         elif line.strip() and not line.startswith("#"):

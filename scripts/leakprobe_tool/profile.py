@@ -7,7 +7,7 @@ import math
 import os
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .dumpfile import Dump, Row
 from .elf import Elf, ElfError
@@ -39,6 +39,27 @@ ALLOC_WRAPPER = re.compile(
     r"|(__)?strn?dup|v?asprintf|__vasprintf\w*|uprv_(malloc|calloc|realloc)|luaM_\w+|l_alloc"
     r"|_?e(malloc|calloc|realloc|strn?dup)\w*|Tcl_Alloc|ckalloc"
 )
+
+
+# The root frame of mapped memory's stacks, by kind (`report --mmap`).
+KIND_FRAME = {"anon": "[anonymous mmap]", "file": "[file mmap]", "thread_stack": "[thread stack]"}
+MAPPED_FACTS = (
+    ("anon", "estimated_mapped_anon_bytes"),
+    ("file", "estimated_mapped_file_bytes"),
+    ("thread_stack", "estimated_mapped_thread_stack_bytes"),
+)
+
+
+def mapped_view(dump: Dump) -> Dump:
+    """The dump with its mapped-memory rows in place of its heap rows."""
+    return replace(dump, rows=dump.mapped)
+
+
+def mapped_bytes(dump: Dump) -> dict[str, int] | None:
+    """Estimated bytes mapped outside malloc, by kind (None: the dump does not record them)."""
+    if "mapped_live_samples" not in dump.meta:
+        return None
+    return {kind: int(dump.meta.get(key, "0")) for kind, key in MAPPED_FACTS}
 
 
 def amount(value: float | None, unit: str = "bytes") -> str:
@@ -187,6 +208,9 @@ def build(
         count, size = row_counts(row, which)
         objects, nbytes = unsample(count, size, dump.period)
         frames = without_allocator(tuple(f for a in row.frames[1:] for f in symbolizer.frames(a)))
+        if row.kind:
+            # Mapped memory: its kind as the root, so every view keeps kinds apart.
+            frames += (Frame(KIND_FRAME.get(row.kind, f"[{row.kind}]")),)
         names = [f.function for f in frames]
         if focus and not any(focus.search(n) for n in names):
             continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .dumpfile import Dump
-from .profile import SWING, Trend, amount, live_usable
+from .profile import KIND_FRAME, SWING, Trend, amount, live_usable, mapped_bytes
 
 # Thresholds (documented in the README). Growth counts when RSS or the live
 # heap grew by at least SIGNIFICANT_SHARE of the first RSS and SIGNIFICANT_BYTES;
@@ -35,6 +35,7 @@ class Memory:
     footprint: int | None  # what the allocator holds from the system
     held_free: int | None  # of which the program has freed
     overhead: int  # the library's own
+    mapped: int | None = None  # estimated bytes the program mapped outside malloc (all kinds)
 
     @property
     def outside(self) -> int | None:
@@ -65,8 +66,17 @@ def memory(dump: Dump) -> Memory:
             allocated = in_use + mapped
     else:
         footprint = held_free = None
+    by_kind = mapped_bytes(dump)
     return Memory(
-        dump.time or 0.0, num("rss_bytes"), live, live_usable(dump), allocated, footprint, held_free, num("overhead_bytes") or 0
+        dump.time or 0.0,
+        num("rss_bytes"),
+        live,
+        live_usable(dump),
+        allocated,
+        footprint,
+        held_free,
+        num("overhead_bytes") or 0,
+        None if by_kind is None else sum(by_kind.values()),
     )
 
 
@@ -75,9 +85,12 @@ def growth(before: int | None, after: int | None) -> int | None:
     return None if before is None or after is None else after - before
 
 
-def verdict(rows: list[Memory], trends: list[tuple[Key, Trend]]) -> tuple[str, str]:
+def verdict(
+    rows: list[Memory], trends: list[tuple[Key, Trend]], mapped: list[tuple[Key, Trend]] | None = None
+) -> tuple[str, str]:
     """(kind, sentence with the evidence), from the dumps' memory (by time)
-    and every stack's trend over them (`profile.trends`)."""
+    and every stack's trend over them (`profile.trends`), the heap's and
+    (`mapped`) that of memory the program mapped outside malloc."""
     if len(rows) < 2:
         return "one dump", "take a later dump to see growth"
     first, last = rows[0], rows[-1]
@@ -105,9 +118,42 @@ def verdict(rows: list[Memory], trends: list[tuple[Key, Trend]]) -> tuple[str, s
         return "outside malloc", (
             f"RSS grew {amount(d_rss)} while the live heap ({amount(first.live)} -> {amount(last.live)}) and the "
             f"allocator's footprint ({amount(first.footprint)} -> {amount(last.footprint)}) did not: the growth is "
-            "outside malloc (mmap, thread stacks, another allocator)"
+            "outside malloc (mmap, thread stacks, another allocator)" + outside_stacks(first, last, d_out, mapped or [])
         )
     return "mixed", f"RSS grew {amount(d_rss)}, live heap {amount(d_live)}: no single cause carries half of it"
+
+
+def outside_stacks(first: Memory, last: Memory, d_out: int, mapped: list[tuple[Key, Trend]]) -> str:
+    """What of the growth outside malloc the program's own mappings explain,
+    and under which stacks (dumps that record them)."""
+    if first.mapped is None or last.mapped is None:
+        return ""
+    d_mapped = last.mapped - first.mapped
+    grew = sorted(((k, t) for k, t in mapped if rise(t) > 0), key=lambda kt: -rise(kt[1]))
+    if d_mapped <= 0 or not grew:
+        return (
+            f"; the program's own mappings did not grow ({amount(first.mapped)} -> {amount(last.mapped)}): "
+            "what /proc counts but no interposed call made (another allocator linked statically, "
+            "system calls made directly, the kernel, file cache)"
+        )
+    each = "; ".join(f"{named(k[:-1])} +{amount(rise(t))} ({kind_of(k)})" for k, t in grew[:NAMED])
+    more = f"; and {len(grew) - NAMED} more stacks" if len(grew) > NAMED else ""
+    rest = d_out - d_mapped
+    tail = (
+        f"; the other {amount(rest)} is what /proc counts but no interposed call made (another allocator linked "
+        "statically, system calls made directly, the kernel, file cache)"
+        if rest > SIGNIFICANT_BYTES
+        else ""
+    )
+    return (
+        f". Mappings the program made grew {amount(d_mapped)}, {min(d_mapped / max(d_out, 1), 1.0):.0%} of the "
+        f"growth outside malloc: {each}{more}{tail}"
+    )
+
+
+def kind_of(k: Key) -> str:
+    """The kind of mapped memory, from its stack's root frame."""
+    return k[-1].strip("[]") if k and k[-1] in KIND_FRAME.values() else "mapped"
 
 
 def rise(t: Trend) -> int:
