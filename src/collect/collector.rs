@@ -1,0 +1,702 @@
+//! The background collector: drains the ring, interns stacks, keeps the
+//! cumulative per-(stack, size) totals, resolves live entries to interned
+//! stacks, and writes a dump when the signal asks for one.
+
+use crate::collect::ring::{self, Sample};
+use crate::collect::signal;
+use crate::next::{self, global_alloc};
+use crate::profile::accounting;
+use crate::profile::dump::{self, DumpDir, Row};
+use crate::sample::live::{self, Entry, PENDING};
+use crate::sample::sampling;
+use crate::settings::{self, Config};
+use crate::sys::lock::SpinLock;
+use crate::sys::signals::{block_here, with_all_blocked};
+use crate::sys::word_hash::WordMap;
+use crate::sys::{clock, doorbell};
+use crate::unwind::{stack, walk};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use once_cell::sync::OnceCell;
+use std::time::Duration;
+
+/// Samples absorbed per lock hold, so `fork` never waits long for the lock.
+const BATCH: usize = 1024;
+/// How long the collector sleeps when nothing wakes it (also the precision
+/// of periodic dumps).
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// Stack id for live entries whose stack was lost (see `fork_child`).
+const LOST: u32 = PENDING - 1;
+
+struct Collector {
+    ids: WordMap<Box<[usize]>, u32>,
+    stacks: Vec<Box<[usize]>>,
+    /// Cumulative sampled (count, bytes) per (stack, requested size).
+    allocated: WordMap<(u32, usize), (u64, u64)>,
+    requests_served: u32,
+    /// Tokens of tagged requests already answered (`signal::take_tokens`).
+    tokens_seen: u32,
+    /// Tokens the dump being written answers.
+    answering: Vec<u32>,
+    /// Number of the next `leakprobe.<pid>.<n>.heap`.
+    next_number: u64,
+    dir: DumpDir,
+    snapshot: Vec<Entry>,
+    /// Estimated bytes allocated since start (un-sampled), for `LEAKPROBE_INTERVAL`.
+    allocated_bytes: f64,
+    automatic: Automatic,
+    /// Names of the dumps kept, oldest first, for `LEAKPROBE_MAX_DUMPS`.
+    kept: std::collections::VecDeque<String>,
+}
+
+/// When the next automatic dump is due (`LEAKPROBE_PERIOD`, `LEAKPROBE_INTERVAL`).
+struct Automatic {
+    period: Option<Duration>,
+    interval: Option<f64>,
+    next_time: Duration,
+    next_bytes: f64,
+    last: Option<Duration>,
+}
+
+/// Automatic dumps are at most this frequent, whatever the settings.
+const MIN_AUTOMATIC_GAP: Duration = Duration::from_secs(1);
+
+impl Automatic {
+    fn new(cfg: &Config) -> Automatic {
+        let period = (cfg.period_secs > 0).then(|| Duration::from_secs(cfg.period_secs));
+        let interval = (cfg.interval_bytes > 0).then_some(cfg.interval_bytes as f64);
+        Automatic {
+            period,
+            interval,
+            next_time: clock::monotonic().saturating_add(period.unwrap_or_default()),
+            next_bytes: interval.unwrap_or(0.0),
+            last: None,
+        }
+    }
+
+    /// Whether a dump is due now, given the estimated bytes allocated so far;
+    /// if so, the next one is scheduled.
+    fn due(&mut self, allocated: f64) -> bool {
+        let now = clock::monotonic();
+        if self
+            .last
+            .is_some_and(|t| now < t.saturating_add(MIN_AUTOMATIC_GAP))
+        {
+            return false;
+        }
+        let by_time = self.period.is_some_and(|_| now >= self.next_time);
+        let by_bytes = self.interval.is_some_and(|_| allocated >= self.next_bytes);
+        if let (true, Some(p)) = (by_time, self.period) {
+            // Keep the cadence; after a long stall, start again from now.
+            self.next_time = self.next_time.saturating_add(p).max(now);
+        }
+        if let (true, Some(i)) = (by_bytes, self.interval) {
+            self.next_bytes = ((allocated / i).floor() + 1.0) * i;
+        }
+        if by_time || by_bytes {
+            self.last = Some(now);
+        }
+        by_time || by_bytes
+    }
+}
+
+static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
+static CONFIG: OnceCell<Config> = OnceCell::new();
+/// Set in a forked child: the collector thread did not survive the fork.
+static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
+/// Dumps attempted (written or failed), for callers waiting on one.
+static DUMPS_DONE: AtomicU32 = AtomicU32::new(0);
+/// Set while a fork waits for the state lock: the collector then stays out,
+/// so a stream of dump requests cannot starve the fork.
+static FORK_PENDING: AtomicBool = AtomicBool::new(false);
+/// Set by the fork prepare handler when it got the state lock.
+static FORK_HAS_STATE: AtomicBool = AtomicBool::new(false);
+/// Set while a fork is prepared: new samples wait, so that every sample is
+/// either in the ring (drained before the fork) or not begun.
+static FORK_GATE: AtomicBool = AtomicBool::new(false);
+/// Samples between their live-table insert and their ring push.
+static IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
+
+/// A sample being recorded (see `FORK_GATE`): a shared counter, touched on
+/// the sampled path only.
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn enter() -> InFlight {
+        loop {
+            while FORK_GATE.load(Ordering::SeqCst) {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+            IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+            if !FORK_GATE.load(Ordering::SeqCst) {
+                return InFlight(());
+            }
+            IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub fn start(cfg: &Config) {
+    let cfg = CONFIG.get_or_init(|| cfg.clone());
+    dump::program_path();
+    dump::argv0();
+    crate::unwind::stack::set_max_frames(cfg.max_frames);
+    ring::renew();
+    STATE.with(|s| *s = Some(Collector::new(cfg)));
+    // SAFETY: registering plain extern "C" handlers.
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    spawn();
+}
+
+/// `fork()` as the program calls it: in the child, once every atfork child
+/// handler (the allocator's too) has run, the collector thread is restarted,
+/// so even a child that never allocates answers the dump signal. Forks that
+/// do not go through this symbol (glibc's `daemon()`) restart it on the
+/// child's first sampled allocation.
+///
+/// # Safety
+/// As fork(2).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn fork() -> libc::pid_t {
+    static NEXT: core::sync::atomic::AtomicPtr<libc::c_void> =
+        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+    let next: unsafe extern "C" fn() -> libc::pid_t =
+        core::mem::transmute(crate::sys::dl::symbol(&NEXT, c"fork"));
+    let pid = next();
+    if pid == 0 {
+        ensure_running();
+    }
+    pid
+}
+
+/// Where the next dump goes when a caller of `leakprobe_dump` named a path.
+static TARGET: SpinLock<Option<std::path::PathBuf>> = SpinLock::new(None);
+/// Whether the last dump attempted was written.
+static LAST_WRITTEN: AtomicBool = AtomicBool::new(false);
+/// Serialises callers of `dump_to`, so each waits for its own dump.
+static CALLER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Requests a dump (to `target`, or the dump directory) and waits until the
+/// collector has written it or failed (or `timeout` passes). True if written.
+pub fn dump_to(target: Option<std::path::PathBuf>, timeout: std::time::Duration) -> bool {
+    let _turn = CALLER.lock().unwrap_or_else(|e| e.into_inner());
+    ensure_running();
+    TARGET.with(|t| *t = target);
+    let before = DUMPS_DONE.load(Ordering::Acquire);
+    signal::request_dump();
+    let deadline = clock::monotonic() + timeout;
+    while DUMPS_DONE.load(Ordering::Acquire) == before {
+        if clock::monotonic() > deadline {
+            return false;
+        }
+        clock::sleep(Duration::from_millis(2));
+    }
+    LAST_WRITTEN.load(Ordering::Acquire)
+}
+
+/// `LEAKPROBE_DUMP_AT_EXIT`: registered with atexit() when the library loads,
+/// so it runs after the program's own exit handlers.
+pub extern "C" fn dump_at_exit() {
+    if !dump_to(None, std::time::Duration::from_secs(10)) {
+        crate::sys::log::log!("the exit dump was not written");
+    }
+}
+
+/// Restarts the collector thread in a forked child.
+pub fn ensure_running() {
+    if NEEDS_THREAD.load(Ordering::Relaxed) && NEEDS_THREAD.swap(false, Ordering::Relaxed) {
+        spawn();
+    }
+}
+
+/// Starts the collector thread. A raw pthread rather than `std::thread`, so
+/// that nothing runs on it before it stops sampling itself. Every signal but
+/// the dump signal is blocked on it, so no handler of the program runs on it;
+/// the dump signal, blocked in the program's threads (`sigmask`), is taken
+/// here. Its creation is not sampled either.
+fn spawn() {
+    sampling::while_busy(|| {
+        let sig = CONFIG.get().map_or(0, |c| c.signal);
+        // SAFETY: plain pthread calls with initialised arguments; `run` never
+        // returns, so the thread needs no join.
+        let rc = with_all_blocked(sig, || unsafe {
+            let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+            // The default stack size: glibc carves the program's static TLS
+            // out of the stack, so a small fixed size fails (EINVAL) in
+            // programs with large thread-locals. Untouched pages cost nothing.
+            libc::pthread_attr_init(&mut attr);
+            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            let mut thread: libc::pthread_t = 0;
+            let rc = libc::pthread_create(&mut thread, &attr, run, core::ptr::null_mut());
+            libc::pthread_attr_destroy(&mut attr);
+            rc
+        });
+        if rc != 0 {
+            crate::sys::log::log!(
+                "cannot start the collector thread (error {rc}); no dumps will be written"
+            );
+        }
+    });
+}
+
+extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
+    sampling::exclude_this_thread();
+    let mut takes_signal = true;
+    loop {
+        let seen = doorbell::current();
+        // The signal is taken here only while the program has no use for it:
+        // a handler of the program's runs on the program's threads, as it
+        // would without the library, and a program that waits for the
+        // signal gets every delivery.
+        let wanted = !signal::program_waits() && !signal::program_has_handler();
+        if wanted != takes_signal {
+            takes_signal = wanted;
+            block_here(CONFIG.get().map_or(0, |c| c.signal), !wanted);
+        }
+        while FORK_PENDING.load(Ordering::Acquire) {
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        }
+        let more = STATE.with(|s| s.as_mut().is_some_and(Collector::step));
+        if !more {
+            doorbell::wait(seen, IDLE_WAIT);
+        }
+    }
+}
+
+impl Collector {
+    fn new(cfg: &Config) -> Collector {
+        Collector {
+            ids: WordMap::default(),
+            stacks: Vec::new(),
+            allocated: WordMap::default(),
+            requests_served: signal::requests(),
+            tokens_seen: 0,
+            answering: Vec::new(),
+            next_number: 0,
+            dir: DumpDir::open(&cfg.dir, true),
+            snapshot: Vec::new(),
+            allocated_bytes: 0.0,
+            automatic: Automatic::new(cfg),
+            kept: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// One round of work. True if the ring still holds more.
+    fn step(&mut self) -> bool {
+        let more = self.absorb(BATCH);
+        let requests = signal::requests();
+        if requests != self.requests_served {
+            // A burst of signals yields one dump.
+            self.requests_served = requests;
+            self.answering = signal::take_tokens(&mut self.tokens_seen);
+            while self.absorb(usize::MAX) {}
+            self.dump();
+            self.answering.clear();
+        } else if self.automatic.due(self.allocated_bytes) {
+            self.dump();
+        } else if live::take_peak_request() {
+            while self.absorb(usize::MAX) {}
+            self.dump_peak();
+        }
+        more
+    }
+
+    fn absorb(&mut self, limit: usize) -> bool {
+        for _ in 0..limit {
+            let Some(sample) = ring::pop() else {
+                return false;
+            };
+            self.intern(sample);
+        }
+        true
+    }
+
+    fn intern(&mut self, s: Sample) {
+        // At the memory limit, a table that cannot grow leaves the sample
+        // unresolved (so reported) rather than abort the process.
+        if self.allocated.try_reserve(1).is_err()
+            || self.ids.try_reserve(1).is_err()
+            || self.stacks.try_reserve(1).is_err()
+        {
+            return;
+        }
+        let frames = s.stack.frames();
+        let id = match self.ids.get(frames) {
+            Some(&id) => id,
+            None => {
+                let id = self.stacks.len() as u32;
+                self.stacks.push(frames.into());
+                self.ids.insert(frames.into(), id);
+                id
+            }
+        };
+        self.allocated_bytes += sampling::unsample(1, s.size as u64, sampling::period()).1;
+        let total = self.allocated.entry((id, s.size)).or_default();
+        total.0 += 1;
+        total.1 += s.size as u64;
+        live::update(s.ptr, s.seq, |e| e.stack = id);
+    }
+
+    /// The library's own memory: live tables, ring, interned stacks and totals
+    /// (the maps' own overhead approximated).
+    fn overhead_bytes(&self) -> usize {
+        let stacks: usize = self.stacks.iter().map(|s| s.len() * 8).sum();
+        live::table_bytes()
+            + crate::mapped::table::table_bytes()
+            + ring::bytes()
+            + walk::cache_bytes()
+            + 2 * stacks
+            + self.ids.len() * 32
+            + self.allocated.len() * 48
+    }
+
+    /// Writes a numbered dump, or the one a caller of `leakprobe_dump` asked for.
+    fn dump(&mut self) {
+        self.write_dump(false);
+    }
+
+    /// Writes `leakprobe.<pid>.peak.heap`, the live profile at a new peak
+    /// (replaced at each higher one; outside the numbering and the cap).
+    fn dump_peak(&mut self) {
+        self.write_dump(true);
+    }
+
+    fn write_dump(&mut self, at_peak: bool) {
+        let refusals = global_alloc::refusals();
+        // The big buffers first, so that a process out of memory costs a
+        // failed dump early on (see `global_alloc`), with room for samples
+        // taken meanwhile.
+        let live = live::count();
+        self.snapshot.clear();
+        if self.snapshot.try_reserve(live + live / 8 + 64).is_err() {
+            return self.fail_for_memory(at_peak);
+        }
+        let period = sampling::period();
+        live::snapshot(&mut self.snapshot);
+        let mut rows: WordMap<(u32, usize), Row> = WordMap::default();
+        if rows
+            .try_reserve(self.snapshot.len() + self.allocated.len())
+            .is_err()
+        {
+            return self.fail_for_memory(at_peak);
+        }
+        let mut unresolved = 0u64;
+        let now = clock::monotonic().as_secs() as u32;
+        for e in &self.snapshot {
+            if e.stack >= LOST {
+                unresolved += 1;
+                continue;
+            }
+            let age = u64::from(now.saturating_sub(e.born));
+            let r = rows.entry((e.stack, e.size)).or_default();
+            r.live_count += 1;
+            r.live_bytes += e.size as u64;
+            r.oldest_age = r.oldest_age.max(age);
+            r.total_age += age;
+            r.live_usable += e.usable as u64;
+            r.usable_unknown |= e.usable == 0;
+        }
+        for (&(stack, size), &(n, b)) in &self.allocated {
+            let r = rows.entry((stack, size)).or_default();
+            r.alloc_count = n;
+            r.alloc_bytes = b;
+        }
+        let mut sorted = Vec::new();
+        if sorted.try_reserve_exact(rows.len()).is_err() {
+            return self.fail_for_memory(at_peak);
+        }
+        sorted.extend(
+            rows.into_iter()
+                .map(|((stack, size), r)| Row { stack, size, ..r }),
+        );
+        let mut rows = sorted;
+        rows.sort_unstable_by(|a, b| {
+            b.live_bytes
+                .cmp(&a.live_bytes)
+                .then(b.alloc_bytes.cmp(&a.alloc_bytes))
+        });
+
+        let (live_n, live_b) = rows
+            .iter()
+            .map(|r| sampling::unsample(r.live_count, r.live_bytes, period))
+            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        // Each row's estimate scaled by its usable/requested ratio; unknown
+        // if the allocator did not give the usable size of every sample.
+        let live_usable: Option<f64> = rows
+            .iter()
+            .filter(|r| r.live_count > 0)
+            .map(|r| {
+                let estimate = sampling::unsample(r.live_count, r.live_bytes, period).1;
+                r.usable()
+                    .map(|u| estimate * u as f64 / r.live_bytes.max(1) as f64)
+            })
+            .sum();
+        let (dropped, dropped_bytes) = ring::dropped();
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        let (wall, mono) = (clock::wall(), clock::monotonic());
+        let mut meta = vec![
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("arch", std::env::consts::ARCH.to_string()),
+            ("pid", pid.to_string()),
+            ("program", dump::program_path().to_string()),
+            ("argv0", dump::argv0().to_string()),
+            ("sample_period", period.to_string()),
+            (
+                "time_unix",
+                format!("{}.{:03}", wall.as_secs(), wall.subsec_millis()),
+            ),
+            (
+                "time_monotonic",
+                format!("{}.{:03}", mono.as_secs(), mono.subsec_millis()),
+            ),
+            (
+                "allocator",
+                crate::profile::blind::malloc_served_by()
+                    .unwrap_or_else(|| next::allocator_name().to_string()),
+            ),
+            ("live_samples", self.snapshot.len().to_string()),
+            ("estimated_live_objects", format!("{live_n:.0}")),
+            ("estimated_live_bytes", format!("{live_b:.0}")),
+            ("samples_dropped", dropped.to_string()),
+            ("bytes_dropped", dropped_bytes.to_string()),
+            ("samples_unresolved", unresolved.to_string()),
+            (
+                "max_frames",
+                CONFIG.get().map_or(0, |c| c.max_frames).to_string(),
+            ),
+            (
+                "signal",
+                CONFIG
+                    .get()
+                    .map_or(String::new(), |c| settings::signal_name(c.signal)),
+            ),
+        ];
+        if !self.answering.is_empty() && !at_peak {
+            let tokens: Vec<String> = self.answering.iter().map(|t| format!("{t:08x}")).collect();
+            meta.push(("requests_answered", tokens.join(" ")));
+        }
+        // As an integer: an empty f64 sum is -0.0, which would print "-0".
+        // As an integer: an empty f64 sum is -0.0, which would print "-0".
+        meta.extend(live_usable.map(|u| {
+            (
+                "estimated_live_usable_bytes",
+                (u.round() as u64).to_string(),
+            )
+        }));
+        meta.extend(
+            crate::profile::blind::reasons()
+                .iter()
+                .map(|r| ("blind", r.clone())),
+        );
+        let (_, peak, peak_time) = live::estimate();
+        meta.push(("peak_estimated_live_bytes", peak.to_string()));
+        meta.push(("peak_time_unix", peak_time.to_string()));
+        meta.push(("overhead_bytes", self.overhead_bytes().to_string()));
+        let (fast, libgcc, cut_short) = stack::unwound();
+        meta.push(("stacks_unwound_fast", fast.to_string()));
+        meta.push(("stacks_unwound_libgcc", libgcc.to_string()));
+        meta.push(("stacks_cut_short", cut_short.to_string()));
+        meta.extend(accounting::process());
+        meta.extend(accounting::allocator());
+        meta.extend(crate::mapped::table::facts(period));
+        let map = dump::memory_map();
+        meta.extend(dump::object_facts(&map));
+        meta.push((
+            "dumps_failed_out_of_memory",
+            FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),
+        ));
+        let stacks = &self.stacks;
+        let text = dump::render(period, &meta, &rows, |id| &stacks[id as usize], &map);
+        let text = match text {
+            Ok(text) if global_alloc::refusals() == refusals => text,
+            _ => return self.fail_for_memory(at_peak),
+        };
+        let target = if at_peak {
+            None
+        } else {
+            TARGET.with(|t| t.take())
+        };
+        let result = match &target {
+            Some(path) => {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+                DumpDir::open(parent.unwrap_or(".".as_ref()).as_os_str(), false)
+                    .write_replacing(&name, &text)
+                    .map_err(|why| format!("{}: {why}", path.display()))
+            }
+            None if at_peak => self
+                .dir
+                .write_replacing(&format!("leakprobe.{pid}.peak.heap"), &text)
+                .map_err(|why| {
+                    format!("leakprobe.{pid}.peak.heap in {}: {why}", self.dir.display())
+                }),
+            None => {
+                let first = format!("leakprobe.{pid}.{}.heap", self.next_number);
+                self.dir
+                    .write_numbered(
+                        &mut self.next_number,
+                        |n| format!("leakprobe.{pid}.{n}.heap"),
+                        &text,
+                    )
+                    .map(|(name, path)| {
+                        self.keep_at_most(name);
+                        path
+                    })
+                    .map_err(|why| format!("{first} in {}: {why}", self.dir.display()))
+            }
+        };
+        if !at_peak {
+            LAST_WRITTEN.store(result.is_ok(), Ordering::Release);
+        }
+        match result {
+            Ok(path) => {
+                crate::sys::log::log!(
+                    "wrote {path} ({} live samples, ~{:.1} MiB estimated live)",
+                    self.snapshot.len(),
+                    live_b / 1048576.0
+                );
+            }
+            Err(why) => crate::sys::log::log!("cannot write dump {why}"),
+        }
+        if !at_peak {
+            DUMPS_DONE.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// Dumps not written because the library's allocations were refused.
+static FAILED_FOR_MEMORY: AtomicU64 = AtomicU64::new(0);
+
+impl Collector {
+    /// A dump abandoned for lack of memory: one line, counted; what it took
+    /// is given back.
+    fn fail_for_memory(&mut self, at_peak: bool) {
+        self.snapshot = Vec::new();
+        let failed = FAILED_FOR_MEMORY.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::sys::log::log!(
+            "cannot write {} dump: out of memory (the allocator refused the library's \
+             allocations; {failed} so far); the program goes on",
+            if at_peak { "the peak" } else { "a" }
+        );
+        if !at_peak {
+            TARGET.with(|t| t.take());
+            LAST_WRITTEN.store(false, Ordering::Release);
+            DUMPS_DONE.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Records a dump written to the dump directory and removes the oldest
+    /// beyond `LEAKPROBE_MAX_DUMPS`.
+    fn keep_at_most(&mut self, name: String) {
+        self.kept.push_back(name);
+        let cap = CONFIG.get().map_or(100, |c| c.max_dumps);
+        while self.kept.len() > cap {
+            if let Some(old) = self.kept.pop_front() {
+                self.dir.remove(&old);
+            }
+        }
+    }
+}
+
+/// Before `fork`: take, with a bounded wait, the collector's state, then the
+/// live-table locks (whose holders never wait on anything), so the child
+/// inherits consistent tables.
+extern "C" fn fork_prepare() {
+    // Samples under way finish (a push waits at most a second for room),
+    // and no new one starts: the child then inherits each sample whole.
+    FORK_GATE.store(true, Ordering::SeqCst);
+    for _ in 0..2000 {
+        if IN_FLIGHT.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        clock::sleep(Duration::from_micros(500));
+    }
+    FORK_PENDING.store(true, Ordering::Release);
+    // The collector takes shard locks while it holds the state lock: take
+    // them in the same order, or each would wait for the other.
+    let mut got = STATE.try_acquire();
+    for _ in 0..1000 {
+        if got {
+            break;
+        }
+        clock::sleep(Duration::from_millis(1));
+        got = STATE.try_acquire();
+    }
+    FORK_HAS_STATE.store(got, Ordering::Relaxed);
+    if got {
+        // What the collector had not taken yet is interned now, so the
+        // child (whose ring starts empty) has every stack.
+        // SAFETY: the state lock is held.
+        if let Some(c) = unsafe { STATE.held() } {
+            while c.absorb(usize::MAX) {}
+        }
+    }
+    live::lock_all();
+}
+
+extern "C" fn fork_parent() {
+    FORK_GATE.store(false, Ordering::SeqCst);
+    if FORK_HAS_STATE.load(Ordering::Relaxed) {
+        STATE.release();
+    }
+    live::unlock_all();
+    FORK_PENDING.store(false, Ordering::Release);
+}
+
+extern "C" fn fork_child() {
+    FORK_GATE.store(false, Ordering::SeqCst);
+    IN_FLIGHT.store(0, Ordering::SeqCst);
+    FORK_PENDING.store(false, Ordering::Release);
+    live::unlock_all();
+    ring::renew();
+    if !FORK_HAS_STATE.load(Ordering::Relaxed) {
+        // The collector was mid-update when the process forked: its state
+        // cannot be trusted in the child. Start afresh; stacks of inherited
+        // live samples are lost (reported as unresolved).
+        let mut lost = Vec::new();
+        live::snapshot(&mut lost);
+        for e in lost {
+            live::update(e.ptr, e.seq, |e| e.stack = LOST);
+        }
+        // SAFETY: the child has one thread; the old holder no longer exists.
+        // The old state is leaked, not dropped: it may be half-updated.
+        let old = core::mem::replace(unsafe { STATE.held() }, CONFIG.get().map(Collector::new));
+        core::mem::forget(old);
+    }
+    // Requests pending at the fork were the parent's, not the child's.
+    // SAFETY: the child has one thread, which holds the lock here.
+    if let Some(c) = unsafe { STATE.held() } {
+        c.requests_served = signal::requests();
+    }
+    STATE.release();
+    NEEDS_THREAD.store(true, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_periods_never_overflow_the_schedule() {
+        for secs in [u64::MAX, u64::MAX - 1, 1 << 63] {
+            let cfg = Config {
+                period_secs: secs,
+                interval_bytes: u64::MAX,
+                ..Config::default()
+            };
+            let mut a = Automatic::new(&cfg);
+            assert!(!a.due(0.0));
+            assert!(a.due(u64::MAX as f64));
+            assert!(!a.due(f64::MAX));
+        }
+    }
+}

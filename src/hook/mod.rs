@@ -1,0 +1,13 @@
+//! Every function of the program's that the library interposes. Each does
+//! its part and forwards to the next definition.
+//! - `alloc`: the malloc family and jemalloc's `*allocx`: the hot path.
+//! - `cxx`: C++ `operator new`/`delete`, every form.
+//! - `api`: the C API (`include/leakprobe.h`).
+//! - `signals`: dispositions, masks, waits and exec for the dump signal.
+//! - `unload`: `dlclose`.
+
+pub mod alloc;
+pub mod api;
+pub mod cxx;
+pub mod signals;
+pub mod unload;

@@ -1,0 +1,298 @@
+//! The next allocator in the symbol lookup chain (`dlsym(RTLD_NEXT, ...)`),
+//! so a program linked against jemalloc or tcmalloc keeps its allocator.
+//!
+//! Each slot starts at a trampoline (required functions) or an emulation built
+//! on the required ones (optional functions), so the hot path is one load and
+//! an indirect tail call, with no "resolved yet?" test.
+//!
+//! Below it: `bootstrap`, the arena that serves allocations made while the
+//! table is being filled (`dlsym` allocates), and `global_alloc`, the
+//! library's own memory, taken from the next allocator.
+
+pub mod bootstrap;
+pub mod global_alloc;
+
+use crate::sys::dl::{info_of, missing, object_of};
+use core::ffi::{c_char, c_int, c_void, CStr};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+
+type Ptr = *mut c_void;
+
+macro_rules! slots {
+    ($($name:ident: fn($($arg:ident: $ty:ty),*) -> $ret:ty = $init:path;)*) => {
+        #[allow(non_upper_case_globals)]
+        mod slot {
+            use super::*;
+            $(pub static $name: AtomicPtr<()> = AtomicPtr::new($init as *mut ());)*
+        }
+        $(
+            /// Calls the next allocator's function of this name.
+            ///
+            /// # Safety
+            /// The caller upholds that function's C contract.
+            #[inline(always)]
+            #[allow(non_snake_case)]
+            pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                // SAFETY: the slot only ever holds a function of this type.
+                let f: unsafe extern "C" fn($($ty),*) -> $ret =
+                    core::mem::transmute(slot::$name.load(Ordering::Relaxed));
+                f($($arg),*)
+            }
+        )*
+    };
+}
+
+slots! {
+    malloc: fn(size: usize) -> Ptr = first::malloc;
+    free: fn(p: Ptr) -> () = first::free;
+    calloc: fn(n: usize, size: usize) -> Ptr = first::calloc;
+    realloc: fn(p: Ptr, size: usize) -> Ptr = first::realloc;
+    posix_memalign: fn(out: *mut Ptr, align: usize, size: usize) -> c_int = first::posix_memalign;
+    aligned_alloc: fn(align: usize, size: usize) -> Ptr = emulated::aligned_alloc;
+    memalign: fn(align: usize, size: usize) -> Ptr = emulated::memalign;
+    valloc: fn(size: usize) -> Ptr = emulated::valloc;
+    pvalloc: fn(size: usize) -> Ptr = emulated::pvalloc;
+    malloc_usable_size: fn(p: Ptr) -> usize = emulated::malloc_usable_size;
+    mallocx: fn(size: usize, flags: c_int) -> Ptr = emulated::mallocx;
+    rallocx: fn(p: Ptr, size: usize, flags: c_int) -> Ptr = emulated::rallocx;
+    xallocx: fn(p: Ptr, size: usize, extra: usize, flags: c_int) -> usize = emulated::xallocx;
+    dallocx: fn(p: Ptr, flags: c_int) -> () = emulated::dallocx;
+    sdallocx: fn(p: Ptr, size: usize, flags: c_int) -> () = emulated::sdallocx;
+}
+
+const IDLE: u8 = 0;
+const RESOLVING: u8 = 1;
+const READY: u8 = 2;
+static STATE: AtomicU8 = AtomicU8::new(IDLE);
+
+/// Resolves every slot once. Returns false while a resolution is under way
+/// (on this thread, from inside `dlsym`, or on another): the caller then
+/// serves the request from the bootstrap arena instead of waiting, since the
+/// resolving thread may hold the loader lock the caller's thread needs.
+pub fn resolve() -> bool {
+    match STATE.compare_exchange(IDLE, RESOLVING, Ordering::Acquire, Ordering::Acquire) {
+        Ok(_) => {}
+        Err(state) => return state == READY,
+    }
+    let malloc = required(c"malloc");
+    let home = object_of(malloc);
+    slot::free.store(required(c"free"), Ordering::Relaxed);
+    slot::calloc.store(required(c"calloc"), Ordering::Relaxed);
+    slot::realloc.store(required(c"realloc"), Ordering::Relaxed);
+    slot::posix_memalign.store(required(c"posix_memalign"), Ordering::Relaxed);
+    // Optional functions are taken only from the object that provides malloc:
+    // mixing, say, glibc's pvalloc with jemalloc's free would corrupt the heap.
+    let optional: [(&CStr, &AtomicPtr<()>); 10] = [
+        (c"aligned_alloc", &slot::aligned_alloc),
+        (c"memalign", &slot::memalign),
+        (c"valloc", &slot::valloc),
+        (c"pvalloc", &slot::pvalloc),
+        (c"malloc_usable_size", &slot::malloc_usable_size),
+        (c"mallocx", &slot::mallocx),
+        (c"rallocx", &slot::rallocx),
+        (c"xallocx", &slot::xallocx),
+        (c"dallocx", &slot::dallocx),
+        (c"sdallocx", &slot::sdallocx),
+    ];
+    for (name, slot) in optional {
+        let f = lookup(name);
+        if !f.is_null() && object_of(f) == home {
+            slot.store(f, Ordering::Relaxed);
+        }
+    }
+    slot::malloc.store(malloc, Ordering::Relaxed);
+    STATE.store(READY, Ordering::Release);
+    true
+}
+
+fn lookup(name: &CStr) -> *mut () {
+    // SAFETY: dlsym with a valid NUL-terminated name.
+    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()).cast() }
+}
+
+fn required(name: &CStr) -> *mut () {
+    let f = lookup(name);
+    if f.is_null() {
+        missing(name);
+    }
+    f
+}
+
+/// The next allocator's `malloc` (after resolution).
+pub fn malloc_address() -> *mut () {
+    slot::malloc.load(Ordering::Relaxed)
+}
+
+/// File name of the object providing `malloc` (e.g. libc.so.6, libjemalloc.so.2).
+pub fn allocator_name() -> &'static str {
+    info_of(malloc_address())
+        .filter(|i| !i.dli_fname.is_null())
+        // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
+        .and_then(|i| {
+            unsafe { CStr::from_ptr(i.dli_fname as *const c_char) }
+                .to_str()
+                .ok()
+        })
+        .unwrap_or("unknown")
+}
+
+/// Trampolines: resolve, then call the real function, or serve from the
+/// bootstrap arena while resolution is under way.
+mod first {
+    use super::*;
+
+    pub unsafe extern "C" fn malloc(size: usize) -> Ptr {
+        if resolve() {
+            super::malloc(size)
+        } else {
+            bootstrap::alloc(size, 16)
+        }
+    }
+
+    pub unsafe extern "C" fn free(p: Ptr) {
+        if !bootstrap::owns(p) && resolve() {
+            super::free(p)
+        }
+    }
+
+    pub unsafe extern "C" fn calloc(n: usize, size: usize) -> Ptr {
+        if resolve() {
+            return super::calloc(n, size);
+        }
+        match n.checked_mul(size) {
+            Some(total) => bootstrap::alloc(total, 16),
+            None => {
+                crate::sys::errno::set(libc::ENOMEM);
+                core::ptr::null_mut()
+            }
+        }
+    }
+
+    pub unsafe extern "C" fn realloc(p: Ptr, size: usize) -> Ptr {
+        if resolve() {
+            return super::realloc(p, size);
+        }
+        let q = bootstrap::alloc(size, 16);
+        if !p.is_null() && !q.is_null() {
+            let old = if bootstrap::owns(p) {
+                bootstrap::size_of(p)
+            } else {
+                0
+            };
+            core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, old.min(size));
+        }
+        q
+    }
+
+    pub unsafe extern "C" fn posix_memalign(out: *mut Ptr, align: usize, size: usize) -> c_int {
+        if resolve() {
+            return super::posix_memalign(out, align, size);
+        }
+        if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<Ptr>()) {
+            return libc::EINVAL;
+        }
+        let p = bootstrap::alloc(size, align);
+        if p.is_null() {
+            return libc::ENOMEM;
+        }
+        *out = p;
+        0
+    }
+}
+
+/// Stand-ins for functions the next allocator does not provide, built on the
+/// required ones so memory always comes from, and returns to, one allocator.
+mod emulated {
+    use super::*;
+
+    fn page() -> usize {
+        // SAFETY: sysconf has no preconditions.
+        unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+    }
+
+    unsafe fn aligned(align: usize, size: usize) -> Ptr {
+        let mut p = core::ptr::null_mut();
+        let align = align.max(core::mem::size_of::<Ptr>());
+        match super::posix_memalign(&mut p, align, size) {
+            0 => p,
+            e => {
+                crate::sys::errno::set(e);
+                core::ptr::null_mut()
+            }
+        }
+    }
+
+    pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> Ptr {
+        if !align.is_power_of_two() {
+            crate::sys::errno::set(libc::EINVAL);
+            return core::ptr::null_mut();
+        }
+        aligned(align, size)
+    }
+
+    pub unsafe extern "C" fn memalign(align: usize, size: usize) -> Ptr {
+        aligned(align.max(1).next_power_of_two(), size)
+    }
+
+    pub unsafe extern "C" fn valloc(size: usize) -> Ptr {
+        aligned(page(), size)
+    }
+
+    pub unsafe extern "C" fn pvalloc(size: usize) -> Ptr {
+        match size.max(1).checked_next_multiple_of(page()) {
+            Some(rounded) => aligned(page(), rounded),
+            None => {
+                crate::sys::errno::set(libc::ENOMEM);
+                core::ptr::null_mut()
+            }
+        }
+    }
+
+    pub unsafe extern "C" fn malloc_usable_size(_p: Ptr) -> usize {
+        0
+    }
+
+    // jemalloc flag bits: MALLOCX_LG_ALIGN in the low 6 bits, MALLOCX_ZERO.
+    fn align_of(flags: c_int) -> usize {
+        match flags & 0x3f {
+            0 => 16,
+            lg => 1usize << lg,
+        }
+    }
+    const ZERO: c_int = 0x40;
+
+    pub unsafe extern "C" fn mallocx(size: usize, flags: c_int) -> Ptr {
+        let p = aligned(align_of(flags).max(16), size);
+        if !p.is_null() && flags & ZERO != 0 {
+            core::ptr::write_bytes(p as *mut u8, 0, size);
+        }
+        p
+    }
+
+    pub unsafe extern "C" fn rallocx(p: Ptr, size: usize, flags: c_int) -> Ptr {
+        if align_of(flags) <= 16 && flags & ZERO == 0 {
+            return super::realloc(p, size);
+        }
+        let q = mallocx(size, flags);
+        if !q.is_null() {
+            let old = super::malloc_usable_size(p);
+            core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, old.min(size));
+            super::free(p);
+        }
+        q
+    }
+
+    /// Never resizes in place: reports the current size, as jemalloc does
+    /// when it cannot grow.
+    pub unsafe extern "C" fn xallocx(p: Ptr, _size: usize, _extra: usize, _flags: c_int) -> usize {
+        super::malloc_usable_size(p)
+    }
+
+    pub unsafe extern "C" fn dallocx(p: Ptr, _flags: c_int) {
+        super::free(p)
+    }
+
+    pub unsafe extern "C" fn sdallocx(p: Ptr, _size: usize, _flags: c_int) {
+        super::free(p)
+    }
+}

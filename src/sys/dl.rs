@@ -1,0 +1,68 @@
+//! The dynamic loader's look-ups, one idiom each: the next definition of a
+//! function the library interposes (`dlsym(RTLD_NEXT)`, once per slot), the
+//! object that holds an address, and the symbol entry there.
+
+use core::ffi::{c_int, c_void, CStr};
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+/// The next definition of a non-allocator function, looked up once into
+/// `slot` (for the other functions the library interposes).
+pub fn symbol(slot: &AtomicPtr<c_void>, name: &CStr) -> *mut c_void {
+    let mut f = slot.load(Ordering::Acquire);
+    if f.is_null() {
+        // SAFETY: dlsym with a NUL-terminated name.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
+        if f.is_null() {
+            missing(name);
+        }
+        slot.store(f, Ordering::Release);
+    }
+    f
+}
+
+#[cold]
+#[inline(never)]
+pub fn missing(name: &CStr) -> ! {
+    crate::sys::log::log!("no next definition of {name:?}; cannot continue");
+    // SAFETY: the program called a function that does not exist.
+    unsafe { libc::abort() }
+}
+
+/// Load address of the object that defines `f` (0 if unknown).
+pub fn object_of(f: *mut ()) -> usize {
+    info_of(f).map_or(0, |i| i.dli_fbase as usize)
+}
+
+pub fn info_of(f: *mut ()) -> Option<libc::Dl_info> {
+    // SAFETY: dladdr fills `info` and only reads the address.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        (libc::dladdr(f.cast(), &mut info) != 0).then_some(info)
+    }
+}
+
+/// The object, nearest symbol and that symbol's ELF entry at `addr`
+/// (dladdr1's RTLD_DL_SYMENT): the entry tells a definition from a non-PIE
+/// program's canonical PLT entry, and gives the function's size.
+pub fn symbol_at(addr: *const c_void) -> Option<(libc::Dl_info, &'static libc::Elf64_Sym)> {
+    extern "C" {
+        fn dladdr1(
+            addr: *const c_void,
+            info: *mut libc::Dl_info,
+            extra: *mut *mut c_void,
+            flags: c_int,
+        ) -> c_int;
+    }
+    const RTLD_DL_SYMENT: c_int = 1;
+    // SAFETY: dladdr1 fills `info` and points `sym` at an entry of the
+    // object's symbol table, which stays while the object is loaded (the
+    // callers look at objects that are not unloaded: libstdc++, the program).
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        let mut sym: *mut c_void = core::ptr::null_mut();
+        if addr.is_null() || dladdr1(addr, &mut info, &mut sym, RTLD_DL_SYMENT) == 0 {
+            return None;
+        }
+        Some((info, (sym as *const libc::Elf64_Sym).as_ref()?))
+    }
+}

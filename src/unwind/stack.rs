@@ -1,0 +1,164 @@
+//! Call-stack capture for a sampled allocation.
+//!
+//! Frame 0 of every stack is an address inside the library's own exported
+//! entry point (`malloc`, `calloc`, ...): jeprof and pprof both recognise
+//! those names as allocator frames and drop them, and both then subtract 1
+//! from the caller frames, which puts the allocating line on the call itself.
+//! The library's internal frames are skipped by address range, so inlining
+//! decisions cannot leak them into a stack.
+
+use crate::unwind::registered_frames;
+use crate::unwind::walk::{self, Walk};
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Upper bound of `LEAKPROBE_MAX_FRAMES` (jemalloc's PROF_BT_MAX is the same).
+pub use crate::settings::FRAMES_LIMIT;
+
+static OWN_START: AtomicUsize = AtomicUsize::new(0);
+static OWN_END: AtomicUsize = AtomicUsize::new(0);
+static MAX_FRAMES: AtomicUsize = AtomicUsize::new(FRAMES_LIMIT);
+
+pub fn set_max_frames(n: usize) {
+    MAX_FRAMES.store(n.clamp(1, FRAMES_LIMIT), Ordering::Relaxed);
+}
+
+/// Frames of one stack: `frames[..len]`, frame 0 the entry-point marker.
+pub struct Stack {
+    pub len: usize,
+    pub frames: [usize; FRAMES_LIMIT + 1],
+}
+
+impl Stack {
+    pub const EMPTY: Stack = Stack {
+        len: 0,
+        frames: [0; FRAMES_LIMIT + 1],
+    };
+
+    pub fn frames(&self) -> &[usize] {
+        &self.frames[..self.len]
+    }
+}
+
+/// Captures the stack of the current allocation, whose exported entry point
+/// (the function the program called) starts at `entry`: with the caching
+/// unwinder (`unwind`), or with libgcc's when that one cannot follow it
+/// (and libgcc is safe to call: `registered_frames`).
+#[inline(always)]
+pub fn capture(entry: usize, out: &mut Stack) {
+    out.frames[0] = entry + 1;
+    out.len = 1;
+    let walked = walk::enabled().then(|| walk::walk(&mut Collect::new(out).frame()));
+    match walked {
+        Some(Walk::Complete) => FAST.fetch_add(1, Ordering::Relaxed),
+        Some(Walk::Stopped) if registered_frames::any() => {
+            CUT_SHORT.fetch_add(1, Ordering::Relaxed)
+        }
+        _ => {
+            LIBGCC.fetch_add(1, Ordering::Relaxed);
+            out.len = 1;
+            let mut frame = Collect::new(out).frame();
+            // SAFETY: the unwinder is reentrant; we hold no lock it could
+            // need, and libgcc on glibc >= 2.35 finds FDEs with
+            // _dl_find_object, lock-free.
+            unsafe { backtrace::trace_unsynchronized(|f| frame(f.ip() as usize)) };
+            0
+        }
+    };
+}
+
+/// Stacks captured so far: (by the caching unwinder, by libgcc, cut short
+/// where the caching unwinder stopped).
+pub fn unwound() -> (u64, u64, u64) {
+    let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    (n(&FAST), n(&LIBGCC), n(&CUT_SHORT))
+}
+
+static FAST: AtomicU64 = AtomicU64::new(0);
+static LIBGCC: AtomicU64 = AtomicU64::new(0);
+static CUT_SHORT: AtomicU64 = AtomicU64::new(0);
+
+/// Appends an unwinder's frames to a stack, past the library's own.
+struct Collect<'a> {
+    out: &'a mut Stack,
+    own: core::ops::Range<usize>,
+    in_library: bool,
+    max: usize,
+}
+
+impl<'a> Collect<'a> {
+    fn new(out: &'a mut Stack) -> Self {
+        Collect {
+            out,
+            own: OWN_START.load(Ordering::Relaxed)..OWN_END.load(Ordering::Relaxed),
+            in_library: true,
+            max: MAX_FRAMES.load(Ordering::Relaxed) + 1,
+        }
+    }
+
+    /// Takes one frame's address; false once the stack is complete.
+    fn frame(mut self) -> impl FnMut(usize) -> bool + 'a {
+        move |ip| {
+            if self.in_library && self.own.contains(&ip) {
+                return true;
+            }
+            self.in_library = false;
+            if ip == 0 {
+                return false;
+            }
+            self.out.frames[self.out.len] = ip;
+            self.out.len += 1;
+            self.out.len < self.max
+        }
+    }
+}
+
+/// Records the address range of the library's own code, so its frames can be
+/// skipped. Runs once at load, before sampling starts.
+pub fn init_own_range() {
+    // SAFETY: dladdr reads an address of ours; dl_iterate_phdr's callback
+    // only reads the headers it is given.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(init_own_range as *const c_void, &mut info) == 0 {
+            return;
+        }
+        let mut range = (info.dli_fbase as usize, 0usize, 0usize);
+        libc::dl_iterate_phdr(
+            Some(find_exec_range),
+            (&mut range as *mut (usize, usize, usize)).cast(),
+        );
+        OWN_START.store(range.1, Ordering::Relaxed);
+        OWN_END.store(range.2, Ordering::Relaxed);
+    }
+}
+
+/// Finds the executable segment of the object loaded at `data.0`.
+unsafe extern "C" fn find_exec_range(
+    info: *mut libc::dl_phdr_info,
+    _size: usize,
+    data: *mut c_void,
+) -> libc::c_int {
+    let range = &mut *(data as *mut (usize, usize, usize));
+    let info = &*info;
+    let headers = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+    let base = info.dlpi_addr as usize;
+    let maps_base = headers.iter().any(|h| {
+        h.p_type == libc::PT_LOAD
+            && base + h.p_vaddr as usize <= range.0
+            && range.0 < base + (h.p_vaddr + h.p_memsz) as usize
+    }) || base == range.0;
+    if !maps_base {
+        return 0;
+    }
+    for h in headers
+        .iter()
+        .filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0)
+    {
+        let lo = base + h.p_vaddr as usize;
+        let hi = lo + h.p_memsz as usize;
+        range.1 = if range.1 == 0 { lo } else { range.1.min(lo) };
+        range.2 = range.2.max(hi);
+    }
+    1
+}
