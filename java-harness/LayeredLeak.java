@@ -8,9 +8,11 @@ import java.util.List;
 import java.util.zip.GZIPOutputStream;
 
 /** Leaks native zlib memory through two levels of its own methods:
- *  LayeredLeak.main -> Opener.open -> Wrapper.wrap -> new GZIPOutputStream,
- *  never closed. Prints READY, then waits for end of input. Argument: streams
- *  to open (default 3000; enough that C2 compiles the loop). */
+ *  LayeredLeak.main -> Opener.open -> Wrapper.wrap -> new GZIPOutputStream.
+ *  Opens N streams (default 20000, enough for C2 to compile the loop) and
+ *  keeps every K-th one (default 50) unclosed; the others are closed, which
+ *  frees their zlib state. Prints READY <kept>, then waits for end of input.
+ *  The *_LINE comments mark the lines the test expects in the stacks. */
 public class LayeredLeak {
     static final List<OutputStream> kept = new ArrayList<>();
 
@@ -27,9 +29,15 @@ public class LayeredLeak {
     }
 
     public static void main(String[] args) throws Exception {
-        int n = Integer.parseInt(args.length > 0 ? args[0] : "3000");
+        int n = Integer.parseInt(args.length > 0 ? args[0] : "20000");
+        int every = Integer.parseInt(args.length > 1 ? args[1] : "50");
         for (int i = 0; i < n; i++) {
-            kept.add(Opener.open()); // MAIN_LINE
+            OutputStream out = Opener.open(); // MAIN_LINE
+            if (i % every == 0) {
+                kept.add(out);
+            } else {
+                out.close();
+            }
         }
         System.out.println("READY " + kept.size());
         System.out.flush();

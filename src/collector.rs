@@ -263,7 +263,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         crate::java::poll();
         let more = STATE.with(|s| s.as_mut().is_some_and(Collector::step));
         if !more {
-            doorbell::wait(seen, IDLE_WAIT);
+            doorbell::wait(seen, crate::java::idle_wait(IDLE_WAIT));
         }
     }
 }

@@ -28,7 +28,8 @@
 
 use crate::stack::Stack;
 use core::ffi::{c_char, c_int, c_void, CStr};
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::time::Duration;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -485,27 +486,42 @@ fn class_of_signature(sig: &str) -> String {
     s.replace('/', ".")
 }
 
-/// Rounds of the collector between two looks for a VM.
-static NEXT_LOOK: AtomicI32 = AtomicI32::new(0);
+/// libjvm's `JNI_GetCreatedJavaVMs` once it is loaded; 1 once the look is over.
+static CREATED: AtomicUsize = AtomicUsize::new(0);
+
+/// How long the collector may sleep when idle: briefly while a VM is being
+/// created, so that its first Java threads already get Java frames.
+pub fn idle_wait(idle: Duration) -> Duration {
+    match CREATED.load(Ordering::Relaxed) {
+        0 | 1 => idle,
+        _ => idle.min(Duration::from_millis(2)),
+    }
+}
 
 /// On the collector thread: sets up Java stacks once a VM is fully created.
 fn look_for_vm() {
-    // One look per 100 ms at most (the collector's idle wait).
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = crate::clock::monotonic().as_millis() as u64;
-    if now.saturating_sub(LAST.load(Ordering::Relaxed)) < 100
-        || NEXT_LOOK.load(Ordering::Relaxed) < 0
-    {
+    let mut created = CREATED.load(Ordering::Relaxed);
+    if created == 1 {
         return;
     }
-    LAST.store(now, Ordering::Relaxed);
-    // SAFETY: dlsym with NUL-terminated names; the functions found are
-    // libjvm's, called as jni.h declares them.
-    unsafe {
-        let created = libc::dlsym(libc::RTLD_DEFAULT, c"JNI_GetCreatedJavaVMs".as_ptr());
-        if created.is_null() {
+    if created == 0 {
+        // libjvm is looked for at most every 100 ms.
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        let now = crate::clock::monotonic().as_millis() as u64;
+        if now.saturating_sub(LAST.load(Ordering::Relaxed)) < 100 {
             return;
         }
+        LAST.store(now, Ordering::Relaxed);
+        // SAFETY: dlsym with a NUL-terminated name.
+        created =
+            unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"JNI_GetCreatedJavaVMs".as_ptr()) } as usize;
+        if created <= 1 {
+            return;
+        }
+        CREATED.store(created, Ordering::Relaxed);
+    }
+    // SAFETY: libjvm's functions, called as jni.h declares them.
+    unsafe {
         let created: unsafe extern "C" fn(*mut Env, c_int, *mut c_int) -> c_int =
             core::mem::transmute(created);
         let (mut vm, mut count): (Env, c_int) = (core::ptr::null_mut(), 0);
@@ -513,7 +529,7 @@ fn look_for_vm() {
             return; // not created yet (JDK 17 answers only once it is complete)
         }
         // Whatever happens next, once.
-        NEXT_LOOK.store(-1, Ordering::Relaxed);
+        CREATED.store(1, Ordering::Relaxed);
         match set_up(vm) {
             Ok(()) => crate::log::log!("JVM found: Java frames are added to native stacks"),
             Err(why) => crate::log::log!("JVM found, but Java frames are off: {why}"),

@@ -76,6 +76,8 @@ def facts(dump: Dump) -> dict[str, Any]:
         "bytes_dropped": int(meta.get("bytes_dropped", "0")),
         "samples_unresolved": int(meta.get("samples_unresolved", "0")),
         "stacks_cut_short": int(meta.get("stacks_cut_short", "0")),
+        "java_stacks": int(meta.get("java_stacks", "0")),
+        "java_stacks_not_walkable": int(meta.get("java_stacks_not_walkable", "0")),
         "estimated_live_bytes": m.live,
         "estimated_live_usable_bytes": m.usable,
         "allocator_allocated_bytes": m.allocated,
