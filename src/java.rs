@@ -45,12 +45,13 @@ static FIND_OBJECT: AtomicUsize = AtomicUsize::new(0);
 static WALKED: AtomicU64 = AtomicU64::new(0);
 static NOT_WALKABLE: AtomicU64 = AtomicU64::new(0);
 
-/// Java frames are words with the top bit set (never a user-space address
-/// on x86_64): then 19 bits of bci + 4 (1: native method, 3: bci unknown),
-/// then the `jmethodID` (8-aligned, below 2^47) shifted right by 3.
-const TAG: usize = 1 << 63;
+/// Java frames are words with bit 62 set (never a user-space address on
+/// x86_64, and below 2^63: jeprof skips larger addresses), with 17 bits of
+/// bci + 4 (1: native method, 3: bci unknown) above the `jmethodID`
+/// (8-aligned, below 2^47) shifted right by 3.
+const TAG: usize = 1 << 62;
 const CODE_SHIFT: u32 = 44;
-const CODE_MASK: usize = (1 << 19) - 1;
+const CODE_MASK: usize = (1 << 17) - 1;
 const ID_MASK: usize = (1 << 44) - 1;
 const NATIVE_CODE: usize = 1;
 
