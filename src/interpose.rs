@@ -308,6 +308,7 @@ fn record(p: Ptr, size: usize, api: Api) {
         };
         stack::capture(api.address(), &mut sample.stack);
         crate::cxx::fold_operator_frames(&mut sample.stack);
+        crate::java::append(&mut sample.stack, stack::max_len());
         let born = clock::monotonic().as_secs() as u32;
         // SAFETY: `p` is a live block of the next allocator (or of the
         // bootstrap arena, which malloc_usable_size recognises).

@@ -30,6 +30,7 @@ mod global_alloc;
 mod inherit;
 #[cfg(not(test))]
 mod interpose;
+mod java;
 mod live;
 mod lock;
 mod log;
@@ -66,6 +67,9 @@ extern "C" fn init() {
     unwind::init(cfg.unwinder == config::Unwinder::Fast);
     if cfg.no_inherit {
         inherit::remove_from_preload();
+    }
+    if !cfg.java {
+        java::disable();
     }
     collector::start(&cfg);
     // After the dump directory is open: the lines go to the log too.
