@@ -102,13 +102,17 @@ test: deps all lint
 demo: deps all
 	scripts/demo
 
-bench: deps all target/bench/workloads target/bench/idle_thread.so
+bench: deps all target/bench/workloads target/bench/cxx_workload target/bench/idle_thread.so
 	scripts/install-deps --bench
 	scripts/bench
 
 target/bench/workloads: bench/workloads.c
 	mkdir -p target/bench
 	$(CC) -O2 -g -o $@ $< -lpthread
+
+target/bench/cxx_workload: bench/cxx_workload.cc
+	mkdir -p target/bench
+	$(CXX) -O2 -g -o $@ $< -lpthread
 
 target/bench/idle_thread.so: bench/idle_thread.c
 	mkdir -p target/bench
