@@ -286,6 +286,7 @@ pub unsafe fn release_sampled(p: Ptr, release: impl FnOnce(Ptr)) {
     if bootstrap::owns(p) {
         return;
     }
+    crate::cxx::note_release(p);
     if !p.is_null() {
         live::remove(p as usize);
     }
