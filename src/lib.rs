@@ -53,13 +53,16 @@ extern "C" fn init() {
     sys::log::note_stderr();
     next::resolve();
     unwind::stack::init_own_range();
-    hook::alloc::resolve_own_addresses();
+    hook::sampled::resolve_own_addresses();
     let cfg = settings::Config::from_env();
     // Before the collector: its fork handlers must run first (see `mapped`).
-    mapped::table::init();
+    mapped::init();
     unwind::walk::init(cfg.unwinder == settings::Unwinder::Fast);
     if cfg.no_inherit {
         settings::inherit::remove_from_preload();
+    }
+    if !cfg.java {
+        unwind::java::disable();
     }
     collect::collector::start(&cfg);
     // After the dump directory is open: the lines go to the log too.

@@ -15,7 +15,7 @@ from .dumpfile import Dump, read_dump
 from .flamegraph import render_svg
 from .profile import KIND_FRAME, Profile, Stack, amount, build, mapped_bytes, mapped_view, trends, unnamed_objects
 from .summary import memory, verdict
-from .symbols import Frame, Symbolizer, program_of
+from .symbols import JAVA, Frame, Symbolizer, program_of
 
 
 def load(args: argparse.Namespace, path: str, mmap: bool | None = None) -> Profile:
@@ -44,6 +44,7 @@ def frame_json(f: Frame, allocator: bool = False) -> dict[str, Any]:
         "object": f.obj,
         "build_id_check": f.check,
         "allocator": allocator,
+        "java": f.kind,
     }
 
 
@@ -77,6 +78,8 @@ def facts(dump: Dump) -> dict[str, Any]:
         "bytes_dropped": int(meta.get("bytes_dropped", "0")),
         "samples_unresolved": int(meta.get("samples_unresolved", "0")),
         "stacks_cut_short": int(meta.get("stacks_cut_short", "0")),
+        "java_stacks": int(meta.get("java_stacks", "0")),
+        "java_stacks_not_walkable": int(meta.get("java_stacks_not_walkable", "0")),
         "estimated_live_bytes": m.live,
         "estimated_live_usable_bytes": m.usable,
         "allocator_allocated_bytes": m.allocated,
@@ -249,11 +252,17 @@ def trend(args: argparse.Namespace) -> int:
     return 0
 
 
+def flame_label(f: Frame, lines: bool) -> str:
+    """A frame in collapsed stacks and flame graphs: Java frames end in `_[j]`,
+    as flamegraph.pl and perf-map-agent mark them (its --color=java)."""
+    return f"{f.label(lines)}_[j]" if f.obj == JAVA else f.label(lines)
+
+
 def collapsed_lines(p: Profile, lines: bool) -> list[str]:
     out = []
     for s in p.stacks:
         if s.value > 0:
-            path = ";".join(f.label(lines).replace(";", ":") for f in reversed(s.frames)) or "[no frames]"
+            path = ";".join(flame_label(f, lines).replace(";", ":") for f in reversed(s.frames)) or "[no frames]"
             out.append(f"{path} {s.value}")
     return out
 
@@ -268,7 +277,7 @@ def flamegraph(args: argparse.Namespace) -> int:
     p = load(args, args.dump)
     title = f"{p.measure} of pid {p.dump.pid} ({program_of(p.dump)}), {when(p.dump.time)}, estimated"
     svg = render_svg(
-        [(tuple(f.label(args.lines) for f in reversed(s.frames)), s.value) for s in p.stacks if s.value > 0],
+        [(tuple(flame_label(f, args.lines) for f in reversed(s.frames)), s.value) for s in p.stacks if s.value > 0],
         title=title,
         unit=p.unit,
         depth=args.depth,

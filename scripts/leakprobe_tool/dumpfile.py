@@ -86,6 +86,19 @@ class Mapping:
         return self.path.removesuffix(" (deleted)")
 
 
+JAVA_KINDS = ("java", "native", "unloaded", "unknown")
+
+
+@dataclass(frozen=True)
+class JavaFrame:
+    """A Java frame the library named (`# leakprobe java_frame:` lines)."""
+
+    kind: str  # one of JAVA_KINDS
+    name: str | None  # class.method; None when unloaded or unknown
+    file: str | None
+    line: int | None
+
+
 @dataclass
 class Dump:
     path: str
@@ -100,6 +113,7 @@ class Dump:
     loaded_as: dict[str, str] = field(default_factory=dict)  # map path -> loader's name
     owner: int | None = None  # uid owning the dump file: the process's user
     mapped: list[Row] = field(default_factory=list)  # memory the program mapped outside malloc
+    java_frames: dict[int, JavaFrame] = field(default_factory=dict)  # by the address in the rows
 
     @property
     def pid(self) -> int | None:
@@ -183,6 +197,9 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
                 if not MAPPED_KIND.fullmatch(kind):
                     raise DumpError(path, f"line {n}: malformed mapped line")
                 dump.mapped.append(replace(parse_row(path, n, row), kind=kind))
+            elif key == "java_frame":
+                addr, frame = parse_java_frame(path, n, value)
+                dump.java_frames[addr] = frame
             else:
                 dump.meta[key] = check_meta(path, n, key, value)
         elif line.strip() and not line.startswith("#"):
@@ -229,6 +246,23 @@ def check_meta(path: str, line: int, key: str, value: str) -> str:
     elif INTEGER_META.fullmatch(key) or value.isdigit():
         number(path, line, value)
     return value
+
+
+def parse_java_frame(path: str, line: int, value: str) -> tuple[int, JavaFrame]:
+    """`<address> <kind> <class>.<method> <file>[:<line>]`, `?` for unknown."""
+    parts = value.split(" ", 3)
+    if len(parts) != 4 or not re.fullmatch(r"0x[0-9a-f]{1,16}", parts[0]) or parts[1] not in JAVA_KINDS:
+        raise DumpError(path, f"line {line}: malformed java_frame line")
+    where, colon, number_text = parts[3].rpartition(":")
+    if not colon or not number_text.isdigit():
+        where, number_text = parts[3], ""
+    known = parts[1] in ("java", "native")
+    return int(parts[0], 16), JavaFrame(
+        kind=parts[1],
+        name=parts[2] if known and parts[2] != "?" else None,
+        file=where if known and where != "?" else None,
+        line=number(path, line, number_text) if known and number_text else None,
+    )
 
 
 def parse_row(path: str, line: int, text: str) -> Row:

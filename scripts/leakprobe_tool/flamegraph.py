@@ -57,6 +57,9 @@ def color(name: str) -> str:
     if name.startswith("[") and "elided by --depth" in name:
         return "hsl(0,0%,80%)"
     h = zlib.crc32(name.encode("utf-8", "surrogateescape"))
+    if name.endswith("_[j]"):  # Java frames: greens, as flamegraph.pl's java palette
+        return f"hsl({100 + h % 40},{50 + (h >> 8) % 25}%,{45 + (h >> 16) % 15}%)"
+    h = zlib.crc32(name.encode("utf-8", "surrogateescape"))
     return f"hsl({h % 55},{70 + (h >> 8) % 25}%,{55 + (h >> 16) % 15}%)"
 
 

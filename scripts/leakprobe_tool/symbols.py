@@ -19,7 +19,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, replace
 
-from .dumpfile import Dump, Mapping, shown
+from .dumpfile import Dump, JavaFrame, Mapping, shown
 from .elf import Elf, ElfError
 from .files import Refused, open_regular, read_capped
 
@@ -39,6 +39,7 @@ STALE = "stale"  # replaced since the dump: not named
 MISSING = "missing"  # deleted, missing, unreadable or not a regular file: not named
 MANGLED = re.compile(r"_Z[A-Za-z0-9_.$]+")
 PERF_MAP_CAP = 256 << 20
+JAVA = "[java]"  # Frame.obj of Java frames
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Frame:
     obj: str = ""
     check: str | None = None  # None: not from a file (JIT, anonymous memory)
     mangled: str | None = None  # the name before demangling
+    kind: str | None = None  # Java frames (obj JAVA): java, native, unloaded, unknown
 
     @property
     def name(self) -> str:
@@ -57,10 +59,15 @@ class Frame:
 
     def label(self, lines: bool = False) -> str:
         if lines and self.file:
-            return f"{self.name} {os.path.basename(self.file)}:{self.line}"
+            where = os.path.basename(self.file)
+            return f"{self.name} {where}" if self.line is None else f"{self.name} {where}:{self.line}"
         return self.name
 
     def location(self) -> str:
+        if self.obj == JAVA:
+            kind = "java" if self.kind == "java" else f"java, {self.kind}"
+            where = self.file if self.line is None else f"{self.file}:{self.line}"
+            return f"{where}  [{kind}]" if self.file else f"[{kind}]"
         return f"{self.file}:{self.line}" if self.file else self.obj
 
 
@@ -114,6 +121,9 @@ class Symbolizer:
 
     def place(self, addr: int, mapping: Mapping | None) -> Frame | tuple[str, int]:
         """(object, virtual address of the call) or a final Frame."""
+        java = self.dump.java_frames.get(addr)
+        if java is not None:
+            return java_frame(addr, java)
         if mapping is None or not mapping.path.startswith("/"):
             name = self.jit.get(addr)
             if name:
@@ -297,6 +307,14 @@ def run_symbolizer(tool: str, path: str, vaddrs: list[int]) -> dict[int, tuple[F
             continue
         i += 1
     return {a: tuple(f) for a, f in result.items()}
+
+
+def java_frame(addr: int, java: JavaFrame) -> Frame:
+    """A Java frame as the library named it (its address is no code address)."""
+    if java.name is None:
+        why = "class unloaded before it was named" if java.kind == "unloaded" else "unnamed method"
+        return Frame(f"[java: {why}] 0x{addr:x}", obj=JAVA, kind=java.kind)
+    return Frame(shown(java.name), file=java.file and shown(java.file), line=java.line, obj=JAVA, kind=java.kind)
 
 
 def parse_location(where: str) -> tuple[str | None, int | None]:

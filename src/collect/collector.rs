@@ -264,9 +264,10 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             // SAFETY: sched_yield has no preconditions.
             unsafe { libc::sched_yield() };
         }
+        crate::unwind::java::poll();
         let more = STATE.with(|s| s.as_mut().is_some_and(Collector::step));
         if !more {
-            doorbell::wait(seen, IDLE_WAIT);
+            doorbell::wait(seen, crate::unwind::java::idle_wait(IDLE_WAIT));
         }
     }
 }
@@ -335,6 +336,7 @@ impl Collector {
                 let id = self.stacks.len() as u32;
                 self.stacks.push(frames.into());
                 self.ids.insert(frames.into(), id);
+                crate::unwind::java::note_stack(frames);
                 id
             }
         };
@@ -515,6 +517,12 @@ impl Collector {
             FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),
         ));
         let stacks = &self.stacks;
+        let (java_walked, java_not_walkable) = crate::unwind::java::counts();
+        meta.push(("java_stacks", java_walked.to_string()));
+        meta.push(("java_stacks_not_walkable", java_not_walkable.to_string()));
+        meta.extend(crate::unwind::java::frame_lines(
+            rows.iter().map(|r| &*stacks[r.stack as usize]),
+        ));
         let text = dump::render(period, &meta, &rows, |id| &stacks[id as usize], &map);
         let text = match text {
             Ok(text) if global_alloc::refusals() == refusals => text,

@@ -1,112 +1,18 @@
 //! The exported allocator entry points. Each one's common path is the
 //! per-thread byte countdown (and, when it frees, one filter byte) followed by
 //! a tail call into the next allocator; everything else is in the outlined
-//! cold functions below, shared by all entry points.
+//! cold functions of `sampled`, shared by all entry points.
 //!
 //! The entry points are never inlined into each other: Go's pprof names a
 //! frame only from a subprogram's own DWARF name, which an inlined function's
 //! out-of-line copy lacks, and frame 0 must be named to be dropped.
 
-use crate::collect::ring::{self, Sample};
-use crate::sample::live::{self, PENDING};
-use crate::unwind::stack::{self, Stack};
-use crate::{
-    collect::collector, next, next::bootstrap, sample::sampling, sample::thread_state, sys::clock,
-    sys::doorbell,
-};
-use core::ffi::{c_int, c_void, CStr};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::hook::sampled::{self, allocate_sampled, release_sampled, Api};
+use crate::next::{self, bootstrap};
+use crate::sample::{live, sampling, thread_state};
+use core::ffi::{c_int, c_void};
 
 type Ptr = *mut c_void;
-
-/// The function named by frame 0 of a sample. Only names that both jeprof
-/// and pprof drop as allocator frames are used (pprof does not know
-/// `aligned_alloc`, `reallocarray` or the jemalloc names); `New` and
-/// `NewArray` are `operator new` and `operator new[]`.
-#[derive(Clone, Copy)]
-pub enum Api {
-    Malloc,
-    New,
-    NewArray,
-    Calloc,
-    Realloc,
-    PosixMemalign,
-    Memalign,
-    Valloc,
-    Pvalloc,
-}
-
-impl Api {
-    const ALL: [(Api, &'static CStr); 9] = [
-        (Api::Malloc, c"malloc"),
-        (Api::New, c"_Znwm"),
-        (Api::NewArray, c"_Znam"),
-        (Api::Calloc, c"calloc"),
-        (Api::Realloc, c"realloc"),
-        (Api::PosixMemalign, c"posix_memalign"),
-        (Api::Memalign, c"memalign"),
-        (Api::Valloc, c"valloc"),
-        (Api::Pvalloc, c"pvalloc"),
-    ];
-
-    pub fn address(self) -> usize {
-        match OWN_ADDRESS[self as usize].load(Ordering::Relaxed) {
-            0 => self.linked_address(),
-            resolved => resolved,
-        }
-    }
-
-    /// The address the library's code sees, through its GOT: in a non-PIE
-    /// program that takes the function's address this is the program's
-    /// canonical PLT entry, not the library's function.
-    fn linked_address(self) -> usize {
-        match self {
-            Api::Malloc => malloc as *const () as usize,
-            Api::New => crate::hook::cxx::_Znwm as *const () as usize,
-            Api::NewArray => crate::hook::cxx::_Znam as *const () as usize,
-            Api::Calloc => calloc as *const () as usize,
-            Api::Realloc => realloc as *const () as usize,
-            Api::PosixMemalign => posix_memalign as *const () as usize,
-            Api::Memalign => memalign as *const () as usize,
-            Api::Valloc => valloc as *const () as usize,
-            Api::Pvalloc => pvalloc as *const () as usize,
-        }
-    }
-}
-
-/// Each entry point's address in this library, by `Api`; 0 until resolved.
-static OWN_ADDRESS: [AtomicUsize; Api::ALL.len()] = [const { AtomicUsize::new(0) }; Api::ALL.len()];
-
-/// Looks up every frame-0 function in this library's own symbol table, once
-/// at load: jeprof names frame 0 as it is (it subtracts 1 only from callers),
-/// so it must lie in the library's function, never in a program's PLT stub.
-/// `dlsym` on the library's own handle searches the library and its
-/// dependencies, never the program, so it cannot return the program's
-/// canonical PLT entry.
-pub fn resolve_own_addresses() {
-    // SAFETY: dladdr reads an address of ours; dlopen with RTLD_NOLOAD only
-    // returns a handle to the already loaded library (closed again below),
-    // and dlsym takes NUL-terminated names.
-    unsafe {
-        let mut info: libc::Dl_info = core::mem::zeroed();
-        if libc::dladdr(resolve_own_addresses as *const c_void, &mut info) == 0
-            || info.dli_fname.is_null()
-        {
-            return;
-        }
-        let handle = libc::dlopen(info.dli_fname, libc::RTLD_NOLOAD | libc::RTLD_LAZY);
-        if handle.is_null() {
-            return;
-        }
-        for (api, name) in Api::ALL {
-            let f = libc::dlsym(handle, name.as_ptr()) as usize;
-            if crate::sys::dl::object_of(f as *mut ()) == info.dli_fbase as usize {
-                OWN_ADDRESS[api as usize].store(f, Ordering::Relaxed);
-            }
-        }
-        libc::dlclose(handle);
-    }
-}
 
 /// An entry point that allocates `$bytes` and returns the block.
 macro_rules! allocating {
@@ -222,18 +128,6 @@ pub unsafe extern "C" fn malloc_usable_size(p: Ptr) -> usize {
     next::malloc_usable_size(p)
 }
 
-/// An allocation of `size` bytes reached the sample point: allocate, then
-/// record it if the sampler says so.
-#[cold]
-#[inline(never)]
-pub unsafe fn allocate_sampled(size: usize, api: Api, alloc: impl FnOnce() -> Ptr) -> Ptr {
-    let p = alloc();
-    if sampling::decide(size) && !p.is_null() {
-        record(p, size, api);
-    }
-    p
-}
-
 /// A resize of a possibly sampled block, or one that reached the sample point:
 /// for accounting, a free of the old block and a new allocation.
 #[cold]
@@ -263,7 +157,7 @@ unsafe fn resize_sampled(
         q
     };
     if crossed && sampling::decide(size) && !q.is_null() {
-        record(q, size, Api::Realloc);
+        sampled::record(q, size, Api::Realloc);
     }
     q
 }
@@ -278,54 +172,4 @@ unsafe fn move_out_of_bootstrap(p: Ptr, size: usize) -> Ptr {
         );
     }
     q
-}
-
-/// A free of a block the filter could not rule out: remove it from the live
-/// set before it returns to the allocator, so a later allocation at the same
-/// address cannot be mistaken for it.
-#[cold]
-#[inline(never)]
-pub unsafe fn release_sampled(p: Ptr, release: impl FnOnce(Ptr)) {
-    if bootstrap::owns(p) {
-        return;
-    }
-    if !p.is_null() {
-        live::remove(p as usize);
-    }
-    release(p)
-}
-
-/// Inlined into the cold paths that call it: one unwinder step less.
-#[inline(always)]
-fn record(p: Ptr, size: usize, api: Api) {
-    static SEQ: AtomicU64 = AtomicU64::new(1);
-    sampling::while_busy(|| {
-        collector::ensure_running();
-        let _flight = collector::InFlight::enter();
-        let (ptr, seq) = (p as usize, SEQ.fetch_add(1, Ordering::Relaxed));
-        let mut sample = Sample {
-            seq,
-            ptr,
-            size,
-            stack: Stack::EMPTY,
-        };
-        stack::capture(api.address(), &mut sample.stack);
-        crate::hook::cxx::fold_operator_frames(&mut sample.stack);
-        let born = clock::monotonic().as_secs() as u32;
-        // SAFETY: `p` is a live block of the next allocator (or of the
-        // bootstrap arena, which malloc_usable_size recognises).
-        let usable = unsafe { malloc_usable_size(p) };
-        live::insert(live::Entry {
-            ptr,
-            size,
-            seq,
-            stack: PENDING,
-            born,
-            // An allocator without malloc_usable_size answers 0: unknown.
-            usable: if usable >= size { usable } else { 0 },
-        });
-        if !ring::push(sample, doorbell::ring) {
-            live::remove(ptr);
-        }
-    })
 }

@@ -9,17 +9,22 @@
 //! counted, and its `delete` checked, once (frame 0 is then
 //! `malloc`, under libstdc++'s `operator new`; both tools drop both). When
 //! the allocator provides the operators itself (in the object that provides
-//! `malloc`), they never reach `malloc`: the operators here (`counted`) then
-//! count the object and call the allocator's `nothrow` form, then its
-//! throwing form on failure. Which applies is decided at the first call of
-//! any operator (the C++ runtime may be loaded after the library), and the
-//! jump slots then point at the right code. Either way a C++ exception only
+//! `malloc`), some of them still reach the library's entry points (jemalloc's
+//! unsized deletes call `free` and its aligned news `aligned_alloc` through
+//! its PLT) and others do not. Each is called once to find out (`probe`):
+//! one that reaches the library is jumped to plainly; one that does not is
+//! wrapped (`counted`): the object is counted, or the block checked, and the
+//! allocator's operator tail-called. Either way an object is counted, and its
+//! `delete` checked, exactly once. Which applies is decided at the first
+//! call of any operator (the C++ runtime may be loaded after the library),
+//! and the jump slots then point at the right code. A C++ exception only
 //! ever leaves through a tail call: it never unwinds through a Rust frame.
 
-use crate::hook::alloc::{allocate_sampled, release_sampled, Api};
+use crate::hook::sampled::{self, allocate_sampled, release_sampled, Api};
 use crate::{next, sample::live, sample::thread_state};
+use core::cell::Cell;
 use core::ffi::{c_void, CStr};
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 type Ptr = *mut c_void;
 /// `std::align_val_t` and `const std::nothrow_t&` as passed in registers.
@@ -37,11 +42,14 @@ macro_rules! cxx_slots {
         const NAMES: &[&CStr] = &[$($symbol),*];
         static SLOTS: [AtomicPtr<c_void>; NAMES.len()] = [const { AtomicPtr::new(core::ptr::null_mut()) }; NAMES.len()];
         $(
+            /// The next operator, for code only reached once `decide` has
+            /// resolved every slot: one load, no check.
             #[allow(non_snake_case)]
             #[inline(always)]
             unsafe fn $slot() -> unsafe extern "C" fn($($ty),*) -> $ret {
-                // SAFETY: the symbol of this name has this C++ signature.
-                core::mem::transmute(resolved(Sym::$slot))
+                // SAFETY: the symbol of this name has this C++ signature, and
+                // `decide` stored its non-null address.
+                core::mem::transmute(SLOTS[Sym::$slot as usize].load(Ordering::Relaxed))
             }
         )*
     };
@@ -96,26 +104,6 @@ fn new_calls_malloc() -> bool {
     }
 }
 
-/// One attempt that returns null instead of throwing.
-unsafe fn try_new(size: usize, align: Option<Align>, array: bool) -> Ptr {
-    let nothrow = &NOTHROW as Nothrow;
-    match (new_calls_malloc(), align, array) {
-        (true, None, _) => next::malloc(size),
-        (true, Some(a), _) => {
-            let mut p = core::ptr::null_mut();
-            if next::posix_memalign(&mut p, a.max(core::mem::size_of::<Ptr>()), size) == 0 {
-                p
-            } else {
-                core::ptr::null_mut()
-            }
-        }
-        (false, None, false) => new_nothrow()(size, nothrow),
-        (false, None, true) => new_array_nothrow()(size, nothrow),
-        (false, Some(a), false) => new_aligned_nothrow()(size, a, nothrow),
-        (false, Some(a), true) => new_array_aligned_nothrow()(size, a, nothrow),
-    }
-}
-
 /// A counted operator new: bytes counted down, then a tail call to the real
 /// operator (its new_handler loop and `bad_alloc` included). Only a sampled
 /// allocation makes one non-throwing attempt first, to record it, and calls
@@ -126,7 +114,7 @@ macro_rules! operator_new {
         pub unsafe extern "C" fn $name(size: usize $(, $arg: $ty)*) -> Ptr {
             if thread_state::crosses(size) {
                 let api = if $array { Api::NewArray } else { Api::New };
-                let p = allocate_sampled(size, api, move || try_new(size, $align, $array));
+                let p = allocate_sampled(size, api, move || try_own_new(size, $align, $array));
                 if !p.is_null() {
                     return p;
                 }
@@ -177,6 +165,96 @@ mod counted {
     operator_delete!(_ZdaPvSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => delete_array_aligned_nothrow);
 }
 
+thread_local! {
+    /// Set while this thread probes the allocator's operators: the library's
+    /// operators they call count and check (`counted`), not decide again.
+    static PROBING_HERE: Cell<bool> = const { Cell::new(false) };
+    /// The library's operators (bits in `Sym` order) that an operator under
+    /// probe called.
+    static NESTED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// A countdown no probe's allocation crosses: a probe only sees it move.
+const FAR: usize = usize::MAX / 2;
+/// The probe's block: a size the allocator's sized deletes are told back.
+const PROBE_SIZE: usize = 64;
+const PROBE_ALIGN: Align = 64;
+
+/// Which of the allocator's own operators reach one of the library's entry
+/// points, in `Sym` order: each `delete` is called on a block of the
+/// matching `new` while the library's frees watch for it, and each `nothrow`
+/// new's allocation is watched on this thread's countdown. Its throwing twin
+/// is not called (it could throw through this frame): it is taken to do the
+/// same, unless the nothrow form called it through the library (as
+/// libstdc++'s does), when the countdown moved once more if it reaches the
+/// library. A failed allocation leaves its delete counted.
+unsafe fn probe() -> [bool; NAMES.len()] {
+    let mut reaches = [true; NAMES.len()];
+    PROBING_HERE.set(true);
+    let saved = thread_state::until_sample();
+    for d in Sym::delete as usize..NAMES.len() {
+        let (array, aligned) = (d % 2 == 1, d >= Sym::delete_aligned as usize);
+        thread_state::set_until_sample(FAR);
+        NESTED.set(0);
+        let align = aligned.then_some(PROBE_ALIGN);
+        let p = try_own_new(PROBE_SIZE, align, array);
+        // The nothrow form, and its throwing twin two slots before it.
+        let new = Sym::new_nothrow as usize + usize::from(array) + 4 * usize::from(aligned);
+        let counted = FAR - thread_state::until_sample();
+        // Each shape is probed three times: the allocator's first call may
+        // allocate for itself.
+        reaches[new] &= counted > 0;
+        reaches[new - 2] &= if NESTED.get() & 1 << (new - 2) != 0 {
+            counted > PROBE_SIZE
+        } else {
+            counted > 0
+        };
+        if p.is_null() {
+            reaches[d] = false;
+            continue;
+        }
+        let _checked = live::checked_while(p as usize);
+        reaches[d] = sampled::released_during(p as usize, || own_delete(d, p));
+    }
+    thread_state::set_until_sample(saved);
+    PROBING_HERE.set(false);
+    reaches
+}
+
+/// The allocator's nothrow operator new of this shape: one attempt that
+/// returns null instead of throwing.
+unsafe fn try_own_new(size: usize, align: Option<Align>, array: bool) -> Ptr {
+    let nothrow = &NOTHROW as Nothrow;
+    match (align, array) {
+        (None, false) => new_nothrow()(size, nothrow),
+        (None, true) => new_array_nothrow()(size, nothrow),
+        (Some(a), false) => new_aligned_nothrow()(size, a, nothrow),
+        (Some(a), true) => new_array_aligned_nothrow()(size, a, nothrow),
+    }
+}
+
+/// The allocator's operator delete number `d` (in `Sym` order) on a probe's
+/// block.
+unsafe fn own_delete(d: usize, p: Ptr) {
+    let (size, al, nt) = (PROBE_SIZE, PROBE_ALIGN, &NOTHROW as Nothrow);
+    match d {
+        d if d == Sym::delete as usize => delete()(p),
+        d if d == Sym::delete_array as usize => delete_array()(p),
+        d if d == Sym::delete_sized as usize => delete_sized()(p, size),
+        d if d == Sym::delete_array_sized as usize => delete_array_sized()(p, size),
+        d if d == Sym::delete_nothrow as usize => delete_nothrow()(p, nt),
+        d if d == Sym::delete_array_nothrow as usize => delete_array_nothrow()(p, nt),
+        d if d == Sym::delete_aligned as usize => delete_aligned()(p, al),
+        d if d == Sym::delete_array_aligned as usize => delete_array_aligned()(p, al),
+        d if d == Sym::delete_sized_aligned as usize => delete_sized_aligned()(p, size, al),
+        d if d == Sym::delete_array_sized_aligned as usize => {
+            delete_array_sized_aligned()(p, size, al)
+        }
+        d if d == Sym::delete_aligned_nothrow as usize => delete_aligned_nothrow()(p, al, nt),
+        _ => delete_array_aligned_nothrow()(p, al, nt),
+    }
+}
+
 /// Exported operators: a load and a tail jump (see the module comment).
 macro_rules! exported {
     ($($name:ident => $sym:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
@@ -203,6 +281,11 @@ macro_rules! exported {
             use super::*;
             $(
                 pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+                    if PROBING_HERE.get() {
+                        // The allocator's operator under probe calls this one.
+                        NESTED.set(NESTED.get() | 1 << Sym::$sym as usize);
+                        return counted::$name($($arg),*);
+                    }
                     decide();
                     super::$name($($arg),*)
                 }
@@ -210,23 +293,25 @@ macro_rules! exported {
         }
 
         /// Points every slot at libstdc++'s operator (it calls `malloc` and
-        /// `free`) or at the counting one (the allocator's own operators).
+        /// `free`), at the allocator's own if it reaches the library, or at
+        /// the counting one.
         #[cold]
         fn decide() {
+            // Before any code that calls a next operator runs (see `cxx_slots`).
+            $(resolved(Sym::$sym);)*
             let via = new_calls_malloc();
-            if via {
-                note_new_ranges();
-            }
+            // SAFETY: the allocator's own operators, called as C++ allows.
+            let reaches = if via { [true; NAMES.len()] } else { unsafe { probe() } };
+            note_new_ranges(&reaches);
             $(
-                let real = resolved(Sym::$sym);
                 let target = if via && Sym::$sym as usize >= Sym::delete as usize {
                     // libstdc++'s every `operator delete` is `free`: going
                     // there directly checks the block once, not up to three
                     // times (delete[] -> delete -> free). The extra
                     // arguments (size, alignment) are ignored by `free`.
                     crate::hook::alloc::free as *mut c_void
-                } else if via && !real.is_null() {
-                    real
+                } else if reaches[Sym::$sym as usize] {
+                    SLOTS[Sym::$sym as usize].load(Ordering::Relaxed)
                 } else {
                     counted::$name as *mut c_void
                 };
@@ -259,17 +344,13 @@ exported! {
     _ZdaPvSt11align_val_tRKSt9nothrow_t => delete_array_aligned_nothrow(p: Ptr, al: Align, nt: Nothrow) -> ();
 }
 
-/// In libstdc++'s case, the code of its `operator new`s (start, end), in
-/// `Sym` order (the odd ones are the array forms). A sample taken in
-/// `malloc` under them is recorded as `operator new` with the library's own
-/// frame 0: jeprof does not recognise libstdc++'s versioned names
-/// (`operator new@@GLIBCXX_3.4`) as allocator frames.
-static NEW_RANGES: [(AtomicUsize, AtomicUsize); 8] =
-    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 8];
-
-fn note_new_ranges() {
-    for (i, range) in NEW_RANGES.iter().enumerate() {
-        let Some(&name) = NAMES.get(i) else { break };
+/// Notes the operator news that reach the library's `malloc` (or another of
+/// its entry points), whose frames sit between frame 0 and the program.
+fn note_new_ranges(reaches: &[bool; NAMES.len()]) {
+    for i in 0..sampled::NEW_FORMS {
+        let Some(&name) = NAMES.get(i).filter(|_| reaches[i]) else {
+            continue;
+        };
         let start = crate::sys::dl::symbol(&SLOTS[i], name) as usize;
         let Some((info, sym)) = crate::sys::dl::symbol_at(start as *const c_void) else {
             continue;
@@ -278,44 +359,6 @@ fn note_new_ranges() {
             continue;
         }
         let size = sym.st_size as usize;
-        range.1.store(start.saturating_add(size), Ordering::Relaxed);
-        range.0.store(start, Ordering::Release);
+        sampled::note_new_range(i, start, start.saturating_add(size));
     }
-}
-
-/// Whether return address `ip` is inside one of libstdc++'s operator news:
-/// Some(true) for an array form.
-fn in_new(ip: usize) -> Option<bool> {
-    let at = ip.wrapping_sub(1);
-    NEW_RANGES.iter().enumerate().find_map(|(i, (lo, hi))| {
-        let lo = lo.load(Ordering::Acquire);
-        (lo != 0 && lo <= at && at < hi.load(Ordering::Relaxed)).then_some(i % 2 == 1)
-    })
-}
-
-/// On a sampled path: frames of libstdc++'s operator news right above frame
-/// 0 become one frame 0, the library's own `operator new` (or `new[]`).
-pub fn fold_operator_frames(stack: &mut crate::unwind::stack::Stack) {
-    if MODE.load(Ordering::Relaxed) != VIA_MALLOC {
-        return;
-    }
-    let len = stack.len.min(stack.frames.len());
-    let mut above = 1;
-    let mut array = false;
-    while let Some(a) = stack
-        .frames
-        .get(above)
-        .filter(|_| above < len)
-        .and_then(|&f| in_new(f))
-    {
-        array = a;
-        above += 1;
-    }
-    if above == 1 {
-        return;
-    }
-    let api = if array { Api::NewArray } else { Api::New };
-    stack.frames[0] = api.address() + 1;
-    stack.frames.copy_within(above..len, 1);
-    stack.len = len - (above - 1);
 }

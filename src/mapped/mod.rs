@@ -4,3 +4,10 @@
 
 pub mod table;
 pub mod thread_stacks;
+
+/// Once at load, before sampling starts and before the collector registers
+/// its fork handlers (see `table::init`).
+pub fn init() {
+    table::init();
+    thread_stacks::init();
+}

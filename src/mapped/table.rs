@@ -461,7 +461,6 @@ pub fn init() {
     ] {
         crate::sys::dl::symbol(slot, name);
     }
-    crate::mapped::thread_stacks::init();
     // SAFETY: registering plain extern "C" handlers.
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
 }

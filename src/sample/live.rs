@@ -131,17 +131,39 @@ pub fn mark_always_checked(p: usize) {
     shard(h).with(|_| filter_slot(h).store(STUCK, Ordering::Relaxed));
 }
 
+/// Makes every free of `p` take the slow path while the guard lives, with
+/// no entry (the C++ operators' probe watches for a block that way).
+pub fn checked_while(p: usize) -> Checked {
+    let h = hash(p);
+    shard(h).with(|_| count_filter(h, true));
+    Checked(h)
+}
+
+pub struct Checked(u64);
+
+impl Drop for Checked {
+    fn drop(&mut self) {
+        shard(self.0).with(|_| count_filter(self.0, false));
+    }
+}
+
+/// Counts one more (or one less) block at the filter slot of hash `h`,
+/// unless it is stuck. Only under the shard's lock.
+fn count_filter(h: u64, more: bool) {
+    let slot = filter_slot(h);
+    let n = slot.load(Ordering::Relaxed);
+    if n != STUCK {
+        slot.store(if more { n + 1 } else { n - 1 }, Ordering::Relaxed);
+    }
+}
+
 /// Records a new sampled allocation.
 pub fn insert(e: Entry) {
     count_in(e.size);
     let h = hash(e.ptr);
     shard(h).with(|t| {
         t.insert(e, h);
-        let slot = filter_slot(h);
-        let n = slot.load(Ordering::Relaxed);
-        if n != STUCK {
-            slot.store(n + 1, Ordering::Relaxed);
-        }
+        count_filter(h, true);
     });
 }
 
@@ -151,11 +173,7 @@ pub fn remove(p: usize) -> Option<Entry> {
     shard(h).with(|t| {
         let e = t.remove(p, h)?;
         count_out(e.size);
-        let slot = filter_slot(h);
-        let n = slot.load(Ordering::Relaxed);
-        if n != STUCK {
-            slot.store(n - 1, Ordering::Relaxed);
-        }
+        count_filter(h, false);
         Some(e)
     })
 }

@@ -58,6 +58,11 @@ pub fn crosses(size: usize) -> bool {
     }
 }
 
+/// Bytes left before this thread's next sample point.
+pub fn until_sample() -> usize {
+    countdown::get(countdown::slot())
+}
+
 pub fn set_until_sample(bytes: usize) {
     countdown::set(countdown::slot(), bytes);
 }

@@ -27,6 +27,8 @@ pub struct Config {
     /// Keep the live profile as of the highest live heap (`LEAKPROBE_PEAK`).
     pub peak: bool,
     pub unwinder: Unwinder,
+    /// Java frames in the stacks of JVM threads (`LEAKPROBE_JAVA`).
+    pub java: bool,
 }
 
 /// `LEAKPROBE_UNWIND`: the caching unwinder (libgcc's for the stacks it
@@ -60,6 +62,7 @@ impl Default for Config {
             max_dumps: 100,
             peak: false,
             unwinder: Unwinder::Fast,
+            java: true,
         }
     }
 }
@@ -96,6 +99,7 @@ impl Config {
             max_dumps: setting(&get, "LEAKPROBE_MAX_DUMPS", parse_max_dumps, d.max_dumps),
             peak: setting(&get, "LEAKPROBE_PEAK", parse_switch, d.peak),
             unwinder: setting(&get, "LEAKPROBE_UNWIND", parse_unwind, d.unwinder),
+            java: setting(&get, "LEAKPROBE_JAVA", parse_switch, d.java),
         }
     }
 }

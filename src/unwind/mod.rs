@@ -4,6 +4,7 @@
 //! at run time (`registered_frames`).
 
 pub mod cfi;
+pub mod java;
 pub mod registered_frames;
 pub mod stack;
 pub mod stack_bounds;

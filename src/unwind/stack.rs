@@ -23,6 +23,11 @@ pub fn set_max_frames(n: usize) {
     MAX_FRAMES.store(n.clamp(1, FRAMES_LIMIT), Ordering::Relaxed);
 }
 
+/// Frames a stack may hold: the entry-point marker and `LEAKPROBE_MAX_FRAMES`.
+pub fn max_len() -> usize {
+    MAX_FRAMES.load(Ordering::Relaxed) + 1
+}
+
 /// Frames of one stack: `frames[..len]`, frame 0 the entry-point marker.
 pub struct Stack {
     pub len: usize,

@@ -54,6 +54,22 @@ class BadInput(unittest.TestCase):
         other = self.valid.replace(b"# leakprobe arch: x86_64", b"# leakprobe arch: aarch64")
         self.assert_one_line_error(self.write("arm.heap", other), "comes from a aarch64 process")
 
+    def test_java_frame_lines(self) -> None:
+        """A Java frame's address is named from its line; a malformed line is refused."""
+        text = self.valid.decode()
+        first_row = next(line for line in text.splitlines() if " @ 0x" in line)
+        addr = 0x4000_1FF3_E380_21D2
+        java = f"# leakprobe java_frame: {addr:#x} java com.example.Exporter.compress Exporter.java:57\n"
+        rows = first_row + f" {addr:#x}"
+        header, _, rest = text.partition("\n")
+        named = self.write("java.heap", f"{header}\n{java}{rest.replace(first_row, rows)}".encode())
+        code, out, err = run("report", named, "--depth", "200")
+        self.assertEqual(code, 0, err)
+        self.assertIn("com.example.Exporter.compress  Exporter.java:57  [java]", out)
+        for bad in ("0x12 compiled a.b c:1", "zz java a.b c:1", "0x12 java a.b"):
+            broken = f"{header}\n# leakprobe java_frame: {bad}\n{rest}"
+            self.assert_one_line_error(self.write("bad-java.heap", broken.encode()), "malformed java_frame line")
+
     def test_random_truncations_and_byte_flips(self) -> None:
         rng = random.Random(1234)
         for i in range(150):

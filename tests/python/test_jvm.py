@@ -1,6 +1,7 @@
 """JVMs: HotSpot uses SIGUSR2 itself (thread suspend/resume, JFR sampling).
 With the library preloaded, an external kill -USR2 is a dump and the JVM
-keeps working; native leaks through zlib and Unsafe are attributed."""
+keeps working; native leaks through zlib and Unsafe are attributed, with the
+Java frames that made them (no JVM option), in every execution mode."""
 
 from __future__ import annotations
 
@@ -11,9 +12,18 @@ import tempfile
 import time
 import unittest
 
-from harness import JAVA_CLASSES, Probe, run_json
+from harness import JAVA_CLASSES, ROOT, Probe, run_json
 
 JAVA = ["java", "-Xmx256m", "-cp", str(JAVA_CLASSES)]
+LAYERED_SOURCE = ROOT / "java-harness/LayeredLeak.java"
+
+
+def marked_line(marker: str) -> int:
+    """The line of LayeredLeak.java that carries `// <marker>`: known truth."""
+    for n, line in enumerate(LAYERED_SOURCE.read_text().splitlines(), start=1):
+        if line.rstrip().endswith(f"// {marker}"):
+            return n
+    raise AssertionError(f"{marker} not found in {LAYERED_SOURCE}")
 
 
 def jcmd(pid: int, *command: str) -> str:
@@ -60,8 +70,89 @@ class Jvm(unittest.TestCase):
         share = focused_share(str(dumps[-1]), "deflateInit2_|Java_java_util_zip_Deflater_init")
         self.assertGreaterEqual(share, 0.6)
 
-    def test_unsafe_leak_is_attributed_with_jit_frames_named(self) -> None:
+    def layered_leak_stack(self, *options: str) -> tuple[list[dict], Probe]:
+        """Runs LayeredLeak with `options` and returns the top stack of its dump."""
+        probe = Probe([*JAVA, *options, "LayeredLeak"])
+        self.assertEqual(probe.expect("READY", timeout=180), "READY 400")
+        dump = str(probe.dump())
+        report = run_json("report", dump)
+        self.assertGreater(report["facts"]["java_stacks"], 0)
+        return report["stacks"][0]["frames"], probe
+
+    def check_layered(self, frames: list[dict]) -> None:
+        """zlib, then java.util.zip, then the program's own methods in order,
+        with the lines its source marks."""
+        names = [f["function"] for f in frames]
+        shown = "\n".join(f"{f['function']} {f['file']}:{f['line']} {f['object']} {f['java']}" for f in frames)
+        expected = [
+            "deflateInit2_",
+            "Java_java_util_zip_Deflater_init",
+            "java.util.zip.Deflater.init",
+            "java.util.zip.Deflater.<init>",
+            "java.util.zip.GZIPOutputStream.<init>",
+            "LayeredLeak$Wrapper.wrap",
+            "LayeredLeak$Opener.open",
+            "LayeredLeak.main",
+        ]
+        at = [names.index(n) if n in names else -1 for n in expected]
+        self.assertNotIn(-1, at, f"missing frames in the top stack:\n{shown}")
+        self.assertEqual(at, sorted(at), f"frames out of order:\n{shown}")
+        by_name = {f["function"]: f for f in frames}
+        self.assertEqual(by_name["java.util.zip.Deflater.init"]["java"], "native")
+        for name, marker in [
+            ("LayeredLeak$Wrapper.wrap", "WRAP_LINE"),
+            ("LayeredLeak$Opener.open", "OPEN_LINE"),
+            ("LayeredLeak.main", "MAIN_LINE"),
+        ]:
+            f = by_name[name]
+            self.assertEqual(
+                (f["file"], f["line"], f["object"], f["java"]), ("LayeredLeak.java", marked_line(marker), "[java]", "java")
+            )
+
+    def test_java_frames_of_a_layered_leak_in_the_default_mode(self) -> None:
+        frames, probe = self.layered_leak_stack()
+        self.assertEqual(probe.finish(), 0)
+        self.check_layered(frames)
+
+    def test_java_frames_when_interpreted_only(self) -> None:
+        frames, probe = self.layered_leak_stack("-Xint")
+        self.assertEqual(probe.finish(), 0)
+        self.check_layered(frames)
+
+    def test_java_frames_when_compiled_by_c1_only(self) -> None:
+        frames, probe = self.layered_leak_stack("-XX:TieredStopAtLevel=1")
+        self.assertEqual(probe.finish(), 0)
+        self.check_layered(frames)
+
+    def test_java_frames_when_compiled_by_c2(self) -> None:
+        frames, probe = self.layered_leak_stack("-XX:-TieredCompilation")
+        compiled = jcmd(probe.proc.pid, "Compiler.codelist")
+        self.assertEqual(probe.finish(), 0)
+        self.assertIn("LayeredLeak$Opener.open", compiled, "C2 did not compile the leaking path: the premise failed")
+        self.check_layered(frames)
+
+    def test_java_frames_can_be_turned_off(self) -> None:
+        probe = Probe([*JAVA, "LayeredLeak", "2000"], env={"LEAKPROBE_JAVA": "0"})
+        probe.expect("READY", timeout=180)
+        report = run_json("report", str(probe.dump()))
+        self.assertEqual(probe.finish(), 0)
+        self.assertNotIn("[java]", {f["object"] for s in report["stacks"] for f in s["frames"]})
+
+    def test_unsafe_leak_names_the_java_method_that_called_it(self) -> None:
         probe = Probe([*JAVA, "UnsafeLeak"])
+        probe.expect("READY", timeout=120)
+        dump = str(probe.dump())
+        self.assertEqual(probe.finish(), 0)
+        report = run_json("report", dump, "--focus", "Unsafe_AllocateMemory0")
+        self.assertAlmostEqual(report["total"] / (300 << 20), 1.0, delta=0.25)
+        names = [f["function"] for f in report["stacks"][0]["frames"]]
+        self.assertIn("UnsafeLeak.main", names)
+        self.assertLess(names.index("Unsafe_AllocateMemory0"), names.index("UnsafeLeak.main"))
+
+    def test_unsafe_leak_is_attributed_with_jit_frames_named(self) -> None:
+        """Without Java frames (LEAKPROBE_JAVA=0) the stack ends in JIT code,
+        named from the perf map."""
+        probe = Probe([*JAVA, "UnsafeLeak"], env={"LEAKPROBE_JAVA": "0"})
         probe.expect("READY", timeout=120)
         jcmd(probe.proc.pid, "Compiler.perfmap")
         dump = str(probe.dump())

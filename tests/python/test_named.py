@@ -50,7 +50,7 @@ class Named:
         self.base = Path(tempfile.mkdtemp(prefix=f"leakprobe-named-{mode}-"))
         self.dumps = self.base / "dumps"
         self.dumps.mkdir()
-        os.chmod(self.dumps, 0o777)  # named may drop to the bind user
+        os.chmod(self.dumps, 0o1777)  # named may drop to the bind user; sticky, as /tmp (see Security)
         self.root = self.base / "root" if mode == "chroot" else self.base
         inside = Path("/") if mode == "chroot" else self.root
         self.root.mkdir(exist_ok=True)

@@ -1,0 +1,35 @@
+import java.io.ByteArrayOutputStream;
+import java.util.zip.GZIPOutputStream;
+
+/** A JVM workload heavy in native allocation: compresses 4 KiB buffers with
+ *  GZIPOutputStream (zlib state malloc'd and freed each time), closing what it
+ *  opens. Warms up for the first argument's seconds (default 2), then counts
+ *  streams for the second's (default 5) and prints OPS <streams per second>.
+ *  With a third argument N, compresses N streams and prints DONE instead. */
+public class DeflateLoop {
+    static long run(byte[] data, long nanos, long limit) throws Exception {
+        long end = System.nanoTime() + nanos, n = 0;
+        while (n < limit && System.nanoTime() < end) {
+            ByteArrayOutputStream bytes = new ByteArrayOutputStream(1024);
+            try (GZIPOutputStream out = new GZIPOutputStream(bytes)) {
+                out.write(data);
+            }
+            n++;
+        }
+        return n;
+    }
+
+    public static void main(String[] args) throws Exception {
+        double warm = args.length > 0 ? Double.parseDouble(args[0]) : 2, measure = args.length > 1 ? Double.parseDouble(args[1]) : 5;
+        byte[] data = new byte[4096];
+        for (int i = 0; i < data.length; i++) data[i] = (byte) (i * 31 % 251);
+        if (args.length > 2) {
+            run(data, Long.MAX_VALUE / 2, Long.parseLong(args[2]));
+            System.out.println("DONE");
+            return;
+        }
+        run(data, (long) (warm * 1e9), Long.MAX_VALUE);
+        long n = run(data, (long) (measure * 1e9), Long.MAX_VALUE);
+        System.out.printf("OPS %.0f%n", n / measure);
+    }
+}
