@@ -2,6 +2,7 @@
 //! cumulative per-(stack, size) totals, resolves live entries to interned
 //! stacks, and writes a dump when the signal asks for one.
 
+use crate::collect::request::REQUESTS;
 use crate::collect::ring::{self, Sample};
 use crate::collect::signal;
 use crate::next::{self, global_alloc};
@@ -33,7 +34,7 @@ struct Collector {
     /// Cumulative sampled (count, bytes) per (stack, requested size).
     allocated: WordMap<(u32, usize), (u64, u64)>,
     requests_served: u32,
-    /// Tokens of tagged requests already answered (`signal::take_tokens`).
+    /// Tokens of tagged requests already answered (`Requests::take_tokens`).
     tokens_seen: u32,
     /// Tokens the dump being written answers.
     answering: Vec<u32>,
@@ -103,8 +104,6 @@ static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
 static CONFIG: OnceCell<Config> = OnceCell::new();
 /// Set in a forked child: the collector thread did not survive the fork.
 static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
-/// Dumps attempted (written or failed), for callers waiting on one.
-static DUMPS_DONE: AtomicU32 = AtomicU32::new(0);
 /// Set while a fork waits for the state lock: the collector then stays out,
 /// so a stream of dump requests cannot starve the fork.
 static FORK_PENDING: AtomicBool = AtomicBool::new(false);
@@ -176,29 +175,11 @@ pub unsafe extern "C" fn fork() -> libc::pid_t {
     pid
 }
 
-/// Where the next dump goes when a caller of `leakprobe_dump` named a path.
-static TARGET: SpinLock<Option<std::path::PathBuf>> = SpinLock::new(None);
-/// Whether the last dump attempted was written.
-static LAST_WRITTEN: AtomicBool = AtomicBool::new(false);
-/// Serialises callers of `dump_to`, so each waits for its own dump.
-static CALLER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Requests a dump (to `target`, or the dump directory) and waits until the
 /// collector has written it or failed (or `timeout` passes). True if written.
-pub fn dump_to(target: Option<std::path::PathBuf>, timeout: std::time::Duration) -> bool {
-    let _turn = CALLER.lock().unwrap_or_else(|e| e.into_inner());
+pub fn dump_to(target: Option<std::path::PathBuf>, timeout: Duration) -> bool {
     ensure_running();
-    TARGET.with(|t| *t = target);
-    let before = DUMPS_DONE.load(Ordering::Acquire);
-    signal::request_dump();
-    let deadline = clock::monotonic() + timeout;
-    while DUMPS_DONE.load(Ordering::Acquire) == before {
-        if clock::monotonic() > deadline {
-            return false;
-        }
-        clock::sleep(Duration::from_millis(2));
-    }
-    LAST_WRITTEN.load(Ordering::Acquire)
+    REQUESTS.dump_to(target, timeout)
 }
 
 /// `LEAKPROBE_DUMP_AT_EXIT`: registered with atexit() when the library loads,
@@ -278,7 +259,7 @@ impl Collector {
             ids: WordMap::default(),
             stacks: Vec::new(),
             allocated: WordMap::default(),
-            requests_served: signal::requests(),
+            requests_served: REQUESTS.asked(),
             tokens_seen: 0,
             answering: Vec::new(),
             next_number: 0,
@@ -293,11 +274,11 @@ impl Collector {
     /// One round of work. True if the ring still holds more.
     fn step(&mut self) -> bool {
         let more = self.absorb(BATCH);
-        let requests = signal::requests();
+        let requests = REQUESTS.asked();
         if requests != self.requests_served {
             // A burst of signals yields one dump.
             self.requests_served = requests;
-            self.answering = signal::take_tokens(&mut self.tokens_seen);
+            self.answering = REQUESTS.take_tokens(&mut self.tokens_seen);
             while self.absorb(usize::MAX) {}
             self.dump();
             self.answering.clear();
@@ -531,7 +512,7 @@ impl Collector {
         let target = if at_peak {
             None
         } else {
-            TARGET.with(|t| t.take())
+            REQUESTS.take_target()
         };
         let result = match &target {
             Some(path) => {
@@ -562,9 +543,7 @@ impl Collector {
                     .map_err(|why| format!("{first} in {}: {why}", self.dir.display()))
             }
         };
-        if !at_peak {
-            LAST_WRITTEN.store(result.is_ok(), Ordering::Release);
-        }
+        let written = result.is_ok();
         match result {
             Ok(path) => {
                 crate::sys::log::log!(
@@ -576,7 +555,7 @@ impl Collector {
             Err(why) => crate::sys::log::log!("cannot write dump {why}"),
         }
         if !at_peak {
-            DUMPS_DONE.fetch_add(1, Ordering::Release);
+            REQUESTS.finished(written);
         }
     }
 }
@@ -596,9 +575,8 @@ impl Collector {
             if at_peak { "the peak" } else { "a" }
         );
         if !at_peak {
-            TARGET.with(|t| t.take());
-            LAST_WRITTEN.store(false, Ordering::Release);
-            DUMPS_DONE.fetch_add(1, Ordering::Release);
+            REQUESTS.take_target();
+            REQUESTS.finished(false);
         }
     }
 
@@ -683,7 +661,7 @@ extern "C" fn fork_child() {
     // Requests pending at the fork were the parent's, not the child's.
     // SAFETY: the child has one thread, which holds the lock here.
     if let Some(c) = unsafe { STATE.held() } {
-        c.requests_served = signal::requests();
+        c.requests_served = REQUESTS.asked();
     }
     STATE.release();
     NEEDS_THREAD.store(true, Ordering::Relaxed);

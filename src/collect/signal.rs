@@ -14,18 +14,14 @@
 //!
 //! Which thread the signal is delivered to is `sigmask`'s part.
 
-use crate::sys::doorbell;
+use crate::collect::request::REQUESTS;
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
-static REQUESTS: AtomicU32 = AtomicU32::new(0);
 /// Set once the program waits for the dump signal itself (`hook::signals`).
 static PROGRAM_WAITS: AtomicBool = AtomicBool::new(false);
 /// The high 32 bits of a tagged request's `sival_ptr` ("LEAK").
 const TAG: u64 = 0x4c45_414b;
-/// Tokens of tagged requests, the newest `TOKENS.len()` kept.
-static TOKENS: [AtomicU32; 16] = [const { AtomicU32::new(0) }; 16];
-static TOKENS_SEEN: AtomicU32 = AtomicU32::new(0);
 
 /// The dump signal, once installed (0 before).
 static DUMP_SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -81,17 +77,6 @@ pub fn program_has_handler() -> bool {
     )
 }
 
-/// Tokens of tagged requests received since the last call (the newest 16).
-pub fn take_tokens(seen: &mut u32) -> Vec<u32> {
-    let now = TOKENS_SEEN.load(Ordering::Acquire);
-    let first = now.wrapping_sub(*seen).min(TOKENS.len() as u32);
-    *seen = now;
-    (0..first)
-        .map(|back| now.wrapping_sub(first - back))
-        .map(|i| TOKENS[i as usize % TOKENS.len()].load(Ordering::Relaxed))
-        .collect()
-}
-
 /// Before an exec: a program that ignores the dump signal passes `SIG_IGN`
 /// on (the kernel resets a handler to SIG_DFL, but keeps SIG_IGN). True if
 /// the disposition was changed and must be `reinstall`ed after.
@@ -114,17 +99,6 @@ pub fn reinstall(sig: c_int) {
         let act = view.unwrap_or_else(|| unsafe { core::mem::zeroed() });
         apply(sig, &act)
     });
-}
-
-/// Asks the collector for a dump. Async-signal-safe.
-pub fn request_dump() {
-    REQUESTS.fetch_add(1, Ordering::Relaxed);
-    doorbell::ring();
-}
-
-/// Dump requests received so far.
-pub fn requests() -> u32 {
-    REQUESTS.load(Ordering::Relaxed)
 }
 
 pub fn set_app(act: &libc::sigaction) {
@@ -169,10 +143,7 @@ pub fn with_app_action<R>(f: impl FnOnce(&mut Option<libc::sigaction>) -> R) -> 
 
 extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     if let Some(token) = tagged_request(info) {
-        let i = TOKENS_SEEN.load(Ordering::Relaxed);
-        TOKENS[i as usize % TOKENS.len()].store(token, Ordering::Relaxed);
-        TOKENS_SEEN.store(i.wrapping_add(1), Ordering::Release);
-        request_dump();
+        REQUESTS.ask_tagged(token);
         return;
     }
     // Without a handler of the program's, only the collector thread has
@@ -185,12 +156,12 @@ extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void
     let handler = APP_HANDLER.load(Ordering::Acquire);
     let flags = APP_FLAGS.load(Ordering::Relaxed);
     match handler {
-        libc::SIG_IGN if external => request_dump(),
+        libc::SIG_IGN if external => REQUESTS.ask(),
         libc::SIG_IGN => {}
         // Without a handler of the program's, every delivery asks for a
         // dump (the default action would have ended the process).
-        libc::SIG_DFL => request_dump(),
-        _ if external => request_dump(),
+        libc::SIG_DFL => REQUESTS.ask(),
+        _ if external => REQUESTS.ask(),
         _ => {
             if flags & libc::SA_RESETHAND != 0 {
                 APP_HANDLER.store(libc::SIG_DFL, Ordering::Release);

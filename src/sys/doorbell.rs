@@ -1,44 +1,69 @@
-//! Wakes the collector thread: a futex word, so ringing it is one atomic add
+//! Futex words that wake a waiting thread: ringing one is one atomic add
 //! and one system call, both async-signal-safe, and no file descriptor a
-//! daemon could close is involved.
+//! daemon could close is involved. `ring`/`current`/`wait` are the
+//! collector's bell; a `Bell` of its own serves anyone else who waits.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-static BELL: AtomicU32 = AtomicU32::new(0);
+pub struct Bell(AtomicU32);
 
-/// Safe to call from a signal handler; preserves `errno`.
+/// The collector thread's bell.
+static COLLECTOR: Bell = Bell::new();
+
+impl Bell {
+    pub const fn new() -> Bell {
+        Bell(AtomicU32::new(0))
+    }
+
+    /// Safe to call from a signal handler; preserves `errno`.
+    pub fn ring(&self) {
+        self.0.fetch_add(1, Ordering::Release);
+        // SAFETY: the futex call only names this bell's word.
+        crate::sys::errno::preserved(|| unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.0.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                i32::MAX,
+            )
+        });
+    }
+
+    pub fn current(&self) -> u32 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Sleeps until the bell rings after `seen` was read, or `timeout`
+    /// passes (or a signal interrupts: callers loop on their condition).
+    pub fn wait(&self, seen: u32, timeout: Duration) {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: FUTEX_WAIT on this bell's word with a valid timeout.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.0.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                seen,
+                &ts as *const libc::timespec,
+            );
+        }
+    }
+}
+
+/// Wakes the collector. Safe to call from a signal handler.
 pub fn ring() {
-    BELL.fetch_add(1, Ordering::Release);
-    // SAFETY: the futex call only names a static word.
-    crate::sys::errno::preserved(|| unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            BELL.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            1,
-        )
-    });
+    COLLECTOR.ring();
 }
 
 pub fn current() -> u32 {
-    BELL.load(Ordering::Acquire)
+    COLLECTOR.current()
 }
 
-/// Sleeps until the bell rings after `seen` was read, or `timeout` passes.
+/// Sleeps until the collector's bell rings after `seen`, or `timeout`.
 pub fn wait(seen: u32, timeout: Duration) {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: FUTEX_WAIT on a static word with a valid timeout.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            BELL.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            seen,
-            &ts as *const libc::timespec,
-        );
-    }
+    COLLECTOR.wait(seen, timeout);
 }
