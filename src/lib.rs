@@ -54,7 +54,7 @@ extern "C" fn init() {
     next::resolve();
     unwind::stack::init_own_range();
     hook::sampled::resolve_own_addresses();
-    let cfg = settings::Config::from_env();
+    let cfg = settings::init();
     // Before the collector: its fork handlers must run first (see `mapped`).
     mapped::init();
     unwind::walk::init(cfg.unwinder == settings::Unwinder::Fast);
@@ -64,14 +64,11 @@ extern "C" fn init() {
     if !cfg.java {
         unwind::java::disable();
     }
-    collect::collector::start(&cfg);
+    collect::collector::start(cfg);
     // After the dump directory is open: the lines go to the log too.
     profile::blind::check(profile::dump::program_path());
     if collect::signal::install(cfg.signal) {
         hook::signals::install(cfg.signal);
-    }
-    if cfg.peak {
-        sample::live::enable_peak_profile();
     }
     if cfg.dump_at_exit {
         // SAFETY: registering a plain extern "C" function.

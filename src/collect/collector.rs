@@ -10,14 +10,13 @@ use crate::profile::accounting;
 use crate::profile::dump::{self, DumpDir, Row};
 use crate::sample::live::{self, Entry, PENDING};
 use crate::sample::sampling;
-use crate::settings::{self, Config};
+use crate::settings::{self, Settings};
 use crate::sys::lock::SpinLock;
 use crate::sys::signals::{block_here, with_all_blocked};
 use crate::sys::word_hash::WordMap;
 use crate::sys::{clock, doorbell};
 use crate::unwind::{stack, walk};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use once_cell::sync::OnceCell;
 use std::time::Duration;
 
 /// Samples absorbed per lock hold, so `fork` never waits long for the lock.
@@ -62,9 +61,9 @@ struct Automatic {
 const MIN_AUTOMATIC_GAP: Duration = Duration::from_secs(1);
 
 impl Automatic {
-    fn new(cfg: &Config) -> Automatic {
-        let period = (cfg.period_secs > 0).then(|| Duration::from_secs(cfg.period_secs));
-        let interval = (cfg.interval_bytes > 0).then_some(cfg.interval_bytes as f64);
+    fn new(cfg: &Settings) -> Automatic {
+        let period = (cfg.dump_every_secs > 0).then(|| Duration::from_secs(cfg.dump_every_secs));
+        let interval = (cfg.dump_every_bytes > 0).then_some(cfg.dump_every_bytes as f64);
         Automatic {
             period,
             interval,
@@ -101,7 +100,6 @@ impl Automatic {
 }
 
 static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
-static CONFIG: OnceCell<Config> = OnceCell::new();
 /// Set in a forked child: the collector thread did not survive the fork.
 static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
 /// Set while a fork waits for the state lock: the collector then stays out,
@@ -141,11 +139,9 @@ impl Drop for InFlight {
     }
 }
 
-pub fn start(cfg: &Config) {
-    let cfg = CONFIG.get_or_init(|| cfg.clone());
+pub fn start(cfg: &'static Settings) {
     dump::program_path();
     dump::argv0();
-    crate::unwind::stack::set_max_frames(cfg.max_frames);
     ring::renew();
     STATE.with(|s| *s = Some(Collector::new(cfg)));
     // SAFETY: registering plain extern "C" handlers.
@@ -204,7 +200,7 @@ pub fn ensure_running() {
 /// here. Its creation is not sampled either.
 fn spawn() {
     sampling::while_busy(|| {
-        let sig = CONFIG.get().map_or(0, |c| c.signal);
+        let sig = settings::get().map_or(0, |c| c.signal);
         // SAFETY: plain pthread calls with initialised arguments; `run` never
         // returns, so the thread needs no join.
         let rc = with_all_blocked(sig, || unsafe {
@@ -239,7 +235,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         let wanted = !signal::program_waits() && !signal::program_has_handler();
         if wanted != takes_signal {
             takes_signal = wanted;
-            block_here(CONFIG.get().map_or(0, |c| c.signal), !wanted);
+            block_here(settings::get().map_or(0, |c| c.signal), !wanted);
         }
         while FORK_PENDING.load(Ordering::Acquire) {
             // SAFETY: sched_yield has no preconditions.
@@ -254,7 +250,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
 }
 
 impl Collector {
-    fn new(cfg: &Config) -> Collector {
+    fn new(cfg: &Settings) -> Collector {
         Collector {
             ids: WordMap::default(),
             stacks: Vec::new(),
@@ -454,13 +450,11 @@ impl Collector {
             ("samples_unresolved", unresolved.to_string()),
             (
                 "max_frames",
-                CONFIG.get().map_or(0, |c| c.max_frames).to_string(),
+                settings::get().map_or(0, |c| c.max_frames).to_string(),
             ),
             (
                 "signal",
-                CONFIG
-                    .get()
-                    .map_or(String::new(), |c| settings::signal_name(c.signal)),
+                settings::get().map_or(String::new(), |c| settings::signal_name(c.signal)),
             ),
         ];
         if !self.answering.is_empty() && !at_peak {
@@ -584,7 +578,7 @@ impl Collector {
     /// beyond `LEAKPROBE_MAX_DUMPS`.
     fn keep_at_most(&mut self, name: String) {
         self.kept.push_back(name);
-        let cap = CONFIG.get().map_or(100, |c| c.max_dumps);
+        let cap = settings::get().map_or(100, |c| c.max_dumps);
         while self.kept.len() > cap {
             if let Some(old) = self.kept.pop_front() {
                 self.dir.remove(&old);
@@ -655,7 +649,7 @@ extern "C" fn fork_child() {
         }
         // SAFETY: the child has one thread; the old holder no longer exists.
         // The old state is leaked, not dropped: it may be half-updated.
-        let old = core::mem::replace(unsafe { STATE.held() }, CONFIG.get().map(Collector::new));
+        let old = core::mem::replace(unsafe { STATE.held() }, settings::get().map(Collector::new));
         core::mem::forget(old);
     }
     // Requests pending at the fork were the parent's, not the child's.
@@ -674,10 +668,10 @@ mod tests {
     #[test]
     fn the_longest_periods_never_overflow_the_schedule() {
         for secs in [u64::MAX, u64::MAX - 1, 1 << 63] {
-            let cfg = Config {
-                period_secs: secs,
-                interval_bytes: u64::MAX,
-                ..Config::default()
+            let cfg = Settings {
+                dump_every_secs: secs,
+                dump_every_bytes: u64::MAX,
+                ..Settings::default()
             };
             let mut a = Automatic::new(&cfg);
             assert!(!a.due(0.0));

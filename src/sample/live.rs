@@ -41,13 +41,8 @@ fn estimated_bytes(size: usize) -> u64 {
 
 /// `LEAKPROBE_PEAK`: the collector writes the live profile whenever the
 /// estimate passes the last one it wrote by 5 % (and 1 MiB).
-static PEAK_PROFILE: AtomicBool = AtomicBool::new(false);
 static PEAK_CAPTURED: AtomicU64 = AtomicU64::new(0);
 static PEAK_WANTED: AtomicBool = AtomicBool::new(false);
-
-pub fn enable_peak_profile() {
-    PEAK_PROFILE.store(true, Ordering::Relaxed);
-}
 
 /// Whether a new peak wants its profile written (and clears the request).
 pub fn take_peak_request() -> bool {
@@ -60,7 +55,9 @@ fn count_in(size: usize) {
     if now > PEAK.fetch_max(now, Ordering::Relaxed) {
         PEAK_TIME.store(crate::sys::clock::wall().as_secs(), Ordering::Relaxed);
         let captured = PEAK_CAPTURED.load(Ordering::Relaxed);
-        if PEAK_PROFILE.load(Ordering::Relaxed) && now >= captured + (captured / 20).max(1 << 20) {
+        if crate::settings::get().is_some_and(|s| s.peak)
+            && now >= captured + (captured / 20).max(1 << 20)
+        {
             PEAK_CAPTURED.store(now, Ordering::Relaxed);
             if !PEAK_WANTED.swap(true, Ordering::Relaxed) {
                 crate::sys::doorbell::ring();

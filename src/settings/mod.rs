@@ -11,17 +11,19 @@ pub const DEFAULT_DIR: &str = "/tmp";
 pub const DEFAULT_SAMPLE: usize = 524_288;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
+pub struct Settings {
     pub dir: OsString,
     pub sample_period: usize,
     pub signal: libc::c_int,
     pub max_frames: usize,
     pub dump_at_exit: bool,
     pub no_inherit: bool,
-    /// Seconds between automatic dumps (0: off).
-    pub period_secs: u64,
-    /// Estimated bytes allocated between automatic dumps (0: off).
-    pub interval_bytes: u64,
+    /// Seconds between automatic dumps, `LEAKPROBE_PERIOD` (0: off). Not
+    /// the sample period.
+    pub dump_every_secs: u64,
+    /// Estimated bytes allocated between automatic dumps,
+    /// `LEAKPROBE_INTERVAL` (0: off).
+    pub dump_every_bytes: u64,
     /// Dumps kept per process; older ones are removed.
     pub max_dumps: usize,
     /// Keep the live profile as of the highest live heap (`LEAKPROBE_PEAK`).
@@ -48,17 +50,30 @@ impl std::fmt::Display for Unwinder {
     }
 }
 
-impl Default for Config {
+/// The settings, read once when the library loads (`init`).
+static SETTINGS: once_cell::sync::OnceCell<Settings> = once_cell::sync::OnceCell::new();
+
+/// Reads the environment once; later calls return the same value.
+pub fn init() -> &'static Settings {
+    SETTINGS.get_or_init(Settings::from_env)
+}
+
+/// The settings, once the library has loaded.
+pub fn get() -> Option<&'static Settings> {
+    SETTINGS.get()
+}
+
+impl Default for Settings {
     fn default() -> Self {
-        Config {
+        Settings {
             dir: DEFAULT_DIR.into(),
             sample_period: DEFAULT_SAMPLE,
             signal: libc::SIGUSR2,
             max_frames: FRAMES_LIMIT,
             dump_at_exit: false,
             no_inherit: false,
-            period_secs: 0,
-            interval_bytes: 0,
+            dump_every_secs: 0,
+            dump_every_bytes: 0,
             max_dumps: 100,
             peak: false,
             unwinder: Unwinder::Fast,
@@ -67,8 +82,8 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    pub fn from_env() -> Config {
+impl Settings {
+    pub fn from_env() -> Settings {
         // SAFETY: getauxval has no preconditions.
         if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
             // A set-uid program: the environment belongs to another user.
@@ -77,14 +92,14 @@ impl Config {
                     "secure execution: LEAKPROBE_* settings ignored, defaults used"
                 );
             }
-            return Config::default();
+            return Settings::default();
         }
-        Config::from_lookup(|name| std::env::var_os(name))
+        Settings::from_lookup(|name| std::env::var_os(name))
     }
 
-    fn from_lookup(get: impl Fn(&str) -> Option<OsString>) -> Config {
-        let d = Config::default();
-        Config {
+    fn from_lookup(get: impl Fn(&str) -> Option<OsString>) -> Settings {
+        let d = Settings::default();
+        Settings {
             dir: match get("LEAKPROBE_DIR") {
                 Some(v) if !v.is_empty() => absolute(v),
                 _ => d.dir,
@@ -94,8 +109,8 @@ impl Config {
             max_frames: setting(&get, "LEAKPROBE_MAX_FRAMES", parse_max_frames, d.max_frames),
             dump_at_exit: setting(&get, "LEAKPROBE_DUMP_AT_EXIT", parse_switch, d.dump_at_exit),
             no_inherit: setting(&get, "LEAKPROBE_NO_INHERIT", parse_switch, d.no_inherit),
-            period_secs: setting(&get, "LEAKPROBE_PERIOD", parse_period, d.period_secs),
-            interval_bytes: setting(&get, "LEAKPROBE_INTERVAL", parse_count, d.interval_bytes),
+            dump_every_secs: setting(&get, "LEAKPROBE_PERIOD", parse_period, d.dump_every_secs),
+            dump_every_bytes: setting(&get, "LEAKPROBE_INTERVAL", parse_count, d.dump_every_bytes),
             max_dumps: setting(&get, "LEAKPROBE_MAX_DUMPS", parse_max_dumps, d.max_dumps),
             peak: setting(&get, "LEAKPROBE_PEAK", parse_switch, d.peak),
             unwinder: setting(&get, "LEAKPROBE_UNWIND", parse_unwind, d.unwinder),
@@ -148,13 +163,13 @@ fn parse_count(s: &str) -> Result<u64, String> {
 
 /// Longest `LEAKPROBE_PERIOD` taken (ten years): longer ones would overflow
 /// the clock arithmetic, and mean "never" anyway.
-const MAX_PERIOD_SECS: u64 = 10 * 365 * 24 * 3600;
+const MAX_DUMP_EVERY_SECS: u64 = 10 * 365 * 24 * 3600;
 
 fn parse_period(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
-        Ok(n) if n <= MAX_PERIOD_SECS => Ok(n),
+        Ok(n) if n <= MAX_DUMP_EVERY_SECS => Ok(n),
         _ => Err(format!(
-            "is not a whole number of seconds from 0 (off) to {MAX_PERIOD_SECS} (ten years)"
+            "is not a whole number of seconds from 0 (off) to {MAX_DUMP_EVERY_SECS} (ten years)"
         )),
     }
 }
@@ -250,13 +265,13 @@ pub fn signal_name(sig: libc::c_int) -> String {
 mod tests {
     use super::*;
 
-    fn with(vars: &[(&str, &str)]) -> Config {
-        Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.into()))
+    fn with(vars: &[(&str, &str)]) -> Settings {
+        Settings::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.into()))
     }
 
     #[test]
     fn defaults() {
-        assert_eq!(with(&[]), Config::default());
+        assert_eq!(with(&[]), Settings::default());
     }
 
     #[test]
@@ -280,7 +295,7 @@ mod tests {
             ("LEAKPROBE_MAX_DUMPS", "5"),
         ]);
         assert_eq!(
-            (c.period_secs, c.interval_bytes, c.max_dumps),
+            (c.dump_every_secs, c.dump_every_bytes, c.max_dumps),
             (60, 1 << 30, 5)
         );
         assert_eq!(with(&[("LEAKPROBE_SIGNAL", "PROF")]).signal, libc::SIGPROF);
@@ -296,7 +311,7 @@ mod tests {
             ("LEAKPROBE_SIGNAL", "SIGKILL"),
             ("LEAKPROBE_MAX_FRAMES", "1000"),
         ]);
-        assert_eq!(c, Config::default());
+        assert_eq!(c, Settings::default());
         assert_eq!(
             with(&[("LEAKPROBE_SAMPLE", "lots")]).sample_period,
             DEFAULT_SAMPLE
@@ -304,7 +319,7 @@ mod tests {
         assert_eq!(with(&[("LEAKPROBE_SIGNAL", "SEGV")]).signal, libc::SIGUSR2);
         assert!(!with(&[("LEAKPROBE_DUMP_AT_EXIT", "please")]).dump_at_exit);
         assert_eq!(with(&[("LEAKPROBE_MAX_DUMPS", "0")]).max_dumps, 100);
-        assert_eq!(with(&[("LEAKPROBE_PERIOD", "soon")]).period_secs, 0);
+        assert_eq!(with(&[("LEAKPROBE_PERIOD", "soon")]).dump_every_secs, 0);
         let c = with(&[("LEAKPROBE_UNWIND", "frame-pointers")]);
         assert_eq!(c.unwinder, Unwinder::Fast);
     }
@@ -318,12 +333,12 @@ mod tests {
             "18446744073709551616",
             "315360001",
         ] {
-            assert_eq!(with(&[("LEAKPROBE_PERIOD", v)]).period_secs, 0, "{v}");
+            assert_eq!(with(&[("LEAKPROBE_PERIOD", v)]).dump_every_secs, 0, "{v}");
         }
         let c = with(&[("LEAKPROBE_PERIOD", "315360000")]);
-        assert_eq!(c.period_secs, MAX_PERIOD_SECS);
+        assert_eq!(c.dump_every_secs, MAX_DUMP_EVERY_SECS);
         let c = with(&[("LEAKPROBE_INTERVAL", "18446744073709551615")]);
-        assert_eq!(c.interval_bytes, u64::MAX);
+        assert_eq!(c.dump_every_bytes, u64::MAX);
         let c = with(&[("LEAKPROBE_SAMPLE", "18446744073709551616")]);
         assert_eq!(c.sample_period, DEFAULT_SAMPLE);
     }

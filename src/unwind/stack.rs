@@ -17,15 +17,10 @@ pub use crate::settings::FRAMES_LIMIT;
 
 static OWN_START: AtomicUsize = AtomicUsize::new(0);
 static OWN_END: AtomicUsize = AtomicUsize::new(0);
-static MAX_FRAMES: AtomicUsize = AtomicUsize::new(FRAMES_LIMIT);
-
-pub fn set_max_frames(n: usize) {
-    MAX_FRAMES.store(n.clamp(1, FRAMES_LIMIT), Ordering::Relaxed);
-}
 
 /// Frames a stack may hold: the entry-point marker and `LEAKPROBE_MAX_FRAMES`.
 pub fn max_len() -> usize {
-    MAX_FRAMES.load(Ordering::Relaxed) + 1
+    crate::settings::get().map_or(FRAMES_LIMIT, |s| s.max_frames.clamp(1, FRAMES_LIMIT)) + 1
 }
 
 /// Frames of one stack: `frames[..len]`, frame 0 the entry-point marker.
@@ -97,7 +92,7 @@ impl<'a> Collect<'a> {
             out,
             own: OWN_START.load(Ordering::Relaxed)..OWN_END.load(Ordering::Relaxed),
             in_library: true,
-            max: MAX_FRAMES.load(Ordering::Relaxed) + 1,
+            max: max_len(),
         }
     }
 
