@@ -569,3 +569,46 @@ fn finish(row: &Row) -> Option<Rule> {
         rbp_slot,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a CFA program (no CIE part) for pc 0.
+    fn run_program(program: &[u8], data_align: i64) -> Option<Rule> {
+        let (start, end) = (
+            program.as_ptr() as usize,
+            program.as_ptr() as usize + program.len(),
+        );
+        let fde = Fde {
+            pc_begin: 0,
+            code_align: 1,
+            data_align,
+            encoding: 0,
+            signal: false,
+            cie_program: (start, start),
+            program: (start, end),
+        };
+        run(&Memory { start, end }, &fde, 0)
+    }
+
+    #[test]
+    fn offsets_that_overflow_are_not_followed() {
+        // CFA = %rsp + 8; return address at CFA + 1 * data_align; %rbp at
+        // CFA + 2 * data_align (DW_CFA_offset_extended_sf).
+        let program = [0x0c, 0x07, 0x08, 0x90, 0x01, 0x11, 0x06, 0x02];
+        let frame = Rule::Frame {
+            cfa_rbp: false,
+            cfa_offset: 8,
+            rbp_slot: 2,
+        };
+        assert_eq!(run_program(&program, -8), Some(frame));
+        assert_eq!(run_program(&program, i64::MAX), None);
+        let row = Row {
+            cfa: Some((RSP, 8)),
+            rbp: Saved::At(i64::MIN),
+            return_address: Saved::At(-8),
+        };
+        assert_eq!(finish(&row), Some(Rule::Unsupported));
+    }
+}

@@ -180,3 +180,21 @@ unsafe extern "C" fn find_exec_range(
     }
     1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walker_that_goes_on_cannot_write_past_the_stack() {
+        let mut out = Stack::EMPTY;
+        let mut frame = Collect::new(&mut out).frame();
+        // A walker that ignores "complete" and keeps giving frames.
+        for ip in 1..3 * FRAMES_LIMIT {
+            frame(ip);
+        }
+        drop(frame);
+        assert_eq!(out.len, FRAMES_LIMIT + 1);
+        assert_eq!(out.frames().len(), FRAMES_LIMIT + 1);
+    }
+}
