@@ -225,12 +225,8 @@ macro_rules! joining {
         #[no_mangle]
         pub unsafe extern "C" fn $name(thread: libc::pthread_t $(, $arg: $ty)*) -> c_int {
             static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-            // Checked at compile time: one NUL, at the end.
             const NAME: &core::ffi::CStr =
-                match core::ffi::CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
-                    Ok(name) => name,
-                    Err(_) => panic!("a symbol name with a NUL"),
-                };
+                crate::sys::dl::c_name(concat!(stringify!($name), "\0").as_bytes());
             type Next = unsafe extern "C" fn(libc::pthread_t $(, $ty)*) -> c_int;
             let symbol = crate::sys::dl::symbol(&NEXT, NAME);
             // SAFETY: the symbol of this name has this type.

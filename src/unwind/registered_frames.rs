@@ -24,12 +24,8 @@ macro_rules! noting {
         pub unsafe extern "C" fn $name($($arg: $ty),*) {
             static NEXT: core::sync::atomic::AtomicPtr<core::ffi::c_void> =
                 core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
-            // Checked at compile time: one NUL, at the end.
             const NAME: &core::ffi::CStr =
-                match core::ffi::CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
-                    Ok(name) => name,
-                    Err(_) => panic!("a symbol name with a NUL"),
-                };
+                crate::sys::dl::c_name(concat!(stringify!($name), "\0").as_bytes());
             ANY.store(true, Ordering::Relaxed);
             let symbol = crate::sys::dl::symbol(&NEXT, NAME);
             // SAFETY: the symbol of this name has this type.
