@@ -95,7 +95,10 @@ lint:
 	ruff check scripts tests/python
 	ruff format --check scripts tests/python
 
+# The library's unit tests also in the dev profile: overflow checks on
+# (never in release, whose hot path they would change).
 test: deps all lint
+	cargo test --lib
 	cargo test --release -- --test-threads=2
 	python3 -m unittest discover -s tests/python
 

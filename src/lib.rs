@@ -30,6 +30,9 @@
 
 // Unit tests build the crate without its exported entry points.
 #![cfg_attr(test, allow(dead_code))]
+// Every unsafe operation in its own block, with the reason it holds there.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod collect;
 #[cfg(not(test))]

@@ -162,9 +162,12 @@ pub fn start(cfg: &'static Settings) {
 pub unsafe extern "C" fn fork() -> libc::pid_t {
     static NEXT: core::sync::atomic::AtomicPtr<libc::c_void> =
         core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
-    let next: unsafe extern "C" fn() -> libc::pid_t =
-        core::mem::transmute(crate::sys::dl::symbol(&NEXT, c"fork"));
-    let pid = next();
+    type Next = unsafe extern "C" fn() -> libc::pid_t;
+    let symbol = crate::sys::dl::symbol(&NEXT, c"fork");
+    // SAFETY: the symbol of this name has this type.
+    let next = unsafe { core::mem::transmute::<*mut libc::c_void, Next>(symbol) };
+    // SAFETY: fork takes no arguments; the handlers of `pthread_atfork` run.
+    let pid = unsafe { next() };
     if pid == 0 {
         ensure_running();
     }

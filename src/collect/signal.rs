@@ -49,8 +49,9 @@ type SignalFn = unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighand
 /// Installs the library's handler; false (said in one line) if it cannot.
 pub fn install(sig: c_int) -> bool {
     // The program's disposition so far (normally SIG_DFL) becomes its view.
-    // SAFETY: sigaction with a valid out pointer.
+    // SAFETY: sigaction is plain data, all zeroes valid.
     let mut before: libc::sigaction = unsafe { core::mem::zeroed() };
+    // SAFETY: no new action, a valid out pointer.
     unsafe { next_sigaction()(sig, core::ptr::null(), &mut before) };
     DUMP_SIGNAL.store(sig, Ordering::Release);
     let ok = with_app_action(|view| {
@@ -322,8 +323,9 @@ pub fn set_program_waits() -> bool {
 /// The program's disposition as it stands: the stored action, unless the
 /// handler has since reset it to SIG_DFL (SA_RESETHAND; the handler cannot
 /// take the lock to update the stored action).
-pub unsafe fn current(view: &Option<libc::sigaction>) -> libc::sigaction {
-    let mut act = view.unwrap_or_else(|| core::mem::zeroed());
+pub fn current(view: &Option<libc::sigaction>) -> libc::sigaction {
+    // SAFETY: sigaction is plain data; all zeroes is SIG_DFL, no flags.
+    let mut act = view.unwrap_or_else(|| unsafe { core::mem::zeroed() });
     let handler = APP_HANDLER.load(Ordering::Acquire);
     if handler != act.sa_sigaction {
         act.sa_sigaction = handler;

@@ -22,14 +22,18 @@ macro_rules! allocating {
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
             let bytes = $bytes;
             if !thread_state::crosses(bytes) {
-                return next::$name($($arg),*);
+                // SAFETY: the program's arguments to this same C function, unchanged.
+                return unsafe { next::$name($($arg),*) };
             }
             let mut result = Default::default();
-            allocate_sampled(bytes, Api::$api, || {
-                let $r = next::$name($($arg),*);
+            let alloc = || {
+                // SAFETY: the program's arguments to this same C function, unchanged.
+                let $r = unsafe { next::$name($($arg),*) };
                 result = $r;
                 $block
-            });
+            };
+            // SAFETY: `alloc` returns the next allocator's block or null.
+            unsafe { allocate_sampled(bytes, Api::$api, alloc) };
             result
         }
     };
@@ -39,9 +43,13 @@ macro_rules! allocating {
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> Ptr {
             let bytes = $bytes;
             if !thread_state::crosses(bytes) {
-                return next::$name($($arg),*);
+                // SAFETY: the program's arguments to this same C function, unchanged.
+                return unsafe { next::$name($($arg),*) };
             }
-            allocate_sampled(bytes, Api::$api, move || next::$name($($arg),*))
+            // SAFETY: the program's arguments to this same C function, unchanged.
+            let alloc = move || unsafe { next::$name($($arg),*) };
+            // SAFETY: `alloc` returns the next allocator's block or null.
+            unsafe { allocate_sampled(bytes, Api::$api, alloc) }
         }
     };
 }
@@ -54,9 +62,15 @@ macro_rules! resizing {
         pub unsafe extern "C" fn $name($p: Ptr, $size: usize $(, $arg: $ty)*) -> Ptr {
             let crossed = thread_state::crosses($size);
             if !crossed && !live::maybe_sampled($p as usize) {
-                return next::$name($p, $size $(, $arg)*);
+                // SAFETY: the program's arguments to this same C function, unchanged.
+                return unsafe { next::$name($p, $size $(, $arg)*) };
             }
-            resize_sampled($p, $size, crossed, move |p| next::$name(p, $size $(, $arg)*))
+            // SAFETY: `resize_sampled` calls the closure with `$p` only
+            // when it is not the bootstrap arena's: the program's block.
+            let resize = move |p| unsafe { next::$name(p, $size $(, $arg)*) };
+            // SAFETY: `$p` is the program's block (or null), the closure
+            // resizes it as the program asked.
+            unsafe { resize_sampled($p, $size, crossed, resize) }
         }
     };
 }
@@ -68,9 +82,12 @@ macro_rules! releasing {
         #[inline(never)]
         pub unsafe extern "C" fn $name($p: Ptr $(, $arg: $ty)*) {
             if !live::maybe_sampled($p as usize) {
-                return next::$name($p $(, $arg)*);
+                // SAFETY: the program's arguments to this same C function, unchanged.
+                return unsafe { next::$name($p $(, $arg)*) };
             }
-            release_sampled($p, move |p| next::$name(p $(, $arg)*))
+            // SAFETY: `release_sampled` calls the closure with `$p` only
+            // when it is not the bootstrap arena's: the program's block.
+            release_sampled($p, move |p| unsafe { next::$name(p $(, $arg)*) })
         }
     };
 }
@@ -86,7 +103,12 @@ allocating!(
     posix_memalign(out: *mut Ptr, align: usize, size: usize) -> c_int,
     bytes = size,
     frame = PosixMemalign,
-    block = |rc| if rc == 0 { *out } else { core::ptr::null_mut() }
+    block = |rc| if rc == 0 {
+        // SAFETY: posix_memalign succeeded, so it stored the block in `*out`.
+        unsafe { *out }
+    } else {
+        core::ptr::null_mut()
+    }
 );
 resizing!(realloc(p: Ptr, size: usize));
 resizing!(rallocx(p: Ptr, size: usize, flags: c_int));
@@ -100,7 +122,8 @@ releasing!(sdallocx(p: Ptr, size: usize, flags: c_int));
 #[inline(never)]
 pub unsafe extern "C" fn reallocarray(p: Ptr, n: usize, size: usize) -> Ptr {
     match n.checked_mul(size) {
-        Some(total) => realloc(p, total),
+        // SAFETY: the program's block, resized to the product it asked for.
+        Some(total) => unsafe { realloc(p, total) },
         None => {
             crate::sys::errno::set(libc::ENOMEM);
             core::ptr::null_mut()
@@ -112,7 +135,8 @@ pub unsafe extern "C" fn reallocarray(p: Ptr, n: usize, size: usize) -> Ptr {
 #[no_mangle]
 #[inline(never)]
 pub unsafe extern "C" fn xallocx(p: Ptr, size: usize, extra: usize, flags: c_int) -> usize {
-    let real = next::xallocx(p, size, extra, flags);
+    // SAFETY: the program's arguments to this same C function, unchanged.
+    let real = unsafe { next::xallocx(p, size, extra, flags) };
     if live::maybe_sampled(p as usize) && real >= size {
         live::resize(p as usize, real.min(size.saturating_add(extra)), real);
     }
@@ -123,13 +147,20 @@ pub unsafe extern "C" fn xallocx(p: Ptr, size: usize, extra: usize, flags: c_int
 #[inline(never)]
 pub unsafe extern "C" fn malloc_usable_size(p: Ptr) -> usize {
     if bootstrap::owns(p) {
-        return bootstrap::size_of(p);
+        // SAFETY: a block inside the arena was handed out by it.
+        return unsafe { bootstrap::size_of(p) };
     }
-    next::malloc_usable_size(p)
+    // SAFETY: the program's arguments to this same C function, unchanged.
+    unsafe { next::malloc_usable_size(p) }
 }
 
 /// A resize of a possibly sampled block, or one that reached the sample point:
 /// for accounting, a free of the old block and a new allocation.
+///
+/// # Safety
+/// `p` is null or a live block (of the arena or the next allocator);
+/// `resize` resizes a block of the next allocator to `size` bytes and returns
+/// the new block or null.
 #[cold]
 #[inline(never)]
 unsafe fn resize_sampled(
@@ -139,7 +170,8 @@ unsafe fn resize_sampled(
     resize: impl FnOnce(Ptr) -> Ptr,
 ) -> Ptr {
     let q = if bootstrap::owns(p) {
-        move_out_of_bootstrap(p, size)
+        // SAFETY: `p` is live and the arena's.
+        unsafe { move_out_of_bootstrap(p, size) }
     } else {
         // Out of the live set before the block can return to the allocator.
         let old = if p.is_null() {
@@ -157,19 +189,24 @@ unsafe fn resize_sampled(
         q
     };
     if crossed && sampling::decide(size) && !q.is_null() {
-        sampled::record(q, size, Api::Realloc);
+        // SAFETY: `q` is the block of `size` bytes just returned.
+        unsafe { sampled::record(q, size, Api::Realloc) };
     }
     q
 }
 
+/// # Safety
+/// `p` is a live block of the bootstrap arena.
 unsafe fn move_out_of_bootstrap(p: Ptr, size: usize) -> Ptr {
-    let q = next::malloc(size);
+    // SAFETY: malloc has no precondition.
+    let q = unsafe { next::malloc(size) };
     if !q.is_null() {
-        core::ptr::copy_nonoverlapping(
-            p as *const u8,
-            q as *mut u8,
-            bootstrap::size_of(p).min(size),
-        );
+        // SAFETY: `p` is the arena's block (its recorded size readable before
+        // it) and `q` a fresh, distinct block: both hold the smaller size.
+        unsafe {
+            let n = bootstrap::size_of(p).min(size);
+            core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, n);
+        }
     }
     q
 }

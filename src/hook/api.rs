@@ -11,8 +11,9 @@ use std::time::Duration;
 /// `path` is null or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn leakprobe_dump(path: *const c_char) -> c_int {
-    let target = (!path.is_null())
-        .then(|| std::path::PathBuf::from(OsStr::from_bytes(CStr::from_ptr(path).to_bytes())));
+    // SAFETY: not null, so a NUL-terminated string (the contract).
+    let target = (!path.is_null()).then(|| unsafe { CStr::from_ptr(path) });
+    let target = target.map(|p| std::path::PathBuf::from(OsStr::from_bytes(p.to_bytes())));
     if collector::dump_to(target, Duration::from_secs(10)) {
         0
     } else {

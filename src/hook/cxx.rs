@@ -44,12 +44,15 @@ macro_rules! cxx_slots {
         $(
             /// The next operator, for code only reached once `decide` has
             /// resolved every slot: one load, no check.
+            ///
+            /// # Safety
+            /// `decide` has resolved the slot.
             #[allow(non_snake_case)]
             #[inline(always)]
             unsafe fn $slot() -> unsafe extern "C" fn($($ty),*) -> $ret {
                 // SAFETY: the symbol of this name has this C++ signature, and
-                // `decide` stored its non-null address.
-                core::mem::transmute(SLOTS[Sym::$slot as usize].load(Ordering::Relaxed))
+                // `decide` stored its non-null address (the contract).
+                unsafe { core::mem::transmute(SLOTS[Sym::$slot as usize].load(Ordering::Relaxed)) }
             }
         )*
     };
@@ -110,16 +113,26 @@ fn new_calls_malloc() -> bool {
 /// the real operator, as a tail call, if that fails.
 macro_rules! operator_new {
     ($name:ident($($arg:ident: $ty:ty),*) => $real:ident, align = $align:expr, array = $array:expr) => {
+        ///
+        /// # Safety
+        /// As the C++ operator; reached only once `decide` resolved every
+        /// slot (through a jump it set, or from its `probe`).
         #[inline(never)]
         pub unsafe extern "C" fn $name(size: usize $(, $arg: $ty)*) -> Ptr {
             if thread_state::crosses(size) {
                 let api = if $array { Api::NewArray } else { Api::New };
-                let p = allocate_sampled(size, api, move || try_own_new(size, $align, $array));
+                // SAFETY: the slots are resolved (this function's contract).
+                let alloc = move || unsafe { try_own_new(size, $align, $array) };
+                // SAFETY: `alloc` returns the allocator's block of `size`
+                // bytes, or null.
+                let p = unsafe { allocate_sampled(size, api, alloc) };
                 if !p.is_null() {
                     return p;
                 }
             }
-            $real()(size $(, $arg)*)
+            // SAFETY: the slot is resolved; the program's arguments to this
+            // same operator, unchanged.
+            unsafe { $real()(size $(, $arg)*) }
         }
     };
 }
@@ -141,12 +154,20 @@ mod counted {
     /// An operator delete: out of the live set, then the next operator delete.
     macro_rules! operator_delete {
     ($name:ident($($arg:ident: $ty:ty),*) => $real:ident) => {
+        ///
+        /// # Safety
+        /// As the C++ operator; reached only once `decide` resolved every
+        /// slot.
         #[inline(never)]
         pub unsafe extern "C" fn $name(p: Ptr $(, $arg: $ty)*) {
             if !live::maybe_sampled(p as usize) {
-                return $real()(p $(, $arg)*);
+                // SAFETY: the slot is resolved; the program's arguments to
+                // this same operator, unchanged.
+                return unsafe { $real()(p $(, $arg)*) };
             }
-            release_sampled(p, move |p| $real()(p $(, $arg)*))
+            // SAFETY: as above: `release_sampled` passes the program's block
+            // on (never one of the bootstrap arena, which C++ never saw).
+            release_sampled(p, move |p| unsafe { $real()(p $(, $arg)*) })
         }
     };
 }
@@ -188,6 +209,9 @@ const PROBE_ALIGN: Align = 64;
 /// same, unless the nothrow form called it through the library (as
 /// libstdc++'s does), when the countdown moved once more if it reaches the
 /// library. A failed allocation leaves its delete counted.
+///
+/// # Safety
+/// Every slot is resolved.
 unsafe fn probe() -> [bool; NAMES.len()] {
     let mut reaches = [true; NAMES.len()];
     PROBING_HERE.set(true);
@@ -197,7 +221,8 @@ unsafe fn probe() -> [bool; NAMES.len()] {
         thread_state::set_until_sample(FAR);
         NESTED.set(0);
         let align = aligned.then_some(PROBE_ALIGN);
-        let p = try_own_new(PROBE_SIZE, align, array);
+        // SAFETY: the slots are resolved (this function's contract).
+        let p = unsafe { try_own_new(PROBE_SIZE, align, array) };
         // The nothrow form, and its throwing twin two slots before it.
         let new = Sym::new_nothrow as usize + usize::from(array) + 4 * usize::from(aligned);
         let counted = FAR - thread_state::until_sample();
@@ -214,7 +239,9 @@ unsafe fn probe() -> [bool; NAMES.len()] {
             continue;
         }
         let _checked = live::checked_while(p as usize);
-        reaches[d] = sampled::released_during(p as usize, || own_delete(d, p));
+        // SAFETY: `p` is the live block of the `new` that matches delete `d`
+        // (the slot order pairs them), freed once.
+        reaches[d] = sampled::released_during(p as usize, || unsafe { own_delete(d, p) });
     }
     thread_state::set_until_sample(saved);
     PROBING_HERE.set(false);
@@ -223,35 +250,49 @@ unsafe fn probe() -> [bool; NAMES.len()] {
 
 /// The allocator's nothrow operator new of this shape: one attempt that
 /// returns null instead of throwing.
+///
+/// # Safety
+/// Every slot is resolved; an alignment is a power of two.
 unsafe fn try_own_new(size: usize, align: Option<Align>, array: bool) -> Ptr {
     let nothrow = &NOTHROW as Nothrow;
-    match (align, array) {
-        (None, false) => new_nothrow()(size, nothrow),
-        (None, true) => new_array_nothrow()(size, nothrow),
-        (Some(a), false) => new_aligned_nothrow()(size, a, nothrow),
-        (Some(a), true) => new_array_aligned_nothrow()(size, a, nothrow),
+    // SAFETY: the slots are resolved (the contract); a nothrow new takes any
+    // size, and the nothrow tag it never reads.
+    unsafe {
+        match (align, array) {
+            (None, false) => new_nothrow()(size, nothrow),
+            (None, true) => new_array_nothrow()(size, nothrow),
+            (Some(a), false) => new_aligned_nothrow()(size, a, nothrow),
+            (Some(a), true) => new_array_aligned_nothrow()(size, a, nothrow),
+        }
     }
 }
 
 /// The allocator's operator delete number `d` (in `Sym` order) on a probe's
 /// block.
+///
+/// # Safety
+/// Every slot is resolved; `p` is a live probe block of the `new` that
+/// matches `d`.
 unsafe fn own_delete(d: usize, p: Ptr) {
     let (size, al, nt) = (PROBE_SIZE, PROBE_ALIGN, &NOTHROW as Nothrow);
-    match d {
-        d if d == Sym::delete as usize => delete()(p),
-        d if d == Sym::delete_array as usize => delete_array()(p),
-        d if d == Sym::delete_sized as usize => delete_sized()(p, size),
-        d if d == Sym::delete_array_sized as usize => delete_array_sized()(p, size),
-        d if d == Sym::delete_nothrow as usize => delete_nothrow()(p, nt),
-        d if d == Sym::delete_array_nothrow as usize => delete_array_nothrow()(p, nt),
-        d if d == Sym::delete_aligned as usize => delete_aligned()(p, al),
-        d if d == Sym::delete_array_aligned as usize => delete_array_aligned()(p, al),
-        d if d == Sym::delete_sized_aligned as usize => delete_sized_aligned()(p, size, al),
-        d if d == Sym::delete_array_sized_aligned as usize => {
-            delete_array_sized_aligned()(p, size, al)
+    // SAFETY: the contract; the size and alignment are the probe block's.
+    unsafe {
+        match d {
+            d if d == Sym::delete as usize => delete()(p),
+            d if d == Sym::delete_array as usize => delete_array()(p),
+            d if d == Sym::delete_sized as usize => delete_sized()(p, size),
+            d if d == Sym::delete_array_sized as usize => delete_array_sized()(p, size),
+            d if d == Sym::delete_nothrow as usize => delete_nothrow()(p, nt),
+            d if d == Sym::delete_array_nothrow as usize => delete_array_nothrow()(p, nt),
+            d if d == Sym::delete_aligned as usize => delete_aligned()(p, al),
+            d if d == Sym::delete_array_aligned as usize => delete_array_aligned()(p, al),
+            d if d == Sym::delete_sized_aligned as usize => delete_sized_aligned()(p, size, al),
+            d if d == Sym::delete_array_sized_aligned as usize => {
+                delete_array_sized_aligned()(p, size, al)
+            }
+            d if d == Sym::delete_aligned_nothrow as usize => delete_aligned_nothrow()(p, al, nt),
+            _ => delete_array_aligned_nothrow()(p, al, nt),
         }
-        d if d == Sym::delete_aligned_nothrow as usize => delete_aligned_nothrow()(p, al, nt),
-        _ => delete_array_aligned_nothrow()(p, al, nt),
     }
 }
 
@@ -268,10 +309,14 @@ macro_rules! exported {
             #[no_mangle]
             #[inline(never)]
             pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
-                // SAFETY: the slot holds a function of this type (`decide`).
-                let f: unsafe extern "C" fn($($ty),*) -> $ret =
-                    core::mem::transmute(JUMPS[Sym::$sym as usize].load(Ordering::Acquire));
-                f($($arg),*)
+                type Jump = unsafe extern "C" fn($($ty),*) -> $ret;
+                let jump = JUMPS[Sym::$sym as usize].load(Ordering::Acquire);
+                // SAFETY: the slot only holds functions of this type (`first`,
+                // or what `decide` chose).
+                let f = unsafe { core::mem::transmute::<*mut c_void, Jump>(jump) };
+                // SAFETY: the program's arguments to this same operator,
+                // unchanged.
+                unsafe { f($($arg),*) }
             }
         )*
 
@@ -284,10 +329,13 @@ macro_rules! exported {
                     if PROBING_HERE.get() {
                         // The allocator's operator under probe calls this one.
                         NESTED.set(NESTED.get() | 1 << Sym::$sym as usize);
-                        return counted::$name($($arg),*);
+                        // SAFETY: `probe` runs after `decide` resolved every
+                        // slot; the arguments are the caller's, unchanged.
+                        return unsafe { counted::$name($($arg),*) };
                     }
                     decide();
-                    super::$name($($arg),*)
+                    // SAFETY: the caller's arguments, unchanged.
+                    unsafe { super::$name($($arg),*) }
                 }
             )*
         }
@@ -300,7 +348,7 @@ macro_rules! exported {
             // Before any code that calls a next operator runs (see `cxx_slots`).
             $(resolved(Sym::$sym);)*
             let via = new_calls_malloc();
-            // SAFETY: the allocator's own operators, called as C++ allows.
+            // SAFETY: every slot is resolved just above.
             let reaches = if via { [true; NAMES.len()] } else { unsafe { probe() } };
             note_new_ranges(&reaches);
             $(

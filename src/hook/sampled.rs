@@ -88,12 +88,17 @@ pub fn resolve_own_addresses() {
 
 /// An allocation of `size` bytes reached the sample point: allocate, then
 /// record it if the sampler says so.
+///
+/// # Safety
+/// `alloc` returns null or a live block of at least `size` bytes, of the
+/// next allocator or the bootstrap arena.
 #[cold]
 #[inline(never)]
 pub unsafe fn allocate_sampled(size: usize, api: Api, alloc: impl FnOnce() -> Ptr) -> Ptr {
     let p = alloc();
     if sampling::decide(size) && !p.is_null() {
-        record(p, size, api);
+        // SAFETY: `p` is not null, so a live block (this function's contract).
+        unsafe { record(p, size, api) };
     }
     p
 }
@@ -103,7 +108,7 @@ pub unsafe fn allocate_sampled(size: usize, api: Api, alloc: impl FnOnce() -> Pt
 /// address cannot be mistaken for it.
 #[cold]
 #[inline(never)]
-pub unsafe fn release_sampled(p: Ptr, release: impl FnOnce(Ptr)) {
+pub fn release_sampled(p: Ptr, release: impl FnOnce(Ptr)) {
     if bootstrap::owns(p) {
         return;
     }
@@ -115,8 +120,12 @@ pub unsafe fn release_sampled(p: Ptr, release: impl FnOnce(Ptr)) {
 }
 
 /// Inlined into the cold paths that call it: one unwinder step less.
+///
+/// # Safety
+/// `p` is a live block of at least `size` bytes, of the next allocator or
+/// the bootstrap arena.
 #[inline(always)]
-pub fn record(p: Ptr, size: usize, api: Api) {
+pub unsafe fn record(p: Ptr, size: usize, api: Api) {
     static SEQ: AtomicU64 = AtomicU64::new(1);
     sampling::while_busy(|| {
         collector::ensure_running();
@@ -133,7 +142,7 @@ pub fn record(p: Ptr, size: usize, api: Api) {
         crate::unwind::java::append(&mut sample.stack, stack::max_len());
         let born = clock::monotonic().as_secs() as u32;
         // SAFETY: `p` is a live block, of the bootstrap arena or of the
-        // next allocator.
+        // next allocator (this function's contract).
         let usable = unsafe {
             if bootstrap::owns(p) {
                 bootstrap::size_of(p)

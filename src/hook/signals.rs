@@ -61,10 +61,15 @@ pub fn disposition_changed(sig: c_int) {
 }
 
 /// `pthread_sigmask`/`sigprocmask` for a mask that may name the dump signal.
+///
+/// # Safety
+/// `next` is the function the program called; `set` and `old` are null or
+/// valid, as it requires.
 unsafe fn set_mask(next: MaskFn, how: c_int, set: *const Sigset, old: *mut Sigset) -> c_int {
     let sig = signal::dump_signal();
     if sig <= 0 {
-        return next(how, set, old);
+        // SAFETY: the program's arguments, unchanged.
+        return unsafe { next(how, set, old) };
     }
     let before = thread_state::with(|s| s.app_blocks_dump.get());
     let wished = if set.is_null() {
@@ -74,7 +79,8 @@ unsafe fn set_mask(next: MaskFn, how: c_int, set: *const Sigset, old: *mut Sigse
             libc::SIG_BLOCK => before || contains(set, sig),
             libc::SIG_UNBLOCK => before && !contains(set, sig),
             libc::SIG_SETMASK => contains(set, sig),
-            _ => return next(how, set, old),
+            // SAFETY: the program's arguments, unchanged.
+            _ => return unsafe { next(how, set, old) },
         }
     };
     let blocked = wished || keeps_blocked();
@@ -82,18 +88,23 @@ unsafe fn set_mask(next: MaskFn, how: c_int, set: *const Sigset, old: *mut Sigse
     let set = if set.is_null() {
         set
     } else {
+        // SAFETY: not null, so the program's valid sigset (the contract).
+        let program = unsafe { &*set };
         adjusted = match how {
             // The signal is in an unblock set only when it is to be unblocked.
-            libc::SIG_UNBLOCK => with_member(&*set, sig, !blocked && contains(set, sig)),
-            _ => with_member(&*set, sig, blocked),
+            libc::SIG_UNBLOCK => with_member(program, sig, !blocked && contains(set, sig)),
+            _ => with_member(program, sig, blocked),
         };
         &adjusted as *const Sigset
     };
-    let rc = next(how, set, old);
+    // SAFETY: the program's arguments, the set a copy of its own when given.
+    let rc = unsafe { next(how, set, old) };
     if rc == 0 {
         thread_state::with(|s| s.app_blocks_dump.set(wished));
         if !old.is_null() {
-            *old = with_member(&*old, sig, before);
+            // SAFETY: not null, so the program's valid sigset, which `next`
+            // just filled.
+            unsafe { *old = with_member(&*old, sig, before) };
         }
     }
     rc
@@ -109,9 +120,11 @@ macro_rules! mask_setter {
         #[no_mangle]
         pub unsafe extern "C" fn $name(how: c_int, set: *const Sigset, old: *mut Sigset) -> c_int {
             static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+            let symbol = crate::sys::dl::symbol(&NEXT, $sym);
             // SAFETY: the symbol of this name has this type.
-            let next: MaskFn = core::mem::transmute(crate::sys::dl::symbol(&NEXT, $sym));
-            set_mask(next, how, set, old)
+            let next = unsafe { core::mem::transmute::<*mut c_void, MaskFn>(symbol) };
+            // SAFETY: the program's arguments to the function `next` is.
+            unsafe { set_mask(next, how, set, old) }
         }
     };
 }
@@ -145,10 +158,10 @@ fn with_temporary<R>(mask: *const Sigset, f: impl FnOnce(*const Sigset) -> R) ->
 macro_rules! next_fn {
     ($name:literal: fn($($ty:ty),*) -> $ret:ty) => {{
         static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+        type Next = unsafe extern "C" fn($($ty),*) -> $ret;
+        let symbol = crate::sys::dl::symbol(&NEXT, $name);
         // SAFETY: the symbol of this name has this type.
-        let f: unsafe extern "C" fn($($ty),*) -> $ret =
-            unsafe { core::mem::transmute(crate::sys::dl::symbol(&NEXT, $name)) };
-        f
+        unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) }
     }};
 }
 
@@ -158,7 +171,8 @@ macro_rules! next_fn {
 #[no_mangle]
 pub unsafe extern "C" fn sigsuspend(mask: *const Sigset) -> c_int {
     let next = next_fn!(c"sigsuspend": fn(*const Sigset) -> c_int);
-    with_temporary(mask, |m| next(m))
+    // SAFETY: the program's arguments, the mask a copy of its own if changed.
+    with_temporary(mask, |m| unsafe { next(m) })
 }
 
 /// # Safety
@@ -172,7 +186,8 @@ pub unsafe extern "C" fn ppoll(
     mask: *const Sigset,
 ) -> c_int {
     let next = next_fn!(c"ppoll": fn(*mut libc::pollfd, libc::nfds_t, *const libc::timespec, *const Sigset) -> c_int);
-    with_temporary(mask, |m| next(fds, n, timeout, m))
+    // SAFETY: the program's arguments, the mask a copy of its own if changed.
+    with_temporary(mask, |m| unsafe { next(fds, n, timeout, m) })
 }
 
 /// # Safety
@@ -188,7 +203,8 @@ pub unsafe extern "C" fn pselect(
     mask: *const Sigset,
 ) -> c_int {
     let next = next_fn!(c"pselect": fn(c_int, *mut libc::fd_set, *mut libc::fd_set, *mut libc::fd_set, *const libc::timespec, *const Sigset) -> c_int);
-    with_temporary(mask, |m| next(n, r, w, e, timeout, m))
+    // SAFETY: the program's arguments, the mask a copy of its own if changed.
+    with_temporary(mask, |m| unsafe { next(n, r, w, e, timeout, m) })
 }
 
 /// # Safety
@@ -203,7 +219,8 @@ pub unsafe extern "C" fn epoll_pwait(
     mask: *const Sigset,
 ) -> c_int {
     let next = next_fn!(c"epoll_pwait": fn(c_int, *mut libc::epoll_event, c_int, c_int, *const Sigset) -> c_int);
-    with_temporary(mask, |m| next(fd, events, max, timeout, m))
+    // SAFETY: the program's arguments, the mask a copy of its own if changed.
+    with_temporary(mask, |m| unsafe { next(fd, events, max, timeout, m) })
 }
 
 /// # Safety
@@ -218,7 +235,8 @@ pub unsafe extern "C" fn epoll_pwait2(
     mask: *const Sigset,
 ) -> c_int {
     let next = next_fn!(c"epoll_pwait2": fn(c_int, *mut libc::epoll_event, c_int, *const libc::timespec, *const Sigset) -> c_int);
-    with_temporary(mask, |m| next(fd, events, max, timeout, m))
+    // SAFETY: the program's arguments, the mask a copy of its own if changed.
+    with_temporary(mask, |m| unsafe { next(fd, events, max, timeout, m) })
 }
 
 /// The program is about to wait for signals in `set` itself.
@@ -240,7 +258,9 @@ fn program_waits_for(set: *const Sigset) {
 #[no_mangle]
 pub unsafe extern "C" fn sigwait(set: *const Sigset, sig: *mut c_int) -> c_int {
     program_waits_for(set);
-    next_fn!(c"sigwait": fn(*const Sigset, *mut c_int) -> c_int)(set, sig)
+    let next = next_fn!(c"sigwait": fn(*const Sigset, *mut c_int) -> c_int);
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(set, sig) }
 }
 
 /// # Safety
@@ -249,7 +269,9 @@ pub unsafe extern "C" fn sigwait(set: *const Sigset, sig: *mut c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn sigwaitinfo(set: *const Sigset, info: *mut libc::siginfo_t) -> c_int {
     program_waits_for(set);
-    next_fn!(c"sigwaitinfo": fn(*const Sigset, *mut libc::siginfo_t) -> c_int)(set, info)
+    let next = next_fn!(c"sigwaitinfo": fn(*const Sigset, *mut libc::siginfo_t) -> c_int);
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(set, info) }
 }
 
 /// # Safety
@@ -262,9 +284,9 @@ pub unsafe extern "C" fn sigtimedwait(
     timeout: *const libc::timespec,
 ) -> c_int {
     program_waits_for(set);
-    next_fn!(c"sigtimedwait": fn(*const Sigset, *mut libc::siginfo_t, *const libc::timespec) -> c_int)(
-        set, info, timeout,
-    )
+    let next = next_fn!(c"sigtimedwait": fn(*const Sigset, *mut libc::siginfo_t, *const libc::timespec) -> c_int);
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(set, info, timeout) }
 }
 
 /// # Safety
@@ -273,7 +295,9 @@ pub unsafe extern "C" fn sigtimedwait(
 #[no_mangle]
 pub unsafe extern "C" fn signalfd(fd: c_int, mask: *const Sigset, flags: c_int) -> c_int {
     program_waits_for(mask);
-    next_fn!(c"signalfd": fn(c_int, *const Sigset, c_int) -> c_int)(fd, mask, flags)
+    let next = next_fn!(c"signalfd": fn(c_int, *const Sigset, c_int) -> c_int);
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(fd, mask, flags) }
 }
 
 /// Runs `f`, which may start another program, with the program's own mask
@@ -311,10 +335,12 @@ macro_rules! starts_program {
         #[no_mangle]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
             static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+            type Next = unsafe extern "C" fn($($ty),*) -> $ret;
+            let symbol = crate::sys::dl::symbol(&NEXT, $sym);
             // SAFETY: the symbol of this name has this type.
-            let next: unsafe extern "C" fn($($ty),*) -> $ret =
-                core::mem::transmute(crate::sys::dl::symbol(&NEXT, $sym));
-            as_the_program(|| next($($arg),*))
+            let next = unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) };
+            // SAFETY: the program's arguments, unchanged.
+            as_the_program(|| unsafe { next($($arg),*) })
         }
     };
 }
@@ -339,20 +365,23 @@ pub unsafe extern "C" fn sigaction(
     old: *mut libc::sigaction,
 ) -> c_int {
     if !signal::is_dump_signal(sig) {
-        return signal::next_sigaction()(sig, act, old);
+        // SAFETY: the program's arguments, unchanged.
+        return unsafe { signal::next_sigaction()(sig, act, old) };
     }
     let had_handler = signal::program_has_handler();
     let rc = signal::with_app_action(|view| {
         if !old.is_null() {
-            *old = signal::current(view);
+            // SAFETY: not null, so the program's valid sigaction to fill.
+            unsafe { *old = signal::current(view) };
         }
-        if act.is_null() {
+        // SAFETY: null or the program's valid sigaction (sigaction(2)).
+        let Some(act) = (unsafe { act.as_ref() }) else {
             return 0;
-        }
-        let rc = signal::apply(sig, &*act);
+        };
+        let rc = signal::apply(sig, act);
         if rc == 0 {
             *view = Some(*act);
-            signal::set_app(&*act);
+            signal::set_app(act);
         }
         rc
     });
@@ -365,15 +394,19 @@ pub unsafe extern "C" fn sigaction(
 
 /// `signal()` semantics for the dump signal (`reset` for System V's).
 #[cfg(not(test))]
-unsafe fn set_handler(sig: c_int, handler: libc::sighandler_t, flags: c_int) -> libc::sighandler_t {
-    let mut act: libc::sigaction = core::mem::zeroed();
+fn set_handler(sig: c_int, handler: libc::sighandler_t, flags: c_int) -> libc::sighandler_t {
+    // SAFETY: sigaction is plain data; all zeroes is no flags, empty mask.
+    let mut act: libc::sigaction = unsafe { core::mem::zeroed() };
     act.sa_sigaction = handler;
     act.sa_flags = flags;
     if flags & libc::SA_NODEFER == 0 {
-        libc::sigaddset(&mut act.sa_mask, sig);
+        // SAFETY: `sa_mask` is an initialised sigset of ours.
+        unsafe { libc::sigaddset(&mut act.sa_mask, sig) };
     }
-    let mut old: libc::sigaction = core::mem::zeroed();
-    if sigaction(sig, &act, &mut old) != 0 {
+    // SAFETY: as above.
+    let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+    // SAFETY: both point at sigactions of ours.
+    if unsafe { sigaction(sig, &act, &mut old) } != 0 {
         return libc::SIG_ERR;
     }
     old.sa_sigaction
@@ -395,7 +428,8 @@ macro_rules! signal_like {
         ) -> libc::sighandler_t {
             static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
             if !signal::is_dump_signal(sig) {
-                return signal::next_signal($symbol, &NEXT)(sig, handler);
+                // SAFETY: the program's arguments, unchanged.
+                return unsafe { signal::next_signal($symbol, &NEXT)(sig, handler) };
             }
             set_handler(sig, handler, $flags)
         }

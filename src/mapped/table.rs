@@ -524,20 +524,25 @@ macro_rules! mapping {
         ) -> Ptr {
             let crossed = crosses(pages(len));
             if !crossed && (flags & libc::MAP_FIXED == 0 || !overlaps(addr as usize, len)) {
-                return real_mmap()(addr, len, prot, flags, fd, off);
+                // SAFETY: the program's arguments, unchanged.
+                return unsafe { real_mmap()(addr, len, prot, flags, fd, off) };
             }
-            map_slow(
-                [
-                    addr as usize,
-                    len,
-                    prot as usize,
-                    flags as usize,
-                    fd as usize,
-                ],
-                off,
-                crossed,
-                $name as *const () as usize,
-            )
+            // SAFETY: the program's arguments, unchanged; `entry` only names
+            // frame 0.
+            unsafe {
+                map_slow(
+                    [
+                        addr as usize,
+                        len,
+                        prot as usize,
+                        flags as usize,
+                        fd as usize,
+                    ],
+                    off,
+                    crossed,
+                    $name as *const () as usize,
+                )
+            }
         }
     };
 }
@@ -547,6 +552,9 @@ mapping!(mmap64);
 
 /// A mapping call that reached the sample point or replaces (`MAP_FIXED`)
 /// memory that may be tracked.
+///
+/// # Safety
+/// As mmap(2), with its arguments in `args` and `off`.
 #[cfg(not(test))]
 #[cold]
 #[inline(never)]
@@ -559,14 +567,15 @@ unsafe fn map_slow(args: [usize; 5], off: libc::off_t, crossed: bool, entry: usi
         Some(_) if crossed && decide(size) => record_stack(entry),
         _ => None,
     };
-    let call = || real_mmap()(addr as Ptr, len, prot, flags, fd as c_int, off);
+    // SAFETY: the program's arguments (the contract), unchanged.
+    let call = || unsafe { real_mmap()(addr as Ptr, len, prot, flags, fd as c_int, off) };
     if stack.is_none() && (flags & libc::MAP_FIXED == 0 || !overlaps(addr, len)) {
         return call();
     }
     let p = TABLE.with(|t| {
         let p = call();
         if p != libc::MAP_FAILED {
-            let (start, end) = (p as usize, p as usize + size);
+            let (start, end) = (p as usize, (p as usize).saturating_add(size));
             match (stack, kind) {
                 (Some(stack), Some(kind)) => t.insert_range(Entry {
                     start,
@@ -600,21 +609,27 @@ unsafe fn map_slow(args: [usize; 5], off: libc::off_t, crossed: bool, entry: usi
 #[inline(never)]
 pub unsafe extern "C" fn munmap(addr: Ptr, len: usize) -> c_int {
     if !overlaps(addr as usize, len) {
-        return real_munmap()(addr, len);
+        // SAFETY: the program's arguments, unchanged.
+        return unsafe { real_munmap()(addr, len) };
     }
-    unmap_slow(addr, len)
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { unmap_slow(addr, len) }
 }
 
 /// The table is updated with the call under its lock, so a range unmapped
 /// here and mapped again by another thread is never confused with this one.
+///
+/// # Safety
+/// As munmap(2).
 #[cfg(not(test))]
 #[cold]
 #[inline(never)]
 unsafe fn unmap_slow(addr: Ptr, len: usize) -> c_int {
     TABLE.with(|t| {
-        let rc = real_munmap()(addr, len);
+        // SAFETY: the program's arguments (the contract), unchanged.
+        let rc = unsafe { real_munmap()(addr, len) };
         if rc == 0 {
-            t.remove_range(addr as usize, addr as usize + pages(len));
+            t.remove_range(addr as usize, (addr as usize).saturating_add(pages(len)));
         }
         rc
     })
@@ -637,17 +652,24 @@ pub unsafe extern "C" fn mremap(
 ) -> Ptr {
     let crossed = crosses(pages(new_size));
     if !crossed && !overlaps(old as usize, old_size) && !overlaps(new_address as usize, new_size) {
-        return real_mremap()(old, old_size, new_size, flags, new_address);
+        // SAFETY: the program's arguments, unchanged.
+        return unsafe { real_mremap()(old, old_size, new_size, flags, new_address) };
     }
-    remap_slow(
-        [old as usize, old_size, new_size, new_address as usize],
-        flags,
-        crossed,
-    )
+    // SAFETY: the program's arguments, unchanged.
+    unsafe {
+        remap_slow(
+            [old as usize, old_size, new_size, new_address as usize],
+            flags,
+            crossed,
+        )
+    }
 }
 
 /// A resize or move: for the accounting, as `realloc`: the old range stops
 /// being tracked and the new one is a new sample at this call's stack.
+///
+/// # Safety
+/// As mremap(2), with its arguments in `args` and `flags`.
 #[cfg(not(test))]
 #[cold]
 #[inline(never)]
@@ -661,20 +683,21 @@ unsafe fn remap_slow(args: [usize; 4], flags: c_int, crossed: bool) -> Ptr {
         None
     };
     let (q, kind) = TABLE.with(|t| {
-        let q = real_mremap()(old as Ptr, old_size, new_size, flags, new_address as Ptr);
+        // SAFETY: the program's arguments (the contract), unchanged.
+        let q = unsafe { real_mremap()(old as Ptr, old_size, new_size, flags, new_address as Ptr) };
         if q == libc::MAP_FAILED {
             return (q, None);
         }
         // old_size 0 duplicates a shared mapping; DONTUNMAP leaves the old
         // range mapped (and empty).
         let kind = if old_size != 0 && flags & MREMAP_DONTUNMAP == 0 {
-            t.remove_range(old, old + pages(old_size))
+            t.remove_range(old, old.saturating_add(pages(old_size)))
         } else {
             None
         };
         // A mapping first seen here is counted as anonymous.
         let kind = kind.unwrap_or(Kind::Anon);
-        let (start, end) = (q as usize, q as usize + size);
+        let (start, end) = (q as usize, (q as usize).saturating_add(size));
         match stack {
             Some(stack) => t.insert_range(Entry {
                 start,

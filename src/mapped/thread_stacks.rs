@@ -94,25 +94,34 @@ fn real_create() -> CreateFn {
 
 /// Bytes glibc maps for a thread created with `attr`; 0 for a stack the
 /// program supplies.
+///
+/// # Safety
+/// `attr` is null or an initialised attribute.
 unsafe fn stack_size(attr: *const libc::pthread_attr_t) -> usize {
     let mut size = 0usize;
     if attr.is_null() {
         // An initialised attribute reports the default stack size.
-        let mut a: libc::pthread_attr_t = core::mem::zeroed();
-        if libc::pthread_attr_init(&mut a) == 0 {
-            libc::pthread_attr_getstacksize(&a, &mut size);
-            libc::pthread_attr_destroy(&mut a);
+        // SAFETY: storage for pthread_attr_init, which initialises it; it is
+        // read and destroyed only once that succeeded.
+        unsafe {
+            let mut a: libc::pthread_attr_t = core::mem::zeroed();
+            if libc::pthread_attr_init(&mut a) == 0 {
+                libc::pthread_attr_getstacksize(&a, &mut size);
+                libc::pthread_attr_destroy(&mut a);
+            }
         }
         return size;
     }
     let (mut addr, mut len) = (core::ptr::null_mut(), 0usize);
     // glibc reports (stack top - size): 0 unless the program set a stack.
-    if libc::pthread_attr_getstack(attr, &mut addr, &mut len) == 0
+    // SAFETY: the program's initialised attribute (the contract), only read.
+    if unsafe { libc::pthread_attr_getstack(attr, &mut addr, &mut len) } == 0
         && (addr as usize).wrapping_add(len) != 0
     {
         return 0;
     }
-    libc::pthread_attr_getstacksize(attr, &mut size);
+    // SAFETY: as above.
+    unsafe { libc::pthread_attr_getstacksize(attr, &mut size) };
     size
 }
 
@@ -127,13 +136,18 @@ pub unsafe extern "C" fn pthread_create(
     start: StartFn,
     arg: *mut c_void,
 ) -> c_int {
-    let size = stack_size(attr);
+    // SAFETY: the program's attribute, null or initialised (pthread_create(3)).
+    let size = unsafe { stack_size(attr) };
     if size == 0 || !table::crosses(size) {
-        return real_create()(thread, attr, start, arg);
+        // SAFETY: the program's arguments, unchanged.
+        return unsafe { real_create()(thread, attr, start, arg) };
     }
-    create_sampled(thread, attr, start, arg, size)
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { create_sampled(thread, attr, start, arg, size) }
 }
 
+/// # Safety
+/// As pthread_create(3).
 #[cfg(not(test))]
 #[cold]
 #[inline(never)]
@@ -149,11 +163,13 @@ unsafe fn create_sampled(
         false => None,
     };
     let Some(stack) = stack else {
-        return real_create()(thread, attr, start, arg);
+        // SAFETY: the program's arguments, unchanged.
+        return unsafe { real_create()(thread, attr, start, arg) };
     };
     let mut state = libc::PTHREAD_CREATE_JOINABLE;
     if !attr.is_null() {
-        pthread_attr_getdetachstate(attr, &mut state);
+        // SAFETY: not null, so the program's initialised attribute, only read.
+        unsafe { pthread_attr_getdetachstate(attr, &mut state) };
     }
     let seq = table::next_seq();
     // Tracked before the thread runs, so its exit always finds the entry.
@@ -172,14 +188,18 @@ unsafe fn create_sampled(
         })
     });
     let boxed = sampling::while_busy(|| Box::into_raw(Box::new(Start { start, arg, seq })));
-    let rc = real_create()(thread, attr, wrapper, boxed.cast());
+    // SAFETY: the program's arguments, its routine and argument wrapped in
+    // `boxed`, which `wrapper` takes over.
+    let rc = unsafe { real_create()(thread, attr, wrapper, boxed.cast()) };
     crate::sys::errno::preserved(|| {
         if rc != 0 {
-            sampling::while_busy(|| drop(Box::from_raw(boxed)));
+            // SAFETY: no thread was created: the box is still ours alone.
+            sampling::while_busy(|| drop(unsafe { Box::from_raw(boxed) }));
             table::with_table(|t| t.remove_threads(|e| e.seq == seq));
             return;
         }
-        let id = *thread as usize;
+        // SAFETY: pthread_create succeeded, so it stored the id in `*thread`.
+        let id = unsafe { *thread } as usize;
         table::with_table(|t| {
             if let Some(e) = t.thread(|e| e.seq == seq) {
                 e.thread = id;
@@ -205,12 +225,14 @@ macro_rules! joining {
         #[no_mangle]
         pub unsafe extern "C" fn $name(thread: libc::pthread_t $(, $arg: $ty)*) -> c_int {
             static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-            let name = concat!(stringify!($name), "\0");
-            // SAFETY: the name is NUL-terminated; the symbol has this type.
-            let next: unsafe extern "C" fn(libc::pthread_t $(, $ty)*) -> c_int = core::mem::transmute(
-                crate::sys::dl::symbol(&NEXT, core::ffi::CStr::from_bytes_with_nul_unchecked(name.as_bytes())),
-            );
-            let rc = next(thread $(, $arg)*);
+            const NAME: &core::ffi::CStr =
+                crate::sys::dl::c_name(concat!(stringify!($name), "\0").as_bytes());
+            type Next = unsafe extern "C" fn(libc::pthread_t $(, $ty)*) -> c_int;
+            let symbol = crate::sys::dl::symbol(&NEXT, NAME);
+            // SAFETY: the symbol of this name has this type.
+            let next = unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) };
+            // SAFETY: the program's arguments, unchanged.
+            let rc = unsafe { next(thread $(, $arg)*) };
             if rc == 0 {
                 joined(thread);
             }
@@ -234,9 +256,12 @@ joining!(pthread_clockjoin_np(
 #[no_mangle]
 pub unsafe extern "C" fn pthread_detach(thread: libc::pthread_t) -> c_int {
     static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-    let next: unsafe extern "C" fn(libc::pthread_t) -> c_int =
-        core::mem::transmute(crate::sys::dl::symbol(&NEXT, c"pthread_detach"));
-    let rc = next(thread);
+    type Next = unsafe extern "C" fn(libc::pthread_t) -> c_int;
+    let symbol = crate::sys::dl::symbol(&NEXT, c"pthread_detach");
+    // SAFETY: the symbol of this name has this type.
+    let next = unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) };
+    // SAFETY: the program's argument, unchanged.
+    let rc = unsafe { next(thread) };
     if rc == 0 && table::THREADS.load(Ordering::Relaxed) != 0 {
         let id = thread as usize;
         table::with_table(|t| {

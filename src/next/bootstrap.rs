@@ -28,9 +28,13 @@ pub fn alloc(size: usize, align: usize) -> *mut c_void {
     let align = align.max(HEADER);
     let mut used = USED.load(Ordering::Relaxed);
     loop {
-        let start = (base() + used + HEADER).next_multiple_of(align) - base();
-        let end = match start.checked_add(size) {
-            Some(end) if end <= SIZE => end,
+        // The size and alignment are the caller's: checked, never a panic.
+        let fits = |start: usize| Some((start, start.checked_add(size)?));
+        let placed = (base() + used + HEADER)
+            .checked_next_multiple_of(align)
+            .and_then(|at| fits(at - base()));
+        let (start, end) = match placed {
+            Some((start, end)) if end <= SIZE => (start, end),
             _ => {
                 crate::sys::errno::set(libc::ENOMEM);
                 return core::ptr::null_mut();
@@ -58,5 +62,6 @@ pub fn owns(p: *const c_void) -> bool {
 /// # Safety
 /// `p` must have been returned by `alloc` (so `owns(p)` holds).
 pub unsafe fn size_of(p: *const c_void) -> usize {
-    (p as *const u8).sub(HEADER).cast::<usize>().read()
+    // SAFETY: `alloc` wrote the size in the header just before the block.
+    unsafe { (p as *const u8).sub(HEADER).cast::<usize>().read() }
 }

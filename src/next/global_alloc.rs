@@ -115,10 +115,14 @@ fn to_reserve(p: *mut u8, layout: Layout) {
 unsafe impl GlobalAlloc for NextAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p: *mut u8 = if layout.align() <= MALLOC_ALIGN {
-            next::malloc(layout.size()).cast()
+            // SAFETY: malloc takes any size.
+            unsafe { next::malloc(layout.size()) }.cast()
         } else {
             let mut p = core::ptr::null_mut();
-            match next::posix_memalign(&mut p, layout.align(), layout.size()) {
+            // SAFETY: a Layout's alignment is a power of two, here above
+            // MALLOC_ALIGN so a multiple of the pointer size; `p` is out
+            // storage.
+            match unsafe { next::posix_memalign(&mut p, layout.align(), layout.size()) } {
                 0 => p.cast(),
                 _ => core::ptr::null_mut(),
             }
@@ -133,21 +137,33 @@ unsafe impl GlobalAlloc for NextAllocator {
         if in_reserve(p) {
             return to_reserve(p, layout);
         }
-        next::free(p.cast())
+        // SAFETY: not the reserve's, so the next allocator's block (this
+        // allocator's contract: `p` came from `alloc`).
+        unsafe { next::free(p.cast()) }
     }
 
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if layout.align() <= MALLOC_ALIGN && !in_reserve(p) {
-            let q: *mut u8 = next::realloc(p.cast(), new_size).cast();
+            // SAFETY: not the reserve's, so the next allocator's block.
+            let q: *mut u8 = unsafe { next::realloc(p.cast(), new_size) }.cast();
             if !q.is_null() {
                 return q;
             }
         }
         // Aligned, from the reserve, or refused (`p` is then unchanged).
-        let q = self.alloc(Layout::from_size_align_unchecked(new_size, layout.align()));
+        // SAFETY: GlobalAlloc::realloc's contract: `new_size` rounded up to
+        // the alignment does not overflow isize, so the layout is valid.
+        let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: a valid layout of non-zero size (realloc's contract).
+        let q = unsafe { self.alloc(new) };
         if !q.is_null() {
-            core::ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
-            self.dealloc(p, layout);
+            // SAFETY: `p` holds `layout.size()` bytes, `q` at least
+            // `new_size`, and a fresh block does not overlap `p`; `p` was
+            // allocated with `layout` and is freed once.
+            unsafe {
+                core::ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
+                self.dealloc(p, layout);
+            }
         }
         q
     }

@@ -33,10 +33,12 @@ macro_rules! slots {
             #[inline(always)]
             #[allow(non_snake_case)]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                type Next = unsafe extern "C" fn($($ty),*) -> $ret;
+                let f = slot::$name.load(Ordering::Relaxed);
                 // SAFETY: the slot only ever holds a function of this type.
-                let f: unsafe extern "C" fn($($ty),*) -> $ret =
-                    core::mem::transmute(slot::$name.load(Ordering::Relaxed));
-                f($($arg),*)
+                let f = unsafe { core::mem::transmute::<*mut (), Next>(f) };
+                // SAFETY: the caller upholds the C contract (this function's).
+                unsafe { f($($arg),*) }
             }
         )*
     };
@@ -127,8 +129,9 @@ pub fn malloc_address() -> *mut () {
 pub fn allocator_name() -> &'static str {
     info_of(malloc_address())
         .filter(|i| !i.dli_fname.is_null())
-        // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
         .and_then(|i| {
+            // SAFETY: not null, so a NUL-terminated string owned by the
+            // loader, which keeps the allocator's object loaded.
             unsafe { CStr::from_ptr(i.dli_fname as *const c_char) }
                 .to_str()
                 .ok()
@@ -143,7 +146,8 @@ mod first {
 
     pub unsafe extern "C" fn malloc(size: usize) -> Ptr {
         if resolve() {
-            super::malloc(size)
+            // SAFETY: malloc takes any size.
+            unsafe { super::malloc(size) }
         } else {
             bootstrap::alloc(size, 16)
         }
@@ -151,13 +155,16 @@ mod first {
 
     pub unsafe extern "C" fn free(p: Ptr) {
         if !bootstrap::owns(p) && resolve() {
-            super::free(p)
+            // SAFETY: not the arena's, so the caller's block of the next
+            // allocator (free's contract).
+            unsafe { super::free(p) }
         }
     }
 
     pub unsafe extern "C" fn calloc(n: usize, size: usize) -> Ptr {
         if resolve() {
-            return super::calloc(n, size);
+            // SAFETY: calloc takes any sizes.
+            return unsafe { super::calloc(n, size) };
         }
         match n.checked_mul(size) {
             Some(total) => bootstrap::alloc(total, 16),
@@ -170,23 +177,28 @@ mod first {
 
     pub unsafe extern "C" fn realloc(p: Ptr, size: usize) -> Ptr {
         if resolve() {
-            return super::realloc(p, size);
+            // SAFETY: the caller's arguments to realloc, unchanged.
+            return unsafe { super::realloc(p, size) };
         }
         let q = bootstrap::alloc(size, 16);
         if !p.is_null() && !q.is_null() {
             let old = if bootstrap::owns(p) {
-                bootstrap::size_of(p)
+                // SAFETY: a block inside the arena was handed out by it.
+                unsafe { bootstrap::size_of(p) }
             } else {
                 0
             };
-            core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, old.min(size));
+            // SAFETY: `p` holds at least `old` bytes, `q` (fresh, distinct)
+            // at least `size`.
+            unsafe { core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, old.min(size)) };
         }
         q
     }
 
     pub unsafe extern "C" fn posix_memalign(out: *mut Ptr, align: usize, size: usize) -> c_int {
         if resolve() {
-            return super::posix_memalign(out, align, size);
+            // SAFETY: the caller's arguments to posix_memalign, unchanged.
+            return unsafe { super::posix_memalign(out, align, size) };
         }
         if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<Ptr>()) {
             return libc::EINVAL;
@@ -195,7 +207,9 @@ mod first {
         if p.is_null() {
             return libc::ENOMEM;
         }
-        *out = p;
+        // SAFETY: `out` is the caller's place for the block (posix_memalign's
+        // contract).
+        unsafe { *out = p };
         0
     }
 }
@@ -210,10 +224,12 @@ mod emulated {
         unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
     }
 
-    unsafe fn aligned(align: usize, size: usize) -> Ptr {
+    /// A block through posix_memalign, its error in `errno`.
+    fn aligned(align: usize, size: usize) -> Ptr {
         let mut p = core::ptr::null_mut();
         let align = align.max(core::mem::size_of::<Ptr>());
-        match super::posix_memalign(&mut p, align, size) {
+        // SAFETY: `p` is out storage; posix_memalign checks the alignment.
+        match unsafe { super::posix_memalign(&mut p, align, size) } {
             0 => p,
             e => {
                 crate::sys::errno::set(e);
@@ -231,7 +247,14 @@ mod emulated {
     }
 
     pub unsafe extern "C" fn memalign(align: usize, size: usize) -> Ptr {
-        aligned(align.max(1).next_power_of_two(), size)
+        // The program's alignment: none above 2^63 (EINVAL, as glibc's).
+        match align.max(1).checked_next_power_of_two() {
+            Some(align) => aligned(align, size),
+            None => {
+                crate::sys::errno::set(libc::EINVAL);
+                core::ptr::null_mut()
+            }
+        }
     }
 
     pub unsafe extern "C" fn valloc(size: usize) -> Ptr {
@@ -264,20 +287,28 @@ mod emulated {
     pub unsafe extern "C" fn mallocx(size: usize, flags: c_int) -> Ptr {
         let p = aligned(align_of(flags).max(16), size);
         if !p.is_null() && flags & ZERO != 0 {
-            core::ptr::write_bytes(p as *mut u8, 0, size);
+            // SAFETY: a fresh block of at least `size` bytes.
+            unsafe { core::ptr::write_bytes(p as *mut u8, 0, size) };
         }
         p
     }
 
     pub unsafe extern "C" fn rallocx(p: Ptr, size: usize, flags: c_int) -> Ptr {
         if align_of(flags) <= 16 && flags & ZERO == 0 {
-            return super::realloc(p, size);
+            // SAFETY: the caller's block (rallocx's contract), and a size.
+            return unsafe { super::realloc(p, size) };
         }
-        let q = mallocx(size, flags);
+        // SAFETY: mallocx takes any size and flags.
+        let q = unsafe { mallocx(size, flags) };
         if !q.is_null() {
-            let old = super::malloc_usable_size(p);
-            core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, old.min(size));
-            super::free(p);
+            // SAFETY: `p` is the caller's live block, of the next allocator,
+            // at least `old` bytes long; `q` is fresh, distinct, at least
+            // `size`; `p` is freed once, after the copy.
+            unsafe {
+                let old = super::malloc_usable_size(p);
+                core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, old.min(size));
+                super::free(p);
+            }
         }
         q
     }
@@ -285,14 +316,17 @@ mod emulated {
     /// Never resizes in place: reports the current size, as jemalloc does
     /// when it cannot grow.
     pub unsafe extern "C" fn xallocx(p: Ptr, _size: usize, _extra: usize, _flags: c_int) -> usize {
-        super::malloc_usable_size(p)
+        // SAFETY: the caller's live block (xallocx's contract).
+        unsafe { super::malloc_usable_size(p) }
     }
 
     pub unsafe extern "C" fn dallocx(p: Ptr, _flags: c_int) {
-        super::free(p)
+        // SAFETY: the caller's block to free (dallocx's contract).
+        unsafe { super::free(p) }
     }
 
     pub unsafe extern "C" fn sdallocx(p: Ptr, _size: usize, _flags: c_int) {
-        super::free(p)
+        // SAFETY: the caller's block to free (sdallocx's contract).
+        unsafe { super::free(p) }
     }
 }

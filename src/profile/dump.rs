@@ -137,19 +137,25 @@ pub fn segments_where(wanted: impl Fn(u64) -> bool) -> Vec<(u64, u64, String)> {
         _: usize,
         data: *mut libc::c_void,
     ) -> libc::c_int {
-        // SAFETY: the loader passes a valid info; `data` is our Search.
-        let (info, search) = (&*info, &mut *(data as *mut Search));
+        // SAFETY: the loader passes a valid info, for the callback's run.
+        let info = unsafe { &*info };
+        // SAFETY: `data` is our Search, not otherwise borrowed meanwhile.
+        let search = unsafe { &mut *(data as *mut Search) };
         if !(search.wanted)(info.dlpi_addr) {
             return 0;
         }
-        let name = object_name(info);
-        let headers = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+        // SAFETY: `info` comes from dl_iterate_phdr.
+        let name = unsafe { object_name(info) };
+        // SAFETY: the loader's program headers, `dlpi_phnum` of them.
+        let headers =
+            unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
         for h in headers
             .iter()
             .filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0)
         {
-            let lo = info.dlpi_addr + h.p_vaddr;
-            let hi = lo + h.p_memsz;
+            // Headers of objects not ours: wrapping sums, never a panic.
+            let lo = info.dlpi_addr.wrapping_add(h.p_vaddr);
+            let hi = lo.wrapping_add(h.p_memsz);
             let line = format!("{lo:x}-{hi:x} r-xp {:08x} 00:00 0 {name}\n", h.p_offset);
             search.found.push((lo, hi, line));
         }
@@ -195,15 +201,22 @@ fn build_ids() -> Vec<(String, u64, String)> {
         _: usize,
         data: *mut libc::c_void,
     ) -> libc::c_int {
-        // SAFETY: the loader passes a valid info whose PT_NOTE segments are
-        // mapped; `data` is our Vec.
-        let (info, out) = (&*info, &mut *(data as *mut Vec<(String, u64, String)>));
-        let headers = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+        // SAFETY: the loader passes a valid info, for the callback's run.
+        let info = unsafe { &*info };
+        // SAFETY: `data` is our Vec, not otherwise borrowed meanwhile.
+        let out = unsafe { &mut *(data as *mut Vec<(String, u64, String)>) };
+        // SAFETY: the loader's program headers, `dlpi_phnum` of them.
+        let headers =
+            unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
         for h in headers.iter().filter(|h| h.p_type == libc::PT_NOTE) {
-            let address = info.dlpi_addr + h.p_vaddr;
-            let notes = core::slice::from_raw_parts(address as *const u8, h.p_memsz as usize);
+            let address = info.dlpi_addr.wrapping_add(h.p_vaddr);
+            // SAFETY: a loaded object's PT_NOTE segment is mapped, at its
+            // address, `p_memsz` bytes.
+            let notes =
+                unsafe { core::slice::from_raw_parts(address as *const u8, h.p_memsz as usize) };
             if let Some(id) = gnu_build_id(notes) {
-                out.push((id, address, object_name(info)));
+                // SAFETY: `info` comes from dl_iterate_phdr.
+                out.push((id, address, unsafe { object_name(info) }));
                 break;
             }
         }
@@ -281,12 +294,15 @@ pub fn argv0() -> &'static str {
 /// # Safety
 /// `info` comes from `dl_iterate_phdr`.
 unsafe fn object_name(info: &libc::dl_phdr_info) -> String {
-    if info.dlpi_name.is_null() || *info.dlpi_name == 0 {
+    if info.dlpi_name.is_null() {
+        return program_path().to_string();
+    }
+    // SAFETY: not null, so the loader's NUL-terminated name (the contract).
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) };
+    if name.is_empty() {
         program_path().to_string()
     } else {
-        std::ffi::CStr::from_ptr(info.dlpi_name)
-            .to_string_lossy()
-            .into_owned()
+        name.to_string_lossy().into_owned()
     }
 }
 

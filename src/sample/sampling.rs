@@ -81,10 +81,12 @@ pub fn other_gap() -> Option<(usize, bool)> {
 }
 
 /// Sets `busy` for the duration of `f`, so nothing `f` allocates is sampled.
+/// Nests: the previous value comes back (`record` nests it through
+/// `ensure_running`, and the collector thread is busy for good).
 pub fn while_busy<R>(f: impl FnOnce() -> R) -> R {
-    thread_state::with(|s| s.busy.set(true));
+    let was = thread_state::with(|s| s.busy.replace(true));
     let r = f();
-    thread_state::with(|s| s.busy.set(false));
+    thread_state::with(|s| s.busy.set(was));
     r
 }
 
@@ -156,6 +158,24 @@ mod tests {
         assert!((n - 1.0 / p).abs() < 1e-9 && (b - 524288.0 / p).abs() < 1e-6);
         assert_eq!(unsample(4, 400, 1), (4.0, 400.0));
         assert_eq!(unsample(0, 0, 4096), (0.0, 0.0));
+    }
+
+    #[test]
+    fn busy_nests_and_restores_the_previous_value() {
+        let busy = || thread_state::with(|s| s.busy.get());
+        std::thread::spawn(move || {
+            assert!(!busy());
+            while_busy(|| {
+                while_busy(|| assert!(busy()));
+                assert!(busy(), "the inner call kept the outer one's busy");
+            });
+            assert!(!busy());
+            exclude_this_thread();
+            while_busy(|| {});
+            assert!(busy(), "an excluded thread stays excluded");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

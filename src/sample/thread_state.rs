@@ -37,6 +37,10 @@ thread_local! {
     static STATE: ThreadState = const { ThreadState::new(0) };
 }
 
+// No destructor: `with` then never fails (a thread-local with one can be
+// reached after it is destroyed, and `with` would panic on the malloc path).
+const _: () = assert!(!core::mem::needs_drop::<ThreadState>());
+
 pub fn with<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
     STATE.with(f)
 }

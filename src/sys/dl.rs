@@ -20,6 +20,15 @@ pub fn symbol(slot: &AtomicPtr<c_void>, name: &CStr) -> *mut c_void {
     f
 }
 
+/// A symbol name from a `concat!(..., "\0")` literal, for a `const`: a name
+/// with a NUL elsewhere fails the build, not a call.
+pub const fn c_name(bytes: &[u8]) -> &CStr {
+    match CStr::from_bytes_with_nul(bytes) {
+        Ok(name) => name,
+        Err(_) => panic!("a symbol name must end in its only NUL"),
+    }
+}
+
 #[cold]
 #[inline(never)]
 pub fn missing(name: &CStr) -> ! {

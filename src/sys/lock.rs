@@ -30,11 +30,12 @@ impl<T> SpinLock<T> {
     pub fn acquire(&self) {
         let mut spins = 0u32;
         while !self.try_acquire() {
-            spins += 1;
+            spins = spins.saturating_add(1);
             if spins < 100 {
                 core::hint::spin_loop();
             } else {
                 // The holder may be descheduled: let it run.
+                // SAFETY: sched_yield has no preconditions.
                 unsafe { libc::sched_yield() };
             }
         }
@@ -58,6 +59,8 @@ impl<T> SpinLock<T> {
     /// The caller must hold the lock and not create a second reference.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn held(&self) -> &mut T {
-        &mut *self.value.get()
+        // SAFETY: the caller holds the lock and no other reference (the
+        // contract).
+        unsafe { &mut *self.value.get() }
     }
 }

@@ -274,8 +274,9 @@ fn create_log(dir: libc::c_int, pid: libc::pid_t) -> Option<libc::c_int> {
         if error == libc::EEXIST {
             let _ = write!(note, "it and the next 63 names are taken");
         } else {
-            // SAFETY: strerror_r writes a NUL-terminated message into the buffer.
             let mut text = [0u8; 128];
+            // SAFETY: strerror_r writes a NUL-terminated message into the
+            // buffer, at most its length.
             unsafe { libc::strerror_r(error, text.as_mut_ptr().cast(), text.len()) };
             let end = text.iter().position(|&b| b == 0).unwrap_or(0);
             let _ = note.write_str(core::str::from_utf8(&text[..end]).unwrap_or("?"));

@@ -83,7 +83,7 @@ struct Reader {
 
 impl Reader {
     fn bytes<const N: usize>(&mut self) -> Option<[u8; N]> {
-        if self.end - self.pos < N {
+        if self.end.checked_sub(self.pos)? < N {
             return None;
         }
         // SAFETY: [pos, pos + N) lies inside the object's mapping (checked
@@ -117,7 +117,7 @@ impl Reader {
             if shift < 64 {
                 value |= u64::from(byte & 0x7f) << shift;
             }
-            shift += 7;
+            shift = shift.saturating_add(7);
             if byte & 0x80 == 0 {
                 return Some((value, shift, byte));
             }
@@ -140,7 +140,7 @@ impl Reader {
 
     fn skip(&mut self, n: u64) -> Option<()> {
         let n = usize::try_from(n).ok()?;
-        if self.end - self.pos < n {
+        if self.end.checked_sub(self.pos)? < n {
             return None;
         }
         self.pos += n;
@@ -362,6 +362,12 @@ struct Row {
 /// `DW_CFA_remember_state` depth followed.
 const STATES: usize = 8;
 
+/// A factored offset times the CIE's data alignment; `None` (CFI not
+/// followed) if that overflows: the operands are the object's, not ours.
+fn factored(offset: i64, data_align: i64) -> Option<i64> {
+    offset.checked_mul(data_align)
+}
+
 /// Runs the CIE's and the FDE's CFA programs up to `pc`.
 fn run(memory: &Memory, fde: &Fde, pc: usize) -> Option<Rule> {
     let mut row = Row {
@@ -380,7 +386,7 @@ fn run(memory: &Memory, fde: &Fde, pc: usize) -> Option<Rule> {
             let advance = match op >> 6 {
                 1 => Some(u64::from(op & 0x3f)),
                 2 => {
-                    let offset = r.uleb()? as i64 * fde.data_align;
+                    let offset = factored(r.uleb()? as i64, fde.data_align)?;
                     set(&mut row, u64::from(op & 0x3f), Saved::At(offset));
                     None
                 }
@@ -408,7 +414,7 @@ fn run(memory: &Memory, fde: &Fde, pc: usize) -> Option<Rule> {
                     0x04 => Some(u64::from(r.u32()?)),
                     0x05 => {
                         let reg = r.uleb()?;
-                        let offset = r.uleb()? as i64 * fde.data_align;
+                        let offset = factored(r.uleb()? as i64, fde.data_align)?;
                         set(&mut row, reg, Saved::At(offset));
                         None
                     }
@@ -442,7 +448,7 @@ fn run(memory: &Memory, fde: &Fde, pc: usize) -> Option<Rule> {
                         // The CFA rule is part of the state, as libgcc keeps
                         // it: epilogues remember, pop, return, then restore.
                         depth = depth.checked_sub(1)?;
-                        row = saved[depth];
+                        row = *saved.get(depth)?;
                         None
                     }
                     0x0c => {
@@ -480,23 +486,23 @@ fn run(memory: &Memory, fde: &Fde, pc: usize) -> Option<Rule> {
                     }
                     0x11 => {
                         let reg = r.uleb()?;
-                        let offset = r.sleb()? * fde.data_align;
+                        let offset = factored(r.sleb()?, fde.data_align)?;
                         set(&mut row, reg, Saved::At(offset));
                         None
                     }
                     0x12 => {
                         let reg = r.uleb()?;
-                        row.cfa = Some((reg, r.sleb()? * fde.data_align));
+                        row.cfa = Some((reg, factored(r.sleb()?, fde.data_align)?));
                         None
                     }
                     0x13 => {
-                        let offset = r.sleb()? * fde.data_align;
+                        let offset = factored(r.sleb()?, fde.data_align)?;
                         row.cfa = Some((row.cfa?.0, offset));
                         None
                     }
                     0x2f => {
                         let reg = r.uleb()?;
-                        let offset = -(r.uleb()? as i64) * fde.data_align;
+                        let offset = factored((r.uleb()? as i64).checked_neg()?, fde.data_align)?;
                         set(&mut row, reg, Saved::At(offset));
                         None
                     }
@@ -548,7 +554,10 @@ fn finish(row: &Row) -> Option<Rule> {
     };
     let rbp_slot = match row.rbp {
         Saved::Unchanged | Saved::Undefined => 0,
-        Saved::At(at) if at < 0 && at % 8 == 0 && -at / 8 <= 255 => (-at / 8) as u8,
+        Saved::At(at) if at < 0 && at % 8 == 0 => match u8::try_from(at.unsigned_abs() / 8) {
+            Ok(slot) => slot,
+            Err(_) => return Some(Rule::Unsupported),
+        },
         _ => return Some(Rule::Unsupported),
     };
     if cfa_offset > MAX_CFA_OFFSET {
@@ -559,4 +568,47 @@ fn finish(row: &Row) -> Option<Rule> {
         cfa_offset,
         rbp_slot,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a CFA program (no CIE part) for pc 0.
+    fn run_program(program: &[u8], data_align: i64) -> Option<Rule> {
+        let (start, end) = (
+            program.as_ptr() as usize,
+            program.as_ptr() as usize + program.len(),
+        );
+        let fde = Fde {
+            pc_begin: 0,
+            code_align: 1,
+            data_align,
+            encoding: 0,
+            signal: false,
+            cie_program: (start, start),
+            program: (start, end),
+        };
+        run(&Memory { start, end }, &fde, 0)
+    }
+
+    #[test]
+    fn offsets_that_overflow_are_not_followed() {
+        // CFA = %rsp + 8; return address at CFA + 1 * data_align; %rbp at
+        // CFA + 2 * data_align (DW_CFA_offset_extended_sf).
+        let program = [0x0c, 0x07, 0x08, 0x90, 0x01, 0x11, 0x06, 0x02];
+        let frame = Rule::Frame {
+            cfa_rbp: false,
+            cfa_offset: 8,
+            rbp_slot: 2,
+        };
+        assert_eq!(run_program(&program, -8), Some(frame));
+        assert_eq!(run_program(&program, i64::MAX), None);
+        let row = Row {
+            cfa: Some((RSP, 8)),
+            rbp: Saved::At(i64::MIN),
+            return_address: Saved::At(-8),
+        };
+        assert_eq!(finish(&row), Some(Rule::Unsupported));
+    }
 }

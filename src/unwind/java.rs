@@ -93,9 +93,13 @@ type Env = *mut Table;
 /// # Safety
 /// `env` must be a live JNI/JVMTI environment or VM, `index` inside its table.
 unsafe fn entry(env: Env, index: usize) -> *const c_void {
-    *(*env).add(index)
+    // SAFETY: a live environment points at its table, which holds `index`.
+    unsafe { *(*env).add(index) }
 }
 
+/// Calls entry `$index` of `$env`'s table with the type given; inside the
+/// caller's `unsafe` block, whose SAFETY comment states that `$env` is live
+/// and the arguments are what the entry takes.
 macro_rules! call {
     ($env:expr, $index:expr, fn($($ty:ty),*) -> $ret:ty, $($arg:expr),*) => {{
         let f: unsafe extern "C" fn(Env, $($ty),*) -> $ret =
@@ -193,14 +197,19 @@ fn append_java(stack: &mut Stack, max_len: usize) {
     WALKED.fetch_add(1, Ordering::Relaxed);
     // The last native frame is the JIT or interpreter code of the top Java
     // frame (no object maps it): the Java frames stand for it.
-    if stack.len > 1 && !in_some_object(stack.frames[stack.len - 1]) {
+    let last = stack.len.checked_sub(1).and_then(|i| stack.frames.get(i));
+    if stack.len > 1 && last.is_some_and(|&pc| !in_some_object(pc)) {
         stack.len -= 1;
     }
-    for f in &frames[..n as usize] {
-        if stack.len >= max_len {
+    for f in frames.iter().take(n as usize) {
+        let Some(slot) = stack
+            .frames
+            .get_mut(stack.len)
+            .filter(|_| stack.len < max_len)
+        else {
             break;
-        }
-        stack.frames[stack.len] = encode(f.lineno, f.method);
+        };
+        *slot = encode(f.lineno, f.method);
         stack.len += 1;
     }
 }
@@ -386,14 +395,19 @@ fn resolve_pending(n: &mut Names) {
 }
 
 /// Takes a JVMTI string (freed here); "" if null.
+///
+/// # Safety
+/// `jvmti` is live; `p` is null or a string it allocated, not freed yet.
 unsafe fn take_string(jvmti: Env, p: *mut c_char) -> String {
     if p.is_null() {
         return String::new();
     }
-    let s = CStr::from_ptr(p)
+    // SAFETY: JVMTI's strings are NUL-terminated (modified UTF-8).
+    let s = unsafe { CStr::from_ptr(p) }
         .to_string_lossy()
         .replace(char::is_whitespace, "_");
-    call!(jvmti, TI_DEALLOCATE, fn(*mut c_char) -> c_int, p);
+    // SAFETY: `p` is JVMTI's allocation (the contract), freed once, here.
+    unsafe { call!(jvmti, TI_DEALLOCATE, fn(*mut c_char) -> c_int, p) };
     s
 }
 
@@ -402,73 +416,98 @@ unsafe fn take_string(jvmti: Env, p: *mut c_char) -> String {
 unsafe fn resolve(jvmti: Env, jni: Env, id: usize) -> Option<Method> {
     let null = core::ptr::null_mut::<*mut c_char>();
     let mut name: *mut c_char = core::ptr::null_mut();
-    let rc = call!(
-        jvmti,
-        TI_GET_METHOD_NAME,
-        fn(usize, *mut *mut c_char, *mut *mut c_char, *mut *mut c_char) -> c_int,
-        id,
-        &mut name,
-        null,
-        null
-    );
+    // SAFETY: a live environment (the contract); any jmethodID is accepted
+    // (an unloaded one answers an error); the optional outputs are null.
+    let rc = unsafe {
+        call!(
+            jvmti,
+            TI_GET_METHOD_NAME,
+            fn(usize, *mut *mut c_char, *mut *mut c_char, *mut *mut c_char) -> c_int,
+            id,
+            &mut name,
+            null,
+            null
+        )
+    };
     if rc == JVMTI_ERROR_INVALID_METHODID {
         return Some(Method::Unloaded);
     }
     if rc != 0 {
         return None;
     }
-    let method = take_string(jvmti, name);
+    // SAFETY: the call succeeded: `name` is JVMTI's string.
+    let method = unsafe { take_string(jvmti, name) };
     let mut class: *mut c_void = core::ptr::null_mut();
-    let rc = call!(
-        jvmti,
-        TI_GET_METHOD_DECLARING_CLASS,
-        fn(usize, *mut *mut c_void) -> c_int,
-        id,
-        &mut class
-    );
+    // SAFETY: as above; `class` is out storage.
+    let rc = unsafe {
+        call!(
+            jvmti,
+            TI_GET_METHOD_DECLARING_CLASS,
+            fn(usize, *mut *mut c_void) -> c_int,
+            id,
+            &mut class
+        )
+    };
     let (mut class_name, mut file) = (String::from("?"), None);
     if rc == 0 && !class.is_null() {
         let mut sig: *mut c_char = core::ptr::null_mut();
-        if call!(
-            jvmti,
-            TI_GET_CLASS_SIGNATURE,
-            fn(*mut c_void, *mut *mut c_char, *mut *mut c_char) -> c_int,
-            class,
-            &mut sig,
-            null
-        ) == 0
-        {
-            class_name = class_of_signature(&take_string(jvmti, sig));
+        // SAFETY: `class` is the local reference just returned; `sig` is out
+        // storage, the generic signature not asked for.
+        let rc = unsafe {
+            call!(
+                jvmti,
+                TI_GET_CLASS_SIGNATURE,
+                fn(*mut c_void, *mut *mut c_char, *mut *mut c_char) -> c_int,
+                class,
+                &mut sig,
+                null
+            )
+        };
+        if rc == 0 {
+            // SAFETY: the call succeeded: `sig` is JVMTI's string.
+            class_name = class_of_signature(&unsafe { take_string(jvmti, sig) });
         }
         let mut source: *mut c_char = core::ptr::null_mut();
-        if call!(
-            jvmti,
-            TI_GET_SOURCE_FILE_NAME,
-            fn(*mut c_void, *mut *mut c_char) -> c_int,
-            class,
-            &mut source
-        ) == 0
-        {
-            file = Some(take_string(jvmti, source)).filter(|s| !s.is_empty());
+        // SAFETY: as above; `source` is out storage.
+        let rc = unsafe {
+            call!(
+                jvmti,
+                TI_GET_SOURCE_FILE_NAME,
+                fn(*mut c_void, *mut *mut c_char) -> c_int,
+                class,
+                &mut source
+            )
+        };
+        if rc == 0 {
+            // SAFETY: the call succeeded: `source` is JVMTI's string.
+            file = Some(unsafe { take_string(jvmti, source) }).filter(|s| !s.is_empty());
         }
-        call!(jni, JNI_DELETE_LOCAL_REF, fn(*mut c_void) -> (), class);
+        // SAFETY: this thread's JNI environment, on its own local reference,
+        // deleted once.
+        unsafe { call!(jni, JNI_DELETE_LOCAL_REF, fn(*mut c_void) -> (), class) };
     }
     let mut count: c_int = 0;
     let mut table: *mut (i64, i32) = core::ptr::null_mut();
     let mut lines = Vec::new();
     // jvmtiLineNumberEntry is { jlocation start_location; jint line_number; }.
-    if call!(
-        jvmti,
-        TI_GET_LINE_NUMBER_TABLE,
-        fn(usize, *mut c_int, *mut *mut (i64, i32)) -> c_int,
-        id,
-        &mut count,
-        &mut table
-    ) == 0
-        && !table.is_null()
-    {
-        lines.extend_from_slice(core::slice::from_raw_parts(table, count.max(0) as usize));
-        call!(jvmti, TI_DEALLOCATE, fn(*mut (i64, i32)) -> c_int, table);
+    // SAFETY: a live environment; `count` and `table` are out storage.
+    let rc = unsafe {
+        call!(
+            jvmti,
+            TI_GET_LINE_NUMBER_TABLE,
+            fn(usize, *mut c_int, *mut *mut (i64, i32)) -> c_int,
+            id,
+            &mut count,
+            &mut table
+        )
+    };
+    if rc == 0 && !table.is_null() {
+        // SAFETY: JVMTI returned `count` entries at `table`, of this layout.
+        lines.extend_from_slice(unsafe {
+            core::slice::from_raw_parts(table, count.max(0) as usize)
+        });
+        // SAFETY: JVMTI's allocation, freed once, after the copy.
+        unsafe { call!(jvmti, TI_DEALLOCATE, fn(*mut (i64, i32)) -> c_int, table) };
         lines.sort_unstable();
     }
     Some(Method::Named {
@@ -541,42 +580,55 @@ fn look_for_vm() {
 /// # Safety
 /// On the collector thread; `vm` is a created JavaVM.
 unsafe fn set_up(vm: Env) -> Result<(), String> {
-    let agct = libc::dlsym(libc::RTLD_DEFAULT, c"AsyncGetCallTrace".as_ptr());
+    // SAFETY: dlsym with a NUL-terminated name.
+    let agct = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"AsyncGetCallTrace".as_ptr()) };
     if agct.is_null() {
         return Err("the VM does not export AsyncGetCallTrace".into());
     }
-    let jni = attach(vm)?;
+    // SAFETY: a created VM (the contract).
+    let jni = unsafe { attach(vm) }?;
     let mut jvmti: Env = core::ptr::null_mut();
-    let rc = call!(
-        vm,
-        INVOKE_GET_ENV,
-        fn(*mut Env, c_int) -> c_int,
-        &mut jvmti,
-        JVMTI_VERSION_1_2
-    );
+    // SAFETY: a created VM, this thread now attached; `jvmti` is out storage.
+    let rc = unsafe {
+        call!(
+            vm,
+            INVOKE_GET_ENV,
+            fn(*mut Env, c_int) -> c_int,
+            &mut jvmti,
+            JVMTI_VERSION_1_2
+        )
+    };
     if rc != JNI_OK || jvmti.is_null() {
         return Err(format!("no JVMTI environment (error {rc})"));
     }
     // can_get_source_file_name and can_get_line_numbers (bits 11 and 12 of
     // jvmtiCapabilities), available in the live phase; names without them.
     let caps: [u8; 16] = [0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    call!(
-        jvmti,
-        TI_ADD_CAPABILITIES,
-        fn(*const u8) -> c_int,
-        caps.as_ptr()
-    );
+    // SAFETY: the environment just returned; `caps` is a jvmtiCapabilities
+    // (16 bytes).
+    unsafe {
+        call!(
+            jvmti,
+            TI_ADD_CAPABILITIES,
+            fn(*const u8) -> c_int,
+            caps.as_ptr()
+        )
+    };
     let mut callbacks = [core::ptr::null::<c_void>(); CALLBACKS];
     callbacks[1] = on_vm_death as *const c_void;
     callbacks[5] = on_class_load as *const c_void;
     callbacks[6] = on_class_prepare as *const c_void;
-    let rc = call!(
-        jvmti,
-        TI_SET_EVENT_CALLBACKS,
-        fn(*const *const c_void, c_int) -> c_int,
-        callbacks.as_ptr(),
-        (CALLBACKS * 8) as c_int
-    );
+    // SAFETY: the environment just returned; `callbacks` is a whole
+    // jvmtiEventCallbacks, its entries functions of the events' types.
+    let rc = unsafe {
+        call!(
+            jvmti,
+            TI_SET_EVENT_CALLBACKS,
+            fn(*const *const c_void, c_int) -> c_int,
+            callbacks.as_ptr(),
+            (CALLBACKS * 8) as c_int
+        )
+    };
     if rc != 0 {
         return Err(format!("JVMTI SetEventCallbacks failed (error {rc})"));
     }
@@ -585,14 +637,17 @@ unsafe fn set_up(vm: Env) -> Result<(), String> {
         JVMTI_EVENT_CLASS_LOAD,
         JVMTI_EVENT_CLASS_PREPARE,
     ] {
-        let rc = call!(
-            jvmti,
-            TI_SET_EVENT_NOTIFICATION_MODE,
-            fn(c_int, c_int, *mut c_void) -> c_int,
-            JVMTI_ENABLE,
-            event,
-            core::ptr::null_mut()
-        );
+        // SAFETY: the environment just returned; a global event (no thread).
+        let rc = unsafe {
+            call!(
+                jvmti,
+                TI_SET_EVENT_NOTIFICATION_MODE,
+                fn(c_int, c_int, *mut c_void) -> c_int,
+                JVMTI_ENABLE,
+                event,
+                core::ptr::null_mut()
+            )
+        };
         if rc != 0 {
             return Err(format!("JVMTI cannot enable event {event} (error {rc})"));
         }
@@ -601,22 +656,33 @@ unsafe fn set_up(vm: Env) -> Result<(), String> {
     // in on_class_prepare; a class in both is harmless).
     let mut count: c_int = 0;
     let mut classes: *mut *mut c_void = core::ptr::null_mut();
-    if call!(
-        jvmti,
-        TI_GET_LOADED_CLASSES,
-        fn(*mut c_int, *mut *mut *mut c_void) -> c_int,
-        &mut count,
-        &mut classes
-    ) == 0
-        && !classes.is_null()
-    {
-        for &class in core::slice::from_raw_parts(classes, count.max(0) as usize) {
-            create_method_ids(jvmti, class);
-            call!(jni, JNI_DELETE_LOCAL_REF, fn(*mut c_void) -> (), class);
+    // SAFETY: the environment just returned; `count` and `classes` are out
+    // storage.
+    let rc = unsafe {
+        call!(
+            jvmti,
+            TI_GET_LOADED_CLASSES,
+            fn(*mut c_int, *mut *mut *mut c_void) -> c_int,
+            &mut count,
+            &mut classes
+        )
+    };
+    if rc == 0 && !classes.is_null() {
+        // SAFETY: JVMTI returned `count` class references at `classes`.
+        let loaded = unsafe { core::slice::from_raw_parts(classes, count.max(0) as usize) };
+        for &class in loaded {
+            // SAFETY: a local reference to a loaded class, deleted once after
+            // its use, on the thread it belongs to.
+            unsafe {
+                create_method_ids(jvmti, class);
+                call!(jni, JNI_DELETE_LOCAL_REF, fn(*mut c_void) -> (), class);
+            }
         }
-        call!(jvmti, TI_DEALLOCATE, fn(*mut *mut c_void) -> c_int, classes);
+        // SAFETY: JVMTI's allocation, freed once, after its last use.
+        unsafe { call!(jvmti, TI_DEALLOCATE, fn(*mut *mut c_void) -> c_int, classes) };
     }
-    let find = libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr());
+    // SAFETY: dlsym with a NUL-terminated name.
+    let find = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
     FIND_OBJECT.store(find as usize, Ordering::Relaxed);
     {
         let mut n = names();
@@ -626,7 +692,8 @@ unsafe fn set_up(vm: Env) -> Result<(), String> {
     }
     VM.store(vm as usize, Ordering::Release);
     AGCT.store(agct as usize, Ordering::Release);
-    libc::pthread_atfork(None, None, Some(fork_child));
+    // SAFETY: registers a plain extern "C" function.
+    unsafe { libc::pthread_atfork(None, None, Some(fork_child)) };
     ACTIVE.store(true, Ordering::Release);
     Ok(())
 }
@@ -635,6 +702,9 @@ unsafe fn set_up(vm: Env) -> Result<(), String> {
 /// exit). The VM sets the thread's signal mask as it does for its own
 /// threads: the collector's own mask is put back, with the synchronous
 /// signals the VM's code relies on left unblocked.
+///
+/// # Safety
+/// `vm` is a created JavaVM.
 unsafe fn attach(vm: Env) -> Result<Env, String> {
     #[repr(C)]
     struct AttachArgs {
@@ -647,18 +717,23 @@ unsafe fn attach(vm: Env) -> Result<Env, String> {
         name: c"leakprobe collector".as_ptr(),
         group: core::ptr::null_mut(),
     };
-    let mut old: libc::sigset_t = core::mem::zeroed();
+    let mut old = crate::sys::signals::empty();
     crate::sys::signals::real_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut old);
     let mut jni: Env = core::ptr::null_mut();
-    let rc = call!(
-        vm,
-        INVOKE_ATTACH_DAEMON,
-        fn(*mut Env, *const AttachArgs) -> c_int,
-        &mut jni,
-        &args
-    );
+    // SAFETY: a created VM (the contract); `args` is a JavaVMAttachArgs,
+    // `jni` out storage.
+    let rc = unsafe {
+        call!(
+            vm,
+            INVOKE_ATTACH_DAEMON,
+            fn(*mut Env, *const AttachArgs) -> c_int,
+            &mut jni,
+            &args
+        )
+    };
     for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
-        libc::sigdelset(&mut old, sig);
+        // SAFETY: `old` is an initialised sigset of ours.
+        unsafe { libc::sigdelset(&mut old, sig) };
     }
     crate::sys::signals::real_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
     if rc != JNI_OK || jni.is_null() {
@@ -668,20 +743,26 @@ unsafe fn attach(vm: Env) -> Result<Env, String> {
 }
 
 /// Creates the jmethodIDs of `class`'s methods (GetClassMethods does).
+///
+/// # Safety
+/// `jvmti` is live; `class` is a reference to a loaded class.
 unsafe fn create_method_ids(jvmti: Env, class: *mut c_void) {
     let mut count: c_int = 0;
     let mut methods: *mut usize = core::ptr::null_mut();
-    if call!(
-        jvmti,
-        TI_GET_CLASS_METHODS,
-        fn(*mut c_void, *mut c_int, *mut *mut usize) -> c_int,
-        class,
-        &mut count,
-        &mut methods
-    ) == 0
-        && !methods.is_null()
-    {
-        call!(jvmti, TI_DEALLOCATE, fn(*mut usize) -> c_int, methods);
+    // SAFETY: the contract; `count` and `methods` are out storage.
+    let rc = unsafe {
+        call!(
+            jvmti,
+            TI_GET_CLASS_METHODS,
+            fn(*mut c_void, *mut c_int, *mut *mut usize) -> c_int,
+            class,
+            &mut count,
+            &mut methods
+        )
+    };
+    if rc == 0 && !methods.is_null() {
+        // SAFETY: JVMTI's allocation, freed once.
+        unsafe { call!(jvmti, TI_DEALLOCATE, fn(*mut usize) -> c_int, methods) };
     }
 }
 
@@ -689,7 +770,8 @@ unsafe fn create_method_ids(jvmti: Env, class: *mut c_void) {
 unsafe extern "C" fn on_class_load(_: Env, _: Env, _: *mut c_void, _: *mut c_void) {}
 
 unsafe extern "C" fn on_class_prepare(jvmti: Env, _: Env, _: *mut c_void, class: *mut c_void) {
-    create_method_ids(jvmti, class);
+    // SAFETY: the VM passes its live environment and the prepared class.
+    unsafe { create_method_ids(jvmti, class) };
 }
 
 /// The VM is about to exit: resolve what is pending while JVMTI still

@@ -36,7 +36,7 @@ impl Stack {
     };
 
     pub fn frames(&self) -> &[usize] {
-        &self.frames[..self.len]
+        &self.frames[..self.len.min(self.frames.len())]
     }
 }
 
@@ -106,7 +106,11 @@ impl<'a> Collect<'a> {
             if ip == 0 {
                 return false;
             }
-            self.out.frames[self.out.len] = ip;
+            // Whatever an unwinder does, the stack ends at its array's end.
+            let Some(slot) = self.out.frames.get_mut(self.out.len) else {
+                return false;
+            };
+            *slot = ip;
             self.out.len += 1;
             self.out.len < self.max
         }
@@ -134,19 +138,28 @@ pub fn init_own_range() {
 }
 
 /// Finds the executable segment of the object loaded at `data.0`.
+///
+/// # Safety
+/// As a `dl_iterate_phdr` callback, with `data` the range `init_own_range`
+/// passes.
 unsafe extern "C" fn find_exec_range(
     info: *mut libc::dl_phdr_info,
     _size: usize,
     data: *mut c_void,
 ) -> libc::c_int {
-    let range = &mut *(data as *mut (usize, usize, usize));
-    let info = &*info;
-    let headers = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+    // SAFETY: `data` is `init_own_range`'s tuple, not otherwise borrowed
+    // while dl_iterate_phdr runs.
+    let range = unsafe { &mut *(data as *mut (usize, usize, usize)) };
+    // SAFETY: the loader's header information, valid during the callback.
+    let info = unsafe { &*info };
+    // SAFETY: the loader's program headers, `dlpi_phnum` of them.
+    let headers = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
     let base = info.dlpi_addr as usize;
+    // Headers of objects not ours: wrapping sums, never a panic.
     let maps_base = headers.iter().any(|h| {
         h.p_type == libc::PT_LOAD
-            && base + h.p_vaddr as usize <= range.0
-            && range.0 < base + (h.p_vaddr + h.p_memsz) as usize
+            && base.wrapping_add(h.p_vaddr as usize) <= range.0
+            && range.0 < base.wrapping_add(h.p_vaddr.wrapping_add(h.p_memsz) as usize)
     }) || base == range.0;
     if !maps_base {
         return 0;
@@ -155,10 +168,28 @@ unsafe extern "C" fn find_exec_range(
         .iter()
         .filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0)
     {
-        let lo = base + h.p_vaddr as usize;
-        let hi = lo + h.p_memsz as usize;
+        let lo = base.wrapping_add(h.p_vaddr as usize);
+        let hi = lo.wrapping_add(h.p_memsz as usize);
         range.1 = if range.1 == 0 { lo } else { range.1.min(lo) };
         range.2 = range.2.max(hi);
     }
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walker_that_goes_on_cannot_write_past_the_stack() {
+        let mut out = Stack::EMPTY;
+        let mut frame = Collect::new(&mut out).frame();
+        // A walker that ignores "complete" and keeps giving frames.
+        for ip in 1..3 * FRAMES_LIMIT {
+            frame(ip);
+        }
+        drop(frame);
+        assert_eq!(out.len, FRAMES_LIMIT + 1);
+        assert_eq!(out.frames().len(), FRAMES_LIMIT + 1);
+    }
 }

@@ -39,7 +39,8 @@ pub fn init() {
     // The stack's mapping runs at least to the end of that page (argv and the
     // environment lie above), which also covers the few words a program
     // started as `ld.so ./program` has above it.
-    MAIN_END.store((end | 4095) + 1, Ordering::Relaxed);
+    // ld.so's word, read: wrapping, so a bad one means "unknown" (0).
+    MAIN_END.store((end | 4095).wrapping_add(1), Ordering::Relaxed);
 }
 
 /// The end of the readable memory above `sp`, when `sp` is on the calling
@@ -57,7 +58,7 @@ pub fn top(sp: usize) -> Option<usize> {
         if s.stack_scans.get() >= MAX_SCANS {
             return None;
         }
-        s.stack_scans.set(s.stack_scans.get() + 1);
+        s.stack_scans.set(s.stack_scans.get().saturating_add(1));
         let (new_lo, new_hi) = mapping_containing(sp)?;
         s.stack.set((new_lo, new_hi));
         Some(new_hi)
@@ -93,7 +94,8 @@ fn read_maps(addr: usize) -> Option<(usize, usize)> {
             if n <= 0 {
                 break None;
             }
-            if let Some(found) = buf[..n as usize].iter().find_map(|&b| scan.feed(b, addr)) {
+            let read = buf.iter().take(n as usize);
+            if let Some(found) = read.copied().find_map(|b| scan.feed(b, addr)) {
                 break found;
             }
         };
@@ -116,9 +118,9 @@ impl Scan {
     fn feed(&mut self, b: u8, addr: usize) -> Option<Option<(usize, usize)>> {
         let digit = (b as char).to_digit(16).map(|d| d as usize);
         match (self.field, digit) {
-            (0, Some(d)) => self.start = self.start.wrapping_mul(16) + d,
+            (0, Some(d)) => self.start = self.start.wrapping_mul(16).wrapping_add(d),
             (0, None) if b == b'-' => self.field = 1,
-            (1, Some(d)) => self.end = self.end.wrapping_mul(16) + d,
+            (1, Some(d)) => self.end = self.end.wrapping_mul(16).wrapping_add(d),
             (1, None) => {
                 if self.start > addr {
                     return Some(None);

@@ -170,11 +170,13 @@ mod imp {
                 // A chain that does not climb the stack is broken: stop.
                 return Walk::Complete;
             };
-            let Some(ra) = read(cfa - 8, bottom, top) else {
+            // The CFA comes from the stack's words: checked, never a panic.
+            let Some(ra) = cfa.checked_sub(8).and_then(|at| read(at, bottom, top)) else {
                 return Walk::Complete;
             };
             if rbp_slot != 0 {
-                let Some(saved) = read(cfa - 8 * rbp_slot as usize, bottom, top) else {
+                let slot = cfa.checked_sub(8 * rbp_slot as usize);
+                let Some(saved) = slot.and_then(|at| read(at, bottom, top)) else {
                     return Walk::Complete;
                 };
                 bp = saved;
