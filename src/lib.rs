@@ -69,7 +69,7 @@ extern "C" fn init() {
     }
     collect::collector::start(cfg);
     // After the dump directory is open: the lines go to the log too.
-    profile::blind::check(profile::dump::program_path());
+    profile::blind::check(profile::objects::program_path());
     if collect::signal::install(cfg.signal) {
         hook::signals::install(cfg.signal);
     }

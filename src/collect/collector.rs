@@ -7,7 +7,9 @@ use crate::collect::ring::{self, Sample};
 use crate::collect::signal;
 use crate::next::{self, global_alloc};
 use crate::profile::accounting;
-use crate::profile::dump::{self, DumpDir, Row};
+use crate::profile::dump::{self, Row};
+use crate::profile::dumpdir::DumpDir;
+use crate::profile::objects;
 use crate::sample::live::{self, Entry, PENDING};
 use crate::sample::sampling;
 use crate::settings::{self, Settings};
@@ -140,8 +142,8 @@ impl Drop for InFlight {
 }
 
 pub fn start(cfg: &'static Settings) {
-    dump::program_path();
-    dump::argv0();
+    objects::program_path();
+    objects::argv0();
     ring::renew();
     STATE.with(|s| *s = Some(Collector::new(cfg)));
     // SAFETY: registering plain extern "C" handlers.
@@ -429,8 +431,8 @@ impl Collector {
             ("version", env!("CARGO_PKG_VERSION").to_string()),
             ("arch", std::env::consts::ARCH.to_string()),
             ("pid", pid.to_string()),
-            ("program", dump::program_path().to_string()),
-            ("argv0", dump::argv0().to_string()),
+            ("program", objects::program_path().to_string()),
+            ("argv0", objects::argv0().to_string()),
             ("sample_period", period.to_string()),
             (
                 "time_unix",
@@ -488,8 +490,8 @@ impl Collector {
         meta.extend(accounting::process());
         meta.extend(accounting::allocator());
         meta.extend(crate::mapped::table::facts(period));
-        let map = dump::memory_map();
-        meta.extend(dump::object_facts(&map));
+        let map = objects::memory_map();
+        meta.extend(objects::object_facts(&map));
         meta.push((
             "dumps_failed_out_of_memory",
             FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),

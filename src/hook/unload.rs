@@ -45,11 +45,11 @@ unsafe fn segments_of(handle: *mut c_void) -> Vec<(u64, u64, String)> {
     // SAFETY: the loader's struct link_map of an open object, which starts
     // with l_addr (the load bias).
     let bias = unsafe { *(map as *const u64) };
-    crate::profile::dump::segments_where(|addr| addr == bias)
+    crate::profile::objects::segments_where(|addr| addr == bias)
 }
 
 fn still_loaded(start: u64) -> bool {
-    crate::profile::dump::segments_where(|_| true)
+    crate::profile::objects::segments_where(|_| true)
         .iter()
         .any(|s| s.0 == start)
 }

@@ -66,7 +66,7 @@ fn ahead_of_us(name: &CStr) -> Option<(String, bool)> {
         return None;
     }
     let path = path_of(&info);
-    let program = crate::profile::dump::program_path();
+    let program = crate::profile::objects::program_path();
     let in_program = path == program || path.is_empty();
     Some((
         if path.is_empty() {
@@ -82,7 +82,7 @@ fn defined_by(name: &CStr) -> Option<String> {
     defining(name).map(|info| {
         let path = path_of(&info);
         if path.is_empty() {
-            crate::profile::dump::program_path().to_string()
+            crate::profile::objects::program_path().to_string()
         } else {
             path
         }

@@ -3,7 +3,7 @@
 //! object that holds an address, and the symbol entry there.
 
 use core::ffi::{c_int, c_void, CStr};
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// The next definition of a non-allocator function, looked up once into
 /// `slot` (for the other functions the library interposes).
@@ -74,4 +74,65 @@ pub fn symbol_at(addr: *const c_void) -> Option<(libc::Dl_info, &'static libc::E
         }
         Some((info, (sym as *const libc::Elf64_Sym).as_ref()?))
     }
+}
+
+/// glibc's `struct dl_find_object` (2.35).
+#[repr(C)]
+struct DlFindObject {
+    flags: u64,
+    map_start: usize,
+    map_end: usize,
+    link_map: usize,
+    eh_frame: usize,
+    reserved: [u64; 7],
+}
+
+type FindObjectFn = unsafe extern "C" fn(usize, *mut DlFindObject) -> c_int;
+
+/// `_dl_find_object` (glibc >= 2.35), or 0: looked up once at load
+/// (`init_find_object`), since `dlsym` may take the loader's lock.
+static FIND_OBJECT: AtomicUsize = AtomicUsize::new(0);
+
+/// A loaded object: where it is mapped and its `.eh_frame_hdr`.
+pub struct FoundObject {
+    pub start: usize,
+    pub end: usize,
+    pub eh_frame_hdr: usize,
+}
+
+/// Looks up `_dl_find_object` once, when the library loads.
+pub fn init_find_object() {
+    // SAFETY: dlsym with a NUL-terminated name.
+    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
+    FIND_OBJECT.store(f as usize, Ordering::Release);
+}
+
+/// Whether `find_object` can answer (glibc >= 2.35).
+pub fn can_find_objects() -> bool {
+    FIND_OBJECT.load(Ordering::Acquire) != 0
+}
+
+/// The loaded object that maps `at`: lock-free and async-signal-safe.
+pub fn find_object(at: usize) -> Option<FoundObject> {
+    let find = FIND_OBJECT.load(Ordering::Acquire);
+    if find == 0 {
+        return None;
+    }
+    // SAFETY: the only non-zero value stored is `_dl_find_object`'s address,
+    // which has this type.
+    let find: FindObjectFn = unsafe { core::mem::transmute(find) };
+    let mut object = DlFindObject {
+        flags: 0,
+        map_start: 0,
+        map_end: 0,
+        link_map: 0,
+        eh_frame: 0,
+        reserved: [0; 7],
+    };
+    // SAFETY: _dl_find_object only fills the struct it is given.
+    (unsafe { find(at, &mut object) } == 0).then_some(FoundObject {
+        start: object.map_start,
+        end: object.map_end,
+        eh_frame_hdr: object.eh_frame,
+    })
 }

@@ -37,10 +37,9 @@ use std::sync::Mutex;
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// `LEAKPROBE_JAVA=0`: never look for a JVM.
 static OFF: AtomicBool = AtomicBool::new(false);
-/// The `JavaVM*`, `AsyncGetCallTrace` and `_dl_find_object` (or 0).
+/// The `JavaVM*` and `AsyncGetCallTrace` (or 0).
 static VM: AtomicUsize = AtomicUsize::new(0);
 static AGCT: AtomicUsize = AtomicUsize::new(0);
-static FIND_OBJECT: AtomicUsize = AtomicUsize::new(0);
 /// Stacks that got Java frames, and those `AsyncGetCallTrace` could not walk.
 static WALKED: AtomicU64 = AtomicU64::new(0);
 static NOT_WALKABLE: AtomicU64 = AtomicU64::new(0);
@@ -123,16 +122,6 @@ struct CallTrace {
 }
 
 type Agct = unsafe extern "C" fn(*mut CallTrace, i32, *mut c_void);
-
-#[repr(C)]
-struct DlFindObject {
-    flags: u64,
-    map_start: usize,
-    map_end: usize,
-    link_map: usize,
-    eh_frame: usize,
-    reserved: [u64; 7],
-}
 
 pub fn disable() {
     OFF.store(true, Ordering::Relaxed);
@@ -217,16 +206,7 @@ fn append_java(stack: &mut Stack, max_len: usize) {
 /// Whether a loaded object maps `pc` (lock-free `_dl_find_object`); true if
 /// that cannot be told, so that a frame is never dropped by mistake.
 fn in_some_object(pc: usize) -> bool {
-    let find = FIND_OBJECT.load(Ordering::Relaxed);
-    if find == 0 {
-        return true;
-    }
-    // SAFETY: `find` is glibc's _dl_find_object, which writes `out`.
-    unsafe {
-        let f: unsafe extern "C" fn(usize, *mut DlFindObject) -> c_int = core::mem::transmute(find);
-        let mut out: DlFindObject = core::mem::zeroed();
-        f(pc, &mut out) == 0
-    }
+    !crate::sys::dl::can_find_objects() || crate::sys::dl::find_object(pc).is_some()
 }
 
 fn encode(lineno: i32, method: usize) -> usize {
@@ -681,9 +661,6 @@ unsafe fn set_up(vm: Env) -> Result<(), String> {
         // SAFETY: JVMTI's allocation, freed once, after its last use.
         unsafe { call!(jvmti, TI_DEALLOCATE, fn(*mut *mut c_void) -> c_int, classes) };
     }
-    // SAFETY: dlsym with a NUL-terminated name.
-    let find = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
-    FIND_OBJECT.store(find as usize, Ordering::Relaxed);
     {
         let mut n = names();
         n.jvmti = jvmti as usize;

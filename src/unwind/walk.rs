@@ -46,34 +46,20 @@ pub fn cache_bytes() -> usize {
 #[cfg(target_arch = "x86_64")]
 mod imp {
     use super::Walk;
+    use crate::sys::dl;
     use crate::unwind::cfi::{self, Rule};
     use crate::unwind::stack_bounds;
-    use core::ffi::c_int;
-    use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-    /// glibc's `struct dl_find_object` (2.35).
-    #[repr(C)]
-    struct DlFindObject {
-        flags: u64,
-        map_start: usize,
-        map_end: usize,
-        link_map: usize,
-        eh_frame: usize,
-        reserved: [u64; 7],
-    }
-
-    type FindObject = unsafe extern "C" fn(usize, *mut DlFindObject) -> c_int;
-
-    /// `_dl_find_object`, or 0 when this unwinder is off or glibc is older
-    /// than 2.35.
-    static FIND_OBJECT: AtomicUsize = AtomicUsize::new(0);
+    /// Whether the caching unwinder is on (`LEAKPROBE_UNWIND=fast` and
+    /// glibc's `_dl_find_object`).
+    static ENABLED: AtomicBool = AtomicBool::new(false);
 
     pub fn init(enabled: bool) {
-        // SAFETY: dlsym with a NUL-terminated name.
-        let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
-        if enabled && !f.is_null() {
+        dl::init_find_object();
+        if enabled && dl::can_find_objects() {
             stack_bounds::init();
-            FIND_OBJECT.store(f as usize, Ordering::Release);
+            ENABLED.store(true, Ordering::Release);
         }
     }
 
@@ -96,17 +82,13 @@ mod imp {
     const UC_RIP: usize = 40 + 8 * 16;
 
     pub fn enabled() -> bool {
-        FIND_OBJECT.load(Ordering::Acquire) != 0
+        ENABLED.load(Ordering::Acquire)
     }
 
     pub fn walk(frame: &mut dyn FnMut(usize) -> bool) -> Walk {
-        let find = FIND_OBJECT.load(Ordering::Acquire);
-        if find == 0 {
-            // Callers ask `enabled` first; a null pointer is never called.
+        if !enabled() {
             return Walk::Stopped;
         }
-        // SAFETY: the value stored in `init` is `_dl_find_object`'s address.
-        let find: FindObject = unsafe { core::mem::transmute(find) };
         let (mut pc, mut sp, mut bp): (usize, usize, usize);
         // SAFETY: reads this function's own registers at this instruction,
         // whose CFI then describes how to find its caller.
@@ -139,7 +121,7 @@ mod imp {
             if !frame(pc) {
                 return Walk::Complete;
             }
-            let (cfa_rbp, cfa_offset, rbp_slot) = match rule(find, at) {
+            let (cfa_rbp, cfa_offset, rbp_slot) = match rule(at) {
                 Rule::Frame {
                     cfa_rbp,
                     cfa_offset,
@@ -188,12 +170,12 @@ mod imp {
     }
 
     /// The rule for code address `at`, from the cache or worked out.
-    fn rule(find: FindObject, at: usize) -> Rule {
+    fn rule(at: usize) -> Rule {
         let entry = &CACHE[at & ((1 << CACHE_BITS) - 1)];
         if let Some(rule) = unpack(entry.load(Ordering::Relaxed), at) {
             return rule;
         }
-        let rule = object_of(find, at).map_or(Rule::Missing, |object| cfi::rule_for(&object, at));
+        let rule = object_of(at).map_or(Rule::Missing, |object| cfi::rule_for(&object, at));
         if let Some(packed) = pack(at, rule) {
             entry.store(packed, Ordering::Relaxed);
         }
@@ -201,21 +183,11 @@ mod imp {
     }
 
     /// The loaded object containing `at`.
-    fn object_of(find: FindObject, at: usize) -> Option<cfi::Object> {
-        let mut object = DlFindObject {
-            flags: 0,
-            map_start: 0,
-            map_end: 0,
-            link_map: 0,
-            eh_frame: 0,
-            reserved: [0; 7],
-        };
-        // SAFETY: _dl_find_object is lock-free and async-signal-safe; it
-        // fills the struct we pass.
-        (unsafe { find(at, &mut object) } == 0).then_some(cfi::Object {
-            start: object.map_start,
-            end: object.map_end,
-            eh_frame_hdr: object.eh_frame,
+    fn object_of(at: usize) -> Option<cfi::Object> {
+        dl::find_object(at).map(|o| cfi::Object {
+            start: o.start,
+            end: o.end,
+            eh_frame_hdr: o.eh_frame_hdr,
         })
     }
 
@@ -303,14 +275,11 @@ mod imp {
         #[test]
         fn rules_for_a_whole_object() {
             init(true);
-            // SAFETY: `init` stored `_dl_find_object` (glibc >= 2.35 here).
-            let find: FindObject =
-                unsafe { core::mem::transmute(FIND_OBJECT.load(Ordering::Acquire)) };
             let here = rules_for_a_whole_object as fn() as usize;
-            let object = object_of(find, here).expect("the test binary is loaded");
+            let object = object_of(here).expect("the test binary is loaded");
             let mut kinds = [0usize; 5];
             for at in (object.start..object.end).step_by(61) {
-                let kind = match rule(find, at) {
+                let kind = match rule(at) {
                     Rule::Frame { .. } => 0,
                     Rule::End => 1,
                     Rule::Signal => 2,
@@ -324,7 +293,7 @@ mod imp {
                 kinds[0] > 10 * (kinds[1] + kinds[2] + kinds[3]),
                 "{kinds:?}"
             );
-            assert!(matches!(rule(find, here), Rule::Frame { .. }));
+            assert!(matches!(rule(here), Rule::Frame { .. }));
         }
 
         /// The same frames as libgcc, from a test thread (bounds from
