@@ -261,6 +261,30 @@ impl Table {
 
     /// Tracks a new mapping, replacing whatever the table held there (a
     /// range unmapped behind the library's back).
+    /// `size` bytes are now mapped at `start`: a new sampled mapping
+    /// (its stack and kind), or an unsampled one that replaces whatever
+    /// was tracked there.
+    pub fn mapped_at(&mut self, start: usize, size: usize, sample: Option<(u32, Kind)>) {
+        let end = start.saturating_add(size);
+        match sample {
+            Some((stack, kind)) => self.insert_range(Entry {
+                start,
+                end,
+                size,
+                seq: next_seq(),
+                stack,
+                kind,
+                born: now(),
+                thread: 0,
+                detached: false,
+                exited: false,
+            }),
+            None => {
+                self.remove_range(start, end);
+            }
+        }
+    }
+
     pub fn insert_range(&mut self, e: Entry) {
         self.remove_range(e.start, e.end);
         let i = self
@@ -575,24 +599,8 @@ unsafe fn map_slow(args: [usize; 5], off: libc::off_t, crossed: bool, entry: usi
     let p = TABLE.with(|t| {
         let p = call();
         if p != libc::MAP_FAILED {
-            let (start, end) = (p as usize, (p as usize).saturating_add(size));
-            match (stack, kind) {
-                (Some(stack), Some(kind)) => t.insert_range(Entry {
-                    start,
-                    end,
-                    size,
-                    seq: next_seq(),
-                    stack,
-                    kind,
-                    born: now(),
-                    thread: 0,
-                    detached: false,
-                    exited: false,
-                }),
-                _ => {
-                    t.remove_range(start, end);
-                }
-            }
+            let sample = stack.zip(kind);
+            t.mapped_at(p as usize, size, sample);
         }
         p
     });
@@ -697,24 +705,7 @@ unsafe fn remap_slow(args: [usize; 4], flags: c_int, crossed: bool) -> Ptr {
         };
         // A mapping first seen here is counted as anonymous.
         let kind = kind.unwrap_or(Kind::Anon);
-        let (start, end) = (q as usize, (q as usize).saturating_add(size));
-        match stack {
-            Some(stack) => t.insert_range(Entry {
-                start,
-                end,
-                size,
-                seq: next_seq(),
-                stack,
-                kind,
-                born: now(),
-                thread: 0,
-                detached: false,
-                exited: false,
-            }),
-            None => {
-                t.remove_range(start, end);
-            }
-        }
+        t.mapped_at(q as usize, size, stack.map(|stack| (stack, kind)));
         (q, Some(kind))
     });
     if let (Some(stack), Some(kind)) = (stack, kind) {

@@ -2,6 +2,8 @@
 //! map (with objects unloaded since), each object's build-id under the path
 //! in that map, the program's path and the name it was started as.
 
+use crate::sys::dl;
+
 /// The memory map for symbolization: /proc/self/maps, or (after `chroot`,
 /// without /proc) one line per executable segment from the dynamic linker;
 /// then the objects unloaded since, where nothing else is mapped now.
@@ -25,47 +27,18 @@ fn loader_map() -> String {
 /// (start, end, memory-map line) of the executable segments of every loaded
 /// object whose load bias satisfies `wanted`, from the dynamic linker.
 pub fn segments_where(wanted: impl Fn(u64) -> bool) -> Vec<(u64, u64, String)> {
-    struct Search<'a> {
-        wanted: &'a dyn Fn(u64) -> bool,
-        found: Vec<(u64, u64, String)>,
-    }
-    unsafe extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _: usize,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: the loader passes a valid info, for the callback's run.
-        let info = unsafe { &*info };
-        // SAFETY: `data` is our Search, not otherwise borrowed meanwhile.
-        let search = unsafe { &mut *(data as *mut Search) };
-        if !(search.wanted)(info.dlpi_addr) {
-            return 0;
+    let mut found = Vec::new();
+    dl::each_object(|o| {
+        if !wanted(o.base) {
+            return;
         }
-        // SAFETY: `info` comes from dl_iterate_phdr.
-        let name = unsafe { object_name(info) };
-        // SAFETY: the loader's program headers, `dlpi_phnum` of them.
-        let headers =
-            unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-        for h in headers
-            .iter()
-            .filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0)
-        {
-            // Headers of objects not ours: wrapping sums, never a panic.
-            let lo = info.dlpi_addr.wrapping_add(h.p_vaddr);
-            let hi = lo.wrapping_add(h.p_memsz);
-            let line = format!("{lo:x}-{hi:x} r-xp {:08x} 00:00 0 {name}\n", h.p_offset);
-            search.found.push((lo, hi, line));
+        let name = object_name(o);
+        for (lo, hi, offset) in o.code_segments() {
+            let line = format!("{lo:x}-{hi:x} r-xp {offset:08x} 00:00 0 {name}\n");
+            found.push((lo, hi, line));
         }
-        0
-    }
-    let mut search = Search {
-        wanted: &wanted,
-        found: Vec::new(),
-    };
-    // SAFETY: `each` only reads the headers and appends to `search`, which
-    // outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&mut search as *mut Search).cast()) };
-    search.found
+    });
+    found
 }
 
 /// One `build_id` fact per loaded object that has one (its NT_GNU_BUILD_ID
@@ -93,40 +66,20 @@ pub fn object_facts(map: &[u8]) -> Vec<(&'static str, String)> {
 /// (build-id, address of its note, loader's name) of every loaded object
 /// that has one.
 fn build_ids() -> Vec<(String, u64, String)> {
-    unsafe extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _: usize,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: the loader passes a valid info, for the callback's run.
-        let info = unsafe { &*info };
-        // SAFETY: `data` is our Vec, not otherwise borrowed meanwhile.
-        let out = unsafe { &mut *(data as *mut Vec<(String, u64, String)>) };
-        // SAFETY: the loader's program headers, `dlpi_phnum` of them.
-        let headers =
-            unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-        for h in headers.iter().filter(|h| h.p_type == libc::PT_NOTE) {
-            let address = info.dlpi_addr.wrapping_add(h.p_vaddr);
+    let mut out = Vec::new();
+    dl::each_object(|o| {
+        for h in o.headers.iter().filter(|h| h.p_type == libc::PT_NOTE) {
+            let address = o.base.wrapping_add(h.p_vaddr);
             // SAFETY: a loaded object's PT_NOTE segment is mapped, at its
             // address, `p_memsz` bytes.
             let notes =
                 unsafe { core::slice::from_raw_parts(address as *const u8, h.p_memsz as usize) };
             if let Some(id) = gnu_build_id(notes) {
-                // SAFETY: `info` comes from dl_iterate_phdr.
-                out.push((id, address, unsafe { object_name(info) }));
+                out.push((id, address, object_name(o)));
                 break;
             }
         }
-        0
-    }
-    let mut out = Vec::new();
-    // SAFETY: `each` only appends to `out`, which outlives the call.
-    unsafe {
-        libc::dl_iterate_phdr(
-            Some(each),
-            (&mut out as *mut Vec<(String, u64, String)>).cast(),
-        )
-    };
+    });
     out
 }
 
@@ -187,19 +140,11 @@ pub fn argv0() -> &'static str {
 }
 
 /// The object's path; the main program has an empty name in the loader.
-///
-/// # Safety
-/// `info` comes from `dl_iterate_phdr`.
-unsafe fn object_name(info: &libc::dl_phdr_info) -> String {
-    if info.dlpi_name.is_null() {
-        return program_path().to_string();
-    }
-    // SAFETY: not null, so the loader's NUL-terminated name (the contract).
-    let name = unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) };
-    if name.is_empty() {
+fn object_name(o: &dl::LoadedObject) -> String {
+    if o.name.is_empty() {
         program_path().to_string()
     } else {
-        name.to_string_lossy().into_owned()
+        o.name.to_string_lossy().into_owned()
     }
 }
 

@@ -136,3 +136,64 @@ pub fn find_object(at: usize) -> Option<FoundObject> {
         eh_frame_hdr: object.eh_frame,
     })
 }
+
+/// A loaded object, as the loader describes it to `dl_iterate_phdr`.
+pub struct LoadedObject<'a> {
+    /// Load bias: segment addresses are `base + p_vaddr`.
+    pub base: u64,
+    /// The loader's name: empty for the main program.
+    pub name: &'a CStr,
+    pub headers: &'a [libc::Elf64_Phdr],
+}
+
+impl LoadedObject<'_> {
+    /// (start, end, file offset) of each executable segment. Headers of
+    /// objects not ours: wrapping sums, never a panic.
+    pub fn code_segments(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.headers
+            .iter()
+            .filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0)
+            .map(|h| {
+                let lo = self.base.wrapping_add(h.p_vaddr);
+                (lo, lo.wrapping_add(h.p_memsz), h.p_offset)
+            })
+    }
+}
+
+/// Calls `f` for every loaded object (`dl_iterate_phdr`, which holds the
+/// loader's lock meanwhile: not for the sampled path).
+pub fn each_object(mut f: impl FnMut(&LoadedObject)) {
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: usize, data: *mut c_void) -> c_int {
+        // SAFETY: `data` is the closure `each_object` passes, not otherwise
+        // borrowed while dl_iterate_phdr runs.
+        let f = unsafe { &mut *(data as *mut &mut dyn FnMut(&LoadedObject)) };
+        // SAFETY: the loader passes a valid info, for the callback's run.
+        let info = unsafe { &*info };
+        let headers = if info.dlpi_phdr.is_null() {
+            &[][..]
+        } else {
+            // SAFETY: the loader's program headers, `dlpi_phnum` of them.
+            unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) }
+        };
+        let name = if info.dlpi_name.is_null() {
+            c""
+        } else {
+            // SAFETY: the loader's NUL-terminated name.
+            unsafe { CStr::from_ptr(info.dlpi_name) }
+        };
+        f(&LoadedObject {
+            base: info.dlpi_addr,
+            name,
+            headers,
+        });
+        0
+    }
+    let mut f: &mut dyn FnMut(&LoadedObject) = &mut f;
+    // SAFETY: `each` only calls `f`, which outlives the call.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(each),
+            (&mut f as *mut &mut dyn FnMut(&LoadedObject)).cast(),
+        )
+    };
+}

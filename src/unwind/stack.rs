@@ -9,7 +9,6 @@
 
 use crate::unwind::registered_frames;
 use crate::unwind::walk::{self, Walk};
-use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Upper bound of `LEAKPROBE_MAX_FRAMES` (jemalloc's PROF_BT_MAX is the same).
@@ -120,60 +119,27 @@ impl<'a> Collect<'a> {
 /// Records the address range of the library's own code, so its frames can be
 /// skipped. Runs once at load, before sampling starts.
 pub fn init_own_range() {
-    // SAFETY: dladdr reads an address of ours; dl_iterate_phdr's callback
-    // only reads the headers it is given.
-    unsafe {
-        let mut info: libc::Dl_info = core::mem::zeroed();
-        if libc::dladdr(init_own_range as *const c_void, &mut info) == 0 {
+    let Some(info) = crate::sys::dl::info_of(init_own_range as *mut ()) else {
+        return;
+    };
+    let own = info.dli_fbase as u64;
+    let (mut start, mut end) = (0u64, 0u64);
+    crate::sys::dl::each_object(|o| {
+        let maps_own = o.base == own
+            || o.headers.iter().any(|h| {
+                let lo = o.base.wrapping_add(h.p_vaddr);
+                h.p_type == libc::PT_LOAD && lo <= own && own < lo.wrapping_add(h.p_memsz)
+            });
+        if !maps_own {
             return;
         }
-        let mut range = (info.dli_fbase as usize, 0usize, 0usize);
-        libc::dl_iterate_phdr(
-            Some(find_exec_range),
-            (&mut range as *mut (usize, usize, usize)).cast(),
-        );
-        OWN_START.store(range.1, Ordering::Relaxed);
-        OWN_END.store(range.2, Ordering::Relaxed);
-    }
-}
-
-/// Finds the executable segment of the object loaded at `data.0`.
-///
-/// # Safety
-/// As a `dl_iterate_phdr` callback, with `data` the range `init_own_range`
-/// passes.
-unsafe extern "C" fn find_exec_range(
-    info: *mut libc::dl_phdr_info,
-    _size: usize,
-    data: *mut c_void,
-) -> libc::c_int {
-    // SAFETY: `data` is `init_own_range`'s tuple, not otherwise borrowed
-    // while dl_iterate_phdr runs.
-    let range = unsafe { &mut *(data as *mut (usize, usize, usize)) };
-    // SAFETY: the loader's header information, valid during the callback.
-    let info = unsafe { &*info };
-    // SAFETY: the loader's program headers, `dlpi_phnum` of them.
-    let headers = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-    let base = info.dlpi_addr as usize;
-    // Headers of objects not ours: wrapping sums, never a panic.
-    let maps_base = headers.iter().any(|h| {
-        h.p_type == libc::PT_LOAD
-            && base.wrapping_add(h.p_vaddr as usize) <= range.0
-            && range.0 < base.wrapping_add(h.p_vaddr.wrapping_add(h.p_memsz) as usize)
-    }) || base == range.0;
-    if !maps_base {
-        return 0;
-    }
-    for h in headers
-        .iter()
-        .filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0)
-    {
-        let lo = base.wrapping_add(h.p_vaddr as usize);
-        let hi = lo.wrapping_add(h.p_memsz as usize);
-        range.1 = if range.1 == 0 { lo } else { range.1.min(lo) };
-        range.2 = range.2.max(hi);
-    }
-    1
+        for (lo, hi, _) in o.code_segments() {
+            start = if start == 0 { lo } else { start.min(lo) };
+            end = end.max(hi);
+        }
+    });
+    OWN_START.store(start as usize, Ordering::Relaxed);
+    OWN_END.store(end as usize, Ordering::Relaxed);
 }
 
 #[cfg(test)]
