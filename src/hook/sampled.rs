@@ -2,8 +2,8 @@
 //! which entry point a sample names as frame 0, and the cold functions that
 //! record a sampled block and take a freed one out of the live table.
 
-use crate::collect::collector;
 use crate::collect::ring::{self, Sample};
+use crate::collect::{collector, mode, single};
 use crate::next::{self, bootstrap};
 use crate::sample::live::{self, PENDING};
 use crate::sample::sampling;
@@ -119,6 +119,7 @@ pub unsafe fn release_sampled(p: Ptr, release: impl FnOnce(Ptr)) {
 pub fn record(p: Ptr, size: usize, api: Api) {
     static SEQ: AtomicU64 = AtomicU64::new(1);
     sampling::while_busy(|| {
+        single::check_threads();
         collector::ensure_running();
         let _flight = collector::InFlight::enter();
         let (ptr, seq) = (p as usize, SEQ.fetch_add(1, Ordering::Relaxed));
@@ -141,7 +142,7 @@ pub fn record(p: Ptr, size: usize, api: Api) {
                 next::malloc_usable_size(p)
             }
         };
-        live::insert(live::Entry {
+        let entry = live::Entry {
             ptr,
             size,
             seq,
@@ -149,7 +150,11 @@ pub fn record(p: Ptr, size: usize, api: Api) {
             born,
             // An allocator without malloc_usable_size answers 0: unknown.
             usable: if usable >= size { usable } else { 0 },
-        });
+        };
+        if mode::active() && collector::record_inline(&sample, entry) {
+            return;
+        }
+        live::insert(entry);
         if !ring::push(sample, doorbell::ring) {
             live::remove(ptr);
         }

@@ -81,10 +81,12 @@ pub fn other_gap() -> Option<(usize, bool)> {
 }
 
 /// Sets `busy` for the duration of `f`, so nothing `f` allocates is sampled.
+/// Nested calls (the collector or the helper started from a sampled
+/// allocation) leave it set for the outer one.
 pub fn while_busy<R>(f: impl FnOnce() -> R) -> R {
-    thread_state::with(|s| s.busy.set(true));
+    let was = thread_state::with(|s| s.busy.replace(true));
     let r = f();
-    thread_state::with(|s| s.busy.set(false));
+    thread_state::with(|s| s.busy.set(was));
     r
 }
 
