@@ -67,6 +67,7 @@ extern "C" fn init() {
     if !cfg.java {
         unwind::java::disable();
     }
+    collect::single::register();
     collect::collector::start(cfg);
     // After the dump directory is open: the lines go to the log too.
     profile::blind::check(profile::objects::program_path());

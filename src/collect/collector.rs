@@ -4,7 +4,7 @@
 
 use crate::collect::request::REQUESTS;
 use crate::collect::ring::{self, Sample};
-use crate::collect::signal;
+use crate::collect::{mode, signal};
 use crate::next::{self, global_alloc};
 use crate::profile::accounting;
 use crate::profile::dump::{self, Row};
@@ -46,8 +46,8 @@ struct Collector {
     /// Estimated bytes allocated since start (un-sampled), for `LEAKPROBE_INTERVAL`.
     allocated_bytes: f64,
     automatic: Automatic,
-    /// Names of the dumps kept, oldest first, for `LEAKPROBE_MAX_DUMPS`.
-    kept: std::collections::VecDeque<String>,
+    /// Numbers of the dumps kept, oldest first, for `LEAKPROBE_MAX_DUMPS`.
+    kept: std::collections::VecDeque<u64>,
 }
 
 /// When the next automatic dump is due (`LEAKPROBE_PERIOD`, `LEAKPROBE_INTERVAL`).
@@ -198,12 +198,22 @@ pub fn ensure_running() {
     }
 }
 
+/// Starts the collector thread, or, in a single-threaded program (and in
+/// the forked child of one), the single-threaded mode's helper (`single`,
+/// started through `mode`).
+fn spawn() {
+    let single = mode::active() || settings::get().is_some_and(mode::wanted);
+    if !(single && mode::start_helper()) {
+        spawn_thread();
+    }
+}
+
 /// Starts the collector thread. A raw pthread rather than `std::thread`, so
 /// that nothing runs on it before it stops sampling itself. Every signal but
 /// the dump signal is blocked on it, so no handler of the program runs on it;
 /// the dump signal, blocked in the program's threads (`sigmask`), is taken
 /// here. Its creation is not sampled either.
-fn spawn() {
+pub fn spawn_thread() {
     sampling::while_busy(|| {
         let sig = settings::get().map_or(0, |c| c.signal);
         // SAFETY: plain pthread calls with initialised arguments; `run` never
@@ -216,7 +226,8 @@ fn spawn() {
             libc::pthread_attr_init(&mut attr);
             libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
             let mut thread: libc::pthread_t = 0;
-            let rc = libc::pthread_create(&mut thread, &attr, run, core::ptr::null_mut());
+            let create = crate::mapped::thread_stacks::real_create();
+            let rc = create(&mut thread, &attr, run, core::ptr::null_mut());
             libc::pthread_attr_destroy(&mut attr);
             rc
         });
@@ -268,7 +279,9 @@ impl Collector {
             snapshot: Vec::new(),
             allocated_bytes: 0.0,
             automatic: Automatic::new(cfg),
-            kept: std::collections::VecDeque::new(),
+            // Room the single-threaded mode's helper can use without
+            // allocating (`snapshot_end`).
+            kept: std::collections::VecDeque::with_capacity(cfg.max_dumps.min(KEPT_ROOM) + 1),
         }
     }
 
@@ -297,19 +310,22 @@ impl Collector {
             let Some(sample) = ring::pop() else {
                 return false;
             };
-            self.intern(sample);
+            if let Some(id) = self.intern(&sample) {
+                live::update(sample.ptr, sample.seq, |e| e.stack = id);
+            }
         }
         true
     }
 
-    fn intern(&mut self, s: Sample) {
+    /// Interns a sample's stack and counts it; its stack id.
+    fn intern(&mut self, s: &Sample) -> Option<u32> {
         // At the memory limit, a table that cannot grow leaves the sample
         // unresolved (so reported) rather than abort the process.
         if self.allocated.try_reserve(1).is_err()
             || self.ids.try_reserve(1).is_err()
             || self.stacks.try_reserve(1).is_err()
         {
-            return;
+            return None;
         }
         let frames = s.stack.frames();
         let id = match self.ids.get(frames) {
@@ -326,7 +342,7 @@ impl Collector {
         let total = self.allocated.entry((id, s.size)).or_default();
         total.0 += 1;
         total.1 += s.size as u64;
-        live::update(s.ptr, s.seq, |e| e.stack = id);
+        Some(id)
     }
 
     /// The library's own memory: live tables, ring, interned stacks and totals
@@ -424,8 +440,7 @@ impl Collector {
             })
             .sum();
         let (dropped, dropped_bytes) = ring::dropped();
-        // SAFETY: getpid has no preconditions.
-        let pid = unsafe { libc::getpid() };
+        let pid = crate::sys::raw::process_id();
         let (wall, mono) = (clock::wall(), clock::monotonic());
         let mut meta = vec![
             ("version", env!("CARGO_PKG_VERSION").to_string()),
@@ -462,6 +477,21 @@ impl Collector {
                 settings::get().map_or(String::new(), |c| settings::signal_name(c.signal)),
             ),
         ];
+        // Who took the request: the collector thread, or (`single`) a
+        // snapshot of a single-threaded program; and snapshots that failed.
+        meta.push((
+            "collector",
+            if mode::active() {
+                "single-threaded"
+            } else {
+                "thread"
+            }
+            .to_string(),
+        ));
+        let failed = SNAPSHOTS_FAILED.load(Ordering::Relaxed);
+        if failed > 0 {
+            meta.push(("snapshots_failed", failed.to_string()));
+        }
         if !self.answering.is_empty() && !at_peak {
             let tokens: Vec<String> = self.answering.iter().map(|t| format!("{t:08x}")).collect();
             meta.push(("requests_answered", tokens.join(" ")));
@@ -535,8 +565,8 @@ impl Collector {
                         |n| format!("leakprobe.{pid}.{n}.heap"),
                         &text,
                     )
-                    .map(|(name, path)| {
-                        self.keep_at_most(name);
+                    .map(|(_, path)| {
+                        self.keep_at_most(self.next_number - 1, pid);
                         path
                     })
                     .map_err(|why| format!("{first} in {}: {why}", self.dir.display()))
@@ -581,14 +611,208 @@ impl Collector {
 
     /// Records a dump written to the dump directory and removes the oldest
     /// beyond `LEAKPROBE_MAX_DUMPS`.
-    fn keep_at_most(&mut self, name: String) {
-        self.kept.push_back(name);
-        let cap = settings::get().map_or(100, |c| c.max_dumps);
-        while self.kept.len() > cap {
-            if let Some(old) = self.kept.pop_front() {
-                self.dir.remove(&old);
-            }
+    fn keep_at_most(&mut self, number: u64, pid: libc::pid_t) {
+        self.keep(number, true);
+        while let Some(old) = self.beyond_cap() {
+            self.dir.remove(&format!("leakprobe.{pid}.{old}.heap"));
         }
+    }
+
+    /// Adds dump `number` to those kept. Without `may_allocate` (on the
+    /// helper of `single`), only while the room reserved in `new` lasts:
+    /// beyond it a dump is not counted, so never removed.
+    fn keep(&mut self, number: u64, may_allocate: bool) {
+        if may_allocate || self.kept.len() < self.kept.capacity() {
+            self.kept.push_back(number);
+        }
+    }
+
+    /// The oldest dump kept beyond the cap, taken off the list.
+    fn beyond_cap(&mut self) -> Option<u64> {
+        let cap = settings::get().map_or(100, |c| c.max_dumps);
+        if self.kept.len() > cap {
+            self.kept.pop_front()
+        } else {
+            None
+        }
+    }
+}
+
+/// Dumps the single-threaded mode's helper can keep count of without
+/// allocating (see `Collector::keep`).
+const KEPT_ROOM: usize = 1 << 16;
+
+/// In single-threaded mode (`single`), on the allocating thread: interns the
+/// sample and enters it in the live table at once, with its stack, under
+/// the state lock (so a snapshot sees it whole or not at all). False if
+/// there is no state (the caller takes the ring).
+pub fn record_inline(sample: &Sample, mut entry: Entry) -> bool {
+    STATE.with(|s| {
+        let Some(c) = s.as_mut() else {
+            return false;
+        };
+        if let Some(id) = c.intern(sample) {
+            entry.stack = id;
+        }
+        live::insert(entry);
+        true
+    })
+}
+
+/// The dump a snapshot child writes (`single`): it answers the requests
+/// since the last; the tagged ones from `tokens_seen` on. (Automatic dumps
+/// start the collector thread at load: `mode::wanted`.)
+#[derive(Clone, Copy)]
+pub struct Job {
+    tokens_seen: u32,
+}
+
+/// What a snapshot child did, for the process it was copied from.
+#[derive(Clone, Copy)]
+pub struct Outcome {
+    written: bool,
+    next_number: u64,
+    /// The number of the dump it wrote to the dump directory, if one.
+    kept: Option<u64>,
+    failed_for_memory: u64,
+    log: crate::sys::log::State,
+}
+
+/// Tries `lock` for a while (the holder never waits on anything); with
+/// raw yields: this runs on the helper.
+fn hold<T>(lock: &SpinLock<T>) -> bool {
+    lock.try_acquire_for(10_000, crate::sys::raw::yield_now)
+}
+
+/// On the helper: the dump requested since the last, if any, with the
+/// library's locks held (state, target, live table, mappings), so the
+/// program's threads are outside its critical sections.
+/// `snapshot_release` releases them.
+pub fn snapshot_begin() -> Option<Job> {
+    // Without the locks first: usually nothing is asked.
+    if REQUESTS.asked() == SERVED.load(Ordering::Relaxed) {
+        return None;
+    }
+    if FORK_PENDING.load(Ordering::Acquire) || !hold(&STATE) {
+        return None;
+    }
+    if !REQUESTS.hold_target(crate::sys::raw::yield_now) {
+        STATE.release();
+        return None;
+    }
+    if !live::try_lock_all(crate::sys::raw::yield_now) {
+        REQUESTS.release_target();
+        STATE.release();
+        return None;
+    }
+    if !crate::mapped::table::try_lock(crate::sys::raw::yield_now) {
+        live::unlock_all();
+        REQUESTS.release_target();
+        STATE.release();
+        return None;
+    }
+    // SAFETY: the state lock is held.
+    let job = unsafe { STATE.held() }.as_mut().and_then(|c| {
+        let requests = REQUESTS.asked();
+        SERVED.store(requests, Ordering::Relaxed);
+        if requests == c.requests_served {
+            return None;
+        }
+        c.requests_served = requests;
+        let tokens_seen = c.tokens_seen;
+        c.tokens_seen = REQUESTS.tokens_received();
+        Some(Job { tokens_seen })
+    });
+    if job.is_none() {
+        snapshot_release();
+    }
+    job
+}
+
+pub fn snapshot_release() {
+    crate::mapped::table::unlock();
+    live::unlock_all();
+    REQUESTS.release_target();
+    STATE.release();
+}
+
+/// In the snapshot child: writes the dump.
+pub fn snapshot_child(job: Job) -> Outcome {
+    // Held by the helper when it forked: nobody else here.
+    snapshot_release();
+    sampling::exclude_this_thread();
+    STATE
+        .with(|s| {
+            let c = s.as_mut()?;
+            let first = c.next_number;
+            c.tokens_seen = job.tokens_seen;
+            c.answering = REQUESTS.take_tokens(&mut c.tokens_seen);
+            c.dump();
+            Some(Outcome {
+                written: REQUESTS.last_written(),
+                next_number: c.next_number,
+                kept: (c.next_number != first && c.kept.back() == Some(&(c.next_number - 1)))
+                    .then(|| c.next_number - 1),
+                failed_for_memory: FAILED_FOR_MEMORY.load(Ordering::Relaxed),
+                log: crate::sys::log::state(),
+            })
+        })
+        .unwrap_or(Outcome {
+            written: false,
+            next_number: 0,
+            kept: None,
+            failed_for_memory: FAILED_FOR_MEMORY.load(Ordering::Relaxed),
+            log: crate::sys::log::state(),
+        })
+}
+
+/// On the helper, after the child: what it did becomes this process's
+/// (no child, or one that did not finish: a dump not written).
+pub fn snapshot_end(outcome: Option<Outcome>) {
+    let Some(o) = outcome else {
+        SNAPSHOTS_FAILED.fetch_add(1, Ordering::Relaxed);
+        REQUESTS.finished(false);
+        return;
+    };
+    while !hold(&STATE) {}
+    // SAFETY: the state lock is held.
+    if let Some(c) = unsafe { STATE.held() }.as_mut() {
+        c.next_number = c.next_number.max(o.next_number);
+        if let Some(n) = o.kept {
+            c.keep(n, false);
+            while c.beyond_cap().is_some() {}
+        }
+    }
+    STATE.release();
+    crate::sys::log::adopt(o.log);
+    FAILED_FOR_MEMORY.fetch_max(o.failed_for_memory, Ordering::Relaxed);
+    REQUESTS.finished(o.written);
+}
+
+/// The requests answered so far, as `snapshot_begin` last saw them.
+static SERVED: AtomicU32 = AtomicU32::new(0);
+
+/// Snapshots that wrote nothing (no child, or one that failed or hung).
+static SNAPSHOTS_FAILED: AtomicU64 = AtomicU64::new(0);
+/// Failed snapshots the log has said (the helper cannot write a line).
+static SNAPSHOTS_FAILED_SAID: AtomicU64 = AtomicU64::new(0);
+
+/// On a sampled allocation: one line for the snapshots that failed since
+/// the last one said.
+pub fn say_failed_snapshots() {
+    let failed = SNAPSHOTS_FAILED.load(Ordering::Relaxed);
+    let said = SNAPSHOTS_FAILED_SAID.load(Ordering::Relaxed);
+    if failed > said
+        && SNAPSHOTS_FAILED_SAID
+            .compare_exchange(said, failed, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        crate::sys::log::log!(
+            "{} dump(s) not written: the process copy that writes them in a single-threaded \
+             program could not be made, or failed ({failed} so far); if this repeats, set \
+             LEAKPROBE_THREAD=always",
+            failed - said
+        );
     }
 }
 

@@ -4,6 +4,8 @@
 //! a forked child's profile whole.
 
 pub mod collector;
+pub mod mode;
 pub mod request;
 pub mod ring;
 pub mod signal;
+pub mod single;

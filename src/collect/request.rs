@@ -38,18 +38,31 @@ pub static REQUESTS: Requests = Requests {
 static CALLER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Requests {
-    /// Asks the collector for a dump. Async-signal-safe.
+    /// Asks the collector (or the helper of `single`) for a dump.
+    /// Async-signal-safe.
     pub fn ask(&self) {
-        self.asked.fetch_add(1, Ordering::Release);
+        self.count();
         doorbell::ring();
+        crate::collect::mode::wake();
     }
 
-    /// A tagged request: its token goes into the dump that answers it.
-    /// Async-signal-safe.
-    pub fn ask_tagged(&self, token: u32) {
+    /// Counts a request without waking anyone: atomics only (the helper of
+    /// `single` counts the requests it takes itself).
+    pub fn count(&self) {
+        self.asked.fetch_add(1, Ordering::Release);
+    }
+
+    /// Counts a tagged request: its token goes into the dump that answers
+    /// it. Atomics only.
+    pub fn count_tagged(&self, token: u32) {
         let i = self.tokens_received.fetch_add(1, Ordering::AcqRel);
         self.tokens[i as usize % self.tokens.len()].store(token, Ordering::Release);
-        self.ask();
+        self.count();
+    }
+
+    /// Tagged requests received so far (see `take_tokens`).
+    pub fn tokens_received(&self) -> u32 {
+        self.tokens_received.load(Ordering::Acquire)
     }
 
     /// Requests made so far.
@@ -74,7 +87,23 @@ impl Requests {
         self.target.with(|t| t.take())
     }
 
-    /// The collector attempted a requested dump.
+    /// The target's lock, for the helper of `single`, which holds it while
+    /// it copies the process (tried a while, with `pause` between).
+    pub fn hold_target(&self, pause: fn()) -> bool {
+        self.target.try_acquire_for(10_000, pause)
+    }
+
+    pub fn release_target(&self) {
+        self.target.release();
+    }
+
+    /// Whether the last requested dump was written.
+    pub fn last_written(&self) -> bool {
+        self.last_ok.load(Ordering::Acquire)
+    }
+
+    /// The collector attempted a requested dump. Atomics and a raw system
+    /// call (the helper of `single` reports a snapshot's dump here).
     pub fn finished(&self, written: bool) {
         self.last_ok.store(written, Ordering::Release);
         self.done.ring();
@@ -92,10 +121,14 @@ impl Requests {
         while self.done.current() == before {
             let left = deadline.saturating_sub(crate::sys::clock::monotonic());
             if left.is_zero() {
+                self.take_target();
                 return false;
             }
             self.done.wait(before, left);
         }
+        // A snapshot copy (`single`) wrote the dump from its copy of the
+        // target: this one is still set.
+        self.take_target();
         self.last_ok.load(Ordering::Acquire)
     }
 }

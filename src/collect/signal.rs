@@ -15,6 +15,7 @@
 //! Which thread the signal is delivered to is `sigmask`'s part.
 
 use crate::collect::request::REQUESTS;
+use crate::sys::raw;
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
@@ -143,27 +144,16 @@ pub fn with_app_action<R>(f: impl FnOnce(&mut Option<libc::sigaction>) -> R) -> 
 }
 
 extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
-    if let Some(token) = tagged_request(info) {
-        REQUESTS.ask_tagged(token);
-        return;
-    }
-    // Without a handler of the program's, only the collector thread has
-    // the signal unblocked (even before it runs its first instruction).
-    if program_waits() && !program_has_handler() {
-        hand_back(sig, info, ctx);
-        return;
-    }
-    let external = is_external(info);
-    let handler = APP_HANDLER.load(Ordering::Acquire);
-    let flags = APP_FLAGS.load(Ordering::Relaxed);
-    match handler {
-        libc::SIG_IGN if external => REQUESTS.ask(),
-        libc::SIG_IGN => {}
-        // Without a handler of the program's, every delivery asks for a
-        // dump (the default action would have ended the process).
-        libc::SIG_DFL => REQUESTS.ask(),
-        _ if external => REQUESTS.ask(),
-        _ => {
+    match classify(info) {
+        Delivery::Request => {
+            crate::sys::doorbell::ring();
+            crate::collect::mode::wake();
+        }
+        Delivery::Nothing => {}
+        Delivery::HandBack => hand_back(sig, info, ctx),
+        Delivery::Program => {
+            let handler = APP_HANDLER.load(Ordering::Acquire);
+            let flags = APP_FLAGS.load(Ordering::Relaxed);
             if flags & libc::SA_RESETHAND != 0 {
                 APP_HANDLER.store(libc::SIG_DFL, Ordering::Release);
             }
@@ -183,17 +173,56 @@ extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void
     }
 }
 
+/// What a delivery of the dump signal is.
+pub enum Delivery {
+    /// A dump request, counted (the caller wakes whoever writes it).
+    Request,
+    Nothing,
+    /// The program waits for the signal itself: queue it again.
+    HandBack,
+    /// For the program's handler.
+    Program,
+}
+
+/// Counts a request (and notes a tagged one's token). Only atomics and raw
+/// system calls: the helper of `single` classifies the deliveries it takes
+/// with this too.
+pub fn classify(info: *const libc::siginfo_t) -> Delivery {
+    if let Some(token) = tagged_request(info) {
+        REQUESTS.count_tagged(token);
+        return Delivery::Request;
+    }
+    // Without a handler of the program's, only the collector thread has
+    // the signal unblocked (even before it runs its first instruction).
+    if program_waits() && !program_has_handler() {
+        return Delivery::HandBack;
+    }
+    let external = is_external(info);
+    let request = match APP_HANDLER.load(Ordering::Acquire) {
+        libc::SIG_IGN => external,
+        // Without a handler of the program's, every delivery asks for a
+        // dump (the default action would have ended the process).
+        libc::SIG_DFL => true,
+        _ if external => true,
+        _ => return Delivery::Program,
+    };
+    if !request {
+        return Delivery::Nothing;
+    }
+    REQUESTS.count();
+    Delivery::Request
+}
+
 /// A `sigqueue` from another process tagged by leakprobe: its token.
 fn tagged_request(info: *const libc::siginfo_t) -> Option<u32> {
     if info.is_null() {
         return None;
     }
-    // SAFETY: the kernel passes a valid siginfo with SA_SIGINFO; getpid is
-    // async-signal-safe.
+    // SAFETY: the kernel passes a valid siginfo with SA_SIGINFO.
     unsafe {
         let value = (*info).si_value().sival_ptr as u64;
         ((*info).si_code == libc::SI_QUEUE
-            && (*info).si_pid() != libc::getpid()
+            && (*info).si_pid() != raw::getpid()
             && value >> 32 == TAG)
             .then_some(value as u32)
     }
@@ -211,13 +240,14 @@ fn is_external(info: *const libc::siginfo_t) -> bool {
         let code = (*info).si_code;
         let pid = (*info).si_pid();
         (code == libc::SI_USER || code == libc::SI_QUEUE)
-            && pid != libc::getpid()
-            && crate::sys::errno::preserved(|| parent_of(pid)) != Some(libc::getpid())
+            && pid != raw::getpid()
+            && parent_of(pid) != Some(raw::getpid())
     }
 }
 
 /// The parent of process `pid`, from `/proc/<pid>/stat` (async-signal-safe:
-/// raw open/read into a stack buffer). None when it cannot be read.
+/// raw system calls into a stack buffer, `errno` untouched). None when it
+/// cannot be read.
 fn parent_of(pid: libc::pid_t) -> Option<libc::pid_t> {
     let mut digits = [0u8; 12];
     let digits = pid.to_string_in(&mut digits);
@@ -227,18 +257,8 @@ fn parent_of(pid: libc::pid_t) -> Option<libc::pid_t> {
         *path.get_mut(at)? = c;
     }
     let mut buf = [0u8; 512];
-    // SAFETY: a NUL-terminated path; read into a local buffer; the
-    // descriptor is closed before returning.
-    let n = unsafe {
-        let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return None;
-        }
-        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        n
-    };
-    let text = buf.get(..usize::try_from(n).ok()?)?;
+    let path = core::ffi::CStr::from_bytes_until_nul(&path).ok()?;
+    let text = raw::read_file(path, &mut buf)?;
     // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
     let after = text.iter().rposition(|&b| b == b')')?;
     let mut fields = text

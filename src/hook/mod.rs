@@ -7,9 +7,11 @@
 //! - `api`: the C API (`include/leakprobe.h`).
 //! - `signals`: dispositions, masks, waits and exec for the dump signal.
 //! - `unload`: `dlclose`.
+//! - `creds`: the `setuid` family (the single-threaded mode's helper follows).
 
 pub mod alloc;
 pub mod api;
+pub mod creds;
 pub mod cxx;
 pub mod sampled;
 pub mod signals;

@@ -2,8 +2,8 @@
 //! which entry point a sample names as frame 0, and the cold functions that
 //! record a sampled block and take a freed one out of the live table.
 
-use crate::collect::collector;
 use crate::collect::ring::{self, Sample};
+use crate::collect::{collector, mode, single};
 use crate::next::{self, bootstrap};
 use crate::sample::live::{self, PENDING};
 use crate::sample::sampling;
@@ -128,6 +128,7 @@ pub fn release_sampled(p: Ptr, release: impl FnOnce(Ptr)) {
 pub unsafe fn record(p: Ptr, size: usize, api: Api) {
     static SEQ: AtomicU64 = AtomicU64::new(1);
     sampling::while_busy(|| {
+        single::check_threads();
         collector::ensure_running();
         let _flight = collector::InFlight::enter();
         let (ptr, seq) = (p as usize, SEQ.fetch_add(1, Ordering::Relaxed));
@@ -150,7 +151,7 @@ pub unsafe fn record(p: Ptr, size: usize, api: Api) {
                 next::malloc_usable_size(p)
             }
         };
-        live::insert(live::Entry {
+        let entry = live::Entry {
             ptr,
             size,
             seq,
@@ -158,7 +159,11 @@ pub unsafe fn record(p: Ptr, size: usize, api: Api) {
             born,
             // An allocator without malloc_usable_size answers 0: unknown.
             usable: if usable >= size { usable } else { 0 },
-        });
+        };
+        if mode::active() && collector::record_inline(&sample, entry) {
+            return;
+        }
+        live::insert(entry);
         if !ring::push(sample, doorbell::ring) {
             live::remove(ptr);
         }

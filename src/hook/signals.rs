@@ -56,8 +56,9 @@ pub fn install(sig: c_int) {
 pub fn disposition_changed(sig: c_int) {
     let wished = thread_state::with(|s| s.app_blocks_dump.get());
     block_here(sig, wished || keeps_blocked());
-    // The collector follows (see `collector::run`).
+    // The collector (or the helper of `single`) follows (see `collector::run`).
     crate::sys::doorbell::ring();
+    crate::collect::mode::wake();
 }
 
 /// `pthread_sigmask`/`sigprocmask` for a mask that may name the dump signal.
@@ -247,8 +248,10 @@ fn program_waits_for(set: *const Sigset) {
             "the program waits for {} itself (sigwait/signalfd): it gets every delivery, and dumps on that signal are off; set LEAKPROBE_SIGNAL to a signal it does not use",
             crate::settings::signal_name(sig)
         );
-        // Wakes the collector, which then blocks the signal on its thread.
+        // Wakes the collector, which then blocks the signal on its thread
+        // (the helper of `single` stops taking it).
         crate::sys::doorbell::ring();
+        crate::collect::mode::wake();
     }
 }
 

@@ -489,14 +489,31 @@ pub fn init() {
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
 }
 
+/// The locks `fork_prepare` takes, for the helper of `collect::single`:
+/// each tried a while, with `pause` between; on failure none is held.
+pub fn try_lock(pause: fn()) -> bool {
+    if !STACKS.try_acquire_for(10_000, pause) {
+        return false;
+    }
+    if !TABLE.try_acquire_for(10_000, pause) {
+        STACKS.release();
+        return false;
+    }
+    true
+}
+
+pub fn unlock() {
+    TABLE.release();
+    STACKS.release();
+}
+
 extern "C" fn fork_prepare() {
     STACKS.acquire();
     TABLE.acquire();
 }
 
 extern "C" fn fork_parent() {
-    TABLE.release();
-    STACKS.release();
+    unlock();
 }
 
 extern "C" fn fork_child() {

@@ -86,7 +86,26 @@ unsafe extern "C" fn exited(value: *mut c_void) {
     });
 }
 
-fn real_create() -> CreateFn {
+/// What runs before the program makes a thread (`collect::single` ends
+/// its single-threaded mode there); set at load. A function pointer, so
+/// that this part does not depend on `collect`.
+static BEFORE_CREATE: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+pub fn set_before_create(f: fn()) {
+    BEFORE_CREATE.store(f as *mut (), Ordering::Release);
+}
+
+fn before_create() {
+    let f = BEFORE_CREATE.load(Ordering::Acquire);
+    if !f.is_null() {
+        // SAFETY: only ever set from a `fn()` (`set_before_create`).
+        let f: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(f) };
+        f();
+    }
+}
+
+/// glibc's `pthread_create` (the collector's thread is made with it too).
+pub fn real_create() -> CreateFn {
     static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
     // SAFETY: the next `pthread_create` has this type.
     unsafe { core::mem::transmute(crate::sys::dl::symbol(&NEXT, c"pthread_create")) }
@@ -136,6 +155,7 @@ pub unsafe extern "C" fn pthread_create(
     start: StartFn,
     arg: *mut c_void,
 ) -> c_int {
+    before_create();
     // SAFETY: the program's attribute, null or initialised (pthread_create(3)).
     let size = unsafe { stack_size(attr) };
     if size == 0 || !table::crosses(size) {

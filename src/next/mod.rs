@@ -122,7 +122,69 @@ fn required(name: &CStr) -> *mut () {
 
 /// The next allocator's `malloc` (after resolution).
 pub fn malloc_address() -> *mut () {
+    let diverted = DIVERTED_FROM.load(Ordering::Relaxed);
+    if !diverted.is_null() {
+        return diverted;
+    }
     slot::malloc.load(Ordering::Relaxed)
+}
+
+/// The next allocator's `malloc`, once `divert`ed (null before).
+static DIVERTED_FROM: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// A heap of the library's own, for `divert`.
+pub struct Heap {
+    pub malloc: unsafe extern "C" fn(usize) -> Ptr,
+    pub free: unsafe extern "C" fn(Ptr),
+    pub calloc: unsafe extern "C" fn(usize, usize) -> Ptr,
+    pub realloc: unsafe extern "C" fn(Ptr, usize) -> Ptr,
+    pub posix_memalign: unsafe extern "C" fn(*mut Ptr, usize, usize) -> c_int,
+    pub memalign: unsafe extern "C" fn(usize, usize) -> Ptr,
+}
+
+/// In a snapshot child (`single`), whose copy of the next allocator's heap
+/// may be in the middle of an update: every allocation from now on, the
+/// library's and any glibc makes for itself, comes from `heap` instead.
+/// Returns the next allocator's `malloc`, `posix_memalign` and
+/// `malloc_usable_size`.
+pub fn divert(heap: &Heap) -> Diverted {
+    DIVERTED_FROM.store(slot::malloc.load(Ordering::Relaxed), Ordering::Relaxed);
+    // SAFETY: each slot only ever holds a function of its type.
+    let before = unsafe {
+        Diverted {
+            malloc: core::mem::transmute::<*mut (), unsafe extern "C" fn(usize) -> Ptr>(
+                slot::malloc.load(Ordering::Relaxed),
+            ),
+            posix_memalign: core::mem::transmute::<
+                *mut (),
+                unsafe extern "C" fn(*mut Ptr, usize, usize) -> c_int,
+            >(slot::posix_memalign.load(Ordering::Relaxed)),
+            usable: core::mem::transmute::<*mut (), unsafe extern "C" fn(Ptr) -> usize>(
+                slot::malloc_usable_size.load(Ordering::Relaxed),
+            ),
+        }
+    };
+    let pairs: [(&AtomicPtr<()>, *mut ()); 7] = [
+        (&slot::malloc, heap.malloc as *mut ()),
+        (&slot::free, heap.free as *mut ()),
+        (&slot::calloc, heap.calloc as *mut ()),
+        (&slot::realloc, heap.realloc as *mut ()),
+        (&slot::posix_memalign, heap.posix_memalign as *mut ()),
+        (&slot::memalign, heap.memalign as *mut ()),
+        (&slot::aligned_alloc, heap.memalign as *mut ()),
+    ];
+    for (slot, f) in pairs {
+        slot.store(f, Ordering::Relaxed);
+    }
+    before
+}
+
+/// The next allocator's functions a diverted heap still uses.
+#[derive(Clone, Copy)]
+pub struct Diverted {
+    pub malloc: unsafe extern "C" fn(usize) -> Ptr,
+    pub posix_memalign: unsafe extern "C" fn(*mut Ptr, usize, usize) -> c_int,
+    pub usable: unsafe extern "C" fn(Ptr) -> usize,
 }
 
 /// File name of the object providing `malloc` (e.g. libc.so.6, libjemalloc.so.2).

@@ -8,9 +8,9 @@ use core::ffi::{c_char, c_int, c_void};
 /// (key, value) metadata lines; byte counts in bytes.
 pub type Facts = Vec<(&'static str, String)>;
 
-/// VmRSS, RssAnon, VmData and VmSwap from /proc/self/status, when readable.
+/// VmRSS, RssAnon, VmData and VmSwap from /proc/<pid>/status, when readable.
 pub fn process() -> Facts {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+    let Ok(status) = std::fs::read_to_string(crate::sys::raw::proc_path("status")) else {
         return Vec::new();
     };
     let wanted = [

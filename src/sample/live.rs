@@ -247,6 +247,19 @@ pub fn lock_all() {
     TABLES.iter().for_each(|t| t.acquire());
 }
 
+/// `lock_all` for the helper of `collect::single`, which must not wait
+/// forever (nor call glibc's `sched_yield`): each lock is tried a while,
+/// with `pause` between tries; on failure none is held.
+pub fn try_lock_all(pause: impl Fn()) -> bool {
+    for (i, table) in TABLES.iter().enumerate() {
+        if !table.try_acquire_for(10_000, &pause) {
+            TABLES[..i].iter().for_each(|t| t.release());
+            return false;
+        }
+    }
+    true
+}
+
 pub fn unlock_all() {
     TABLES.iter().for_each(|t| t.release());
 }

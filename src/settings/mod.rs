@@ -31,6 +31,27 @@ pub struct Settings {
     pub unwinder: Unwinder,
     /// Java frames in the stacks of JVM threads (`LEAKPROBE_JAVA`).
     pub java: bool,
+    /// `LEAKPROBE_THREAD`: when the collector thread starts
+    /// (`collect::single`).
+    pub thread: Thread,
+}
+
+/// `LEAKPROBE_THREAD`: `auto`, no thread of the library's that glibc knows
+/// about while the program has one thread; `always`, the collector thread
+/// from the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thread {
+    Auto,
+    Always,
+}
+
+impl std::fmt::Display for Thread {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            Thread::Auto => "auto",
+            Thread::Always => "always",
+        })
+    }
 }
 
 /// `LEAKPROBE_UNWIND`: the caching unwinder (libgcc's for the stacks it
@@ -78,6 +99,7 @@ impl Default for Settings {
             peak: false,
             unwinder: Unwinder::Fast,
             java: true,
+            thread: Thread::Auto,
         }
     }
 }
@@ -115,6 +137,7 @@ impl Settings {
             peak: setting(&get, "LEAKPROBE_PEAK", parse_switch, d.peak),
             unwinder: setting(&get, "LEAKPROBE_UNWIND", parse_unwind, d.unwinder),
             java: setting(&get, "LEAKPROBE_JAVA", parse_switch, d.java),
+            thread: setting(&get, "LEAKPROBE_THREAD", parse_thread, d.thread),
         }
     }
 }
@@ -178,6 +201,14 @@ fn parse_max_dumps(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err("is not a whole number >= 1".into()),
+    }
+}
+
+fn parse_thread(s: &str) -> Result<Thread, String> {
+    match s {
+        "auto" | "" => Ok(Thread::Auto),
+        "always" => Ok(Thread::Always),
+        _ => Err("is not auto or always".into()),
     }
 }
 

@@ -16,18 +16,16 @@ impl Bell {
         Bell(AtomicU32::new(0))
     }
 
-    /// Safe to call from a signal handler; preserves `errno`.
+    /// Safe to call from a signal handler, and from the helper of
+    /// `collect::single`: a raw system call, `errno` untouched.
     pub fn ring(&self) {
         self.0.fetch_add(1, Ordering::Release);
-        // SAFETY: the futex call only names this bell's word.
-        crate::sys::errno::preserved(|| unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                self.0.as_ptr(),
-                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-                i32::MAX,
-            )
-        });
+        crate::sys::raw::sys!(
+            libc::SYS_futex,
+            self.0.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX
+        );
     }
 
     pub fn current(&self) -> u32 {
@@ -61,6 +59,12 @@ pub fn ring() {
 
 pub fn current() -> u32 {
     COLLECTOR.current()
+}
+
+/// The collector's futex word, for the helper of `collect::single`, which
+/// waits on it with a raw system call.
+pub fn word() -> *const u32 {
+    COLLECTOR.0.as_ptr()
 }
 
 /// Sleeps until the collector's bell rings after `seen`, or `timeout`.

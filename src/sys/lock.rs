@@ -41,6 +41,12 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// For a thread that must not wait forever, nor call glibc (the helper
+    /// of `collect::single`): tries `tries` times, with `pause` between.
+    pub fn try_acquire_for(&self, tries: u32, pause: impl Fn()) -> bool {
+        (0..tries).any(|_| self.try_acquire() || (pause(), false).1)
+    }
+
     pub fn release(&self) {
         self.locked.store(false, Ordering::Release);
     }

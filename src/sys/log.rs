@@ -162,10 +162,48 @@ fn to_log_file(text: &[u8]) {
         // SAFETY: sched_yield has no preconditions.
         unsafe { libc::sched_yield() };
     }
-    if let Some(fd) = log_fd(pid) {
+    // A snapshot copy (`collect::single`) writes to its process's log.
+    if let Some(fd) = log_fd(crate::sys::raw::process_id()) {
         files::write_all(fd, text);
     }
     LOG_BUSY.store(0, Ordering::Release);
+}
+
+/// The log file as a process knows it: a snapshot copy
+/// (`collect::single`) that created or reopened it hands this back.
+#[derive(Clone, Copy)]
+pub struct State {
+    fd: i32,
+    id: (u64, u64),
+    number: u32,
+    next: u32,
+    said: bool,
+    pid: i32,
+}
+
+pub fn state() -> State {
+    State {
+        fd: LOG_FD.load(Ordering::Relaxed),
+        id: (
+            LOG_DEV.load(Ordering::Relaxed),
+            LOG_INO.load(Ordering::Relaxed),
+        ),
+        number: LOG_NUMBER.load(Ordering::Relaxed),
+        next: LOG_NEXT.load(Ordering::Relaxed),
+        said: LOG_FAILURE_SAID.load(Ordering::Relaxed),
+        pid: LOG_PID.load(Ordering::Relaxed),
+    }
+}
+
+/// Atomic stores only: the helper of `collect::single` applies it.
+pub fn adopt(s: State) {
+    LOG_DEV.store(s.id.0, Ordering::Relaxed);
+    LOG_INO.store(s.id.1, Ordering::Relaxed);
+    LOG_NUMBER.store(s.number, Ordering::Relaxed);
+    LOG_NEXT.store(s.next, Ordering::Relaxed);
+    LOG_FAILURE_SAID.store(s.said, Ordering::Relaxed);
+    LOG_PID.store(s.pid, Ordering::Relaxed);
+    LOG_FD.store(s.fd, Ordering::Relaxed);
 }
 
 /// This process's log file, opened or created as needed. Called with
