@@ -5,7 +5,7 @@
 //! cost a single-threaded JSON workload 1.55x. So while the program has one
 //! thread, the library has none that glibc knows about:
 //!
-//! - samples are interned on the allocating thread (`collector::record_inline`);
+//! - samples are interned on the allocating thread (`collector::snapshot::record_inline`);
 //! - the dump signal, blocked in the program's thread (`sigmask`), is taken
 //!   with `rt_sigtimedwait` by a helper thread made with `clone` directly.
 //!   Its thread pointer is the main thread's, so it touches no thread-local
@@ -168,7 +168,7 @@ pub fn check_threads() {
     if mode::active() && (!mode::glibc_single() || MORE_THREADS.load(Ordering::Relaxed)) {
         leave();
     }
-    collector::say_failed_snapshots();
+    collector::snapshot::say_failed_snapshots();
 }
 
 /// The program changed its credentials: the helper, which glibc does not
@@ -238,12 +238,12 @@ fn take(sig: c_int, info: &libc::siginfo_t, pid: libc::pid_t) {
 /// What a snapshot child reports, in a page it shares with the helper.
 struct Report {
     done: AtomicU32,
-    outcome: collector::Outcome,
+    outcome: collector::snapshot::Outcome,
 }
 
 /// Writes the dump due now, if any, from a snapshot of the process.
 fn snapshot() {
-    let Some(job) = collector::snapshot_begin() else {
+    let Some(job) = collector::snapshot::snapshot_begin() else {
         return;
     };
     let page = raw::sys!(
@@ -256,8 +256,8 @@ fn snapshot() {
         0
     );
     if page < 0 {
-        collector::snapshot_release();
-        return collector::snapshot_end(None);
+        collector::snapshot::snapshot_release();
+        return collector::snapshot::snapshot_end(None);
     }
     let report = page as *mut Report;
     let parent = raw::getpid();
@@ -276,7 +276,7 @@ fn snapshot() {
     if child == 0 {
         snapshot_child(job, report, parent);
     }
-    collector::snapshot_release();
+    collector::snapshot::snapshot_release();
     let mut outcome = None;
     // SAFETY: the shared page, mapped above.
     let done = unsafe { &(*report).done };
@@ -284,7 +284,7 @@ fn snapshot() {
         // SAFETY: the child that wrote the page has exited.
         outcome = Some(unsafe { (*report).outcome });
     }
-    collector::snapshot_end(outcome);
+    collector::snapshot::snapshot_end(outcome);
     raw::sys!(libc::SYS_munmap, page, 4096);
 }
 
@@ -333,7 +333,7 @@ fn reaped(child: libc::pid_t, done: &AtomicU32) -> bool {
     false
 }
 
-fn snapshot_child(job: collector::Job, report: *mut Report, parent: libc::pid_t) -> ! {
+fn snapshot_child(job: collector::snapshot::Job, report: *mut Report, parent: libc::pid_t) -> ! {
     raw::sys!(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     raw::write_for(parent);
     let before = next::divert(&next::Heap {
@@ -346,7 +346,7 @@ fn snapshot_child(job: collector::Job, report: *mut Report, parent: libc::pid_t)
     });
     // SAFETY: the child has one thread, and nothing allocated yet.
     unsafe { *heap::NEXT.0.get() = Some(before) };
-    let outcome = collector::snapshot_child(job);
+    let outcome = collector::snapshot::snapshot_child(job);
     // SAFETY: the shared page, mapped before the clone.
     unsafe {
         (*report).outcome = outcome;

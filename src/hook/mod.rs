@@ -13,6 +13,7 @@ pub mod alloc;
 pub mod api;
 pub mod creds;
 pub mod cxx;
+pub mod fork;
 pub mod sampled;
 pub mod signals;
 pub mod unload;

@@ -130,7 +130,7 @@ pub unsafe fn record(p: Ptr, size: usize, api: Api) {
     sampling::while_busy(|| {
         single::check_threads();
         collector::ensure_running();
-        let _flight = collector::InFlight::enter();
+        let _flight = collector::fork::InFlight::enter();
         let (ptr, seq) = (p as usize, SEQ.fetch_add(1, Ordering::Relaxed));
         let mut sample = Sample {
             seq,
@@ -160,7 +160,7 @@ pub unsafe fn record(p: Ptr, size: usize, api: Api) {
             // An allocator without malloc_usable_size answers 0: unknown.
             usable: if usable >= size { usable } else { 0 },
         };
-        if mode::active() && collector::record_inline(&sample, entry) {
+        if mode::active() && collector::snapshot::record_inline(&sample, entry) {
             return;
         }
         live::insert(entry);

@@ -1,0 +1,251 @@
+//! The background collector: drains the ring, interns stacks, keeps the
+//! cumulative per-(stack, size) totals, resolves live entries to interned
+//! stacks, and writes a dump when the signal asks for one.
+
+pub mod fork;
+mod schedule;
+pub mod snapshot;
+mod write;
+
+use crate::collect::request::REQUESTS;
+use crate::collect::ring::{self, Sample};
+use crate::collect::{mode, signal};
+use crate::profile::dumpdir::DumpDir;
+use crate::profile::objects;
+use crate::sample::live::{self, Entry, PENDING};
+use crate::sample::sampling;
+use crate::settings::{self, Settings};
+use crate::sys::doorbell;
+use crate::sys::lock::SpinLock;
+use crate::sys::signals::{block_here, with_all_blocked};
+use crate::sys::word_hash::WordMap;
+use crate::unwind::walk;
+use core::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Samples absorbed per lock hold, so `fork` never waits long for the lock.
+const BATCH: usize = 1024;
+/// How long the collector sleeps when nothing wakes it (also the precision
+/// of periodic dumps).
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// Stack id for live entries whose stack was lost (see `fork_child`).
+const LOST: u32 = PENDING - 1;
+
+struct Collector {
+    ids: WordMap<Box<[usize]>, u32>,
+    stacks: Vec<Box<[usize]>>,
+    /// Cumulative sampled (count, bytes) per (stack, requested size).
+    allocated: WordMap<(u32, usize), (u64, u64)>,
+    requests_served: u32,
+    /// Tokens of tagged requests already answered (`Requests::take_tokens`).
+    tokens_seen: u32,
+    /// Tokens the dump being written answers.
+    answering: Vec<u32>,
+    /// Number of the next `leakprobe.<pid>.<n>.heap`.
+    next_number: u64,
+    dir: DumpDir,
+    snapshot: Vec<Entry>,
+    /// Estimated bytes allocated since start (un-sampled), for `LEAKPROBE_INTERVAL`.
+    allocated_bytes: f64,
+    automatic: schedule::Automatic,
+    /// Numbers of the dumps kept, oldest first, for `LEAKPROBE_MAX_DUMPS`.
+    kept: std::collections::VecDeque<u64>,
+}
+
+static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
+/// Set in a forked child: the collector thread did not survive the fork.
+static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
+
+pub fn start(cfg: &'static Settings) {
+    objects::program_path();
+    objects::argv0();
+    ring::renew();
+    STATE.with(|s| *s = Some(Collector::new(cfg)));
+    fork::register();
+    spawn();
+}
+
+/// Requests a dump (to `target`, or the dump directory) and waits until the
+/// collector has written it or failed (or `timeout` passes). True if written.
+pub fn dump_to(target: Option<std::path::PathBuf>, timeout: Duration) -> bool {
+    ensure_running();
+    REQUESTS.dump_to(target, timeout)
+}
+
+/// `LEAKPROBE_DUMP_AT_EXIT`: registered with atexit() when the library loads,
+/// so it runs after the program's own exit handlers.
+pub extern "C" fn dump_at_exit() {
+    if !dump_to(None, std::time::Duration::from_secs(10)) {
+        crate::sys::log::log!("the exit dump was not written");
+    }
+}
+
+/// Restarts the collector thread in a forked child.
+pub fn ensure_running() {
+    if NEEDS_THREAD.load(Ordering::Relaxed) && NEEDS_THREAD.swap(false, Ordering::Relaxed) {
+        spawn();
+    }
+}
+
+/// Starts the collector thread, or, in a single-threaded program (and in
+/// the forked child of one), the single-threaded mode's helper (`single`,
+/// started through `mode`).
+fn spawn() {
+    let single = mode::active() || settings::get().is_some_and(mode::wanted);
+    if !(single && mode::start_helper()) {
+        spawn_thread();
+    }
+}
+
+/// Starts the collector thread. A raw pthread rather than `std::thread`, so
+/// that nothing runs on it before it stops sampling itself. Every signal but
+/// the dump signal is blocked on it, so no handler of the program runs on it;
+/// the dump signal, blocked in the program's threads (`sigmask`), is taken
+/// here. Its creation is not sampled either.
+pub fn spawn_thread() {
+    sampling::while_busy(|| {
+        let sig = settings::get().map_or(0, |c| c.signal);
+        // SAFETY: plain pthread calls with initialised arguments; `run` never
+        // returns, so the thread needs no join.
+        let rc = with_all_blocked(sig, || unsafe {
+            let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+            // The default stack size: glibc carves the program's static TLS
+            // out of the stack, so a small fixed size fails (EINVAL) in
+            // programs with large thread-locals. Untouched pages cost nothing.
+            libc::pthread_attr_init(&mut attr);
+            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            let mut thread: libc::pthread_t = 0;
+            let create = crate::mapped::thread_stacks::real_create();
+            let rc = create(&mut thread, &attr, run, core::ptr::null_mut());
+            libc::pthread_attr_destroy(&mut attr);
+            rc
+        });
+        if rc != 0 {
+            crate::sys::log::log!(
+                "cannot start the collector thread (error {rc}); no dumps will be written"
+            );
+        }
+    });
+}
+
+extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
+    sampling::exclude_this_thread();
+    let mut takes_signal = true;
+    loop {
+        let seen = doorbell::current();
+        // The signal is taken here only while the program has no use for it:
+        // a handler of the program's runs on the program's threads, as it
+        // would without the library, and a program that waits for the
+        // signal gets every delivery.
+        let wanted = !signal::program_waits() && !signal::program_has_handler();
+        if wanted != takes_signal {
+            takes_signal = wanted;
+            block_here(settings::get().map_or(0, |c| c.signal), !wanted);
+        }
+        while fork::FORK_PENDING.load(Ordering::Acquire) {
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        }
+        crate::unwind::java::poll();
+        let more = STATE.with(|s| s.as_mut().is_some_and(Collector::step));
+        if !more {
+            doorbell::wait(seen, crate::unwind::java::idle_wait(IDLE_WAIT));
+        }
+    }
+}
+
+impl Collector {
+    fn new(cfg: &Settings) -> Collector {
+        Collector {
+            ids: WordMap::default(),
+            stacks: Vec::new(),
+            allocated: WordMap::default(),
+            requests_served: REQUESTS.asked(),
+            tokens_seen: 0,
+            answering: Vec::new(),
+            next_number: 0,
+            dir: DumpDir::open(&cfg.dir, true),
+            snapshot: Vec::new(),
+            allocated_bytes: 0.0,
+            automatic: schedule::Automatic::new(cfg),
+            // Room the single-threaded mode's helper can use without
+            // allocating (`snapshot_end`).
+            kept: std::collections::VecDeque::with_capacity(
+                cfg.max_dumps.min(snapshot::KEPT_ROOM) + 1,
+            ),
+        }
+    }
+
+    /// One round of work. True if the ring still holds more.
+    fn step(&mut self) -> bool {
+        let more = self.absorb(BATCH);
+        let requests = REQUESTS.asked();
+        if requests != self.requests_served {
+            // A burst of signals yields one dump.
+            self.requests_served = requests;
+            self.answering = REQUESTS.take_tokens(&mut self.tokens_seen);
+            while self.absorb(usize::MAX) {}
+            self.dump();
+            self.answering.clear();
+        } else if self.automatic.due(self.allocated_bytes) {
+            self.dump();
+        } else if live::take_peak_request() {
+            while self.absorb(usize::MAX) {}
+            self.dump_peak();
+        }
+        more
+    }
+
+    fn absorb(&mut self, limit: usize) -> bool {
+        for _ in 0..limit {
+            let Some(sample) = ring::pop() else {
+                return false;
+            };
+            if let Some(id) = self.intern(&sample) {
+                live::update(sample.ptr, sample.seq, |e| e.stack = id);
+            }
+        }
+        true
+    }
+
+    /// Interns a sample's stack and counts it; its stack id.
+    fn intern(&mut self, s: &Sample) -> Option<u32> {
+        // At the memory limit, a table that cannot grow leaves the sample
+        // unresolved (so reported) rather than abort the process.
+        if self.allocated.try_reserve(1).is_err()
+            || self.ids.try_reserve(1).is_err()
+            || self.stacks.try_reserve(1).is_err()
+        {
+            return None;
+        }
+        let frames = s.stack.frames();
+        let id = match self.ids.get(frames) {
+            Some(&id) => id,
+            None => {
+                let id = self.stacks.len() as u32;
+                self.stacks.push(frames.into());
+                self.ids.insert(frames.into(), id);
+                crate::unwind::java::note_stack(frames);
+                id
+            }
+        };
+        self.allocated_bytes += sampling::unsample(1, s.size as u64, sampling::period()).1;
+        let total = self.allocated.entry((id, s.size)).or_default();
+        total.0 += 1;
+        total.1 += s.size as u64;
+        Some(id)
+    }
+
+    /// The library's own memory: live tables, ring, interned stacks and totals
+    /// (the maps' own overhead approximated).
+    fn overhead_bytes(&self) -> usize {
+        let stacks: usize = self.stacks.iter().map(|s| s.len() * 8).sum();
+        live::table_bytes()
+            + crate::mapped::table::table_bytes()
+            + ring::bytes()
+            + walk::cache_bytes()
+            + 2 * stacks
+            + self.ids.len() * 32
+            + self.allocated.len() * 48
+    }
+}

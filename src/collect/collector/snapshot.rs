@@ -1,0 +1,189 @@
+//! The single-threaded mode's side of the collector (`collect::single`):
+//! samples interned on the allocating thread, and the snapshot a copy of
+//! the process writes a dump from.
+
+use super::STATE;
+use crate::collect::request::REQUESTS;
+use crate::collect::ring::Sample;
+use crate::sample::live::{self, Entry};
+use crate::sample::sampling;
+use crate::sys::lock::SpinLock;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Dumps the single-threaded mode's helper can keep count of without
+/// allocating (see `Collector::keep`).
+pub(super) const KEPT_ROOM: usize = 1 << 16;
+
+/// In single-threaded mode (`single`), on the allocating thread: interns the
+/// sample and enters it in the live table at once, with its stack, under
+/// the state lock (so a snapshot sees it whole or not at all). False if
+/// there is no state (the caller takes the ring).
+pub fn record_inline(sample: &Sample, mut entry: Entry) -> bool {
+    STATE.with(|s| {
+        let Some(c) = s.as_mut() else {
+            return false;
+        };
+        if let Some(id) = c.intern(sample) {
+            entry.stack = id;
+        }
+        live::insert(entry);
+        true
+    })
+}
+
+/// The dump a snapshot child writes (`single`): it answers the requests
+/// since the last; the tagged ones from `tokens_seen` on. (Automatic dumps
+/// start the collector thread at load: `mode::wanted`.)
+#[derive(Clone, Copy)]
+pub struct Job {
+    tokens_seen: u32,
+}
+
+/// What a snapshot child did, for the process it was copied from.
+#[derive(Clone, Copy)]
+pub struct Outcome {
+    written: bool,
+    next_number: u64,
+    /// The number of the dump it wrote to the dump directory, if one.
+    kept: Option<u64>,
+    failed_for_memory: u64,
+    log: crate::sys::log::State,
+}
+
+/// Tries `lock` for a while (the holder never waits on anything); with
+/// raw yields: this runs on the helper.
+fn hold<T>(lock: &SpinLock<T>) -> bool {
+    lock.try_acquire_for(10_000, crate::sys::raw::yield_now)
+}
+
+/// On the helper: the dump requested since the last, if any, with the
+/// library's locks held (state, target, live table, mappings), so the
+/// program's threads are outside its critical sections.
+/// `snapshot_release` releases them.
+pub fn snapshot_begin() -> Option<Job> {
+    // Without the locks first: usually nothing is asked.
+    if REQUESTS.asked() == SERVED.load(Ordering::Relaxed) {
+        return None;
+    }
+    if super::fork::FORK_PENDING.load(Ordering::Acquire) || !hold(&STATE) {
+        return None;
+    }
+    if !REQUESTS.hold_target(crate::sys::raw::yield_now) {
+        STATE.release();
+        return None;
+    }
+    if !live::try_lock_all(crate::sys::raw::yield_now) {
+        REQUESTS.release_target();
+        STATE.release();
+        return None;
+    }
+    if !crate::mapped::table::try_lock(crate::sys::raw::yield_now) {
+        live::unlock_all();
+        REQUESTS.release_target();
+        STATE.release();
+        return None;
+    }
+    // SAFETY: the state lock is held.
+    let job = unsafe { STATE.held() }.as_mut().and_then(|c| {
+        let requests = REQUESTS.asked();
+        SERVED.store(requests, Ordering::Relaxed);
+        if requests == c.requests_served {
+            return None;
+        }
+        c.requests_served = requests;
+        let tokens_seen = c.tokens_seen;
+        c.tokens_seen = REQUESTS.tokens_received();
+        Some(Job { tokens_seen })
+    });
+    if job.is_none() {
+        snapshot_release();
+    }
+    job
+}
+
+pub fn snapshot_release() {
+    crate::mapped::table::unlock();
+    live::unlock_all();
+    REQUESTS.release_target();
+    STATE.release();
+}
+
+/// In the snapshot child: writes the dump.
+pub fn snapshot_child(job: Job) -> Outcome {
+    // Held by the helper when it forked: nobody else here.
+    snapshot_release();
+    sampling::exclude_this_thread();
+    STATE
+        .with(|s| {
+            let c = s.as_mut()?;
+            let first = c.next_number;
+            c.tokens_seen = job.tokens_seen;
+            c.answering = REQUESTS.take_tokens(&mut c.tokens_seen);
+            c.dump();
+            Some(Outcome {
+                written: REQUESTS.last_written(),
+                next_number: c.next_number,
+                kept: (c.next_number != first && c.kept.back() == Some(&(c.next_number - 1)))
+                    .then(|| c.next_number - 1),
+                failed_for_memory: super::write::FAILED_FOR_MEMORY.load(Ordering::Relaxed),
+                log: crate::sys::log::state(),
+            })
+        })
+        .unwrap_or(Outcome {
+            written: false,
+            next_number: 0,
+            kept: None,
+            failed_for_memory: super::write::FAILED_FOR_MEMORY.load(Ordering::Relaxed),
+            log: crate::sys::log::state(),
+        })
+}
+
+/// On the helper, after the child: what it did becomes this process's
+/// (no child, or one that did not finish: a dump not written).
+pub fn snapshot_end(outcome: Option<Outcome>) {
+    let Some(o) = outcome else {
+        SNAPSHOTS_FAILED.fetch_add(1, Ordering::Relaxed);
+        REQUESTS.finished(false);
+        return;
+    };
+    while !hold(&STATE) {}
+    // SAFETY: the state lock is held.
+    if let Some(c) = unsafe { STATE.held() }.as_mut() {
+        c.next_number = c.next_number.max(o.next_number);
+        if let Some(n) = o.kept {
+            c.keep(n, false);
+            while c.beyond_cap().is_some() {}
+        }
+    }
+    STATE.release();
+    crate::sys::log::adopt(o.log);
+    super::write::FAILED_FOR_MEMORY.fetch_max(o.failed_for_memory, Ordering::Relaxed);
+    REQUESTS.finished(o.written);
+}
+
+/// The requests answered so far, as `snapshot_begin` last saw them.
+static SERVED: AtomicU32 = AtomicU32::new(0);
+
+/// Snapshots that wrote nothing (no child, or one that failed or hung).
+pub(super) static SNAPSHOTS_FAILED: AtomicU64 = AtomicU64::new(0);
+/// Failed snapshots the log has said (the helper cannot write a line).
+static SNAPSHOTS_FAILED_SAID: AtomicU64 = AtomicU64::new(0);
+
+/// On a sampled allocation: one line for the snapshots that failed since
+/// the last one said.
+pub fn say_failed_snapshots() {
+    let failed = SNAPSHOTS_FAILED.load(Ordering::Relaxed);
+    let said = SNAPSHOTS_FAILED_SAID.load(Ordering::Relaxed);
+    if failed > said
+        && SNAPSHOTS_FAILED_SAID
+            .compare_exchange(said, failed, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        crate::sys::log::log!(
+            "{} dump(s) not written: the process copy that writes them in a single-threaded \
+             program could not be made, or failed ({failed} so far); if this repeats, set \
+             LEAKPROBE_THREAD=always",
+            failed - said
+        );
+    }
+}

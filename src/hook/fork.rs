@@ -1,0 +1,27 @@
+//! `fork`, interposed so that a child restarts its collector once every
+//! atfork child handler (the allocator's too) has run.
+
+/// `fork()` as the program calls it: in the child, once every atfork child
+/// handler (the allocator's too) has run, the collector thread is restarted,
+/// so even a child that never allocates answers the dump signal. Forks that
+/// do not go through this symbol (glibc's `daemon()`) restart it on the
+/// child's first sampled allocation.
+///
+/// # Safety
+/// As fork(2).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn fork() -> libc::pid_t {
+    static NEXT: core::sync::atomic::AtomicPtr<libc::c_void> =
+        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+    type Next = unsafe extern "C" fn() -> libc::pid_t;
+    let symbol = crate::sys::dl::symbol(&NEXT, c"fork");
+    // SAFETY: the symbol of this name has this type.
+    let next = unsafe { core::mem::transmute::<*mut libc::c_void, Next>(symbol) };
+    // SAFETY: fork takes no arguments; the handlers of `pthread_atfork` run.
+    let pid = unsafe { next() };
+    if pid == 0 {
+        crate::collect::collector::ensure_running();
+    }
+    pid
+}
