@@ -92,6 +92,18 @@ class Probe:
             time.sleep(0.02)
         return self.dumps()[want - 1]
 
+    def dump_with_rows(self, timeout: float = 30.0) -> Path:
+        """Dumps until a dump holds a live row: a program that has just
+        started (the demo) may have had nothing sampled yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            path = self.dump(timeout)
+            rows = path.read_text().split("MAPPED_LIBRARIES:")[0].splitlines()[1:]
+            if any(not r.startswith("#") and r.split(":")[0].strip() not in ("", "0") for r in rows):
+                return path
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no live row in a dump within {timeout}s")
+
     def write(self, text: str) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(text)
