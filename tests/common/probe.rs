@@ -143,6 +143,7 @@ impl Probe {
         );
         let wanted = format!("{token:08x}");
         loop {
+            let exited = self.child.try_wait().ok().flatten();
             // Every new dump in order: the answer may not be the newest.
             for file in self.dump_files() {
                 if Some(seq_of(&file)) <= self.last_seq {
@@ -157,6 +158,12 @@ impl Probe {
                 {
                     return dump;
                 }
+            }
+            if let Some(status) = exited {
+                panic!(
+                    "the process ended ({status}) before a dump answered {wanted}; stderr:\n{}",
+                    self.stderr()
+                );
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
