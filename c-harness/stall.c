@@ -1,0 +1,54 @@
+/* The collector stalled: its stderr is a pipe the test filled and does not
+ * read, so the collector blocks writing a dump's "wrote" line while the
+ * program goes on allocating (run with LEAKPROBE_SAMPLE=1).
+ *   stall <n>: prints READY; on "fill" fills stderr to the last byte and
+ *   prints FULL; on "go" keeps n x 1000 bytes (site_stalled) and prints
+ *   ALLOCATED; exits at end of input.
+ * Between "fill" and ALLOCATED it allocates nothing else, so every sample
+ * taken meanwhile is site_stalled's: in a row or counted as dropped. */
+#include <fcntl.h>
+#include <string.h>
+#include "common.h"
+
+__attribute__((noinline)) static void site_stalled(int n) {
+    for (int i = 0; i < n; i++) keep(malloc(1000));  // SITE site_stalled
+}
+
+static void say(const char *line) {
+    if (write(1, line, strlen(line)) < 0) exit(3);
+}
+
+static void await(const char *word) {
+    char line[64];
+    if (!fgets(line, sizeof line, stdin) || strncmp(line, word, strlen(word)) != 0) exit(3);
+}
+
+/* Fills fd 2 (a pipe) so that the next write blocks: big writes, then
+ * single bytes, until the pipe refuses even one. */
+static void fill_stderr(void) {
+    int flags = fcntl(2, F_GETFL);
+    fcntl(2, F_SETFL, flags | O_NONBLOCK);
+    static char chunk[4096];
+    memset(chunk, 'x', sizeof chunk);
+    while (write(2, chunk, sizeof chunk) > 0) {
+    }
+    while (write(2, chunk, 1) > 0) {
+    }
+    fcntl(2, F_SETFL, flags);
+}
+
+int main(int argc, char **argv) {
+    int n = argc > 1 ? atoi(argv[1]) : 4000;
+    printf("READY stall\n");
+    fflush(stdout);
+    await("fill");
+    fill_stderr();
+    say("FULL\n");
+    await("go");
+    site_stalled(n);
+    say("ALLOCATED\n");
+    char buf[64];
+    while (read(0, buf, sizeof buf) > 0) {
+    }
+    return 0;
+}
