@@ -70,7 +70,13 @@ pub struct Dump {
 
 impl Dump {
     pub fn read(path: &Path) -> Dump {
-        let text = std::fs::read_to_string(path).unwrap();
+        Dump::try_read(path).unwrap_or_else(|| panic!("cannot read {}", path.display()))
+    }
+
+    /// None if the file is gone (a dump beyond `LEAKPROBE_MAX_DUMPS` is
+    /// removed as the next is written).
+    pub fn try_read(path: &Path) -> Option<Dump> {
+        let text = std::fs::read_to_string(path).ok()?;
         let mut lines = text.lines();
         let header = lines.next().unwrap();
         let (totals, period) = header
@@ -111,13 +117,13 @@ impl Dump {
             "{}: the header's totals (live n, live bytes, allocated n, allocated bytes) are not the rows' sums",
             path.display()
         );
-        Dump {
+        Some(Dump {
             path: path.to_owned(),
             period,
             meta,
             rows,
             maps,
-        }
+        })
     }
 
     /// Every value of a fact that may repeat (`blind`, `build_id`).

@@ -150,7 +150,9 @@ impl Probe {
                     continue;
                 }
                 self.last_seq = Some(seq_of(&file));
-                let dump = Dump::read(&file);
+                let Some(dump) = Dump::try_read(&file) else {
+                    continue;
+                };
                 if dump
                     .meta
                     .get("requests_answered")

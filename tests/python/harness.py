@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -92,17 +93,17 @@ class Probe:
             time.sleep(0.02)
         return self.dumps()[want - 1]
 
-    def dump_with_rows(self, timeout: float = 30.0) -> Path:
-        """Dumps until a dump holds a live row: a program that has just
-        started (the demo) may have had nothing sampled yet."""
+    def dump_with_samples(self, least: int, timeout: float = 30.0) -> Path:
+        """Dumps until a dump holds `least` live samples: a program that has
+        just started (the demo) may not have sampled its leak enough yet."""
         deadline = time.monotonic() + timeout
         while True:
             path = self.dump(timeout)
-            rows = path.read_text().split("MAPPED_LIBRARIES:")[0].splitlines()[1:]
-            if any(not r.startswith("#") and r.split(":")[0].strip() not in ("", "0") for r in rows):
+            found = re.search(r"^# leakprobe live_samples: (\d+)$", path.read_text(), re.M)
+            if found and int(found.group(1)) >= least:
                 return path
             if time.monotonic() > deadline:
-                raise AssertionError(f"no live row in a dump within {timeout}s")
+                raise AssertionError(f"fewer than {least} live samples in every dump for {timeout}s")
 
     def write(self, text: str) -> None:
         assert self.proc.stdin is not None

@@ -143,7 +143,7 @@ class ChangedFiles(unittest.TestCase):
         probe.expect("demo: pid")
         if delete_while_running:
             copy.unlink()
-        dump = str(probe.dump_with_rows())
+        dump = str(probe.dump_with_samples(20))
         probe.kill()
         return dump, copy
 
@@ -221,7 +221,7 @@ class SeparateDebugInfo(unittest.TestCase):
     def test_lines_come_from_the_separate_debug_file(self) -> None:
         probe = Probe("stripped_pie", env={"LEAKPROBE_SAMPLE": "4096"})
         probe.expect("demo: pid")
-        dump = str(probe.dump_with_rows())
+        dump = str(probe.dump_with_samples(20))
         probe.kill()
         found = run_json("report", dump, "--debug-dir", str(HARNESS / "debug"))
         leaf = found["stacks"][0]["frames"][0]
