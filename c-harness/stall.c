@@ -6,7 +6,6 @@
  *   ALLOCATED; exits at end of input.
  * Between "fill" and ALLOCATED it allocates nothing else, so every sample
  * taken meanwhile is site_stalled's: in a row or counted as dropped. */
-#include <fcntl.h>
 #include <string.h>
 #include "common.h"
 
@@ -21,20 +20,6 @@ static void say(const char *line) {
 static void await(const char *word) {
     char line[64];
     if (!fgets(line, sizeof line, stdin) || strncmp(line, word, strlen(word)) != 0) exit(3);
-}
-
-/* Fills fd 2 (a pipe) so that the next write blocks: big writes, then
- * single bytes, until the pipe refuses even one. */
-static void fill_stderr(void) {
-    int flags = fcntl(2, F_GETFL);
-    fcntl(2, F_SETFL, flags | O_NONBLOCK);
-    static char chunk[4096];
-    memset(chunk, 'x', sizeof chunk);
-    while (write(2, chunk, sizeof chunk) > 0) {
-    }
-    while (write(2, chunk, 1) > 0) {
-    }
-    fcntl(2, F_SETFL, flags);
 }
 
 int main(int argc, char **argv) {

@@ -33,8 +33,7 @@ fn a_stalled_collector_drops_samples_and_counts_each() {
     p.expect_line("FULL", Duration::from_secs(30));
     // The collector writes this dump, then blocks on its "wrote" line: the
     // ring has been drained for the dump and nothing refills it meanwhile.
-    p.signal(libc::SIGUSR2);
-    p.wait_for_new_dump(Duration::from_secs(30));
+    p.wait_for_dump_after_signal();
     p.write_stdin("go\n");
     p.expect_line("ALLOCATED", Duration::from_secs(60));
     let reader = std::thread::spawn(move || {

@@ -222,6 +222,13 @@ impl Probe {
         }
     }
 
+    /// Sends SIGUSR2 and waits for the next dump's file.
+    pub fn wait_for_dump_after_signal(&mut self) -> PathBuf {
+        self.last_seq = self.last_seq.max(self.newest_seq());
+        self.signal(libc::SIGUSR2);
+        self.wait_for_new_dump(Duration::from_secs(30))
+    }
+
     /// Sends SIGUSR2 and returns the parsed dump it produces.
     pub fn dump(&mut self) -> Dump {
         self.dump_with(libc::SIGUSR2)
