@@ -7,7 +7,7 @@ CFLAGS   := -g -O0 -Wall -Wextra -fno-omit-frame-pointer
 CXXFLAGS := $(CFLAGS)
 # c-harness/malloc_shapes.c in each shape of call to malloc (see there).
 FRAME0_SHAPES := shape_nopie_pointer shape_nopie_direct shape_nopie_pointer_onesegment shape_pie_pointer shape_pie_direct shape_noplt_direct
-PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes waits owned_signals inlined zmalloc dump_target usable usable_jemalloc own_malloc cxx_nodwarf out_of_memory fds mapped mapped_jemalloc cxx_checks jemalloc_extra stall bootstrap fork_lost
+PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes waits owned_signals inlined zmalloc dump_target usable usable_jemalloc own_malloc cxx_nodwarf out_of_memory fds mapped mapped_jemalloc cxx_checks jemalloc_extra stall bootstrap fork_lost single
 
 .PHONY: all lib harness java deps test lint demo bench clean
 
@@ -102,7 +102,10 @@ lint:
 	ruff check scripts tests/python
 	ruff format --check scripts tests/python
 
+# The library's unit tests also in the dev profile: overflow checks on
+# (never in release, whose hot path they would change).
 test: deps all lint
+	cargo test --lib
 	cargo test --release -- --test-threads=2
 	python3 -m unittest discover -s tests/python
 

@@ -1,53 +1,49 @@
 //! leakprobe: an `LD_PRELOAD` heap profiler for native memory leaks.
 //!
-//! The exported allocator entry points (`interpose`) count bytes down per
-//! thread (`thread_state`) and forward to the next allocator (`next`). When the
-//! countdown crosses zero (`sampling`) the allocation's stack is captured
-//! (`stack`, with `unwind`), the pointer goes into the live table (`live`), and the stack goes
-//! through a lock-free ring (`ring`) to the background collector
-//! (`collector`), which interns stacks and writes dumps (`dump`) when asked by
-//! a signal (`signal`).
+//! The parts, each depending only on those listed after it:
+//! - `hook`: every function the program calls that the library interposes:
+//!   the allocator entry points (`alloc`, C++ `cxx`), the C API (`api`),
+//!   signal dispositions, masks, waits and exec (`signals`), `dlclose`
+//!   (`unload`), `fork`.
+//! - `collect`: the background collector thread, fed by a lock-free `ring`;
+//!   dump requests (`signal`) and fork handling.
+//! - `mapped`: mappings outside malloc (mmap, mremap, thread stacks),
+//!   sampled and tracked like heap memory.
+//! - `profile`: what a dump says: the heap text format (`dump`), the
+//!   objects loaded and their build-ids, the allocator's and the process's
+//!   numbers (`accounting`), what the profile cannot see (`blind`).
+//! - `unwind`: stack capture, with a caching CFI unwinder.
+//! - `next`: the next allocator in the lookup chain, the bootstrap arena,
+//!   and the library's own memory.
+//! - `sample`: per-thread state, the byte countdown and Poisson sampling,
+//!   the live table of sampled blocks.
+//! - `settings`: the environment, parsed once.
+//! - `sys`: clock, errno, locks, files, messages, signal masks, the
+//!   loader's look-ups.
+//!
+//! An allocation: `hook::alloc` counts it down on `sample::thread_state`
+//! and tail-calls `next`; at a sample point `sample::sampling` decides,
+//! `unwind::stack` captures the stack, `sample::live` records the block and
+//! `collect::ring` carries the stack to `collect::collector`, which
+//! interns it. A dump request (`collect::signal`, the C API, a timer) makes
+//! the collector write `profile::dump` into the dump directory.
 
 // Unit tests build the crate without its exported entry points.
 #![cfg_attr(test, allow(dead_code))]
+// Every unsafe operation in its own block, with the reason it holds there.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
-mod accounting;
+mod collect;
 #[cfg(not(test))]
-mod api;
-mod blind;
-mod bootstrap;
-mod cfi;
-mod clock;
-mod collector;
-mod config;
-#[cfg(not(test))]
-mod cxx;
-mod doorbell;
-mod dump;
-mod errno;
-mod files;
-mod global_alloc;
-mod inherit;
-#[cfg(not(test))]
-mod interpose;
-mod java;
-mod live;
-mod lock;
-mod log;
+mod hook;
 mod mapped;
 mod next;
-mod registered_frames;
-mod ring;
-mod sampling;
-mod sigmask;
-mod signal;
-mod stack;
-mod stack_bounds;
-mod thread_stacks;
-mod thread_state;
-mod unload;
+mod profile;
+mod sample;
+mod settings;
+mod sys;
 mod unwind;
-mod word_hash;
 
 /// Runs when the dynamic loader maps the library, before `main`.
 #[cfg(not(test))]
@@ -57,30 +53,30 @@ static INIT: extern "C" fn() = init;
 
 #[cfg(not(test))]
 extern "C" fn init() {
-    log::note_stderr();
+    sys::log::note_stderr();
     next::resolve();
-    stack::init_own_range();
-    interpose::resolve_own_addresses();
-    let cfg = config::Config::from_env();
+    unwind::stack::init_own_range();
+    hook::sampled::resolve_own_addresses();
+    let cfg = settings::init();
     // Before the collector: its fork handlers must run first (see `mapped`).
     mapped::init();
-    unwind::init(cfg.unwinder == config::Unwinder::Fast);
+    unwind::walk::init(cfg.unwinder == settings::Unwinder::Fast);
     if cfg.no_inherit {
-        inherit::remove_from_preload();
+        settings::inherit::remove_from_preload();
     }
     if !cfg.java {
-        java::disable();
+        unwind::java::disable();
     }
-    collector::start(&cfg);
+    collect::single::register();
+    collect::collector::start(cfg);
     // After the dump directory is open: the lines go to the log too.
-    blind::check(dump::program_path());
-    signal::install(cfg.signal);
-    if cfg.peak {
-        live::enable_peak_profile();
+    profile::blind::check(profile::objects::program_path());
+    if collect::signal::install(cfg.signal) {
+        hook::signals::install(cfg.signal);
     }
     if cfg.dump_at_exit {
         // SAFETY: registering a plain extern "C" function.
-        unsafe { libc::atexit(collector::dump_at_exit) };
+        unsafe { libc::atexit(collect::collector::dump_at_exit) };
     }
-    sampling::enable(cfg.sample_period);
+    sample::sampling::enable(cfg.sample_period);
 }

@@ -74,7 +74,7 @@ const COUNTING: (&[&str], &str) = (
         "mallocx",
         "rallocx",
     ],
-    "leakprobe::cxx::counted::_Zn",
+    "leakprobe::hook::cxx::counted::_Zn",
 );
 const CHECKING: (&[&str], &str) = (
     &[
@@ -85,7 +85,7 @@ const CHECKING: (&[&str], &str) = (
         "sdallocx",
         "rallocx",
     ],
-    "leakprobe::cxx::counted::_Zd",
+    "leakprobe::hook::cxx::counted::_Zd",
 );
 
 /// Calls into the library's counting and checking functions on the main

@@ -12,6 +12,7 @@ import zlib
 from xml.sax.saxutils import escape, quoteattr
 
 from .dumpfile import shown
+from .profile import amount
 
 WIDTH = 1200
 PAD = 10
@@ -63,15 +64,6 @@ def color(name: str) -> str:
     return f"hsl({h % 55},{70 + (h >> 8) % 25}%,{55 + (h >> 16) % 15}%)"
 
 
-def amount(value: int, unit: str) -> str:
-    if unit != "bytes":
-        return f"{value:,} objects"
-    for name, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if value >= size:
-            return f"{value / size:.2f} {name}"
-    return f"{value} B"
-
-
 def render_svg(stacks: list[tuple[tuple[str, ...], int]], title: str, unit: str, depth: int | None = None) -> str:
     root = tree(stacks, depth or DEFAULT_DEPTH)
     total = max(root.value, 1)
@@ -86,7 +78,8 @@ def render_svg(stacks: list[tuple[tuple[str, ...], int]], title: str, unit: str,
             continue
         depth_max = max(depth_max, level)
         name = shown(node.name)
-        label = f"{name} ({amount(node.value, unit)}, {100 * share:.2f}%)"
+        shown_amount = amount(node.value, unit) + ("" if unit == "bytes" else " objects")
+        label = f"{name} ({shown_amount}, {100 * share:.2f}%)"
         frames.append(
             f'<g class="f" data-name={quoteattr(name)} data-value="{node.value}" '
             f'data-x="{x:.8f}" data-w="{share:.8f}" data-depth="{level}">'

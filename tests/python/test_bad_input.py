@@ -57,7 +57,7 @@ class BadInput(unittest.TestCase):
     def test_java_frame_lines(self) -> None:
         """A Java frame's address is named from its line; a malformed line is refused."""
         text = self.valid.decode()
-        first_row = next(line for line in text.splitlines() if " @ 0x" in line)
+        first_row = next(line for line in text.splitlines() if " @ 0x" in line and not line.startswith("#"))
         addr = 0x4000_1FF3_E380_21D2
         java = f"# leakprobe java_frame: {addr:#x} java com.example.Exporter.compress Exporter.java:57\n"
         rows = first_row + f" {addr:#x}"

@@ -11,8 +11,10 @@ import subprocess
 import tempfile
 import time
 import unittest
+from pathlib import Path
 
-from harness import JAVA_CLASSES, ROOT, Probe, run_json
+from harness import JAVA_CLASSES, ROOT, Probe, run_json, script
+from test_pprof import go_pprof
 
 JAVA = ["java", "-Xmx256m", "-cp", str(JAVA_CLASSES)]
 LAYERED_SOURCE = ROOT / "java-harness/LayeredLeak.java"
@@ -81,6 +83,7 @@ class Jvm(unittest.TestCase):
         dump = str(probe.dump())
         report = run_json("report", dump)
         self.assertGreater(report["facts"]["java_stacks"], 0)
+        self.last_dump = dump
         return report["stacks"][0]["frames"], probe
 
     def check_layered(self, frames: list[dict]) -> None:
@@ -117,6 +120,12 @@ class Jvm(unittest.TestCase):
         frames, probe = self.layered_leak_stack()
         self.assertEqual(probe.finish(), 0)
         self.check_layered(frames)
+        # The pprof export names them too, with no JVM at hand.
+        out = Path(tempfile.mkdtemp(prefix="leakprobe-jvm-pprof-")) / "jvm.pb.gz"
+        self.assertEqual(script("pprof", self.last_dump, "-o", str(out)).returncode, 0)
+        top = go_pprof("-top", "-cum", "-nodecount", "200", str(out))
+        for name in ("Java_java_util_zip_Deflater_init", "LayeredLeak$Wrapper.wrap", "LayeredLeak$Opener.open"):
+            self.assertIn(name, top)
 
     def test_java_frames_when_interpreted_only(self) -> None:
         frames, probe = self.layered_leak_stack("-Xint")

@@ -1,0 +1,503 @@
+//! Single-threaded programs keep glibc's fast paths. glibc's malloc skips
+//! its arena lock and updates fastbins with plain stores while the process
+//! has never had a second thread (`__libc_single_threaded`), and the first
+//! `pthread_create` ends that for good: a collector thread started at load
+//! cost a single-threaded JSON workload 1.55x. So while the program has one
+//! thread, the library has none that glibc knows about:
+//!
+//! - samples are interned on the allocating thread (`collector::record_inline`);
+//! - the dump signal, blocked in the program's thread (`sigmask`), is taken
+//!   with `rt_sigtimedwait` by a helper thread made with `clone` directly.
+//!   Its thread pointer is the main thread's, so it touches no thread-local
+//!   state, no `errno`, no allocator and no glibc function: only raw system
+//!   calls (`raw`), atomics and the library's spin locks;
+//! - a dump is written by a snapshot of the process: with the library's locks
+//!   held (so the program's thread is outside its critical sections), the
+//!   helper forks with `clone` (no `CLONE_VM`, sharing the descriptor table),
+//!   and the child, whose thread pointer now names its own copy of the main
+//!   thread's, writes the dump as a forked child would, with every allocation
+//!   diverted to fresh pages (`next::divert`: its copy of the glibc heap may
+//!   be mid-update). Nothing it does can reach the program's memory; what it
+//!   did (numbering, written or not) comes back in a shared page.
+//!
+//! The program's thread never takes the dump signal, so none of its system
+//! calls is cut short, and an idle program answers dumps. When the program
+//! starts its second thread (`pthread_create`; or, seen on its next sampled
+//! allocation, `__libc_single_threaded` cleared by another path or a thread
+//! counted in /proc) the helper stops and the collector thread starts.
+//! `LEAKPROBE_THREAD=always` starts the collector at load instead.
+
+use crate::collect::{collector, mode, signal};
+use crate::next;
+use crate::sys::{doorbell, raw};
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+
+type Ptr = *mut c_void;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+/// The helper's stack (mapped once, kept for a restart).
+static STACK: AtomicUsize = AtomicUsize::new(0);
+const STACK_BYTES: usize = 8 << 20;
+/// The helper saw a thread the program made without glibc knowing.
+static MORE_THREADS: AtomicBool = AtomicBool::new(false);
+/// How often the helper looks around (a stop, threads made without glibc)
+/// when nothing wakes it.
+const IDLE_MS: u64 = 1000;
+/// A snapshot child that has not finished by then is stopped.
+const CHILD_TIMEOUT_MS: u64 = 30_000;
+
+/// At load: the collector starts the helper through `mode` (which does not
+/// depend on this file).
+pub fn register() {
+    mode::set_start(start);
+}
+
+/// Starts single-threaded mode: the helper thread. False if it cannot be
+/// made (the caller starts the collector thread instead).
+fn start() -> bool {
+    // In a forked child the parent's helper is not there.
+    mode::HELPER_TID.store(0, Ordering::Relaxed);
+    STOP.store(false, Ordering::Relaxed);
+    MORE_THREADS.store(false, Ordering::Relaxed);
+    if !spawn_helper() {
+        mode::set_active(false);
+        return false;
+    }
+    crate::mapped::thread_stacks::set_before_create(leave);
+    mode::set_active(true);
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+fn spawn_helper() -> bool {
+    let mut stack = STACK.load(Ordering::Relaxed);
+    if stack == 0 {
+        let p = raw::sys!(
+            libc::SYS_mmap,
+            0,
+            STACK_BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+            -1i32,
+            0
+        );
+        if p < 0 {
+            return false;
+        }
+        // A guard page below: an overflow faults instead of writing on.
+        raw::sys!(libc::SYS_mprotect, p, 4096, libc::PROT_NONE);
+        stack = p as usize;
+        STACK.store(stack, Ordering::Relaxed);
+    }
+    let top = stack + STACK_BYTES;
+    let flags = libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM
+        | libc::CLONE_PARENT_SETTID
+        | libc::CLONE_CHILD_CLEARTID;
+    let tid_word = mode::HELPER_TID.as_ptr();
+    // Every signal blocked across the clone: the helper starts with them
+    // blocked, so no handler of the program's ever runs on it.
+    let rc: isize = crate::sys::signals::with_all_blocked(0, || {
+        let rc: isize;
+        // SAFETY: clone of a thread sharing everything but the stack, which
+        // is ours and unused. In the new thread, on that stack, `helper`
+        // (which never returns) is called with the stack aligned as the ABI
+        // wants; the parent only makes the system call.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                "xor ebp, ebp",
+                "call {entry}",
+                "ud2",
+                "2:",
+                entry = in(reg) helper as extern "C" fn() -> !,
+                inlateout("rax") libc::SYS_clone as isize => rc,
+                in("rdi") flags as usize,
+                in("rsi") top,
+                in("rdx") tid_word,
+                in("r10") tid_word,
+                in("r8") 0usize,
+                out("rcx") _,
+                out("r11") _,
+            );
+        }
+        rc
+    });
+    rc > 0
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn spawn_helper() -> bool {
+    false
+}
+
+/// Stops the helper and waits until it has gone (a snapshot under way is
+/// finished first).
+fn stop_helper() {
+    STOP.store(true, Ordering::Release);
+    for _ in 0..(CHILD_TIMEOUT_MS + 10_000) {
+        if mode::HELPER_TID.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        mode::wake_helper();
+        doorbell::ring();
+        raw::sleep_ms(1);
+    }
+}
+
+/// The program has (or is about to have) a second thread: the helper stops
+/// and the collector thread starts, as at load with `LEAKPROBE_THREAD=always`.
+pub fn leave() {
+    if !mode::take_over() {
+        return;
+    }
+    stop_helper();
+    collector::spawn_thread();
+}
+
+/// On a sampled allocation: a second thread made without `pthread_create`
+/// (C11 `thrd_create`, a `SIGEV_THREAD` timer, `clone`) ends the mode too.
+pub fn check_threads() {
+    if mode::active() && (!mode::glibc_single() || MORE_THREADS.load(Ordering::Relaxed)) {
+        leave();
+    }
+    collector::say_failed_snapshots();
+}
+
+/// The program changed its credentials: the helper, which glibc does not
+/// update (its set*id calls reach the threads it knows), is made again
+/// from the calling thread, whose credentials it then has. Until then it
+/// writes nothing (it waits for the stop).
+pub fn credentials_changed() {
+    if mode::active() {
+        stop_helper();
+        if !start() {
+            collector::spawn_thread();
+        }
+    }
+}
+
+extern "C" fn helper() -> ! {
+    raw::set_mask(!0);
+    let pid = raw::getpid();
+    loop {
+        if STOP.load(Ordering::Acquire) {
+            raw::sys!(libc::SYS_exit, 0);
+        }
+        let sig = signal::dump_signal();
+        mode::HELPER_SIGNAL.store(sig, Ordering::Relaxed);
+        // As the collector: the signal is taken only while the program has
+        // no use for it.
+        if sig > 0 && !signal::program_waits() && !signal::program_has_handler() {
+            if let Some(info) = raw::sigtimedwait(raw::sigset(&[sig]), IDLE_MS) {
+                take(sig, &info, pid);
+            }
+        } else {
+            let seen = doorbell::current();
+            raw::futex_wait(doorbell::word(), seen, IDLE_MS);
+        }
+        if STOP.load(Ordering::Acquire) {
+            continue;
+        }
+        // A thread glibc does not know either (`clone`).
+        if mode::threads().is_some_and(|n| n > 2) {
+            MORE_THREADS.store(true, Ordering::Relaxed);
+        }
+        snapshot();
+    }
+}
+
+/// A delivery the helper took.
+fn take(sig: c_int, info: &libc::siginfo_t, pid: libc::pid_t) {
+    // SAFETY: the kernel filled the siginfo for this signal.
+    let from = unsafe { info.si_pid() };
+    if info.si_code == libc::SI_TKILL && from == pid {
+        // `wake`: the work is found by looking.
+        return;
+    }
+    match signal::classify(info) {
+        signal::Delivery::Request | signal::Delivery::Nothing => {}
+        // The program's after all (it installed a handler, or waits for the
+        // signal, since the helper started waiting): queue it again for the
+        // program's thread, as `signal::hand_back` does.
+        signal::Delivery::HandBack | signal::Delivery::Program => {
+            let mut copy = *info;
+            copy.si_code = libc::SI_QUEUE;
+            raw::sigqueue(sig, &copy);
+        }
+    }
+}
+
+/// What a snapshot child reports, in a page it shares with the helper.
+struct Report {
+    done: AtomicU32,
+    outcome: collector::Outcome,
+}
+
+/// Writes the dump due now, if any, from a snapshot of the process.
+fn snapshot() {
+    let Some(job) = collector::snapshot_begin() else {
+        return;
+    };
+    let page = raw::sys!(
+        libc::SYS_mmap,
+        0,
+        4096,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+        -1i32,
+        0
+    );
+    if page < 0 {
+        collector::snapshot_release();
+        return collector::snapshot_end(None);
+    }
+    let report = page as *mut Report;
+    let parent = raw::getpid();
+    // A process copy with no exit signal: the program's wait() and SIGCHLD
+    // never see it (only __WCLONE/__WALL waits do); it shares the
+    // descriptor table and filesystem context, so its files are the
+    // program's, as the collector's are.
+    let child = raw::sys!(
+        libc::SYS_clone,
+        libc::CLONE_FILES | libc::CLONE_FS,
+        0,
+        0,
+        0,
+        0
+    );
+    if child == 0 {
+        snapshot_child(job, report, parent);
+    }
+    collector::snapshot_release();
+    let mut outcome = None;
+    // SAFETY: the shared page, mapped above.
+    let done = unsafe { &(*report).done };
+    if child > 0 && reaped(child as libc::pid_t, done) {
+        // SAFETY: the child that wrote the page has exited.
+        outcome = Some(unsafe { (*report).outcome });
+    }
+    collector::snapshot_end(outcome);
+    raw::sys!(libc::SYS_munmap, page, 4096);
+}
+
+/// Waits for the snapshot child's report (`done`, woken through it), or its
+/// end; stops it after `CHILD_TIMEOUT_MS`. True if it reported.
+fn reaped(child: libc::pid_t, done: &AtomicU32) -> bool {
+    let mut status: c_int = 0;
+    let mut waited = 0;
+    while waited < CHILD_TIMEOUT_MS && done.load(Ordering::Acquire) == 0 {
+        let rc = raw::sys!(
+            libc::SYS_wait4,
+            child,
+            &mut status as *mut c_int,
+            libc::WNOHANG | libc::__WCLONE,
+            0
+        );
+        if rc == child as isize {
+            // Ended without a report: it failed.
+            return done.load(Ordering::Acquire) == 1;
+        }
+        if rc < 0 && rc != -(libc::EINTR as isize) {
+            return false;
+        }
+        raw::futex_wait_shared(done.as_ptr(), 0, 20);
+        waited += 20;
+    }
+    if done.load(Ordering::Acquire) == 1 {
+        // It exits right after reporting.
+        raw::sys!(
+            libc::SYS_wait4,
+            child,
+            &mut status as *mut c_int,
+            libc::__WCLONE,
+            0
+        );
+        return true;
+    }
+    raw::sys!(libc::SYS_kill, child, libc::SIGKILL);
+    raw::sys!(
+        libc::SYS_wait4,
+        child,
+        &mut status as *mut c_int,
+        libc::__WCLONE,
+        0
+    );
+    false
+}
+
+fn snapshot_child(job: collector::Job, report: *mut Report, parent: libc::pid_t) -> ! {
+    raw::sys!(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    raw::write_for(parent);
+    let before = next::divert(&next::Heap {
+        malloc: heap::malloc,
+        free: heap::free,
+        calloc: heap::calloc,
+        realloc: heap::realloc,
+        posix_memalign: heap::posix_memalign,
+        memalign: heap::memalign,
+    });
+    // SAFETY: the child has one thread, and nothing allocated yet.
+    unsafe { *heap::NEXT.0.get() = Some(before) };
+    let outcome = collector::snapshot_child(job);
+    // SAFETY: the shared page, mapped before the clone.
+    unsafe {
+        (*report).outcome = outcome;
+        (*report).done.store(1, Ordering::Release);
+        raw::futex_wake_shared((*report).done.as_ptr());
+    }
+    loop {
+        raw::sys!(libc::SYS_exit_group, 0);
+    }
+}
+
+/// The snapshot child's heap: bump allocation from fresh mappings, never
+/// reused (the child lives for one dump). Blocks of the next allocator's
+/// heap (copied from the parent) are never freed, and grown by copying.
+mod heap {
+    use super::*;
+
+    /// Mapped chunks: (start, end); the current one is the last.
+    static CHUNKS: [(AtomicUsize, AtomicUsize); 64] =
+        [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 64];
+    static USED: AtomicUsize = AtomicUsize::new(0);
+    static AT: AtomicUsize = AtomicUsize::new(0);
+    /// The next allocator's functions, from `next::divert`.
+    pub struct Next(pub core::cell::UnsafeCell<Option<next::Diverted>>);
+    // SAFETY: written once before the child allocates; it has one thread.
+    unsafe impl Sync for Next {}
+    pub static NEXT: Next = Next(core::cell::UnsafeCell::new(None));
+
+    fn next_heap() -> Option<next::Diverted> {
+        // SAFETY: see `Next`.
+        unsafe { *NEXT.0.get() }
+    }
+
+    /// At the address-space limit (RLIMIT_AS) no page can be mapped, but
+    /// the copied heap may have room the program freed: used then, in the
+    /// hope the program's thread was not inside the allocator when the
+    /// copy was made (if it was, the child may fail: a dump not written).
+    fn from_next(size: usize, align: usize) -> Ptr {
+        let Some(n) = next_heap() else {
+            return core::ptr::null_mut();
+        };
+        // SAFETY: the next allocator's own functions, with valid arguments.
+        unsafe {
+            if align <= 16 {
+                return (n.malloc)(size);
+            }
+            let mut p = core::ptr::null_mut();
+            match (n.posix_memalign)(&mut p, align, size) {
+                0 => p,
+                _ => core::ptr::null_mut(),
+            }
+        }
+    }
+    const HEADER: usize = 16;
+
+    fn ours(p: usize) -> bool {
+        let used = USED.load(Ordering::Relaxed);
+        CHUNKS[..used]
+            .iter()
+            .any(|(s, e)| (s.load(Ordering::Relaxed)..e.load(Ordering::Relaxed)).contains(&p))
+    }
+
+    fn alloc(size: usize, align: usize) -> Ptr {
+        let align = align.max(HEADER);
+        let Some(need) = size.checked_add(align + HEADER) else {
+            return core::ptr::null_mut();
+        };
+        let used = USED.load(Ordering::Relaxed);
+        let mut end = if used > 0 {
+            CHUNKS[used - 1].1.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        let mut at = AT.load(Ordering::Relaxed);
+        if at == 0 || end - at < need {
+            if used == CHUNKS.len() {
+                return from_next(size, align);
+            }
+            // Doubling from 1 MiB: a process near its address-space limit
+            // (RLIMIT_AS) may still have room for the first ones.
+            let len = need.max(1 << (20 + used.min(10))).next_multiple_of(4096);
+            let p = raw::sys!(
+                libc::SYS_mmap,
+                0,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1i32,
+                0
+            );
+            if p < 0 {
+                return from_next(size, align);
+            }
+            at = p as usize;
+            end = at + len;
+            CHUNKS[used].0.store(at, Ordering::Relaxed);
+            CHUNKS[used].1.store(end, Ordering::Relaxed);
+            USED.store(used + 1, Ordering::Relaxed);
+        }
+        let start = (at + HEADER).next_multiple_of(align);
+        AT.store(start + size, Ordering::Relaxed);
+        // SAFETY: [start - HEADER, start + size) lies in a chunk of ours.
+        unsafe { ((start - HEADER) as *mut usize).write(size) };
+        start as Ptr
+    }
+
+    fn size_of(p: Ptr) -> usize {
+        if ours(p as usize) {
+            // SAFETY: written by `alloc` in front of the block.
+            return unsafe { ((p as usize - HEADER) as *const usize).read() };
+        }
+        // SAFETY: a live block of the next allocator (copied from the
+        // parent): its usable size only reads the block's header.
+        next_heap().map_or(0, |n| unsafe { (n.usable)(p) })
+    }
+
+    pub unsafe extern "C" fn malloc(size: usize) -> Ptr {
+        alloc(size, 16)
+    }
+
+    pub unsafe extern "C" fn free(_: Ptr) {}
+
+    pub unsafe extern "C" fn calloc(n: usize, size: usize) -> Ptr {
+        // Fresh pages are zero.
+        n.checked_mul(size)
+            .map_or(core::ptr::null_mut(), |s| alloc(s, 16))
+    }
+
+    pub unsafe extern "C" fn realloc(p: Ptr, size: usize) -> Ptr {
+        let q = alloc(size, 16);
+        if !p.is_null() && !q.is_null() {
+            // SAFETY: `p` is a live block of at least `size_of(p)` bytes (the
+            // contract), `q` a fresh one of `size`; they do not overlap.
+            unsafe {
+                core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, size_of(p).min(size))
+            };
+        }
+        q
+    }
+
+    pub unsafe extern "C" fn posix_memalign(out: *mut Ptr, align: usize, size: usize) -> c_int {
+        let p = alloc(size, align);
+        if p.is_null() {
+            return libc::ENOMEM;
+        }
+        // SAFETY: `out` is the caller's valid pointer (the contract).
+        unsafe { *out = p };
+        0
+    }
+
+    pub unsafe extern "C" fn memalign(align: usize, size: usize) -> Ptr {
+        alloc(size, align)
+    }
+}

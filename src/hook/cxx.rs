@@ -1,0 +1,412 @@
+//! C++ `operator new` and `operator delete`, every form, forwarded to the
+//! next definition (libstdc++'s, or an allocator's that replaces them, as
+//! tcmalloc and jemalloc do).
+//!
+//! libstdc++'s operators allocate with `malloc` (or `aligned_alloc`) and
+//! free with `free`, which the library interposes already: for them each
+//! exported `operator new` is one load and a tail jump to libstdc++'s, and
+//! each `operator delete` one to the library's `free`, so an object is
+//! counted, and its `delete` checked, once (frame 0 is then
+//! `malloc`, under libstdc++'s `operator new`; both tools drop both). When
+//! the allocator provides the operators itself (in the object that provides
+//! `malloc`), some of them still reach the library's entry points (jemalloc's
+//! unsized deletes call `free` and its aligned news `aligned_alloc` through
+//! its PLT) and others do not. Each is called once to find out (`probe`):
+//! one that reaches the library is jumped to plainly; one that does not is
+//! wrapped (`counted`): the object is counted, or the block checked, and the
+//! allocator's operator tail-called. Either way an object is counted, and its
+//! `delete` checked, exactly once. Which applies is decided at the first
+//! call of any operator (the C++ runtime may be loaded after the library),
+//! and the jump slots then point at the right code. A C++ exception only
+//! ever leaves through a tail call: it never unwinds through a Rust frame.
+
+use crate::hook::sampled::{self, allocate_sampled, release_sampled, Api};
+use crate::{next, sample::live, sample::thread_state};
+use core::cell::Cell;
+use core::ffi::{c_void, CStr};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+
+type Ptr = *mut c_void;
+/// `std::align_val_t` and `const std::nothrow_t&` as passed in registers.
+type Align = usize;
+type Nothrow = *const u8;
+
+/// A stand-in for `std::nothrow`: the functions never read it.
+static NOTHROW: u8 = 0;
+
+macro_rules! cxx_slots {
+    ($($slot:ident = $symbol:literal: fn($($ty:ty),*) -> $ret:ty;)*) => {
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        #[derive(Clone, Copy)]
+        enum Sym { $($slot),* }
+        const NAMES: &[&CStr] = &[$($symbol),*];
+        static SLOTS: [AtomicPtr<c_void>; NAMES.len()] = [const { AtomicPtr::new(core::ptr::null_mut()) }; NAMES.len()];
+        $(
+            /// The next operator, for code only reached once `decide` has
+            /// resolved every slot: one load, no check.
+            ///
+            /// # Safety
+            /// `decide` has resolved the slot.
+            #[allow(non_snake_case)]
+            #[inline(always)]
+            unsafe fn $slot() -> unsafe extern "C" fn($($ty),*) -> $ret {
+                // SAFETY: the symbol of this name has this C++ signature, and
+                // `decide` stored its non-null address (the contract).
+                unsafe { core::mem::transmute(SLOTS[Sym::$slot as usize].load(Ordering::Relaxed)) }
+            }
+        )*
+    };
+}
+
+cxx_slots! {
+    new = c"_Znwm": fn(usize) -> Ptr;
+    new_array = c"_Znam": fn(usize) -> Ptr;
+    new_nothrow = c"_ZnwmRKSt9nothrow_t": fn(usize, Nothrow) -> Ptr;
+    new_array_nothrow = c"_ZnamRKSt9nothrow_t": fn(usize, Nothrow) -> Ptr;
+    new_aligned = c"_ZnwmSt11align_val_t": fn(usize, Align) -> Ptr;
+    new_array_aligned = c"_ZnamSt11align_val_t": fn(usize, Align) -> Ptr;
+    new_aligned_nothrow = c"_ZnwmSt11align_val_tRKSt9nothrow_t": fn(usize, Align, Nothrow) -> Ptr;
+    new_array_aligned_nothrow = c"_ZnamSt11align_val_tRKSt9nothrow_t": fn(usize, Align, Nothrow) -> Ptr;
+    delete = c"_ZdlPv": fn(Ptr) -> ();
+    delete_array = c"_ZdaPv": fn(Ptr) -> ();
+    delete_sized = c"_ZdlPvm": fn(Ptr, usize) -> ();
+    delete_array_sized = c"_ZdaPvm": fn(Ptr, usize) -> ();
+    delete_nothrow = c"_ZdlPvRKSt9nothrow_t": fn(Ptr, Nothrow) -> ();
+    delete_array_nothrow = c"_ZdaPvRKSt9nothrow_t": fn(Ptr, Nothrow) -> ();
+    delete_aligned = c"_ZdlPvSt11align_val_t": fn(Ptr, Align) -> ();
+    delete_array_aligned = c"_ZdaPvSt11align_val_t": fn(Ptr, Align) -> ();
+    delete_sized_aligned = c"_ZdlPvmSt11align_val_t": fn(Ptr, usize, Align) -> ();
+    delete_array_sized_aligned = c"_ZdaPvmSt11align_val_t": fn(Ptr, usize, Align) -> ();
+    delete_aligned_nothrow = c"_ZdlPvSt11align_val_tRKSt9nothrow_t": fn(Ptr, Align, Nothrow) -> ();
+    delete_array_aligned_nothrow = c"_ZdaPvSt11align_val_tRKSt9nothrow_t": fn(Ptr, Align, Nothrow) -> ();
+}
+
+/// Resolved on first use: the C++ runtime may be loaded after the library.
+#[inline(always)]
+fn resolved(sym: Sym) -> *mut c_void {
+    crate::sys::dl::symbol(&SLOTS[sym as usize], NAMES[sym as usize])
+}
+
+const UNKNOWN: u8 = 0;
+const VIA_MALLOC: u8 = 1;
+const OWN: u8 = 2;
+static MODE: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// Whether the next `operator new` allocates through `malloc` (libstdc++)
+/// rather than being the allocator's own.
+fn new_calls_malloc() -> bool {
+    match MODE.load(Ordering::Relaxed) {
+        VIA_MALLOC => true,
+        OWN => false,
+        _ => {
+            let via = crate::sys::dl::object_of(resolved(Sym::new).cast())
+                != crate::sys::dl::object_of(next::malloc_address());
+            MODE.store(if via { VIA_MALLOC } else { OWN }, Ordering::Relaxed);
+            via
+        }
+    }
+}
+
+/// A counted operator new: bytes counted down, then a tail call to the real
+/// operator (its new_handler loop and `bad_alloc` included). Only a sampled
+/// allocation makes one non-throwing attempt first, to record it, and calls
+/// the real operator, as a tail call, if that fails.
+macro_rules! operator_new {
+    ($name:ident($($arg:ident: $ty:ty),*) => $real:ident, align = $align:expr, array = $array:expr) => {
+        ///
+        /// # Safety
+        /// As the C++ operator; reached only once `decide` resolved every
+        /// slot (through a jump it set, or from its `probe`).
+        #[inline(never)]
+        pub unsafe extern "C" fn $name(size: usize $(, $arg: $ty)*) -> Ptr {
+            if thread_state::crosses(size) {
+                let api = if $array { Api::NewArray } else { Api::New };
+                // SAFETY: the slots are resolved (this function's contract).
+                let alloc = move || unsafe { try_own_new(size, $align, $array) };
+                // SAFETY: `alloc` returns the allocator's block of `size`
+                // bytes, or null.
+                let p = unsafe { allocate_sampled(size, api, alloc) };
+                if !p.is_null() {
+                    return p;
+                }
+            }
+            // SAFETY: the slot is resolved; the program's arguments to this
+            // same operator, unchanged.
+            unsafe { $real()(size $(, $arg)*) }
+        }
+    };
+}
+
+/// The operators for an allocator that provides its own: they count.
+#[allow(non_snake_case)]
+mod counted {
+    use super::*;
+
+    operator_new!(_Znwm() => new, align = None, array = false);
+    operator_new!(_Znam() => new_array, align = None, array = true);
+    operator_new!(_ZnwmRKSt9nothrow_t(nt: Nothrow) => new_nothrow, align = None, array = false);
+    operator_new!(_ZnamRKSt9nothrow_t(nt: Nothrow) => new_array_nothrow, align = None, array = true);
+    operator_new!(_ZnwmSt11align_val_t(al: Align) => new_aligned, align = Some(al), array = false);
+    operator_new!(_ZnamSt11align_val_t(al: Align) => new_array_aligned, align = Some(al), array = true);
+    operator_new!(_ZnwmSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => new_aligned_nothrow, align = Some(al), array = false);
+    operator_new!(_ZnamSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => new_array_aligned_nothrow, align = Some(al), array = true);
+
+    /// An operator delete: out of the live set, then the next operator delete.
+    macro_rules! operator_delete {
+    ($name:ident($($arg:ident: $ty:ty),*) => $real:ident) => {
+        ///
+        /// # Safety
+        /// As the C++ operator; reached only once `decide` resolved every
+        /// slot.
+        #[inline(never)]
+        pub unsafe extern "C" fn $name(p: Ptr $(, $arg: $ty)*) {
+            if !live::maybe_sampled(p as usize) {
+                // SAFETY: the slot is resolved; the program's arguments to
+                // this same operator, unchanged.
+                return unsafe { $real()(p $(, $arg)*) };
+            }
+            // SAFETY: as above: `release_sampled` passes the program's block
+            // on (never one of the bootstrap arena, which C++ never saw).
+            release_sampled(p, move |p| unsafe { $real()(p $(, $arg)*) })
+        }
+    };
+}
+
+    operator_delete!(_ZdlPv() => delete);
+    operator_delete!(_ZdaPv() => delete_array);
+    operator_delete!(_ZdlPvm(size: usize) => delete_sized);
+    operator_delete!(_ZdaPvm(size: usize) => delete_array_sized);
+    operator_delete!(_ZdlPvRKSt9nothrow_t(nt: Nothrow) => delete_nothrow);
+    operator_delete!(_ZdaPvRKSt9nothrow_t(nt: Nothrow) => delete_array_nothrow);
+    operator_delete!(_ZdlPvSt11align_val_t(al: Align) => delete_aligned);
+    operator_delete!(_ZdaPvSt11align_val_t(al: Align) => delete_array_aligned);
+    operator_delete!(_ZdlPvmSt11align_val_t(size: usize, al: Align) => delete_sized_aligned);
+    operator_delete!(_ZdaPvmSt11align_val_t(size: usize, al: Align) => delete_array_sized_aligned);
+    operator_delete!(_ZdlPvSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => delete_aligned_nothrow);
+    operator_delete!(_ZdaPvSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => delete_array_aligned_nothrow);
+}
+
+thread_local! {
+    /// Set while this thread probes the allocator's operators: the library's
+    /// operators they call count and check (`counted`), not decide again.
+    static PROBING_HERE: Cell<bool> = const { Cell::new(false) };
+    /// The library's operators (bits in `Sym` order) that an operator under
+    /// probe called.
+    static NESTED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// A countdown no probe's allocation crosses: a probe only sees it move.
+const FAR: usize = usize::MAX / 2;
+/// The probe's block: a size the allocator's sized deletes are told back.
+const PROBE_SIZE: usize = 64;
+const PROBE_ALIGN: Align = 64;
+
+/// Which of the allocator's own operators reach one of the library's entry
+/// points, in `Sym` order: each `delete` is called on a block of the
+/// matching `new` while the library's frees watch for it, and each `nothrow`
+/// new's allocation is watched on this thread's countdown. Its throwing twin
+/// is not called (it could throw through this frame): it is taken to do the
+/// same, unless the nothrow form called it through the library (as
+/// libstdc++'s does), when the countdown moved once more if it reaches the
+/// library. A failed allocation leaves its delete counted.
+///
+/// # Safety
+/// Every slot is resolved.
+unsafe fn probe() -> [bool; NAMES.len()] {
+    let mut reaches = [true; NAMES.len()];
+    PROBING_HERE.set(true);
+    let saved = thread_state::until_sample();
+    for d in Sym::delete as usize..NAMES.len() {
+        let (array, aligned) = (d % 2 == 1, d >= Sym::delete_aligned as usize);
+        thread_state::set_until_sample(FAR);
+        NESTED.set(0);
+        let align = aligned.then_some(PROBE_ALIGN);
+        // SAFETY: the slots are resolved (this function's contract).
+        let p = unsafe { try_own_new(PROBE_SIZE, align, array) };
+        // The nothrow form, and its throwing twin two slots before it.
+        let new = Sym::new_nothrow as usize + usize::from(array) + 4 * usize::from(aligned);
+        let counted = FAR - thread_state::until_sample();
+        // Each shape is probed three times: the allocator's first call may
+        // allocate for itself.
+        reaches[new] &= counted > 0;
+        reaches[new - 2] &= if NESTED.get() & 1 << (new - 2) != 0 {
+            counted > PROBE_SIZE
+        } else {
+            counted > 0
+        };
+        if p.is_null() {
+            reaches[d] = false;
+            continue;
+        }
+        let _checked = live::checked_while(p as usize);
+        // SAFETY: `p` is the live block of the `new` that matches delete `d`
+        // (the slot order pairs them), freed once.
+        reaches[d] = sampled::released_during(p as usize, || unsafe { own_delete(d, p) });
+    }
+    thread_state::set_until_sample(saved);
+    PROBING_HERE.set(false);
+    reaches
+}
+
+/// The allocator's nothrow operator new of this shape: one attempt that
+/// returns null instead of throwing.
+///
+/// # Safety
+/// Every slot is resolved; an alignment is a power of two.
+unsafe fn try_own_new(size: usize, align: Option<Align>, array: bool) -> Ptr {
+    let nothrow = &NOTHROW as Nothrow;
+    // SAFETY: the slots are resolved (the contract); a nothrow new takes any
+    // size, and the nothrow tag it never reads.
+    unsafe {
+        match (align, array) {
+            (None, false) => new_nothrow()(size, nothrow),
+            (None, true) => new_array_nothrow()(size, nothrow),
+            (Some(a), false) => new_aligned_nothrow()(size, a, nothrow),
+            (Some(a), true) => new_array_aligned_nothrow()(size, a, nothrow),
+        }
+    }
+}
+
+/// The allocator's operator delete number `d` (in `Sym` order) on a probe's
+/// block.
+///
+/// # Safety
+/// Every slot is resolved; `p` is a live probe block of the `new` that
+/// matches `d`.
+unsafe fn own_delete(d: usize, p: Ptr) {
+    let (size, al, nt) = (PROBE_SIZE, PROBE_ALIGN, &NOTHROW as Nothrow);
+    // SAFETY: the contract; the size and alignment are the probe block's.
+    unsafe {
+        match d {
+            d if d == Sym::delete as usize => delete()(p),
+            d if d == Sym::delete_array as usize => delete_array()(p),
+            d if d == Sym::delete_sized as usize => delete_sized()(p, size),
+            d if d == Sym::delete_array_sized as usize => delete_array_sized()(p, size),
+            d if d == Sym::delete_nothrow as usize => delete_nothrow()(p, nt),
+            d if d == Sym::delete_array_nothrow as usize => delete_array_nothrow()(p, nt),
+            d if d == Sym::delete_aligned as usize => delete_aligned()(p, al),
+            d if d == Sym::delete_array_aligned as usize => delete_array_aligned()(p, al),
+            d if d == Sym::delete_sized_aligned as usize => delete_sized_aligned()(p, size, al),
+            d if d == Sym::delete_array_sized_aligned as usize => {
+                delete_array_sized_aligned()(p, size, al)
+            }
+            d if d == Sym::delete_aligned_nothrow as usize => delete_aligned_nothrow()(p, al, nt),
+            _ => delete_array_aligned_nothrow()(p, al, nt),
+        }
+    }
+}
+
+/// Exported operators: a load and a tail jump (see the module comment).
+macro_rules! exported {
+    ($($name:ident => $sym:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        static JUMPS: [AtomicPtr<c_void>; NAMES.len()] = {
+            let mut jumps = [const { AtomicPtr::new(core::ptr::null_mut()) }; NAMES.len()];
+            $(jumps[Sym::$sym as usize] = AtomicPtr::new(first::$name as *mut c_void);)*
+            jumps
+        };
+
+        $(
+            #[no_mangle]
+            #[inline(never)]
+            pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+                type Jump = unsafe extern "C" fn($($ty),*) -> $ret;
+                let jump = JUMPS[Sym::$sym as usize].load(Ordering::Acquire);
+                // SAFETY: the slot only holds functions of this type (`first`,
+                // or what `decide` chose).
+                let f = unsafe { core::mem::transmute::<*mut c_void, Jump>(jump) };
+                // SAFETY: the program's arguments to this same operator,
+                // unchanged.
+                unsafe { f($($arg),*) }
+            }
+        )*
+
+        /// Each operator's first call: decide, then go where it now jumps.
+        #[allow(non_snake_case)]
+        mod first {
+            use super::*;
+            $(
+                pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+                    if PROBING_HERE.get() {
+                        // The allocator's operator under probe calls this one.
+                        NESTED.set(NESTED.get() | 1 << Sym::$sym as usize);
+                        // SAFETY: `probe` runs after `decide` resolved every
+                        // slot; the arguments are the caller's, unchanged.
+                        return unsafe { counted::$name($($arg),*) };
+                    }
+                    decide();
+                    // SAFETY: the caller's arguments, unchanged.
+                    unsafe { super::$name($($arg),*) }
+                }
+            )*
+        }
+
+        /// Points every slot at libstdc++'s operator (it calls `malloc` and
+        /// `free`), at the allocator's own if it reaches the library, or at
+        /// the counting one.
+        #[cold]
+        fn decide() {
+            // Before any code that calls a next operator runs (see `cxx_slots`).
+            $(resolved(Sym::$sym);)*
+            let via = new_calls_malloc();
+            // SAFETY: every slot is resolved just above.
+            let reaches = if via { [true; NAMES.len()] } else { unsafe { probe() } };
+            note_new_ranges(&reaches);
+            $(
+                let target = if via && Sym::$sym as usize >= Sym::delete as usize {
+                    // libstdc++'s every `operator delete` is `free`: going
+                    // there directly checks the block once, not up to three
+                    // times (delete[] -> delete -> free). The extra
+                    // arguments (size, alignment) are ignored by `free`.
+                    crate::hook::alloc::free as *mut c_void
+                } else if reaches[Sym::$sym as usize] {
+                    SLOTS[Sym::$sym as usize].load(Ordering::Relaxed)
+                } else {
+                    counted::$name as *mut c_void
+                };
+                JUMPS[Sym::$sym as usize].store(target, Ordering::Release);
+            )*
+        }
+    };
+}
+
+exported! {
+    _Znwm => new(size: usize) -> Ptr;
+    _Znam => new_array(size: usize) -> Ptr;
+    _ZnwmRKSt9nothrow_t => new_nothrow(size: usize, nt: Nothrow) -> Ptr;
+    _ZnamRKSt9nothrow_t => new_array_nothrow(size: usize, nt: Nothrow) -> Ptr;
+    _ZnwmSt11align_val_t => new_aligned(size: usize, al: Align) -> Ptr;
+    _ZnamSt11align_val_t => new_array_aligned(size: usize, al: Align) -> Ptr;
+    _ZnwmSt11align_val_tRKSt9nothrow_t => new_aligned_nothrow(size: usize, al: Align, nt: Nothrow) -> Ptr;
+    _ZnamSt11align_val_tRKSt9nothrow_t => new_array_aligned_nothrow(size: usize, al: Align, nt: Nothrow) -> Ptr;
+    _ZdlPv => delete(p: Ptr) -> ();
+    _ZdaPv => delete_array(p: Ptr) -> ();
+    _ZdlPvm => delete_sized(p: Ptr, size: usize) -> ();
+    _ZdaPvm => delete_array_sized(p: Ptr, size: usize) -> ();
+    _ZdlPvRKSt9nothrow_t => delete_nothrow(p: Ptr, nt: Nothrow) -> ();
+    _ZdaPvRKSt9nothrow_t => delete_array_nothrow(p: Ptr, nt: Nothrow) -> ();
+    _ZdlPvSt11align_val_t => delete_aligned(p: Ptr, al: Align) -> ();
+    _ZdaPvSt11align_val_t => delete_array_aligned(p: Ptr, al: Align) -> ();
+    _ZdlPvmSt11align_val_t => delete_sized_aligned(p: Ptr, size: usize, al: Align) -> ();
+    _ZdaPvmSt11align_val_t => delete_array_sized_aligned(p: Ptr, size: usize, al: Align) -> ();
+    _ZdlPvSt11align_val_tRKSt9nothrow_t => delete_aligned_nothrow(p: Ptr, al: Align, nt: Nothrow) -> ();
+    _ZdaPvSt11align_val_tRKSt9nothrow_t => delete_array_aligned_nothrow(p: Ptr, al: Align, nt: Nothrow) -> ();
+}
+
+/// Notes the operator news that reach the library's `malloc` (or another of
+/// its entry points), whose frames sit between frame 0 and the program.
+fn note_new_ranges(reaches: &[bool; NAMES.len()]) {
+    for i in 0..sampled::NEW_FORMS {
+        let Some(&name) = NAMES.get(i).filter(|_| reaches[i]) else {
+            continue;
+        };
+        let start = crate::sys::dl::symbol(&SLOTS[i], name) as usize;
+        let Some((info, sym)) = crate::sys::dl::symbol_at(start as *const c_void) else {
+            continue;
+        };
+        if start == 0 || info.dli_saddr as usize != start {
+            continue;
+        }
+        let size = sym.st_size as usize;
+        sampled::note_new_range(i, start, start.saturating_add(size));
+    }
+}

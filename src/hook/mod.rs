@@ -1,0 +1,18 @@
+//! Every function of the program's that the library interposes. Each does
+//! its part and forwards to the next definition.
+//! - `alloc`: the malloc family and jemalloc's `*allocx`: the hot path.
+//! - `cxx`: C++ `operator new`/`delete`, every form.
+//! - `sampled`: the sampled path they share: frame 0, recording a block,
+//!   taking a freed one out of the live table.
+//! - `api`: the C API (`include/leakprobe.h`).
+//! - `signals`: dispositions, masks, waits and exec for the dump signal.
+//! - `unload`: `dlclose`.
+//! - `creds`: the `setuid` family (the single-threaded mode's helper follows).
+
+pub mod alloc;
+pub mod api;
+pub mod creds;
+pub mod cxx;
+pub mod sampled;
+pub mod signals;
+pub mod unload;

@@ -1,0 +1,263 @@
+//! The sampled path shared by every allocating entry point (`alloc`, `cxx`):
+//! which entry point a sample names as frame 0, and the cold functions that
+//! record a sampled block and take a freed one out of the live table.
+
+use crate::collect::ring::{self, Sample};
+use crate::collect::{collector, mode, single};
+use crate::next::{self, bootstrap};
+use crate::sample::live::{self, PENDING};
+use crate::sample::sampling;
+use crate::sys::{clock, doorbell};
+use crate::unwind::stack::{self, Stack};
+use core::cell::Cell;
+use core::ffi::{c_void, CStr};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+type Ptr = *mut c_void;
+
+/// The function named by frame 0 of a sample. Only names that both jeprof
+/// and pprof drop as allocator frames are used (pprof does not know
+/// `aligned_alloc`, `reallocarray` or the jemalloc names); `New` and
+/// `NewArray` are `operator new` and `operator new[]`.
+#[derive(Clone, Copy)]
+pub enum Api {
+    Malloc,
+    New,
+    NewArray,
+    Calloc,
+    Realloc,
+    PosixMemalign,
+    Memalign,
+    Valloc,
+    Pvalloc,
+}
+
+impl Api {
+    const ALL: [(Api, &'static CStr); 9] = [
+        (Api::Malloc, c"malloc"),
+        (Api::New, c"_Znwm"),
+        (Api::NewArray, c"_Znam"),
+        (Api::Calloc, c"calloc"),
+        (Api::Realloc, c"realloc"),
+        (Api::PosixMemalign, c"posix_memalign"),
+        (Api::Memalign, c"memalign"),
+        (Api::Valloc, c"valloc"),
+        (Api::Pvalloc, c"pvalloc"),
+    ];
+
+    pub fn address(self) -> usize {
+        OWN_ADDRESS[self as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Each entry point's address in this library, by `Api`; 0 until resolved
+/// (or if the library cannot look itself up: frame 0 is then 0, which both
+/// tools show as an unknown frame rather than a wrong name).
+static OWN_ADDRESS: [AtomicUsize; Api::ALL.len()] = [const { AtomicUsize::new(0) }; Api::ALL.len()];
+
+/// Looks up every frame-0 function in this library's own symbol table, once
+/// at load: jeprof names frame 0 as it is (it subtracts 1 only from callers),
+/// so it must lie in the library's function, never in a program's PLT stub.
+/// `dlsym` on the library's own handle searches the library and its
+/// dependencies, never the program, so it cannot return the program's
+/// canonical PLT entry.
+pub fn resolve_own_addresses() {
+    // SAFETY: dladdr reads an address of ours; dlopen with RTLD_NOLOAD only
+    // returns a handle to the already loaded library (closed again below),
+    // and dlsym takes NUL-terminated names.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(resolve_own_addresses as *const c_void, &mut info) == 0
+            || info.dli_fname.is_null()
+        {
+            return;
+        }
+        let handle = libc::dlopen(info.dli_fname, libc::RTLD_NOLOAD | libc::RTLD_LAZY);
+        if handle.is_null() {
+            return;
+        }
+        for (api, name) in Api::ALL {
+            let f = libc::dlsym(handle, name.as_ptr()) as usize;
+            if crate::sys::dl::object_of(f as *mut ()) == info.dli_fbase as usize {
+                OWN_ADDRESS[api as usize].store(f, Ordering::Relaxed);
+            }
+        }
+        libc::dlclose(handle);
+    }
+}
+
+/// An allocation of `size` bytes reached the sample point: allocate, then
+/// record it if the sampler says so.
+///
+/// # Safety
+/// `alloc` returns null or a live block of at least `size` bytes, of the
+/// next allocator or the bootstrap arena.
+#[cold]
+#[inline(never)]
+pub unsafe fn allocate_sampled(size: usize, api: Api, alloc: impl FnOnce() -> Ptr) -> Ptr {
+    let p = alloc();
+    if sampling::decide(size) && !p.is_null() {
+        // SAFETY: `p` is not null, so a live block (this function's contract).
+        unsafe { record(p, size, api) };
+    }
+    p
+}
+
+/// A free of a block the filter could not rule out: remove it from the live
+/// set before it returns to the allocator, so a later allocation at the same
+/// address cannot be mistaken for it.
+#[cold]
+#[inline(never)]
+pub fn release_sampled(p: Ptr, release: impl FnOnce(Ptr)) {
+    if bootstrap::owns(p) {
+        return;
+    }
+    note_release(p);
+    if !p.is_null() {
+        live::remove(p as usize);
+    }
+    release(p)
+}
+
+/// Inlined into the cold paths that call it: one unwinder step less.
+///
+/// # Safety
+/// `p` is a live block of at least `size` bytes, of the next allocator or
+/// the bootstrap arena.
+#[inline(always)]
+pub unsafe fn record(p: Ptr, size: usize, api: Api) {
+    static SEQ: AtomicU64 = AtomicU64::new(1);
+    sampling::while_busy(|| {
+        single::check_threads();
+        collector::ensure_running();
+        let _flight = collector::InFlight::enter();
+        let (ptr, seq) = (p as usize, SEQ.fetch_add(1, Ordering::Relaxed));
+        let mut sample = Sample {
+            seq,
+            ptr,
+            size,
+            stack: Stack::EMPTY,
+        };
+        stack::capture(api.address(), &mut sample.stack);
+        fold_operator_frames(&mut sample.stack);
+        crate::unwind::java::append(&mut sample.stack, stack::max_len());
+        let born = clock::monotonic().as_secs() as u32;
+        // SAFETY: `p` is a live block, of the bootstrap arena or of the
+        // next allocator (this function's contract).
+        let usable = unsafe {
+            if bootstrap::owns(p) {
+                bootstrap::size_of(p)
+            } else {
+                next::malloc_usable_size(p)
+            }
+        };
+        let entry = live::Entry {
+            ptr,
+            size,
+            seq,
+            stack: PENDING,
+            born,
+            // An allocator without malloc_usable_size answers 0: unknown.
+            usable: if usable >= size { usable } else { 0 },
+        };
+        if mode::active() && collector::record_inline(&sample, entry) {
+            return;
+        }
+        live::insert(entry);
+        if !ring::push(sample, doorbell::ring) {
+            live::remove(ptr);
+        }
+    })
+}
+
+/// The code of the next `operator new`s that reach the library (start, end), in
+/// `Sym` order (the odd ones are the array forms). A sample taken in
+/// `malloc` under them is recorded as `operator new` with the library's own
+/// frame 0: jeprof does not recognise libstdc++'s versioned names
+/// (`operator new@@GLIBCXX_3.4`) as allocator frames.
+static NEW_RANGES: [(AtomicUsize, AtomicUsize); NEW_FORMS] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; NEW_FORMS];
+
+/// Whether any range is noted: samples are then folded.
+static FOLDS: AtomicBool = AtomicBool::new(false);
+
+/// The operator new forms (`hook::cxx`'s `Sym` order: the odd ones arrays).
+pub const NEW_FORMS: usize = 8;
+
+/// Notes that operator new form `i` (its code from `start` to `end`) reaches
+/// the library's `malloc` (or another of its entry points).
+pub fn note_new_range(i: usize, start: usize, end: usize) {
+    if let Some(range) = NEW_RANGES.get(i) {
+        range.1.store(end, Ordering::Relaxed);
+        range.0.store(start, Ordering::Release);
+        FOLDS.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether return address `ip` is inside one of libstdc++'s operator news:
+/// Some(true) for an array form.
+fn in_new(ip: usize) -> Option<bool> {
+    let at = ip.wrapping_sub(1);
+    NEW_RANGES.iter().enumerate().find_map(|(i, (lo, hi))| {
+        let lo = lo.load(Ordering::Acquire);
+        (lo != 0 && lo <= at && at < hi.load(Ordering::Relaxed)).then_some(i % 2 == 1)
+    })
+}
+
+/// On a sampled path: frames of the next operator news right above frame 0
+/// become one frame 0, the library's own `operator new` (or `new[]`).
+pub fn fold_operator_frames(stack: &mut crate::unwind::stack::Stack) {
+    if !FOLDS.load(Ordering::Relaxed) {
+        return;
+    }
+    let len = stack.len.min(stack.frames.len());
+    let mut above = 1;
+    let mut array = false;
+    while let Some(a) = stack
+        .frames
+        .get(above)
+        .filter(|_| above < len)
+        .and_then(|&f| in_new(f))
+    {
+        array = a;
+        above += 1;
+    }
+    if above == 1 {
+        return;
+    }
+    let api = if array { Api::NewArray } else { Api::New };
+    stack.frames[0] = api.address() + 1;
+    stack.frames.copy_within(above..len, 1);
+    stack.len = len - (above - 1);
+}
+
+thread_local! {
+    /// The block a probe of `hook::cxx` deletes, and whether a free of the
+    /// library saw it.
+    static PROBED: Cell<(usize, bool)> = const { Cell::new((0, false)) };
+}
+
+/// Threads probing now: the library's frees look for a probed block only then.
+static PROBING: AtomicUsize = AtomicUsize::new(0);
+
+/// Called by every free of the library on its slow path.
+fn note_release(p: Ptr) {
+    if PROBING.load(Ordering::Relaxed) != 0 {
+        PROBED.with(|c| {
+            if c.get().0 == p as usize {
+                c.set((p as usize, true));
+            }
+        });
+    }
+}
+
+/// While `f` runs on this thread, whether a free of the library saw block `p`.
+pub fn released_during(p: usize, f: impl FnOnce()) -> bool {
+    PROBING.fetch_add(1, Ordering::Relaxed);
+    PROBED.set((p, false));
+    f();
+    let seen = PROBED.get().1;
+    PROBED.set((0, false));
+    PROBING.fetch_sub(1, Ordering::Relaxed);
+    seen
+}

@@ -1,0 +1,459 @@
+//! Where the dump signal is delivered. A handler that runs on one of the
+//! program's threads cuts its `sleep`, `poll`, `epoll_wait`, `select`,
+//! `sigtimedwait` short (SA_RESTART does not restart those, signal(7)). So
+//! while the program has no handler of its own for the dump signal, the signal
+//! is blocked in every thread of the program and unblocked only in the
+//! collector thread: the kernel delivers a process-directed signal to a thread
+//! that does not block it, and the request is taken there.
+//!
+//! The program keeps its own view: each thread's wish for the dump signal is
+//! kept (`ThreadState::app_blocks_dump`), queries return it, and everything
+//! that hands a mask to the kernel or to a new program is interposed so that
+//! the program's view is what takes effect where it matters:
+//! - `pthread_sigmask`/`sigprocmask` keep the signal blocked while the
+//!   program has no handler, and apply the program's wish once it has one
+//!   (HotSpot suspends threads with `pthread_kill` of SIGUSR2);
+//! - `sigsuspend`, `ppoll`, `pselect`, `epoll_pwait(2)` keep it blocked in
+//!   the temporary mask;
+//! - `sigwait`, `sigwaitinfo`, `sigtimedwait`, `signalfd` on the signal mean
+//!   the program takes it itself: from then on it gets every delivery, and
+//!   dumps by signal are off (said once);
+//! - `execve`, `execv`, `execvp`, `execvpe`, `fexecve`, `posix_spawn(p)`,
+//!   `system` and `popen` start the new program with the mask and the
+//!   `SIG_IGN` the program set, not the library's.
+
+use crate::collect::signal;
+use crate::sample::thread_state;
+use crate::sys::signals::{block_here, empty, real_sigmask, with_member};
+use core::ffi::{c_char, c_int, c_void};
+use core::sync::atomic::AtomicPtr;
+
+use crate::sys::signals::Sigset;
+type MaskFn = unsafe extern "C" fn(c_int, *const Sigset, *mut Sigset) -> c_int;
+
+/// Whether the kernel must keep the dump signal blocked on the program's
+/// threads: it has no handler of its own for it.
+fn keeps_blocked() -> bool {
+    signal::dump_signal() > 0 && !signal::program_has_handler()
+}
+
+fn contains(set: *const Sigset, sig: c_int) -> bool {
+    // SAFETY: `set` is the caller's valid sigset.
+    !set.is_null() && unsafe { libc::sigismember(set, sig) } == 1
+}
+
+/// At load, on the thread that loads the library (the main thread): the
+/// program's view is the mask it was started with, and the signal is blocked.
+pub fn install(sig: c_int) {
+    let mut now: Sigset = empty();
+    real_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut now);
+    thread_state::with(|s| s.app_blocks_dump.set(contains(&now, sig)));
+    block_here(sig, true);
+}
+
+/// The program installed or removed its handler (from `sigaction`): its
+/// wish on this thread now applies, or the library's block does.
+pub fn disposition_changed(sig: c_int) {
+    let wished = thread_state::with(|s| s.app_blocks_dump.get());
+    block_here(sig, wished || keeps_blocked());
+    // The collector (or the helper of `single`) follows (see `collector::run`).
+    crate::sys::doorbell::ring();
+    crate::collect::mode::wake();
+}
+
+/// `pthread_sigmask`/`sigprocmask` for a mask that may name the dump signal.
+///
+/// # Safety
+/// `next` is the function the program called; `set` and `old` are null or
+/// valid, as it requires.
+unsafe fn set_mask(next: MaskFn, how: c_int, set: *const Sigset, old: *mut Sigset) -> c_int {
+    let sig = signal::dump_signal();
+    if sig <= 0 {
+        // SAFETY: the program's arguments, unchanged.
+        return unsafe { next(how, set, old) };
+    }
+    let before = thread_state::with(|s| s.app_blocks_dump.get());
+    let wished = if set.is_null() {
+        before
+    } else {
+        match how {
+            libc::SIG_BLOCK => before || contains(set, sig),
+            libc::SIG_UNBLOCK => before && !contains(set, sig),
+            libc::SIG_SETMASK => contains(set, sig),
+            // SAFETY: the program's arguments, unchanged.
+            _ => return unsafe { next(how, set, old) },
+        }
+    };
+    let blocked = wished || keeps_blocked();
+    let adjusted;
+    let set = if set.is_null() {
+        set
+    } else {
+        // SAFETY: not null, so the program's valid sigset (the contract).
+        let program = unsafe { &*set };
+        adjusted = match how {
+            // The signal is in an unblock set only when it is to be unblocked.
+            libc::SIG_UNBLOCK => with_member(program, sig, !blocked && contains(set, sig)),
+            _ => with_member(program, sig, blocked),
+        };
+        &adjusted as *const Sigset
+    };
+    // SAFETY: the program's arguments, the set a copy of its own when given.
+    let rc = unsafe { next(how, set, old) };
+    if rc == 0 {
+        thread_state::with(|s| s.app_blocks_dump.set(wished));
+        if !old.is_null() {
+            // SAFETY: not null, so the program's valid sigset, which `next`
+            // just filled.
+            unsafe { *old = with_member(&*old, sig, before) };
+        }
+    }
+    rc
+}
+
+macro_rules! mask_setter {
+    ($name:ident = $sym:literal, $doc:literal) => {
+        #[doc = $doc]
+        ///
+        /// # Safety
+        /// As the C function.
+        #[cfg(not(test))]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(how: c_int, set: *const Sigset, old: *mut Sigset) -> c_int {
+            static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+            let symbol = crate::sys::dl::symbol(&NEXT, $sym);
+            // SAFETY: the symbol of this name has this type.
+            let next = unsafe { core::mem::transmute::<*mut c_void, MaskFn>(symbol) };
+            // SAFETY: the program's arguments to the function `next` is.
+            unsafe { set_mask(next, how, set, old) }
+        }
+    };
+}
+
+mask_setter!(
+    pthread_sigmask = c"pthread_sigmask",
+    "The program's view of the dump signal, kept."
+);
+mask_setter!(sigprocmask = c"sigprocmask", "As `pthread_sigmask`.");
+
+/// A temporary mask (`sigsuspend`, `ppoll`, ...) with the dump signal kept
+/// blocked when the program has no handler; `None` to use the program's own.
+fn temporary_mask(mask: *const Sigset) -> Option<Sigset> {
+    let sig = signal::dump_signal();
+    if mask.is_null() || !keeps_blocked() || contains(mask, sig) {
+        return None;
+    }
+    // SAFETY: `mask` is the caller's valid sigset.
+    Some(with_member(unsafe { &*mask }, sig, true))
+}
+
+/// Calls `f` with the program's temporary mask, adjusted.
+fn with_temporary<R>(mask: *const Sigset, f: impl FnOnce(*const Sigset) -> R) -> R {
+    match temporary_mask(mask) {
+        Some(adjusted) => f(&adjusted),
+        None => f(mask),
+    }
+}
+
+#[cfg(not(test))]
+macro_rules! next_fn {
+    ($name:literal: fn($($ty:ty),*) -> $ret:ty) => {{
+        static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+        type Next = unsafe extern "C" fn($($ty),*) -> $ret;
+        let symbol = crate::sys::dl::symbol(&NEXT, $name);
+        // SAFETY: the symbol of this name has this type.
+        unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) }
+    }};
+}
+
+/// # Safety
+/// As sigsuspend(2).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn sigsuspend(mask: *const Sigset) -> c_int {
+    let next = next_fn!(c"sigsuspend": fn(*const Sigset) -> c_int);
+    // SAFETY: the program's arguments, the mask a copy of its own if changed.
+    with_temporary(mask, |m| unsafe { next(m) })
+}
+
+/// # Safety
+/// As ppoll(2).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    timeout: *const libc::timespec,
+    mask: *const Sigset,
+) -> c_int {
+    let next = next_fn!(c"ppoll": fn(*mut libc::pollfd, libc::nfds_t, *const libc::timespec, *const Sigset) -> c_int);
+    // SAFETY: the program's arguments, the mask a copy of its own if changed.
+    with_temporary(mask, |m| unsafe { next(fds, n, timeout, m) })
+}
+
+/// # Safety
+/// As pselect(2).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn pselect(
+    n: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    timeout: *const libc::timespec,
+    mask: *const Sigset,
+) -> c_int {
+    let next = next_fn!(c"pselect": fn(c_int, *mut libc::fd_set, *mut libc::fd_set, *mut libc::fd_set, *const libc::timespec, *const Sigset) -> c_int);
+    // SAFETY: the program's arguments, the mask a copy of its own if changed.
+    with_temporary(mask, |m| unsafe { next(n, r, w, e, timeout, m) })
+}
+
+/// # Safety
+/// As epoll_pwait(2).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait(
+    fd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const Sigset,
+) -> c_int {
+    let next = next_fn!(c"epoll_pwait": fn(c_int, *mut libc::epoll_event, c_int, c_int, *const Sigset) -> c_int);
+    // SAFETY: the program's arguments, the mask a copy of its own if changed.
+    with_temporary(mask, |m| unsafe { next(fd, events, max, timeout, m) })
+}
+
+/// # Safety
+/// As epoll_pwait2(2).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait2(
+    fd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: *const libc::timespec,
+    mask: *const Sigset,
+) -> c_int {
+    let next = next_fn!(c"epoll_pwait2": fn(c_int, *mut libc::epoll_event, c_int, *const libc::timespec, *const Sigset) -> c_int);
+    // SAFETY: the program's arguments, the mask a copy of its own if changed.
+    with_temporary(mask, |m| unsafe { next(fd, events, max, timeout, m) })
+}
+
+/// The program is about to wait for signals in `set` itself.
+fn program_waits_for(set: *const Sigset) {
+    let sig = signal::dump_signal();
+    if sig > 0 && contains(set, sig) && signal::set_program_waits() {
+        crate::sys::log::log!(
+            "the program waits for {} itself (sigwait/signalfd): it gets every delivery, and dumps on that signal are off; set LEAKPROBE_SIGNAL to a signal it does not use",
+            crate::settings::signal_name(sig)
+        );
+        // Wakes the collector, which then blocks the signal on its thread
+        // (the helper of `single` stops taking it).
+        crate::sys::doorbell::ring();
+        crate::collect::mode::wake();
+    }
+}
+
+/// # Safety
+/// As sigwait(3).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn sigwait(set: *const Sigset, sig: *mut c_int) -> c_int {
+    program_waits_for(set);
+    let next = next_fn!(c"sigwait": fn(*const Sigset, *mut c_int) -> c_int);
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(set, sig) }
+}
+
+/// # Safety
+/// As sigwaitinfo(2).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn sigwaitinfo(set: *const Sigset, info: *mut libc::siginfo_t) -> c_int {
+    program_waits_for(set);
+    let next = next_fn!(c"sigwaitinfo": fn(*const Sigset, *mut libc::siginfo_t) -> c_int);
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(set, info) }
+}
+
+/// # Safety
+/// As sigtimedwait(2).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn sigtimedwait(
+    set: *const Sigset,
+    info: *mut libc::siginfo_t,
+    timeout: *const libc::timespec,
+) -> c_int {
+    program_waits_for(set);
+    let next = next_fn!(c"sigtimedwait": fn(*const Sigset, *mut libc::siginfo_t, *const libc::timespec) -> c_int);
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(set, info, timeout) }
+}
+
+/// # Safety
+/// As signalfd(2).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn signalfd(fd: c_int, mask: *const Sigset, flags: c_int) -> c_int {
+    program_waits_for(mask);
+    let next = next_fn!(c"signalfd": fn(c_int, *const Sigset, c_int) -> c_int);
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(fd, mask, flags) }
+}
+
+/// Runs `f`, which may start another program, with the program's own mask
+/// and `SIG_IGN` for the dump signal in force; restores the library's after
+/// (when `f` returns: the exec failed, or the spawn is done).
+fn as_the_program<R>(f: impl FnOnce() -> R) -> R {
+    let sig = signal::dump_signal();
+    if sig <= 0 {
+        return f();
+    }
+    let unblock = keeps_blocked() && !thread_state::with(|s| s.app_blocks_dump.get());
+    if unblock {
+        block_here(sig, false);
+    }
+    let ignored = signal::ignore_for_exec(sig);
+    let r = f();
+    if ignored {
+        signal::reinstall(sig);
+    }
+    if unblock {
+        block_here(sig, true);
+    }
+    r
+}
+
+type Argv = *const *const c_char;
+
+macro_rules! starts_program {
+    ($name:ident = $sym:literal ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        /// Starts the new program with the program's mask and `SIG_IGN`.
+        ///
+        /// # Safety
+        /// As the C function.
+        #[cfg(not(test))]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+            type Next = unsafe extern "C" fn($($ty),*) -> $ret;
+            let symbol = crate::sys::dl::symbol(&NEXT, $sym);
+            // SAFETY: the symbol of this name has this type.
+            let next = unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) };
+            // SAFETY: the program's arguments, unchanged.
+            as_the_program(|| unsafe { next($($arg),*) })
+        }
+    };
+}
+
+starts_program!(execve = c"execve" (path: *const c_char, argv: Argv, envp: Argv) -> c_int);
+starts_program!(execv = c"execv" (path: *const c_char, argv: Argv) -> c_int);
+starts_program!(execvp = c"execvp" (file: *const c_char, argv: Argv) -> c_int);
+starts_program!(execvpe = c"execvpe" (file: *const c_char, argv: Argv, envp: Argv) -> c_int);
+starts_program!(fexecve = c"fexecve" (fd: c_int, argv: Argv, envp: Argv) -> c_int);
+starts_program!(posix_spawn = c"posix_spawn" (pid: *mut libc::pid_t, path: *const c_char, actions: *const c_void, attr: *const c_void, argv: Argv, envp: Argv) -> c_int);
+starts_program!(posix_spawnp = c"posix_spawnp" (pid: *mut libc::pid_t, file: *const c_char, actions: *const c_void, attr: *const c_void, argv: Argv, envp: Argv) -> c_int);
+starts_program!(system = c"system" (command: *const c_char) -> c_int);
+starts_program!(popen = c"popen" (command: *const c_char, mode: *const c_char) -> *mut libc::FILE);
+
+/// # Safety
+/// As sigaction(2).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
+    if !signal::is_dump_signal(sig) {
+        // SAFETY: the program's arguments, unchanged.
+        return unsafe { signal::next_sigaction()(sig, act, old) };
+    }
+    let had_handler = signal::program_has_handler();
+    let rc = signal::with_app_action(|view| {
+        if !old.is_null() {
+            // SAFETY: not null, so the program's valid sigaction to fill.
+            unsafe { *old = signal::current(view) };
+        }
+        // SAFETY: null or the program's valid sigaction (sigaction(2)).
+        let Some(act) = (unsafe { act.as_ref() }) else {
+            return 0;
+        };
+        let rc = signal::apply(sig, act);
+        if rc == 0 {
+            *view = Some(*act);
+            signal::set_app(act);
+        }
+        rc
+    });
+    // Outside `with_app_action`, which restores this thread's mask.
+    if signal::program_has_handler() != had_handler {
+        disposition_changed(sig);
+    }
+    rc
+}
+
+/// `signal()` semantics for the dump signal (`reset` for System V's).
+#[cfg(not(test))]
+fn set_handler(sig: c_int, handler: libc::sighandler_t, flags: c_int) -> libc::sighandler_t {
+    // SAFETY: sigaction is plain data; all zeroes is no flags, empty mask.
+    let mut act: libc::sigaction = unsafe { core::mem::zeroed() };
+    act.sa_sigaction = handler;
+    act.sa_flags = flags;
+    if flags & libc::SA_NODEFER == 0 {
+        // SAFETY: `sa_mask` is an initialised sigset of ours.
+        unsafe { libc::sigaddset(&mut act.sa_mask, sig) };
+    }
+    // SAFETY: as above.
+    let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+    // SAFETY: both point at sigactions of ours.
+    if unsafe { sigaction(sig, &act, &mut old) } != 0 {
+        return libc::SIG_ERR;
+    }
+    old.sa_sigaction
+}
+
+/// `signal()`-style functions: for the dump signal they go through the
+/// interposed `sigaction` with their own semantics (`flags`).
+macro_rules! signal_like {
+    ($name:ident, $symbol:literal, $flags:expr, $doc:literal) => {
+        #[doc = $doc]
+        ///
+        /// # Safety
+        /// As signal(2).
+        #[cfg(not(test))]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            sig: c_int,
+            handler: libc::sighandler_t,
+        ) -> libc::sighandler_t {
+            static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+            if !signal::is_dump_signal(sig) {
+                // SAFETY: the program's arguments, unchanged.
+                return unsafe { signal::next_signal($symbol, &NEXT)(sig, handler) };
+            }
+            set_handler(sig, handler, $flags)
+        }
+    };
+}
+
+signal_like!(
+    signal,
+    c"signal",
+    libc::SA_RESTART,
+    "BSD semantics, as glibc's `signal`."
+);
+signal_like!(
+    bsd_signal,
+    c"bsd_signal",
+    libc::SA_RESTART,
+    "BSD semantics."
+);
+signal_like!(
+    sysv_signal,
+    c"sysv_signal",
+    libc::SA_RESETHAND | libc::SA_NODEFER,
+    "System V semantics: one-shot, not blocked during its handler."
+);

@@ -1,0 +1,55 @@
+//! Objects unloaded with `dlclose` keep their place in the dump's memory map,
+//! so stacks through a library that is gone by the time of the dump still
+//! name it.
+
+use core::ffi::c_void;
+
+/// # Safety
+/// As dlclose(3).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> libc::c_int {
+    static NEXT: core::sync::atomic::AtomicPtr<c_void> =
+        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+    type Next = unsafe extern "C" fn(*mut c_void) -> libc::c_int;
+    let symbol = crate::sys::dl::symbol(&NEXT, c"dlclose");
+    // SAFETY: the symbol of this name has this type.
+    let next = unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) };
+    // SAFETY: the program's handle, not yet closed.
+    let segments = unsafe { segments_of(handle) };
+    // SAFETY: the program's argument, unchanged.
+    let rc = unsafe { next(handle) };
+    if rc == 0 && !segments.is_empty() && !still_loaded(segments[0].0) {
+        // Its code addresses may be reused by the next object loaded.
+        crate::unwind::walk::forget();
+        crate::profile::unloaded::retire(segments);
+    }
+    rc
+}
+
+/// (start, end, map line) of each executable segment of the object behind `handle`.
+///
+/// # Safety
+/// `handle` is null or a handle `dlopen` returned, not yet closed.
+unsafe fn segments_of(handle: *mut c_void) -> Vec<(u64, u64, String)> {
+    let mut map: *mut libc::c_void = core::ptr::null_mut();
+    let out = (&mut map as *mut *mut c_void).cast();
+    // SAFETY: an open handle (the contract); RTLD_DI_LINKMAP stores one
+    // pointer into `map`.
+    if handle.is_null() || unsafe { libc::dlinfo(handle, libc::RTLD_DI_LINKMAP, out) } != 0 {
+        return Vec::new();
+    }
+    if map.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: the loader's struct link_map of an open object, which starts
+    // with l_addr (the load bias).
+    let bias = unsafe { *(map as *const u64) };
+    crate::profile::objects::segments_where(|addr| addr == bias)
+}
+
+fn still_loaded(start: u64) -> bool {
+    crate::profile::objects::segments_where(|_| true)
+        .iter()
+        .any(|s| s.0 == start)
+}

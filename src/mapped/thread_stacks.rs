@@ -1,0 +1,298 @@
+//! Thread stacks. glibc maps a new thread's stack with an internal call that
+//! never reaches the interposed `mmap`, so `pthread_create` itself is
+//! interposed: a sampled thread's stack size (its attribute's, or the
+//! default: `RLIMIT_STACK`) is tracked as a `thread_stack` sample at the
+//! creator's stack, from creation until glibc may reuse or free the stack:
+//! at a successful `pthread_join` (or its try/timed/clock variants), when a
+//! detached thread exits, or at `pthread_detach` of a thread that has exited.
+//! A thread that is never joined keeps its stack for good, and so its row.
+//! A stack the program supplies (`pthread_attr_setstack`) is its own memory,
+//! counted where it came from: not tracked here.
+//!
+//! To see a sampled thread exit, its start routine is wrapped: the wrapper
+//! sets a thread-specific value, whose destructor runs when the thread exits
+//! (returns, `pthread_exit`, cancellation), then tail-calls the program's
+//! routine. Unsampled threads are created as they are.
+
+use crate::mapped::table;
+#[cfg(not(test))]
+use crate::mapped::table::{Entry, Kind};
+#[cfg(not(test))]
+use crate::sample::sampling;
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+
+type StartFn = extern "C" fn(*mut c_void) -> *mut c_void;
+type CreateFn = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    StartFn,
+    *mut c_void,
+) -> c_int;
+
+extern "C" {
+    fn pthread_attr_getdetachstate(attr: *const libc::pthread_attr_t, state: *mut c_int) -> c_int;
+}
+
+/// The key whose destructor sees a sampled thread exit.
+static KEY: AtomicU32 = AtomicU32::new(0);
+static HAVE_KEY: AtomicBool = AtomicBool::new(false);
+
+pub fn init() {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: creates a key with a plain extern "C" destructor.
+    if unsafe { libc::pthread_key_create(&mut key, Some(exited)) } == 0 {
+        KEY.store(key, Ordering::Relaxed);
+        HAVE_KEY.store(true, Ordering::Release);
+    }
+}
+
+/// What the wrapper needs: the program's routine, its argument, the sample.
+struct Start {
+    start: StartFn,
+    arg: *mut c_void,
+    seq: u64,
+}
+
+extern "C" fn wrapper(p: *mut c_void) -> *mut c_void {
+    // SAFETY: `p` is the Box made by `create_sampled`, handed over once.
+    let Start { start, arg, seq } = *unsafe { Box::from_raw(p as *mut Start) };
+    // SAFETY: pthread_self has no preconditions; the key exists (checked
+    // before a thread is wrapped); the value is a non-null number.
+    unsafe {
+        let me = libc::pthread_self() as usize;
+        table::with_table(|t| {
+            if let Some(e) = t.thread(|e| e.seq == seq) {
+                e.thread = me;
+            }
+        });
+        libc::pthread_setspecific(KEY.load(Ordering::Relaxed), seq as *const c_void);
+    }
+    // Last: compiled as a tail call, the wrapper leaves no frame behind.
+    start(arg)
+}
+
+/// The key's destructor: a sampled thread is exiting.
+unsafe extern "C" fn exited(value: *mut c_void) {
+    let seq = value as u64;
+    table::with_table(|t| {
+        let Some(e) = t.thread(|e| e.seq == seq) else {
+            return;
+        };
+        e.exited = true;
+        if e.detached {
+            t.remove_threads(|e| e.seq == seq);
+        }
+    });
+}
+
+/// What runs before the program makes a thread (`collect::single` ends
+/// its single-threaded mode there); set at load. A function pointer, so
+/// that this part does not depend on `collect`.
+static BEFORE_CREATE: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+pub fn set_before_create(f: fn()) {
+    BEFORE_CREATE.store(f as *mut (), Ordering::Release);
+}
+
+fn before_create() {
+    let f = BEFORE_CREATE.load(Ordering::Acquire);
+    if !f.is_null() {
+        // SAFETY: only ever set from a `fn()` (`set_before_create`).
+        let f: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(f) };
+        f();
+    }
+}
+
+/// glibc's `pthread_create` (the collector's thread is made with it too).
+pub fn real_create() -> CreateFn {
+    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    // SAFETY: the next `pthread_create` has this type.
+    unsafe { core::mem::transmute(crate::sys::dl::symbol(&NEXT, c"pthread_create")) }
+}
+
+/// Bytes glibc maps for a thread created with `attr`; 0 for a stack the
+/// program supplies.
+///
+/// # Safety
+/// `attr` is null or an initialised attribute.
+unsafe fn stack_size(attr: *const libc::pthread_attr_t) -> usize {
+    let mut size = 0usize;
+    if attr.is_null() {
+        // An initialised attribute reports the default stack size.
+        // SAFETY: storage for pthread_attr_init, which initialises it; it is
+        // read and destroyed only once that succeeded.
+        unsafe {
+            let mut a: libc::pthread_attr_t = core::mem::zeroed();
+            if libc::pthread_attr_init(&mut a) == 0 {
+                libc::pthread_attr_getstacksize(&a, &mut size);
+                libc::pthread_attr_destroy(&mut a);
+            }
+        }
+        return size;
+    }
+    let (mut addr, mut len) = (core::ptr::null_mut(), 0usize);
+    // glibc reports (stack top - size): 0 unless the program set a stack.
+    // SAFETY: the program's initialised attribute (the contract), only read.
+    if unsafe { libc::pthread_attr_getstack(attr, &mut addr, &mut len) } == 0
+        && (addr as usize).wrapping_add(len) != 0
+    {
+        return 0;
+    }
+    // SAFETY: as above.
+    unsafe { libc::pthread_attr_getstacksize(attr, &mut size) };
+    size
+}
+
+/// # Safety
+/// As pthread_create(3).
+#[cfg(not(test))]
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: StartFn,
+    arg: *mut c_void,
+) -> c_int {
+    before_create();
+    // SAFETY: the program's attribute, null or initialised (pthread_create(3)).
+    let size = unsafe { stack_size(attr) };
+    if size == 0 || !table::crosses(size) {
+        // SAFETY: the program's arguments, unchanged.
+        return unsafe { real_create()(thread, attr, start, arg) };
+    }
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { create_sampled(thread, attr, start, arg, size) }
+}
+
+/// # Safety
+/// As pthread_create(3).
+#[cfg(not(test))]
+#[cold]
+#[inline(never)]
+unsafe fn create_sampled(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: StartFn,
+    arg: *mut c_void,
+    size: usize,
+) -> c_int {
+    let stack = match table::decide(size) && HAVE_KEY.load(Ordering::Acquire) {
+        true => table::record_stack(pthread_create as *const () as usize),
+        false => None,
+    };
+    let Some(stack) = stack else {
+        // SAFETY: the program's arguments, unchanged.
+        return unsafe { real_create()(thread, attr, start, arg) };
+    };
+    let mut state = libc::PTHREAD_CREATE_JOINABLE;
+    if !attr.is_null() {
+        // SAFETY: not null, so the program's initialised attribute, only read.
+        unsafe { pthread_attr_getdetachstate(attr, &mut state) };
+    }
+    let seq = table::next_seq();
+    // Tracked before the thread runs, so its exit always finds the entry.
+    table::with_table(|t| {
+        t.add_thread(Entry {
+            start: 0,
+            end: size,
+            size,
+            seq,
+            stack,
+            kind: Kind::ThreadStack,
+            born: table::now(),
+            thread: 0,
+            detached: state == libc::PTHREAD_CREATE_DETACHED,
+            exited: false,
+        })
+    });
+    let boxed = sampling::while_busy(|| Box::into_raw(Box::new(Start { start, arg, seq })));
+    // SAFETY: the program's arguments, its routine and argument wrapped in
+    // `boxed`, which `wrapper` takes over.
+    let rc = unsafe { real_create()(thread, attr, wrapper, boxed.cast()) };
+    crate::sys::errno::preserved(|| {
+        if rc != 0 {
+            // SAFETY: no thread was created: the box is still ours alone.
+            sampling::while_busy(|| drop(unsafe { Box::from_raw(boxed) }));
+            table::with_table(|t| t.remove_threads(|e| e.seq == seq));
+            return;
+        }
+        // SAFETY: pthread_create succeeded, so it stored the id in `*thread`.
+        let id = unsafe { *thread } as usize;
+        table::with_table(|t| {
+            if let Some(e) = t.thread(|e| e.seq == seq) {
+                e.thread = id;
+            }
+        });
+        table::count_allocated(Kind::ThreadStack, stack, size);
+    });
+    rc
+}
+
+/// A joined thread's stack goes back to glibc.
+fn joined(thread: libc::pthread_t) {
+    if table::THREADS.load(Ordering::Relaxed) != 0 {
+        table::with_table(|t| t.remove_threads(|e| e.thread == thread as usize));
+    }
+}
+
+macro_rules! joining {
+    ($name:ident($($arg:ident: $ty:ty),*)) => {
+        /// # Safety
+        /// As the C function.
+        #[cfg(not(test))]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(thread: libc::pthread_t $(, $arg: $ty)*) -> c_int {
+            static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+            const NAME: &core::ffi::CStr =
+                crate::sys::dl::c_name(concat!(stringify!($name), "\0").as_bytes());
+            type Next = unsafe extern "C" fn(libc::pthread_t $(, $ty)*) -> c_int;
+            let symbol = crate::sys::dl::symbol(&NEXT, NAME);
+            // SAFETY: the symbol of this name has this type.
+            let next = unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) };
+            // SAFETY: the program's arguments, unchanged.
+            let rc = unsafe { next(thread $(, $arg)*) };
+            if rc == 0 {
+                joined(thread);
+            }
+            rc
+        }
+    };
+}
+
+joining!(pthread_join(ret: *mut *mut c_void));
+joining!(pthread_tryjoin_np(ret: *mut *mut c_void));
+joining!(pthread_timedjoin_np(ret: *mut *mut c_void, abstime: *const libc::timespec));
+joining!(pthread_clockjoin_np(
+    ret: *mut *mut c_void,
+    clock: libc::clockid_t,
+    abstime: *const libc::timespec
+));
+
+/// # Safety
+/// As pthread_detach(3).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn pthread_detach(thread: libc::pthread_t) -> c_int {
+    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    type Next = unsafe extern "C" fn(libc::pthread_t) -> c_int;
+    let symbol = crate::sys::dl::symbol(&NEXT, c"pthread_detach");
+    // SAFETY: the symbol of this name has this type.
+    let next = unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) };
+    // SAFETY: the program's argument, unchanged.
+    let rc = unsafe { next(thread) };
+    if rc == 0 && table::THREADS.load(Ordering::Relaxed) != 0 {
+        let id = thread as usize;
+        table::with_table(|t| {
+            let Some(e) = t.thread(|e| e.thread == id) else {
+                return;
+            };
+            e.detached = true;
+            if e.exited {
+                t.remove_threads(|e| e.thread == id);
+            }
+        });
+    }
+    rc
+}

@@ -1,0 +1,318 @@
+//! The dump directory: opened once and checked, every file in it created
+//! exclusively, a dump written under a temporary name and renamed into place.
+
+use crate::sys::files;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+
+/// The dump directory, opened when the library loads so that later `chdir`,
+/// `chroot` or privilege drops do not move it, and used only if it passes
+/// `files::check_directory`. Daemons may close every file descriptor, so the
+/// descriptor is checked (device and inode) before each use and the directory
+/// reopened by path when it no longer matches; a directory found at the path
+/// later (the old one deleted and made again, maybe by someone else) passes
+/// the same check or is not used.
+pub struct DumpDir {
+    path: OsString,
+    fd: libc::c_int,
+    id: (u64, u64),
+    /// The log file goes here too (the configured directory, not one a
+    /// caller of `leakprobe_dump` named).
+    holds_log: bool,
+}
+
+/// Names tried, at most, for one file: a squatter can cost a dump, never
+/// every later one.
+const NAMES_TRIED: u64 = 64;
+
+impl DumpDir {
+    pub fn open(path: &OsStr, holds_log: bool) -> DumpDir {
+        let mut dir = DumpDir {
+            path: path.to_owned(),
+            fd: -1,
+            id: (0, 0),
+            holds_log,
+        };
+        if let Err(why) = dir.reopen() {
+            crate::sys::log::log!(
+                "dump directory {}: {why}; dumps fail until it can be used",
+                dir.display()
+            );
+        }
+        dir
+    }
+
+    pub fn display(&self) -> std::path::Display<'_> {
+        std::path::Path::new(&self.path).display()
+    }
+
+    fn reopen(&mut self) -> Result<(), String> {
+        let c = CString::new(self.path.as_bytes())
+            .map_err(|_| "path contains a NUL byte".to_string())?;
+        // SAFETY: open with a valid C string.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        let id = match files::check_directory(fd) {
+            Ok(id) => id,
+            Err(why) => {
+                // SAFETY: closing the descriptor opened above.
+                unsafe { libc::close(fd) };
+                return Err(why);
+            }
+        };
+        let old = core::mem::replace(&mut self.fd, fd);
+        let old_id = core::mem::replace(&mut self.id, id);
+        if self.holds_log {
+            crate::sys::log::set_directory(fd, id);
+        }
+        if old >= 0 && files::identity(old) == Some(old_id) {
+            // SAFETY: the directory this value opened before, still ours.
+            unsafe { libc::close(old) };
+        }
+        Ok(())
+    }
+
+    fn fd(&mut self) -> Result<libc::c_int, String> {
+        if self.fd < 0 || files::identity(self.fd) != Some(self.id) {
+            // Not ours any more (closed, or the number reused): never close it.
+            self.fd = -1;
+            self.reopen()
+                .map_err(|why| format!("{} (reopened by path): {why}", self.display()))?;
+        }
+        Ok(self.fd)
+    }
+
+    /// Writes `content` under the first free name `name_of(n)` from `*next`
+    /// on, atomically (a complete temporary file renamed into place, never
+    /// over an existing entry), and advances `*next` past it and past the
+    /// names found taken, which costs one line. Returns (name, path).
+    pub fn write_numbered(
+        &mut self,
+        next: &mut u64,
+        name_of: impl Fn(u64) -> String,
+        content: &[u8],
+    ) -> Result<(String, String), String> {
+        self.retrying(|dir| {
+            let fd = dir.fd()?;
+            let first = *next;
+            let tmp = dir.write_temp(fd, &name_of(first), content)?;
+            let mut result = Err(format!(
+                "{} to {} are all taken",
+                name_of(first),
+                name_of(first + NAMES_TRIED - 1)
+            ));
+            for n in first..first + NAMES_TRIED {
+                let name = name_of(n);
+                let c = CString::new(name.as_str()).map_err(|e| e.to_string())?;
+                *next = n + 1;
+                match place_new(fd, &tmp, &c) {
+                    Err(libc::EEXIST) => continue,
+                    Err(e) => {
+                        // Not a squatter: this number is still free.
+                        *next = n;
+                        result = Err(std::io::Error::from_raw_os_error(e).to_string());
+                    }
+                    Ok(()) => result = Ok((name.clone(), dir.path_of(&name))),
+                }
+                break;
+            }
+            if result.is_err() {
+                // SAFETY: removing the temporary file this call created.
+                unsafe { libc::unlinkat(fd, tmp.as_ptr(), 0) };
+            }
+            let taken = *next - first - u64::from(result.is_ok());
+            if taken > 0 {
+                crate::sys::log::log!(
+                    "{} to {} in {} are taken by files leakprobe did not write: skipped",
+                    name_of(first),
+                    name_of(first + taken - 1),
+                    dir.display()
+                );
+            }
+            result
+        })
+    }
+
+    /// Writes `content` as `name`, replacing what has that name (an earlier
+    /// peak profile, or a file a caller of `leakprobe_dump` named): renaming
+    /// over an entry never writes into the file it named. Returns the path.
+    pub fn write_replacing(&mut self, name: &str, content: &[u8]) -> Result<String, String> {
+        self.retrying(|dir| {
+            let fd = dir.fd()?;
+            let tmp = dir.write_temp(fd, name, content)?;
+            let dest = CString::new(name).map_err(|e| e.to_string())?;
+            // SAFETY: renameat/unlinkat on our directory descriptor with C strings.
+            unsafe {
+                if libc::renameat(fd, tmp.as_ptr(), fd, dest.as_ptr()) != 0 {
+                    let why = std::io::Error::last_os_error().to_string();
+                    libc::unlinkat(fd, tmp.as_ptr(), 0);
+                    return Err(why);
+                }
+            }
+            Ok(dir.path_of(name))
+        })
+    }
+
+    /// Runs `write` with the directory held; if it fails and the path now
+    /// names another directory (the old one was deleted and made again), once
+    /// more with that one, if it passes the checks.
+    fn retrying<T>(
+        &mut self,
+        mut write: impl FnMut(&mut Self) -> Result<T, String>,
+    ) -> Result<T, String> {
+        match write(self) {
+            Err(why) if self.replaced() => match self.reopen() {
+                Ok(()) => write(self),
+                Err(refused) => Err(format!(
+                    "{why}; {} was made again, and the new one is {refused}",
+                    self.display()
+                )),
+            },
+            result => result,
+        }
+    }
+
+    /// Removes a dump written earlier (ignoring failure: it may be gone).
+    pub fn remove(&mut self, name: &str) {
+        if let (Ok(dir), Ok(c)) = (self.fd(), CString::new(name)) {
+            // SAFETY: unlinkat on our directory descriptor with a C string.
+            unsafe { libc::unlinkat(dir, c.as_ptr(), 0) };
+        }
+    }
+
+    /// Whether the path now names another directory than the one held.
+    fn replaced(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.is_dir() && (m.dev(), m.ino()) != self.id
+        })
+    }
+
+    fn path_of(&self, name: &str) -> String {
+        std::path::Path::new(&self.path)
+            .join(name)
+            .display()
+            .to_string()
+    }
+
+    /// Writes `content` to a new temporary file (mode 0600) in `dir` named
+    /// after `name`, skipping names that are taken. Returns its name.
+    fn write_temp(&self, dir: libc::c_int, name: &str, content: &[u8]) -> Result<CString, String> {
+        for k in 0..NAMES_TRIED {
+            let tmp = match k {
+                0 => format!(".{name}.tmp"),
+                k => format!(".{name}.{k}.tmp"),
+            };
+            let tmp = CString::new(tmp).map_err(|e| e.to_string())?;
+            let fd = match files::create_exclusive(dir, &tmp, 0) {
+                Ok(fd) => fd,
+                Err(libc::EEXIST) => continue,
+                Err(e) => return Err(with_permission_hint(e, &self.path)),
+            };
+            let written = files::write_all(fd, content);
+            let why = std::io::Error::last_os_error();
+            // SAFETY: closing the file created above.
+            let closed = unsafe { libc::close(fd) } == 0;
+            if written && closed {
+                return Ok(tmp);
+            }
+            let why = if written {
+                std::io::Error::last_os_error()
+            } else {
+                why
+            };
+            // SAFETY: removing the file created above.
+            unsafe { libc::unlinkat(dir, tmp.as_ptr(), 0) };
+            return Err(why.to_string());
+        }
+        Err(format!(
+            "the temporary names .{name}.tmp to .{name}.{}.tmp are all taken",
+            NAMES_TRIED - 1
+        ))
+    }
+}
+
+/// Renames `tmp` to `name` in `dir` unless `name` exists (`Err(EEXIST)`).
+fn place_new(dir: libc::c_int, tmp: &CString, name: &CString) -> Result<(), i32> {
+    // SAFETY: renameat2/linkat/unlinkat on our directory with C strings.
+    unsafe {
+        if libc::renameat2(
+            dir,
+            tmp.as_ptr(),
+            dir,
+            name.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        ) == 0
+        {
+            return Ok(());
+        }
+        let e = crate::sys::errno::get();
+        if e != libc::EINVAL && e != libc::ENOSYS {
+            return Err(e);
+        }
+        // A file system without RENAME_NOREPLACE: a hard link refuses a taken
+        // name the same way; the complete file then loses its temporary name.
+        if libc::linkat(dir, tmp.as_ptr(), dir, name.as_ptr(), 0) != 0 {
+            return Err(crate::sys::errno::get());
+        }
+        libc::unlinkat(dir, tmp.as_ptr(), 0);
+    }
+    Ok(())
+}
+
+impl Drop for DumpDir {
+    fn drop(&mut self) {
+        // Only a descriptor that is still ours (see `fd`).
+        if self.fd >= 0 && files::identity(self.fd) == Some(self.id) {
+            // SAFETY: closing the directory descriptor this value opened.
+            unsafe { libc::close(self.fd) };
+        }
+    }
+}
+
+/// After a privilege drop the new user may not be allowed to write where
+/// dumps go: say who needs what.
+fn with_permission_hint(errno: i32, dir: &OsStr) -> String {
+    let why = std::io::Error::from_raw_os_error(errno).to_string();
+    if errno != libc::EACCES && errno != libc::EPERM {
+        return why;
+    }
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    format!(
+        "{why}: the process runs as {} (uid {uid}), which needs write and search permission on {}",
+        user_name(uid).unwrap_or_else(|| "an unnamed user".into()),
+        std::path::Path::new(dir).display()
+    )
+}
+
+fn user_name(uid: libc::uid_t) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: getpwuid_r fills `pwd` with strings stored in `buf`.
+    unsafe {
+        let mut pwd: libc::passwd = core::mem::zeroed();
+        let mut found: *mut libc::passwd = core::ptr::null_mut();
+        let rc = libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        );
+        if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}

@@ -1,0 +1,12 @@
+//! What a dump holds: the heap text format both jeprof and pprof read
+//! (`dump`), the objects loaded and their build-ids (`objects`), the
+//! checked dump directory and its atomic writes (`dumpdir`), the process's and the allocator's own numbers (`accounting`),
+//! what the profile cannot see (`blind`), and objects unloaded since
+//! (`unloaded`).
+
+pub mod accounting;
+pub mod blind;
+pub mod dump;
+pub mod dumpdir;
+pub mod objects;
+pub mod unloaded;

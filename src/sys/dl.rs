@@ -1,0 +1,199 @@
+//! The dynamic loader's look-ups, one idiom each: the next definition of a
+//! function the library interposes (`dlsym(RTLD_NEXT)`, once per slot), the
+//! object that holds an address, and the symbol entry there.
+
+use core::ffi::{c_int, c_void, CStr};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+/// The next definition of a non-allocator function, looked up once into
+/// `slot` (for the other functions the library interposes).
+pub fn symbol(slot: &AtomicPtr<c_void>, name: &CStr) -> *mut c_void {
+    let mut f = slot.load(Ordering::Acquire);
+    if f.is_null() {
+        // SAFETY: dlsym with a NUL-terminated name.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
+        if f.is_null() {
+            missing(name);
+        }
+        slot.store(f, Ordering::Release);
+    }
+    f
+}
+
+/// A symbol name from a `concat!(..., "\0")` literal, for a `const`: a name
+/// with a NUL elsewhere fails the build, not a call.
+pub const fn c_name(bytes: &[u8]) -> &CStr {
+    match CStr::from_bytes_with_nul(bytes) {
+        Ok(name) => name,
+        Err(_) => panic!("a symbol name must end in its only NUL"),
+    }
+}
+
+#[cold]
+#[inline(never)]
+pub fn missing(name: &CStr) -> ! {
+    crate::sys::log::log!("no next definition of {name:?}; cannot continue");
+    // SAFETY: the program called a function that does not exist.
+    unsafe { libc::abort() }
+}
+
+/// Load address of the object that defines `f` (0 if unknown).
+pub fn object_of(f: *mut ()) -> usize {
+    info_of(f).map_or(0, |i| i.dli_fbase as usize)
+}
+
+pub fn info_of(f: *mut ()) -> Option<libc::Dl_info> {
+    // SAFETY: dladdr fills `info` and only reads the address.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        (libc::dladdr(f.cast(), &mut info) != 0).then_some(info)
+    }
+}
+
+/// The object, nearest symbol and that symbol's ELF entry at `addr`
+/// (dladdr1's RTLD_DL_SYMENT): the entry tells a definition from a non-PIE
+/// program's canonical PLT entry, and gives the function's size.
+pub fn symbol_at(addr: *const c_void) -> Option<(libc::Dl_info, &'static libc::Elf64_Sym)> {
+    extern "C" {
+        fn dladdr1(
+            addr: *const c_void,
+            info: *mut libc::Dl_info,
+            extra: *mut *mut c_void,
+            flags: c_int,
+        ) -> c_int;
+    }
+    const RTLD_DL_SYMENT: c_int = 1;
+    // SAFETY: dladdr1 fills `info` and points `sym` at an entry of the
+    // object's symbol table, which stays while the object is loaded (the
+    // callers look at objects that are not unloaded: libstdc++, the program).
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        let mut sym: *mut c_void = core::ptr::null_mut();
+        if addr.is_null() || dladdr1(addr, &mut info, &mut sym, RTLD_DL_SYMENT) == 0 {
+            return None;
+        }
+        Some((info, (sym as *const libc::Elf64_Sym).as_ref()?))
+    }
+}
+
+/// glibc's `struct dl_find_object` (2.35).
+#[repr(C)]
+struct DlFindObject {
+    flags: u64,
+    map_start: usize,
+    map_end: usize,
+    link_map: usize,
+    eh_frame: usize,
+    reserved: [u64; 7],
+}
+
+type FindObjectFn = unsafe extern "C" fn(usize, *mut DlFindObject) -> c_int;
+
+/// `_dl_find_object` (glibc >= 2.35), or 0: looked up once at load
+/// (`init_find_object`), since `dlsym` may take the loader's lock.
+static FIND_OBJECT: AtomicUsize = AtomicUsize::new(0);
+
+/// A loaded object: where it is mapped and its `.eh_frame_hdr`.
+pub struct FoundObject {
+    pub start: usize,
+    pub end: usize,
+    pub eh_frame_hdr: usize,
+}
+
+/// Looks up `_dl_find_object` once, when the library loads.
+pub fn init_find_object() {
+    // SAFETY: dlsym with a NUL-terminated name.
+    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
+    FIND_OBJECT.store(f as usize, Ordering::Release);
+}
+
+/// Whether `find_object` can answer (glibc >= 2.35).
+pub fn can_find_objects() -> bool {
+    FIND_OBJECT.load(Ordering::Acquire) != 0
+}
+
+/// The loaded object that maps `at`: lock-free and async-signal-safe.
+pub fn find_object(at: usize) -> Option<FoundObject> {
+    let find = FIND_OBJECT.load(Ordering::Acquire);
+    if find == 0 {
+        return None;
+    }
+    // SAFETY: the only non-zero value stored is `_dl_find_object`'s address,
+    // which has this type.
+    let find: FindObjectFn = unsafe { core::mem::transmute(find) };
+    let mut object = DlFindObject {
+        flags: 0,
+        map_start: 0,
+        map_end: 0,
+        link_map: 0,
+        eh_frame: 0,
+        reserved: [0; 7],
+    };
+    // SAFETY: _dl_find_object only fills the struct it is given.
+    (unsafe { find(at, &mut object) } == 0).then_some(FoundObject {
+        start: object.map_start,
+        end: object.map_end,
+        eh_frame_hdr: object.eh_frame,
+    })
+}
+
+/// A loaded object, as the loader describes it to `dl_iterate_phdr`.
+pub struct LoadedObject<'a> {
+    /// Load bias: segment addresses are `base + p_vaddr`.
+    pub base: u64,
+    /// The loader's name: empty for the main program.
+    pub name: &'a CStr,
+    pub headers: &'a [libc::Elf64_Phdr],
+}
+
+impl LoadedObject<'_> {
+    /// (start, end, file offset) of each executable segment. Headers of
+    /// objects not ours: wrapping sums, never a panic.
+    pub fn code_segments(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.headers
+            .iter()
+            .filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_X != 0)
+            .map(|h| {
+                let lo = self.base.wrapping_add(h.p_vaddr);
+                (lo, lo.wrapping_add(h.p_memsz), h.p_offset)
+            })
+    }
+}
+
+/// Calls `f` for every loaded object (`dl_iterate_phdr`, which holds the
+/// loader's lock meanwhile: not for the sampled path).
+pub fn each_object(mut f: impl FnMut(&LoadedObject)) {
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: usize, data: *mut c_void) -> c_int {
+        // SAFETY: `data` is the closure `each_object` passes, not otherwise
+        // borrowed while dl_iterate_phdr runs.
+        let f = unsafe { &mut *(data as *mut &mut dyn FnMut(&LoadedObject)) };
+        // SAFETY: the loader passes a valid info, for the callback's run.
+        let info = unsafe { &*info };
+        let headers = if info.dlpi_phdr.is_null() {
+            &[][..]
+        } else {
+            // SAFETY: the loader's program headers, `dlpi_phnum` of them.
+            unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) }
+        };
+        let name = if info.dlpi_name.is_null() {
+            c""
+        } else {
+            // SAFETY: the loader's NUL-terminated name.
+            unsafe { CStr::from_ptr(info.dlpi_name) }
+        };
+        f(&LoadedObject {
+            base: info.dlpi_addr,
+            name,
+            headers,
+        });
+        0
+    }
+    let mut f: &mut dyn FnMut(&LoadedObject) = &mut f;
+    // SAFETY: `each` only calls `f`, which outlives the call.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(each),
+            (&mut f as *mut &mut dyn FnMut(&LoadedObject)).cast(),
+        )
+    };
+}

@@ -1,0 +1,179 @@
+//! Creating files where other users may be (the default directory is `/tmp`).
+//! A directory is used only if it belongs to this process's user or root and
+//! others cannot write to it unless it is sticky, so nobody else can replace
+//! or remove what the library writes there. A file is only ever created,
+//! never opened on a name someone else made: `O_EXCL` and `O_NOFOLLOW` refuse
+//! any entry already there (a FIFO would block, a symlink or hard link would
+//! redirect root's writes, a directory would fail every time), `O_NONBLOCK`
+//! makes sure the `open` itself cannot block, and `fstat` confirms the result
+//! is a regular file of ours with one link. No allocation: the log uses these.
+
+/// `fstat` of a descriptor, if it is open.
+pub fn stat(fd: libc::c_int) -> Option<libc::stat> {
+    // SAFETY: fstat writes the stat buffer, which is plain data.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        (libc::fstat(fd, &mut st) == 0).then_some(st)
+    }
+}
+
+/// (device, inode) of whatever a descriptor names.
+pub fn inode(fd: libc::c_int) -> Option<(u64, u64)> {
+    stat(fd).map(|st| (st.st_dev, st.st_ino))
+}
+
+/// (device, inode) of a directory descriptor; None if it is not one.
+pub fn identity(fd: libc::c_int) -> Option<(u64, u64)> {
+    stat(fd)
+        .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        .map(|st| (st.st_dev, st.st_ino))
+}
+
+/// The (device, inode) of a directory just opened, or why the library must
+/// not write there: owned by another user (who could read, replace or block
+/// the files), or writable by others without the sticky bit (where anyone may
+/// rename or delete them). A group-writable directory is the owner's choice.
+pub fn check_directory(fd: libc::c_int) -> Result<(u64, u64), String> {
+    let st = stat(fd).ok_or_else(|| std::io::Error::last_os_error().to_string())?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err("not a directory".into());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if st.st_uid != euid && st.st_uid != 0 {
+        return Err(format!(
+            "owned by uid {}, neither this process's user (uid {euid}) nor root; not used",
+            st.st_uid
+        ));
+    }
+    if st.st_mode & libc::S_IWOTH != 0 && st.st_mode & libc::S_ISVTX == 0 {
+        return Err(format!(
+            "writable by every user and not sticky (mode {:o}); not used",
+            st.st_mode & 0o7777
+        ));
+    }
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Creates `name` in `dir`, mode 0600, opened for writing with `flags` added
+/// (e.g. `O_APPEND`), only if nothing has that name. `Err(EEXIST)`: the name
+/// is taken (or what was made there is not a plain file of ours, and has
+/// been removed): try another name. Other errors are the directory's.
+pub fn create_exclusive(
+    dir: libc::c_int,
+    name: &core::ffi::CStr,
+    flags: libc::c_int,
+) -> Result<libc::c_int, i32> {
+    let all = flags
+        | libc::O_WRONLY
+        | libc::O_CREAT
+        | libc::O_EXCL
+        | libc::O_NOFOLLOW
+        | libc::O_NONBLOCK
+        | libc::O_CLOEXEC;
+    // SAFETY: openat on a directory descriptor with a NUL-terminated name.
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), all, 0o600 as libc::c_uint) };
+    if fd < 0 {
+        return Err(crate::sys::errno::get());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let ours = stat(fd).is_some_and(|st| {
+        st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_uid == euid && st.st_nlink == 1
+    });
+    if !ours {
+        // Only a race (a link made to the new file) gets here: drop our name.
+        // SAFETY: removing the entry this call created; closing its descriptor.
+        unsafe {
+            libc::unlinkat(dir, name.as_ptr(), 0);
+            libc::close(fd);
+        }
+        return Err(libc::EEXIST);
+    }
+    Ok(fd)
+}
+
+/// Writes all of `data`, retrying interrupted and partial writes.
+pub fn write_all(fd: libc::c_int, mut data: &[u8]) -> bool {
+    while !data.is_empty() {
+        // SAFETY: writing an initialised buffer.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 && crate::sys::errno::get() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            return false;
+        }
+        data = &data[n as usize..];
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn open_dir(path: &std::path::Path) -> libc::c_int {
+        let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: open with a C string.
+        unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) }
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("leakprobe-files-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn directories_others_may_write_are_refused_unless_sticky() {
+        let dir = scratch("modes");
+        for (mode, ok) in [(0o700, true), (0o775, true), (0o777, false), (0o1777, true)] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            let fd = open_dir(&dir);
+            assert_eq!(check_directory(fd).is_ok(), ok, "mode {mode:o}");
+            // SAFETY: closing the descriptor opened above.
+            unsafe { libc::close(fd) };
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn taken_names_are_never_opened() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = scratch("taken");
+        let fd = open_dir(&dir);
+        std::fs::write(dir.join("file"), "theirs").unwrap();
+        std::fs::create_dir(dir.join("dir")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent", dir.join("dangling")).unwrap();
+        let fifo = CString::new(dir.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo with a C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o666) }, 0);
+        for name in [c"file", c"dir", c"dangling", c"fifo"] {
+            assert_eq!(create_exclusive(fd, name, 0), Err(libc::EEXIST), "{name:?}");
+        }
+        assert_eq!(std::fs::read_to_string(dir.join("file")).unwrap(), "theirs");
+        assert!(std::fs::metadata(dir.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        let new = create_exclusive(fd, c"new", libc::O_APPEND).unwrap();
+        assert!(write_all(new, b"ours"));
+        let mode = std::fs::metadata(dir.join("new"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // SAFETY: closing descriptors opened above.
+        unsafe {
+            libc::close(new);
+            libc::close(fd);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

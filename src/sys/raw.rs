@@ -1,0 +1,227 @@
+//! System calls made directly, not through glibc's wrappers: they never
+//! write `errno` or read any thread-local state, so they may run on the
+//! thread glibc does not know (`single`), whose thread pointer is the main
+//! thread's, and in signal handlers. Results are the kernel's: a negative
+//! value is `-errno`.
+
+use core::ffi::{c_int, c_void, CStr};
+use core::sync::atomic::{AtomicI32, Ordering};
+
+/// The process the library writes for: 0 for this one; in a snapshot copy
+/// (`collect::single`), the process it was copied from.
+static WRITES_FOR: AtomicI32 = AtomicI32::new(0);
+
+/// The process a dump, the log and /proc facts are this process's: in a
+/// snapshot copy, the parent's.
+pub fn process_id() -> libc::pid_t {
+    match WRITES_FOR.load(Ordering::Relaxed) {
+        0 => getpid(),
+        pid => pid,
+    }
+}
+
+/// In a snapshot copy: write as process `pid`.
+pub fn write_for(pid: libc::pid_t) {
+    WRITES_FOR.store(pid, Ordering::Relaxed);
+}
+
+/// `/proc/<the process written for>/<name>`.
+pub fn proc_path(name: &str) -> String {
+    match WRITES_FOR.load(Ordering::Relaxed) {
+        0 => format!("/proc/self/{name}"),
+        pid => format!("/proc/{pid}/{name}"),
+    }
+}
+
+/// # Safety
+/// As the system call `n` with these arguments.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub unsafe fn syscall6(n: libc::c_long, a: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the `syscall` instruction with the kernel's register
+    // convention; the call's own effects are the caller's contract.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") n as isize => ret,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
+            in("r9") a[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        )
+    };
+    ret
+}
+
+/// # Safety
+/// As the system call `n` with these arguments.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+pub unsafe fn syscall6(n: libc::c_long, a: [usize; 6]) -> isize {
+    let ret: isize;
+    core::arch::asm!(
+        "svc 0",
+        in("x8") n,
+        inlateout("x0") a[0] as isize => ret,
+        in("x1") a[1],
+        in("x2") a[2],
+        in("x3") a[3],
+        in("x4") a[4],
+        in("x5") a[5],
+        options(nostack),
+    );
+    ret
+}
+
+macro_rules! sys {
+    ($n:expr) => { sys!($n,) };
+    ($n:expr, $($a:expr),*) => {{
+        let mut args = [0usize; 6];
+        let given: &[usize] = &[$($a as usize),*];
+        args[..given.len()].copy_from_slice(&given);
+        // SAFETY: each caller passes the arguments its system call takes.
+        unsafe { $crate::sys::raw::syscall6($n, args) }
+    }};
+}
+pub(crate) use sys;
+
+pub fn getpid() -> libc::pid_t {
+    sys!(libc::SYS_getpid) as libc::pid_t
+}
+
+/// Opens `path` read-only (close-on-exec).
+pub fn open_read(path: &CStr) -> isize {
+    sys!(
+        libc::SYS_openat,
+        libc::AT_FDCWD,
+        path.as_ptr(),
+        libc::O_RDONLY | libc::O_CLOEXEC
+    )
+}
+
+pub fn read(fd: c_int, buf: &mut [u8]) -> isize {
+    sys!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len())
+}
+
+pub fn close(fd: c_int) {
+    sys!(libc::SYS_close, fd);
+}
+
+/// Reads the start of a small file (a /proc one) into `buf`; the bytes read.
+pub fn read_file<'a>(path: &CStr, buf: &'a mut [u8]) -> Option<&'a [u8]> {
+    let fd = open_read(path);
+    if fd < 0 {
+        return None;
+    }
+    let mut len = 0;
+    while len < buf.len() {
+        let n = read(fd as c_int, &mut buf[len..]);
+        if n == -(libc::EINTR as isize) {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+        len += n as usize;
+    }
+    close(fd as c_int);
+    Some(&buf[..len])
+}
+
+pub fn sleep_ms(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    sys!(
+        libc::SYS_nanosleep,
+        &ts as *const libc::timespec,
+        core::ptr::null::<c_void>()
+    );
+}
+
+pub fn yield_now() {
+    sys!(libc::SYS_sched_yield);
+}
+
+/// Waits while `*word == seen`, at most `ms` milliseconds (a word of this
+/// process only).
+pub fn futex_wait(word: *const u32, seen: u32, ms: u64) {
+    futex(word, libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, seen, ms);
+}
+
+/// As `futex_wait`, on a word in memory shared with another process.
+pub fn futex_wait_shared(word: *const u32, seen: u32, ms: u64) {
+    futex(word, libc::FUTEX_WAIT, seen, ms);
+}
+
+/// Wakes the waiters on a word in memory shared with another process.
+pub fn futex_wake_shared(word: *const u32) {
+    sys!(libc::SYS_futex, word, libc::FUTEX_WAKE, i32::MAX);
+}
+
+fn futex(word: *const u32, op: c_int, seen: u32, ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    sys!(
+        libc::SYS_futex,
+        word,
+        op,
+        seen,
+        &ts as *const libc::timespec
+    );
+}
+
+/// A kernel signal set (the kernel's is 8 bytes, glibc's 128).
+pub fn sigset(signals: &[c_int]) -> u64 {
+    signals
+        .iter()
+        .filter(|&&s| (1..=64).contains(&s))
+        .fold(0, |set, &s| set | 1 << (s - 1))
+}
+
+pub fn set_mask(set: u64) {
+    sys!(
+        libc::SYS_rt_sigprocmask,
+        libc::SIG_SETMASK,
+        &set as *const u64,
+        core::ptr::null::<u64>(),
+        8
+    );
+}
+
+/// Takes a pending signal of `set`, waiting at most `ms` milliseconds.
+pub fn sigtimedwait(set: u64, ms: u64) -> Option<libc::siginfo_t> {
+    // SAFETY: siginfo_t is plain data.
+    let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    let sig = sys!(
+        libc::SYS_rt_sigtimedwait,
+        &set as *const u64,
+        &mut info as *mut libc::siginfo_t,
+        &ts as *const libc::timespec,
+        8
+    );
+    (sig > 0).then_some(info)
+}
+
+/// Queues `info` as signal `sig` to the process (any thread that takes it).
+pub fn sigqueue(sig: c_int, info: &libc::siginfo_t) {
+    sys!(
+        libc::SYS_rt_sigqueueinfo,
+        getpid(),
+        sig,
+        info as *const libc::siginfo_t
+    );
+}

@@ -1,0 +1,73 @@
+//! The library's own signal masks, one idiom for blocking signals: the
+//! kernel's `rt_sigprocmask` itself (the program's `pthread_sigmask` goes
+//! through `hook::signals`, which keeps the program's view). The sets are
+//! built with glibc's `sigfillset`/`sigaddset`, which never name glibc's
+//! internal signals (SIGCANCEL, SIGSETXID): `setuid` in a threaded program
+//! needs them unblocked on every thread.
+
+use core::ffi::c_int;
+
+pub type Sigset = libc::sigset_t;
+
+/// The kernel's signal set is 64 bits on Linux, whatever glibc's type holds.
+const KERNEL_SIGSET_BYTES: usize = 8;
+
+/// Changes this thread's mask, as `pthread_sigmask` (0, or the error).
+pub fn real_sigmask(how: c_int, set: *const Sigset, old: *mut Sigset) -> c_int {
+    // SAFETY: the pointers are the caller's, null or valid sets of at least
+    // the kernel's size.
+    let rc = unsafe { libc::syscall(libc::SYS_rt_sigprocmask, how, set, old, KERNEL_SIGSET_BYTES) };
+    if rc == 0 {
+        0
+    } else {
+        crate::sys::errno::get()
+    }
+}
+
+/// Runs `f` with every signal blocked on this thread (the library's own
+/// critical sections that a handler of the program must not interrupt).
+pub fn with_all_blocked<R>(keep: c_int, f: impl FnOnce() -> R) -> R {
+    // SAFETY: sigset manipulation on local values.
+    let (all, mut old) = unsafe {
+        let mut all: Sigset = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        if keep > 0 {
+            libc::sigdelset(&mut all, keep);
+        }
+        (all, core::mem::zeroed::<Sigset>())
+    };
+    real_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    let r = f();
+    real_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+    r
+}
+
+pub fn with_member(set: &Sigset, sig: c_int, member: bool) -> Sigset {
+    let mut copy = *set;
+    // SAFETY: a valid local sigset and a valid signal number.
+    unsafe {
+        if member {
+            libc::sigaddset(&mut copy, sig);
+        } else {
+            libc::sigdelset(&mut copy, sig);
+        }
+    }
+    copy
+}
+
+/// An empty set.
+pub fn empty() -> Sigset {
+    // SAFETY: an all-zero sigset is a valid empty set.
+    unsafe { core::mem::zeroed() }
+}
+
+/// Blocks or unblocks `sig` in the calling thread's real mask.
+pub fn block_here(sig: c_int, blocked: bool) {
+    let set = with_member(&empty(), sig, true);
+    let how = if blocked {
+        libc::SIG_BLOCK
+    } else {
+        libc::SIG_UNBLOCK
+    };
+    real_sigmask(how, &set, core::ptr::null_mut());
+}

@@ -1,0 +1,11 @@
+//! Stack capture: `stack` is what the sampled path calls; `walk` is the
+//! caching unwinder (CFI rules from `cfi`, reads bounded by `stack_bounds`);
+//! libgcc's unwinder is the fallback, unless unwind tables were registered
+//! at run time (`registered_frames`).
+
+pub mod cfi;
+pub mod java;
+pub mod registered_frames;
+pub mod stack;
+pub mod stack_bounds;
+pub mod walk;
