@@ -22,7 +22,9 @@ fn a_stalled_collector_drops_samples_and_counts_each() {
         &exe,
         &[&BLOCKS.to_string()],
         &dir,
-        &[("LEAKPROBE_SAMPLE", "1")],
+        // The ring feeds a collector thread, which a program of one thread
+        // would not have yet.
+        &[("LEAKPROBE_SAMPLE", "1"), ("LEAKPROBE_THREAD", "always")],
         |cmd| {
             cmd.stderr(Stdio::piped());
         },
