@@ -7,7 +7,7 @@ CFLAGS   := -g -O0 -Wall -Wextra -fno-omit-frame-pointer
 CXXFLAGS := $(CFLAGS)
 # c-harness/malloc_shapes.c in each shape of call to malloc (see there).
 FRAME0_SHAPES := shape_nopie_pointer shape_nopie_direct shape_nopie_pointer_onesegment shape_pie_pointer shape_pie_direct shape_noplt_direct
-PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes waits owned_signals inlined zmalloc dump_target usable usable_jemalloc own_malloc cxx_nodwarf out_of_memory fds mapped mapped_jemalloc cxx_checks single
+PROGRAMS := exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes waits owned_signals inlined zmalloc dump_target usable usable_jemalloc own_malloc cxx_nodwarf out_of_memory fds mapped mapped_jemalloc cxx_checks jemalloc_extra stall bootstrap fork_lost single
 
 .PHONY: all lib harness java deps test lint demo bench clean
 
@@ -29,6 +29,13 @@ $(HARNESS)/%: c-harness/%.cc c-harness/common.h | $(HARNESS)
 
 $(HARNESS)/jemalloc_linked: c-harness/jemalloc_linked.c c-harness/common.h | $(HARNESS)
 	$(CC) $(CFLAGS) -o $@ $< -ljemalloc
+
+$(HARNESS)/jemalloc_extra: c-harness/jemalloc_extra.c c-harness/common.h | $(HARNESS)
+	$(CC) $(CFLAGS) -o $@ $< -ljemalloc
+
+# Its dlsym must be the one the library's calls reach.
+$(HARNESS)/bootstrap: c-harness/bootstrap.c c-harness/common.h | $(HARNESS)
+	$(CC) $(CFLAGS) -rdynamic -o $@ $< -ldl
 
 $(HARNESS)/growth_jemalloc: c-harness/growth.c c-harness/common.h | $(HARNESS)
 	$(CC) $(CFLAGS) -o $@ $< -lpthread -ljemalloc

@@ -3,6 +3,7 @@
 #ifndef HARNESS_COMMON_H
 #define HARNESS_COMMON_H
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -28,5 +29,20 @@ static inline void keep(void *p) {
         exit(2);
     }
     kept[nkept++] = p;
+}
+
+/* Fills fd 2 (a pipe the test does not read yet) so that the next write
+ * blocks: the library's collector then stalls on its next message. Big
+ * writes, then single bytes, until the pipe refuses even one. */
+static inline void fill_stderr(void) {
+    int flags = fcntl(2, F_GETFL);
+    fcntl(2, F_SETFL, flags | O_NONBLOCK);
+    static char chunk[4096];
+    for (size_t i = 0; i < sizeof chunk; i++) chunk[i] = 'x';
+    while (write(2, chunk, sizeof chunk) > 0) {
+    }
+    while (write(2, chunk, 1) > 0) {
+    }
+    fcntl(2, F_SETFL, flags);
 }
 #endif

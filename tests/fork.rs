@@ -32,7 +32,8 @@ fn children_inherit_samples_and_dump_under_their_own_pid() {
     }
 
     assert!(storm.stop() > 0);
-    p.settle(Duration::from_millis(500));
+    // Answered once every request before it is: no dump is still coming.
+    p.dump_tagged();
     // SAFETY: signalling our child.
     assert_eq!(unsafe { libc::kill(child, libc::SIGUSR2) }, 0);
     let child_dump = wait_for_dump(&dir, child);
@@ -130,4 +131,67 @@ fn a_child_has_every_block_sampled_before_the_fork_with_its_stack() {
             );
         }
     }
+}
+
+/// A fork while the collector holds its state (blocked on its "wrote" line
+/// to a full stderr pipe): the child cannot trust the inherited state, so
+/// every inherited live sample is reported as unresolved, none is given a
+/// stack, and what the child allocates itself is exact.
+#[test]
+fn a_fork_while_the_collector_holds_its_state_reports_inherited_stacks_as_lost() {
+    use std::io::Read;
+    let exe = harness("fork_lost");
+    let dir = scratch_dir("fork_lost");
+    let out = dir.join("child");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut p = Probe::start_with(
+        &exe,
+        &[out.to_str().unwrap()],
+        &dir,
+        // A collector thread even though the program has one thread.
+        &[("LEAKPROBE_SAMPLE", "1"), ("LEAKPROBE_THREAD", "always")],
+        |cmd| {
+            cmd.stderr(std::process::Stdio::piped());
+        },
+    );
+    let mut stderr = p.child.stderr.take().unwrap();
+    p.expect_line("READY", Duration::from_secs(30));
+    p.write_stdin("fill\n");
+    p.expect_line("FULL", Duration::from_secs(30));
+    // Written, then the collector blocks on its line, holding its state.
+    let before = Dump::read(&p.wait_for_dump_after_signal());
+    p.write_stdin("go\n");
+    p.expect_line("FORKED", Duration::from_secs(60));
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    assert_eq!(p.expect_line("CHILD", Duration::from_secs(60)), "CHILD 0");
+    p.close_stdin();
+    assert!(p.child.wait().unwrap().success());
+    let messages = reader.join().unwrap();
+    assert!(
+        messages.contains("leakprobe: wrote"),
+        "the blocked line was lost"
+    );
+
+    let child = Dump::read(&out.join("child.heap"));
+    assert!(before.meta_u64("live_samples") >= 50);
+    assert_eq!(
+        child.meta_u64("samples_unresolved"),
+        before.meta_u64("live_samples"),
+        "every inherited live sample is unresolved"
+    );
+    let sites = child.by_function(&exe);
+    assert!(
+        !sites.contains_key("site_inherited"),
+        "an inherited sample kept a stack"
+    );
+    assert_sites_exact(
+        &child,
+        &exe,
+        "fork_lost.c",
+        &[("site_child", 20, 20 * 300, 20, 20 * 300)],
+    );
 }

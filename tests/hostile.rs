@@ -185,8 +185,10 @@ fn names_planted_in_a_shared_directory_are_skipped_never_used() {
 
 #[test]
 fn a_dump_directory_made_again_by_another_user_is_not_used() {
-    if !is_root() {
-        eprintln!("SKIP: a_dump_directory_made_again_by_another_user_is_not_used needs root (to act as uid {NOBODY})");
+    if !can_run_as_root(
+        "a_dump_directory_made_again_by_another_user_is_not_used",
+        "acts as uid 65534",
+    ) {
         return;
     }
     let base = scratch_dir("remade");

@@ -10,18 +10,12 @@ use std::time::Duration;
 
 const NOBODY: &str = "65534";
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: needs root (CI runs as root)");
-    }
-    root
-}
-
 #[test]
 fn after_setuid_the_new_user_is_told_what_it_needs_then_dumps_work() {
-    if !is_root() {
+    if !can_run_as_root(
+        "after_setuid_the_new_user_is_told_what_it_needs_then_dumps_work",
+        "starts as root and drops to uid 65534",
+    ) {
         return;
     }
     let exe = harness("privdrop");
@@ -66,7 +60,10 @@ fn after_setuid_the_new_user_is_told_what_it_needs_then_dumps_work() {
 
 #[test]
 fn in_a_chroot_dumps_land_outside_with_the_loader_map() {
-    if !is_root() {
+    if !can_run_as_root(
+        "in_a_chroot_dumps_land_outside_with_the_loader_map",
+        "chroot",
+    ) {
         return;
     }
     let exe = harness("privdrop");

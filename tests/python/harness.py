@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -91,6 +92,18 @@ class Probe:
                 raise AssertionError(f"no dump within {timeout}s")
             time.sleep(0.02)
         return self.dumps()[want - 1]
+
+    def dump_with_samples(self, least: int, timeout: float = 30.0) -> Path:
+        """Dumps until a dump holds `least` live samples: a program that has
+        just started (the demo) may not have sampled its leak enough yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            path = self.dump(timeout)
+            found = re.search(r"^# leakprobe live_samples: (\d+)$", path.read_text(), re.M)
+            if found and int(found.group(1)) >= least:
+                return path
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fewer than {least} live samples in every dump for {timeout}s")
 
     def write(self, text: str) -> None:
         assert self.proc.stdin is not None

@@ -64,7 +64,11 @@ class Jvm(unittest.TestCase):
         self.assertIn("Full thread dump", jcmd(pid, "Thread.print"))
         recording = probe.dir / "rec.jfr"
         jcmd(pid, "JFR.start", "duration=5s", f"filename={recording}")
-        time.sleep(7)  # JFR's sampler signals threads with SIGUSR2 meanwhile
+        # JFR's sampler signals threads with SIGUSR2 until the recording ends.
+        deadline = time.monotonic() + 120
+        while "(running)" in jcmd(pid, "JFR.check"):
+            self.assertLess(time.monotonic(), deadline, "the JFR recording did not end")
+            time.sleep(0.2)
         dumps.append(probe.dump())
         self.assertEqual(probe.proc.poll(), None, "the JVM died")
         self.assertEqual(probe.finish(), 0)

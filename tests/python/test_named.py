@@ -23,18 +23,34 @@ from pathlib import Path
 
 from harness import LIBRARY, run_json
 
-PORT, STATS_PORT, ZONES = 5300, 8053, 200
+ZONES = 200
 # Sampled every 4 KiB: named's heap is ~25 MiB and each statistics page is
 # rendered from many small json-c objects, so the default period would leave
 # too few samples to check attribution on.
 SAMPLE = "4096"
 
 
-def dns_query(name: str, sock: socket.socket) -> int:
-    """One A query over UDP; returns the number of answers (raises on error)."""
+def free_port() -> int:
+    """A port free for both TCP and UDP on loopback now (named listens on
+    both); whoever answers on it later is checked by its zones' names."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+
+
+def dns_query(name: str, sock: socket.socket, port: int) -> int:
+    """One A query over UDP; returns the number of answers (raises on error:
+    a server that does not hold the zone refuses)."""
     qid = random.randrange(65536)
     question = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
-    sock.sendto(struct.pack(">HHHHHH", qid, 0, 1, 0, 0, 0) + question, ("127.0.0.1", PORT))
+    sock.sendto(struct.pack(">HHHHHH", qid, 0, 1, 0, 0, 0) + question, ("127.0.0.1", port))
     reply, _ = sock.recvfrom(4096)
     rid, flags, _, answers, _, _ = struct.unpack(">HHHHHH", reply[:12])
     if rid != qid or flags & 0xF:
@@ -48,22 +64,28 @@ class Named:
     def __init__(self, mode: str) -> None:
         self.mode = mode
         self.base = Path(tempfile.mkdtemp(prefix=f"leakprobe-named-{mode}-"))
+        # Its own ports, and zones no other server holds: the one answering
+        # is this one.
+        self.port, self.stats_port = free_port(), free_port()
+        while self.stats_port == self.port:
+            self.stats_port = free_port()
+        self.domain = f"{mode}-{os.getpid()}-{random.randrange(1 << 32):08x}.test"
         self.dumps = self.base / "dumps"
         self.dumps.mkdir()
         os.chmod(self.dumps, 0o1777)  # named may drop to the bind user; sticky, as /tmp (see Security)
         self.root = self.base / "root" if mode == "chroot" else self.base
         inside = Path("/") if mode == "chroot" else self.root
         self.root.mkdir(exist_ok=True)
-        zones = "".join(f'zone "z{i}.test" {{ type primary; file "{inside}/zone.db"; }};\n' for i in range(ZONES))
+        zones = "".join(f'zone "{self.zone(i)}" {{ type primary; file "{inside}/zone.db"; }};\n' for i in range(ZONES))
         (self.root / "named.conf").write_text(
             f"""options {{
     directory "{inside}";
-    listen-on port {PORT} {{ 127.0.0.1; }};
+    listen-on port {self.port} {{ 127.0.0.1; }};
     listen-on-v6 {{ none; }};
     pid-file "{inside}/run/named.pid";
     recursion no;
 }};
-statistics-channels {{ inet 127.0.0.1 port {STATS_PORT} allow {{ 127.0.0.1; }}; }};
+statistics-channels {{ inet 127.0.0.1 port {self.stats_port} allow {{ 127.0.0.1; }}; }};
 {zones}"""
         )
         (self.root / "zone.db").write_text(
@@ -90,6 +112,20 @@ statistics-channels {{ inet 127.0.0.1 port {STATS_PORT} allow {{ 127.0.0.1; }}; 
         self.proc = subprocess.Popen(["named", *args, "-c", conf], env=env, stdout=self.log, stderr=self.log)
         self.pid = self.wait_until_serving()
 
+    def zone(self, i: int) -> str:
+        return f"z{i}.{self.domain}"
+
+    def query(self, i: int, sock: socket.socket) -> int:
+        return dns_query(f"www.{self.zone(i)}", sock, self.port)
+
+    def stats(self, path: str = "/json") -> dict:
+        """The statistics channel's JSON; fails unless it lists this named's zones."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.stats_port}{path}", timeout=10) as r:
+            text = r.read().decode()
+        if path == "/json" and self.domain not in text:
+            raise AssertionError(f"the statistics on port {self.stats_port} are another server's")
+        return json.loads(text)
+
     def wait_until_serving(self) -> int:
         deadline = time.monotonic() + 60
         pid_file = self.root / "run/named.pid"
@@ -97,7 +133,7 @@ statistics-channels {{ inet 127.0.0.1 port {STATS_PORT} allow {{ 127.0.0.1; }}; 
             sock.settimeout(0.5)
             while time.monotonic() < deadline:
                 try:
-                    if dns_query("www.z0.test", sock) == 1 and pid_file.exists():
+                    if self.query(0, sock) == 1 and pid_file.exists():
                         return int(pid_file.read_text())
                 except (OSError, AssertionError, ValueError):
                     pass
@@ -137,11 +173,6 @@ statistics-channels {{ inet 127.0.0.1 port {STATS_PORT} allow {{ 127.0.0.1; }}; 
             assert code == 0, f"named exited with {code}:\n{self.messages()[-3000:]}"
 
 
-def stats(path: str = "/json") -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{STATS_PORT}{path}", timeout=10) as r:
-        return json.loads(r.read())
-
-
 @unittest.skipUnless(shutil.which("named") and os.geteuid() == 0, "needs named (bind9) and root; CI has both")
 class NamedUnderLoad(unittest.TestCase):
     def run_mode(self, mode: str) -> None:
@@ -152,9 +183,9 @@ class NamedUnderLoad(unittest.TestCase):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.settimeout(5)
                 for i in range(300):
-                    answered += dns_query(f"www.z{i % ZONES}.test", sock)
+                    answered += named.query(i % ZONES, sock)
                     if i % 15 == 0:
-                        self.assertIn("zones", json.dumps(stats()))
+                        self.assertIn("zones", json.dumps(named.stats()))
                     if i in (100, 250):
                         dumps.append(named.dump())
             self.assertEqual(answered, 300, "a query went unanswered")

@@ -119,7 +119,7 @@ class Ages(unittest.TestCase):
         probe.expect("READY")
         probe.write("step\n")
         probe.expect("STEP 1")
-        time.sleep(2.2)
+        time.sleep(2.2)  # not synchronisation: the age under test
         probe.write("step\n")
         probe.expect("STEP 2")
         dump = str(probe.dump())
@@ -141,10 +141,9 @@ class ChangedFiles(unittest.TestCase):
         shutil.copy(HARNESS / "demo", copy)
         probe = Probe([str(copy)], env={"LEAKPROBE_SAMPLE": "4096"})
         probe.expect("demo: pid")
-        time.sleep(0.3)
         if delete_while_running:
             copy.unlink()
-        dump = str(probe.dump())
+        dump = str(probe.dump_with_samples(20))
         probe.kill()
         return dump, copy
 
@@ -222,8 +221,7 @@ class SeparateDebugInfo(unittest.TestCase):
     def test_lines_come_from_the_separate_debug_file(self) -> None:
         probe = Probe("stripped_pie", env={"LEAKPROBE_SAMPLE": "4096"})
         probe.expect("demo: pid")
-        time.sleep(0.5)
-        dump = str(probe.dump())
+        dump = str(probe.dump_with_samples(20))
         probe.kill()
         found = run_json("report", dump, "--debug-dir", str(HARNESS / "debug"))
         leaf = found["stacks"][0]["frames"][0]
