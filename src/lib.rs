@@ -55,6 +55,7 @@ static INIT: extern "C" fn() = init;
 extern "C" fn init() {
     sys::log::note_stderr();
     next::resolve();
+    sys::dl::init_find_object();
     unwind::stack::init_own_range();
     hook::sampled::resolve_own_addresses();
     let cfg = settings::init();

@@ -408,8 +408,11 @@ struct Stacks {
 
 static STACKS: SpinLock<Option<Stacks>> = SpinLock::new(None);
 
-/// The object that provides malloc: a sampled call from inside it is the
-/// allocator's own mapping (heap).
+/// Where the object that provides malloc is mapped: a sampled call from
+/// inside it is the allocator's own mapping (heap). Found with the
+/// lock-free `_dl_find_object`, never `dladdr`: the allocator may hold its
+/// own lock while it maps, and `dladdr` takes the loader's, which a thread
+/// that allocates under it (`dl_iterate_phdr`) holds.
 static ALLOCATOR_BASE: AtomicUsize = AtomicUsize::new(0);
 
 /// The stack of a sampled call made at exported function `entry`, interned;
@@ -421,7 +424,8 @@ pub fn record_stack(entry: usize) -> Option<u32> {
         stack::capture(entry, &mut stack);
         let caller = stack.frames().get(1).copied().unwrap_or(0);
         let allocator = ALLOCATOR_BASE.load(Ordering::Relaxed);
-        if allocator != 0 && crate::sys::dl::object_of(caller as *mut ()) == allocator {
+        let object = crate::sys::dl::find_object(caller).map(|o| o.start);
+        if allocator != 0 && object == Some(allocator) {
             ALLOCATOR_CALLS.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -474,10 +478,8 @@ pub fn init() {
     if page > 0 {
         PAGE.store(page as usize, Ordering::Relaxed);
     }
-    ALLOCATOR_BASE.store(
-        crate::sys::dl::object_of(next::malloc_address()),
-        Ordering::Relaxed,
-    );
+    let allocator = crate::sys::dl::find_object(next::malloc_address() as usize);
+    ALLOCATOR_BASE.store(allocator.map_or(0, |o| o.start), Ordering::Relaxed);
     for (slot, name) in [
         (&REAL_MMAP, c"mmap"),
         (&REAL_MUNMAP, c"munmap"),

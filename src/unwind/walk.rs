@@ -55,8 +55,8 @@ mod imp {
     /// glibc's `_dl_find_object`).
     static ENABLED: AtomicBool = AtomicBool::new(false);
 
+    /// After `sys::dl::init_find_object`.
     pub fn init(enabled: bool) {
-        dl::init_find_object();
         if enabled && dl::can_find_objects() {
             stack_bounds::init();
             ENABLED.store(true, Ordering::Release);
@@ -274,6 +274,7 @@ mod imp {
         /// ordinary frame), with reads kept inside the object.
         #[test]
         fn rules_for_a_whole_object() {
+            dl::init_find_object();
             init(true);
             let here = rules_for_a_whole_object as fn() as usize;
             let object = object_of(here).expect("the test binary is loaded");
@@ -300,6 +301,7 @@ mod imp {
         /// /proc/self/maps) through this crate's and the test harness's code.
         #[test]
         fn agrees_with_libgcc() {
+            dl::init_find_object();
             init(true);
             let mut fast = Vec::new();
             let walked = walk(&mut |pc| {
