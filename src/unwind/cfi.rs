@@ -368,160 +368,186 @@ fn factored(offset: i64, data_align: i64) -> Option<i64> {
     offset.checked_mul(data_align)
 }
 
+/// A CFA program's effect on the row as it runs.
+struct Machine {
+    row: Row,
+    /// The row after the CIE's program (`DW_CFA_restore` goes back to it).
+    initial: Row,
+    saved: [Row; STATES],
+    depth: usize,
+}
+
+/// What an instruction does to the location.
+enum Next {
+    /// Nothing: the next instruction applies at the same location.
+    Same,
+    /// Advance by this many code units.
+    Advance(u64),
+    /// Go to this address.
+    To(usize),
+}
+
+impl Machine {
+    /// Decodes and applies one instruction, `op` already read; None if
+    /// the CFI is malformed or not followed.
+    fn execute(&mut self, op: u8, r: &mut Reader, fde: &Fde) -> Option<Next> {
+        Some(match op >> 6 {
+            1 => Next::Advance(u64::from(op & 0x3f)),
+            2 => {
+                let offset = factored(r.uleb()? as i64, fde.data_align)?;
+                set(&mut self.row, u64::from(op & 0x3f), Saved::At(offset));
+                Next::Same
+            }
+            3 => {
+                restore(&mut self.row, &self.initial, u64::from(op & 0x3f));
+                Next::Same
+            }
+            _ => match op {
+                0x00 | 0x2e => {
+                    if op == 0x2e {
+                        r.uleb()?;
+                    }
+                    Next::Same
+                }
+                0x01 => Next::To(r.pointer(fde.encoding, 0)?),
+                0x02 => Next::Advance(u64::from(r.u8()?)),
+                0x03 => Next::Advance(u64::from(r.u16()?)),
+                0x04 => Next::Advance(u64::from(r.u32()?)),
+                0x05 => {
+                    let reg = r.uleb()?;
+                    let offset = factored(r.uleb()? as i64, fde.data_align)?;
+                    set(&mut self.row, reg, Saved::At(offset));
+                    Next::Same
+                }
+                0x06 => {
+                    let reg = r.uleb()?;
+                    restore(&mut self.row, &self.initial, reg);
+                    Next::Same
+                }
+                0x07 => {
+                    let reg = r.uleb()?;
+                    set(&mut self.row, reg, Saved::Undefined);
+                    Next::Same
+                }
+                0x08 => {
+                    let reg = r.uleb()?;
+                    set(&mut self.row, reg, Saved::Unchanged);
+                    Next::Same
+                }
+                0x09 => {
+                    let reg = r.uleb()?;
+                    r.uleb()?;
+                    set(&mut self.row, reg, Saved::Elsewhere);
+                    Next::Same
+                }
+                0x0a => {
+                    *self.saved.get_mut(self.depth)? = self.row;
+                    self.depth += 1;
+                    Next::Same
+                }
+                0x0b => {
+                    // The CFA rule is part of the state, as libgcc keeps
+                    // it: epilogues remember, pop, return, then restore.
+                    self.depth = self.depth.checked_sub(1)?;
+                    self.row = *self.saved.get(self.depth)?;
+                    Next::Same
+                }
+                0x0c => {
+                    self.row.cfa = Some((r.uleb()?, r.uleb()? as i64));
+                    Next::Same
+                }
+                0x0d => {
+                    let reg = r.uleb()?;
+                    self.row.cfa = Some((reg, self.row.cfa?.1));
+                    Next::Same
+                }
+                0x0e => {
+                    let offset = r.uleb()? as i64;
+                    self.row.cfa = Some((self.row.cfa?.0, offset));
+                    Next::Same
+                }
+                0x0f => {
+                    let n = r.uleb()?;
+                    r.skip(n)?;
+                    self.row.cfa = None;
+                    Next::Same
+                }
+                0x10 | 0x14 | 0x15 | 0x16 => {
+                    let reg = r.uleb()?;
+                    if op == 0x15 {
+                        r.sleb()?;
+                    } else {
+                        let n = r.uleb()?;
+                        if op != 0x14 {
+                            r.skip(n)?;
+                        }
+                    }
+                    set(&mut self.row, reg, Saved::Elsewhere);
+                    Next::Same
+                }
+                0x11 => {
+                    let reg = r.uleb()?;
+                    let offset = factored(r.sleb()?, fde.data_align)?;
+                    set(&mut self.row, reg, Saved::At(offset));
+                    Next::Same
+                }
+                0x12 => {
+                    let reg = r.uleb()?;
+                    self.row.cfa = Some((reg, factored(r.sleb()?, fde.data_align)?));
+                    Next::Same
+                }
+                0x13 => {
+                    let offset = factored(r.sleb()?, fde.data_align)?;
+                    self.row.cfa = Some((self.row.cfa?.0, offset));
+                    Next::Same
+                }
+                0x2f => {
+                    let reg = r.uleb()?;
+                    let offset = factored((r.uleb()? as i64).checked_neg()?, fde.data_align)?;
+                    set(&mut self.row, reg, Saved::At(offset));
+                    Next::Same
+                }
+                _ => return None,
+            },
+        })
+    }
+}
+
 /// Runs the CIE's and the FDE's CFA programs up to `pc`.
 fn run(memory: &Memory, fde: &Fde, pc: usize) -> Option<Rule> {
-    let mut row = Row {
+    let row = Row {
         cfa: None,
         rbp: Saved::Unchanged,
         return_address: Saved::Unchanged,
     };
+    let mut m = Machine {
+        row,
+        initial: row,
+        saved: [row; STATES],
+        depth: 0,
+    };
     let mut loc = fde.pc_begin;
-    let mut initial = row;
-    let mut saved = [row; STATES];
-    let mut depth = 0;
     for (program, is_cie) in [(fde.cie_program, true), (fde.program, false)] {
         let mut r = memory.at(program.0, program.1)?;
         while r.pos < r.end {
             let op = r.u8()?;
-            let advance = match op >> 6 {
-                1 => Some(u64::from(op & 0x3f)),
-                2 => {
-                    let offset = factored(r.uleb()? as i64, fde.data_align)?;
-                    set(&mut row, u64::from(op & 0x3f), Saved::At(offset));
-                    None
+            let next = match m.execute(op, &mut r, fde)? {
+                Next::Same => continue,
+                Next::Advance(delta) => {
+                    (loc as u64).wrapping_add(delta.wrapping_mul(fde.code_align)) as usize
                 }
-                3 => {
-                    restore(&mut row, &initial, u64::from(op & 0x3f));
-                    None
-                }
-                _ => match op {
-                    0x00 | 0x2e => {
-                        if op == 0x2e {
-                            r.uleb()?;
-                        }
-                        None
-                    }
-                    0x01 => {
-                        let to = r.pointer(fde.encoding, 0)?;
-                        if to > pc {
-                            return finish(&row);
-                        }
-                        loc = to;
-                        None
-                    }
-                    0x02 => Some(u64::from(r.u8()?)),
-                    0x03 => Some(u64::from(r.u16()?)),
-                    0x04 => Some(u64::from(r.u32()?)),
-                    0x05 => {
-                        let reg = r.uleb()?;
-                        let offset = factored(r.uleb()? as i64, fde.data_align)?;
-                        set(&mut row, reg, Saved::At(offset));
-                        None
-                    }
-                    0x06 => {
-                        let reg = r.uleb()?;
-                        restore(&mut row, &initial, reg);
-                        None
-                    }
-                    0x07 => {
-                        let reg = r.uleb()?;
-                        set(&mut row, reg, Saved::Undefined);
-                        None
-                    }
-                    0x08 => {
-                        let reg = r.uleb()?;
-                        set(&mut row, reg, Saved::Unchanged);
-                        None
-                    }
-                    0x09 => {
-                        let reg = r.uleb()?;
-                        r.uleb()?;
-                        set(&mut row, reg, Saved::Elsewhere);
-                        None
-                    }
-                    0x0a => {
-                        *saved.get_mut(depth)? = row;
-                        depth += 1;
-                        None
-                    }
-                    0x0b => {
-                        // The CFA rule is part of the state, as libgcc keeps
-                        // it: epilogues remember, pop, return, then restore.
-                        depth = depth.checked_sub(1)?;
-                        row = *saved.get(depth)?;
-                        None
-                    }
-                    0x0c => {
-                        row.cfa = Some((r.uleb()?, r.uleb()? as i64));
-                        None
-                    }
-                    0x0d => {
-                        let reg = r.uleb()?;
-                        row.cfa = Some((reg, row.cfa?.1));
-                        None
-                    }
-                    0x0e => {
-                        let offset = r.uleb()? as i64;
-                        row.cfa = Some((row.cfa?.0, offset));
-                        None
-                    }
-                    0x0f => {
-                        let n = r.uleb()?;
-                        r.skip(n)?;
-                        row.cfa = None;
-                        None
-                    }
-                    0x10 | 0x14 | 0x15 | 0x16 => {
-                        let reg = r.uleb()?;
-                        if op == 0x15 {
-                            r.sleb()?;
-                        } else {
-                            let n = r.uleb()?;
-                            if op != 0x14 {
-                                r.skip(n)?;
-                            }
-                        }
-                        set(&mut row, reg, Saved::Elsewhere);
-                        None
-                    }
-                    0x11 => {
-                        let reg = r.uleb()?;
-                        let offset = factored(r.sleb()?, fde.data_align)?;
-                        set(&mut row, reg, Saved::At(offset));
-                        None
-                    }
-                    0x12 => {
-                        let reg = r.uleb()?;
-                        row.cfa = Some((reg, factored(r.sleb()?, fde.data_align)?));
-                        None
-                    }
-                    0x13 => {
-                        let offset = factored(r.sleb()?, fde.data_align)?;
-                        row.cfa = Some((row.cfa?.0, offset));
-                        None
-                    }
-                    0x2f => {
-                        let reg = r.uleb()?;
-                        let offset = factored((r.uleb()? as i64).checked_neg()?, fde.data_align)?;
-                        set(&mut row, reg, Saved::At(offset));
-                        None
-                    }
-                    _ => return None,
-                },
+                Next::To(to) => to,
             };
-            if let Some(delta) = advance {
-                let next = (loc as u64).wrapping_add(delta.wrapping_mul(fde.code_align)) as usize;
-                if next > pc {
-                    return finish(&row);
-                }
-                loc = next;
+            if next > pc {
+                return finish(&m.row);
             }
+            loc = next;
         }
         if is_cie {
-            initial = row;
+            m.initial = m.row;
         }
     }
-    finish(&row)
+    finish(&m.row)
 }
 
 fn set(row: &mut Row, reg: u64, saved: Saved) {
