@@ -140,6 +140,8 @@ statistics-channels {{ inet 127.0.0.1 port {self.stats_port} allow {{ 127.0.0.1;
                 if self.mode != "daemon" and self.proc.poll() is not None:
                     break
                 time.sleep(0.2)
+        if self.mode != "daemon":
+            self.proc.kill()  # a wedged named would outlive the test
         raise AssertionError(f"named ({self.mode}) did not start:\n{(self.base / 'named.log').read_text()[-3000:]}")
 
     def dump(self) -> Path:
