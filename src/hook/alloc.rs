@@ -33,7 +33,7 @@ macro_rules! allocating {
                 $block
             };
             // SAFETY: `alloc` returns the next allocator's block or null.
-            unsafe { allocate_sampled(bytes, Api::$api, alloc) };
+            unsafe { allocate_sampled(alloc, bytes, Api::$api) };
             result
         }
     };
@@ -49,7 +49,7 @@ macro_rules! allocating {
             // SAFETY: the program's arguments to this same C function, unchanged.
             let alloc = move || unsafe { next::$name($($arg),*) };
             // SAFETY: `alloc` returns the next allocator's block or null.
-            unsafe { allocate_sampled(bytes, Api::$api, alloc) }
+            unsafe { allocate_sampled(alloc, bytes, Api::$api) }
         }
     };
 }

@@ -125,7 +125,7 @@ macro_rules! operator_new {
                 let alloc = move || unsafe { try_own_new(size, $align, $array) };
                 // SAFETY: `alloc` returns the allocator's block of `size`
                 // bytes, or null.
-                let p = unsafe { allocate_sampled(size, api, alloc) };
+                let p = unsafe { allocate_sampled(alloc, size, api) };
                 if !p.is_null() {
                     return p;
                 }

@@ -87,14 +87,16 @@ pub fn resolve_own_addresses() {
 }
 
 /// An allocation of `size` bytes reached the sample point: allocate, then
-/// record it if the sampler says so.
+/// record it if the sampler says so. `alloc` comes first: it holds the
+/// entry point's arguments, which then stay in their registers on the
+/// entry point's unsampled path (no moves to make room for `size`).
 ///
 /// # Safety
 /// `alloc` returns null or a live block of at least `size` bytes, of the
 /// next allocator or the bootstrap arena.
 #[cold]
 #[inline(never)]
-pub unsafe fn allocate_sampled(size: usize, api: Api, alloc: impl FnOnce() -> Ptr) -> Ptr {
+pub unsafe fn allocate_sampled(alloc: impl FnOnce() -> Ptr, size: usize, api: Api) -> Ptr {
     let p = alloc();
     if sampling::decide(size) && !p.is_null() {
         // SAFETY: `p` is not null, so a live block (this function's contract).
