@@ -68,3 +68,24 @@ fn an_ordinary_program_gets_no_warning() {
     assert!(!stderr.contains("cannot see"), "{stderr}");
     assert!(dump.meta_all("blind").is_empty());
 }
+
+/// Debian's python3.11 is non-PIE and takes malloc's address: its canonical
+/// PLT entries look like definitions to dladdr, but are not one.
+#[test]
+fn a_non_pie_program_that_takes_mallocs_address_gets_no_warning() {
+    let python = std::path::Path::new("/usr/bin/python3.11");
+    if !python.exists() {
+        eprintln!("SKIP: {} is not installed", python.display());
+        return;
+    }
+    let dir = scratch_dir("blind_python");
+    let out = std::process::Command::new(python)
+        .args(["-c", "print('ok')"])
+        .env("LD_PRELOAD", library())
+        .env("LEAKPROBE_DIR", &dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("cannot see"), "{stderr}");
+}

@@ -72,18 +72,24 @@ extern "C" fn wrapper(p: *mut c_void) -> *mut c_void {
     start(arg)
 }
 
+/// Marks the sampled thread `pick` finds (exited, or detached): once it is
+/// both, glibc takes its stack back and it stops counting.
+fn settle(pick: impl Fn(&table::Entry) -> bool + Copy, mark: impl FnOnce(&mut table::Entry)) {
+    table::with_table(|t| {
+        let Some(e) = t.thread(pick) else {
+            return;
+        };
+        mark(e);
+        if e.exited && e.detached {
+            t.remove_threads(pick);
+        }
+    });
+}
+
 /// The key's destructor: a sampled thread is exiting.
 unsafe extern "C" fn exited(value: *mut c_void) {
     let seq = value as u64;
-    table::with_table(|t| {
-        let Some(e) = t.thread(|e| e.seq == seq) else {
-            return;
-        };
-        e.exited = true;
-        if e.detached {
-            t.remove_threads(|e| e.seq == seq);
-        }
-    });
+    settle(|e| e.seq == seq, |e| e.exited = true);
 }
 
 /// What runs before the program makes a thread (`collect::single` ends
@@ -284,15 +290,7 @@ pub unsafe extern "C" fn pthread_detach(thread: libc::pthread_t) -> c_int {
     let rc = unsafe { next(thread) };
     if rc == 0 && table::THREADS.load(Ordering::Relaxed) != 0 {
         let id = thread as usize;
-        table::with_table(|t| {
-            let Some(e) = t.thread(|e| e.thread == id) else {
-                return;
-            };
-            e.detached = true;
-            if e.exited {
-                t.remove_threads(|e| e.thread == id);
-            }
-        });
+        settle(|e| e.thread == id, |e| e.detached = true);
     }
     rc
 }

@@ -132,6 +132,19 @@ class Probe:
         self.stderr.close()
 
 
+def dumps_around_growth(argv: str | list[str], env: dict[str, str | None] | None = None) -> tuple[str, str]:
+    """Runs a harness that grows on "go" (READY, then GREW once grown) and
+    returns its dumps from before and after the growth."""
+    probe = Probe(argv, env=env or {})
+    probe.expect("READY")
+    before = str(probe.dump())
+    probe.write("go\n")
+    probe.expect("GREW", timeout=120)
+    after = str(probe.dump())
+    assert probe.finish() == 0
+    return before, after
+
+
 def script(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=False)
 

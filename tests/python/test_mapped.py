@@ -12,7 +12,7 @@ import subprocess
 import unittest
 from pathlib import Path
 
-from harness import HARNESS, Probe, run_json, script
+from harness import HARNESS, Probe, dumps_around_growth, run_json, script
 
 MIB = 1 << 20
 KIND = {"[anonymous mmap]": "anon", "[file mmap]": "file", "[thread stack]": "thread_stack"}
@@ -46,13 +46,7 @@ class Mapped(unittest.TestCase):
     def test_growth_is_named_by_summary_and_report(self) -> None:
         for sample, tolerance in (("1", 0.0), (None, 0.10)):
             with self.subTest(sample=sample or "default"):
-                probe = Probe([str(HARNESS / "mapped"), "grow"], env={"LEAKPROBE_SAMPLE": sample})
-                probe.expect("READY")
-                before = str(probe.dump())
-                probe.write("go\n")
-                probe.expect("GREW", timeout=120)
-                after = str(probe.dump())
-                assert probe.finish() == 0
+                before, after = dumps_around_growth([str(HARNESS / "mapped"), "grow"], env={"LEAKPROBE_SAMPLE": sample})
                 answer = run_json("summary", before, after)
                 self.assertEqual(answer["verdict"], "outside malloc", answer["evidence"])
                 m = re.search(r"site_map <- main <- \S+ \+([\d.]+) MiB \(anonymous mmap\)", answer["evidence"])

@@ -10,21 +10,14 @@ from __future__ import annotations
 import re
 import unittest
 
-from harness import HARNESS, Probe, run_json, script
+from harness import HARNESS, Probe, dumps_around_growth, run_json, script
 
 MIB = 1 << 20
 EXPECTED = {"leak": "leak or cache", "retention": "retention", "mmap": "outside malloc"}
 
 
 def verdict(program: str, mode: str) -> dict:
-    probe = Probe([str(HARNESS / program), mode])
-    probe.expect("READY")
-    before = str(probe.dump())
-    probe.write("go\n")
-    probe.expect("GREW", timeout=120)
-    after = str(probe.dump())
-    assert probe.finish() == 0
-    return run_json("summary", before, after)
+    return run_json("summary", *dumps_around_growth([str(HARNESS / program), mode]))
 
 
 class Verdicts(unittest.TestCase):
@@ -119,13 +112,7 @@ class Wrappers(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        probe = Probe("zmalloc", env={"LEAKPROBE_SAMPLE": "65536"})
-        probe.expect("READY")
-        cls.before = str(probe.dump())
-        probe.write("go\n")
-        probe.expect("GREW")
-        cls.after = str(probe.dump())
-        assert probe.finish() == 0
+        cls.before, cls.after = dumps_around_growth("zmalloc", env={"LEAKPROBE_SAMPLE": "65536"})
 
     def flat(self, *extra: str) -> dict[str, int]:
         return {f["name"]: f["flat"] for f in run_json("report", self.after, "--nodecount", "50", *extra)["functions"]}
