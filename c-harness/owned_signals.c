@@ -10,7 +10,13 @@
  *                       (SigBlk): SIGUSR2 must not be in it.
  *   handler-self        has a handler; a worker thread kill()s its own
  *                       process and a child process kill()s its parent:
- *                       both reach the handler ("HANDLED 2"). */
+ *                       both reach the handler ("HANDLED 2").
+ *   handler-rounds      300 rounds of: install a handler, block SIGUSR2, a child kill()s
+ *                       its parent and is reaped, sigsuspend until
+ *                       handled, back to SIG_DFL; prints "ELSEWHERE 0":
+ *                       no handler ran on a thread other than the one that
+ *                       unblocked the signal (one that did could leave a
+ *                       sigsuspend waiting for ever). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
@@ -24,9 +30,12 @@
 extern char **environ;
 static volatile sig_atomic_t handled;
 
+static volatile pid_t handled_on;
+
 static void on_usr2(int sig) {
     (void)sig;
     handled++;
+    handled_on = gettid();
 }
 
 static void *self_kill(void *arg) {
@@ -105,6 +114,29 @@ int main(int argc, char **argv) {
         fflush(stdout);
         ready_then_wait("handler-self");
         printf("HANDLED %d\n", (int)handled);
+    } else if (!strcmp(mode, "handler-rounds")) {
+        int elsewhere = 0;
+        for (int round = 0; round < 300; round++) {
+            sigset_t usr2, old;
+            sigemptyset(&usr2);
+            sigaddset(&usr2, SIGUSR2);
+            handled = 0;
+            handled_on = 0;
+            signal(SIGUSR2, on_usr2);
+            pthread_sigmask(SIG_BLOCK, &usr2, &old);
+            pid_t child = fork();
+            if (child == 0) {
+                kill(getppid(), SIGUSR2);
+                _exit(0);
+            }
+            /* Sent while this thread blocks it: pending until sigsuspend. */
+            waitpid(child, NULL, 0);
+            while (handled < 1) sigsuspend(&old);
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            if (handled_on != gettid()) elsewhere++;
+            signal(SIGUSR2, SIG_DFL);
+        }
+        printf("ELSEWHERE %d\n", elsewhere);
     } else {
         return 2;
     }

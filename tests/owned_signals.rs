@@ -123,3 +123,33 @@ fn signals_the_process_sends_itself_reach_its_handler() {
     let (status, stderr) = p.finish(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{stderr}");
 }
+
+/// A child that signals its parent and is reaped before the parent unblocks
+/// the signal is still the program's (not a dump request), and the handler
+/// runs on the thread that unblocks it, never on the library's: 300 rounds,
+/// each of which installs the handler anew (the moment the library's thread
+/// follows it), in both modes.
+#[test]
+fn a_reaped_childs_signal_reaches_the_handler_on_the_programs_thread() {
+    let exe = harness("owned_signals");
+    for mode in ["always", "auto"] {
+        let dir = scratch_dir(&format!("owned_rounds_{mode}"));
+        let mut p = Probe::start(
+            &exe,
+            &["handler-rounds"],
+            &dir,
+            &[("LEAKPROBE_THREAD", mode)],
+        );
+        assert_eq!(
+            p.expect_line("ELSEWHERE", Duration::from_secs(60)),
+            "ELSEWHERE 0",
+            "{mode}: the program's handler ran on another thread"
+        );
+        assert!(
+            p.dump_files().is_empty(),
+            "{mode}: a child's signal became a dump"
+        );
+        let (status, stderr) = p.finish(Duration::from_secs(30));
+        assert!(status.success(), "{mode}: {status}\n{stderr}");
+    }
+}

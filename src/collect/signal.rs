@@ -15,6 +15,7 @@
 //! Which thread the signal is delivered to is `sigmask`'s part.
 
 use crate::collect::request::REQUESTS;
+use crate::sample::thread_state;
 use crate::sys::raw;
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
@@ -64,6 +65,16 @@ pub fn install(sig: c_int) -> bool {
         crate::sys::log::log!("cannot install a handler for signal {sig}; dumps on signal are off");
     }
     ok
+}
+
+/// Set when a delivery was handed back from the collector thread, which then
+/// returned with the signal blocked: the collector applies its mask again.
+static RESYNC: AtomicBool = AtomicBool::new(false);
+
+/// Whether the collector must apply its mask for the dump signal again (see
+/// `RESYNC`); true once per hand-back.
+pub fn take_resync() -> bool {
+    RESYNC.swap(false, Ordering::AcqRel)
 }
 
 /// The dump signal, or 0 before it is installed.
@@ -151,6 +162,17 @@ extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void
         }
         Delivery::Nothing => {}
         Delivery::HandBack => hand_back(sig, info, ctx),
+        // The collector took it in the moment before it followed the
+        // program's new handler (`collector::run`), while the program's
+        // threads block it: the program's handler must not run here, on a
+        // thread it does not know (a `sigsuspend` of its would not return);
+        // pending for the process, the signal reaches the thread that
+        // unblocks it, as without the library.
+        Delivery::Program if thread_state::with(|s| s.collector.get()) => {
+            hand_back(sig, info, ctx);
+            RESYNC.store(true, Ordering::Release);
+            crate::sys::doorbell::ring();
+        }
         Delivery::Program => {
             let handler = APP_HANDLER.load(Ordering::Acquire);
             let flags = APP_FLAGS.load(Ordering::Relaxed);
@@ -241,8 +263,35 @@ fn is_external(info: *const libc::siginfo_t) -> bool {
         let pid = (*info).si_pid();
         (code == libc::SI_USER || code == libc::SI_QUEUE)
             && pid != raw::getpid()
+            && !is_recent_child(pid)
             && parent_of(pid) != Some(raw::getpid())
     }
+}
+
+/// The children the program made last through `fork` or `posix_spawn`: one
+/// that has exited and been reaped before its signal is classified has no
+/// parent to read in /proc any more, and is still the program's.
+static CHILDREN: [AtomicI32; 64] = [const { AtomicI32::new(0) }; 64];
+static NEXT_CHILD: AtomicUsize = AtomicUsize::new(0);
+
+/// Notes a child the program made (in the parent, after `fork` or
+/// `posix_spawn`).
+pub fn note_child(pid: libc::pid_t) {
+    let at = NEXT_CHILD.fetch_add(1, Ordering::Relaxed) % CHILDREN.len();
+    if let Some(slot) = CHILDREN.get(at) {
+        slot.store(pid, Ordering::Release);
+    }
+}
+
+/// In a forked child: its parent's children are its siblings.
+pub fn forget_children() {
+    for c in &CHILDREN {
+        c.store(0, Ordering::Relaxed);
+    }
+}
+
+fn is_recent_child(pid: libc::pid_t) -> bool {
+    pid > 0 && CHILDREN.iter().any(|c| c.load(Ordering::Acquire) == pid)
 }
 
 /// The parent of process `pid`, from `/proc/<pid>/stat` (async-signal-safe:
@@ -297,8 +346,9 @@ impl ToStringIn for libc::pid_t {
     }
 }
 
-/// The program waits for the signal itself, but this delivery reached the
-/// collector before it blocked the signal: queue it to the process again
+/// The program takes the signal itself (it waits for it, or has a handler),
+/// but this delivery reached the collector before it blocked the signal:
+/// queue it to the process again
 /// (as SI_QUEUE: the kernel lets a thread queue a `kill`'s code only to
 /// itself), and return to the collector with the signal blocked.
 fn hand_back(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {

@@ -21,7 +21,10 @@ pub unsafe extern "C" fn fork() -> libc::pid_t {
     // SAFETY: fork takes no arguments; the handlers of `pthread_atfork` run.
     let pid = unsafe { next() };
     if pid == 0 {
+        crate::collect::signal::forget_children();
         crate::collect::collector::ensure_running();
+    } else if pid > 0 {
+        crate::collect::signal::note_child(pid);
     }
     pid
 }

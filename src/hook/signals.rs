@@ -330,6 +330,9 @@ type Argv = *const *const c_char;
 
 macro_rules! starts_program {
     ($name:ident = $sym:literal ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        starts_program!($name = $sym ($($arg: $ty),*) -> $ret, |_r| {});
+    };
+    ($name:ident = $sym:literal ($($arg:ident: $ty:ty),*) -> $ret:ty, $after:expr) => {
         /// Starts the new program with the program's mask and `SIG_IGN`.
         ///
         /// # Safety
@@ -343,9 +346,21 @@ macro_rules! starts_program {
             // SAFETY: the symbol of this name has this type.
             let next = unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) };
             // SAFETY: the program's arguments, unchanged.
-            as_the_program(|| unsafe { next($($arg),*) })
+            let r = as_the_program(|| unsafe { next($($arg),*) });
+            #[allow(clippy::redundant_closure_call)]
+            ($after)(&r);
+            r
         }
     };
+}
+
+/// `posix_spawn(p)` succeeded: its child is one of the program's (see
+/// `signal::note_child`).
+fn spawned(rc: c_int, pid: *mut libc::pid_t) {
+    // SAFETY: `pid` is null or where posix_spawn stored the child's pid.
+    if let Some(pid) = unsafe { pid.as_ref() }.filter(|_| rc == 0) {
+        signal::note_child(*pid);
+    }
 }
 
 starts_program!(execve = c"execve" (path: *const c_char, argv: Argv, envp: Argv) -> c_int);
@@ -353,8 +368,8 @@ starts_program!(execv = c"execv" (path: *const c_char, argv: Argv) -> c_int);
 starts_program!(execvp = c"execvp" (file: *const c_char, argv: Argv) -> c_int);
 starts_program!(execvpe = c"execvpe" (file: *const c_char, argv: Argv, envp: Argv) -> c_int);
 starts_program!(fexecve = c"fexecve" (fd: c_int, argv: Argv, envp: Argv) -> c_int);
-starts_program!(posix_spawn = c"posix_spawn" (pid: *mut libc::pid_t, path: *const c_char, actions: *const c_void, attr: *const c_void, argv: Argv, envp: Argv) -> c_int);
-starts_program!(posix_spawnp = c"posix_spawnp" (pid: *mut libc::pid_t, file: *const c_char, actions: *const c_void, attr: *const c_void, argv: Argv, envp: Argv) -> c_int);
+starts_program!(posix_spawn = c"posix_spawn" (pid: *mut libc::pid_t, path: *const c_char, actions: *const c_void, attr: *const c_void, argv: Argv, envp: Argv) -> c_int, |rc: &c_int| spawned(*rc, pid));
+starts_program!(posix_spawnp = c"posix_spawnp" (pid: *mut libc::pid_t, file: *const c_char, actions: *const c_void, attr: *const c_void, argv: Argv, envp: Argv) -> c_int, |rc: &c_int| spawned(*rc, pid));
 starts_program!(system = c"system" (command: *const c_char) -> c_int);
 starts_program!(popen = c"popen" (command: *const c_char, mode: *const c_char) -> *mut libc::FILE);
 

@@ -18,6 +18,9 @@ pub struct ThreadState {
     /// thread (`sigmask`): the kernel's mask may differ, this is the
     /// program's view. A new thread starts with it unblocked.
     pub app_blocks_dump: Cell<bool>,
+    /// The collector thread: the program's handler for the dump signal never
+    /// runs here (`collect::signal`).
+    pub collector: Cell<bool>,
 }
 
 impl ThreadState {
@@ -29,6 +32,7 @@ impl ThreadState {
             stack: Cell::new((0, 0)),
             stack_scans: Cell::new(0),
             app_blocks_dump: Cell::new(false),
+            collector: Cell::new(false),
         }
     }
 }

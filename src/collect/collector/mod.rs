@@ -130,6 +130,7 @@ pub fn spawn_thread() {
 
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     sampling::exclude_this_thread();
+    crate::sample::thread_state::with(|s| s.collector.set(true));
     let mut takes_signal = true;
     loop {
         let seen = doorbell::current();
@@ -138,7 +139,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         // would without the library, and a program that waits for the
         // signal gets every delivery.
         let wanted = !signal::program_waits() && !signal::program_has_handler();
-        if wanted != takes_signal {
+        if wanted != takes_signal || signal::take_resync() {
             takes_signal = wanted;
             block_here(settings::get().map_or(0, |c| c.signal), !wanted);
         }
