@@ -9,18 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn wait_for_stderr(p: &Probe, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !p.stderr().contains(text) {
-        assert!(
-            Instant::now() < deadline,
-            "no {text:?} on stderr:\n{}",
-            p.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn leftovers(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -62,7 +50,7 @@ fn a_full_disk_costs_one_line_and_the_next_dump_works() {
     let mut p = Probe::start(&exe, &[], &dir, &[("LEAKPROBE_SAMPLE", "1")]);
     p.expect_line("READY", Duration::from_secs(30));
     p.signal(libc::SIGUSR2);
-    wait_for_stderr(&p, "No space left on device");
+    p.wait_for_stderr("No space left on device", Duration::from_secs(20));
     assert!(
         leftovers(&dir).is_empty(),
         "a partial dump is visible: {:?}",
@@ -88,7 +76,7 @@ fn a_deleted_and_recreated_directory_is_used_again() {
     p.expect_line("READY", Duration::from_secs(30));
     std::fs::remove_dir(&dir).unwrap();
     p.signal(libc::SIGUSR2);
-    wait_for_stderr(&p, "cannot write dump");
+    p.wait_for_stderr("cannot write dump", Duration::from_secs(20));
     std::fs::create_dir(&dir).unwrap();
     let dump = p.dump();
     let (status, stderr) = p.finish(Duration::from_secs(30));

@@ -6,7 +6,9 @@ be mapped before anything is sent. The request is a `sigqueue` carrying
 0x4c45414b in the high half of the value and a random token in the low half:
 the library treats such a queued signal from another process as a dump request
 whatever the program did with the signal, and lists the tokens it answers in
-the dump's `requests_answered` line, which is what the wait looks for.
+the dump's `requests_answered` line, which is what the wait looks for. A dump
+the library could not write is said in the process's log with the tokens it was
+to answer (`dump not written (request ...)`), which ends the wait at once.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ LIBRARY = "libleakprobe.so"
 DEFAULT_DIR = "/tmp"  # src/config.rs DEFAULT_DIR
 DEFAULT_SIGNAL = signal.SIGUSR2
 HEADER_CAP = 1 << 20  # a dump's header is a few KiB; a file in /tmp may be anyone's
+LOG_CAP = 1 << 20  # read of a log per look
 POLL = 0.05
 AT_SECURE = 23
 
@@ -46,6 +49,8 @@ NAMED = {
 }
 INT = re.compile(r"[+-]?[0-9]+")  # what Rust's str::parse::<i32> accepts
 META = re.compile(r"# leakprobe ([a-z_]+): (.*)")
+# src/collect/collector/snapshot.rs say_not_written
+NOT_WRITTEN = re.compile(r"leakprobe: dump not written \(requests? ([0-9a-f ]+)\): (.*)")
 
 
 class Refused(Exception):
@@ -71,6 +76,11 @@ class Request:
     unreadable: str | None = None  # why the directory cannot be listed
     sent: int = 0
     resend: bool = False
+    logs: dict[str, int] = field(default_factory=dict)  # log name -> bytes read
+
+    @property
+    def log_pattern(self) -> re.Pattern[str]:
+        return re.compile(rf"leakprobe\.{self.pid}(\.[0-9]+)?\.log")
 
     @property
     def who(self) -> str:
@@ -274,6 +284,9 @@ def scan(req: Request, record_only: bool = False) -> None:
     req.unreadable = None
     want = f"{req.token:08x}"
     for entry in entries:
+        if req.log_pattern.fullmatch(entry.name):
+            read_log(req, entry, record_only)
+            continue
         if not req.pattern.fullmatch(entry.name):
             continue
         try:
@@ -298,12 +311,45 @@ def scan(req: Request, record_only: bool = False) -> None:
         req.resend = True
 
 
+def read_log(req: Request, entry: os.DirEntry[str], record_only: bool) -> None:
+    """Reads the complete lines added to one of the process's logs; a line
+    saying the dump for this request was not written is the request's failure
+    (the token is random and new: no other line can name it)."""
+    try:
+        fd = os.open(entry.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        size = os.fstat(fd).st_size if stat.S_ISREG(os.fstat(fd).st_mode) else 0
+        start = req.logs.get(entry.name, 0)
+        if start > size:  # another file by that name now
+            start = 0
+        if record_only:
+            req.logs[entry.name] = size
+            return
+        data = os.pread(fd, min(size - start, LOG_CAP), start)
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    whole = data[: data.rfind(b"\n") + 1]
+    req.logs[entry.name] = start + len(whole)
+    want = f"{req.token:08x}"
+    for line in whole.decode(errors="replace").splitlines():
+        m = NOT_WRITTEN.fullmatch(line)
+        if m and want in m.group(1).split() and req.failure is None:
+            why = "".join(c if c.isprintable() else "?" for c in m.group(2))
+            req.failure = f"{req.who} could not write the dump for request {want}: {why}"
+
+
 def wait(requests: list[Request], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     pending = [r for r in requests if r.failure is None]
     while pending:
         for req in pending:
             scan(req)
+            if req.failure is not None:
+                continue
             if req.path is None and not alive(req.pid):
                 scan(req)  # it may have answered just before exiting
                 if req.path is None:

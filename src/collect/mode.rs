@@ -37,15 +37,35 @@ pub fn take_over() -> bool {
         .is_ok()
 }
 
-pub fn set_start(f: fn() -> bool) {
+pub fn set_start(f: fn() -> Result<(), i32>) {
     START.store(f as *mut (), Ordering::Release);
 }
 
-/// Starts the helper; false if there is none to start or it cannot be made.
-pub fn start_helper() -> bool {
+/// Starts the helper; the error if there is none to start (`ENOSYS`) or it
+/// cannot be made.
+pub fn start_helper() -> Result<(), i32> {
     let f = START.load(Ordering::Acquire);
-    // SAFETY: only ever set from a `fn() -> bool` (`set_start`).
-    !f.is_null() && unsafe { core::mem::transmute::<*mut (), fn() -> bool>(f) }()
+    if f.is_null() {
+        return Err(libc::ENOSYS);
+    }
+    // SAFETY: only ever set from a `fn() -> Result<(), i32>` (`set_start`).
+    let start = unsafe { core::mem::transmute::<*mut (), fn() -> Result<(), i32>>(f) };
+    start()
+}
+
+/// Why a thread or a process copy could not be made, from `clone`'s (or
+/// `pthread_create`'s) error: in the words of its usual cause.
+pub struct CloneError(pub i32);
+
+impl core::fmt::Display for CloneError {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self.0 {
+            libc::EPERM => f.write_str("EPERM, forbidden: a seccomp filter?"),
+            libc::EAGAIN => f.write_str("EAGAIN: the limit of processes (RLIMIT_NPROC) reached?"),
+            libc::ENOMEM => f.write_str("ENOMEM: no memory to commit (vm.overcommit_memory=2?)"),
+            e => write!(f, "error {e}"),
+        }
+    }
 }
 
 /// Wakes the helper, in single-threaded mode (a request, a change of the

@@ -73,18 +73,29 @@ impl Requests {
     /// Tokens received since `seen` (the newest 16); `seen` moves on.
     pub fn take_tokens(&self, seen: &mut u32) -> Vec<u32> {
         let now = self.tokens_received.load(Ordering::Acquire);
-        let len = self.tokens.len() as u32;
-        let first = now.wrapping_sub(*seen).min(len);
+        let tokens = self.tokens_between(*seen, now).collect();
         *seen = now;
+        tokens
+    }
+
+    /// The tokens received from the `from`th to before the `to`th (the
+    /// newest 16 of them), oldest first. No allocation.
+    pub fn tokens_between(&self, from: u32, to: u32) -> impl Iterator<Item = u32> + '_ {
+        let len = self.tokens.len() as u32;
+        let first = to.wrapping_sub(from).min(len);
         (0..first)
-            .map(|back| now.wrapping_sub(first - back))
-            .map(|i| self.tokens[(i % len) as usize].load(Ordering::Acquire))
-            .collect()
+            .map(move |back| to.wrapping_sub(first - back))
+            .map(move |i| self.tokens[(i % len) as usize].load(Ordering::Acquire))
     }
 
     /// The path a caller of `leakprobe_dump` named for the next dump.
     pub fn take_target(&self) -> Option<PathBuf> {
         self.target.with(|t| t.take())
+    }
+
+    /// Where the next dump goes (`take_target`).
+    pub fn set_target(&self, target: Option<PathBuf>) {
+        self.target.with(|t| *t = target);
     }
 
     /// The target's lock, for the helper of `single`, which holds it while
@@ -95,11 +106,6 @@ impl Requests {
 
     pub fn release_target(&self) {
         self.target.release();
-    }
-
-    /// Whether the last requested dump was written.
-    pub fn last_written(&self) -> bool {
-        self.last_ok.load(Ordering::Acquire)
     }
 
     /// The collector attempted a requested dump. Atomics and a raw system
@@ -114,7 +120,7 @@ impl Requests {
     /// written.
     pub fn dump_to(&self, target: Option<PathBuf>, timeout: Duration) -> bool {
         let _turn = CALLER.lock().unwrap_or_else(|e| e.into_inner());
-        self.target.with(|t| *t = target);
+        self.set_target(target);
         let before = self.done.current();
         self.ask();
         let deadline = crate::sys::clock::monotonic() + timeout;

@@ -26,12 +26,20 @@
 //! allocation, `__libc_single_threaded` cleared by another path or a thread
 //! counted in /proc) the helper stops and the collector thread starts.
 //! `LEAKPROBE_THREAD=always` starts the collector at load instead.
+//!
+//! A dump the copy cannot write (no copy can be made, or it died or hung)
+//! is counted and said by the helper at once (`Line::emit_raw`), naming the
+//! requests' tokens. If copies cannot be made, the program's next sampled
+//! allocation starts the collector thread instead, when it can be started
+//! (a sandbox that allows threads but not processes). `leakprobe_dump` and
+//! the exit dump need no copy: their caller writes them (`collector::dump_to`).
 
+use crate::collect::collector::snapshot::Failure;
 use crate::collect::{collector, mode, signal};
 use crate::next;
 use crate::sys::{doorbell, raw};
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
 
 type Ptr = *mut c_void;
 
@@ -46,6 +54,12 @@ static MORE_THREADS: AtomicBool = AtomicBool::new(false);
 const IDLE_MS: u64 = 1000;
 /// A snapshot child that has not finished by then is stopped.
 const CHILD_TIMEOUT_MS: u64 = 30_000;
+/// `clone`'s error when the helper last could not copy the process (0: none).
+static COPY_FAILED: AtomicI32 = AtomicI32::new(0);
+/// Set while a thread hands the mode over to the collector thread.
+static HANDING_OVER: AtomicBool = AtomicBool::new(false);
+/// The collector thread could not be started: not tried again.
+static NO_HAND_OVER: AtomicBool = AtomicBool::new(false);
 
 /// At load: the collector starts the helper through `mode` (which does not
 /// depend on this file).
@@ -53,24 +67,26 @@ pub fn register() {
     mode::set_start(start);
 }
 
-/// Starts single-threaded mode: the helper thread. False if it cannot be
-/// made (the caller starts the collector thread instead).
-fn start() -> bool {
+/// Starts single-threaded mode: the helper thread. The error if it cannot
+/// be made (the caller starts the collector thread instead).
+fn start() -> Result<(), i32> {
     // In a forked child the parent's helper is not there.
     mode::HELPER_TID.store(0, Ordering::Relaxed);
     STOP.store(false, Ordering::Relaxed);
     MORE_THREADS.store(false, Ordering::Relaxed);
-    if !spawn_helper() {
+    COPY_FAILED.store(0, Ordering::Relaxed);
+    NO_HAND_OVER.store(false, Ordering::Relaxed);
+    HANDING_OVER.store(false, Ordering::Relaxed);
+    if let Err(e) = spawn_helper() {
         mode::set_active(false);
-        return false;
+        return Err(e);
     }
     crate::mapped::thread_stacks::set_before_create(leave);
     mode::set_active(true);
-    true
+    Ok(())
 }
 
-#[cfg(target_arch = "x86_64")]
-fn spawn_helper() -> bool {
+fn spawn_helper() -> Result<(), i32> {
     let mut stack = STACK.load(Ordering::Relaxed);
     if stack == 0 {
         let p = raw::sys!(
@@ -83,14 +99,55 @@ fn spawn_helper() -> bool {
             0
         );
         if p < 0 {
-            return false;
+            return Err(-p as i32);
         }
         // A guard page below: an overflow faults instead of writing on.
         raw::sys!(libc::SYS_mprotect, p, 4096, libc::PROT_NONE);
         stack = p as usize;
         STACK.store(stack, Ordering::Relaxed);
     }
-    let top = stack + STACK_BYTES;
+    clone_thread(stack + STACK_BYTES, mode::HELPER_TID.as_ptr(), helper)
+}
+
+/// Whether a thread can be made now, asked without `pthread_create`, which
+/// ends glibc's single-threaded state before it tries: a thread of our own
+/// that exits at once.
+fn threads_allowed() -> bool {
+    let stack = raw::sys!(
+        libc::SYS_mmap,
+        0,
+        4096,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+        -1i32,
+        0
+    );
+    if stack < 0 {
+        return false;
+    }
+    extern "C" fn exit_now() -> ! {
+        loop {
+            raw::sys!(libc::SYS_exit, 0);
+        }
+    }
+    let tid = AtomicI32::new(0);
+    let made = clone_thread(stack as usize + 4096, tid.as_ptr(), exit_now).is_ok();
+    // Cleared by the kernel once the thread no longer uses its stack.
+    while made && tid.load(Ordering::Acquire) != 0 {
+        let seen = tid.load(Ordering::Acquire) as u32;
+        raw::futex_wait(tid.as_ptr() as *const u32, seen, 1000);
+    }
+    raw::sys!(libc::SYS_munmap, stack, 4096);
+    made
+}
+
+/// Starts a thread glibc does not know, sharing everything but the stack
+/// that ends at `top`, which only it uses: `entry` runs there with every
+/// signal blocked (so no handler of the program's ever runs on it), and
+/// never returns. The kernel writes its id to `tid` and clears it (waking
+/// futex waiters) when it has exited.
+#[cfg(target_arch = "x86_64")]
+fn clone_thread(top: usize, tid: *mut i32, entry: extern "C" fn() -> !) -> Result<(), i32> {
     let flags = libc::CLONE_VM
         | libc::CLONE_FS
         | libc::CLONE_FILES
@@ -99,13 +156,12 @@ fn spawn_helper() -> bool {
         | libc::CLONE_SYSVSEM
         | libc::CLONE_PARENT_SETTID
         | libc::CLONE_CHILD_CLEARTID;
-    let tid_word = mode::HELPER_TID.as_ptr();
-    // Every signal blocked across the clone: the helper starts with them
-    // blocked, so no handler of the program's ever runs on it.
+    // Every signal blocked across the clone: the thread starts with them
+    // blocked.
     let rc: isize = crate::sys::signals::with_all_blocked(0, || {
         let rc: isize;
         // SAFETY: clone of a thread sharing everything but the stack, which
-        // is ours and unused. In the new thread, on that stack, `helper`
+        // is the caller's to give. In the new thread, on that stack, `entry`
         // (which never returns) is called with the stack aligned as the ABI
         // wants; the parent only makes the system call.
         unsafe {
@@ -117,12 +173,12 @@ fn spawn_helper() -> bool {
                 "call {entry}",
                 "ud2",
                 "2:",
-                entry = in(reg) helper as extern "C" fn() -> !,
+                entry = in(reg) entry,
                 inlateout("rax") libc::SYS_clone as isize => rc,
                 in("rdi") flags as usize,
                 in("rsi") top,
-                in("rdx") tid_word,
-                in("r10") tid_word,
+                in("rdx") tid,
+                in("r10") tid,
                 in("r8") 0usize,
                 out("rcx") _,
                 out("r11") _,
@@ -130,12 +186,16 @@ fn spawn_helper() -> bool {
         }
         rc
     });
-    rc > 0
+    if rc > 0 {
+        Ok(())
+    } else {
+        Err(-rc as i32)
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn spawn_helper() -> bool {
-    false
+fn clone_thread(_: usize, _: *mut i32, _: extern "C" fn() -> !) -> Result<(), i32> {
+    Err(libc::ENOSYS)
 }
 
 /// Stops the helper and waits until it has gone (a snapshot under way is
@@ -152,23 +212,67 @@ fn stop_helper() {
     }
 }
 
-/// The program has (or is about to have) a second thread: the helper stops
-/// and the collector thread starts, as at load with `LEAKPROBE_THREAD=always`.
+/// The program has (or is about to have) a second thread: the collector
+/// thread starts and the helper stops, as at load with
+/// `LEAKPROBE_THREAD=always`. If the thread cannot start, the helper goes
+/// on (copies work with more threads too), said once.
 pub fn leave() {
-    if !mode::take_over() {
-        return;
+    if let Err(e) = hand_over() {
+        crate::sys::log::log!(
+            "cannot start the collector thread ({}); dumps are still written by copies of \
+             the process",
+            mode::CloneError(e)
+        );
     }
-    stop_helper();
-    collector::spawn_thread();
+}
+
+/// Starts the collector thread, then ends the mode (the helper answers
+/// until the thread runs): Ok(true) if this call ended it. By one thread at
+/// a time; not tried again once the thread could not be started.
+fn hand_over() -> Result<bool, i32> {
+    if !mode::active()
+        || NO_HAND_OVER.load(Ordering::Relaxed)
+        || HANDING_OVER.swap(true, Ordering::Acquire)
+    {
+        return Ok(false);
+    }
+    let started = collector::spawn_thread();
+    let ended = started.is_ok() && mode::take_over();
+    if ended {
+        stop_helper();
+    }
+    NO_HAND_OVER.store(started.is_err(), Ordering::Relaxed);
+    HANDING_OVER.store(false, Ordering::Release);
+    started.map(|()| ended)
 }
 
 /// On a sampled allocation: a second thread made without `pthread_create`
-/// (C11 `thrd_create`, a `SIGEV_THREAD` timer, `clone`) ends the mode too.
+/// (C11 `thrd_create`, a `SIGEV_THREAD` timer, `clone`) ends the mode too;
+/// so do process copies that cannot be made, if a thread can be.
 pub fn check_threads() {
-    if mode::active() && (!mode::glibc_single() || MORE_THREADS.load(Ordering::Relaxed)) {
-        leave();
+    if !mode::active() {
+        return;
     }
-    collector::snapshot::say_failed_snapshots();
+    if !mode::glibc_single() || MORE_THREADS.load(Ordering::Relaxed) {
+        return leave();
+    }
+    let copy = COPY_FAILED.load(Ordering::Relaxed);
+    if copy == 0 || NO_HAND_OVER.load(Ordering::Relaxed) {
+        return;
+    }
+    // Said by the helper for each dump not written; nothing more if no
+    // thread can be made either (the same cause, usually).
+    if !threads_allowed() {
+        NO_HAND_OVER.store(true, Ordering::Relaxed);
+        return;
+    }
+    if hand_over() == Ok(true) {
+        crate::sys::log::log!(
+            "the collector thread answers dump requests from now on: copies of this \
+             single-threaded process cannot be made (clone: {})",
+            mode::CloneError(copy)
+        );
+    }
 }
 
 /// The program changed its credentials: the helper, which glibc does not
@@ -178,9 +282,7 @@ pub fn check_threads() {
 pub fn credentials_changed() {
     if mode::active() {
         stop_helper();
-        if !start() {
-            collector::spawn_thread();
-        }
+        collector::spawn();
     }
 }
 
@@ -257,7 +359,7 @@ fn snapshot() {
     );
     if page < 0 {
         collector::snapshot::snapshot_release();
-        return collector::snapshot::snapshot_end(None);
+        return collector::snapshot::snapshot_end(job, Err(Failure::Page(-page as i32)));
     }
     let report = page as *mut Report;
     let parent = raw::getpid();
@@ -277,60 +379,58 @@ fn snapshot() {
         snapshot_child(job, report, parent);
     }
     collector::snapshot::snapshot_release();
-    let mut outcome = None;
-    // SAFETY: the shared page, mapped above.
-    let done = unsafe { &(*report).done };
-    if child > 0 && reaped(child as libc::pid_t, done) {
-        // SAFETY: the child that wrote the page has exited.
-        outcome = Some(unsafe { (*report).outcome });
-    }
-    collector::snapshot::snapshot_end(outcome);
+    let outcome = if child < 0 {
+        COPY_FAILED.store(-child as i32, Ordering::Relaxed);
+        Err(Failure::Copy(-child as i32))
+    } else {
+        // SAFETY: the shared page, mapped above.
+        reaped(child as libc::pid_t, unsafe { &(*report).done })
+            // SAFETY: the child that wrote the page has exited.
+            .map(|()| unsafe { (*report).outcome })
+    };
+    collector::snapshot::snapshot_end(job, outcome);
     raw::sys!(libc::SYS_munmap, page, 4096);
 }
 
 /// Waits for the snapshot child's report (`done`, woken through it), or its
-/// end; stops it after `CHILD_TIMEOUT_MS`. True if it reported.
-fn reaped(child: libc::pid_t, done: &AtomicU32) -> bool {
+/// end; stops it after `CHILD_TIMEOUT_MS`. Ok if it reported.
+fn reaped(child: libc::pid_t, done: &AtomicU32) -> Result<(), Failure> {
     let mut status: c_int = 0;
-    let mut waited = 0;
-    while waited < CHILD_TIMEOUT_MS && done.load(Ordering::Acquire) == 0 {
-        let rc = raw::sys!(
-            libc::SYS_wait4,
-            child,
-            &mut status as *mut c_int,
-            libc::WNOHANG | libc::__WCLONE,
-            0
-        );
-        if rc == child as isize {
-            // Ended without a report: it failed.
-            return done.load(Ordering::Acquire) == 1;
-        }
-        if rc < 0 && rc != -(libc::EINTR as isize) {
-            return false;
-        }
-        raw::futex_wait_shared(done.as_ptr(), 0, 20);
-        waited += 20;
-    }
-    if done.load(Ordering::Acquire) == 1 {
-        // It exits right after reporting.
+    let mut wait = |options: c_int| {
         raw::sys!(
             libc::SYS_wait4,
             child,
             &mut status as *mut c_int,
-            libc::__WCLONE,
+            options | libc::__WCLONE,
             0
-        );
-        return true;
+        )
+    };
+    let reported = || done.load(Ordering::Acquire) == 1;
+    let mut waited = 0;
+    while waited < CHILD_TIMEOUT_MS && !reported() {
+        let rc = wait(libc::WNOHANG);
+        if rc == child as isize || (rc < 0 && rc != -(libc::EINTR as isize)) {
+            // Ended (reaped here, or by the program) without a report.
+            let ended = (rc > 0).then_some(status);
+            return if reported() {
+                Ok(())
+            } else {
+                Err(Failure::Died(ended))
+            };
+        }
+        raw::futex_wait_shared(done.as_ptr(), 0, 20);
+        waited += 20;
+    }
+    if reported() {
+        // It exits right after reporting.
+        wait(0);
+        return Ok(());
     }
     raw::sys!(libc::SYS_kill, child, libc::SIGKILL);
-    raw::sys!(
-        libc::SYS_wait4,
-        child,
-        &mut status as *mut c_int,
-        libc::__WCLONE,
-        0
-    );
-    false
+    wait(0);
+    Err(Failure::Hung {
+        seconds: CHILD_TIMEOUT_MS / 1000,
+    })
 }
 
 fn snapshot_child(job: collector::snapshot::Job, report: *mut Report, parent: libc::pid_t) -> ! {

@@ -217,16 +217,12 @@ impl DumpDir {
                 Err(e) => return Err(with_permission_hint(e, &self.path)),
             };
             let written = files::write_all(fd, content);
-            let why = std::io::Error::last_os_error();
             // SAFETY: closing the file created above.
             let closed = unsafe { libc::close(fd) } == 0;
-            if written && closed {
-                return Ok(tmp);
-            }
-            let why = if written {
-                std::io::Error::last_os_error()
-            } else {
-                why
+            let why = match written {
+                Ok(()) if closed => return Ok(tmp),
+                Ok(()) => std::io::Error::last_os_error(),
+                Err(e) => std::io::Error::from_raw_os_error(e),
             };
             // SAFETY: removing the file created above.
             unsafe { libc::unlinkat(dir, tmp.as_ptr(), 0) };

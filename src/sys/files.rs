@@ -6,15 +6,25 @@
 //! any entry already there (a FIFO would block, a symlink or hard link would
 //! redirect root's writes, a directory would fail every time), `O_NONBLOCK`
 //! makes sure the `open` itself cannot block, and `fstat` confirms the result
-//! is a regular file of ours with one link. No allocation: the log uses these.
+//! is a regular file of ours with one link. No allocation, and raw system
+//! calls only (`errno` untouched): the log uses these, also on the helper of
+//! `collect::single`.
+
+use crate::sys::raw;
+
+/// `fstat` of a descriptor, or the error.
+fn fstat(fd: libc::c_int) -> Result<libc::stat, i32> {
+    // SAFETY: stat is plain data, all zeroes valid.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    match raw::sys!(libc::SYS_fstat, fd, &mut st as *mut libc::stat) {
+        0 => Ok(st),
+        e => Err(-e as i32),
+    }
+}
 
 /// `fstat` of a descriptor, if it is open.
 pub fn stat(fd: libc::c_int) -> Option<libc::stat> {
-    // SAFETY: fstat writes the stat buffer, which is plain data.
-    unsafe {
-        let mut st: libc::stat = core::mem::zeroed();
-        (libc::fstat(fd, &mut st) == 0).then_some(st)
-    }
+    fstat(fd).ok()
 }
 
 /// (device, inode) of whatever a descriptor names.
@@ -34,12 +44,11 @@ pub fn identity(fd: libc::c_int) -> Option<(u64, u64)> {
 /// the files), or writable by others without the sticky bit (where anyone may
 /// rename or delete them). A group-writable directory is the owner's choice.
 pub fn check_directory(fd: libc::c_int) -> Result<(u64, u64), String> {
-    let st = stat(fd).ok_or_else(|| std::io::Error::last_os_error().to_string())?;
+    let st = fstat(fd).map_err(|e| std::io::Error::from_raw_os_error(e).to_string())?;
     if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
         return Err("not a directory".into());
     }
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
+    let euid = raw::sys!(libc::SYS_geteuid) as libc::uid_t;
     if st.st_uid != euid && st.st_uid != 0 {
         return Err(format!(
             "owned by uid {}, neither this process's user (uid {euid}) nor root; not used",
@@ -71,42 +80,37 @@ pub fn create_exclusive(
         | libc::O_NOFOLLOW
         | libc::O_NONBLOCK
         | libc::O_CLOEXEC;
-    // SAFETY: openat on a directory descriptor with a NUL-terminated name.
-    let fd = unsafe { libc::openat(dir, name.as_ptr(), all, 0o600 as libc::c_uint) };
+    let fd = raw::sys!(libc::SYS_openat, dir, name.as_ptr(), all, 0o600);
     if fd < 0 {
-        return Err(crate::sys::errno::get());
+        return Err(-fd as i32);
     }
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
+    let fd = fd as libc::c_int;
+    let euid = raw::sys!(libc::SYS_geteuid) as libc::uid_t;
     let ours = stat(fd).is_some_and(|st| {
         st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_uid == euid && st.st_nlink == 1
     });
     if !ours {
         // Only a race (a link made to the new file) gets here: drop our name.
-        // SAFETY: removing the entry this call created; closing its descriptor.
-        unsafe {
-            libc::unlinkat(dir, name.as_ptr(), 0);
-            libc::close(fd);
-        }
+        raw::sys!(libc::SYS_unlinkat, dir, name.as_ptr(), 0);
+        raw::close(fd);
         return Err(libc::EEXIST);
     }
     Ok(fd)
 }
 
-/// Writes all of `data`, retrying interrupted and partial writes.
-pub fn write_all(fd: libc::c_int, mut data: &[u8]) -> bool {
+/// Writes all of `data`, retrying interrupted and partial writes; the
+/// error if it cannot (`EIO` for a write that wrote nothing).
+pub fn write_all(fd: libc::c_int, mut data: &[u8]) -> Result<(), i32> {
     while !data.is_empty() {
-        // SAFETY: writing an initialised buffer.
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if n < 0 && crate::sys::errno::get() == libc::EINTR {
-            continue;
+        let n = raw::sys!(libc::SYS_write, fd, data.as_ptr(), data.len());
+        match n {
+            n if n == -(libc::EINTR as isize) => continue,
+            0 => return Err(libc::EIO),
+            n if n < 0 => return Err(-n as i32),
+            n => data = &data[n as usize..],
         }
-        if n <= 0 {
-            return false;
-        }
-        data = &data[n as usize..];
     }
-    true
+    Ok(())
 }
 
 #[cfg(test)]
@@ -163,7 +167,7 @@ mod tests {
             .file_type()
             .is_fifo());
         let new = create_exclusive(fd, c"new", libc::O_APPEND).unwrap();
-        assert!(write_all(new, b"ours"));
+        assert_eq!(write_all(new, b"ours"), Ok(()));
         let mode = std::fs::metadata(dir.join("new"))
             .unwrap()
             .permissions()

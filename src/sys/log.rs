@@ -1,8 +1,9 @@
 //! One-line messages, formatted on the stack: usable from any context except
-//! signal handlers, with no allocation. Each goes to the stderr the process
-//! had when the library loaded and to this process's log file in the dump
-//! directory (a daemon's stderr often goes nowhere), never to a file the
-//! program opened since.
+//! signal handlers, with no allocation and raw system calls only (so also on
+//! the helper of `collect::single`: `Line::emit_raw`). Each goes to the
+//! stderr the process had when the library loaded and to this process's log
+//! file in the dump directory (a daemon's stderr often goes nowhere), never
+//! to a file the program opened since.
 //!
 //! - stderr: fd 2 while it still names the file it named at load (device and
 //!   inode, checked before each write): a program that closes every
@@ -18,7 +19,7 @@
 //!   own. If the program closes the descriptor, the same file is reopened by
 //!   name only if it is still the one created (device and inode).
 
-use crate::sys::files;
+use crate::sys::{files, raw};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
@@ -85,16 +86,26 @@ impl Line {
         }
     }
 
-    pub fn emit(mut self) {
+    pub fn emit(self) {
+        // Nothing below writes `errno`, but for `strerror_r` (see `create_log`).
+        crate::sys::errno::preserved(|| self.write(false));
+    }
+
+    /// On a thread glibc does not know (the helper of `collect::single`),
+    /// whose `errno` and thread-local state are the main thread's: no glibc
+    /// function at all.
+    pub fn emit_raw(self) {
+        self.write(true);
+    }
+
+    fn write(mut self, no_glibc: bool) {
         if self.len == self.buf.len() {
             self.len -= 1;
         }
         self.buf[self.len] = b'\n';
         let text = &self.buf[..self.len + 1];
-        crate::sys::errno::preserved(|| {
-            to_stderr(text);
-            to_log_file(text);
-        });
+        to_stderr(text);
+        to_log_file(text, no_glibc);
     }
 }
 
@@ -119,36 +130,29 @@ fn to_stderr(text: &[u8]) {
 /// Runs `write` with `SIGPIPE` blocked on this thread, so a write to a pipe
 /// whose reader has gone fails with `EPIPE` instead of killing the program
 /// (or running its handler). The `SIGPIPE` that write leaves pending on this
-/// thread is then taken with a zero-timeout `sigtimedwait`, unless one was
-/// already pending before: that one is the program's, and stays.
-fn without_sigpipe(write: impl FnOnce() -> bool) {
-    // SAFETY: signal-set and mask calls on local sets; sigtimedwait with a
-    // zero timeout never blocks.
-    unsafe {
-        let mut pipe: libc::sigset_t = core::mem::zeroed();
-        let mut old: libc::sigset_t = core::mem::zeroed();
-        let mut pending: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut pipe);
-        libc::sigaddset(&mut pipe, libc::SIGPIPE);
-        crate::sys::signals::real_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
-        libc::sigpending(&mut pending);
-        let was_pending = libc::sigismember(&pending, libc::SIGPIPE) == 1;
-        if !write() && !was_pending && crate::sys::errno::get() == libc::EPIPE {
-            let zero = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            while libc::sigtimedwait(&pipe, core::ptr::null_mut(), &zero) < 0
-                && crate::sys::errno::get() == libc::EINTR
-            {}
-        }
-        crate::sys::signals::real_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+/// thread is then taken with a zero-timeout `sigtimedwait` (it is pending,
+/// so that cannot be interrupted), unless one was already pending before:
+/// that one is the program's, and stays.
+fn without_sigpipe(write: impl FnOnce() -> Result<(), i32>) {
+    let pipe = raw::sigset(&[libc::SIGPIPE]);
+    let mut old = 0u64;
+    let mut pending = 0u64;
+    raw::sys!(
+        libc::SYS_rt_sigprocmask,
+        libc::SIG_BLOCK,
+        &pipe as *const u64,
+        &mut old as *mut u64,
+        8
+    );
+    raw::sys!(libc::SYS_rt_sigpending, &mut pending as *mut u64, 8);
+    if write() == Err(libc::EPIPE) && pending & pipe == 0 {
+        raw::sigtimedwait(pipe, 0);
     }
+    raw::set_mask(old);
 }
 
-fn to_log_file(text: &[u8]) {
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() };
+fn to_log_file(text: &[u8], no_glibc: bool) {
+    let pid = raw::getpid();
     loop {
         let holder = LOG_BUSY.load(Ordering::Relaxed);
         if holder != pid
@@ -159,12 +163,11 @@ fn to_log_file(text: &[u8]) {
             break;
         }
         // Another thread of this process: it only opens and writes a file.
-        // SAFETY: sched_yield has no preconditions.
-        unsafe { libc::sched_yield() };
+        raw::yield_now();
     }
     // A snapshot copy (`collect::single`) writes to its process's log.
-    if let Some(fd) = log_fd(crate::sys::raw::process_id()) {
-        files::write_all(fd, text);
+    if let Some(fd) = log_fd(raw::process_id(), no_glibc) {
+        let _ = files::write_all(fd, text);
     }
     LOG_BUSY.store(0, Ordering::Release);
 }
@@ -207,8 +210,8 @@ pub fn adopt(s: State) {
 }
 
 /// This process's log file, opened or created as needed. Called with
-/// `LOG_BUSY` held.
-fn log_fd(pid: libc::pid_t) -> Option<libc::c_int> {
+/// `LOG_BUSY` held; `no_glibc` as in `Line::write`.
+fn log_fd(pid: libc::pid_t, no_glibc: bool) -> Option<libc::c_int> {
     let fd = LOG_FD.load(Ordering::Relaxed);
     let id = (
         LOG_DEV.load(Ordering::Relaxed),
@@ -218,8 +221,7 @@ fn log_fd(pid: libc::pid_t) -> Option<libc::c_int> {
     if LOG_PID.load(Ordering::Relaxed) != pid {
         if ours {
             // The parent's log, inherited across fork: the child has its own.
-            // SAFETY: closing this process's copy of the library's descriptor.
-            unsafe { libc::close(fd) };
+            raw::close(fd);
         }
         LOG_PID.store(pid, Ordering::Relaxed);
         LOG_NUMBER.store(NO_LOG, Ordering::Relaxed);
@@ -241,33 +243,26 @@ fn log_fd(pid: libc::pid_t) -> Option<libc::c_int> {
     if number != NO_LOG {
         // The program closed our descriptor: the file we made, if still there.
         let name = log_name(pid, number);
-        // SAFETY: openat on a directory descriptor with a NUL-terminated name.
-        let fd = unsafe {
-            libc::openat(
-                dir,
-                name.buf.as_ptr().cast(),
-                libc::O_WRONLY
-                    | libc::O_APPEND
-                    | libc::O_NOFOLLOW
-                    | libc::O_NONBLOCK
-                    | libc::O_CLOEXEC,
-            )
-        };
+        let fd = raw::sys!(
+            libc::SYS_openat,
+            dir,
+            name.buf.as_ptr(),
+            libc::O_WRONLY | libc::O_APPEND | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC
+        ) as libc::c_int;
         if fd >= 0 && files::inode(fd) == Some(id) {
             LOG_FD.store(fd, Ordering::Relaxed);
             return Some(fd);
         }
         if fd >= 0 {
-            // SAFETY: closing the descriptor opened above.
-            unsafe { libc::close(fd) };
+            raw::close(fd);
         }
     }
-    create_log(dir, pid)
+    create_log(dir, pid, no_glibc)
 }
 
 /// Creates the log under the first free name from `LOG_NEXT`; says once
-/// where messages go if it cannot.
-fn create_log(dir: libc::c_int, pid: libc::pid_t) -> Option<libc::c_int> {
+/// where messages go if it cannot (the error by number when `no_glibc`).
+fn create_log(dir: libc::c_int, pid: libc::pid_t, no_glibc: bool) -> Option<libc::c_int> {
     let first = LOG_NEXT.load(Ordering::Relaxed);
     let mut k = first;
     let error = loop {
@@ -293,7 +288,7 @@ fn create_log(dir: libc::c_int, pid: libc::pid_t) -> Option<libc::c_int> {
                         log_name(pid, k - 1)
                     );
                     to_stderr(&note.buf[..note.len]);
-                    files::write_all(fd, &note.buf[..note.len]);
+                    let _ = files::write_all(fd, &note.buf[..note.len]);
                 }
                 return Some(fd);
             }
@@ -311,6 +306,9 @@ fn create_log(dir: libc::c_int, pid: libc::pid_t) -> Option<libc::c_int> {
         );
         if error == libc::EEXIST {
             let _ = write!(note, "it and the next 63 names are taken");
+        } else if no_glibc {
+            // strerror_r may translate: glibc's locale state, not the helper's.
+            let _ = write!(note, "error {error}");
         } else {
             let mut text = [0u8; 128];
             // SAFETY: strerror_r writes a NUL-terminated message into the

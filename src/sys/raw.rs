@@ -80,7 +80,7 @@ pub unsafe fn syscall6(n: libc::c_long, a: [usize; 6]) -> isize {
 }
 
 macro_rules! sys {
-    ($n:expr) => { sys!($n,) };
+    ($n:expr) => { $crate::sys::raw::sys!($n,) };
     ($n:expr, $($a:expr),*) => {{
         let mut args = [0usize; 6];
         let given: &[usize] = &[$($a as usize),*];

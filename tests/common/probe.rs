@@ -123,24 +123,7 @@ impl Probe {
     /// is still on its way: what `settle` used to guess from quiet.
     pub fn dump_answering(&mut self, token: u32, timeout: Duration) -> Dump {
         let deadline = Instant::now() + timeout;
-        // A standard signal sent while one is pending is merged into it,
-        // value and all: send only when none is.
-        while self.signal_pending(libc::SIGUSR2) {
-            assert!(
-                Instant::now() < deadline,
-                "SIGUSR2 stays pending in {}",
-                self.pid()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let value = libc::sigval {
-            sival_ptr: ((0x4c45_414b_u64 << 32) | u64::from(token)) as usize as *mut libc::c_void,
-        };
-        // SAFETY: sigqueue to our own child.
-        assert_eq!(
-            unsafe { libc::sigqueue(self.pid(), libc::SIGUSR2, value) },
-            0
-        );
+        self.request(token, timeout);
         let wanted = format!("{token:08x}");
         loop {
             let exited = self.child.try_wait().ok().flatten();
@@ -175,6 +158,47 @@ impl Probe {
                     self.stderr()
                 );
             }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a tagged dump request (as `scripts/leakprobe dump` does),
+    /// without waiting for its answer.
+    pub fn request(&self, token: u32, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        // A standard signal sent while one is pending is merged into it,
+        // value and all: send only when none is.
+        while self.signal_pending(libc::SIGUSR2) {
+            assert!(
+                Instant::now() < deadline,
+                "SIGUSR2 stays pending in {}",
+                self.pid()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let value = libc::sigval {
+            sival_ptr: ((0x4c45_414b_u64 << 32) | u64::from(token)) as usize as *mut libc::c_void,
+        };
+        // SAFETY: sigqueue to our own child.
+        assert_eq!(
+            unsafe { libc::sigqueue(self.pid(), libc::SIGUSR2, value) },
+            0
+        );
+    }
+
+    /// Waits until the program's stderr holds `text`; returns the first
+    /// line that does.
+    pub fn wait_for_stderr(&self, text: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.stderr().lines().find(|l| l.contains(text)) {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} on stderr within {timeout:?}:\n{}",
+                self.stderr()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

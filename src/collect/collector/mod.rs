@@ -55,6 +55,8 @@ struct Collector {
 static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
 /// Set in a forked child: the collector thread did not survive the fork.
 static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
+/// Neither the collector thread nor the helper of `single` could be started.
+static NO_THREAD: AtomicBool = AtomicBool::new(false);
 
 pub fn start(cfg: &'static Settings) {
     objects::program_path();
@@ -67,9 +69,36 @@ pub fn start(cfg: &'static Settings) {
 
 /// Requests a dump (to `target`, or the dump directory) and waits until the
 /// collector has written it or failed (or `timeout` passes). True if written.
+/// With no collector thread to ask, the calling thread writes it.
 pub fn dump_to(target: Option<std::path::PathBuf>, timeout: Duration) -> bool {
     ensure_running();
+    if mode::active() || NO_THREAD.load(Ordering::Relaxed) {
+        return dump_here(target);
+    }
     REQUESTS.dump_to(target, timeout)
+}
+
+/// The calling thread writes the dump: in a single-threaded program (no
+/// process copy is needed: the caller, `leakprobe_dump` or the exit dump,
+/// is outside any signal handler, as the API requires, and any critical
+/// section of the library), or where no thread could be started. It
+/// answers the requests pending too, as the collector does.
+fn dump_here(target: Option<std::path::PathBuf>) -> bool {
+    sampling::while_busy(|| {
+        STATE.with(|s| {
+            let Some(c) = s.as_mut() else {
+                return false;
+            };
+            // Under the state lock: a snapshot (`single`) cannot take it.
+            REQUESTS.set_target(target);
+            c.requests_served = REQUESTS.asked();
+            c.answering = REQUESTS.take_tokens(&mut c.tokens_seen);
+            while c.absorb(usize::MAX) {}
+            let written = c.dump();
+            c.answering.clear();
+            written
+        })
+    })
 }
 
 /// `LEAKPROBE_DUMP_AT_EXIT`: registered with atexit() when the library loads,
@@ -89,11 +118,30 @@ pub fn ensure_running() {
 
 /// Starts the collector thread, or, in a single-threaded program (and in
 /// the forked child of one), the single-threaded mode's helper (`single`,
-/// started through `mode`).
-fn spawn() {
+/// started through `mode`). If it cannot be made: one line, and dumps are
+/// written only where the program asks for them (`dump_here`). (When the
+/// helper cannot be made, neither can the collector thread: the same
+/// `clone`; and trying `pthread_create` would end glibc's single-threaded
+/// state for nothing.)
+pub fn spawn() {
     let single = mode::active() || settings::get().is_some_and(mode::wanted);
-    if !(single && mode::start_helper()) {
-        spawn_thread();
+    let started = if single {
+        mode::start_helper()
+    } else {
+        spawn_thread()
+    };
+    NO_THREAD.store(started.is_err(), Ordering::Relaxed);
+    if let Err(e) = started {
+        crate::sys::log::log!(
+            "cannot start {} ({}): dump signals will not be answered; leakprobe_dump() and \
+             LEAKPROBE_DUMP_AT_EXIT still write dumps, on the calling thread",
+            if single {
+                "the thread that takes dump signals in a single-threaded program"
+            } else {
+                "the collector thread"
+            },
+            mode::CloneError(e)
+        );
     }
 }
 
@@ -101,8 +149,8 @@ fn spawn() {
 /// that nothing runs on it before it stops sampling itself. Every signal but
 /// the dump signal is blocked on it, so no handler of the program runs on it;
 /// the dump signal, blocked in the program's threads (`sigmask`), is taken
-/// here. Its creation is not sampled either.
-pub fn spawn_thread() {
+/// here. Its creation is not sampled either. The error if it cannot be made.
+pub fn spawn_thread() -> Result<(), i32> {
     sampling::while_busy(|| {
         let sig = settings::get().map_or(0, |c| c.signal);
         // SAFETY: plain pthread calls with initialised arguments; `run` never
@@ -120,12 +168,11 @@ pub fn spawn_thread() {
             libc::pthread_attr_destroy(&mut attr);
             rc
         });
-        if rc != 0 {
-            crate::sys::log::log!(
-                "cannot start the collector thread (error {rc}); no dumps will be written"
-            );
+        match rc {
+            0 => Ok(()),
+            e => Err(e),
         }
-    });
+    })
 }
 
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {

@@ -32,11 +32,60 @@ pub fn record_inline(sample: &Sample, mut entry: Entry) -> bool {
 }
 
 /// The dump a snapshot child writes (`single`): it answers the requests
-/// since the last; the tagged ones from `tokens_seen` on. (Automatic dumps
-/// start the collector thread at load: `mode::wanted`.)
+/// since the last; the tagged ones from `tokens_seen` on (to `tokens_until`
+/// when the job began). (Automatic dumps start the collector thread at
+/// load: `mode::wanted`.)
 #[derive(Clone, Copy)]
 pub struct Job {
     tokens_seen: u32,
+    tokens_until: u32,
+}
+
+/// Why a snapshot wrote nothing.
+pub enum Failure {
+    /// No page to share with the copy (`mmap`'s error).
+    Page(i32),
+    /// The copy could not be made (`clone`'s error).
+    Copy(i32),
+    /// The copy ended without a report: its wait status, or None if
+    /// another waiter (the program's `__WALL` wait) took it.
+    Died(Option<i32>),
+    /// The copy did not finish within `seconds` and was killed.
+    Hung { seconds: u64 },
+}
+
+impl core::fmt::Display for Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match *self {
+            Failure::Page(e) => write!(
+                f,
+                "no page to share with the process copy (mmap: error {e})"
+            ),
+            Failure::Copy(e) => write!(
+                f,
+                "the process copy that writes it cannot be made (clone: {})",
+                crate::collect::mode::CloneError(e)
+            ),
+            Failure::Died(Some(status)) if libc::WIFSIGNALED(status) => write!(
+                f,
+                "the process copy writing it was killed by signal {}",
+                libc::WTERMSIG(status)
+            ),
+            Failure::Died(Some(status)) => write!(
+                f,
+                "the process copy writing it exited early (status {})",
+                libc::WEXITSTATUS(status)
+            ),
+            Failure::Died(None) => f.write_str(
+                "the process copy writing it was reaped by the program (a wait for every \
+                 child, __WALL) before it reported",
+            ),
+            Failure::Hung { seconds } => write!(
+                f,
+                "the process copy writing it did not finish within {seconds} s and was killed"
+            ),
+        }
+    }
 }
 
 /// What a snapshot child did, for the process it was copied from.
@@ -93,7 +142,10 @@ pub fn snapshot_begin() -> Option<Job> {
         c.requests_served = requests;
         let tokens_seen = c.tokens_seen;
         c.tokens_seen = REQUESTS.tokens_received();
-        Some(Job { tokens_seen })
+        Some(Job {
+            tokens_seen,
+            tokens_until: c.tokens_seen,
+        })
     });
     if job.is_none() {
         snapshot_release();
@@ -119,9 +171,9 @@ pub fn snapshot_child(job: Job) -> Outcome {
             let first = c.next_number;
             c.tokens_seen = job.tokens_seen;
             c.answering = REQUESTS.take_tokens(&mut c.tokens_seen);
-            c.dump();
+            let written = c.dump();
             Some(Outcome {
-                written: REQUESTS.last_written(),
+                written,
                 next_number: c.next_number,
                 kept: (c.next_number != first && c.kept.back() == Some(&(c.next_number - 1)))
                     .then(|| c.next_number - 1),
@@ -138,13 +190,17 @@ pub fn snapshot_child(job: Job) -> Outcome {
         })
 }
 
-/// On the helper, after the child: what it did becomes this process's
-/// (no child, or one that did not finish: a dump not written).
-pub fn snapshot_end(outcome: Option<Outcome>) {
-    let Some(o) = outcome else {
-        SNAPSHOTS_FAILED.fetch_add(1, Ordering::Relaxed);
-        REQUESTS.finished(false);
-        return;
+/// On the helper, after the child: what it did becomes this process's; or
+/// a dump not written, counted and said.
+pub fn snapshot_end(job: Job, outcome: Result<Outcome, Failure>) {
+    let o = match outcome {
+        Ok(o) => o,
+        Err(why) => {
+            let failed = SNAPSHOTS_FAILED.fetch_add(1, Ordering::Relaxed) + 1;
+            say_not_written(&job, &why, failed);
+            REQUESTS.finished(false);
+            return;
+        }
     };
     while !hold(&STATE) {}
     // SAFETY: the state lock is held.
@@ -166,24 +222,30 @@ static SERVED: AtomicU32 = AtomicU32::new(0);
 
 /// Snapshots that wrote nothing (no child, or one that failed or hung).
 pub(super) static SNAPSHOTS_FAILED: AtomicU64 = AtomicU64::new(0);
-/// Failed snapshots the log has said (the helper cannot write a line).
-static SNAPSHOTS_FAILED_SAID: AtomicU64 = AtomicU64::new(0);
 
-/// On a sampled allocation: one line for the snapshots that failed since
-/// the last one said.
-pub fn say_failed_snapshots() {
-    let failed = SNAPSHOTS_FAILED.load(Ordering::Relaxed);
-    let said = SNAPSHOTS_FAILED_SAID.load(Ordering::Relaxed);
-    if failed > said
-        && SNAPSHOTS_FAILED_SAID
-            .compare_exchange(said, failed, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        crate::sys::log::log!(
-            "{} dump(s) not written: the process copy that writes them in a single-threaded \
-             program could not be made, or failed ({failed} so far); if this repeats, set \
-             LEAKPROBE_THREAD=always",
-            failed - said
-        );
+/// On the helper: one line for a dump not written, naming the tagged
+/// requests it was to answer (`scripts/leakprobe dump` looks for its token
+/// in the log), why, and the remedy.
+fn say_not_written(job: &Job, why: &Failure, failed: u64) {
+    use core::fmt::Write as _;
+    let mut line = crate::sys::log::Line::new();
+    let _ = line.write_str("leakprobe: dump not written");
+    let tagged = job.tokens_until.wrapping_sub(job.tokens_seen);
+    if tagged > 0 {
+        let _ = line.write_str(if tagged > 1 {
+            " (requests"
+        } else {
+            " (request"
+        });
+        for token in REQUESTS.tokens_between(job.tokens_seen, job.tokens_until) {
+            let _ = write!(line, " {token:08x}");
+        }
+        let _ = line.write_str(")");
     }
+    let _ = write!(
+        line,
+        ": {why}; {failed} so far in this single-threaded program; LEAKPROBE_THREAD=always \
+         writes dumps from a thread started at load instead"
+    );
+    line.emit_raw();
 }

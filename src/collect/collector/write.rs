@@ -20,9 +20,10 @@ use crate::unwind::stack;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 impl Collector {
-    /// Writes a numbered dump, or the one a caller of `leakprobe_dump` asked for.
-    pub(super) fn dump(&mut self) {
-        self.write_dump(false);
+    /// Writes a numbered dump, or the one a caller of `leakprobe_dump` asked
+    /// for; true if written.
+    pub(super) fn dump(&mut self) -> bool {
+        self.write_dump(false)
     }
 
     /// Writes `leakprobe.<pid>.peak.heap`, the live profile at a new peak
@@ -31,7 +32,7 @@ impl Collector {
         self.write_dump(true);
     }
 
-    fn write_dump(&mut self, at_peak: bool) {
+    fn write_dump(&mut self, at_peak: bool) -> bool {
         let refusals = global_alloc::refusals();
         let period = sampling::period();
         let Some((rows, unresolved)) = self.rows() else {
@@ -68,6 +69,7 @@ impl Collector {
         if !at_peak {
             REQUESTS.finished(written);
         }
+        written
     }
 
     /// The live table's snapshot as rows, one per (stack, requested size),
@@ -178,9 +180,12 @@ impl Collector {
             ),
         ];
         // Who took the request: the collector thread, or (`single`) a
-        // snapshot of a single-threaded program; and snapshots that failed.
+        // snapshot of a single-threaded program (or its caller: `dump_here`),
+        // or nobody (`NO_THREAD`: the caller); and snapshots that failed.
         let collector = if mode::active() {
             "single-threaded"
+        } else if super::NO_THREAD.load(Ordering::Relaxed) {
+            "none"
         } else {
             "thread"
         };
@@ -273,8 +278,8 @@ pub(super) static FAILED_FOR_MEMORY: AtomicU64 = AtomicU64::new(0);
 
 impl Collector {
     /// A dump abandoned for lack of memory: one line, counted; what it took
-    /// is given back.
-    pub(super) fn fail_for_memory(&mut self, at_peak: bool) {
+    /// is given back. False: not written.
+    pub(super) fn fail_for_memory(&mut self, at_peak: bool) -> bool {
         self.snapshot = Vec::new();
         let failed = FAILED_FOR_MEMORY.fetch_add(1, Ordering::Relaxed) + 1;
         crate::sys::log::log!(
@@ -286,6 +291,7 @@ impl Collector {
             REQUESTS.take_target();
             REQUESTS.finished(false);
         }
+        false
     }
 
     /// Records a dump written to the dump directory and removes the oldest
