@@ -76,8 +76,7 @@ extern "C" fn init() {
         hook::signals::install(cfg.signal);
     }
     if cfg.dump_at_exit {
-        // SAFETY: registering a plain extern "C" function.
-        unsafe { libc::atexit(collect::collector::dump_at_exit) };
+        sys::process::at_exit(collect::collector::dump_at_exit);
     }
     sample::sampling::enable(cfg.sample_period);
 }

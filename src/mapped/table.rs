@@ -473,11 +473,7 @@ pub fn now() -> u32 {
 /// its fork handlers, so that these run after its prepare handler: a fork
 /// never waits for a dump that waits for these locks).
 pub fn init() {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if page > 0 {
-        PAGE.store(page as usize, Ordering::Relaxed);
-    }
+    PAGE.store(crate::sys::process::page_size(), Ordering::Relaxed);
     let allocator = crate::sys::dl::find_object(next::malloc_address() as usize);
     ALLOCATOR_BASE.store(allocator.map_or(0, |o| o.start), Ordering::Relaxed);
     for (slot, name) in [
@@ -487,8 +483,7 @@ pub fn init() {
     ] {
         crate::sys::dl::symbol(slot, name);
     }
-    // SAFETY: registering plain extern "C" handlers.
-    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    crate::sys::process::at_fork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
 }
 
 /// The locks `fork_prepare` takes, for the helper of `collect::single`:

@@ -282,8 +282,7 @@ mod emulated {
     use super::*;
 
     fn page() -> usize {
-        // SAFETY: sysconf has no preconditions.
-        unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+        crate::sys::process::page_size()
     }
 
     /// A block through posix_memalign, its error in `errno`.

@@ -284,35 +284,10 @@ fn with_permission_hint(errno: i32, dir: &OsStr) -> String {
     if errno != libc::EACCES && errno != libc::EPERM {
         return why;
     }
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
+    let uid = crate::sys::process::euid();
     format!(
         "{why}: the process runs as {} (uid {uid}), which needs write and search permission on {}",
-        user_name(uid).unwrap_or_else(|| "an unnamed user".into()),
+        crate::sys::process::user_name(uid).unwrap_or_else(|| "an unnamed user".into()),
         std::path::Path::new(dir).display()
     )
-}
-
-fn user_name(uid: libc::uid_t) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: getpwuid_r fills `pwd` with strings stored in `buf`.
-    unsafe {
-        let mut pwd: libc::passwd = core::mem::zeroed();
-        let mut found: *mut libc::passwd = core::ptr::null_mut();
-        let rc = libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut found,
-        );
-        if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
-            return None;
-        }
-        Some(
-            std::ffi::CStr::from_ptr(pwd.pw_name)
-                .to_string_lossy()
-                .into_owned(),
-        )
-    }
 }

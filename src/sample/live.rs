@@ -387,8 +387,8 @@ impl Table {
                 return;
             }
             crate::sys::log::log!("cannot map {bytes} bytes for the live table; aborting");
-            // SAFETY: without room the live set cannot stay correct.
-            unsafe { libc::abort() };
+            // Without room the live set cannot stay correct.
+            crate::sys::process::abort();
         }
         let old = core::mem::replace(
             self,

@@ -15,15 +15,16 @@ pub fn remove_from_preload() {
         .filter(|entry| !entry.is_empty() && !is_ours(entry, &ours))
         .collect();
     let name = c"LD_PRELOAD";
-    // SAFETY: setenv/unsetenv with C strings, while the library loads (before
-    // the program's threads could read the environment).
-    unsafe {
-        if kept.is_empty() {
-            libc::unsetenv(name.as_ptr());
-        } else if let Ok(value) = CString::new(kept.join(&b':')) {
-            libc::setenv(name.as_ptr(), value.as_ptr(), 1);
-        }
-    }
+    let value = match kept.is_empty() {
+        true => None,
+        false => match CString::new(kept.join(&b':')) {
+            Ok(value) => Some(value),
+            Err(_) => return,
+        },
+    };
+    // SAFETY: while the library loads, before the program's threads could
+    // read the environment.
+    unsafe { crate::sys::process::set_env(name, value.as_deref()) };
 }
 
 fn is_ours(entry: &[u8], ours: &Option<std::path::PathBuf>) -> bool {

@@ -106,8 +106,7 @@ impl Default for Settings {
 
 impl Settings {
     pub fn from_env() -> Settings {
-        // SAFETY: getauxval has no preconditions.
-        if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
+        if crate::sys::process::secure_execution() {
             // A set-uid program: the environment belongs to another user.
             if std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("LEAKPROBE_")) {
                 crate::sys::log::log!(

@@ -33,8 +33,8 @@ pub const fn c_name(bytes: &[u8]) -> &CStr {
 #[inline(never)]
 pub fn missing(name: &CStr) -> ! {
     crate::sys::log::log!("no next definition of {name:?}; cannot continue");
-    // SAFETY: the program called a function that does not exist.
-    unsafe { libc::abort() }
+    // The program called a function that does not exist.
+    crate::sys::process::abort()
 }
 
 /// Load address of the object that defines `f` (0 if unknown).

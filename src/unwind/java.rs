@@ -669,8 +669,7 @@ unsafe fn set_up(vm: Env) -> Result<(), String> {
     }
     VM.store(vm as usize, Ordering::Release);
     AGCT.store(agct as usize, Ordering::Release);
-    // SAFETY: registers a plain extern "C" function.
-    unsafe { libc::pthread_atfork(None, None, Some(fork_child)) };
+    crate::sys::process::at_fork(None, None, Some(fork_child));
     ACTIVE.store(true, Ordering::Release);
     Ok(())
 }

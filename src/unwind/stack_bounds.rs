@@ -27,14 +27,11 @@ pub fn init() {
         }
         *(p as *const usize)
     };
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut limit) } == 0;
     // The kernel keeps mappings at least 128 MiB below the stack's top.
-    let reach = if ok { limit.rlim_cur as usize } else { 0 }.clamp(8 << 20, 128 << 20);
+    let limit = crate::sys::process::stack_limit().unwrap_or(0);
+    let reach = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .clamp(8 << 20, 128 << 20);
     MAIN_REACH.store(reach, Ordering::Relaxed);
     // The stack's mapping runs at least to the end of that page (argv and the
     // environment lie above), which also covers the few words a program

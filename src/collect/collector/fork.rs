@@ -51,8 +51,7 @@ impl Drop for InFlight {
 
 /// Registered with `pthread_atfork` when the collector starts.
 pub fn register() {
-    // SAFETY: registering plain extern "C" handlers.
-    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    crate::sys::process::at_fork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
 }
 
 /// Before `fork`: take, with a bounded wait, the collector's state, then the
