@@ -81,8 +81,7 @@ pub fn wanted(cfg: &Settings) -> bool {
     if !next::allocator_name().contains("libc.so") {
         return false;
     }
-    // SAFETY: dlsym with a NUL-terminated name.
-    let flag = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) };
+    let flag = crate::sys::dl::lookup(crate::sys::dl::Scope::Global, c"__libc_single_threaded");
     GLIBC_SINGLE.store(flag.cast(), Ordering::Relaxed);
     glibc_single() && threads() == Some(1)
 }

@@ -15,12 +15,13 @@ pub fn remove_from_preload() {
         .filter(|entry| !entry.is_empty() && !is_ours(entry, &ours))
         .collect();
     let name = c"LD_PRELOAD";
-    let value = match kept.is_empty() {
-        true => None,
-        false => match CString::new(kept.join(&b':')) {
+    let value = if kept.is_empty() {
+        None
+    } else {
+        match CString::new(kept.join(&b':')) {
             Ok(value) => Some(value),
             Err(_) => return,
-        },
+        }
     };
     // SAFETY: while the library loads, before the program's threads could
     // read the environment.
@@ -37,14 +38,6 @@ fn is_ours(entry: &[u8], ours: &Option<std::path::PathBuf>) -> bool {
 
 /// The library's own file, as the loader mapped it.
 fn own_path() -> Option<std::path::PathBuf> {
-    // SAFETY: dladdr on an address of ours; dli_fname is a C string.
-    unsafe {
-        let mut info: libc::Dl_info = core::mem::zeroed();
-        if libc::dladdr(own_path as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null()
-        {
-            return None;
-        }
-        let name = std::ffi::CStr::from_ptr(info.dli_fname);
-        std::fs::canonicalize(OsStr::from_bytes(name.to_bytes())).ok()
-    }
+    let name = crate::sys::dl::own_file()?;
+    std::fs::canonicalize(OsStr::from_bytes(name.to_bytes())).ok()
 }

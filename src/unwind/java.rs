@@ -532,9 +532,8 @@ fn look_for_vm() {
             return;
         }
         LAST.store(now, Ordering::Relaxed);
-        // SAFETY: dlsym with a NUL-terminated name.
-        created =
-            unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"JNI_GetCreatedJavaVMs".as_ptr()) } as usize;
+        created = crate::sys::dl::lookup(crate::sys::dl::Scope::Global, c"JNI_GetCreatedJavaVMs")
+            as usize;
         if created <= 1 {
             return;
         }
@@ -560,8 +559,7 @@ fn look_for_vm() {
 /// # Safety
 /// On the collector thread; `vm` is a created JavaVM.
 unsafe fn set_up(vm: Env) -> Result<(), String> {
-    // SAFETY: dlsym with a NUL-terminated name.
-    let agct = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"AsyncGetCallTrace".as_ptr()) };
+    let agct = crate::sys::dl::lookup(crate::sys::dl::Scope::Global, c"AsyncGetCallTrace");
     if agct.is_null() {
         return Err("the VM does not export AsyncGetCallTrace".into());
     }

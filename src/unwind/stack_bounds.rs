@@ -18,15 +18,13 @@ const MAX_SCANS: u8 = 8;
 
 /// Reads `__libc_stack_end` and the stack size limit. Runs once at load.
 pub fn init() {
-    // SAFETY: dlsym with a NUL-terminated name; the symbol, when present, is
-    // ld.so's `void *__libc_stack_end`, set before any constructor runs.
-    let end = unsafe {
-        let p = libc::dlsym(libc::RTLD_DEFAULT, c"__libc_stack_end".as_ptr());
-        if p.is_null() {
-            return;
-        }
-        *(p as *const usize)
-    };
+    let p = crate::sys::dl::lookup(crate::sys::dl::Scope::Global, c"__libc_stack_end");
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: ld.so's `void *__libc_stack_end`, set before any constructor
+    // runs.
+    let end = unsafe { *(p as *const usize) };
     // The kernel keeps mappings at least 128 MiB below the stack's top.
     let limit = crate::sys::process::stack_limit().unwrap_or(0);
     let reach = usize::try_from(limit)
