@@ -6,7 +6,11 @@
 //! any entry already there (a FIFO would block, a symlink or hard link would
 //! redirect root's writes, a directory would fail every time), `O_NONBLOCK`
 //! makes sure the `open` itself cannot block, and `fstat` confirms the result
-//! is a regular file of ours with one link. No allocation: the log uses these.
+//! is a regular file of ours with one link. A complete file takes its name
+//! with a rename that never replaces an entry (`rename_new`). No
+//! allocation: the log uses these. Errors are `errno` values.
+
+use core::ffi::CStr;
 
 /// `fstat` of a descriptor, if it is open.
 pub fn stat(fd: libc::c_int) -> Option<libc::stat> {
@@ -83,14 +87,71 @@ pub fn create_exclusive(
     });
     if !ours {
         // Only a race (a link made to the new file) gets here: drop our name.
-        // SAFETY: removing the entry this call created; closing its descriptor.
-        unsafe {
-            libc::unlinkat(dir, name.as_ptr(), 0);
-            libc::close(fd);
-        }
+        remove(dir, name);
+        let _ = close(fd);
         return Err(libc::EEXIST);
     }
     Ok(fd)
+}
+
+/// Opens the directory `path` (close-on-exec), for the calls below.
+pub fn open_directory(path: &CStr) -> Result<libc::c_int, i32> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: open with a NUL-terminated path.
+    let fd = unsafe { libc::open(path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(crate::sys::errno::get());
+    }
+    Ok(fd)
+}
+
+/// Closes a descriptor of the library's own; an error is a write that
+/// failed late (a full disk on NFS).
+pub fn close(fd: libc::c_int) -> Result<(), i32> {
+    // SAFETY: the caller's descriptor, not used again.
+    match unsafe { libc::close(fd) } {
+        0 => Ok(()),
+        _ => Err(crate::sys::errno::get()),
+    }
+}
+
+/// Removes `name` from `dir`, if it is there (the callers remove what they
+/// made, and a name already gone needs nothing more).
+pub fn remove(dir: libc::c_int, name: &CStr) {
+    // SAFETY: unlinkat on a directory descriptor with a NUL-terminated name.
+    unsafe { libc::unlinkat(dir, name.as_ptr(), 0) };
+}
+
+/// Renames `from` to `to` in `dir`, replacing what `to` named: the file it
+/// named is never written into.
+pub fn rename(dir: libc::c_int, from: &CStr, to: &CStr) -> Result<(), i32> {
+    // SAFETY: renameat on a directory descriptor with NUL-terminated names.
+    match unsafe { libc::renameat(dir, from.as_ptr(), dir, to.as_ptr()) } {
+        0 => Ok(()),
+        _ => Err(crate::sys::errno::get()),
+    }
+}
+
+/// Renames `from` to `to` in `dir` unless `to` exists (`Err(EEXIST)`).
+pub fn rename_new(dir: libc::c_int, from: &CStr, to: &CStr) -> Result<(), i32> {
+    let (from, to) = (from.as_ptr(), to.as_ptr());
+    // SAFETY: renameat2 on a directory descriptor with NUL-terminated names.
+    if unsafe { libc::renameat2(dir, from, dir, to, libc::RENAME_NOREPLACE) } == 0 {
+        return Ok(());
+    }
+    let e = crate::sys::errno::get();
+    if e != libc::EINVAL && e != libc::ENOSYS {
+        return Err(e);
+    }
+    // A file system without RENAME_NOREPLACE: a hard link refuses a taken
+    // name the same way; the complete file then loses its temporary name.
+    // SAFETY: as above.
+    if unsafe { libc::linkat(dir, from, dir, to, 0) } != 0 {
+        return Err(crate::sys::errno::get());
+    }
+    // SAFETY: as above.
+    unsafe { libc::unlinkat(dir, from, 0) };
+    Ok(())
 }
 
 /// Writes all of `data`, retrying interrupted and partial writes.
