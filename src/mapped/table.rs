@@ -138,32 +138,17 @@ impl<T: Copy> MapVec<T> {
         }
         let cap = (self.cap * 2).max(4096 / core::mem::size_of::<T>().max(1));
         let bytes = cap * core::mem::size_of::<T>();
-        // SAFETY: an anonymous private mapping by the raw system call.
-        let fresh = unsafe {
-            libc::syscall(
-                libc::SYS_mmap,
-                0usize,
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0usize,
-            )
-        };
-        if fresh < 0 {
+        let Some(fresh) = crate::sys::raw::map_anonymous(bytes) else {
             return false;
-        }
+        };
         let fresh = fresh as *mut T;
         if !self.ptr.is_null() {
             // SAFETY: both areas hold at least `len` slots and do not overlap;
-            // the old one is then no longer referenced.
+            // the old one, this value's own mapping, is then no longer
+            // referenced.
             unsafe {
                 core::ptr::copy_nonoverlapping(self.ptr, fresh, self.len);
-                libc::syscall(
-                    libc::SYS_munmap,
-                    self.ptr as usize,
-                    self.cap * core::mem::size_of::<T>(),
-                );
+                crate::sys::raw::unmap(self.ptr.cast(), self.cap * core::mem::size_of::<T>());
             }
         }
         self.ptr = fresh;

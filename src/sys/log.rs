@@ -159,8 +159,7 @@ fn to_log_file(text: &[u8]) {
             break;
         }
         // Another thread of this process: it only opens and writes a file.
-        // SAFETY: sched_yield has no preconditions.
-        unsafe { libc::sched_yield() };
+        crate::sys::raw::yield_now();
     }
     // A snapshot copy (`collect::single`) writes to its process's log.
     if let Some(fd) = log_fd(crate::sys::raw::process_id()) {

@@ -352,8 +352,7 @@ fn line_of(lines: &[(i64, i32)], bci: i64) -> Option<i32> {
 }
 
 fn current_tid() -> libc::pid_t {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() }
+    crate::sys::raw::gettid()
 }
 
 fn resolve_pending(n: &mut Names) {

@@ -60,43 +60,15 @@ pub fn top(sp: usize) -> Option<usize> {
     })
 }
 
-/// The mapping of /proc/self/maps that contains `addr`. Leaves `errno` as
-/// it was: this runs inside the program's `malloc`.
+/// The mapping of /proc/self/maps that contains `addr`. Raw system calls,
+/// which leave `errno` as it was: this runs inside the program's `malloc`.
 fn mapping_containing(addr: usize) -> Option<(usize, usize)> {
-    crate::sys::errno::preserved(|| read_maps(addr))
-}
-
-fn read_maps(addr: usize) -> Option<(usize, usize)> {
-    // SAFETY: raw openat/read/close on a buffer we own; nothing else holds
-    // the descriptor.
-    unsafe {
-        let fd = libc::syscall(
-            libc::SYS_openat,
-            libc::AT_FDCWD,
-            c"/proc/self/maps".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        );
-        if fd < 0 {
-            return None;
-        }
-        let mut scan = Scan::default();
-        let mut buf = [0u8; 1024];
-        let found = loop {
-            let n = libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len());
-            if n < 0 && *libc::__errno_location() == libc::EINTR {
-                continue;
-            }
-            if n <= 0 {
-                break None;
-            }
-            let read = buf.iter().take(n as usize);
-            if let Some(found) = read.copied().find_map(|b| scan.feed(b, addr)) {
-                break found;
-            }
-        };
-        libc::syscall(libc::SYS_close, fd);
-        found
-    }
+    let mut scan = Scan::default();
+    let mut buf = [0u8; 1024];
+    crate::sys::raw::scan_file(c"/proc/self/maps", &mut buf, |read| {
+        read.iter().find_map(|&b| scan.feed(b, addr))
+    })
+    .flatten()
 }
 
 /// A parser of `start-end ...` lines, a byte at a time.

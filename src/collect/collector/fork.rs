@@ -31,8 +31,7 @@ impl InFlight {
     pub fn enter() -> InFlight {
         loop {
             while FORK_GATE.load(Ordering::SeqCst) {
-                // SAFETY: sched_yield has no preconditions.
-                unsafe { libc::sched_yield() };
+                crate::sys::raw::yield_now();
             }
             IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
             if !FORK_GATE.load(Ordering::SeqCst) {

@@ -143,8 +143,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             block_here(settings::get().map_or(0, |c| c.signal), !wanted);
         }
         while fork::FORK_PENDING.load(Ordering::Acquire) {
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
+            crate::sys::raw::yield_now();
         }
         crate::unwind::java::poll();
         let more = STATE.with(|s| s.as_mut().is_some_and(Collector::step));
