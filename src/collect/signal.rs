@@ -309,7 +309,7 @@ fn hand_back(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
         copy.si_code = libc::SI_QUEUE;
         raw::sigqueue(sig, &copy);
         if let Some(uc) = (ctx as *mut libc::ucontext_t).as_mut() {
-            libc::sigaddset(&mut uc.uc_sigmask, sig);
+            uc.uc_sigmask = crate::sys::signals::with_member(&uc.uc_sigmask, sig, true);
         }
     }
 }

@@ -166,16 +166,14 @@ fn append_java(stack: &mut Stack, max_len: usize) {
         frames: frames.as_mut_ptr(),
     };
     let depth = max_len.saturating_sub(1).min(frames.len()) as i32;
-    // SAFETY: a zeroed ucontext_t is valid storage for getcontext; the
-    // context is only read by AsyncGetCallTrace, on this thread, now.
-    // AsyncGetCallTrace is made to run on the thread it walks at any point
-    // (it is called from signal handlers); `trace.frames` has `depth` room.
-    unsafe {
-        let mut uc: libc::ucontext_t = core::mem::zeroed();
-        libc::getcontext(&mut uc);
+    // SAFETY: the context of this frame, which is live; it is only read by
+    // AsyncGetCallTrace, on this thread, now. AsyncGetCallTrace is made to
+    // run on the thread it walks at any point (it is called from signal
+    // handlers); `trace.frames` has `depth` room.
+    crate::sys::signals::with_context_here(|uc| unsafe {
         let f: Agct = core::mem::transmute(agct);
-        f(&mut trace, depth, (&mut uc as *mut libc::ucontext_t).cast());
-    }
+        f(&mut trace, depth, (uc as *mut libc::ucontext_t).cast());
+    });
     let n = trace.num_frames;
     if n <= 0 {
         if n < 0 {
@@ -705,8 +703,7 @@ unsafe fn attach(vm: Env) -> Result<Env, String> {
         )
     };
     for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
-        // SAFETY: `old` is an initialised sigset of ours.
-        unsafe { libc::sigdelset(&mut old, sig) };
+        old = crate::sys::signals::with_member(&old, sig, false);
     }
     crate::sys::signals::real_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
     if rc != JNI_OK || jni.is_null() {
