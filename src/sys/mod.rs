@@ -2,7 +2,8 @@
 //! calls libc's functions or makes system calls: the clock, errno, a spin
 //! lock, the doorbell that wakes the collector, files created safely,
 //! one-line messages, the process (auxiliary vector, environment, users,
-//! fork and exit handlers), signal masks of the library's own, the loader's
+//! fork and exit handlers), threads' attributes and keys, signal masks of
+//! the library's own, the loader's
 //! symbol look-ups, system calls without glibc (`raw`), and a word-keyed
 //! hash map. Nothing here knows about samples or dumps.
 
@@ -16,4 +17,5 @@ pub mod log;
 pub mod process;
 pub mod raw;
 pub mod signals;
+pub mod threads;
 pub mod word_hash;
