@@ -203,8 +203,9 @@ pub fn sleep_ms(ms: u64) {
     );
 }
 
-/// Lets another thread run (`sched_yield`).
-#[inline]
+/// Lets another thread run (`sched_yield`). Out of line: spin loops call it
+/// only once they have waited, and stay small.
+#[inline(never)]
 pub fn yield_now() {
     sys!(libc::SYS_sched_yield);
 }
