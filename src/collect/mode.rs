@@ -62,7 +62,7 @@ pub fn wake_helper() {
     let tid = HELPER_TID.load(Ordering::Relaxed);
     let sig = HELPER_SIGNAL.load(Ordering::Relaxed);
     if tid > 0 && sig > 0 {
-        raw::sys!(libc::SYS_tgkill, raw::getpid(), tid, sig);
+        raw::tgkill(tid, sig);
     }
 }
 

@@ -276,6 +276,11 @@ pub fn sigtimedwait(set: u64, ms: u64) -> Option<libc::siginfo_t> {
     (sig > 0).then_some(info)
 }
 
+/// Sends `sig` to thread `tid` of this process.
+pub fn tgkill(tid: libc::pid_t, sig: c_int) {
+    sys!(libc::SYS_tgkill, getpid(), tid, sig);
+}
+
 /// Queues `info` as signal `sig` to the process (any thread that takes it).
 pub fn sigqueue(sig: c_int, info: &libc::siginfo_t) {
     sys!(
