@@ -346,18 +346,30 @@ fn the_peak_profile_shows_a_spike_that_is_gone() {
     let mut p = Probe::start(&exe, &[], &dir, &[("LEAKPROBE_PEAK", "1")]);
     p.expect_line("READY", Duration::from_secs(30));
     p.write_stdin("go\n");
+    p.expect_line("HELD", Duration::from_secs(30));
+    // Peaks are written every 5 %: the spike is freed once one holds most
+    // of it.
+    let truth = 500.0 * (1u64 << 20) as f64;
+    let peak_file = dir.join(format!("leakprobe.{}.peak.heap", p.pid()));
+    wait_for(
+        || {
+            Dump::try_read(&peak_file)
+                .is_some_and(|d| d.meta_u64("estimated_live_bytes") as f64 >= 0.9 * truth)
+        },
+        "a peak profile with the spike",
+    );
+    p.write_stdin("free\n");
     p.expect_line("DONE", Duration::from_secs(30));
     let after = p.dump();
-    let pid = p.pid();
     let (status, stderr) = p.finish(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{stderr}");
     assert_eq!(after.by_function(&exe)["site_spike"].live_count, 0);
-    let peak = Dump::read(&dir.join(format!("leakprobe.{pid}.peak.heap")));
+    // The later, lower heap did not replace it.
+    let peak = Dump::read(&peak_file);
     let spike = &peak.by_function(&exe)["site_spike"];
     let period = peak.period as f64;
     let block = (1u64 << 20) as f64;
     let estimate = spike.live_bytes as f64 / (1.0 - (-block / period).exp());
-    let truth = 500.0 * (1u64 << 20) as f64;
     assert!(
         (estimate / truth - 1.0).abs() < 0.10,
         "peak profile holds {estimate:.0} bytes at site_spike, truth {truth}"
