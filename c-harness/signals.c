@@ -40,10 +40,28 @@ static void plain(int sig) {
 
 static int pipe_fds[2];
 
+/* Whether the main thread sleeps (state S in /proc: blocked in a call). */
+static int main_thread_asleep(void) {
+    char path[64], stat[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)getpid());
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) exit(2);
+    ssize_t n = read(fd, stat, sizeof stat - 1);
+    close(fd);
+    if (n <= 0) exit(2);
+    stat[n] = 0;
+    /* "tid (comm) state ...": comm may hold anything but ends at the last ')'. */
+    char *end = strrchr(stat, ')');
+    return end && end[1] == ' ' && end[2] == 'S';
+}
+
+/* Interrupts the main thread's read of the pipe (once it is blocked in it),
+ * and writes to the pipe once the handler has run: the read must go on. */
 static void *interrupt_then_write(void *main_thread) {
-    usleep(100000);
+    while (!main_thread_asleep()) usleep(1000);
+    int before = handled;
     pthread_kill(*(pthread_t *)main_thread, SIGUSR2);
-    usleep(100000);
+    while (handled == before) usleep(1000);
     if (write(pipe_fds[1], "x", 1) != 1) exit(2);
     return NULL;
 }

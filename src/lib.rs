@@ -18,8 +18,9 @@
 //! - `sample`: per-thread state, the byte countdown and Poisson sampling,
 //!   the live table of sampled blocks.
 //! - `settings`: the environment, parsed once.
-//! - `sys`: clock, errno, locks, files, messages, signal masks, the
-//!   loader's look-ups.
+//! - `sys`: the only part that calls libc or the kernel: clock, errno,
+//!   locks, files, messages, the process, threads, signal masks, the
+//!   loader's look-ups, raw system calls.
 //!
 //! An allocation: `hook::alloc` counts it down on `sample::thread_state`
 //! and tail-calls `next`; at a sample point `sample::sampling` decides,
@@ -76,8 +77,7 @@ extern "C" fn init() {
         hook::signals::install(cfg.signal);
     }
     if cfg.dump_at_exit {
-        // SAFETY: registering a plain extern "C" function.
-        unsafe { libc::atexit(collect::collector::dump_at_exit) };
+        sys::process::at_exit(collect::collector::dump_at_exit);
     }
     sample::sampling::enable(cfg.sample_period);
 }

@@ -238,13 +238,16 @@ fn c_api_dumps_on_demand_and_pauses_sampling() {
     assert_eq!(plain.trim(), "NO LEAKPROBE");
 }
 
-/// LEAKPROBE_PERIOD dumps every T seconds; LEAKPROBE_MAX_DUMPS keeps the
-/// newest N and removes the older ones.
+/// LEAKPROBE_DUMP_SECONDS dumps every T seconds; LEAKPROBE_MAX_DUMPS keeps
+/// the newest N and removes the older ones.
 #[test]
 fn periodic_dumps_respect_the_cap() {
     let exe = harness("demo");
     let dir = scratch_dir("periodic");
-    let env = [("LEAKPROBE_PERIOD", "1"), ("LEAKPROBE_MAX_DUMPS", "3")];
+    let env = [
+        ("LEAKPROBE_DUMP_SECONDS", "1"),
+        ("LEAKPROBE_MAX_DUMPS", "3"),
+    ];
     let mut p = Probe::start(&exe, &[], &dir, &env);
     p.expect_line("demo: pid", Duration::from_secs(30));
     let started = Instant::now();
@@ -259,7 +262,7 @@ fn periodic_dumps_respect_the_cap() {
     let elapsed = started.elapsed();
     let seqs: Vec<u64> = p.dump_files().iter().map(|f| seq_of(f)).collect();
     p.signal(libc::SIGTERM);
-    // The first is due a period after the library loaded, before the
+    // The first is due a second after the library loaded, before the
     // program's first line.
     assert!(
         (Duration::from_millis(5500)..Duration::from_secs(12)).contains(&elapsed),
@@ -270,6 +273,41 @@ fn periodic_dumps_respect_the_cap() {
         seqs == (newest - 2..=newest).collect::<Vec<_>>() || (newest == 6 && seqs == [3, 4, 5, 6]),
         "the newest 3 are kept: {seqs:?}"
     );
+}
+
+/// LEAKPROBE_PERIOD, the old name of LEAKPROBE_DUMP_SECONDS, still works and
+/// says so in one line; with both set, the new name wins (the old one's 0
+/// would mean no automatic dump), in one line too.
+#[test]
+fn the_old_name_of_dump_seconds_works_in_one_line() {
+    let exe = harness("demo");
+    let cases: [(&[(&str, &str)], &str); 2] = [
+        (
+            &[("LEAKPROBE_PERIOD", "1")],
+            "taken as LEAKPROBE_DUMP_SECONDS",
+        ),
+        (
+            &[("LEAKPROBE_PERIOD", "0"), ("LEAKPROBE_DUMP_SECONDS", "1")],
+            "LEAKPROBE_DUMP_SECONDS is set too and is used (LEAKPROBE_PERIOD=\"0\" ignored)",
+        ),
+    ];
+    for (env, said) in cases {
+        let dir = scratch_dir("dump-seconds-alias");
+        let mut p = Probe::start(&exe, &[], &dir, env);
+        p.expect_line("demo: pid", Duration::from_secs(30));
+        // Nothing asks for a dump: one comes only if a second took effect.
+        p.wait_for_new_dump(Duration::from_secs(30));
+        p.signal(libc::SIGTERM);
+        let stderr = p.stderr();
+        let lines: Vec<_> = stderr
+            .lines()
+            .filter(|l| l.contains("LEAKPROBE_PERIOD"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{env:?}: {stderr}");
+        let old = "leakprobe: LEAKPROBE_PERIOD is the old name of LEAKPROBE_DUMP_SECONDS";
+        assert!(lines[0].starts_with(old), "{}", lines[0]);
+        assert!(lines[0].ends_with(said), "{}", lines[0]);
+    }
 }
 
 /// LEAKPROBE_INTERVAL dumps every N bytes allocated (estimated from samples).
@@ -308,18 +346,30 @@ fn the_peak_profile_shows_a_spike_that_is_gone() {
     let mut p = Probe::start(&exe, &[], &dir, &[("LEAKPROBE_PEAK", "1")]);
     p.expect_line("READY", Duration::from_secs(30));
     p.write_stdin("go\n");
+    p.expect_line("HELD", Duration::from_secs(30));
+    // Peaks are written every 5 %: the spike is freed once one holds most
+    // of it.
+    let truth = 500.0 * (1u64 << 20) as f64;
+    let peak_file = dir.join(format!("leakprobe.{}.peak.heap", p.pid()));
+    wait_for(
+        || {
+            Dump::try_read(&peak_file)
+                .is_some_and(|d| d.meta_u64("estimated_live_bytes") as f64 >= 0.9 * truth)
+        },
+        "a peak profile with the spike",
+    );
+    p.write_stdin("free\n");
     p.expect_line("DONE", Duration::from_secs(30));
     let after = p.dump();
-    let pid = p.pid();
     let (status, stderr) = p.finish(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{stderr}");
     assert_eq!(after.by_function(&exe)["site_spike"].live_count, 0);
-    let peak = Dump::read(&dir.join(format!("leakprobe.{pid}.peak.heap")));
+    // The later, lower heap did not replace it.
+    let peak = Dump::read(&peak_file);
     let spike = &peak.by_function(&exe)["site_spike"];
     let period = peak.period as f64;
     let block = (1u64 << 20) as f64;
     let estimate = spike.live_bytes as f64 / (1.0 - (-block / period).exp());
-    let truth = 500.0 * (1u64 << 20) as f64;
     assert!(
         (estimate / truth - 1.0).abs() < 0.10,
         "peak profile holds {estimate:.0} bytes at site_spike, truth {truth}"

@@ -400,22 +400,22 @@ fn a_dump_at_the_address_space_limit_fails_with_one_line() {
 }
 
 #[test]
-fn periods_too_long_to_schedule_are_one_line_and_off() {
+fn dump_seconds_too_long_to_schedule_are_one_line_and_off() {
     let exe = harness("exact");
     for value in ["18446744073709551615", "18446744073709551614", "315360001"] {
-        let dir = scratch_dir("huge-period");
-        let p = Probe::start(&exe, &[], &dir, &[("LEAKPROBE_PERIOD", value)]);
+        let dir = scratch_dir("huge-dump-seconds");
+        let p = Probe::start(&exe, &[], &dir, &[("LEAKPROBE_DUMP_SECONDS", value)]);
         let (dump, stderr) = p.dump_at_ready();
-        let lines = lines_with(&stderr, "LEAKPROBE_PERIOD");
+        let lines = lines_with(&stderr, "LEAKPROBE_DUMP_SECONDS");
         assert_eq!(lines.len(), 1, "{value}: {stderr}");
         assert!(lines[0].ends_with("using 0"), "{}", lines[0]);
         assert_eq!(seq_of(&dump.path), 0);
     }
-    // The longest accepted period is scheduled without overflow.
-    let dir = scratch_dir("longest-period");
-    let p = Probe::start(&exe, &[], &dir, &[("LEAKPROBE_PERIOD", "315360000")]);
+    // The longest accepted time is scheduled without overflow.
+    let dir = scratch_dir("longest-dump-seconds");
+    let p = Probe::start(&exe, &[], &dir, &[("LEAKPROBE_DUMP_SECONDS", "315360000")]);
     let (_, stderr) = p.dump_at_ready();
-    assert!(!stderr.contains("LEAKPROBE_PERIOD"), "{stderr}");
+    assert!(!stderr.contains("LEAKPROBE_DUMP_SECONDS"), "{stderr}");
 }
 
 #[test]

@@ -162,7 +162,11 @@ fn always_starts_the_collector_thread_at_load() {
 #[test]
 fn automatic_dumps_keep_the_collector_thread() {
     let exe = harness("single");
-    for setting in ["LEAKPROBE_PERIOD", "LEAKPROBE_INTERVAL", "LEAKPROBE_PEAK"] {
+    for setting in [
+        "LEAKPROBE_DUMP_SECONDS",
+        "LEAKPROBE_INTERVAL",
+        "LEAKPROBE_PEAK",
+    ] {
         let dir = scratch_dir("single-automatic");
         let mut p = Probe::start(&exe, &["read"], &dir, &[(setting, "1")]);
         let line = p.expect_line("READY", Duration::from_secs(30));

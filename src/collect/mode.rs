@@ -82,7 +82,7 @@ pub fn wake_helper() {
     let tid = HELPER_TID.load(Ordering::Relaxed);
     let sig = HELPER_SIGNAL.load(Ordering::Relaxed);
     if tid > 0 && sig > 0 {
-        raw::sys!(libc::SYS_tgkill, raw::getpid(), tid, sig);
+        raw::tgkill(tid, sig);
     }
 }
 
@@ -101,8 +101,7 @@ pub fn wanted(cfg: &Settings) -> bool {
     if !next::allocator_name().contains("libc.so") {
         return false;
     }
-    // SAFETY: dlsym with a NUL-terminated name.
-    let flag = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) };
+    let flag = crate::sys::dl::lookup(crate::sys::dl::Scope::Global, c"__libc_single_threaded");
     GLIBC_SINGLE.store(flag.cast(), Ordering::Relaxed);
     glibc_single() && threads() == Some(1)
 }

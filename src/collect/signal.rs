@@ -357,9 +357,9 @@ fn hand_back(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     unsafe {
         let mut copy = *info;
         copy.si_code = libc::SI_QUEUE;
-        libc::syscall(libc::SYS_rt_sigqueueinfo, libc::getpid(), sig, &copy);
+        raw::sigqueue(sig, &copy);
         if let Some(uc) = (ctx as *mut libc::ucontext_t).as_mut() {
-            libc::sigaddset(&mut uc.uc_sigmask, sig);
+            uc.uc_sigmask = crate::sys::signals::with_member(&uc.uc_sigmask, sig, true);
         }
     }
 }

@@ -62,27 +62,13 @@ static OWN_ADDRESS: [AtomicUsize; Api::ALL.len()] = [const { AtomicUsize::new(0)
 /// dependencies, never the program, so it cannot return the program's
 /// canonical PLT entry.
 pub fn resolve_own_addresses() {
-    // SAFETY: dladdr reads an address of ours; dlopen with RTLD_NOLOAD only
-    // returns a handle to the already loaded library (closed again below),
-    // and dlsym takes NUL-terminated names.
-    unsafe {
-        let mut info: libc::Dl_info = core::mem::zeroed();
-        if libc::dladdr(resolve_own_addresses as *const c_void, &mut info) == 0
-            || info.dli_fname.is_null()
-        {
-            return;
+    let Some(own) = crate::sys::dl::Own::open() else {
+        return;
+    };
+    for (api, name) in Api::ALL {
+        if let Some(f) = own.definition(name) {
+            OWN_ADDRESS[api as usize].store(f, Ordering::Relaxed);
         }
-        let handle = libc::dlopen(info.dli_fname, libc::RTLD_NOLOAD | libc::RTLD_LAZY);
-        if handle.is_null() {
-            return;
-        }
-        for (api, name) in Api::ALL {
-            let f = libc::dlsym(handle, name.as_ptr()) as usize;
-            if crate::sys::dl::object_of(f as *mut ()) == info.dli_fbase as usize {
-                OWN_ADDRESS[api as usize].store(f, Ordering::Relaxed);
-            }
-        }
-        libc::dlclose(handle);
     }
 }
 

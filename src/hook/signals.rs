@@ -24,7 +24,7 @@
 
 use crate::collect::signal;
 use crate::sample::thread_state;
-use crate::sys::signals::{block_here, empty, real_sigmask, with_member};
+use crate::sys::signals::{block_here, empty, is_member, real_sigmask, with_member};
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::AtomicPtr;
 
@@ -38,8 +38,8 @@ fn keeps_blocked() -> bool {
 }
 
 fn contains(set: *const Sigset, sig: c_int) -> bool {
-    // SAFETY: `set` is the caller's valid sigset.
-    !set.is_null() && unsafe { libc::sigismember(set, sig) } == 1
+    // SAFETY: `set` is null or the caller's valid sigset.
+    unsafe { set.as_ref() }.is_some_and(|set| is_member(set, sig))
 }
 
 /// At load, on the thread that loads the library (the main thread): the
@@ -418,8 +418,7 @@ fn set_handler(sig: c_int, handler: libc::sighandler_t, flags: c_int) -> libc::s
     act.sa_sigaction = handler;
     act.sa_flags = flags;
     if flags & libc::SA_NODEFER == 0 {
-        // SAFETY: `sa_mask` is an initialised sigset of ours.
-        unsafe { libc::sigaddset(&mut act.sa_mask, sig) };
+        act.sa_mask = with_member(&act.sa_mask, sig, true);
     }
     // SAFETY: as above.
     let mut old: libc::sigaction = unsafe { core::mem::zeroed() };

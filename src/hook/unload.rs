@@ -32,20 +32,14 @@ pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> libc::c_int {
 /// # Safety
 /// `handle` is null or a handle `dlopen` returned, not yet closed.
 unsafe fn segments_of(handle: *mut c_void) -> Vec<(u64, u64, String)> {
-    let mut map: *mut libc::c_void = core::ptr::null_mut();
-    let out = (&mut map as *mut *mut c_void).cast();
-    // SAFETY: an open handle (the contract); RTLD_DI_LINKMAP stores one
-    // pointer into `map`.
-    if handle.is_null() || unsafe { libc::dlinfo(handle, libc::RTLD_DI_LINKMAP, out) } != 0 {
+    if handle.is_null() {
         return Vec::new();
     }
-    if map.is_null() {
-        return Vec::new();
+    // SAFETY: an open handle (the contract).
+    match unsafe { crate::sys::dl::load_bias(handle) } {
+        Some(bias) => crate::profile::objects::segments_where(|addr| addr == bias),
+        None => Vec::new(),
     }
-    // SAFETY: the loader's struct link_map of an open object, which starts
-    // with l_addr (the load bias).
-    let bias = unsafe { *(map as *const u64) };
-    crate::profile::objects::segments_where(|addr| addr == bias)
 }
 
 fn still_loaded(start: u64) -> bool {

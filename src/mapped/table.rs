@@ -138,32 +138,17 @@ impl<T: Copy> MapVec<T> {
         }
         let cap = (self.cap * 2).max(4096 / core::mem::size_of::<T>().max(1));
         let bytes = cap * core::mem::size_of::<T>();
-        // SAFETY: an anonymous private mapping by the raw system call.
-        let fresh = unsafe {
-            libc::syscall(
-                libc::SYS_mmap,
-                0usize,
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0usize,
-            )
-        };
-        if fresh < 0 {
+        let Some(fresh) = crate::sys::raw::map_anonymous(bytes) else {
             return false;
-        }
+        };
         let fresh = fresh as *mut T;
         if !self.ptr.is_null() {
             // SAFETY: both areas hold at least `len` slots and do not overlap;
-            // the old one is then no longer referenced.
+            // the old one, this value's own mapping, is then no longer
+            // referenced.
             unsafe {
                 core::ptr::copy_nonoverlapping(self.ptr, fresh, self.len);
-                libc::syscall(
-                    libc::SYS_munmap,
-                    self.ptr as usize,
-                    self.cap * core::mem::size_of::<T>(),
-                );
+                crate::sys::raw::unmap(self.ptr.cast(), self.cap * core::mem::size_of::<T>());
             }
         }
         self.ptr = fresh;
@@ -473,11 +458,7 @@ pub fn now() -> u32 {
 /// its fork handlers, so that these run after its prepare handler: a fork
 /// never waits for a dump that waits for these locks).
 pub fn init() {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if page > 0 {
-        PAGE.store(page as usize, Ordering::Relaxed);
-    }
+    PAGE.store(crate::sys::process::page_size(), Ordering::Relaxed);
     let allocator = crate::sys::dl::find_object(next::malloc_address() as usize);
     ALLOCATOR_BASE.store(allocator.map_or(0, |o| o.start), Ordering::Relaxed);
     for (slot, name) in [
@@ -487,8 +468,7 @@ pub fn init() {
     ] {
         crate::sys::dl::symbol(slot, name);
     }
-    // SAFETY: registering plain extern "C" handlers.
-    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    crate::sys::process::at_fork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
 }
 
 /// The locks `fork_prepare` takes, for the helper of `collect::single`:

@@ -30,18 +30,12 @@ type CreateFn = unsafe extern "C" fn(
     *mut c_void,
 ) -> c_int;
 
-extern "C" {
-    fn pthread_attr_getdetachstate(attr: *const libc::pthread_attr_t, state: *mut c_int) -> c_int;
-}
-
 /// The key whose destructor sees a sampled thread exit.
 static KEY: AtomicU32 = AtomicU32::new(0);
 static HAVE_KEY: AtomicBool = AtomicBool::new(false);
 
 pub fn init() {
-    let mut key: libc::pthread_key_t = 0;
-    // SAFETY: creates a key with a plain extern "C" destructor.
-    if unsafe { libc::pthread_key_create(&mut key, Some(exited)) } == 0 {
+    if let Some(key) = crate::sys::threads::create_key(exited) {
         KEY.store(key, Ordering::Relaxed);
         HAVE_KEY.store(true, Ordering::Release);
     }
@@ -57,17 +51,15 @@ struct Start {
 extern "C" fn wrapper(p: *mut c_void) -> *mut c_void {
     // SAFETY: `p` is the Box made by `create_sampled`, handed over once.
     let Start { start, arg, seq } = *unsafe { Box::from_raw(p as *mut Start) };
-    // SAFETY: pthread_self has no preconditions; the key exists (checked
-    // before a thread is wrapped); the value is a non-null number.
-    unsafe {
-        let me = libc::pthread_self() as usize;
-        table::with_table(|t| {
-            if let Some(e) = t.thread(|e| e.seq == seq) {
-                e.thread = me;
-            }
-        });
-        libc::pthread_setspecific(KEY.load(Ordering::Relaxed), seq as *const c_void);
-    }
+    let me = crate::sys::threads::current() as usize;
+    table::with_table(|t| {
+        if let Some(e) = t.thread(|e| e.seq == seq) {
+            e.thread = me;
+        }
+    });
+    // The key exists (checked before a thread is wrapped); the value is a
+    // non-null number.
+    crate::sys::threads::set_specific(KEY.load(Ordering::Relaxed), seq as *const c_void);
     // Last: compiled as a tail call, the wrapper leaves no frame behind.
     start(arg)
 }
@@ -117,39 +109,6 @@ pub fn real_create() -> CreateFn {
     unsafe { core::mem::transmute(crate::sys::dl::symbol(&NEXT, c"pthread_create")) }
 }
 
-/// Bytes glibc maps for a thread created with `attr`; 0 for a stack the
-/// program supplies.
-///
-/// # Safety
-/// `attr` is null or an initialised attribute.
-unsafe fn stack_size(attr: *const libc::pthread_attr_t) -> usize {
-    let mut size = 0usize;
-    if attr.is_null() {
-        // An initialised attribute reports the default stack size.
-        // SAFETY: storage for pthread_attr_init, which initialises it; it is
-        // read and destroyed only once that succeeded.
-        unsafe {
-            let mut a: libc::pthread_attr_t = core::mem::zeroed();
-            if libc::pthread_attr_init(&mut a) == 0 {
-                libc::pthread_attr_getstacksize(&a, &mut size);
-                libc::pthread_attr_destroy(&mut a);
-            }
-        }
-        return size;
-    }
-    let (mut addr, mut len) = (core::ptr::null_mut(), 0usize);
-    // glibc reports (stack top - size): 0 unless the program set a stack.
-    // SAFETY: the program's initialised attribute (the contract), only read.
-    if unsafe { libc::pthread_attr_getstack(attr, &mut addr, &mut len) } == 0
-        && (addr as usize).wrapping_add(len) != 0
-    {
-        return 0;
-    }
-    // SAFETY: as above.
-    unsafe { libc::pthread_attr_getstacksize(attr, &mut size) };
-    size
-}
-
 /// # Safety
 /// As pthread_create(3).
 #[cfg(not(test))]
@@ -163,7 +122,7 @@ pub unsafe extern "C" fn pthread_create(
 ) -> c_int {
     before_create();
     // SAFETY: the program's attribute, null or initialised (pthread_create(3)).
-    let size = unsafe { stack_size(attr) };
+    let size = unsafe { crate::sys::threads::mapped_stack_size(attr) };
     if size == 0 || !table::crosses(size) {
         // SAFETY: the program's arguments, unchanged.
         return unsafe { real_create()(thread, attr, start, arg) };
@@ -192,11 +151,8 @@ unsafe fn create_sampled(
         // SAFETY: the program's arguments, unchanged.
         return unsafe { real_create()(thread, attr, start, arg) };
     };
-    let mut state = libc::PTHREAD_CREATE_JOINABLE;
-    if !attr.is_null() {
-        // SAFETY: not null, so the program's initialised attribute, only read.
-        unsafe { pthread_attr_getdetachstate(attr, &mut state) };
-    }
+    // SAFETY: the program's attribute, null or initialised (the contract).
+    let detached = unsafe { crate::sys::threads::starts_detached(attr) };
     let seq = table::next_seq();
     // Tracked before the thread runs, so its exit always finds the entry.
     table::with_table(|t| {
@@ -209,7 +165,7 @@ unsafe fn create_sampled(
             kind: Kind::ThreadStack,
             born: table::now(),
             thread: 0,
-            detached: state == libc::PTHREAD_CREATE_DETACHED,
+            detached,
             exited: false,
         })
     });

@@ -12,7 +12,7 @@
 pub mod bootstrap;
 pub mod global_alloc;
 
-use crate::sys::dl::{info_of, missing, object_of};
+use crate::sys::dl::{info_of, lookup, missing, object_of, Scope};
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
@@ -97,8 +97,7 @@ pub fn resolve() -> bool {
         (c"sdallocx", &slot::sdallocx),
     ];
     for (name, slot) in optional {
-        let f = lookup(name);
-        if !f.is_null() && object_of(f) == home {
+        if let Some(f) = defined_in(home, name) {
             slot.store(f, Ordering::Relaxed);
         }
     }
@@ -107,17 +106,24 @@ pub fn resolve() -> bool {
     true
 }
 
-fn lookup(name: &CStr) -> *mut () {
-    // SAFETY: dlsym with a valid NUL-terminated name.
-    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()).cast() }
-}
-
 fn required(name: &CStr) -> *mut () {
-    let f = lookup(name);
+    let f = lookup(Scope::Next, name);
     if f.is_null() {
         missing(name);
     }
-    f
+    f.cast()
+}
+
+/// The next definition of `name` if the object loaded at `home` has it.
+fn defined_in(home: usize, name: &CStr) -> Option<*mut ()> {
+    let f: *mut () = lookup(Scope::Next, name).cast();
+    (!f.is_null() && object_of(f) == home).then_some(f)
+}
+
+/// The next definition of `name` if the object that provides `malloc` has
+/// it: a function that works on the next allocator's heap.
+pub fn allocator_function(name: &CStr) -> Option<*mut ()> {
+    defined_in(object_of(malloc_address()), name)
 }
 
 /// The next allocator's `malloc` (after resolution).
@@ -282,8 +288,7 @@ mod emulated {
     use super::*;
 
     fn page() -> usize {
-        // SAFETY: sysconf has no preconditions.
-        unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+        crate::sys::process::page_size()
     }
 
     /// A block through posix_memalign, its error in `errno`.

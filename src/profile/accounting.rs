@@ -118,15 +118,7 @@ fn jemalloc(mallctl: Mallctl) -> Facts {
 
 /// A function of the next allocator's object, if it has one by this name.
 fn next_symbol<F: Copy>(name: &core::ffi::CStr) -> Option<F> {
-    // SAFETY: dlsym with a NUL-terminated name; F is that symbol's type.
-    unsafe {
-        let f = libc::dlsym(libc::RTLD_NEXT, name.as_ptr());
-        if f.is_null()
-            || crate::sys::dl::object_of(f.cast())
-                != crate::sys::dl::object_of(crate::next::malloc_address())
-        {
-            return None;
-        }
-        Some(core::mem::transmute_copy(&f))
-    }
+    let f = crate::next::allocator_function(name)?;
+    // SAFETY: F is that symbol's type (the caller's).
+    Some(unsafe { core::mem::transmute_copy(&f) })
 }

@@ -93,8 +93,7 @@ fn defined_by(name: &CStr) -> Option<String> {
 /// program's canonical PLT entry for a function whose address it takes is
 /// an undefined symbol with a value, and dladdr names it all the same.
 fn defining(name: &CStr) -> Option<libc::Dl_info> {
-    // SAFETY: dlsym with a valid string.
-    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    let f = crate::sys::dl::lookup(crate::sys::dl::Scope::Global, name);
     let (info, sym) = crate::sys::dl::symbol_at(f)?;
     // SAFETY: dli_sname, when set, is the loader's NUL-terminated string.
     let named = !info.dli_sname.is_null() && unsafe { CStr::from_ptr(info.dli_sname) } == name;

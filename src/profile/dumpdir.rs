@@ -49,21 +49,11 @@ impl DumpDir {
     fn reopen(&mut self) -> Result<(), String> {
         let c = CString::new(self.path.as_bytes())
             .map_err(|_| "path contains a NUL byte".to_string())?;
-        // SAFETY: open with a valid C string.
-        let fd = unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error().to_string());
-        }
+        let fd = files::open_directory(&c).map_err(error_text)?;
         let id = match files::check_directory(fd) {
             Ok(id) => id,
             Err(why) => {
-                // SAFETY: closing the descriptor opened above.
-                unsafe { libc::close(fd) };
+                let _ = files::close(fd);
                 return Err(why);
             }
         };
@@ -73,8 +63,8 @@ impl DumpDir {
             crate::sys::log::set_directory(fd, id);
         }
         if old >= 0 && files::identity(old) == Some(old_id) {
-            // SAFETY: the directory this value opened before, still ours.
-            unsafe { libc::close(old) };
+            // The directory this value opened before, still ours.
+            let _ = files::close(old);
         }
         Ok(())
     }
@@ -112,20 +102,19 @@ impl DumpDir {
                 let name = name_of(n);
                 let c = CString::new(name.as_str()).map_err(|e| e.to_string())?;
                 *next = n + 1;
-                match place_new(fd, &tmp, &c) {
+                match files::rename_new(fd, &tmp, &c) {
                     Err(libc::EEXIST) => continue,
                     Err(e) => {
                         // Not a squatter: this number is still free.
                         *next = n;
-                        result = Err(std::io::Error::from_raw_os_error(e).to_string());
+                        result = Err(error_text(e));
                     }
                     Ok(()) => result = Ok((name.clone(), dir.path_of(&name))),
                 }
                 break;
             }
             if result.is_err() {
-                // SAFETY: removing the temporary file this call created.
-                unsafe { libc::unlinkat(fd, tmp.as_ptr(), 0) };
+                files::remove(fd, &tmp);
             }
             let taken = *next - first - u64::from(result.is_ok());
             if taken > 0 {
@@ -148,13 +137,9 @@ impl DumpDir {
             let fd = dir.fd()?;
             let tmp = dir.write_temp(fd, name, content)?;
             let dest = CString::new(name).map_err(|e| e.to_string())?;
-            // SAFETY: renameat/unlinkat on our directory descriptor with C strings.
-            unsafe {
-                if libc::renameat(fd, tmp.as_ptr(), fd, dest.as_ptr()) != 0 {
-                    let why = std::io::Error::last_os_error().to_string();
-                    libc::unlinkat(fd, tmp.as_ptr(), 0);
-                    return Err(why);
-                }
+            if let Err(e) = files::rename(fd, &tmp, &dest) {
+                files::remove(fd, &tmp);
+                return Err(error_text(e));
             }
             Ok(dir.path_of(name))
         })
@@ -182,8 +167,7 @@ impl DumpDir {
     /// Removes a dump written earlier (ignoring failure: it may be gone).
     pub fn remove(&mut self, name: &str) {
         if let (Ok(dir), Ok(c)) = (self.fd(), CString::new(name)) {
-            // SAFETY: unlinkat on our directory descriptor with a C string.
-            unsafe { libc::unlinkat(dir, c.as_ptr(), 0) };
+            files::remove(dir, &c);
         }
     }
 
@@ -217,16 +201,13 @@ impl DumpDir {
                 Err(e) => return Err(with_permission_hint(e, &self.path)),
             };
             let written = files::write_all(fd, content);
-            // SAFETY: closing the file created above.
-            let closed = unsafe { libc::close(fd) } == 0;
-            let why = match written {
-                Ok(()) if closed => return Ok(tmp),
-                Ok(()) => std::io::Error::last_os_error(),
-                Err(e) => std::io::Error::from_raw_os_error(e),
-            };
-            // SAFETY: removing the file created above.
-            unsafe { libc::unlinkat(dir, tmp.as_ptr(), 0) };
-            return Err(why.to_string());
+            match written.and(files::close(fd)) {
+                Ok(()) => return Ok(tmp),
+                Err(e) => {
+                    files::remove(dir, &tmp);
+                    return Err(error_text(e));
+                }
+            }
         }
         Err(format!(
             "the temporary names .{name}.tmp to .{name}.{}.tmp are all taken",
@@ -235,80 +216,30 @@ impl DumpDir {
     }
 }
 
-/// Renames `tmp` to `name` in `dir` unless `name` exists (`Err(EEXIST)`).
-fn place_new(dir: libc::c_int, tmp: &CString, name: &CString) -> Result<(), i32> {
-    // SAFETY: renameat2/linkat/unlinkat on our directory with C strings.
-    unsafe {
-        if libc::renameat2(
-            dir,
-            tmp.as_ptr(),
-            dir,
-            name.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        ) == 0
-        {
-            return Ok(());
-        }
-        let e = crate::sys::errno::get();
-        if e != libc::EINVAL && e != libc::ENOSYS {
-            return Err(e);
-        }
-        // A file system without RENAME_NOREPLACE: a hard link refuses a taken
-        // name the same way; the complete file then loses its temporary name.
-        if libc::linkat(dir, tmp.as_ptr(), dir, name.as_ptr(), 0) != 0 {
-            return Err(crate::sys::errno::get());
-        }
-        libc::unlinkat(dir, tmp.as_ptr(), 0);
-    }
-    Ok(())
-}
-
 impl Drop for DumpDir {
     fn drop(&mut self) {
         // Only a descriptor that is still ours (see `fd`).
         if self.fd >= 0 && files::identity(self.fd) == Some(self.id) {
-            // SAFETY: closing the directory descriptor this value opened.
-            unsafe { libc::close(self.fd) };
+            let _ = files::close(self.fd);
         }
     }
+}
+
+fn error_text(errno: i32) -> String {
+    std::io::Error::from_raw_os_error(errno).to_string()
 }
 
 /// After a privilege drop the new user may not be allowed to write where
 /// dumps go: say who needs what.
 fn with_permission_hint(errno: i32, dir: &OsStr) -> String {
-    let why = std::io::Error::from_raw_os_error(errno).to_string();
+    let why = error_text(errno);
     if errno != libc::EACCES && errno != libc::EPERM {
         return why;
     }
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
+    let uid = crate::sys::process::euid();
     format!(
         "{why}: the process runs as {} (uid {uid}), which needs write and search permission on {}",
-        user_name(uid).unwrap_or_else(|| "an unnamed user".into()),
+        crate::sys::process::user_name(uid).unwrap_or_else(|| "an unnamed user".into()),
         std::path::Path::new(dir).display()
     )
-}
-
-fn user_name(uid: libc::uid_t) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: getpwuid_r fills `pwd` with strings stored in `buf`.
-    unsafe {
-        let mut pwd: libc::passwd = core::mem::zeroed();
-        let mut found: *mut libc::passwd = core::ptr::null_mut();
-        let rc = libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut found,
-        );
-        if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
-            return None;
-        }
-        Some(
-            std::ffi::CStr::from_ptr(pwd.pw_name)
-                .to_string_lossy()
-                .into_owned(),
-        )
-    }
 }

@@ -122,16 +122,9 @@ pub fn argv0() -> &'static str {
                 let first = args.split(|&b| b == 0).next().unwrap_or_default();
                 String::from_utf8_lossy(first).into_owned()
             }
-            // SAFETY: AT_EXECFN, when present, points to a NUL-terminated
-            // string on the initial stack, which lives as long as the process.
-            _ => unsafe {
-                let p = libc::getauxval(libc::AT_EXECFN) as *const libc::c_char;
-                if p.is_null() {
-                    String::new()
-                } else {
-                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
-                }
-            },
+            _ => crate::sys::process::exec_path()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         };
         name.chars()
             .map(|c| if c.is_control() { '?' } else { c })

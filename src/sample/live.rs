@@ -369,27 +369,17 @@ impl Table {
             (self.mask + 1) * 2
         };
         let bytes = cap * core::mem::size_of::<Entry>();
-        // SAFETY: anonymous private mapping; zeroed memory is all VACANT entries.
-        let fresh = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if fresh == libc::MAP_FAILED {
+        // Zeroed memory is all VACANT entries.
+        let Some(fresh) = crate::sys::raw::map_anonymous(bytes) else {
             // Keep probing the full table rather than fail the allocation;
             // `insert` only grows at half load, so there is still room.
             if !self.slots.is_null() && self.len < self.mask {
                 return;
             }
             crate::sys::log::log!("cannot map {bytes} bytes for the live table; aborting");
-            // SAFETY: without room the live set cannot stay correct.
-            unsafe { libc::abort() };
-        }
+            // Without room the live set cannot stay correct.
+            crate::sys::process::abort();
+        };
         let old = core::mem::replace(
             self,
             Table {
@@ -402,9 +392,9 @@ impl Table {
             self.insert(*e, hash(e.ptr));
         }
         if !old.slots.is_null() {
-            // SAFETY: the old mapping is no longer referenced.
+            // SAFETY: the old table's own mapping, no longer referenced.
             unsafe {
-                libc::munmap(
+                crate::sys::raw::unmap(
                     old.slots.cast(),
                     (old.mask + 1) * core::mem::size_of::<Entry>(),
                 )

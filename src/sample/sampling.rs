@@ -103,14 +103,9 @@ pub fn unsample(count: u64, bytes: u64, period: usize) -> (f64, f64) {
 
 fn seed(s: &ThreadState) {
     static THREADS: AtomicUsize = AtomicUsize::new(0);
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec (vDSO, no syscall).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let nanos = crate::sys::clock::fine_nanos();
     let n = THREADS.fetch_add(1, Ordering::Relaxed) as u64;
-    let mixed = mix(s as *const ThreadState as u64 ^ (ts.tv_nsec as u64) << 20 ^ n);
+    let mixed = mix(s as *const ThreadState as u64 ^ u64::from(nanos) << 20 ^ n);
     s.rng.set(mixed | 1);
 }
 

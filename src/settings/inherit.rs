@@ -15,15 +15,17 @@ pub fn remove_from_preload() {
         .filter(|entry| !entry.is_empty() && !is_ours(entry, &ours))
         .collect();
     let name = c"LD_PRELOAD";
-    // SAFETY: setenv/unsetenv with C strings, while the library loads (before
-    // the program's threads could read the environment).
-    unsafe {
-        if kept.is_empty() {
-            libc::unsetenv(name.as_ptr());
-        } else if let Ok(value) = CString::new(kept.join(&b':')) {
-            libc::setenv(name.as_ptr(), value.as_ptr(), 1);
+    let value = if kept.is_empty() {
+        None
+    } else {
+        match CString::new(kept.join(&b':')) {
+            Ok(value) => Some(value),
+            Err(_) => return,
         }
-    }
+    };
+    // SAFETY: while the library loads, before the program's threads could
+    // read the environment.
+    unsafe { crate::sys::process::set_env(name, value.as_deref()) };
 }
 
 fn is_ours(entry: &[u8], ours: &Option<std::path::PathBuf>) -> bool {
@@ -36,14 +38,6 @@ fn is_ours(entry: &[u8], ours: &Option<std::path::PathBuf>) -> bool {
 
 /// The library's own file, as the loader mapped it.
 fn own_path() -> Option<std::path::PathBuf> {
-    // SAFETY: dladdr on an address of ours; dli_fname is a C string.
-    unsafe {
-        let mut info: libc::Dl_info = core::mem::zeroed();
-        if libc::dladdr(own_path as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null()
-        {
-            return None;
-        }
-        let name = std::ffi::CStr::from_ptr(info.dli_fname);
-        std::fs::canonicalize(OsStr::from_bytes(name.to_bytes())).ok()
-    }
+    let name = crate::sys::dl::own_file()?;
+    std::fs::canonicalize(OsStr::from_bytes(name.to_bytes())).ok()
 }

@@ -18,8 +18,8 @@ pub struct Settings {
     pub max_frames: usize,
     pub dump_at_exit: bool,
     pub no_inherit: bool,
-    /// Seconds between automatic dumps, `LEAKPROBE_PERIOD` (0: off). Not
-    /// the sample period.
+    /// Seconds between automatic dumps, `LEAKPROBE_DUMP_SECONDS` (0: off);
+    /// its old name `LEAKPROBE_PERIOD` is still read.
     pub dump_every_secs: u64,
     /// Estimated bytes allocated between automatic dumps,
     /// `LEAKPROBE_INTERVAL` (0: off).
@@ -106,8 +106,7 @@ impl Default for Settings {
 
 impl Settings {
     pub fn from_env() -> Settings {
-        // SAFETY: getauxval has no preconditions.
-        if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
+        if crate::sys::process::secure_execution() {
             // A set-uid program: the environment belongs to another user.
             if std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("LEAKPROBE_")) {
                 crate::sys::log::log!(
@@ -131,7 +130,7 @@ impl Settings {
             max_frames: setting(&get, "LEAKPROBE_MAX_FRAMES", parse_max_frames, d.max_frames),
             dump_at_exit: setting(&get, "LEAKPROBE_DUMP_AT_EXIT", parse_switch, d.dump_at_exit),
             no_inherit: setting(&get, "LEAKPROBE_NO_INHERIT", parse_switch, d.no_inherit),
-            dump_every_secs: setting(&get, "LEAKPROBE_PERIOD", parse_period, d.dump_every_secs),
+            dump_every_secs: dump_seconds(&get, d.dump_every_secs),
             dump_every_bytes: setting(&get, "LEAKPROBE_INTERVAL", parse_count, d.dump_every_bytes),
             max_dumps: setting(&get, "LEAKPROBE_MAX_DUMPS", parse_max_dumps, d.max_dumps),
             peak: setting(&get, "LEAKPROBE_PEAK", parse_switch, d.peak),
@@ -184,11 +183,34 @@ fn parse_count(s: &str) -> Result<u64, String> {
         .map_err(|_| "is not a whole number (0 turns it off)".to_string())
 }
 
-/// Longest `LEAKPROBE_PERIOD` taken (ten years): longer ones would overflow
-/// the clock arithmetic, and mean "never" anyway.
+/// `LEAKPROBE_DUMP_SECONDS`, or `LEAKPROBE_PERIOD`, its old name ("period"
+/// is the sample period now): the old name costs one line, and gives way
+/// to the new one when both are set.
+fn dump_seconds(get: &impl Fn(&str) -> Option<OsString>, default: u64) -> u64 {
+    const NAME: &str = "LEAKPROBE_DUMP_SECONDS";
+    const OLD: &str = "LEAKPROBE_PERIOD";
+    let name = match (get(NAME), get(OLD)) {
+        (_, None) => NAME,
+        (None, Some(_)) => {
+            crate::sys::log::log!("{OLD} is the old name of {NAME}; taken as {NAME}");
+            OLD
+        }
+        (Some(_), Some(old)) => {
+            crate::sys::log::log!(
+                "{OLD} is the old name of {NAME}; {NAME} is set too and is used ({OLD}={:?} ignored)",
+                old.to_string_lossy()
+            );
+            NAME
+        }
+    };
+    setting(get, name, parse_dump_seconds, default)
+}
+
+/// Longest `LEAKPROBE_DUMP_SECONDS` taken (ten years): longer ones would
+/// overflow the clock arithmetic, and mean "never" anyway.
 const MAX_DUMP_EVERY_SECS: u64 = 10 * 365 * 24 * 3600;
 
-fn parse_period(s: &str) -> Result<u64, String> {
+fn parse_dump_seconds(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(n) if n <= MAX_DUMP_EVERY_SECS => Ok(n),
         _ => Err(format!(
@@ -321,7 +343,7 @@ mod tests {
         assert_eq!(c.max_frames, 16);
         assert_eq!(c.dir, "/var/tmp");
         let c = with(&[
-            ("LEAKPROBE_PERIOD", "60"),
+            ("LEAKPROBE_DUMP_SECONDS", "60"),
             ("LEAKPROBE_INTERVAL", "1073741824"),
             ("LEAKPROBE_MAX_DUMPS", "5"),
         ]);
@@ -350,13 +372,16 @@ mod tests {
         assert_eq!(with(&[("LEAKPROBE_SIGNAL", "SEGV")]).signal, libc::SIGUSR2);
         assert!(!with(&[("LEAKPROBE_DUMP_AT_EXIT", "please")]).dump_at_exit);
         assert_eq!(with(&[("LEAKPROBE_MAX_DUMPS", "0")]).max_dumps, 100);
-        assert_eq!(with(&[("LEAKPROBE_PERIOD", "soon")]).dump_every_secs, 0);
+        assert_eq!(
+            with(&[("LEAKPROBE_DUMP_SECONDS", "soon")]).dump_every_secs,
+            0
+        );
         let c = with(&[("LEAKPROBE_UNWIND", "frame-pointers")]);
         assert_eq!(c.unwinder, Unwinder::Fast);
     }
 
     #[test]
-    fn huge_periods_fall_back_without_overflow() {
+    fn huge_dump_seconds_fall_back_without_overflow() {
         for v in [
             "18446744073709551615",
             "18446744073709551614",
@@ -364,14 +389,28 @@ mod tests {
             "18446744073709551616",
             "315360001",
         ] {
-            assert_eq!(with(&[("LEAKPROBE_PERIOD", v)]).dump_every_secs, 0, "{v}");
+            let c = with(&[("LEAKPROBE_DUMP_SECONDS", v)]);
+            assert_eq!(c.dump_every_secs, 0, "{v}");
         }
-        let c = with(&[("LEAKPROBE_PERIOD", "315360000")]);
+        let c = with(&[("LEAKPROBE_DUMP_SECONDS", "315360000")]);
         assert_eq!(c.dump_every_secs, MAX_DUMP_EVERY_SECS);
         let c = with(&[("LEAKPROBE_INTERVAL", "18446744073709551615")]);
         assert_eq!(c.dump_every_bytes, u64::MAX);
         let c = with(&[("LEAKPROBE_SAMPLE", "18446744073709551616")]);
         assert_eq!(c.sample_period, DEFAULT_SAMPLE);
+    }
+
+    #[test]
+    fn the_old_name_of_dump_seconds_is_read_and_gives_way_to_the_new() {
+        let old = with(&[("LEAKPROBE_PERIOD", "60")]);
+        assert_eq!(old.dump_every_secs, 60);
+        let both = with(&[("LEAKPROBE_PERIOD", "60"), ("LEAKPROBE_DUMP_SECONDS", "5")]);
+        assert_eq!(both.dump_every_secs, 5);
+        let bad_new = with(&[
+            ("LEAKPROBE_PERIOD", "60"),
+            ("LEAKPROBE_DUMP_SECONDS", "soon"),
+        ]);
+        assert_eq!(bad_new.dump_every_secs, 0);
     }
 
     #[test]

@@ -1,15 +1,28 @@
-//! Coarse clocks, read through the vDSO (no system call), and sleeping.
+//! Clocks, read through the vDSO (no system call), and sleeping.
 
 use std::time::Duration;
 
-fn read(clock: libc::clockid_t) -> Duration {
+#[inline(always)]
+fn timespec(clock: libc::clockid_t) -> libc::timespec {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes the timespec.
     unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts
+}
+
+fn read(clock: libc::clockid_t) -> Duration {
+    let ts = timespec(clock);
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The nanoseconds within the second of the fine monotonic clock: the
+/// entropy a thread's sampling seed takes (on the sampled path).
+#[inline(always)]
+pub fn fine_nanos() -> u32 {
+    timespec(libc::CLOCK_MONOTONIC).tv_nsec as u32
 }
 
 /// Time since boot, coarse (a few ms resolution).

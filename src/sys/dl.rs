@@ -1,17 +1,44 @@
-//! The dynamic loader's look-ups, one idiom each: the next definition of a
-//! function the library interposes (`dlsym(RTLD_NEXT)`, once per slot), the
-//! object that holds an address, and the symbol entry there.
+//! The dynamic loader's look-ups, one idiom each: a name's address in a
+//! scope (`lookup`: the next definition, or the program's view), once per
+//! slot for the functions the library interposes (`symbol`), in the
+//! library's own object (`Own`); the object that holds an address, and the
+//! symbol entry there; an open handle's load bias.
+//!
+//! `dlsym`, `dladdr` and `dlopen` take the loader's lock and may allocate:
+//! nothing that may run inside the allocator's own critical section calls
+//! them (`find_object` is the lock-free look-up).
 
 use core::ffi::{c_int, c_void, CStr};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+/// Where `lookup` looks for a name.
+#[derive(Clone, Copy)]
+pub enum Scope {
+    /// The objects after this library in the lookup order (`RTLD_NEXT`):
+    /// the definition the program's call would reach without the library.
+    Next,
+    /// Every object in the lookup order, as the program sees it
+    /// (`RTLD_DEFAULT`).
+    Global,
+}
+
+/// The address of `name` in `scope`; null if nothing there defines it.
+pub fn lookup(scope: Scope, name: &CStr) -> *mut c_void {
+    let handle = match scope {
+        Scope::Next => libc::RTLD_NEXT,
+        Scope::Global => libc::RTLD_DEFAULT,
+    };
+    // SAFETY: dlsym with a pseudo-handle and a NUL-terminated name; RTLD_NEXT
+    // is relative to the calling object, this library wherever it is inlined.
+    unsafe { libc::dlsym(handle, name.as_ptr()) }
+}
 
 /// The next definition of a non-allocator function, looked up once into
 /// `slot` (for the other functions the library interposes).
 pub fn symbol(slot: &AtomicPtr<c_void>, name: &CStr) -> *mut c_void {
     let mut f = slot.load(Ordering::Acquire);
     if f.is_null() {
-        // SAFETY: dlsym with a NUL-terminated name.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
+        f = lookup(Scope::Next, name);
         if f.is_null() {
             missing(name);
         }
@@ -33,8 +60,8 @@ pub const fn c_name(bytes: &[u8]) -> &CStr {
 #[inline(never)]
 pub fn missing(name: &CStr) -> ! {
     crate::sys::log::log!("no next definition of {name:?}; cannot continue");
-    // SAFETY: the program called a function that does not exist.
-    unsafe { libc::abort() }
+    // The program called a function that does not exist.
+    crate::sys::process::abort()
 }
 
 /// Load address of the object that defines `f` (0 if unknown).
@@ -48,6 +75,76 @@ pub fn info_of(f: *mut ()) -> Option<libc::Dl_info> {
         let mut info: libc::Dl_info = core::mem::zeroed();
         (libc::dladdr(f.cast(), &mut info) != 0).then_some(info)
     }
+}
+
+/// This library's own object, as the loader describes it.
+fn own_info() -> Option<libc::Dl_info> {
+    info_of(own_info as *mut ()).filter(|i| !i.dli_fname.is_null())
+}
+
+/// This library's file name, as the loader mapped it.
+pub fn own_file() -> Option<&'static CStr> {
+    // SAFETY: the loader's NUL-terminated name of this library's object,
+    // kept while the library is loaded, i.e. while this code runs.
+    own_info().map(|i| unsafe { CStr::from_ptr(i.dli_fname) })
+}
+
+/// This library opened again by its file name (`RTLD_NOLOAD`: it is loaded),
+/// for look-ups that search only it and its dependencies, never the program
+/// (so never a program's canonical PLT entry). Closed when dropped.
+pub struct Own {
+    handle: *mut c_void,
+    base: usize,
+}
+
+impl Own {
+    pub fn open() -> Option<Own> {
+        let info = own_info()?;
+        // SAFETY: the loader's name of a loaded object; RTLD_NOLOAD only
+        // returns a handle to it (one more reference, dropped in `drop`).
+        let handle = unsafe { libc::dlopen(info.dli_fname, libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
+        (!handle.is_null()).then_some(Own {
+            handle,
+            base: info.dli_fbase as usize,
+        })
+    }
+
+    /// The library's own definition of `name`: none for a dependency's.
+    pub fn definition(&self, name: &CStr) -> Option<usize> {
+        // SAFETY: an open handle and a NUL-terminated name.
+        let f = unsafe { libc::dlsym(self.handle, name.as_ptr()) };
+        (!f.is_null() && object_of(f.cast()) == self.base).then_some(f as usize)
+    }
+}
+
+impl Drop for Own {
+    fn drop(&mut self) {
+        // SAFETY: the handle `open` got, closed once.
+        unsafe { libc::dlclose(self.handle) };
+    }
+}
+
+/// The load bias (`l_addr`) of the object behind `handle`.
+///
+/// # Safety
+/// `handle` is a handle `dlopen` returned, not yet closed.
+pub unsafe fn load_bias(handle: *mut c_void) -> Option<u64> {
+    let mut map: *mut c_void = core::ptr::null_mut();
+    // SAFETY: an open handle (the contract); RTLD_DI_LINKMAP stores one
+    // pointer into `map`.
+    let rc = unsafe {
+        libc::dlinfo(
+            handle,
+            libc::RTLD_DI_LINKMAP,
+            (&mut map as *mut *mut c_void).cast(),
+        )
+    };
+    if rc != 0 || map.is_null() {
+        return None;
+    }
+    // SAFETY: the loader's struct link_map of an open object, which starts
+    // with l_addr (the load bias).
+    Some(unsafe { *(map as *const u64) })
 }
 
 /// The object, nearest symbol and that symbol's ELF entry at `addr`
@@ -102,8 +199,7 @@ pub struct FoundObject {
 
 /// Looks up `_dl_find_object` once, when the library loads.
 pub fn init_find_object() {
-    // SAFETY: dlsym with a NUL-terminated name.
-    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
+    let f = lookup(Scope::Global, c"_dl_find_object");
     FIND_OBJECT.store(f as usize, Ordering::Release);
 }
 

@@ -6,11 +6,14 @@
 //! any entry already there (a FIFO would block, a symlink or hard link would
 //! redirect root's writes, a directory would fail every time), `O_NONBLOCK`
 //! makes sure the `open` itself cannot block, and `fstat` confirms the result
-//! is a regular file of ours with one link. No allocation, and raw system
-//! calls only (`errno` untouched): the log uses these, also on the helper of
-//! `collect::single`.
+//! is a regular file of ours with one link. A complete file takes its name
+//! with a rename that never replaces an entry (`rename_new`). No
+//! allocation, and raw system calls only (`errno` untouched): the log uses
+//! these, also on the helper of `collect::single`. Errors are `errno`
+//! values.
 
 use crate::sys::raw;
+use core::ffi::CStr;
 
 /// `fstat` of a descriptor, or the error.
 fn fstat(fd: libc::c_int) -> Result<libc::stat, i32> {
@@ -91,11 +94,65 @@ pub fn create_exclusive(
     });
     if !ours {
         // Only a race (a link made to the new file) gets here: drop our name.
-        raw::sys!(libc::SYS_unlinkat, dir, name.as_ptr(), 0);
-        raw::close(fd);
+        remove(dir, name);
+        let _ = close(fd);
         return Err(libc::EEXIST);
     }
     Ok(fd)
+}
+
+/// Opens the directory `path` (close-on-exec), for the calls below.
+pub fn open_directory(path: &CStr) -> Result<libc::c_int, i32> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    match raw::sys!(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), flags) {
+        fd if fd >= 0 => Ok(fd as libc::c_int),
+        e => Err(-e as i32),
+    }
+}
+
+/// Closes a descriptor of the library's own; an error is a write that
+/// failed late (a full disk on NFS).
+pub fn close(fd: libc::c_int) -> Result<(), i32> {
+    match raw::sys!(libc::SYS_close, fd) {
+        0 => Ok(()),
+        e => Err(-e as i32),
+    }
+}
+
+/// Removes `name` from `dir`, if it is there (the callers remove what they
+/// made, and a name already gone needs nothing more).
+pub fn remove(dir: libc::c_int, name: &CStr) {
+    raw::sys!(libc::SYS_unlinkat, dir, name.as_ptr(), 0);
+}
+
+/// Renames `from` to `to` in `dir`, replacing what `to` named: the file it
+/// named is never written into.
+pub fn rename(dir: libc::c_int, from: &CStr, to: &CStr) -> Result<(), i32> {
+    match raw::sys!(libc::SYS_renameat, dir, from.as_ptr(), dir, to.as_ptr()) {
+        0 => Ok(()),
+        e => Err(-e as i32),
+    }
+}
+
+/// Renames `from` to `to` in `dir` unless `to` exists (`Err(EEXIST)`).
+pub fn rename_new(dir: libc::c_int, from: &CStr, to: &CStr) -> Result<(), i32> {
+    let (from, to) = (from.as_ptr(), to.as_ptr());
+    let flags = libc::RENAME_NOREPLACE;
+    let e = match raw::sys!(libc::SYS_renameat2, dir, from, dir, to, flags) {
+        0 => return Ok(()),
+        e => -e as i32,
+    };
+    if e != libc::EINVAL && e != libc::ENOSYS {
+        return Err(e);
+    }
+    // A file system without RENAME_NOREPLACE: a hard link refuses a taken
+    // name the same way; the complete file then loses its temporary name.
+    match raw::sys!(libc::SYS_linkat, dir, from, dir, to, 0) {
+        0 => {}
+        e => return Err(-e as i32),
+    }
+    raw::sys!(libc::SYS_unlinkat, dir, from, 0);
+    Ok(())
 }
 
 /// Writes all of `data`, retrying interrupted and partial writes; the

@@ -35,8 +35,7 @@ impl<T> SpinLock<T> {
                 core::hint::spin_loop();
             } else {
                 // The holder may be descheduled: let it run.
-                // SAFETY: sched_yield has no preconditions.
-                unsafe { libc::sched_yield() };
+                crate::sys::raw::yield_now();
             }
         }
     }

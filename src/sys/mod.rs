@@ -1,9 +1,11 @@
-//! The foundations every other part stands on: the clock, errno, a spin
+//! The foundations every other part stands on, and the only place that
+//! calls libc's functions or makes system calls: the clock, errno, a spin
 //! lock, the doorbell that wakes the collector, files created safely,
-//! one-line messages, signal masks of the library's own, the loader's
+//! one-line messages, the process (auxiliary vector, environment, users,
+//! fork and exit handlers), threads' attributes and keys, signal masks of
+//! the library's own, the loader's
 //! symbol look-ups, system calls without glibc (`raw`), and a word-keyed
-//! hash map. Nothing here knows about
-//! samples or dumps.
+//! hash map. Nothing here knows about samples or dumps.
 
 pub mod clock;
 pub mod dl;
@@ -12,6 +14,8 @@ pub mod errno;
 pub mod files;
 pub mod lock;
 pub mod log;
+pub mod process;
 pub mod raw;
 pub mod signals;
+pub mod threads;
 pub mod word_hash;

@@ -95,6 +95,36 @@ pub fn getpid() -> libc::pid_t {
     sys!(libc::SYS_getpid) as libc::pid_t
 }
 
+/// The calling thread's id.
+pub fn gettid() -> libc::pid_t {
+    sys!(libc::SYS_gettid) as libc::pid_t
+}
+
+/// `bytes` of fresh zeroed memory (an anonymous private mapping), which no
+/// interposed `mmap` sees; None if the kernel has none.
+pub fn map_anonymous(bytes: usize) -> Option<*mut c_void> {
+    let p = sys!(
+        libc::SYS_mmap,
+        0usize,
+        bytes,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1i32,
+        0usize
+    );
+    // The kernel's errors are -4095..-1; any other value is an address.
+    (!(-4095..0).contains(&p)).then_some(p as *mut c_void)
+}
+
+/// Gives back a mapping `map_anonymous` made.
+///
+/// # Safety
+/// `p` and `bytes` are one `map_anonymous` result and its size, and nothing
+/// refers to the memory any more.
+pub unsafe fn unmap(p: *mut c_void, bytes: usize) {
+    sys!(libc::SYS_munmap, p, bytes);
+}
+
 /// Opens `path` read-only (close-on-exec).
 pub fn open_read(path: &CStr) -> isize {
     sys!(
@@ -111,6 +141,33 @@ pub fn read(fd: c_int, buf: &mut [u8]) -> isize {
 
 pub fn close(fd: c_int) {
     sys!(libc::SYS_close, fd);
+}
+
+/// Reads `path` a bufferful at a time, handing each piece read to `f` until
+/// it returns an answer; None if the file cannot be opened or ends first.
+pub fn scan_file<T>(
+    path: &CStr,
+    buf: &mut [u8],
+    mut f: impl FnMut(&[u8]) -> Option<T>,
+) -> Option<T> {
+    let fd = open_read(path);
+    if fd < 0 {
+        return None;
+    }
+    let found = loop {
+        let n = read(fd as c_int, buf);
+        if n == -(libc::EINTR as isize) {
+            continue;
+        }
+        if n <= 0 {
+            break None;
+        }
+        if let Some(found) = buf.get(..n as usize).and_then(&mut f) {
+            break Some(found);
+        }
+    };
+    close(fd as c_int);
+    found
 }
 
 /// Reads the start of a small file (a /proc one) into `buf`; the bytes read.
@@ -146,6 +203,9 @@ pub fn sleep_ms(ms: u64) {
     );
 }
 
+/// Lets another thread run (`sched_yield`). Out of line: spin loops call it
+/// only once they have waited, and stay small.
+#[inline(never)]
 pub fn yield_now() {
     sys!(libc::SYS_sched_yield);
 }
@@ -214,6 +274,11 @@ pub fn sigtimedwait(set: u64, ms: u64) -> Option<libc::siginfo_t> {
         8
     );
     (sig > 0).then_some(info)
+}
+
+/// Sends `sig` to thread `tid` of this process.
+pub fn tgkill(tid: libc::pid_t, sig: c_int) {
+    sys!(libc::SYS_tgkill, getpid(), tid, sig);
 }
 
 /// Queues `info` as signal `sig` to the process (any thread that takes it).

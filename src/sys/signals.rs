@@ -3,7 +3,8 @@
 //! through `hook::signals`, which keeps the program's view). The sets are
 //! built with glibc's `sigfillset`/`sigaddset`, which never name glibc's
 //! internal signals (SIGCANCEL, SIGSETXID): `setuid` in a threaded program
-//! needs them unblocked on every thread.
+//! needs them unblocked on every thread. Also: a set with or without one
+//! signal, membership, and a machine context as a handler receives one.
 
 use core::ffi::c_int;
 
@@ -42,6 +43,7 @@ pub fn with_all_blocked<R>(keep: c_int, f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// A copy of `set` with `sig` in it (`member`) or not.
 pub fn with_member(set: &Sigset, sig: c_int, member: bool) -> Sigset {
     let mut copy = *set;
     // SAFETY: a valid local sigset and a valid signal number.
@@ -53,6 +55,25 @@ pub fn with_member(set: &Sigset, sig: c_int, member: bool) -> Sigset {
         }
     }
     copy
+}
+
+/// Whether `sig` is in `set`.
+pub fn is_member(set: &Sigset, sig: c_int) -> bool {
+    // SAFETY: a valid sigset, only read; an invalid number answers -1.
+    unsafe { libc::sigismember(set, sig) == 1 }
+}
+
+/// Runs `f` with the machine context of the point it is called from, as a
+/// signal handler receives one (`getcontext`). Always inlined, so that the
+/// context describes the caller's own frame, which stays live while `f`
+/// runs; `f` gets it in place (it points into itself: never copy it).
+#[inline(always)]
+pub fn with_context_here<R>(f: impl FnOnce(&mut libc::ucontext_t) -> R) -> R {
+    // SAFETY: ucontext_t is plain data; all zeroes is valid storage.
+    let mut uc: libc::ucontext_t = unsafe { core::mem::zeroed() };
+    // SAFETY: getcontext fills the struct it is given.
+    unsafe { libc::getcontext(&mut uc) };
+    f(&mut uc)
 }
 
 /// An empty set.

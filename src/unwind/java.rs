@@ -166,16 +166,14 @@ fn append_java(stack: &mut Stack, max_len: usize) {
         frames: frames.as_mut_ptr(),
     };
     let depth = max_len.saturating_sub(1).min(frames.len()) as i32;
-    // SAFETY: a zeroed ucontext_t is valid storage for getcontext; the
-    // context is only read by AsyncGetCallTrace, on this thread, now.
-    // AsyncGetCallTrace is made to run on the thread it walks at any point
-    // (it is called from signal handlers); `trace.frames` has `depth` room.
-    unsafe {
-        let mut uc: libc::ucontext_t = core::mem::zeroed();
-        libc::getcontext(&mut uc);
+    // SAFETY: the context of this frame, which is live; it is only read by
+    // AsyncGetCallTrace, on this thread, now. AsyncGetCallTrace is made to
+    // run on the thread it walks at any point (it is called from signal
+    // handlers); `trace.frames` has `depth` room.
+    crate::sys::signals::with_context_here(|uc| unsafe {
         let f: Agct = core::mem::transmute(agct);
-        f(&mut trace, depth, (&mut uc as *mut libc::ucontext_t).cast());
-    }
+        f(&mut trace, depth, (uc as *mut libc::ucontext_t).cast());
+    });
     let n = trace.num_frames;
     if n <= 0 {
         if n < 0 {
@@ -352,8 +350,7 @@ fn line_of(lines: &[(i64, i32)], bci: i64) -> Option<i32> {
 }
 
 fn current_tid() -> libc::pid_t {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() }
+    crate::sys::raw::gettid()
 }
 
 fn resolve_pending(n: &mut Names) {
@@ -532,9 +529,8 @@ fn look_for_vm() {
             return;
         }
         LAST.store(now, Ordering::Relaxed);
-        // SAFETY: dlsym with a NUL-terminated name.
-        created =
-            unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"JNI_GetCreatedJavaVMs".as_ptr()) } as usize;
+        created = crate::sys::dl::lookup(crate::sys::dl::Scope::Global, c"JNI_GetCreatedJavaVMs")
+            as usize;
         if created <= 1 {
             return;
         }
@@ -560,8 +556,7 @@ fn look_for_vm() {
 /// # Safety
 /// On the collector thread; `vm` is a created JavaVM.
 unsafe fn set_up(vm: Env) -> Result<(), String> {
-    // SAFETY: dlsym with a NUL-terminated name.
-    let agct = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"AsyncGetCallTrace".as_ptr()) };
+    let agct = crate::sys::dl::lookup(crate::sys::dl::Scope::Global, c"AsyncGetCallTrace");
     if agct.is_null() {
         return Err("the VM does not export AsyncGetCallTrace".into());
     }
@@ -669,8 +664,7 @@ unsafe fn set_up(vm: Env) -> Result<(), String> {
     }
     VM.store(vm as usize, Ordering::Release);
     AGCT.store(agct as usize, Ordering::Release);
-    // SAFETY: registers a plain extern "C" function.
-    unsafe { libc::pthread_atfork(None, None, Some(fork_child)) };
+    crate::sys::process::at_fork(None, None, Some(fork_child));
     ACTIVE.store(true, Ordering::Release);
     Ok(())
 }
@@ -709,8 +703,7 @@ unsafe fn attach(vm: Env) -> Result<Env, String> {
         )
     };
     for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
-        // SAFETY: `old` is an initialised sigset of ours.
-        unsafe { libc::sigdelset(&mut old, sig) };
+        old = crate::sys::signals::with_member(&old, sig, false);
     }
     crate::sys::signals::real_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
     if rc != JNI_OK || jni.is_null() {

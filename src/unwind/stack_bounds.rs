@@ -18,23 +18,18 @@ const MAX_SCANS: u8 = 8;
 
 /// Reads `__libc_stack_end` and the stack size limit. Runs once at load.
 pub fn init() {
-    // SAFETY: dlsym with a NUL-terminated name; the symbol, when present, is
-    // ld.so's `void *__libc_stack_end`, set before any constructor runs.
-    let end = unsafe {
-        let p = libc::dlsym(libc::RTLD_DEFAULT, c"__libc_stack_end".as_ptr());
-        if p.is_null() {
-            return;
-        }
-        *(p as *const usize)
-    };
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut limit) } == 0;
+    let p = crate::sys::dl::lookup(crate::sys::dl::Scope::Global, c"__libc_stack_end");
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: ld.so's `void *__libc_stack_end`, set before any constructor
+    // runs.
+    let end = unsafe { *(p as *const usize) };
     // The kernel keeps mappings at least 128 MiB below the stack's top.
-    let reach = if ok { limit.rlim_cur as usize } else { 0 }.clamp(8 << 20, 128 << 20);
+    let limit = crate::sys::process::stack_limit().unwrap_or(0);
+    let reach = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .clamp(8 << 20, 128 << 20);
     MAIN_REACH.store(reach, Ordering::Relaxed);
     // The stack's mapping runs at least to the end of that page (argv and the
     // environment lie above), which also covers the few words a program
@@ -65,43 +60,15 @@ pub fn top(sp: usize) -> Option<usize> {
     })
 }
 
-/// The mapping of /proc/self/maps that contains `addr`. Leaves `errno` as
-/// it was: this runs inside the program's `malloc`.
+/// The mapping of /proc/self/maps that contains `addr`. Raw system calls,
+/// which leave `errno` as it was: this runs inside the program's `malloc`.
 fn mapping_containing(addr: usize) -> Option<(usize, usize)> {
-    crate::sys::errno::preserved(|| read_maps(addr))
-}
-
-fn read_maps(addr: usize) -> Option<(usize, usize)> {
-    // SAFETY: raw openat/read/close on a buffer we own; nothing else holds
-    // the descriptor.
-    unsafe {
-        let fd = libc::syscall(
-            libc::SYS_openat,
-            libc::AT_FDCWD,
-            c"/proc/self/maps".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        );
-        if fd < 0 {
-            return None;
-        }
-        let mut scan = Scan::default();
-        let mut buf = [0u8; 1024];
-        let found = loop {
-            let n = libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len());
-            if n < 0 && *libc::__errno_location() == libc::EINTR {
-                continue;
-            }
-            if n <= 0 {
-                break None;
-            }
-            let read = buf.iter().take(n as usize);
-            if let Some(found) = read.copied().find_map(|b| scan.feed(b, addr)) {
-                break found;
-            }
-        };
-        libc::syscall(libc::SYS_close, fd);
-        found
-    }
+    let mut scan = Scan::default();
+    let mut buf = [0u8; 1024];
+    crate::sys::raw::scan_file(c"/proc/self/maps", &mut buf, |read| {
+        read.iter().find_map(|&b| scan.feed(b, addr))
+    })
+    .flatten()
 }
 
 /// A parser of `start-end ...` lines, a byte at a time.

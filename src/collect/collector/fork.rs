@@ -31,8 +31,7 @@ impl InFlight {
     pub fn enter() -> InFlight {
         loop {
             while FORK_GATE.load(Ordering::SeqCst) {
-                // SAFETY: sched_yield has no preconditions.
-                unsafe { libc::sched_yield() };
+                crate::sys::raw::yield_now();
             }
             IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
             if !FORK_GATE.load(Ordering::SeqCst) {
@@ -51,8 +50,7 @@ impl Drop for InFlight {
 
 /// Registered with `pthread_atfork` when the collector starts.
 pub fn register() {
-    // SAFETY: registering plain extern "C" handlers.
-    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    crate::sys::process::at_fork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
 }
 
 /// Before `fork`: take, with a bounded wait, the collector's state, then the

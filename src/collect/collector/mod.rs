@@ -153,20 +153,13 @@ pub fn spawn() {
 pub fn spawn_thread() -> Result<(), i32> {
     sampling::while_busy(|| {
         let sig = settings::get().map_or(0, |c| c.signal);
-        // SAFETY: plain pthread calls with initialised arguments; `run` never
-        // returns, so the thread needs no join.
-        let rc = with_all_blocked(sig, || unsafe {
-            let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-            // The default stack size: glibc carves the program's static TLS
-            // out of the stack, so a small fixed size fails (EINVAL) in
-            // programs with large thread-locals. Untouched pages cost nothing.
-            libc::pthread_attr_init(&mut attr);
-            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let rc = with_all_blocked(sig, || {
+            let attr = crate::sys::threads::DetachedAttr::new();
             let mut thread: libc::pthread_t = 0;
             let create = crate::mapped::thread_stacks::real_create();
-            let rc = create(&mut thread, &attr, run, core::ptr::null_mut());
-            libc::pthread_attr_destroy(&mut attr);
-            rc
+            // SAFETY: initialised arguments; `run` never returns, and the
+            // thread is detached: it needs no join.
+            unsafe { create(&mut thread, attr.as_ptr(), run, core::ptr::null_mut()) }
         });
         match rc {
             0 => Ok(()),
@@ -191,8 +184,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             block_here(settings::get().map_or(0, |c| c.signal), !wanted);
         }
         while fork::FORK_PENDING.load(Ordering::Acquire) {
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
+            crate::sys::raw::yield_now();
         }
         crate::unwind::java::poll();
         let more = STATE.with(|s| s.as_mut().is_some_and(Collector::step));

@@ -1,13 +1,14 @@
-//! When the next automatic dump is due: `LEAKPROBE_PERIOD` (time) and
-//! `LEAKPROBE_INTERVAL` (bytes allocated), at most one a second.
+//! When the next automatic dump is due: `LEAKPROBE_DUMP_SECONDS` (time)
+//! and `LEAKPROBE_INTERVAL` (bytes allocated), at most one a second.
 
 use crate::settings::Settings;
 use crate::sys::clock;
 use std::time::Duration;
 
-/// When the next automatic dump is due (`LEAKPROBE_PERIOD`, `LEAKPROBE_INTERVAL`).
+/// When the next automatic dump is due (`LEAKPROBE_DUMP_SECONDS`,
+/// `LEAKPROBE_INTERVAL`).
 pub struct Automatic {
-    period: Option<Duration>,
+    every: Option<Duration>,
     interval: Option<f64>,
     next_time: Duration,
     next_bytes: f64,
@@ -19,12 +20,12 @@ const MIN_AUTOMATIC_GAP: Duration = Duration::from_secs(1);
 
 impl Automatic {
     pub fn new(cfg: &Settings) -> Automatic {
-        let period = (cfg.dump_every_secs > 0).then(|| Duration::from_secs(cfg.dump_every_secs));
+        let every = (cfg.dump_every_secs > 0).then(|| Duration::from_secs(cfg.dump_every_secs));
         let interval = (cfg.dump_every_bytes > 0).then_some(cfg.dump_every_bytes as f64);
         Automatic {
-            period,
+            every,
             interval,
-            next_time: clock::monotonic().saturating_add(period.unwrap_or_default()),
+            next_time: clock::monotonic().saturating_add(every.unwrap_or_default()),
             next_bytes: interval.unwrap_or(0.0),
             last: None,
         }
@@ -40,9 +41,9 @@ impl Automatic {
         {
             return false;
         }
-        let by_time = self.period.is_some_and(|_| now >= self.next_time);
+        let by_time = self.every.is_some_and(|_| now >= self.next_time);
         let by_bytes = self.interval.is_some_and(|_| allocated >= self.next_bytes);
-        if let (true, Some(p)) = (by_time, self.period) {
+        if let (true, Some(p)) = (by_time, self.every) {
             // Keep the cadence; after a long stall, start again from now.
             self.next_time = self.next_time.saturating_add(p).max(now);
         }
@@ -61,7 +62,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_longest_periods_never_overflow_the_schedule() {
+    fn the_longest_gaps_never_overflow_the_schedule() {
         for secs in [u64::MAX, u64::MAX - 1, 1 << 63] {
             let cfg = Settings {
                 dump_every_secs: secs,
