@@ -29,6 +29,9 @@ ALLOC_WRAPPER = re.compile(
     r"|os::(malloc|realloc|strdup\w*)|(Re)?[Aa]llocateHeap|AllocateHeapOrNull|CHeapObj<.*>::operator new(\[\])?"  # HotSpot
     r"|_ZN2os(6malloc|7realloc|6strdup)\w*|_Z\d+(Re)?[Aa]llocateHeap\w*"  # the same, not demangled
     r"|Arena::(grow|Amalloc\w*)|Chunk::operator new|ChunkPool::allocate"
+    # The JDK's direct buffers (malloc) and file mappings (mmap), to the program's method that asked
+    r"|Unsafe_AllocateMemory0|(jdk\.internal|sun)\.misc\.Unsafe\.allocateMemory0?|java\.nio\.DirectByteBuffer\.<init>"
+    r"|java\.nio\.ByteBuffer\.allocateDirect|Java_sun_nio_ch_FileChannelImpl_map0|sun\.nio\.ch\.FileChannelImpl\.map\w*"
     r"|CRYPTO_(malloc|zalloc|realloc|clear_realloc|strn?dup|memdup)"  # OpenSSL
     r"|ngx_(alloc|calloc|memalign|p[nc]?alloc|palloc_(small|large|block)|pmemalign)"  # nginx
     r"|apr_p[c]?alloc|sqlite3(_malloc(64)?|_realloc(64)?|Malloc\w*|Realloc|DbMalloc\w*|DbRealloc\w*|MemMalloc|MemRealloc)"

@@ -429,6 +429,9 @@ pub fn record_stack(entry: usize) -> Option<u32> {
             ALLOCATOR_CALLS.fetch_add(1, Ordering::Relaxed);
             return None;
         }
+        // A JVM's mappings (FileChannel.map, thread stacks) under the Java
+        // methods that made them.
+        crate::unwind::java::append(&mut stack, stack::max_len());
         let frames = stack.frames();
         STACKS.with(|s| {
             let s = s.get_or_insert_with(Stacks::default);
@@ -441,9 +444,43 @@ pub fn record_stack(entry: usize) -> Option<u32> {
             let id = s.list.len() as u32;
             s.list.push(frames.into());
             s.ids.insert(frames.into(), id);
+            INTERNED.store(s.list.len(), Ordering::Relaxed);
             Some(id)
         })
     })
+}
+
+/// Stacks interned, and how many of them `stack_words` has handed out.
+static INTERNED: AtomicUsize = AtomicUsize::new(0);
+static HANDED: AtomicUsize = AtomicUsize::new(0);
+
+/// On the collector: the frames of the stacks interned since the last call
+/// (of every stack with `all`), in one flat list, for the collector to name
+/// their Java frames (`unwind::java`). Copied out so that the naming (JVMTI,
+/// which may map memory) never runs under the lock. Empty if the memory
+/// cannot be had.
+pub fn stack_words(all: bool) -> Vec<usize> {
+    let mut words = Vec::new();
+    if !all && HANDED.load(Ordering::Relaxed) == INTERNED.load(Ordering::Relaxed) {
+        return words;
+    }
+    STACKS.with(|s| {
+        let Some(s) = s.as_ref() else { return };
+        let from = if all {
+            0
+        } else {
+            HANDED.load(Ordering::Relaxed)
+        };
+        let fresh = s.list.get(from..).unwrap_or_default();
+        if words
+            .try_reserve(fresh.iter().map(|f| f.len()).sum())
+            .is_ok()
+        {
+            fresh.iter().for_each(|f| words.extend_from_slice(f));
+            HANDED.store(s.list.len(), Ordering::Relaxed);
+        }
+    });
+    words
 }
 
 /// Counts a sample into the cumulative totals.
