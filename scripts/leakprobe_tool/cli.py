@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--mmap",
         action="store_true",
-        help="memory the program mapped outside malloc (anonymous and file mmap, thread stacks) instead of the heap",
+        help="memory the program mapped outside malloc (mmap, thread stacks, SysV shared memory, brk) instead of the heap",
     )
     common.add_argument("--focus", metavar="REGEX", help="only stacks with a function matching REGEX")
     common.add_argument("--ignore", metavar="REGEX", help="drop stacks with a function matching REGEX")

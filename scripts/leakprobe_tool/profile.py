@@ -45,12 +45,14 @@ ALLOC_WRAPPER = re.compile(
 
 
 # The root frame of mapped memory's stacks, by kind (`report --mmap`).
-KIND_FRAME = {"anon": "[anonymous mmap]", "file": "[file mmap]", "thread_stack": "[thread stack]"}
-MAPPED_FACTS = (
-    ("anon", "estimated_mapped_anon_bytes"),
-    ("file", "estimated_mapped_file_bytes"),
-    ("thread_stack", "estimated_mapped_thread_stack_bytes"),
-)
+KIND_FRAME = {
+    "anon": "[anonymous mmap]",
+    "file": "[file mmap]",
+    "thread_stack": "[thread stack]",
+    "shm": "[SysV shared memory]",
+    "brk": "[brk]",
+}
+MAPPED_FACTS = tuple((kind, f"estimated_mapped_{kind}_bytes") for kind in KIND_FRAME)
 
 
 def mapped_view(dump: Dump) -> Dump:

@@ -146,6 +146,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             // SAFETY: sched_yield has no preconditions.
             unsafe { libc::sched_yield() };
         }
+        crate::mapped::table::intern_deferred();
         // Java frames of new mapping stacks are named soon, as the heap's are.
         crate::unwind::java::note_stack(&crate::mapped::table::stack_words(false));
         crate::unwind::java::poll();
