@@ -55,6 +55,12 @@ KIND_FRAME = {
 MAPPED_FACTS = tuple((kind, f"estimated_mapped_{kind}_bytes") for kind in KIND_FRAME)
 
 
+def kind_root(row: Row) -> tuple[Frame, ...]:
+    """Mapped memory's kind as the root frame of its stack, so that every
+    view (and the pprof export) keeps kinds apart; heap rows have none."""
+    return (Frame(KIND_FRAME.get(row.kind, f"[{row.kind}]")),) if row.kind else ()
+
+
 def mapped_view(dump: Dump) -> Dump:
     """The dump with its mapped-memory rows in place of its heap rows."""
     return replace(dump, rows=dump.mapped)
@@ -213,9 +219,7 @@ def build(
         count, size = row_counts(row, which)
         objects, nbytes = unsample(count, size, dump.period)
         frames = without_allocator(tuple(f for a in row.frames[1:] for f in symbolizer.frames(a)))
-        if row.kind:
-            # Mapped memory: its kind as the root, so every view keeps kinds apart.
-            frames += (Frame(KIND_FRAME.get(row.kind, f"[{row.kind}]")),)
+        frames += kind_root(row)
         names = [f.function for f in frames]
         if focus and not any(focus.search(n) for n in names):
             continue
