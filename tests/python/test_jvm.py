@@ -219,8 +219,8 @@ class JvmOutsideTheJavaHeap(unittest.TestCase):
     def test_file_mappings_are_mapped_rows_under_the_java_method(self) -> None:
         for sample, tolerance in PERIODS:
             with self.subTest(sample=sample or "default"):
-                file = Path(tempfile.mkdtemp(prefix="leakprobe-jvm-map-")) / "mapped"
-                before, after = self.grow("MappedLeak", sample, str(file))
+                with tempfile.TemporaryDirectory(prefix="leakprobe-jvm-map-") as tmp:
+                    before, after = self.grow("MappedLeak", sample, str(Path(tmp) / "mapped"))
                 report = run_json("report", "--mmap", after, "--focus", "MappedLeak.leak")
                 self.assertEqual(len(report["stacks"]), 1, report["stacks"])
                 top = report["stacks"][0]
