@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--mmap",
         action="store_true",
-        help="memory the program mapped outside malloc (anonymous and file mmap, thread stacks) instead of the heap",
+        help="memory the program mapped outside malloc (mmap, thread stacks, SysV shared memory, brk) instead of the heap",
     )
     common.add_argument("--focus", metavar="REGEX", help="only stacks with a function matching REGEX")
     common.add_argument("--ignore", metavar="REGEX", help="drop stacks with a function matching REGEX")
@@ -89,6 +89,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="the .pb.gz file to write")
     s.add_argument("--base", action="append", metavar="OLDER", help="subtract this dump (repeatable): the growth since")
     s.add_argument("--keep-allocator-frames", action="store_true", help="keep malloc, operator new... at the leaf")
+    s.add_argument("--mmap", action="store_true", help="the memory mapped outside malloc instead of the heap (as report)")
     s.add_argument("--debug-dir", action="append", default=[], metavar="DIR", help="as for report")
     s.set_defaults(run=pprof.export)
     dumpcmd.register(sub)

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from .dumpfile import Dump, Mapping, Row, read_dump
-from .profile import unsample, without_allocator
+from .profile import kind_root, mapped_view, unsample, without_allocator
 from .symbols import Frame, Symbolizer, program_of
 
 # Go's order for heap profiles: a reader that ignores default_sample_type
@@ -120,6 +120,12 @@ class Export:
         key = (entry.id if entry else 0, addr - 1, tuple(lines))
         return self.locations.setdefault(key, len(self.locations) + 1)
 
+    def root(self, frame: Frame) -> int:
+        """A location of its own, without an address, for a frame that is no
+        call site (mapped memory's kind)."""
+        lines = ((self.function(frame.function, frame.function, ""), 0),)
+        return self.locations.setdefault((0, 0, lines), len(self.locations) + 1)
+
     def add(self, dump: Dump, symbolizer: Symbolizer, keep_allocator: bool, sign: int, ages: bool) -> None:
         """Adds (sign 1) or subtracts (sign -1) one dump's rows."""
         # pprof takes the first mapping for the main binary.
@@ -144,6 +150,9 @@ class Export:
             flat = tuple(f for c in chains for f in c)
             frames = flat if keep_allocator else without_allocator(flat)
             locations = self.trimmed(dump, symbolizer, addresses, chains, len(flat) - len(frames))
+            root = kind_root(row)
+            frames += root
+            locations += tuple(self.root(f) for f in root)
             live = unsample(row.live_count, row.live_bytes, dump.period)
             alloc = unsample(row.alloc_count, row.alloc_bytes, dump.period)
             sums = running.setdefault(frames, [0.0] * 4)
@@ -280,11 +289,13 @@ def describe(dump: Dump, role: str) -> list[str]:
 
 def export(args: argparse.Namespace) -> int:
     debug_dirs = [*args.debug_dir, "/usr/lib/debug"]
-    dumps = [read_dump(p) for p in args.dumps]
-    bases = [read_dump(p) for p in args.base or []]
+    view = mapped_view if args.mmap else (lambda d: d)
+    dumps = [view(read_dump(p)) for p in args.dumps]
+    bases = [view(read_dump(p)) for p in args.base or []]
     e = Export()
+    what = "memory mapped outside malloc (each stack's root: its kind)" if args.mmap else "heap"
     e.comments.append(
-        "leakprobe heap profile: values are estimates (sampled counts un-sampled as jeprof and pprof do)"
+        f"leakprobe {what} profile: values are estimates (sampled counts un-sampled as jeprof and pprof do)"
         + ("" if args.keep_allocator_frames else "; allocator frames dropped")
     )
     if bases:

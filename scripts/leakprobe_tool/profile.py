@@ -29,6 +29,9 @@ ALLOC_WRAPPER = re.compile(
     r"|os::(malloc|realloc|strdup\w*)|(Re)?[Aa]llocateHeap|AllocateHeapOrNull|CHeapObj<.*>::operator new(\[\])?"  # HotSpot
     r"|_ZN2os(6malloc|7realloc|6strdup)\w*|_Z\d+(Re)?[Aa]llocateHeap\w*"  # the same, not demangled
     r"|Arena::(grow|Amalloc\w*)|Chunk::operator new|ChunkPool::allocate"
+    # The JDK's direct buffers (malloc) and file mappings (mmap), to the program's method that asked
+    r"|Unsafe_AllocateMemory0|(jdk\.internal|sun)\.misc\.Unsafe\.allocateMemory0?|java\.nio\.DirectByteBuffer\.<init>"
+    r"|java\.nio\.ByteBuffer\.allocateDirect|Java_sun_nio_ch_FileChannelImpl_map0|sun\.nio\.ch\.FileChannelImpl\.map\w*"
     r"|CRYPTO_(malloc|zalloc|realloc|clear_realloc|strn?dup|memdup)"  # OpenSSL
     r"|ngx_(alloc|calloc|memalign|p[nc]?alloc|palloc_(small|large|block)|pmemalign)"  # nginx
     r"|apr_p[c]?alloc|sqlite3(_malloc(64)?|_realloc(64)?|Malloc\w*|Realloc|DbMalloc\w*|DbRealloc\w*|MemMalloc|MemRealloc)"
@@ -42,12 +45,20 @@ ALLOC_WRAPPER = re.compile(
 
 
 # The root frame of mapped memory's stacks, by kind (`report --mmap`).
-KIND_FRAME = {"anon": "[anonymous mmap]", "file": "[file mmap]", "thread_stack": "[thread stack]"}
-MAPPED_FACTS = (
-    ("anon", "estimated_mapped_anon_bytes"),
-    ("file", "estimated_mapped_file_bytes"),
-    ("thread_stack", "estimated_mapped_thread_stack_bytes"),
-)
+KIND_FRAME = {
+    "anon": "[anonymous mmap]",
+    "file": "[file mmap]",
+    "thread_stack": "[thread stack]",
+    "shm": "[SysV shared memory]",
+    "brk": "[brk]",
+}
+MAPPED_FACTS = tuple((kind, f"estimated_mapped_{kind}_bytes") for kind in KIND_FRAME)
+
+
+def kind_root(row: Row) -> tuple[Frame, ...]:
+    """Mapped memory's kind as the root frame of its stack, so that every
+    view (and the pprof export) keeps kinds apart; heap rows have none."""
+    return (Frame(KIND_FRAME.get(row.kind, f"[{row.kind}]")),) if row.kind else ()
 
 
 def mapped_view(dump: Dump) -> Dump:
@@ -208,9 +219,7 @@ def build(
         count, size = row_counts(row, which)
         objects, nbytes = unsample(count, size, dump.period)
         frames = without_allocator(tuple(f for a in row.frames[1:] for f in symbolizer.frames(a)))
-        if row.kind:
-            # Mapped memory: its kind as the root, so every view keeps kinds apart.
-            frames += (Frame(KIND_FRAME.get(row.kind, f"[{row.kind}]")),)
+        frames += kind_root(row)
         names = [f.function for f in frames]
         if focus and not any(focus.search(n) for n in names):
             continue

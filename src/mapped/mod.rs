@@ -1,7 +1,9 @@
 //! Memory outside malloc: the program's own `mmap`/`mremap`/`munmap`
-//! (`table`) and thread stacks (`thread_stacks`), sampled by bytes like heap
-//! memory and written as their own rows.
+//! (`table`), thread stacks (`thread_stacks`), System V shared memory and
+//! the program break (`segments`), sampled by bytes like heap memory and
+//! written as their own rows.
 
+pub mod segments;
 pub mod table;
 pub mod thread_stacks;
 
@@ -10,4 +12,5 @@ pub mod thread_stacks;
 pub fn init() {
     table::init();
     thread_stacks::init();
+    segments::init();
 }

@@ -1,7 +1,8 @@
 //! Memory the program maps itself, outside malloc: anonymous and file
 //! mappings made with `mmap`, `mmap64` and `mremap` and given back with
-//! `munmap` (and `MAP_FIXED` over them), and the stacks of the threads it
-//! creates (`thread_stacks`).
+//! `munmap` (and `MAP_FIXED` over them), the stacks of the threads it
+//! creates (`thread_stacks`), System V shared memory and the program break
+//! (`segments`).
 //!
 //! Sampled by bytes like the heap (the same Poisson gaps, the same period),
 //! with a countdown of its own, so the malloc fast path is untouched and an
@@ -18,7 +19,8 @@
 //!
 //! Locks: `STACKS` may be held while allocating, and an allocation can come
 //! back into `munmap` (a program's own malloc), which takes `TABLE`; `TABLE`
-//! is never held while allocating or while taking `STACKS`.
+//! is never held while allocating or while taking `STACKS`. `DEFERRED` is
+//! taken last, and nothing is taken while it is held.
 
 use crate::profile::dump::Row;
 use crate::sys::lock::SpinLock;
@@ -27,7 +29,7 @@ use crate::unwind::stack::{self, Stack};
 use crate::{next, sample::sampling, sys::clock};
 use core::cell::Cell;
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 type Ptr = *mut c_void;
 type MmapFn = unsafe extern "C" fn(Ptr, usize, c_int, c_int, c_int, libc::off_t) -> Ptr;
@@ -45,16 +47,28 @@ pub enum Kind {
     File,
     /// A thread's stack, mapped by glibc for `pthread_create`.
     ThreadStack,
+    /// A System V shared memory segment attached with `shmat`.
+    Shm,
+    /// The program break, moved by the program's own `brk`/`sbrk`.
+    Brk,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Anon, Kind::File, Kind::ThreadStack];
+    pub const ALL: [Kind; 5] = [
+        Kind::Anon,
+        Kind::File,
+        Kind::ThreadStack,
+        Kind::Shm,
+        Kind::Brk,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Anon => "anon",
             Kind::File => "file",
             Kind::ThreadStack => "thread_stack",
+            Kind::Shm => "shm",
+            Kind::Brk => "brk",
         }
     }
 
@@ -148,7 +162,7 @@ impl<T: Copy> MapVec<T> {
             // referenced.
             unsafe {
                 core::ptr::copy_nonoverlapping(self.ptr, fresh, self.len);
-                crate::sys::raw::unmap(self.ptr.cast(), self.cap * core::mem::size_of::<T>());
+                crate::sys::raw::unmap(self.ptr.cast(), self.bytes());
             }
         }
         self.ptr = fresh;
@@ -183,6 +197,15 @@ impl<T: Copy> MapVec<T> {
 
     fn bytes(&self) -> usize {
         self.cap * core::mem::size_of::<T>()
+    }
+}
+
+impl<T: Copy> Drop for MapVec<T> {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: the area this MapVec mapped, no longer referenced.
+            unsafe { crate::sys::raw::unmap(self.ptr.cast(), self.bytes()) };
+        }
     }
 }
 
@@ -244,29 +267,65 @@ impl Table {
         kind
     }
 
-    /// Tracks a new mapping, replacing whatever the table held there (a
-    /// range unmapped behind the library's back).
     /// `size` bytes are now mapped at `start`: a new sampled mapping
     /// (its stack and kind), or an unsampled one that replaces whatever
-    /// was tracked there.
-    pub fn mapped_at(&mut self, start: usize, size: usize, sample: Option<(u32, Kind)>) {
+    /// was tracked there (a range unmapped behind the library's back).
+    /// The new entry's `seq` (0 for none).
+    pub fn mapped_at(&mut self, start: usize, size: usize, sample: Option<(u32, Kind)>) -> u64 {
         let end = start.saturating_add(size);
         match sample {
-            Some((stack, kind)) => self.insert_range(Entry {
-                start,
-                end,
-                size,
-                seq: next_seq(),
-                stack,
-                kind,
-                born: now(),
-                thread: 0,
-                detached: false,
-                exited: false,
-            }),
+            Some((stack, kind)) => {
+                let seq = next_seq();
+                self.insert_range(Entry {
+                    start,
+                    end,
+                    size,
+                    seq,
+                    stack,
+                    kind,
+                    born: now(),
+                    thread: 0,
+                    detached: false,
+                    exited: false,
+                });
+                seq
+            }
             None => {
                 self.remove_range(start, end);
+                0
             }
+        }
+    }
+
+    /// Gives the pieces of sample `seq` their interned stack; without one,
+    /// they stop being tracked.
+    fn set_stack(&mut self, seq: u64, stack: Option<u32>) {
+        let mut i = 0;
+        while i < self.ranges.len {
+            if self.ranges.as_slice()[i].seq != seq {
+                i += 1;
+                continue;
+            }
+            match stack {
+                Some(id) => {
+                    self.ranges.as_mut_slice()[i].stack = id;
+                    i += 1;
+                }
+                None => self.ranges.remove(i),
+            }
+        }
+        self.publish_bounds();
+    }
+
+    /// Stops tracking the System V segment attached at `addr`: `shmdt`
+    /// detaches all of it that is still mapped (a head unmapped before
+    /// included).
+    pub fn remove_segment(&mut self, addr: usize) {
+        let r = self.ranges.as_slice();
+        let e = r.get(r.partition_point(|e| e.end <= addr));
+        if let Some(e) = e.filter(|e| e.kind == Kind::Shm && e.start < addr.saturating_add(e.size))
+        {
+            self.remove_range(addr, addr.saturating_add(e.size));
         }
     }
 
@@ -325,15 +384,21 @@ pub fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
 
 /// False means no tracked range overlaps `addr..addr+len`.
 #[inline(always)]
-fn overlaps(addr: usize, len: usize) -> bool {
+pub fn overlaps(addr: usize, len: usize) -> bool {
     addr < HIGHEST.load(Ordering::Relaxed)
         && addr.saturating_add(len) > LOWEST.load(Ordering::Relaxed)
 }
 
 static PAGE: AtomicUsize = AtomicUsize::new(4096);
 
+/// Whether any range is tracked.
+#[inline(always)]
+pub fn tracks_any() -> bool {
+    HIGHEST.load(Ordering::Relaxed) != 0
+}
+
 /// Lengths as the kernel maps them: whole pages.
-fn pages(len: usize) -> usize {
+pub fn pages(len: usize) -> usize {
     let page = PAGE.load(Ordering::Relaxed);
     len.checked_add(page - 1).map_or(len, |l| l & !(page - 1))
 }
@@ -405,30 +470,177 @@ static ALLOCATOR_BASE: AtomicUsize = AtomicUsize::new(0);
 /// Runs with the thread busy: nothing it allocates is sampled.
 pub fn record_stack(entry: usize) -> Option<u32> {
     sampling::while_busy(|| {
+        // Where the library may allocate: stacks deferred meanwhile too.
+        intern_deferred();
         let mut stack = Stack::EMPTY;
-        stack::capture(entry, &mut stack);
-        let caller = stack.frames().get(1).copied().unwrap_or(0);
-        let allocator = ALLOCATOR_BASE.load(Ordering::Relaxed);
-        let object = crate::sys::dl::find_object(caller).map(|o| o.start);
-        if allocator != 0 && object == Some(allocator) {
-            ALLOCATOR_CALLS.fetch_add(1, Ordering::Relaxed);
+        if !capture(entry, &mut stack) {
             return None;
         }
-        let frames = stack.frames();
-        STACKS.with(|s| {
-            let s = s.get_or_insert_with(Stacks::default);
-            if let Some(&id) = s.ids.get(frames) {
-                return Some(id);
-            }
-            if s.ids.try_reserve(1).is_err() || s.list.try_reserve(1).is_err() {
-                return None;
-            }
-            let id = s.list.len() as u32;
-            s.list.push(frames.into());
-            s.ids.insert(frames.into(), id);
-            Some(id)
-        })
+        intern(stack.frames())
     })
+}
+
+/// Captures the stack of a sampled call made at exported function `entry`,
+/// without allocating; false when the allocator made the call.
+pub fn capture(entry: usize, stack: &mut Stack) -> bool {
+    stack::capture(entry, stack);
+    let caller = stack.frames().get(1).copied().unwrap_or(0);
+    let allocator = ALLOCATOR_BASE.load(Ordering::Relaxed);
+    let object = crate::sys::dl::find_object(caller).map(|o| o.start);
+    if allocator != 0 && object == Some(allocator) {
+        ALLOCATOR_CALLS.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    // A JVM's mappings (FileChannel.map, thread stacks) under the Java
+    // methods that made them.
+    crate::unwind::java::append(stack, stack::max_len());
+    true
+}
+
+fn intern(frames: &[usize]) -> Option<u32> {
+    STACKS.with(|s| {
+        let s = s.get_or_insert_with(Stacks::default);
+        if let Some(&id) = s.ids.get(frames) {
+            return Some(id);
+        }
+        if s.ids.try_reserve(1).is_err() || s.list.try_reserve(1).is_err() {
+            return None;
+        }
+        let id = s.list.len() as u32;
+        s.list.push(frames.into());
+        s.ids.insert(frames.into(), id);
+        INTERNED.store(s.list.len(), Ordering::Relaxed);
+        Some(id)
+    })
+}
+
+/// The stack of an entry whose stack is not interned yet (`track_deferred`).
+const UNINTERNED: u32 = u32::MAX;
+
+/// A sample whose stack waits to be interned: its frames are the next `len`
+/// words of `Deferred::frames`.
+#[derive(Clone, Copy)]
+struct Waiting {
+    seq: u64,
+    kind: Kind,
+    size: usize,
+    len: usize,
+}
+
+/// Samples taken where the library must not allocate, in memory of its own.
+struct Deferred {
+    samples: MapVec<Waiting>,
+    frames: MapVec<usize>,
+}
+
+static DEFERRED: SpinLock<Deferred> = SpinLock::new(Deferred {
+    samples: MapVec::EMPTY,
+    frames: MapVec::EMPTY,
+});
+static ANY_DEFERRED: AtomicBool = AtomicBool::new(false);
+
+/// Tracks a sampled mapping of `size` bytes at `start` whose stack (`frames`,
+/// from `capture`) cannot be interned now: during a call that moves the
+/// program break, a malloc of the library's may move it too, under the
+/// program's feet (glibc extends its main heap with the break). Allocates
+/// nothing; `intern_deferred` interns it later, where the library may.
+pub fn track_deferred(t: &mut Table, start: usize, size: usize, kind: Kind, frames: &[usize]) {
+    let seq = t.mapped_at(start, size, Some((UNINTERNED, kind)));
+    let kept = DEFERRED.with(|d| {
+        let at = d.frames.len;
+        let room = frames.iter().all(|&f| d.frames.insert(d.frames.len, f));
+        let len = frames.len();
+        if room
+            && d.samples.insert(
+                d.samples.len,
+                Waiting {
+                    seq,
+                    kind,
+                    size,
+                    len,
+                },
+            )
+        {
+            return true;
+        }
+        d.frames.len = at;
+        false
+    });
+    if kept {
+        ANY_DEFERRED.store(true, Ordering::Release);
+    } else {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        t.remove_range(start, start.saturating_add(size));
+    }
+}
+
+/// Interns the deferred samples' stacks, counts them, and gives their
+/// entries (any pieces left) their stacks; those that cannot be interned stop
+/// being tracked. Where the library may allocate: the collector, a dump, a
+/// sampled `mmap`.
+pub fn intern_deferred() {
+    if !ANY_DEFERRED.swap(false, Ordering::Acquire) {
+        return;
+    }
+    let taken = DEFERRED.with(|d| {
+        core::mem::replace(
+            d,
+            Deferred {
+                samples: MapVec::EMPTY,
+                frames: MapVec::EMPTY,
+            },
+        )
+    });
+    let mut at = 0;
+    for w in taken.samples.as_slice() {
+        let frames = taken
+            .frames
+            .as_slice()
+            .get(at..at + w.len)
+            .unwrap_or_default();
+        at += w.len;
+        let id = intern(frames);
+        match id {
+            Some(id) => count_allocated(w.kind, id, w.size),
+            None => {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        TABLE.with(|t| t.set_stack(w.seq, id));
+    }
+}
+
+/// Stacks interned, and how many of them `stack_words` has handed out.
+static INTERNED: AtomicUsize = AtomicUsize::new(0);
+static HANDED: AtomicUsize = AtomicUsize::new(0);
+
+/// On the collector: the frames of the stacks interned since the last call
+/// (of every stack with `all`), in one flat list, for the collector to name
+/// their Java frames (`unwind::java`). Copied out so that the naming (JVMTI,
+/// which may map memory) never runs under the lock. Empty if the memory
+/// cannot be had.
+pub fn stack_words(all: bool) -> Vec<usize> {
+    let mut words = Vec::new();
+    if !all && HANDED.load(Ordering::Relaxed) == INTERNED.load(Ordering::Relaxed) {
+        return words;
+    }
+    STACKS.with(|s| {
+        let Some(s) = s.as_ref() else { return };
+        let from = if all {
+            0
+        } else {
+            HANDED.load(Ordering::Relaxed)
+        };
+        let fresh = s.list.get(from..).unwrap_or_default();
+        if words
+            .try_reserve(fresh.iter().map(|f| f.len()).sum())
+            .is_ok()
+        {
+            fresh.iter().for_each(|f| words.extend_from_slice(f));
+            HANDED.store(s.list.len(), Ordering::Relaxed);
+        }
+    });
+    words
 }
 
 /// Counts a sample into the cumulative totals.
@@ -481,10 +693,16 @@ pub fn try_lock(pause: fn()) -> bool {
         STACKS.release();
         return false;
     }
+    if !DEFERRED.try_acquire_for(10_000, pause) {
+        TABLE.release();
+        STACKS.release();
+        return false;
+    }
     true
 }
 
 pub fn unlock() {
+    DEFERRED.release();
     TABLE.release();
     STACKS.release();
 }
@@ -492,6 +710,7 @@ pub fn unlock() {
 extern "C" fn fork_prepare() {
     STACKS.acquire();
     TABLE.acquire();
+    DEFERRED.acquire();
 }
 
 extern "C" fn fork_parent() {
@@ -503,8 +722,7 @@ extern "C" fn fork_child() {
     let t = unsafe { TABLE.held() };
     // Only the forking thread survives a fork.
     t.remove_threads(|_| true);
-    TABLE.release();
-    STACKS.release();
+    unlock();
 }
 
 static REAL_MMAP: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
@@ -584,22 +802,44 @@ mapping!(mmap64);
 unsafe fn map_slow(args: [usize; 5], off: libc::off_t, crossed: bool, entry: usize) -> Ptr {
     let [addr, len, prot, flags, fd] = args;
     let (prot, flags) = (prot as c_int, flags as c_int);
-    let size = pages(len);
-    let kind = Kind::of(prot, flags);
+    let replaces = flags & libc::MAP_FIXED != 0 && overlaps(addr, len);
+    // SAFETY: the program's arguments (the contract), unchanged.
+    let call = || unsafe { real_mmap()(addr as Ptr, len, prot, flags, fd as c_int, off) };
+    track_new(
+        pages(len),
+        Kind::of(prot, flags),
+        crossed,
+        replaces,
+        entry,
+        call,
+    )
+}
+
+/// A call that maps `size` bytes of `kind` (None: not tracked) and returns
+/// where (`MAP_FAILED` if it failed), made at exported function `entry`:
+/// it reached the sample point (`crossed`), or may replace tracked memory.
+/// The table is updated with the call under its lock.
+#[cold]
+#[inline(never)]
+pub fn track_new(
+    size: usize,
+    kind: Option<Kind>,
+    crossed: bool,
+    replaces: bool,
+    entry: usize,
+    call: impl FnOnce() -> Ptr,
+) -> Ptr {
     let stack = match kind {
         Some(_) if crossed && decide(size) => record_stack(entry),
         _ => None,
     };
-    // SAFETY: the program's arguments (the contract), unchanged.
-    let call = || unsafe { real_mmap()(addr as Ptr, len, prot, flags, fd as c_int, off) };
-    if stack.is_none() && (flags & libc::MAP_FIXED == 0 || !overlaps(addr, len)) {
+    if stack.is_none() && !replaces {
         return call();
     }
     let p = TABLE.with(|t| {
         let p = call();
         if p != libc::MAP_FAILED {
-            let sample = stack.zip(kind);
-            t.mapped_at(p as usize, size, sample);
+            t.mapped_at(p as usize, size, stack.zip(kind));
         }
         p
     });
@@ -723,6 +963,7 @@ pub fn table_bytes() -> usize {
 /// 0x<frame0> ...`, in the heap rows' format, as `#` lines that jeprof and
 /// pprof skip, so they never enter the heap's totals.
 pub fn facts(period: usize) -> Vec<(&'static str, String)> {
+    intern_deferred();
     let mut live: Vec<Entry> = Vec::new();
     loop {
         let need = TABLE.with(|t| t.ranges.len + t.threads.len);
@@ -741,6 +982,8 @@ pub fn facts(period: usize) -> Vec<(&'static str, String)> {
             break;
         }
     }
+    // Deferred since intern_deferred: in the next dump.
+    live.retain(|e| e.stack != UNINTERNED);
     // Rows by (kind, stack, size); a mapping cut in pieces counts once.
     live.sort_unstable_by_key(|e| (e.kind as u8, e.stack, e.size, e.seq));
     let mut rows: WordMap<(Kind, u32, usize), Row> = WordMap::default();
@@ -805,6 +1048,8 @@ impl Kind {
             Kind::Anon => "estimated_mapped_anon_bytes",
             Kind::File => "estimated_mapped_file_bytes",
             Kind::ThreadStack => "estimated_mapped_thread_stack_bytes",
+            Kind::Shm => "estimated_mapped_shm_bytes",
+            Kind::Brk => "estimated_mapped_brk_bytes",
         }
     }
 }
@@ -863,6 +1108,42 @@ mod tests {
         );
         t.remove_range(0, usize::MAX);
         assert!(spans(&t).is_empty());
+    }
+
+    #[test]
+    fn a_segment_goes_whole_and_deferred_stacks_land_on_every_piece() {
+        let mut t = Table {
+            ranges: MapVec::EMPTY,
+            threads: MapVec::EMPTY,
+        };
+        let segment = |start, end, seq| Entry {
+            kind: Kind::Shm,
+            stack: UNINTERNED,
+            ..range(start, end, seq)
+        };
+        t.insert_range(segment(0x10000, 0x20000, 1));
+        t.insert_range(range(0x20000, 0x30000, 2));
+        // Its head unmapped first, then shmdt at its address: all of it goes,
+        // nothing of the mapping after it.
+        t.remove_range(0x10000, 0x12000);
+        t.remove_segment(0x10000);
+        assert_eq!(spans(&t), [(0x20000, 0x30000)]);
+        // Not a segment: untouched.
+        t.remove_segment(0x20000);
+        assert_eq!(spans(&t), [(0x20000, 0x30000)]);
+        t.insert_range(segment(0x40000, 0x50000, 3));
+        t.remove_range(0x44000, 0x45000);
+        t.set_stack(3, Some(7));
+        assert!(t
+            .ranges
+            .as_slice()
+            .iter()
+            .filter(|e| e.seq == 3)
+            .all(|e| e.stack == 7));
+        assert_eq!(t.ranges.as_slice().iter().filter(|e| e.seq == 3).count(), 2);
+        // A stack that could not be interned: its pieces stop being tracked.
+        t.set_stack(3, None);
+        assert_eq!(spans(&t), [(0x20000, 0x30000)]);
     }
 
     #[test]

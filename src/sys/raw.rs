@@ -170,6 +170,24 @@ pub fn scan_file<T>(
     found
 }
 
+/// The size of System V shared memory segment `id` (`IPC_STAT`); 0 if it
+/// cannot be read.
+pub fn shm_size(id: c_int) -> usize {
+    // SAFETY: all-zero is a valid shmid_ds.
+    let mut ds: libc::shmid_ds = unsafe { core::mem::zeroed() };
+    let rc = sys!(
+        libc::SYS_shmctl,
+        id,
+        libc::IPC_STAT,
+        &mut ds as *mut libc::shmid_ds
+    );
+    if rc < 0 {
+        0
+    } else {
+        ds.shm_segsz
+    }
+}
+
 /// Reads the start of a small file (a /proc one) into `buf`; the bytes read.
 pub fn read_file<'a>(path: &CStr, buf: &'a mut [u8]) -> Option<&'a [u8]> {
     let fd = open_read(path);

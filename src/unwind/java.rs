@@ -740,8 +740,10 @@ unsafe fn create_method_ids(jvmti: Env, class: *mut c_void) {
 unsafe extern "C" fn on_class_load(_: Env, _: Env, _: *mut c_void, _: *mut c_void) {}
 
 unsafe extern "C" fn on_class_prepare(jvmti: Env, _: Env, _: *mut c_void, class: *mut c_void) {
+    // On the program's thread, for the library: what the VM allocates for
+    // it is not the program's.
     // SAFETY: the VM passes its live environment and the prepared class.
-    unsafe { create_method_ids(jvmti, class) };
+    crate::sample::sampling::while_busy(|| unsafe { create_method_ids(jvmti, class) });
 }
 
 /// The VM is about to exit: resolve what is pending while JVMTI still

@@ -1,7 +1,8 @@
 """JVMs: HotSpot uses SIGUSR2 itself (thread suspend/resume, JFR sampling).
 With the library preloaded, an external kill -USR2 is a dump and the JVM
-keeps working; native leaks through zlib and Unsafe are attributed, with the
-Java frames that made them (no JVM option), in every execution mode."""
+keeps working; native leaks through zlib, Unsafe and direct buffers are
+attributed, with the Java frames that made them (no JVM option), in every
+execution mode; file mappings (FileChannel.map) are mapped rows under them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import JAVA_CLASSES, ROOT, Probe, run_json, script
+from harness import JAVA_CLASSES, ROOT, Probe, dumps_around_growth, run_json, script
 from test_pprof import go_pprof
 
 JAVA = ["java", "-Xmx256m", "-cp", str(JAVA_CLASSES)]
@@ -175,6 +176,68 @@ class Jvm(unittest.TestCase):
         objects = {f["object"] for s in report["stacks"][:2] for f in s["frames"]}
         self.assertIn("[jit]", objects, "JIT frames were not named from the perf map")
         self.assertAlmostEqual(report["total"] / (300 << 20), 1.0, delta=0.25)
+
+
+MIB = 1 << 20
+# Each period with its tolerance: every call recorded, and the default.
+PERIODS = (("1", 0.0), (None, 0.10))
+
+
+class JvmOutsideTheJavaHeap(unittest.TestCase):
+    """Direct buffers are malloc (heap rows); FileChannel.map is mmap (file
+    mapped rows): each under the Java method that made it, at known bytes."""
+
+    def grow(self, program: str, sample: str | None, *args: str) -> tuple[str, str]:
+        return dumps_around_growth([*JAVA, program, *args], env={"LEAKPROBE_SAMPLE": sample})
+
+    def assert_bytes(self, got: int, want: int, tolerance: float) -> None:
+        if tolerance:
+            self.assertLess(abs(got - want), tolerance * want, got)
+        else:
+            self.assertEqual(got, want)
+
+    def test_direct_buffers_are_heap_under_the_java_method(self) -> None:
+        for sample, tolerance in PERIODS:
+            with self.subTest(sample=sample or "default"):
+                before, after = self.grow("DirectLeak", sample)
+                top = run_json("report", after, "--focus", "DirectLeak.leak")["stacks"][0]
+                names = [f["function"] for f in top["frames"]]
+                # 64 buffers of 2 MiB through Unsafe.allocateMemory (malloc), named by the method that made them.
+                self.assertEqual(next(f["function"] for f in top["frames"] if not f["allocator"]), "DirectLeak.leak")
+                for name in ("Unsafe_AllocateMemory0", "java.nio.ByteBuffer.allocateDirect", "DirectLeak.main"):
+                    self.assertIn(name, names)
+                self.assert_bytes(top["bytes"], 128 * MIB, tolerance)
+                if not tolerance:
+                    self.assertEqual(top["objects"], 64)
+                self.assertEqual(run_json("report", before, "--focus", "DirectLeak.leak")["total"], 0)
+                # Heap only: never a mapped row too.
+                self.assertEqual(run_json("report", "--mmap", after, "--focus", "DirectLeak")["total"], 0)
+                answer = run_json("summary", before, after)
+                self.assertEqual(answer["verdict"], "leak or cache", answer["evidence"])
+                self.assertIn("under DirectLeak.leak", answer["evidence"])
+
+    def test_file_mappings_are_mapped_rows_under_the_java_method(self) -> None:
+        for sample, tolerance in PERIODS:
+            with self.subTest(sample=sample or "default"):
+                with tempfile.TemporaryDirectory(prefix="leakprobe-jvm-map-") as tmp:
+                    before, after = self.grow("MappedLeak", sample, str(Path(tmp) / "mapped"))
+                report = run_json("report", "--mmap", after, "--focus", "MappedLeak.leak")
+                self.assertEqual(len(report["stacks"]), 1, report["stacks"])
+                top = report["stacks"][0]
+                names = [f["function"] for f in top["frames"]]
+                # 32 pieces of 4 MiB of a file, mapped by FileChannel.map in MappedLeak.leak.
+                self.assertEqual(names[-1], "[file mmap]")
+                for name in ("Java_sun_nio_ch_FileChannelImpl_map0", "sun.nio.ch.FileChannelImpl.map", "MappedLeak.main"):
+                    self.assertIn(name, names)
+                self.assert_bytes(top["bytes"], 128 * MIB, tolerance)
+                if not tolerance:
+                    self.assertEqual(top["objects"], 32)
+                self.assertEqual(run_json("report", "--mmap", before, "--focus", "MappedLeak.leak")["total"], 0)
+                self.assertLess(run_json("report", after, "--focus", "MappedLeak.leak")["total"], MIB)
+                # Read, so in RSS: the growth is outside malloc, and summary names the method.
+                answer = run_json("summary", before, after)
+                self.assertEqual(answer["verdict"], "outside malloc", answer["evidence"])
+                self.assertRegex(answer["evidence"], r"MappedLeak\.leak <- MappedLeak\.main \+12[0-9.]+ MiB \(file mmap\)")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Memory mapped outside malloc (c-harness/mapped.c): anonymous and file
-mappings and thread stacks get their stacks, in `# leakprobe mapped:` rows
-that jeprof and pprof skip, shown by `report --mmap` and named by
-`summary`'s outside-malloc verdict; an allocator's own mappings (glibc's
-internal ones, jemalloc's through the mmap symbol) are not counted twice."""
+"""Memory mapped outside malloc (c-harness/mapped.c, shm.c, brk.c):
+anonymous and file mappings, thread stacks, System V shared memory and the
+program's own break get their stacks, in `# leakprobe mapped:` rows that
+jeprof and pprof skip, shown by `report --mmap` and named by `summary`'s
+outside-malloc verdict; an allocator's own mappings (glibc's internal ones,
+its heap's brk, jemalloc's through the mmap symbol) are not counted twice."""
 
 from __future__ import annotations
 
@@ -15,14 +16,24 @@ from pathlib import Path
 from harness import HARNESS, Probe, dumps_around_growth, run_json, script
 
 MIB = 1 << 20
-KIND = {"[anonymous mmap]": "anon", "[file mmap]": "file", "[thread stack]": "thread_stack"}
+KIND = {
+    "[anonymous mmap]": "anon",
+    "[file mmap]": "file",
+    "[thread stack]": "thread_stack",
+    "[SysV shared memory]": "shm",
+    "[brk]": "brk",
+}
+NONE_MAPPED = {"anon": 0, "file": 0, "thread_stack": 0, "shm": 0, "brk": 0}
 
 
-def run(program: str, mode: str, sample: str | None = "1") -> tuple[str, dict[str, int]]:
+def run(program: str, mode: str, sample: str | None = "1", thread: str | None = None) -> tuple[str, dict[str, int]]:
     """A dump of the harness once it is done, and the truth it printed."""
-    probe = Probe([str(HARNESS / program), mode], env={"LEAKPROBE_SAMPLE": sample})
+    probe = Probe([str(HARNESS / program), mode], env={"LEAKPROBE_SAMPLE": sample, "LEAKPROBE_THREAD": thread})
     truth = {}
     while not (line := probe.lines.get(timeout=60)).startswith("READY"):
+        if line.startswith("SKIP "):
+            assert probe.finish() == 0
+            raise unittest.SkipTest(f"{program}: {line}")
         if line.startswith("TRUTH "):
             _, site, value = line.split()
             truth[site] = int(value)
@@ -89,12 +100,48 @@ class Mapped(unittest.TestCase):
                 self.assertEqual(by_site(dump, "--mmap"), {})
                 self.assertEqual(by_site(dump)[("site_big_mallocs", "heap")], 256 * MIB)
                 facts = run_json("report", dump)["facts"]
-                self.assertEqual(facts["mapped_bytes"], {"anon": 0, "file": 0, "thread_stack": 0})
+                self.assertEqual(facts["mapped_bytes"], NONE_MAPPED)
                 if program == "mapped_jemalloc":
                     # jemalloc maps through the mmap symbol: seen, and left out.
                     calls = re.search(r"mapped_allocator_calls: (\d+)", Path(dump).read_text())
                     assert calls is not None
                     self.assertGreater(int(calls.group(1)), 0)
+
+    def check_exact_and_zeros(self, program: str, mode: str, kind: str) -> dict[str, int]:
+        """Every site's bytes exactly at LEAKPROBE_SAMPLE=1, in `kind` (shm.c's
+        site_under is anonymous); at the default period, nothing left under
+        the sites that keep nothing. Dumps written by a copy of the process
+        (single-threaded) and by the collector thread (`always`)."""
+        for sample, thread in (("1", None), ("1", "always"), (None, None)):
+            with self.subTest(sample=sample or "default", thread=thread):
+                dump, truth = run(program, mode, sample, thread)
+                mapped = by_site(dump, "--mmap")
+                if sample:
+                    kinds = {"site_under": "anon"}
+                    want = {(site, kinds.get(site, kind)): value for site, value in truth.items() if value}
+                    self.assertEqual(mapped, want, truth)
+                else:
+                    gone = {site for site, value in truth.items() if not value}
+                    self.assertFalse({k for k in mapped if k[0] in gone}, mapped)
+        return truth
+
+    def test_shared_memory_segments_are_exact(self) -> None:
+        truth = self.check_exact_and_zeros("shm", "segments", "shm")
+        self.assertEqual(len(truth), 7)
+
+    def test_the_programs_own_break_is_exact(self) -> None:
+        truth = self.check_exact_and_zeros("brk", "program", "brk")
+        self.assertEqual(len(truth), 4)
+
+    def test_mallocs_heap_grown_with_brk_is_heap_only(self) -> None:
+        dump, truth = run("brk", "malloc")
+        # The premise: glibc grew its main heap (with its internal brk).
+        arena = re.search(r"glibc_arena_bytes: (\d+)", Path(dump).read_text())
+        assert arena is not None
+        self.assertGreaterEqual(int(arena.group(1)), truth["site_heap"])
+        self.assertEqual(by_site(dump)[("site_heap", "heap")], truth["site_heap"])
+        self.assertEqual(by_site(dump, "--mmap"), {})
+        self.assertEqual(run_json("report", dump)["facts"]["mapped_bytes"], NONE_MAPPED)
 
     def test_jeprof_and_pprof_read_the_heap_only(self) -> None:
         dump, _ = run("mapped", "shapes")

@@ -368,6 +368,46 @@ class StrippedNonPie(unittest.TestCase):
         self.assertIn(f"parse_headers {ROOT}/c-harness/demo.c:{line}", go_pprof("-raw", profile))
 
 
+class Mapped(unittest.TestCase):
+    """`--mmap`: the memory mapped outside malloc (c-harness/mapped.c shapes,
+    exact) as its own profile, each stack rooted at its kind, as `report
+    --mmap` shows it; the heap export leaves it out."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        probe = Probe("mapped", ("shapes",), env={"LEAKPROBE_SAMPLE": "1"})
+        probe.expect("READY")
+        cls.dump = str(probe.dump())
+        assert probe.finish() == 0
+        cls.profile = export("--mmap", cls.dump)
+
+    def test_kinds_are_roots_with_their_bytes(self) -> None:
+        d = decode(self.profile)
+        inuse = [t for t, _ in d.sample_types].index(d.scalars[14])
+        by_root: dict[str, int] = {}
+        for locs, values, _ in d.samples:
+            loc, lines = d.locations[locs[-1]]
+            # The root is no call site: no mapping, no address.
+            self.assertEqual((loc.get(2, 0), loc.get(3, 0), len(lines)), (0, 0, 1))
+            root = d.s(d.functions[lines[0][0]][2])
+            by_root[root] = by_root.get(root, 0) + values[inuse]
+            self.assertIn("site_", " ".join(n for i in locs for n in d.names(i)))
+        # 20 MiB anonymous and 1 MiB of a file left mapped (mapped.c's truth).
+        self.assertEqual(by_root, {"[anonymous mmap]": 20 << 20, "[file mmap]": 1 << 20})
+        comments = "\n".join(d.s(c) for c in d.comments)
+        self.assertIn("memory mapped outside malloc", comments)
+
+    def test_top_equals_report_mmap(self) -> None:
+        for index, measure in (("inuse_space", "--inuse-space"), ("alloc_objects", "--alloc-objects")):
+            with self.subTest(index):
+                report = run_json("report", "--mmap", measure, self.dump, "--nodecount", "100000")
+                want = {f["name"]: (f["flat"], f["cum"]) for f in report["functions"]}
+                self.assertEqual(top(self.profile, index), want)
+        heap = top(export(self.dump), "inuse_space")
+        self.assertNotIn("[anonymous mmap]", heap)
+        self.assertEqual(heap["site_big_malloc"], (64 << 20, 64 << 20))
+
+
 class BaseAndMerge(unittest.TestCase):
     def test_base_shows_only_the_growth(self) -> None:
         probe = Probe("series", env={"LEAKPROBE_SAMPLE": "1"})

@@ -186,6 +186,9 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         while fork::FORK_PENDING.load(Ordering::Acquire) {
             crate::sys::raw::yield_now();
         }
+        crate::mapped::table::intern_deferred();
+        // Java frames of new mapping stacks are named soon, as the heap's are.
+        crate::unwind::java::note_stack(&crate::mapped::table::stack_words(false));
         crate::unwind::java::poll();
         let more = STATE.with(|s| s.as_mut().is_some_and(Collector::step));
         if !more {

@@ -46,8 +46,12 @@ impl Collector {
         let mut meta = self.facts(&rows, period, (live_n, live_b), unresolved, at_peak);
         meta.extend(objects::object_facts(&map));
         let stacks = &self.stacks;
+        let mapped = crate::mapped::table::stack_words(true);
+        crate::unwind::java::note_stack(&mapped);
         meta.extend(crate::unwind::java::frame_lines(
-            rows.iter().map(|r| &*stacks[r.stack as usize]),
+            rows.iter()
+                .map(|r| &*stacks[r.stack as usize])
+                .chain([&mapped[..]]),
         ));
         let text = dump::render(period, &meta, &rows, |id| &stacks[id as usize], &map);
         let text = match text {

@@ -1,0 +1,185 @@
+//! Memory the program gets outside `mmap`: System V shared memory segments
+//! it attaches (`shmat`, `shmdt`), kind `shm`, and the program break it
+//! moves itself (`brk`, `sbrk`), kind `brk`. Sampled and tracked as its
+//! mappings are (`table`).
+//!
+//! glibc's malloc moves the break with internal calls that never reach the
+//! interposed `brk`/`sbrk`, so the heap is not counted twice; an allocator
+//! that calls `sbrk` itself is told apart by its caller, as for `mmap`.
+//! Break ranges count in bytes (the break need not sit on a page boundary),
+//! segments in whole pages, their size read with `shmctl(IPC_STAT)` before
+//! each `shmat`: one system call more on a call that is rare.
+
+use crate::mapped::table::{self, Kind};
+use crate::sample::sampling;
+use crate::unwind::stack::Stack;
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::AtomicPtr;
+
+type Ptr = *mut c_void;
+
+static REAL_SHMAT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+static REAL_SHMDT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+static REAL_BRK: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+static REAL_SBRK: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+
+pub fn init() {
+    for (slot, name) in [
+        (&REAL_SHMAT, c"shmat"),
+        (&REAL_SHMDT, c"shmdt"),
+        (&REAL_BRK, c"brk"),
+        (&REAL_SBRK, c"sbrk"),
+    ] {
+        crate::sys::dl::symbol(slot, name);
+    }
+}
+
+fn real_shmat() -> unsafe extern "C" fn(c_int, *const c_void, c_int) -> Ptr {
+    // SAFETY: the next definition of `shmat` has this type.
+    unsafe { core::mem::transmute(crate::sys::dl::symbol(&REAL_SHMAT, c"shmat")) }
+}
+
+fn real_shmdt() -> unsafe extern "C" fn(*const c_void) -> c_int {
+    // SAFETY: the next definition of `shmdt` has this type.
+    unsafe { core::mem::transmute(crate::sys::dl::symbol(&REAL_SHMDT, c"shmdt")) }
+}
+
+fn real_brk() -> unsafe extern "C" fn(Ptr) -> c_int {
+    // SAFETY: the next definition of `brk` has this type.
+    unsafe { core::mem::transmute(crate::sys::dl::symbol(&REAL_BRK, c"brk")) }
+}
+
+fn real_sbrk() -> unsafe extern "C" fn(isize) -> Ptr {
+    // SAFETY: the next definition of `sbrk` has this type.
+    unsafe { core::mem::transmute(crate::sys::dl::symbol(&REAL_SBRK, c"sbrk")) }
+}
+
+/// # Safety
+/// As shmat(2).
+#[cfg(not(test))]
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn shmat(id: c_int, addr: *const c_void, flags: c_int) -> Ptr {
+    let size = table::pages(crate::sys::raw::shm_size(id));
+    let crossed = size != 0 && table::crosses(size);
+    let replaces = flags & libc::SHM_REMAP != 0 && table::overlaps(addr as usize, size);
+    // SAFETY: the program's arguments, unchanged.
+    let call = || unsafe { real_shmat()(id, addr, flags) };
+    if !crossed && !replaces {
+        return call();
+    }
+    let kind = Some(Kind::Shm);
+    table::track_new(
+        size,
+        kind,
+        crossed,
+        replaces,
+        shmat as *const () as usize,
+        call,
+    )
+}
+
+/// # Safety
+/// As shmdt(2).
+#[cfg(not(test))]
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn shmdt(addr: *const c_void) -> c_int {
+    // SAFETY: the program's argument, unchanged.
+    let call = || unsafe { real_shmdt()(addr) };
+    // Its size is not known here (its head may be unmapped already): any
+    // range tracked above `addr` may be part of it.
+    if !table::overlaps(addr as usize, usize::MAX) {
+        return call();
+    }
+    table::with_table(|t| {
+        let rc = call();
+        if rc == 0 {
+            t.remove_segment(addr as usize);
+        }
+        rc
+    })
+}
+
+/// # Safety
+/// As sbrk(2).
+#[cfg(not(test))]
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn sbrk(increment: isize) -> Ptr {
+    // SAFETY: the program's argument, unchanged.
+    let call = || unsafe { real_sbrk()(increment) };
+    let crossed = increment > 0 && table::crosses(increment.unsigned_abs());
+    if !crossed && (increment >= 0 || !table::tracks_any()) {
+        return call();
+    }
+    let old = break_slow(
+        increment.unsigned_abs(),
+        crossed,
+        sbrk as *const () as usize,
+        || {
+            let old = call();
+            (old != libc::MAP_FAILED)
+                .then(|| (old as usize, (old as usize).wrapping_add_signed(increment)))
+        },
+    );
+    old.map_or(libc::MAP_FAILED, |(old, _)| old as Ptr)
+}
+
+/// # Safety
+/// As brk(2).
+#[cfg(not(test))]
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn brk(addr: Ptr) -> c_int {
+    // SAFETY: sbrk(0) only reads the break.
+    let (old, new) = (unsafe { real_sbrk()(0) } as usize, addr as usize);
+    // SAFETY: the program's argument, unchanged.
+    let call = || unsafe { real_brk()(addr) };
+    let crossed = new > old && table::crosses(new - old);
+    if !crossed && (new >= old || !table::tracks_any()) {
+        return call();
+    }
+    let moved = break_slow(
+        new.abs_diff(old),
+        crossed,
+        brk as *const () as usize,
+        || (call() == 0).then_some((old, new)),
+    );
+    if moved.is_some() {
+        0
+    } else {
+        -1
+    }
+}
+
+/// A move of the break by `size` bytes, made at exported function `entry`,
+/// that reached the sample point (`crossed`, growing) or may give back
+/// tracked memory. `call` moves it, and says from where to where (None if
+/// it failed). Nothing here allocates (see `table::track_deferred`).
+#[cold]
+#[inline(never)]
+fn break_slow(
+    size: usize,
+    crossed: bool,
+    entry: usize,
+    call: impl FnOnce() -> Option<(usize, usize)>,
+) -> Option<(usize, usize)> {
+    let mut stack = Stack::EMPTY;
+    let sampled = crossed
+        && table::decide(size)
+        && sampling::while_busy(|| table::capture(entry, &mut stack));
+    table::with_table(|t| {
+        let moved = call();
+        crate::sys::errno::preserved(|| match moved {
+            Some((old, new)) if new > old && sampled => {
+                table::track_deferred(t, old, new - old, Kind::Brk, stack.frames())
+            }
+            Some((old, new)) => {
+                t.remove_range(old.min(new), old.max(new));
+            }
+            None => {}
+        });
+        moved
+    })
+}
