@@ -89,113 +89,36 @@ fn start() -> Result<(), i32> {
 fn spawn_helper() -> Result<(), i32> {
     let mut stack = STACK.load(Ordering::Relaxed);
     if stack == 0 {
-        let p = raw::sys!(
-            libc::SYS_mmap,
-            0,
-            STACK_BYTES,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
-            -1i32,
-            0
-        );
-        if p < 0 {
-            return Err(-p as i32);
-        }
+        let flags = libc::MAP_PRIVATE | libc::MAP_NORESERVE | libc::MAP_STACK;
+        let p = raw::map_with(STACK_BYTES, flags)?;
         // A guard page below: an overflow faults instead of writing on.
-        raw::sys!(libc::SYS_mprotect, p, 4096, libc::PROT_NONE);
+        raw::guard(p, 4096);
         stack = p as usize;
         STACK.store(stack, Ordering::Relaxed);
     }
-    clone_thread(stack + STACK_BYTES, mode::HELPER_TID.as_ptr(), helper)
+    raw::clone_thread(stack + STACK_BYTES, mode::HELPER_TID.as_ptr(), helper)
 }
 
 /// Whether a thread can be made now, asked without `pthread_create`, which
 /// ends glibc's single-threaded state before it tries: a thread of our own
 /// that exits at once.
 fn threads_allowed() -> bool {
-    let stack = raw::sys!(
-        libc::SYS_mmap,
-        0,
-        4096,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-        -1i32,
-        0
-    );
-    if stack < 0 {
+    let Ok(stack) = raw::map_with(4096, libc::MAP_PRIVATE | libc::MAP_STACK) else {
         return false;
-    }
+    };
     extern "C" fn exit_now() -> ! {
-        loop {
-            raw::sys!(libc::SYS_exit, 0);
-        }
+        raw::exit_thread()
     }
     let tid = AtomicI32::new(0);
-    let made = clone_thread(stack as usize + 4096, tid.as_ptr(), exit_now).is_ok();
+    let made = raw::clone_thread(stack as usize + 4096, tid.as_ptr(), exit_now).is_ok();
     // Cleared by the kernel once the thread no longer uses its stack.
     while made && tid.load(Ordering::Acquire) != 0 {
         let seen = tid.load(Ordering::Acquire) as u32;
         raw::futex_wait(tid.as_ptr() as *const u32, seen, 1000);
     }
-    raw::sys!(libc::SYS_munmap, stack, 4096);
+    // SAFETY: the page mapped above; the thread that used it has exited.
+    unsafe { raw::unmap(stack, 4096) };
     made
-}
-
-/// Starts a thread glibc does not know, sharing everything but the stack
-/// that ends at `top`, which only it uses: `entry` runs there with every
-/// signal blocked (so no handler of the program's ever runs on it), and
-/// never returns. The kernel writes its id to `tid` and clears it (waking
-/// futex waiters) when it has exited.
-#[cfg(target_arch = "x86_64")]
-fn clone_thread(top: usize, tid: *mut i32, entry: extern "C" fn() -> !) -> Result<(), i32> {
-    let flags = libc::CLONE_VM
-        | libc::CLONE_FS
-        | libc::CLONE_FILES
-        | libc::CLONE_SIGHAND
-        | libc::CLONE_THREAD
-        | libc::CLONE_SYSVSEM
-        | libc::CLONE_PARENT_SETTID
-        | libc::CLONE_CHILD_CLEARTID;
-    // Every signal blocked across the clone: the thread starts with them
-    // blocked.
-    let rc: isize = crate::sys::signals::with_all_blocked(0, || {
-        let rc: isize;
-        // SAFETY: clone of a thread sharing everything but the stack, which
-        // is the caller's to give. In the new thread, on that stack, `entry`
-        // (which never returns) is called with the stack aligned as the ABI
-        // wants; the parent only makes the system call.
-        unsafe {
-            core::arch::asm!(
-                "syscall",
-                "test rax, rax",
-                "jnz 2f",
-                "xor ebp, ebp",
-                "call {entry}",
-                "ud2",
-                "2:",
-                entry = in(reg) entry,
-                inlateout("rax") libc::SYS_clone as isize => rc,
-                in("rdi") flags as usize,
-                in("rsi") top,
-                in("rdx") tid,
-                in("r10") tid,
-                in("r8") 0usize,
-                out("rcx") _,
-                out("r11") _,
-            );
-        }
-        rc
-    });
-    if rc > 0 {
-        Ok(())
-    } else {
-        Err(-rc as i32)
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn clone_thread(_: usize, _: *mut i32, _: extern "C" fn() -> !) -> Result<(), i32> {
-    Err(libc::ENOSYS)
 }
 
 /// Stops the helper and waits until it has gone (a snapshot under way is
@@ -291,7 +214,7 @@ extern "C" fn helper() -> ! {
     let pid = raw::getpid();
     loop {
         if STOP.load(Ordering::Acquire) {
-            raw::sys!(libc::SYS_exit, 0);
+            raw::exit_thread();
         }
         let sig = signal::dump_signal();
         mode::HELPER_SIGNAL.store(sig, Ordering::Relaxed);
@@ -348,63 +271,42 @@ fn snapshot() {
     let Some(job) = collector::snapshot::snapshot_begin() else {
         return;
     };
-    let page = raw::sys!(
-        libc::SYS_mmap,
-        0,
-        4096,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-        -1i32,
-        0
-    );
-    if page < 0 {
-        collector::snapshot::snapshot_release();
-        return collector::snapshot::snapshot_end(job, Err(Failure::Page(-page as i32)));
-    }
+    let page = match raw::map_with(4096, libc::MAP_SHARED) {
+        Ok(page) => page,
+        Err(e) => {
+            collector::snapshot::snapshot_release();
+            return collector::snapshot::snapshot_end(job, Err(Failure::Page(e)));
+        }
+    };
     let report = page as *mut Report;
     let parent = raw::getpid();
-    // A process copy with no exit signal: the program's wait() and SIGCHLD
-    // never see it (only __WCLONE/__WALL waits do); it shares the
-    // descriptor table and filesystem context, so its files are the
-    // program's, as the collector's are.
-    let child = raw::sys!(
-        libc::SYS_clone,
-        libc::CLONE_FILES | libc::CLONE_FS,
-        0,
-        0,
-        0,
-        0
-    );
-    if child == 0 {
+    // Its files are the program's, as the collector's are; the program's
+    // wait() and SIGCHLD never see it.
+    let child = raw::copy_process();
+    if child == Ok(0) {
         snapshot_child(job, report, parent);
     }
     collector::snapshot::snapshot_release();
-    let outcome = if child < 0 {
-        COPY_FAILED.store(-child as i32, Ordering::Relaxed);
-        Err(Failure::Copy(-child as i32))
-    } else {
+    let outcome = match child {
+        Err(e) => {
+            COPY_FAILED.store(e, Ordering::Relaxed);
+            Err(Failure::Copy(e))
+        }
         // SAFETY: the shared page, mapped above.
-        reaped(child as libc::pid_t, unsafe { &(*report).done })
+        Ok(child) => reaped(child, unsafe { &(*report).done })
             // SAFETY: the child that wrote the page has exited.
-            .map(|()| unsafe { (*report).outcome })
+            .map(|()| unsafe { (*report).outcome }),
     };
     collector::snapshot::snapshot_end(job, outcome);
-    raw::sys!(libc::SYS_munmap, page, 4096);
+    // SAFETY: the page mapped above; the child that used it has ended.
+    unsafe { raw::unmap(page, 4096) };
 }
 
 /// Waits for the snapshot child's report (`done`, woken through it), or its
 /// end; stops it after `CHILD_TIMEOUT_MS`. Ok if it reported.
 fn reaped(child: libc::pid_t, done: &AtomicU32) -> Result<(), Failure> {
     let mut status: c_int = 0;
-    let mut wait = |options: c_int| {
-        raw::sys!(
-            libc::SYS_wait4,
-            child,
-            &mut status as *mut c_int,
-            options | libc::__WCLONE,
-            0
-        )
-    };
+    let mut wait = |options: c_int| raw::wait_copy(child, &mut status, options);
     let reported = || done.load(Ordering::Acquire) == 1;
     let mut waited = 0;
     while waited < CHILD_TIMEOUT_MS && !reported() {
@@ -426,7 +328,7 @@ fn reaped(child: libc::pid_t, done: &AtomicU32) -> Result<(), Failure> {
         wait(0);
         return Ok(());
     }
-    raw::sys!(libc::SYS_kill, child, libc::SIGKILL);
+    raw::kill(child, libc::SIGKILL);
     wait(0);
     Err(Failure::Hung {
         seconds: CHILD_TIMEOUT_MS / 1000,
@@ -434,7 +336,7 @@ fn reaped(child: libc::pid_t, done: &AtomicU32) -> Result<(), Failure> {
 }
 
 fn snapshot_child(job: collector::snapshot::Job, report: *mut Report, parent: libc::pid_t) -> ! {
-    raw::sys!(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    raw::die_with_parent();
     raw::write_for(parent);
     let before = next::divert(&next::Heap {
         malloc: heap::malloc,
@@ -453,9 +355,7 @@ fn snapshot_child(job: collector::snapshot::Job, report: *mut Report, parent: li
         (*report).done.store(1, Ordering::Release);
         raw::futex_wake_shared((*report).done.as_ptr());
     }
-    loop {
-        raw::sys!(libc::SYS_exit_group, 0);
-    }
+    raw::exit_process()
 }
 
 /// The snapshot child's heap: bump allocation from fresh mappings, never
@@ -528,18 +428,9 @@ mod heap {
             // Doubling from 1 MiB: a process near its address-space limit
             // (RLIMIT_AS) may still have room for the first ones.
             let len = need.max(1 << (20 + used.min(10))).next_multiple_of(4096);
-            let p = raw::sys!(
-                libc::SYS_mmap,
-                0,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1i32,
-                0
-            );
-            if p < 0 {
+            let Ok(p) = raw::map_with(len, libc::MAP_PRIVATE | libc::MAP_NORESERVE) else {
                 return from_next(size, align);
-            }
+            };
             at = p as usize;
             end = at + len;
             CHUNKS[used].0.store(at, Ordering::Relaxed);

@@ -103,24 +103,40 @@ pub fn gettid() -> libc::pid_t {
 /// `bytes` of fresh zeroed memory (an anonymous private mapping), which no
 /// interposed `mmap` sees; None if the kernel has none.
 pub fn map_anonymous(bytes: usize) -> Option<*mut c_void> {
+    map_with(bytes, libc::MAP_PRIVATE).ok()
+}
+
+/// An anonymous readable and writable mapping of `bytes`, with `flags`
+/// (`MAP_PRIVATE` or `MAP_SHARED`, and `MAP_NORESERVE`, `MAP_STACK`...): its
+/// address, or the error.
+pub fn map_with(bytes: usize, flags: c_int) -> Result<*mut c_void, i32> {
     let p = sys!(
         libc::SYS_mmap,
         0usize,
         bytes,
         libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        flags | libc::MAP_ANONYMOUS,
         -1i32,
         0usize
     );
     // The kernel's errors are -4095..-1; any other value is an address.
-    (!(-4095..0).contains(&p)).then_some(p as *mut c_void)
+    match p {
+        -4095..=-1 => Err(-p as i32),
+        p => Ok(p as *mut c_void),
+    }
 }
 
-/// Gives back a mapping `map_anonymous` made.
+/// Makes `bytes` at `p` (page-aligned, in a mapping of the caller's) a
+/// guard: any access faults.
+pub fn guard(p: *mut c_void, bytes: usize) {
+    sys!(libc::SYS_mprotect, p, bytes, libc::PROT_NONE);
+}
+
+/// Gives back a mapping `map_anonymous` or `map_with` made.
 ///
 /// # Safety
-/// `p` and `bytes` are one `map_anonymous` result and its size, and nothing
-/// refers to the memory any more.
+/// `p` and `bytes` are one such mapping (or a whole part of one), and
+/// nothing refers to the memory any more.
 pub unsafe fn unmap(p: *mut c_void, bytes: usize) {
     sys!(libc::SYS_munmap, p, bytes);
 }
@@ -307,4 +323,116 @@ pub fn sigqueue(sig: c_int, info: &libc::siginfo_t) {
         sig,
         info as *const libc::siginfo_t
     );
+}
+
+/// Ends the calling thread (only it: `exit`, not `exit_group`).
+pub fn exit_thread() -> ! {
+    loop {
+        sys!(libc::SYS_exit, 0);
+    }
+}
+
+/// Ends the process at once: no atexit handler, no stdio flush.
+pub fn exit_process() -> ! {
+    loop {
+        sys!(libc::SYS_exit_group, 0);
+    }
+}
+
+/// Sends `sig` to process `pid`.
+pub fn kill(pid: libc::pid_t, sig: c_int) {
+    sys!(libc::SYS_kill, pid, sig);
+}
+
+/// The calling process is killed when the thread that made it ends.
+pub fn die_with_parent() {
+    sys!(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+}
+
+/// A copy of the process (`clone` without `CLONE_VM`) with no exit signal:
+/// the program's `wait()` and `SIGCHLD` never see it (only `__WCLONE` and
+/// `__WALL` waits do); it shares the descriptor table and filesystem
+/// context, so its files are the process's. 0 in the copy, its pid in the
+/// caller, or the error.
+pub fn copy_process() -> Result<libc::pid_t, i32> {
+    match sys!(
+        libc::SYS_clone,
+        libc::CLONE_FILES | libc::CLONE_FS,
+        0,
+        0,
+        0,
+        0
+    ) {
+        e if e < 0 => Err(-e as i32),
+        pid => Ok(pid as libc::pid_t),
+    }
+}
+
+/// `wait4` for a `copy_process` child, with `options` (`WNOHANG`...): its
+/// pid once it has ended, 0 while it runs, or a negative error.
+pub fn wait_copy(pid: libc::pid_t, status: &mut c_int, options: c_int) -> isize {
+    sys!(
+        libc::SYS_wait4,
+        pid,
+        status as *mut c_int,
+        options | libc::__WCLONE,
+        0
+    )
+}
+
+/// Starts a thread glibc does not know, sharing everything but the stack
+/// that ends at `top`, which only it uses: `entry` runs there with every
+/// signal blocked (so no handler of the program's ever runs on it), and
+/// never returns. The kernel writes its id to `tid` and clears it (waking
+/// futex waiters) when it has exited.
+#[cfg(target_arch = "x86_64")]
+pub fn clone_thread(top: usize, tid: *mut i32, entry: extern "C" fn() -> !) -> Result<(), i32> {
+    let flags = libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM
+        | libc::CLONE_PARENT_SETTID
+        | libc::CLONE_CHILD_CLEARTID;
+    // Every signal blocked across the clone: the thread starts with them
+    // blocked.
+    let rc: isize = crate::sys::signals::with_all_blocked(0, || {
+        let rc: isize;
+        // SAFETY: clone of a thread sharing everything but the stack, which
+        // is the caller's to give. In the new thread, on that stack, `entry`
+        // (which never returns) is called with the stack aligned as the ABI
+        // wants; the parent only makes the system call.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                "xor ebp, ebp",
+                "call {entry}",
+                "ud2",
+                "2:",
+                entry = in(reg) entry,
+                inlateout("rax") libc::SYS_clone as isize => rc,
+                in("rdi") flags as usize,
+                in("rsi") top,
+                in("rdx") tid,
+                in("r10") tid,
+                in("r8") 0usize,
+                out("rcx") _,
+                out("r11") _,
+            );
+        }
+        rc
+    });
+    if rc > 0 {
+        Ok(())
+    } else {
+        Err(-rc as i32)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn clone_thread(_: usize, _: *mut i32, _: extern "C" fn() -> !) -> Result<(), i32> {
+    Err(libc::ENOSYS)
 }
