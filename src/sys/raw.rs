@@ -1,8 +1,8 @@
 //! System calls made directly, not through glibc's wrappers: they never
 //! write `errno` or read any thread-local state, so they may run on the
 //! thread glibc does not know (`single`), whose thread pointer is the main
-//! thread's, and in signal handlers. Results are the kernel's: a negative
-//! value is `-errno`.
+//! thread's, and in signal handlers. Results are the kernel's (a negative
+//! value is `-errno`) or a `Result` whose error is the `errno` value.
 
 use core::ffi::{c_int, c_void, CStr};
 use core::sync::atomic::{AtomicI32, Ordering};
