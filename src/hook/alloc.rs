@@ -7,7 +7,7 @@
 //! frame only from a subprogram's own DWARF name, which an inlined function's
 //! out-of-line copy lacks, and frame 0 must be named to be dropped.
 
-use crate::hook::sampled::{self, allocate_sampled, release_sampled, Api};
+use crate::hook::sampled::{self, allocate_sampled, release_sampled, Api, Freed};
 use crate::next::{self, bootstrap};
 use crate::sample::{live, sampling, thread_state};
 use core::ffi::{c_int, c_void};
@@ -77,7 +77,7 @@ macro_rules! resizing {
 
 /// An entry point that frees block `$p`.
 macro_rules! releasing {
-    ($name:ident($p:ident: Ptr $(, $arg:ident: $ty:ty)*)) => {
+    ($name:ident($p:ident: Ptr $(, $arg:ident: $ty:ty)*), $freed:expr) => {
         #[no_mangle]
         #[inline(never)]
         pub unsafe extern "C" fn $name($p: Ptr $(, $arg: $ty)*) {
@@ -87,7 +87,7 @@ macro_rules! releasing {
             }
             // SAFETY: `release_sampled` calls the closure with `$p` only
             // when it is not the bootstrap arena's: the program's block.
-            release_sampled($p, move |p| unsafe { next::$name(p $(, $arg)*) })
+            release_sampled($p, move |p| unsafe { next::$name(p $(, $arg)*) }, $freed)
         }
     };
 }
@@ -112,9 +112,9 @@ allocating!(
 );
 resizing!(realloc(p: Ptr, size: usize));
 resizing!(rallocx(p: Ptr, size: usize, flags: c_int));
-releasing!(free(p: Ptr));
-releasing!(dallocx(p: Ptr, flags: c_int));
-releasing!(sdallocx(p: Ptr, size: usize, flags: c_int));
+releasing!(free(p: Ptr), Freed::Free);
+releasing!(dallocx(p: Ptr, flags: c_int), Freed::Other);
+releasing!(sdallocx(p: Ptr, size: usize, flags: c_int), Freed::Sized(size, flags));
 
 /// glibc's own reallocarray would call glibc's realloc even when the program
 /// uses jemalloc, so it is implemented here on the next allocator's realloc.

@@ -2,17 +2,24 @@
 //! next definition (libstdc++'s, or an allocator's that replaces them, as
 //! tcmalloc and jemalloc do).
 //!
-//! libstdc++'s operators allocate with `malloc` (or `aligned_alloc`) and
-//! free with `free`, which the library interposes already: for them each
-//! exported `operator new` is one load and a tail jump to libstdc++'s, and
-//! each `operator delete` one to the library's `free`, so an object is
-//! counted, and its `delete` checked, once (frame 0 is then
-//! `malloc`, under libstdc++'s `operator new`; both tools drop both). When
-//! the allocator provides the operators itself (in the object that provides
-//! `malloc`), some of them still reach the library's entry points (jemalloc's
-//! unsized deletes call `free` and its aligned news `aligned_alloc` through
-//! its PLT) and others do not. Each is called once to find out (`probe`):
-//! one that reaches the library is jumped to plainly; one that does not is
+//! Each exported operator is a jump through its slot (one instruction; two
+//! for `_Znwm` and `_Znam`, which are frames 0 and need DWARF). libstdc++'s
+//! operators allocate with `malloc` (or `aligned_alloc`) and free with
+//! `free`, which the library interposes already: for them each `operator
+//! new` jumps to libstdc++'s, and each `operator delete` to the library's
+//! `free`, so an object is counted, and its `delete` checked, once (frame 0
+//! is then `malloc`, under libstdc++'s `operator new`; both tools drop
+//! both). When the allocator provides the operators itself (in the object
+//! that provides `malloc`), some of them still reach the library's entry
+//! points (jemalloc's aligned news call `aligned_alloc`, its unsized deletes
+//! `free` and its sized aligned ones `sdallocx`, through its PLT) and others
+//! do not. Each is called once to find out (`probe`): a `new` that reaches
+//! the library is jumped to plainly (its own failure path, `new_handler`
+//! and `bad_alloc`, stays whole); a `delete` seen ending in the library's
+//! `free`, or in `sdallocx` with the block's size and alignment, is replaced
+//! by that call, as libstdc++'s are (jemalloc's do nothing else but test for
+//! null, which the replacement does too), and any other that reaches the
+//! library is jumped to plainly; one that does not is
 //! wrapped (`counted`): the object is counted, or the block checked, and the
 //! allocator's operator tail-called. Either way an object is counted, and its
 //! `delete` checked, exactly once. Which applies is decided at the first
@@ -20,10 +27,10 @@
 //! and the jump slots then point at the right code. A C++ exception only
 //! ever leaves through a tail call: it never unwinds through a Rust frame.
 
-use crate::hook::sampled::{self, allocate_sampled, release_sampled, Api};
+use crate::hook::sampled::{self, allocate_sampled, release_sampled, Api, Freed};
 use crate::{next, sample::live, sample::thread_state};
 use core::cell::Cell;
-use core::ffi::{c_void, CStr};
+use core::ffi::{c_int, c_void, CStr};
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 type Ptr = *mut c_void;
@@ -167,7 +174,7 @@ mod counted {
             }
             // SAFETY: as above: `release_sampled` passes the program's block
             // on (never one of the bootstrap arena, which C++ never saw).
-            release_sampled(p, move |p| unsafe { $real()(p $(, $arg)*) })
+            release_sampled(p, move |p| unsafe { $real()(p $(, $arg)*) }, Freed::Other)
         }
     };
 }
@@ -201,22 +208,38 @@ const FAR: usize = usize::MAX / 2;
 const PROBE_SIZE: usize = 64;
 const PROBE_ALIGN: Align = 64;
 
-/// Which of the allocator's own operators reach one of the library's entry
-/// points, in `Sym` order: each `delete` is called on a block of the
-/// matching `new` while the library's frees watch for it, and each `nothrow`
-/// new's allocation is watched on this thread's countdown. Its throwing twin
-/// is not called (it could throw through this frame): it is taken to do the
-/// same, unless the nothrow form called it through the library (as
-/// libstdc++'s does), when the countdown moved once more if it reaches the
-/// library. A failed allocation leaves its delete counted.
+/// Where each operator (in `Sym` order) goes once decided.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// The library's `counted` operator, then the allocator's.
+    Counted,
+    /// The allocator's own operator: it reaches one of the library's entry
+    /// points.
+    Own,
+    /// The library's `free`: the allocator's operator delete ends there.
+    Free,
+    /// `sized_aligned_delete`: the allocator's sized aligned delete ends in
+    /// the library's `sdallocx` with the block's size and alignment.
+    Sdallocx,
+}
+
+/// Where each of the allocator's own operators goes, in `Sym` order: each
+/// `delete` is called on a block of the matching `new` while the library's
+/// frees watch for it, and each `nothrow` new's allocation is watched on
+/// this thread's countdown. Its throwing twin is not called (it could throw
+/// through this frame): it is taken to do the same, unless the nothrow form
+/// called it through the library (as libstdc++'s does), when the countdown
+/// moved once more if it reaches the library. A failed allocation leaves its
+/// delete counted.
 ///
 /// # Safety
 /// Every slot is resolved.
-unsafe fn probe() -> [bool; NAMES.len()] {
+unsafe fn probe() -> [Route; NAMES.len()] {
     let mut reaches = [true; NAMES.len()];
+    let mut routes = [Route::Counted; NAMES.len()];
     PROBING_HERE.set(true);
     let saved = thread_state::until_sample();
-    for d in Sym::delete as usize..NAMES.len() {
+    for (d, route) in routes.iter_mut().enumerate().skip(Sym::delete as usize) {
         let (array, aligned) = (d % 2 == 1, d >= Sym::delete_aligned as usize);
         thread_state::set_until_sample(FAR);
         NESTED.set(0);
@@ -235,17 +258,56 @@ unsafe fn probe() -> [bool; NAMES.len()] {
             counted > 0
         };
         if p.is_null() {
-            reaches[d] = false;
             continue;
         }
         let _checked = live::checked_while(p as usize);
         // SAFETY: `p` is the live block of the `new` that matches delete `d`
         // (the slot order pairs them), freed once.
-        reaches[d] = sampled::released_during(p as usize, || unsafe { own_delete(d, p) });
+        let freed = sampled::released_during(p as usize, || unsafe { own_delete(d, p) });
+        let sized_aligned = d == Sym::delete_sized_aligned as usize
+            || d == Sym::delete_array_sized_aligned as usize;
+        *route = match freed {
+            None => Route::Counted,
+            Some(Freed::Free) => Route::Free,
+            Some(Freed::Sized(size, flags))
+                if sized_aligned && size == PROBE_SIZE && flags == lg(PROBE_ALIGN) =>
+            {
+                Route::Sdallocx
+            }
+            Some(_) => Route::Own,
+        };
     }
     thread_state::set_until_sample(saved);
     PROBING_HERE.set(false);
-    reaches
+    for new in 0..Sym::delete as usize {
+        routes[new] = if reaches[new] {
+            Route::Own
+        } else {
+            Route::Counted
+        };
+    }
+    routes
+}
+
+/// jemalloc's encoding of an alignment in `sdallocx`'s flags
+/// (`MALLOCX_ALIGN`: `ffs(alignment) - 1`).
+fn lg(align: Align) -> c_int {
+    align.trailing_zeros() as c_int
+}
+
+/// A sized aligned `operator delete` whose allocator's own operator `probe`
+/// saw end in `sdallocx(p, size, lg alignment)` (jemalloc's): that call,
+/// without the operator (and its call to `ffs`). The library's `sdallocx`
+/// checks the block, once.
+///
+/// # Safety
+/// As the C++ operator.
+unsafe extern "C" fn sized_aligned_delete(p: Ptr, size: usize, al: Align) {
+    if !p.is_null() {
+        // SAFETY: the program's block, its size and alignment, as the
+        // allocator's own operator passes them.
+        unsafe { crate::hook::alloc::sdallocx(p, size, lg(al)) }
+    }
 }
 
 /// The allocator's nothrow operator new of this shape: one attempt that
@@ -296,29 +358,54 @@ unsafe fn own_delete(d: usize, p: Ptr) {
     }
 }
 
-/// Exported operators: a load and a tail jump (see the module comment).
+/// One exported operator: a jump through its slot in `JUMPS`, the program's
+/// arguments untouched (see the module comment).
+macro_rules! exported_operator {
+    // One instruction. A Rust function takes two (an atomic load is never
+    // folded into the jump), but has the DWARF a naked one lacks.
+    (naked $name:ident => $sym:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        #[no_mangle]
+        #[unsafe(naked)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            // SAFETY: the slot only holds functions of this type (`first`,
+            // or what `decide` chose), stored with Release (an x86 load
+            // acquires); the jump leaves the caller's arguments and stack as
+            // they were.
+            core::arch::naked_asm!(
+                "jmp qword ptr [rip + {jumps} + {at}]",
+                jumps = sym JUMPS,
+                at = const Sym::$sym as usize * core::mem::size_of::<AtomicPtr<c_void>>(),
+            )
+        }
+    };
+    // A load and a jump: a frame 0 (`Api::New`, `Api::NewArray`), which
+    // pprof names only from its DWARF.
+    (named $name:ident => $sym:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        #[no_mangle]
+        #[inline(never)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            type Jump = unsafe extern "C" fn($($ty),*) -> $ret;
+            let jump = JUMPS[Sym::$sym as usize].load(Ordering::Acquire);
+            // SAFETY: the slot only holds functions of this type (`first`,
+            // or what `decide` chose).
+            let f = unsafe { core::mem::transmute::<*mut c_void, Jump>(jump) };
+            // SAFETY: the program's arguments to this same operator,
+            // unchanged.
+            unsafe { f($($arg),*) }
+        }
+    };
+}
+
+/// The exported operators, the `first` call of each, and `decide`.
 macro_rules! exported {
-    ($($name:ident => $sym:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+    ($($kind:ident $name:ident => $sym:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
         static JUMPS: [AtomicPtr<c_void>; NAMES.len()] = {
             let mut jumps = [const { AtomicPtr::new(core::ptr::null_mut()) }; NAMES.len()];
             $(jumps[Sym::$sym as usize] = AtomicPtr::new(first::$name as *mut c_void);)*
             jumps
         };
 
-        $(
-            #[no_mangle]
-            #[inline(never)]
-            pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
-                type Jump = unsafe extern "C" fn($($ty),*) -> $ret;
-                let jump = JUMPS[Sym::$sym as usize].load(Ordering::Acquire);
-                // SAFETY: the slot only holds functions of this type (`first`,
-                // or what `decide` chose).
-                let f = unsafe { core::mem::transmute::<*mut c_void, Jump>(jump) };
-                // SAFETY: the program's arguments to this same operator,
-                // unchanged.
-                unsafe { f($($arg),*) }
-            }
-        )*
+        $(exported_operator!($kind $name => $sym($($arg: $ty),*) -> $ret);)*
 
         /// Each operator's first call: decide, then go where it now jumps.
         #[allow(non_snake_case)]
@@ -341,27 +428,31 @@ macro_rules! exported {
         }
 
         /// Points every slot at libstdc++'s operator (it calls `malloc` and
-        /// `free`), at the allocator's own if it reaches the library, or at
-        /// the counting one.
+        /// `free`), at the allocator's own if it reaches the library, at the
+        /// library's entry point an allocator's operator delete ends in, or
+        /// at the counting one.
         #[cold]
         fn decide() {
             // Before any code that calls a next operator runs (see `cxx_slots`).
             $(resolved(Sym::$sym);)*
-            let via = new_calls_malloc();
-            // SAFETY: every slot is resolved just above.
-            let reaches = if via { [true; NAMES.len()] } else { unsafe { probe() } };
-            note_new_ranges(&reaches);
+            let routes = if new_calls_malloc() {
+                // libstdc++'s every `operator delete` is `free`: going there
+                // directly checks the block once, not up to three times
+                // (delete[] -> delete -> free).
+                core::array::from_fn(|i| if i < Sym::delete as usize { Route::Own } else { Route::Free })
+            } else {
+                // SAFETY: every slot is resolved just above.
+                unsafe { probe() }
+            };
+            note_new_ranges(&routes);
             $(
-                let target = if via && Sym::$sym as usize >= Sym::delete as usize {
-                    // libstdc++'s every `operator delete` is `free`: going
-                    // there directly checks the block once, not up to three
-                    // times (delete[] -> delete -> free). The extra
-                    // arguments (size, alignment) are ignored by `free`.
-                    crate::hook::alloc::free as *mut c_void
-                } else if reaches[Sym::$sym as usize] {
-                    SLOTS[Sym::$sym as usize].load(Ordering::Relaxed)
-                } else {
-                    counted::$name as *mut c_void
+                let target = match routes[Sym::$sym as usize] {
+                    Route::Own => SLOTS[Sym::$sym as usize].load(Ordering::Relaxed),
+                    // The extra arguments (size, alignment) are ignored by
+                    // `free`.
+                    Route::Free => crate::hook::alloc::free as *mut c_void,
+                    Route::Sdallocx => sized_aligned_delete as *mut c_void,
+                    Route::Counted => counted::$name as *mut c_void,
                 };
                 JUMPS[Sym::$sym as usize].store(target, Ordering::Release);
             )*
@@ -370,33 +461,33 @@ macro_rules! exported {
 }
 
 exported! {
-    _Znwm => new(size: usize) -> Ptr;
-    _Znam => new_array(size: usize) -> Ptr;
-    _ZnwmRKSt9nothrow_t => new_nothrow(size: usize, nt: Nothrow) -> Ptr;
-    _ZnamRKSt9nothrow_t => new_array_nothrow(size: usize, nt: Nothrow) -> Ptr;
-    _ZnwmSt11align_val_t => new_aligned(size: usize, al: Align) -> Ptr;
-    _ZnamSt11align_val_t => new_array_aligned(size: usize, al: Align) -> Ptr;
-    _ZnwmSt11align_val_tRKSt9nothrow_t => new_aligned_nothrow(size: usize, al: Align, nt: Nothrow) -> Ptr;
-    _ZnamSt11align_val_tRKSt9nothrow_t => new_array_aligned_nothrow(size: usize, al: Align, nt: Nothrow) -> Ptr;
-    _ZdlPv => delete(p: Ptr) -> ();
-    _ZdaPv => delete_array(p: Ptr) -> ();
-    _ZdlPvm => delete_sized(p: Ptr, size: usize) -> ();
-    _ZdaPvm => delete_array_sized(p: Ptr, size: usize) -> ();
-    _ZdlPvRKSt9nothrow_t => delete_nothrow(p: Ptr, nt: Nothrow) -> ();
-    _ZdaPvRKSt9nothrow_t => delete_array_nothrow(p: Ptr, nt: Nothrow) -> ();
-    _ZdlPvSt11align_val_t => delete_aligned(p: Ptr, al: Align) -> ();
-    _ZdaPvSt11align_val_t => delete_array_aligned(p: Ptr, al: Align) -> ();
-    _ZdlPvmSt11align_val_t => delete_sized_aligned(p: Ptr, size: usize, al: Align) -> ();
-    _ZdaPvmSt11align_val_t => delete_array_sized_aligned(p: Ptr, size: usize, al: Align) -> ();
-    _ZdlPvSt11align_val_tRKSt9nothrow_t => delete_aligned_nothrow(p: Ptr, al: Align, nt: Nothrow) -> ();
-    _ZdaPvSt11align_val_tRKSt9nothrow_t => delete_array_aligned_nothrow(p: Ptr, al: Align, nt: Nothrow) -> ();
+    named _Znwm => new(size: usize) -> Ptr;
+    named _Znam => new_array(size: usize) -> Ptr;
+    naked _ZnwmRKSt9nothrow_t => new_nothrow(size: usize, nt: Nothrow) -> Ptr;
+    naked _ZnamRKSt9nothrow_t => new_array_nothrow(size: usize, nt: Nothrow) -> Ptr;
+    naked _ZnwmSt11align_val_t => new_aligned(size: usize, al: Align) -> Ptr;
+    naked _ZnamSt11align_val_t => new_array_aligned(size: usize, al: Align) -> Ptr;
+    naked _ZnwmSt11align_val_tRKSt9nothrow_t => new_aligned_nothrow(size: usize, al: Align, nt: Nothrow) -> Ptr;
+    naked _ZnamSt11align_val_tRKSt9nothrow_t => new_array_aligned_nothrow(size: usize, al: Align, nt: Nothrow) -> Ptr;
+    naked _ZdlPv => delete(p: Ptr) -> ();
+    naked _ZdaPv => delete_array(p: Ptr) -> ();
+    naked _ZdlPvm => delete_sized(p: Ptr, size: usize) -> ();
+    naked _ZdaPvm => delete_array_sized(p: Ptr, size: usize) -> ();
+    naked _ZdlPvRKSt9nothrow_t => delete_nothrow(p: Ptr, nt: Nothrow) -> ();
+    naked _ZdaPvRKSt9nothrow_t => delete_array_nothrow(p: Ptr, nt: Nothrow) -> ();
+    naked _ZdlPvSt11align_val_t => delete_aligned(p: Ptr, al: Align) -> ();
+    naked _ZdaPvSt11align_val_t => delete_array_aligned(p: Ptr, al: Align) -> ();
+    naked _ZdlPvmSt11align_val_t => delete_sized_aligned(p: Ptr, size: usize, al: Align) -> ();
+    naked _ZdaPvmSt11align_val_t => delete_array_sized_aligned(p: Ptr, size: usize, al: Align) -> ();
+    naked _ZdlPvSt11align_val_tRKSt9nothrow_t => delete_aligned_nothrow(p: Ptr, al: Align, nt: Nothrow) -> ();
+    naked _ZdaPvSt11align_val_tRKSt9nothrow_t => delete_array_aligned_nothrow(p: Ptr, al: Align, nt: Nothrow) -> ();
 }
 
 /// Notes the operator news that reach the library's `malloc` (or another of
 /// its entry points), whose frames sit between frame 0 and the program.
-fn note_new_ranges(reaches: &[bool; NAMES.len()]) {
+fn note_new_ranges(routes: &[Route; NAMES.len()]) {
     for i in 0..sampled::NEW_FORMS {
-        let Some(&name) = NAMES.get(i).filter(|_| reaches[i]) else {
+        let Some(&name) = NAMES.get(i).filter(|_| routes[i] == Route::Own) else {
             continue;
         };
         let start = crate::sys::dl::symbol(&SLOTS[i], name) as usize;

@@ -10,7 +10,7 @@ use crate::sample::sampling;
 use crate::sys::{clock, doorbell};
 use crate::unwind::stack::{self, Stack};
 use core::cell::Cell;
-use core::ffi::{c_void, CStr};
+use core::ffi::{c_int, c_void, CStr};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 type Ptr = *mut c_void;
@@ -93,14 +93,16 @@ pub unsafe fn allocate_sampled(alloc: impl FnOnce() -> Ptr, size: usize, api: Ap
 
 /// A free of a block the filter could not rule out: remove it from the live
 /// set before it returns to the allocator, so a later allocation at the same
-/// address cannot be mistaken for it.
+/// address cannot be mistaken for it. `by` says which free it is (for a probe
+/// of `hook::cxx`); it comes last, so the entry point's arguments stay in
+/// their registers on its unchecked path.
 #[cold]
 #[inline(never)]
-pub fn release_sampled(p: Ptr, release: impl FnOnce(Ptr)) {
+pub fn release_sampled(p: Ptr, release: impl FnOnce(Ptr), by: Freed) {
     if bootstrap::owns(p) {
         return;
     }
-    note_release(p);
+    note_release(p, by);
     if !p.is_null() {
         live::remove(p as usize);
     }
@@ -219,33 +221,45 @@ pub fn fold_operator_frames(stack: &mut crate::unwind::stack::Stack) {
     stack.len = len - (above - 1);
 }
 
+/// Which of the library's frees took a block out, as far as a probe of
+/// `hook::cxx` needs to know: an operator delete that ends in `free`, or in
+/// `sdallocx` with the block's size and alignment, can be skipped.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Freed {
+    Free,
+    /// `sdallocx` with this size and these flags.
+    Sized(usize, c_int),
+    Other,
+}
+
 thread_local! {
-    /// The block a probe of `hook::cxx` deletes, and whether a free of the
-    /// library saw it.
-    static PROBED: Cell<(usize, bool)> = const { Cell::new((0, false)) };
+    /// The block a probe of `hook::cxx` deletes, and the free of the library
+    /// that saw it, if one did.
+    static PROBED: Cell<(usize, Option<Freed>)> = const { Cell::new((0, None)) };
 }
 
 /// Threads probing now: the library's frees look for a probed block only then.
 static PROBING: AtomicUsize = AtomicUsize::new(0);
 
 /// Called by every free of the library on its slow path.
-fn note_release(p: Ptr) {
+fn note_release(p: Ptr, by: Freed) {
     if PROBING.load(Ordering::Relaxed) != 0 {
         PROBED.with(|c| {
             if c.get().0 == p as usize {
-                c.set((p as usize, true));
+                c.set((p as usize, Some(by)));
             }
         });
     }
 }
 
-/// While `f` runs on this thread, whether a free of the library saw block `p`.
-pub fn released_during(p: usize, f: impl FnOnce()) -> bool {
+/// While `f` runs on this thread, which free of the library saw block `p`,
+/// if one did.
+pub fn released_during(p: usize, f: impl FnOnce()) -> Option<Freed> {
     PROBING.fetch_add(1, Ordering::Relaxed);
-    PROBED.set((p, false));
+    PROBED.set((p, None));
     f();
     let seen = PROBED.get().1;
-    PROBED.set((0, false));
+    PROBED.set((0, None));
     PROBING.fetch_sub(1, Ordering::Relaxed);
     seen
 }
