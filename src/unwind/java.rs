@@ -391,13 +391,48 @@ unsafe fn take_string(jvmti: Env, p: *mut c_char) -> String {
     s
 }
 
+/// The declaring class is asked first, and its reference held until the
+/// end: a class is never unloaded while a reference to it lives, so the
+/// later answers are all for this method (a GC between two calls, which the
+/// storms of `System.gc()` in the tests make common, would otherwise unload
+/// it half-way and leave a name without its class).
+///
 /// # Safety
 /// On an attached thread, VM alive.
 unsafe fn resolve(jvmti: Env, jni: Env, id: usize) -> Option<Method> {
+    let mut class: *mut c_void = core::ptr::null_mut();
+    // SAFETY: a live environment (the contract); any jmethodID is accepted
+    // (an unloaded one answers an error); `class` is out storage.
+    let rc = unsafe {
+        call!(
+            jvmti,
+            TI_GET_METHOD_DECLARING_CLASS,
+            fn(usize, *mut *mut c_void) -> c_int,
+            id,
+            &mut class
+        )
+    };
+    if rc == JVMTI_ERROR_INVALID_METHODID {
+        return Some(Method::Unloaded);
+    }
+    if rc != 0 || class.is_null() {
+        return None;
+    }
+    // SAFETY: the contract, and `class` is a live local reference.
+    let method = unsafe { resolve_in_class(jvmti, id, class) };
+    // SAFETY: this thread's JNI environment, on its own local reference,
+    // deleted once.
+    unsafe { call!(jni, JNI_DELETE_LOCAL_REF, fn(*mut c_void) -> (), class) };
+    Some(method)
+}
+
+/// # Safety
+/// As `resolve`; `class` is a local reference to `id`'s declaring class.
+unsafe fn resolve_in_class(jvmti: Env, id: usize, class: *mut c_void) -> Method {
     let null = core::ptr::null_mut::<*mut c_char>();
     let mut name: *mut c_char = core::ptr::null_mut();
-    // SAFETY: a live environment (the contract); any jmethodID is accepted
-    // (an unloaded one answers an error); the optional outputs are null.
+    // SAFETY: a live environment (the contract), a method of a class held;
+    // the optional outputs are null.
     let rc = unsafe {
         call!(
             jvmti,
@@ -409,63 +444,46 @@ unsafe fn resolve(jvmti: Env, jni: Env, id: usize) -> Option<Method> {
             null
         )
     };
-    if rc == JVMTI_ERROR_INVALID_METHODID {
-        return Some(Method::Unloaded);
-    }
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: the call succeeded: `name` is JVMTI's string.
-    let method = unsafe { take_string(jvmti, name) };
-    let mut class: *mut c_void = core::ptr::null_mut();
-    // SAFETY: as above; `class` is out storage.
+    let method = if rc == 0 {
+        // SAFETY: the call succeeded: `name` is JVMTI's string.
+        unsafe { take_string(jvmti, name) }
+    } else {
+        String::from("?")
+    };
+    let mut sig: *mut c_char = core::ptr::null_mut();
+    // SAFETY: `class` is a live local reference; `sig` is out storage, the
+    // generic signature not asked for.
     let rc = unsafe {
         call!(
             jvmti,
-            TI_GET_METHOD_DECLARING_CLASS,
-            fn(usize, *mut *mut c_void) -> c_int,
-            id,
-            &mut class
+            TI_GET_CLASS_SIGNATURE,
+            fn(*mut c_void, *mut *mut c_char, *mut *mut c_char) -> c_int,
+            class,
+            &mut sig,
+            null
         )
     };
-    let (mut class_name, mut file) = (String::from("?"), None);
-    if rc == 0 && !class.is_null() {
-        let mut sig: *mut c_char = core::ptr::null_mut();
-        // SAFETY: `class` is the local reference just returned; `sig` is out
-        // storage, the generic signature not asked for.
-        let rc = unsafe {
-            call!(
-                jvmti,
-                TI_GET_CLASS_SIGNATURE,
-                fn(*mut c_void, *mut *mut c_char, *mut *mut c_char) -> c_int,
-                class,
-                &mut sig,
-                null
-            )
-        };
-        if rc == 0 {
-            // SAFETY: the call succeeded: `sig` is JVMTI's string.
-            class_name = class_of_signature(&unsafe { take_string(jvmti, sig) });
-        }
-        let mut source: *mut c_char = core::ptr::null_mut();
-        // SAFETY: as above; `source` is out storage.
-        let rc = unsafe {
-            call!(
-                jvmti,
-                TI_GET_SOURCE_FILE_NAME,
-                fn(*mut c_void, *mut *mut c_char) -> c_int,
-                class,
-                &mut source
-            )
-        };
-        if rc == 0 {
-            // SAFETY: the call succeeded: `source` is JVMTI's string.
-            file = Some(unsafe { take_string(jvmti, source) }).filter(|s| !s.is_empty());
-        }
-        // SAFETY: this thread's JNI environment, on its own local reference,
-        // deleted once.
-        unsafe { call!(jni, JNI_DELETE_LOCAL_REF, fn(*mut c_void) -> (), class) };
-    }
+    let class_name = if rc == 0 {
+        // SAFETY: the call succeeded: `sig` is JVMTI's string.
+        class_of_signature(&unsafe { take_string(jvmti, sig) })
+    } else {
+        String::from("?")
+    };
+    let mut source: *mut c_char = core::ptr::null_mut();
+    // SAFETY: as above; `source` is out storage.
+    let rc = unsafe {
+        call!(
+            jvmti,
+            TI_GET_SOURCE_FILE_NAME,
+            fn(*mut c_void, *mut *mut c_char) -> c_int,
+            class,
+            &mut source
+        )
+    };
+    // SAFETY: the call succeeded: `source` is JVMTI's string.
+    let file = (rc == 0)
+        .then(|| unsafe { take_string(jvmti, source) })
+        .filter(|s| !s.is_empty());
     let mut count: c_int = 0;
     let mut table: *mut (i64, i32) = core::ptr::null_mut();
     let mut lines = Vec::new();
@@ -490,11 +508,11 @@ unsafe fn resolve(jvmti: Env, jni: Env, id: usize) -> Option<Method> {
         unsafe { call!(jvmti, TI_DEALLOCATE, fn(*mut (i64, i32)) -> c_int, table) };
         lines.sort_unstable();
     }
-    Some(Method::Named {
+    Method::Named {
         name: format!("{class_name}.{method}"),
         file,
         lines,
-    })
+    }
 }
 
 /// `Ljava/util/zip/Deflater;` -> `java.util.zip.Deflater`.
@@ -751,10 +769,23 @@ unsafe extern "C" fn on_class_prepare(jvmti: Env, _: Env, _: *mut c_void, class:
     unsafe { create_method_ids(jvmti, class) };
 }
 
+/// The collector's way to intern what its ring holds now (`set_drain`).
+static DRAIN: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Called by the collector with the function that interns what its ring
+/// holds: at VMDeath, stacks sampled since its last round are then named
+/// while JVMTI still answers (else their Java frames would stay unknown).
+pub fn set_drain(drain: fn()) {
+    let _ = DRAIN.set(drain);
+}
+
 /// The VM is about to exit: resolve what is pending while JVMTI still
 /// answers, then never call it again.
 unsafe extern "C" fn on_vm_death(_: Env, _: Env) {
     ACTIVE.store(false, Ordering::Release);
+    if let Some(drain) = DRAIN.get() {
+        drain();
+    }
     let mut n = names();
     n.tid = current_tid();
     resolve_pending(&mut n);

@@ -13,19 +13,19 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import JAVA_CLASSES, ROOT, Probe, run_json, script
+from harness import HARNESS, JAVA_CLASSES, ROOT, Probe, run_json, script, site_line
 from test_pprof import go_pprof
 
 JAVA = ["java", "-Xmx256m", "-cp", str(JAVA_CLASSES)]
-LAYERED_SOURCE = ROOT / "java-harness/LayeredLeak.java"
 
 
-def marked_line(marker: str) -> int:
-    """The line of LayeredLeak.java that carries `// <marker>`: known truth."""
-    for n, line in enumerate(LAYERED_SOURCE.read_text().splitlines(), start=1):
+def marked_line(marker: str, source: str = "LayeredLeak.java") -> int:
+    """The line of java-harness/`source` that carries `// <marker>`: known truth."""
+    path = ROOT / "java-harness" / source
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
         if line.rstrip().endswith(f"// {marker}"):
             return n
-    raise AssertionError(f"{marker} not found in {LAYERED_SOURCE}")
+    raise AssertionError(f"{marker} not found in {path}")
 
 
 def jcmd(pid: int, *command: str) -> str:
@@ -33,6 +33,16 @@ def jcmd(pid: int, *command: str) -> str:
     if result.returncode != 0:
         raise AssertionError(f"jcmd {' '.join(command)} failed: {result.stdout}{result.stderr}")
     return result.stdout
+
+
+def java_frames_on(probe: Probe) -> None:
+    """Waits for the library's line saying Java frames are taken."""
+    log = probe.dir / f"leakprobe.{probe.proc.pid}.log"
+    deadline = time.monotonic() + 60
+    while "Java frames are added" not in (log.read_text() if log.exists() else ""):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no Java frames within 60 s: {log}")
+        time.sleep(0.02)
 
 
 def focused_share(dump: str, pattern: str) -> float:
