@@ -156,23 +156,41 @@ fn append_java(stack: &mut Stack, max_len: usize) {
     if ok != JNI_OK || env.is_null() {
         return; // not a Java thread
     }
-    let mut frames = [CallFrame {
-        lineno: 0,
-        method: 0,
-    }; crate::unwind::stack::FRAMES_LIMIT];
+    // Written by AsyncGetCallTrace up to `num_frames`, read no further.
+    let mut frames = [const { core::mem::MaybeUninit::<CallFrame>::uninit() };
+        crate::unwind::stack::FRAMES_LIMIT];
     let mut trace = CallTrace {
         env,
         num_frames: 0,
-        frames: frames.as_mut_ptr(),
+        frames: frames.as_mut_ptr().cast(),
     };
-    let depth = max_len.saturating_sub(1).min(frames.len()) as i32;
-    // SAFETY: a zeroed ucontext_t is valid storage for getcontext; the
-    // context is only read by AsyncGetCallTrace, on this thread, now.
-    // AsyncGetCallTrace is made to run on the thread it walks at any point
-    // (it is called from signal handlers); `trace.frames` has `depth` room.
+    // Room for the Java frames: what is left, and the last native frame
+    // they may replace; no deeper walk than that.
+    let room = max_len.saturating_sub(stack.len) + 1;
+    let depth = room.min(frames.len()) as i32;
+    // SAFETY: AsyncGetCallTrace is made to run on the thread it walks at any
+    // point (it is called from signal handlers); `trace.frames` has `depth`
+    // room. Of the context it reads only the program counter, stack and
+    // frame pointers, and only for a thread in Java code, which a thread in
+    // malloc is not (its last Java frame is used); those of this function
+    // are given, not getcontext's whole state (which costs a system call,
+    // for the signal mask).
     unsafe {
         let mut uc: libc::ucontext_t = core::mem::zeroed();
-        libc::getcontext(&mut uc);
+        let (pc, sp, fp): (usize, usize, usize);
+        core::arch::asm!(
+            "lea {pc}, [rip]",
+            "mov {sp}, rsp",
+            "mov {fp}, rbp",
+            pc = out(reg) pc,
+            sp = out(reg) sp,
+            fp = out(reg) fp,
+            options(nomem, nostack, preserves_flags),
+        );
+        let regs = &mut uc.uc_mcontext.gregs;
+        regs[libc::REG_RIP as usize] = pc as i64;
+        regs[libc::REG_RSP as usize] = sp as i64;
+        regs[libc::REG_RBP as usize] = fp as i64;
         let f: Agct = core::mem::transmute(agct);
         f(&mut trace, depth, (&mut uc as *mut libc::ucontext_t).cast());
     }
@@ -190,7 +208,10 @@ fn append_java(stack: &mut Stack, max_len: usize) {
     if stack.len > 1 && last.is_some_and(|&pc| !in_some_object(pc)) {
         stack.len -= 1;
     }
-    for f in frames.iter().take(n as usize) {
+    // SAFETY: AsyncGetCallTrace wrote the first `n` (at most `depth`) frames.
+    let walked =
+        unsafe { core::slice::from_raw_parts(trace.frames, (n as usize).min(depth as usize)) };
+    for f in walked {
         let Some(slot) = stack
             .frames
             .get_mut(stack.len)
