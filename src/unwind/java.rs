@@ -26,6 +26,7 @@
 //!   show it as a hex address) and names it on a `# leakprobe java_frame:`
 //!   line, which both tools skip.
 
+use crate::unwind::jni_callin;
 use crate::unwind::stack::Stack;
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -58,6 +59,7 @@ const NATIVE_CODE: usize = 1;
 // JDK 6), as indices of pointers.
 const INVOKE_GET_ENV: usize = 6;
 const INVOKE_ATTACH_DAEMON: usize = 7;
+const JNI_GET_VERSION: usize = 4;
 const JNI_DELETE_LOCAL_REF: usize = 23;
 const TI_SET_EVENT_NOTIFICATION_MODE: usize = 1;
 const TI_DEALLOCATE: usize = 46;
@@ -76,11 +78,12 @@ const JNI_VERSION_1_6: c_int = 0x0001_0006;
 const JVMTI_VERSION_1_2: c_int = 0x3001_0200;
 const JVMTI_ENABLE: c_int = 1;
 const JVMTI_EVENT_VM_DEATH: c_int = 51;
+const JVMTI_EVENT_THREAD_START: c_int = 52;
 const JVMTI_EVENT_CLASS_LOAD: c_int = 55;
 const JVMTI_EVENT_CLASS_PREPARE: c_int = 56;
 const JVMTI_ERROR_INVALID_METHODID: c_int = 23;
-/// `jvmtiEventCallbacks`: 37 pointers; VMDeath, ClassLoad and ClassPrepare
-/// are entries 1, 5 and 6.
+/// `jvmtiEventCallbacks`: 37 pointers; VMDeath, ThreadStart, ClassLoad and
+/// ClassPrepare are entries 1, 2, 5 and 6.
 const CALLBACKS: usize = 37;
 
 type Table = *const *const c_void;
@@ -221,6 +224,31 @@ fn append_java(stack: &mut Stack, max_len: usize) {
         };
         *slot = encode(f.lineno, f.method);
         stack.len += 1;
+    }
+    if let Some((ra, sp, bp)) = jni_callin::outermost() {
+        append_native_caller(stack, max_len, (ra, sp, bp));
+    }
+}
+
+/// Appends the native frames from the caller of the thread's outermost JNI
+/// call into Java on: all of them, down to the thread's outermost frame,
+/// or none (see `jni_callin`).
+fn append_native_caller(stack: &mut Stack, max_len: usize, (ra, sp, bp): (usize, usize, usize)) {
+    let java_end = stack.len;
+    let complete = crate::unwind::walk::walk_from(ra, sp, bp, &mut |pc| match stack
+        .frames
+        .get_mut(stack.len)
+        .filter(|_| stack.len < max_len)
+    {
+        Some(slot) => {
+            *slot = pc;
+            stack.len += 1;
+            true
+        }
+        None => false,
+    });
+    if !complete {
+        stack.len = java_end;
     }
 }
 
@@ -635,6 +663,7 @@ unsafe fn set_up(vm: Env) -> Result<(), String> {
     };
     let mut callbacks = [core::ptr::null::<c_void>(); CALLBACKS];
     callbacks[1] = on_vm_death as *const c_void;
+    callbacks[2] = on_thread_start as *const c_void;
     callbacks[5] = on_class_load as *const c_void;
     callbacks[6] = on_class_prepare as *const c_void;
     // SAFETY: the environment just returned; `callbacks` is a whole
@@ -651,8 +680,20 @@ unsafe fn set_up(vm: Env) -> Result<(), String> {
     if rc != 0 {
         return Err(format!("JVMTI SetEventCallbacks failed (error {rc})"));
     }
+    // SAFETY: this thread's JNI environment; GetVersion takes nothing else.
+    let version = unsafe { call!(jni, JNI_GET_VERSION, fn() -> c_int,) };
+    // SAFETY: a JNIEnv points at the VM's function table, of the entries
+    // its JNI version has.
+    let table = unsafe { *jni } as *const usize;
+    // SAFETY: as just said; no thread has our table yet.
+    let ours =
+        jni_callin::table_len(version).and_then(|len| unsafe { jni_callin::build(table, len) });
+    if let Some(ours) = ours {
+        JNI_TABLES.store((table as usize, ours));
+    }
     for event in [
         JVMTI_EVENT_VM_DEATH,
+        JVMTI_EVENT_THREAD_START,
         JVMTI_EVENT_CLASS_LOAD,
         JVMTI_EVENT_CLASS_PREPARE,
     ] {
@@ -779,6 +820,38 @@ unsafe fn create_method_ids(jvmti: Env, class: *mut c_void) {
     if rc == 0 && !methods.is_null() {
         // SAFETY: JVMTI's allocation, freed once.
         unsafe { call!(jvmti, TI_DEALLOCATE, fn(*mut usize) -> c_int, methods) };
+    }
+}
+
+/// The VM's JNI function table and ours (`jni_callin`), once built.
+static JNI_TABLES: TablePair = TablePair(AtomicUsize::new(0), AtomicUsize::new(0));
+
+struct TablePair(AtomicUsize, AtomicUsize);
+
+impl TablePair {
+    fn store(&self, (vm, ours): (usize, usize)) {
+        self.1.store(ours, Ordering::Relaxed);
+        self.0.store(vm, Ordering::Release);
+    }
+
+    fn load(&self) -> Option<(usize, usize)> {
+        let vm = self.0.load(Ordering::Acquire);
+        (vm != 0).then(|| (vm, self.1.load(Ordering::Relaxed)))
+    }
+}
+
+/// On the new thread (a native thread attaching, or a thread the VM
+/// started): its JNI calls into Java go through `jni_callin`'s table from
+/// now on, unless it has another table than the VM's.
+unsafe extern "C" fn on_thread_start(_: Env, jni: Env, _: *mut c_void) {
+    if let Some((vm, ours)) = JNI_TABLES.load().filter(|_| !jni.is_null()) {
+        // SAFETY: the VM passes the thread's own live JNIEnv, which only
+        // this thread uses; its first word is its function table.
+        unsafe {
+            if *jni as usize == vm {
+                *jni = ours as Table;
+            }
+        }
     }
 }
 
