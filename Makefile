@@ -19,7 +19,7 @@ deps:
 lib:
 	cargo build --release
 
-harness: $(addprefix $(HARNESS)/,$(PROGRAMS) $(FRAME0_SHAPES)) $(HARNESS)/libplugin.so $(HARNESS)/stripped_pie $(HARNESS)/stripped_nopie $(HARNESS)/versioned_user
+harness: $(addprefix $(HARNESS)/,$(PROGRAMS) $(FRAME0_SHAPES)) $(HARNESS)/libplugin.so $(HARNESS)/stripped_pie $(HARNESS)/stripped_nopie $(HARNESS)/versioned_user $(HARNESS)/libjni_attach.so
 
 $(HARNESS):
 	mkdir -p $@
@@ -64,6 +64,12 @@ $(addprefix $(HARNESS)/,$(FRAME0_SHAPES)): c-harness/malloc_shapes.c | $(HARNESS
 
 $(HARNESS)/libplugin.so: c-harness/plugin.c | $(HARNESS)
 	$(CC) $(CFLAGS) -shared -fPIC -o $@ $<
+
+# The JNI library of java-harness/NativeAttach.java, with the headers of
+# javac's JDK (looked up when built: `make test` may have just installed it).
+JDK = $(shell dirname "$$(dirname "$$(readlink -f "$$(command -v javac)")")")
+$(HARNESS)/libjni_attach.so: c-harness/jni_attach.c | $(HARNESS)
+	$(CC) $(CFLAGS) -shared -fPIC -I$(JDK)/include -I$(JDK)/include/linux -o $@ $< -lpthread
 
 # The plugin as a versioned library, found through its soname's symlink.
 $(HARNESS)/libversioned.so.1.0: c-harness/plugin.c | $(HARNESS)

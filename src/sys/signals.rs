@@ -63,17 +63,34 @@ pub fn is_member(set: &Sigset, sig: c_int) -> bool {
     unsafe { libc::sigismember(set, sig) == 1 }
 }
 
-/// Runs `f` with the machine context of the point it is called from, as a
-/// signal handler receives one (`getcontext`). Always inlined, so that the
-/// context describes the caller's own frame, which stays live while `f`
-/// runs; `f` gets it in place (it points into itself: never copy it).
+/// The machine context of the point it is called from, as a signal
+/// handler would receive it, with only the program counter, stack and
+/// frame pointers filled in: what a stack walker that starts here reads
+/// (`getcontext`'s whole state costs a system call, for the signal mask).
+/// Always inlined, so that it describes the caller's own frame, which must
+/// stay live while the context is used.
 #[inline(always)]
-pub fn with_context_here<R>(f: impl FnOnce(&mut libc::ucontext_t) -> R) -> R {
+pub fn frame_context_here() -> libc::ucontext_t {
     // SAFETY: ucontext_t is plain data; all zeroes is valid storage.
     let mut uc: libc::ucontext_t = unsafe { core::mem::zeroed() };
-    // SAFETY: getcontext fills the struct it is given.
-    unsafe { libc::getcontext(&mut uc) };
-    f(&mut uc)
+    let (pc, sp, fp): (usize, usize, usize);
+    // SAFETY: reads three registers, touches nothing else.
+    unsafe {
+        core::arch::asm!(
+            "lea {pc}, [rip]",
+            "mov {sp}, rsp",
+            "mov {fp}, rbp",
+            pc = out(reg) pc,
+            sp = out(reg) sp,
+            fp = out(reg) fp,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    let regs = &mut uc.uc_mcontext.gregs;
+    regs[libc::REG_RIP as usize] = pc as i64;
+    regs[libc::REG_RSP as usize] = sp as i64;
+    regs[libc::REG_RBP as usize] = fp as i64;
+    uc
 }
 
 /// An empty set.

@@ -26,6 +26,7 @@
 //!   show it as a hex address) and names it on a `# leakprobe java_frame:`
 //!   line, which both tools skip.
 
+use crate::unwind::jni_callin;
 use crate::unwind::stack::Stack;
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -58,6 +59,7 @@ const NATIVE_CODE: usize = 1;
 // JDK 6), as indices of pointers.
 const INVOKE_GET_ENV: usize = 6;
 const INVOKE_ATTACH_DAEMON: usize = 7;
+const JNI_GET_VERSION: usize = 4;
 const JNI_DELETE_LOCAL_REF: usize = 23;
 const TI_SET_EVENT_NOTIFICATION_MODE: usize = 1;
 const TI_DEALLOCATE: usize = 46;
@@ -76,11 +78,12 @@ const JNI_VERSION_1_6: c_int = 0x0001_0006;
 const JVMTI_VERSION_1_2: c_int = 0x3001_0200;
 const JVMTI_ENABLE: c_int = 1;
 const JVMTI_EVENT_VM_DEATH: c_int = 51;
+const JVMTI_EVENT_THREAD_START: c_int = 52;
 const JVMTI_EVENT_CLASS_LOAD: c_int = 55;
 const JVMTI_EVENT_CLASS_PREPARE: c_int = 56;
 const JVMTI_ERROR_INVALID_METHODID: c_int = 23;
-/// `jvmtiEventCallbacks`: 37 pointers; VMDeath, ClassLoad and ClassPrepare
-/// are entries 1, 5 and 6.
+/// `jvmtiEventCallbacks`: 37 pointers; VMDeath, ThreadStart, ClassLoad and
+/// ClassPrepare are entries 1, 2, 5 and 6.
 const CALLBACKS: usize = 37;
 
 type Table = *const *const c_void;
@@ -156,24 +159,29 @@ fn append_java(stack: &mut Stack, max_len: usize) {
     if ok != JNI_OK || env.is_null() {
         return; // not a Java thread
     }
-    let mut frames = [CallFrame {
-        lineno: 0,
-        method: 0,
-    }; crate::unwind::stack::FRAMES_LIMIT];
+    // Written by AsyncGetCallTrace up to `num_frames`, read no further.
+    let mut frames = [const { core::mem::MaybeUninit::<CallFrame>::uninit() };
+        crate::unwind::stack::FRAMES_LIMIT];
     let mut trace = CallTrace {
         env,
         num_frames: 0,
-        frames: frames.as_mut_ptr(),
+        frames: frames.as_mut_ptr().cast(),
     };
-    let depth = max_len.saturating_sub(1).min(frames.len()) as i32;
-    // SAFETY: the context of this frame, which is live; it is only read by
-    // AsyncGetCallTrace, on this thread, now. AsyncGetCallTrace is made to
-    // run on the thread it walks at any point (it is called from signal
-    // handlers); `trace.frames` has `depth` room.
-    crate::sys::signals::with_context_here(|uc| unsafe {
+    // Room for the Java frames: what is left, and the last native frame
+    // they may replace; no deeper walk than that.
+    let room = max_len.saturating_sub(stack.len) + 1;
+    let depth = room.min(frames.len()) as i32;
+    // Of the context AsyncGetCallTrace reads only the program counter, stack
+    // and frame pointers, and only for a thread in Java code, which a thread
+    // in malloc is not (its last Java frame is used).
+    let mut uc = crate::sys::signals::frame_context_here();
+    // SAFETY: AsyncGetCallTrace is made to run on the thread it walks at any
+    // point (it is called from signal handlers); `trace.frames` has `depth`
+    // room; `uc` describes this function's frame, live during the call.
+    unsafe {
         let f: Agct = core::mem::transmute(agct);
-        f(&mut trace, depth, (uc as *mut libc::ucontext_t).cast());
-    });
+        f(&mut trace, depth, (&mut uc as *mut libc::ucontext_t).cast());
+    }
     let n = trace.num_frames;
     if n <= 0 {
         if n < 0 {
@@ -188,7 +196,10 @@ fn append_java(stack: &mut Stack, max_len: usize) {
     if stack.len > 1 && last.is_some_and(|&pc| !in_some_object(pc)) {
         stack.len -= 1;
     }
-    for f in frames.iter().take(n as usize) {
+    // SAFETY: AsyncGetCallTrace wrote the first `n` (at most `depth`) frames.
+    let walked =
+        unsafe { core::slice::from_raw_parts(trace.frames, (n as usize).min(depth as usize)) };
+    for f in walked {
         let Some(slot) = stack
             .frames
             .get_mut(stack.len)
@@ -198,6 +209,31 @@ fn append_java(stack: &mut Stack, max_len: usize) {
         };
         *slot = encode(f.lineno, f.method);
         stack.len += 1;
+    }
+    if let Some((ra, sp, bp)) = jni_callin::outermost() {
+        append_native_caller(stack, max_len, (ra, sp, bp));
+    }
+}
+
+/// Appends the native frames from the caller of the thread's outermost JNI
+/// call into Java on: all of them, down to the thread's outermost frame,
+/// or none (see `jni_callin`).
+fn append_native_caller(stack: &mut Stack, max_len: usize, (ra, sp, bp): (usize, usize, usize)) {
+    let java_end = stack.len;
+    let complete = crate::unwind::walk::walk_from(ra, sp, bp, &mut |pc| match stack
+        .frames
+        .get_mut(stack.len)
+        .filter(|_| stack.len < max_len)
+    {
+        Some(slot) => {
+            *slot = pc;
+            stack.len += 1;
+            true
+        }
+        None => false,
+    });
+    if !complete {
+        stack.len = java_end;
     }
 }
 
@@ -388,13 +424,48 @@ unsafe fn take_string(jvmti: Env, p: *mut c_char) -> String {
     s
 }
 
+/// The declaring class is asked first, and its reference held until the
+/// end: a class is never unloaded while a reference to it lives, so the
+/// later answers are all for this method (a GC between two calls, which the
+/// storms of `System.gc()` in the tests make common, would otherwise unload
+/// it half-way and leave a name without its class).
+///
 /// # Safety
 /// On an attached thread, VM alive.
 unsafe fn resolve(jvmti: Env, jni: Env, id: usize) -> Option<Method> {
+    let mut class: *mut c_void = core::ptr::null_mut();
+    // SAFETY: a live environment (the contract); any jmethodID is accepted
+    // (an unloaded one answers an error); `class` is out storage.
+    let rc = unsafe {
+        call!(
+            jvmti,
+            TI_GET_METHOD_DECLARING_CLASS,
+            fn(usize, *mut *mut c_void) -> c_int,
+            id,
+            &mut class
+        )
+    };
+    if rc == JVMTI_ERROR_INVALID_METHODID {
+        return Some(Method::Unloaded);
+    }
+    if rc != 0 || class.is_null() {
+        return None;
+    }
+    // SAFETY: the contract, and `class` is a live local reference.
+    let method = unsafe { resolve_in_class(jvmti, id, class) };
+    // SAFETY: this thread's JNI environment, on its own local reference,
+    // deleted once.
+    unsafe { call!(jni, JNI_DELETE_LOCAL_REF, fn(*mut c_void) -> (), class) };
+    Some(method)
+}
+
+/// # Safety
+/// As `resolve`; `class` is a local reference to `id`'s declaring class.
+unsafe fn resolve_in_class(jvmti: Env, id: usize, class: *mut c_void) -> Method {
     let null = core::ptr::null_mut::<*mut c_char>();
     let mut name: *mut c_char = core::ptr::null_mut();
-    // SAFETY: a live environment (the contract); any jmethodID is accepted
-    // (an unloaded one answers an error); the optional outputs are null.
+    // SAFETY: a live environment (the contract), a method of a class held;
+    // the optional outputs are null.
     let rc = unsafe {
         call!(
             jvmti,
@@ -406,63 +477,46 @@ unsafe fn resolve(jvmti: Env, jni: Env, id: usize) -> Option<Method> {
             null
         )
     };
-    if rc == JVMTI_ERROR_INVALID_METHODID {
-        return Some(Method::Unloaded);
-    }
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: the call succeeded: `name` is JVMTI's string.
-    let method = unsafe { take_string(jvmti, name) };
-    let mut class: *mut c_void = core::ptr::null_mut();
-    // SAFETY: as above; `class` is out storage.
+    let method = if rc == 0 {
+        // SAFETY: the call succeeded: `name` is JVMTI's string.
+        unsafe { take_string(jvmti, name) }
+    } else {
+        String::from("?")
+    };
+    let mut sig: *mut c_char = core::ptr::null_mut();
+    // SAFETY: `class` is a live local reference; `sig` is out storage, the
+    // generic signature not asked for.
     let rc = unsafe {
         call!(
             jvmti,
-            TI_GET_METHOD_DECLARING_CLASS,
-            fn(usize, *mut *mut c_void) -> c_int,
-            id,
-            &mut class
+            TI_GET_CLASS_SIGNATURE,
+            fn(*mut c_void, *mut *mut c_char, *mut *mut c_char) -> c_int,
+            class,
+            &mut sig,
+            null
         )
     };
-    let (mut class_name, mut file) = (String::from("?"), None);
-    if rc == 0 && !class.is_null() {
-        let mut sig: *mut c_char = core::ptr::null_mut();
-        // SAFETY: `class` is the local reference just returned; `sig` is out
-        // storage, the generic signature not asked for.
-        let rc = unsafe {
-            call!(
-                jvmti,
-                TI_GET_CLASS_SIGNATURE,
-                fn(*mut c_void, *mut *mut c_char, *mut *mut c_char) -> c_int,
-                class,
-                &mut sig,
-                null
-            )
-        };
-        if rc == 0 {
-            // SAFETY: the call succeeded: `sig` is JVMTI's string.
-            class_name = class_of_signature(&unsafe { take_string(jvmti, sig) });
-        }
-        let mut source: *mut c_char = core::ptr::null_mut();
-        // SAFETY: as above; `source` is out storage.
-        let rc = unsafe {
-            call!(
-                jvmti,
-                TI_GET_SOURCE_FILE_NAME,
-                fn(*mut c_void, *mut *mut c_char) -> c_int,
-                class,
-                &mut source
-            )
-        };
-        if rc == 0 {
-            // SAFETY: the call succeeded: `source` is JVMTI's string.
-            file = Some(unsafe { take_string(jvmti, source) }).filter(|s| !s.is_empty());
-        }
-        // SAFETY: this thread's JNI environment, on its own local reference,
-        // deleted once.
-        unsafe { call!(jni, JNI_DELETE_LOCAL_REF, fn(*mut c_void) -> (), class) };
-    }
+    let class_name = if rc == 0 {
+        // SAFETY: the call succeeded: `sig` is JVMTI's string.
+        class_of_signature(&unsafe { take_string(jvmti, sig) })
+    } else {
+        String::from("?")
+    };
+    let mut source: *mut c_char = core::ptr::null_mut();
+    // SAFETY: as above; `source` is out storage.
+    let rc = unsafe {
+        call!(
+            jvmti,
+            TI_GET_SOURCE_FILE_NAME,
+            fn(*mut c_void, *mut *mut c_char) -> c_int,
+            class,
+            &mut source
+        )
+    };
+    // SAFETY: the call succeeded: `source` is JVMTI's string.
+    let file = (rc == 0)
+        .then(|| unsafe { take_string(jvmti, source) })
+        .filter(|s| !s.is_empty());
     let mut count: c_int = 0;
     let mut table: *mut (i64, i32) = core::ptr::null_mut();
     let mut lines = Vec::new();
@@ -487,11 +541,11 @@ unsafe fn resolve(jvmti: Env, jni: Env, id: usize) -> Option<Method> {
         unsafe { call!(jvmti, TI_DEALLOCATE, fn(*mut (i64, i32)) -> c_int, table) };
         lines.sort_unstable();
     }
-    Some(Method::Named {
+    Method::Named {
         name: format!("{class_name}.{method}"),
         file,
         lines,
-    })
+    }
 }
 
 /// `Ljava/util/zip/Deflater;` -> `java.util.zip.Deflater`.
@@ -591,6 +645,7 @@ unsafe fn set_up(vm: Env) -> Result<(), String> {
     };
     let mut callbacks = [core::ptr::null::<c_void>(); CALLBACKS];
     callbacks[1] = on_vm_death as *const c_void;
+    callbacks[2] = on_thread_start as *const c_void;
     callbacks[5] = on_class_load as *const c_void;
     callbacks[6] = on_class_prepare as *const c_void;
     // SAFETY: the environment just returned; `callbacks` is a whole
@@ -607,8 +662,20 @@ unsafe fn set_up(vm: Env) -> Result<(), String> {
     if rc != 0 {
         return Err(format!("JVMTI SetEventCallbacks failed (error {rc})"));
     }
+    // SAFETY: this thread's JNI environment; GetVersion takes nothing else.
+    let version = unsafe { call!(jni, JNI_GET_VERSION, fn() -> c_int,) };
+    // SAFETY: a JNIEnv points at the VM's function table, of the entries
+    // its JNI version has.
+    let table = unsafe { *jni } as *const usize;
+    // SAFETY: as just said; no thread has our table yet.
+    let ours =
+        jni_callin::table_len(version).and_then(|len| unsafe { jni_callin::build(table, len) });
+    if let Some(ours) = ours {
+        JNI_TABLES.store((table as usize, ours));
+    }
     for event in [
         JVMTI_EVENT_VM_DEATH,
+        JVMTI_EVENT_THREAD_START,
         JVMTI_EVENT_CLASS_LOAD,
         JVMTI_EVENT_CLASS_PREPARE,
     ] {
@@ -736,6 +803,38 @@ unsafe fn create_method_ids(jvmti: Env, class: *mut c_void) {
     }
 }
 
+/// The VM's JNI function table and ours (`jni_callin`), once built.
+static JNI_TABLES: TablePair = TablePair(AtomicUsize::new(0), AtomicUsize::new(0));
+
+struct TablePair(AtomicUsize, AtomicUsize);
+
+impl TablePair {
+    fn store(&self, (vm, ours): (usize, usize)) {
+        self.1.store(ours, Ordering::Relaxed);
+        self.0.store(vm, Ordering::Release);
+    }
+
+    fn load(&self) -> Option<(usize, usize)> {
+        let vm = self.0.load(Ordering::Acquire);
+        (vm != 0).then(|| (vm, self.1.load(Ordering::Relaxed)))
+    }
+}
+
+/// On the new thread (a native thread attaching, or a thread the VM
+/// started): its JNI calls into Java go through `jni_callin`'s table from
+/// now on, unless it has another table than the VM's.
+unsafe extern "C" fn on_thread_start(_: Env, jni: Env, _: *mut c_void) {
+    if let Some((vm, ours)) = JNI_TABLES.load().filter(|_| !jni.is_null()) {
+        // SAFETY: the VM passes the thread's own live JNIEnv, which only
+        // this thread uses; its first word is its function table.
+        unsafe {
+            if *jni as usize == vm {
+                *jni = ours as Table;
+            }
+        }
+    }
+}
+
 /// Enabled only because AsyncGetCallTrace requires ClassLoad events.
 unsafe extern "C" fn on_class_load(_: Env, _: Env, _: *mut c_void, _: *mut c_void) {}
 
@@ -746,10 +845,23 @@ unsafe extern "C" fn on_class_prepare(jvmti: Env, _: Env, _: *mut c_void, class:
     crate::sample::sampling::while_busy(|| unsafe { create_method_ids(jvmti, class) });
 }
 
+/// The collector's way to intern what its ring holds now (`set_drain`).
+static DRAIN: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Called by the collector with the function that interns what its ring
+/// holds: at VMDeath, stacks sampled since its last round are then named
+/// while JVMTI still answers (else their Java frames would stay unknown).
+pub fn set_drain(drain: fn()) {
+    let _ = DRAIN.set(drain);
+}
+
 /// The VM is about to exit: resolve what is pending while JVMTI still
 /// answers, then never call it again.
 unsafe extern "C" fn on_vm_death(_: Env, _: Env) {
     ACTIVE.store(false, Ordering::Release);
+    if let Some(drain) = DRAIN.get() {
+        drain();
+    }
     let mut n = names();
     n.tid = current_tid();
     resolve_pending(&mut n);

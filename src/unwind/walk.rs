@@ -33,6 +33,16 @@ pub fn walk(frame: &mut dyn FnMut(usize) -> bool) -> Walk {
     imp::walk(frame)
 }
 
+/// Walks the calling thread's stack from a caller's frame recorded earlier
+/// (the return address into it, the stack pointer after that return, and
+/// its %rbp), still live on this stack above the caller of this function.
+/// True only if it reached the outermost frame (the thread's start), which
+/// proves that no frame without CFI, such as JIT code, lies below.
+#[inline(never)]
+pub fn walk_from(ra: usize, sp: usize, bp: usize, frame: &mut dyn FnMut(usize) -> bool) -> bool {
+    imp::walk_from(ra, sp, bp, frame)
+}
+
 /// Forgets every rule, after code was unmapped (its addresses may be reused).
 pub fn forget() {
     imp::forget()
@@ -85,11 +95,21 @@ mod imp {
         ENABLED.load(Ordering::Acquire)
     }
 
+    /// How a walk ended.
+    enum End {
+        /// At the outermost frame (its return address undefined).
+        Outermost,
+        /// At code without CFI (JIT code), a broken chain, or as `frame` said.
+        Complete,
+        /// At a frame whose CFI it does not follow.
+        Stopped,
+    }
+
     pub fn walk(frame: &mut dyn FnMut(usize) -> bool) -> Walk {
         if !enabled() {
             return Walk::Stopped;
         }
-        let (mut pc, mut sp, mut bp): (usize, usize, usize);
+        let (pc, sp, bp): (usize, usize, usize);
         // SAFETY: reads this function's own registers at this instruction,
         // whose CFI then describes how to find its caller.
         unsafe {
@@ -106,6 +126,54 @@ mod imp {
         let Some(top) = stack_bounds::top(sp) else {
             return Walk::Stopped;
         };
+        // Our own frame's rule is at `pc` itself, as is an interrupted
+        // frame's; a caller's at its call, just before the return address.
+        match walk_stack(pc, sp, bp, pc, top, frame) {
+            End::Outermost | End::Complete => Walk::Complete,
+            End::Stopped => Walk::Stopped,
+        }
+    }
+
+    pub fn walk_from(
+        ra: usize,
+        sp: usize,
+        bp: usize,
+        frame: &mut dyn FnMut(usize) -> bool,
+    ) -> bool {
+        if !enabled() {
+            return false;
+        }
+        let here: usize;
+        // SAFETY: reads the stack pointer.
+        unsafe {
+            core::arch::asm!("mov {}, rsp", out(reg) here, options(nomem, nostack, preserves_flags))
+        };
+        // The recorded frame must lie on this stack, above this function's,
+        // and still be there: its return address in its slot.
+        let Some(top) = stack_bounds::top(here).filter(|&top| sp > here + 8 && sp <= top) else {
+            return false;
+        };
+        // SAFETY: inside [here, top): this thread's mapped stack.
+        if unsafe { core::ptr::read_unaligned((sp - 8) as *const usize) } != ra {
+            return false;
+        }
+        matches!(
+            walk_stack(ra, sp, bp, ra.wrapping_sub(1), top, frame),
+            End::Outermost
+        )
+    }
+
+    /// Walks from the frame at `pc` with stack pointer `sp` and frame
+    /// pointer `bp` (`at`: where its rule is looked up) on the stack whose
+    /// mapped end is `top`.
+    fn walk_stack(
+        mut pc: usize,
+        mut sp: usize,
+        mut bp: usize,
+        mut at: usize,
+        top: usize,
+        frame: &mut dyn FnMut(usize) -> bool,
+    ) -> End {
         // The stack being walked: [bottom, top) is mapped (this thread's
         // stack from a live stack pointer up to its end).
         let (mut bottom, mut top) = (sp, top);
@@ -114,12 +182,9 @@ mod imp {
             // SAFETY: inside [bottom, top), mapped as said above.
             inside.then(|| unsafe { core::ptr::read_unaligned(at as *const usize) })
         };
-        // Our own frame's rule is at `pc` itself, as is an interrupted
-        // frame's; a caller's at its call, just before the return address.
-        let mut at = pc;
         loop {
             if !frame(pc) {
-                return Walk::Complete;
+                return End::Complete;
             }
             let (cfa_rbp, cfa_offset, rbp_slot) = match rule(at) {
                 Rule::Frame {
@@ -127,19 +192,20 @@ mod imp {
                     cfa_offset,
                     rbp_slot,
                 } => (cfa_rbp, cfa_offset, rbp_slot),
-                Rule::End | Rule::Missing => return Walk::Complete,
-                Rule::Unsupported => return Walk::Stopped,
+                Rule::End => return End::Outermost,
+                Rule::Missing => return End::Complete,
+                Rule::Unsupported => return End::Stopped,
                 Rule::Signal => {
                     let saved = |off| read(sp.checked_add(off)?, bottom, top);
                     let (Some(rip), Some(rsp), Some(rbp)) =
                         (saved(UC_RIP), saved(UC_RSP), saved(UC_RBP))
                     else {
-                        return Walk::Complete;
+                        return End::Complete;
                     };
                     // The handler may have run on a signal stack.
                     if !(bottom..top).contains(&rsp) {
                         let Some(other_top) = stack_bounds::top(rsp) else {
-                            return Walk::Complete;
+                            return End::Complete;
                         };
                         (bottom, top) = (rsp, other_top);
                     }
@@ -150,16 +216,16 @@ mod imp {
             let base = if cfa_rbp { bp } else { sp };
             let Some(cfa) = base.checked_add(cfa_offset as usize).filter(|&c| c > sp) else {
                 // A chain that does not climb the stack is broken: stop.
-                return Walk::Complete;
+                return End::Complete;
             };
             // The CFA comes from the stack's words: checked, never a panic.
             let Some(ra) = cfa.checked_sub(8).and_then(|at| read(at, bottom, top)) else {
-                return Walk::Complete;
+                return End::Complete;
             };
             if rbp_slot != 0 {
                 let slot = cfa.checked_sub(8 * rbp_slot as usize);
                 let Some(saved) = slot.and_then(|at| read(at, bottom, top)) else {
-                    return Walk::Complete;
+                    return End::Complete;
                 };
                 bp = saved;
             }
@@ -337,6 +403,10 @@ mod imp {
 
     pub fn walk(_: &mut dyn FnMut(usize) -> bool) -> super::Walk {
         super::Walk::Stopped
+    }
+
+    pub fn walk_from(_: usize, _: usize, _: usize, _: &mut dyn FnMut(usize) -> bool) -> bool {
+        false
     }
 
     pub fn forget() {}

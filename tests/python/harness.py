@@ -34,11 +34,14 @@ class Probe:
         program: str | list[str],
         args: tuple[str, ...] = (),
         env: dict[str, str | None] | None = None,
+        stderr: int | None = None,
         **popen: Any,
     ) -> None:
         """`program` is a harness program's name, or a whole command. `env`
         overrides the environment (None removes a variable: LD_PRELOAD=None runs
-        it without the library); `popen` goes to subprocess.Popen (cwd, user)."""
+        it without the library); `stderr` is a descriptor for its stderr (by
+        default stderr.txt in its directory); `popen` goes to subprocess.Popen
+        (cwd, user)."""
         command = [str(HARNESS / program), *args] if isinstance(program, str) else program
         self.dir = Path(tempfile.mkdtemp(prefix=f"leakprobe-{Path(command[0]).name}-"))
         environment = dict(os.environ, LD_PRELOAD=str(LIBRARY), LEAKPROBE_DIR=str(self.dir))
@@ -52,7 +55,7 @@ class Probe:
             command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=self.stderr,
+            stderr=self.stderr if stderr is None else stderr,
             env=environment,
             text=True,
             **popen,
@@ -67,15 +70,21 @@ class Probe:
             self.lines.put(line.rstrip("\n"))
 
     def expect(self, prefix: str, timeout: float = 60.0) -> str:
+        return self.lines_until(prefix, timeout)[-1]
+
+    def lines_until(self, prefix: str, timeout: float = 60.0) -> list[str]:
+        """The lines of its stdout up to the first that starts with `prefix`."""
         deadline = time.monotonic() + timeout
+        seen = []
         while True:
             try:
                 line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
             except queue.Empty:
                 self.proc.kill()
                 raise AssertionError(f"no line starting with {prefix!r} within {timeout}s") from None
+            seen.append(line)
             if line.startswith(prefix):
-                return line
+                return seen
 
     def dumps(self) -> list[Path]:
         found = []

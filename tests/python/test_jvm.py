@@ -14,19 +14,28 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import JAVA_CLASSES, ROOT, Probe, dumps_around_growth, run_json, script
+from harness import (
+    HARNESS,
+    JAVA_CLASSES,
+    ROOT,
+    Probe,
+    dumps_around_growth,
+    run_json,
+    script,
+    site_line,
+)
 from test_pprof import go_pprof
 
 JAVA = ["java", "-Xmx256m", "-cp", str(JAVA_CLASSES)]
-LAYERED_SOURCE = ROOT / "java-harness/LayeredLeak.java"
 
 
-def marked_line(marker: str) -> int:
-    """The line of LayeredLeak.java that carries `// <marker>`: known truth."""
-    for n, line in enumerate(LAYERED_SOURCE.read_text().splitlines(), start=1):
+def marked_line(marker: str, source: str = "LayeredLeak.java") -> int:
+    """The line of java-harness/`source` that carries `// <marker>`: known truth."""
+    path = ROOT / "java-harness" / source
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
         if line.rstrip().endswith(f"// {marker}"):
             return n
-    raise AssertionError(f"{marker} not found in {LAYERED_SOURCE}")
+    raise AssertionError(f"{marker} not found in {path}")
 
 
 def jcmd(pid: int, *command: str) -> str:
@@ -34,6 +43,16 @@ def jcmd(pid: int, *command: str) -> str:
     if result.returncode != 0:
         raise AssertionError(f"jcmd {' '.join(command)} failed: {result.stdout}{result.stderr}")
     return result.stdout
+
+
+def java_frames_on(probe: Probe) -> None:
+    """Waits for the library's line saying Java frames are taken."""
+    log = probe.dir / f"leakprobe.{probe.proc.pid}.log"
+    deadline = time.monotonic() + 60
+    while "Java frames are added" not in (log.read_text() if log.exists() else ""):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no Java frames within 60 s: {log}")
+        time.sleep(0.02)
 
 
 def focused_share(dump: str, pattern: str) -> float:
@@ -144,6 +163,63 @@ class Jvm(unittest.TestCase):
         self.assertEqual(probe.finish(), 0)
         self.assertIn("LayeredLeak$Opener.open", compiled, "C2 did not compile the leaking path: the premise failed")
         self.check_layered(frames)
+
+    def test_a_native_thread_attached_through_jni(self) -> None:
+        """1000 native threads (c-harness/jni_attach.c) attach with
+        AttachCurrentThread, malloc, call a Java method that opens a
+        GZIPOutputStream, and detach: the Java call's stack has its zlib,
+        Java and native frames in order. The same calls made from a Java
+        thread through a native method end with Java frames (the native
+        frames under them are not joined: Java frames lie below those)."""
+        probe = Probe([*JAVA, "NativeAttach", str(HARNESS / "libjni_attach.so"), "1000"])
+        probe.expect("LOADED", timeout=120)
+        java_frames_on(probe)  # threads started from now on
+        probe.write("go\n")
+        self.assertEqual(probe.expect("READY", timeout=300), "READY 1000")
+        dump = str(probe.dump())
+        self.assertEqual(probe.finish(), 0)
+        stacks = [s["frames"] for s in run_json("report", dump, "--nodecount", "100000", "--depth", "100")["stacks"]]
+
+        def shown(frames: list[dict]) -> str:
+            return "\n".join(f"{f['function']} {f['file']}:{f['line']} {f['object']}" for f in frames)
+
+        def has(frames: list[dict], name: str) -> bool:
+            return any(f["function"] == name for f in frames)
+
+        attached = [s for s in stacks if has(s, "NativeAttach.callback") and has(s, "thread_main")]
+        self.assertTrue(attached, "no stack joins the Java frames to the attached thread's")
+        frames = attached[0]
+        expected = [
+            ("deflateInit2_", None),
+            ("Java_java_util_zip_Deflater_init", None),
+            ("java.util.zip.Deflater.init", None),
+            ("java.util.zip.GZIPOutputStream.<init>", None),
+            ("NativeAttach.callback", marked_line("CALLBACK_LINE", "NativeAttach.java")),
+            ("call_java", site_line("jni_attach.c", "CALL_JAVA")),
+            ("thread_main", site_line("jni_attach.c", "THREAD_CALL")),
+            ("start_thread", None),
+        ]
+        at = [
+            next((i for i, f in enumerate(frames) if f["function"] == name and line in (None, f["line"])), -1)
+            for name, line in expected
+        ]
+        self.assertNotIn(-1, at, f"missing frames:\n{shown(frames)}")
+        self.assertEqual(at, sorted(at), f"out of order:\n{shown(frames)}")
+        # Nothing of the VM's between the Java frames and the JNI caller.
+        self.assertEqual(at[5], at[4] + 1, shown(frames))
+        native = [s for s in stacks if has(s, "native_alloc")]
+        self.assertEqual(
+            [(f["function"], f["line"]) for f in native[0][:2]],
+            [
+                ("native_alloc", site_line("jni_attach.c", "NATIVE_ALLOC")),
+                ("thread_main", site_line("jni_attach.c", "THREAD_ALLOC")),
+            ],
+        )
+        from_java = [s for s in stacks if has(s, "NativeAttach.fromJava")]
+        self.assertTrue(from_java, "no stack of the Java thread's calls")
+        for frames in from_java:
+            first = next(i for i, f in enumerate(frames) if f["object"] == "[java]")
+            self.assertEqual({f["object"] for f in frames[first:]}, {"[java]"}, shown(frames))
 
     def test_java_frames_can_be_turned_off(self) -> None:
         probe = Probe([*JAVA, "LayeredLeak", "2000"], env={"LEAKPROBE_JAVA": "0"})

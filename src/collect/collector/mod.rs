@@ -63,6 +63,7 @@ pub fn start(cfg: &'static Settings) {
     objects::argv0();
     ring::renew();
     STATE.with(|s| *s = Some(Collector::new(cfg)));
+    crate::unwind::java::set_drain(absorb_at_vm_death);
     fork::register();
     spawn();
 }
@@ -107,6 +108,25 @@ pub extern "C" fn dump_at_exit() {
     if !dump_to(None, std::time::Duration::from_secs(10)) {
         crate::sys::log::log!("the exit dump was not written");
     }
+}
+
+/// At a JVM's VMDeath, on the exiting thread: interns what the ring holds,
+/// so that stacks sampled since the collector's last round get their Java
+/// frames named while the VM still answers. Gives up after 100 ms if the
+/// collector keeps its state that long (a dump held up by a full stderr).
+fn absorb_at_vm_death() {
+    let deadline = crate::sys::clock::monotonic() + Duration::from_millis(100);
+    while !STATE.try_acquire() {
+        if crate::sys::clock::monotonic() > deadline {
+            return;
+        }
+        crate::sys::raw::yield_now();
+    }
+    // SAFETY: acquired just above, released below, no other reference made.
+    if let Some(c) = unsafe { STATE.held() } {
+        while c.absorb(usize::MAX) {}
+    }
+    STATE.release();
 }
 
 /// Restarts the collector thread in a forked child.
