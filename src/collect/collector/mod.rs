@@ -166,8 +166,10 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             // SAFETY: sched_yield has no preconditions.
             unsafe { libc::sched_yield() };
         }
-        crate::unwind::java::poll();
         let more = STATE.with(|s| s.as_mut().is_some_and(Collector::step));
+        // After the step: the methods of the stacks it interned are named in
+        // this round (a sample with a new method woke it for that).
+        crate::unwind::java::poll();
         if !more {
             doorbell::wait(seen, crate::unwind::java::idle_wait(IDLE_WAIT));
         }
