@@ -130,7 +130,7 @@ pub unsafe fn record(p: Ptr, size: usize, api: Api) {
         };
         stack::capture(api.address(), &mut sample.stack);
         fold_operator_frames(&mut sample.stack);
-        crate::unwind::java::append(&mut sample.stack, stack::max_len());
+        let wake_for_names = crate::unwind::java::append(&mut sample.stack, stack::max_len());
         let born = clock::monotonic().as_secs() as u32;
         // SAFETY: `p` is a live block, of the bootstrap arena or of the
         // next allocator (this function's contract).
@@ -156,6 +156,8 @@ pub unsafe fn record(p: Ptr, size: usize, api: Api) {
         live::insert(entry);
         if !ring::push(sample, doorbell::ring) {
             live::remove(ptr);
+        } else if wake_for_names {
+            doorbell::ring();
         }
     })
 }

@@ -132,16 +132,52 @@ pub fn disable() {
 
 /// Appends the Java frames of the calling thread, if it is a Java thread of
 /// a VM set up for it; `stack` holds its native frames. On the sampled path.
+/// True if the collector should be woken once the sample is queued, to
+/// name methods it may not know yet (`wants_names`).
 #[inline(always)]
-pub fn append(stack: &mut Stack, max_len: usize) {
-    if ACTIVE.load(Ordering::Relaxed) {
-        append_java(stack, max_len)
+pub fn append(stack: &mut Stack, max_len: usize) -> bool {
+    ACTIVE.load(Ordering::Relaxed) && append_java(stack, max_len)
+}
+
+/// Methods whose names a sample asked the collector for, direct-mapped by
+/// jmethodID (a slot holds the last one asked).
+const ASKED_BITS: u32 = 12;
+static ASKED: [AtomicUsize; 1 << ASKED_BITS] = [const { AtomicUsize::new(0) }; 1 << ASKED_BITS];
+/// When the collector was last woken for names (monotonic milliseconds).
+static LAST_WAKE_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether a sample with these frames should wake the collector: a method
+/// not asked for yet (new, or its slot taken by another since) is named
+/// at once then, while its class is most likely still loaded; otherwise it
+/// would wait for the collector's next round (up to 100 ms), and a class
+/// unloaded meanwhile leaves its frames unnamed. At most one wake a
+/// millisecond; the methods are marked asked only by a sample that wakes.
+fn wants_names(frames: &[CallFrame]) -> bool {
+    let slot = |id: usize| {
+        &ASKED[(id >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (usize::BITS - ASKED_BITS)]
+    };
+    let asked = |f: &CallFrame| f.method == 0 || slot(f.method).load(Ordering::Relaxed) == f.method;
+    if frames.iter().all(asked) {
+        return false;
     }
+    let now = crate::sys::clock::monotonic().as_millis() as u64;
+    let last = LAST_WAKE_MS.load(Ordering::Relaxed);
+    if now == last
+        || LAST_WAKE_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return false;
+    }
+    for f in frames.iter().filter(|f| f.method != 0) {
+        slot(f.method).store(f.method, Ordering::Relaxed);
+    }
+    true
 }
 
 #[cold]
 #[inline(never)]
-fn append_java(stack: &mut Stack, max_len: usize) {
+fn append_java(stack: &mut Stack, max_len: usize) -> bool {
     let (vm, agct) = (VM.load(Ordering::Acquire), AGCT.load(Ordering::Acquire));
     let mut env: Env = core::ptr::null_mut();
     // SAFETY: `vm` is the live JavaVM (ACTIVE is cleared at VMDeath);
@@ -157,7 +193,7 @@ fn append_java(stack: &mut Stack, max_len: usize) {
         )
     };
     if ok != JNI_OK || env.is_null() {
-        return; // not a Java thread
+        return false; // not a Java thread
     }
     // Written by AsyncGetCallTrace up to `num_frames`, read no further.
     let mut frames = [const { core::mem::MaybeUninit::<CallFrame>::uninit() };
@@ -187,7 +223,7 @@ fn append_java(stack: &mut Stack, max_len: usize) {
         if n < 0 {
             NOT_WALKABLE.fetch_add(1, Ordering::Relaxed);
         }
-        return;
+        return false;
     }
     WALKED.fetch_add(1, Ordering::Relaxed);
     // The last native frame is the JIT or interpreter code of the top Java
@@ -213,6 +249,7 @@ fn append_java(stack: &mut Stack, max_len: usize) {
     if let Some((ra, sp, bp)) = jni_callin::outermost() {
         append_native_caller(stack, max_len, (ra, sp, bp));
     }
+    wants_names(walked)
 }
 
 /// Appends the native frames from the caller of the thread's outermost JNI

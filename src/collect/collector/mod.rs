@@ -209,8 +209,10 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         crate::mapped::table::intern_deferred();
         // Java frames of new mapping stacks are named soon, as the heap's are.
         crate::unwind::java::note_stack(&crate::mapped::table::stack_words(false));
-        crate::unwind::java::poll();
         let more = STATE.with(|s| s.as_mut().is_some_and(Collector::step));
+        // After the step: the methods of the stacks it interned are named in
+        // this round (a sample with a new method woke it for that).
+        crate::unwind::java::poll();
         if !more {
             doorbell::wait(seen, crate::unwind::java::idle_wait(IDLE_WAIT));
         }
