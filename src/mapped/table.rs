@@ -420,7 +420,7 @@ static ALLOCATOR_BASE: AtomicUsize = AtomicUsize::new(0);
 /// Runs with the thread busy: nothing it allocates is sampled.
 pub fn record_stack(entry: usize) -> Option<u32> {
     sampling::while_busy(|| {
-        let mut stack = Stack::EMPTY;
+        let mut stack = Stack::new();
         stack::capture(entry, &mut stack);
         let caller = stack.frames().get(1).copied().unwrap_or(0);
         let allocator = ALLOCATOR_BASE.load(Ordering::Relaxed);

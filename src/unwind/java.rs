@@ -186,20 +186,14 @@ fn append_java(stack: &mut Stack, max_len: usize) {
     WALKED.fetch_add(1, Ordering::Relaxed);
     // The last native frame is the JIT or interpreter code of the top Java
     // frame (no object maps it): the Java frames stand for it.
-    let last = stack.len.checked_sub(1).and_then(|i| stack.frames.get(i));
-    if stack.len > 1 && last.is_some_and(|&pc| !in_some_object(pc)) {
-        stack.len -= 1;
+    let len = stack.len();
+    if len > 1 && stack.frames().last().is_some_and(|&pc| !in_some_object(pc)) {
+        stack.truncate(len - 1);
     }
     for f in frames.iter().take(n as usize) {
-        let Some(slot) = stack
-            .frames
-            .get_mut(stack.len)
-            .filter(|_| stack.len < max_len)
-        else {
+        if !stack.push(encode(f.lineno, f.method), max_len) {
             break;
-        };
-        *slot = encode(f.lineno, f.method);
-        stack.len += 1;
+        }
     }
 }
 
