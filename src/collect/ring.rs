@@ -15,6 +15,7 @@ const CAPACITY: usize = 1024;
 /// per sample.
 const MAX_WAIT_NS: u64 = 1_000_000_000;
 
+#[derive(Clone)]
 pub struct Sample {
     pub seq: u64,
     pub ptr: usize,

@@ -109,57 +109,69 @@ pub fn release_sampled(p: Ptr, release: impl FnOnce(Ptr), by: Freed) {
     release(p)
 }
 
-/// Inlined into the cold paths that call it: one unwinder step less.
+/// Inlined into the cold paths that call it, so the walk starts in their
+/// frame: the library's frames it passes are those paths' only.
 ///
 /// # Safety
 /// `p` is a live block of at least `size` bytes, of the next allocator or
 /// the bootstrap arena.
 #[inline(always)]
 pub unsafe fn record(p: Ptr, size: usize, api: Api) {
+    let _busy = sampling::Busy::enter();
+    let mut sample = Sample {
+        seq: 0,
+        ptr: p as usize,
+        size,
+        stack: Stack::new(),
+    };
+    // Here, in the cold path's own frame, where the walk then starts.
+    stack::capture(api.address(), &mut sample.stack);
+    // SAFETY: this function's contract.
+    unsafe { record_stack(p, &mut sample) }
+}
+
+/// The rest of `record`, once the stack is captured.
+///
+/// # Safety
+/// As `record`.
+#[inline(never)]
+unsafe fn record_stack(p: Ptr, sample: &mut Sample) {
     static SEQ: AtomicU64 = AtomicU64::new(1);
-    sampling::while_busy(|| {
-        single::check_threads();
-        collector::ensure_running();
-        let _flight = collector::fork::InFlight::enter();
-        let (ptr, seq) = (p as usize, SEQ.fetch_add(1, Ordering::Relaxed));
-        let mut sample = Sample {
-            seq,
-            ptr,
-            size,
-            stack: Stack::EMPTY,
-        };
-        stack::capture(api.address(), &mut sample.stack);
-        fold_operator_frames(&mut sample.stack);
-        let wake_for_names = crate::unwind::java::append(&mut sample.stack, stack::max_len());
-        let born = clock::monotonic().as_secs() as u32;
-        // SAFETY: `p` is a live block, of the bootstrap arena or of the
-        // next allocator (this function's contract).
-        let usable = unsafe {
-            if bootstrap::owns(p) {
-                bootstrap::size_of(p)
-            } else {
-                next::malloc_usable_size(p)
-            }
-        };
-        let entry = live::Entry {
-            ptr,
-            size,
-            seq,
-            stack: PENDING,
-            born,
-            // An allocator without malloc_usable_size answers 0: unknown.
-            usable: if usable >= size { usable } else { 0 },
-        };
-        if mode::active() && collector::snapshot::record_inline(&sample, entry) {
-            return;
+    single::check_threads();
+    collector::ensure_running();
+    let _flight = collector::fork::InFlight::enter();
+    let (ptr, size, seq) = (sample.ptr, sample.size, SEQ.fetch_add(1, Ordering::Relaxed));
+    sample.seq = seq;
+    fold_operator_frames(&mut sample.stack);
+    let wake_for_names = crate::unwind::java::append(&mut sample.stack, stack::max_len());
+    let born = clock::monotonic().as_secs() as u32;
+    // SAFETY: `p` is a live block, of the bootstrap arena or of the next
+    // allocator (this function's contract).
+    let usable = unsafe {
+        if bootstrap::owns(p) {
+            bootstrap::size_of(p)
+        } else {
+            next::malloc_usable_size(p)
         }
-        live::insert(entry);
-        if !ring::push(sample, doorbell::ring) {
-            live::remove(ptr);
-        } else if wake_for_names {
-            doorbell::ring();
-        }
-    })
+    };
+    let entry = live::Entry {
+        ptr,
+        size,
+        seq,
+        stack: PENDING,
+        born,
+        // An allocator without malloc_usable_size answers 0: unknown.
+        usable: if usable >= size { usable } else { 0 },
+    };
+    if mode::active() && collector::snapshot::record_inline(sample, entry) {
+        return;
+    }
+    live::insert(entry);
+    if !ring::push(sample.clone(), doorbell::ring) {
+        live::remove(ptr);
+    } else if wake_for_names {
+        doorbell::ring();
+    }
 }
 
 /// The code of the next `operator new`s that reach the library (start, end), in
@@ -202,15 +214,11 @@ pub fn fold_operator_frames(stack: &mut crate::unwind::stack::Stack) {
     if !FOLDS.load(Ordering::Relaxed) {
         return;
     }
-    let len = stack.len.min(stack.frames.len());
+    let frames = stack.frames_mut();
+    let len = frames.len();
     let mut above = 1;
     let mut array = false;
-    while let Some(a) = stack
-        .frames
-        .get(above)
-        .filter(|_| above < len)
-        .and_then(|&f| in_new(f))
-    {
+    while let Some(a) = frames.get(above).and_then(|&f| in_new(f)) {
         array = a;
         above += 1;
     }
@@ -218,9 +226,9 @@ pub fn fold_operator_frames(stack: &mut crate::unwind::stack::Stack) {
         return;
     }
     let api = if array { Api::NewArray } else { Api::New };
-    stack.frames[0] = api.address() + 1;
-    stack.frames.copy_within(above..len, 1);
-    stack.len = len - (above - 1);
+    frames[0] = api.address() + 1;
+    frames.copy_within(above..len, 1);
+    stack.truncate(len - (above - 1));
 }
 
 /// Which of the library's frees took a block out, as far as a probe of

@@ -165,7 +165,7 @@ fn break_slow(
     entry: usize,
     call: impl FnOnce() -> Option<(usize, usize)>,
 ) -> Option<(usize, usize)> {
-    let mut stack = Stack::EMPTY;
+    let mut stack = Stack::new();
     let sampled = crossed
         && table::decide(size)
         && sampling::while_busy(|| table::capture(entry, &mut stack));

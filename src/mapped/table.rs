@@ -472,7 +472,7 @@ pub fn record_stack(entry: usize) -> Option<u32> {
     sampling::while_busy(|| {
         // Where the library may allocate: stacks deferred meanwhile too.
         intern_deferred();
-        let mut stack = Stack::EMPTY;
+        let mut stack = Stack::new();
         if !capture(entry, &mut stack) {
             return None;
         }

@@ -76,6 +76,9 @@ pub fn resolve() -> bool {
         Ok(_) => {}
         Err(state) => return state == READY,
     }
+    // For `object_of` below (the program's first `malloc` may come before
+    // the library's initialisation).
+    crate::sys::dl::init_find_object();
     let malloc = required(c"malloc");
     let home = object_of(malloc);
     slot::free.store(required(c"free"), Ordering::Relaxed);

@@ -36,7 +36,14 @@ pub fn estimate() -> (u64, u64, u64) {
 }
 
 fn estimated_bytes(size: usize) -> u64 {
-    crate::sample::sampling::unsample(1, size as u64, crate::sample::sampling::period()).1 as u64
+    use crate::sample::sampling;
+    let bytes = sampling::estimated_bytes(size, sampling::period());
+    // Through i64 where it fits (fewer instructions than to u64).
+    if bytes < i64::MAX as f64 {
+        bytes as i64 as u64
+    } else {
+        bytes as u64
+    }
 }
 
 /// `LEAKPROBE_PEAK`: the collector writes the live profile whenever the
@@ -119,7 +126,28 @@ fn shard(h: u64) -> &'static SpinLock<Table> {
 /// False means `p` is certainly not a sampled allocation.
 #[inline(always)]
 pub fn maybe_sampled(p: usize) -> bool {
-    filter_slot(hash(p)).load(Ordering::Relaxed) != 0
+    #[cfg(target_arch = "x86_64")]
+    {
+        let index = (hash(p) >> (64 - FILTER_BITS)) as usize;
+        // SAFETY: reads one byte of FILTER (`index` < 1 << FILTER_BITS), a
+        // byte load, as `AtomicU8::load(Relaxed)` is; compared in memory,
+        // where Rust's atomic load takes a register and a test.
+        unsafe {
+            core::arch::asm!(
+                "cmp byte ptr [{filter} + {index}], 0",
+                "jne {maybe}",
+                filter = in(reg) FILTER.as_ptr(),
+                index = in(reg) index,
+                maybe = label { return true },
+                options(nostack),
+            )
+        };
+        false
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        filter_slot(hash(p)).load(Ordering::Relaxed) != 0
+    }
 }
 
 /// Makes every free of `p` take the slow path (used for bootstrap blocks).

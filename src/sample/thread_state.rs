@@ -56,14 +56,7 @@ pub fn with<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
 /// slow path, which draws the first gap.
 #[inline(always)]
 pub fn crosses(size: usize) -> bool {
-    let slot = countdown::slot();
-    let left = countdown::get(slot);
-    if size < left {
-        countdown::set(slot, left - size);
-        false
-    } else {
-        true
-    }
+    countdown::crosses(countdown::slot(), size)
 }
 
 /// Bytes left before this thread's next sample point.
@@ -136,6 +129,29 @@ mod countdown {
             )
         };
     }
+
+    /// `super::crosses` in one instruction and a branch: the subtraction
+    /// in memory sets the flags (Rust's own load, compare and store take
+    /// three); a crossing one is undone on the slow path.
+    #[inline(always)]
+    pub fn crosses(off: usize, size: usize) -> bool {
+        // SAFETY: as in `get`; only this thread writes its own copy. The
+        // label is reached with the countdown `size` lower, wrapped.
+        unsafe {
+            core::arch::asm!(
+                "sub qword ptr fs:[{off}], {size}",
+                "jbe {crossed}",
+                off = in(reg) off,
+                size = in(reg) size,
+                crossed = label {
+                    set(off, get(off).wrapping_add(size));
+                    return true;
+                },
+                options(nostack),
+            )
+        };
+        false
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -160,5 +176,15 @@ mod countdown {
     #[inline(always)]
     pub fn set(_: usize, value: usize) {
         UNTIL_SAMPLE.set(value)
+    }
+
+    #[inline(always)]
+    pub fn crosses(off: usize, size: usize) -> bool {
+        let left = get(off);
+        let crossed = size >= left;
+        if !crossed {
+            set(off, left - size);
+        }
+        crossed
     }
 }

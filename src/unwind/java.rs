@@ -205,7 +205,7 @@ fn append_java(stack: &mut Stack, max_len: usize) -> bool {
     };
     // Room for the Java frames: what is left, and the last native frame
     // they may replace; no deeper walk than that.
-    let room = max_len.saturating_sub(stack.len) + 1;
+    let room = max_len.saturating_sub(stack.len()) + 1;
     let depth = room.min(frames.len()) as i32;
     // Of the context AsyncGetCallTrace reads only the program counter, stack
     // and frame pointers, and only for a thread in Java code, which a thread
@@ -228,23 +228,17 @@ fn append_java(stack: &mut Stack, max_len: usize) -> bool {
     WALKED.fetch_add(1, Ordering::Relaxed);
     // The last native frame is the JIT or interpreter code of the top Java
     // frame (no object maps it): the Java frames stand for it.
-    let last = stack.len.checked_sub(1).and_then(|i| stack.frames.get(i));
-    if stack.len > 1 && last.is_some_and(|&pc| !in_some_object(pc)) {
-        stack.len -= 1;
+    let len = stack.len();
+    if len > 1 && stack.frames().last().is_some_and(|&pc| !in_some_object(pc)) {
+        stack.truncate(len - 1);
     }
     // SAFETY: AsyncGetCallTrace wrote the first `n` (at most `depth`) frames.
     let walked =
         unsafe { core::slice::from_raw_parts(trace.frames, (n as usize).min(depth as usize)) };
     for f in walked {
-        let Some(slot) = stack
-            .frames
-            .get_mut(stack.len)
-            .filter(|_| stack.len < max_len)
-        else {
+        if !stack.push(encode(f.lineno, f.method), max_len) {
             break;
-        };
-        *slot = encode(f.lineno, f.method);
-        stack.len += 1;
+        }
     }
     if let Some((ra, sp, bp)) = jni_callin::outermost() {
         append_native_caller(stack, max_len, (ra, sp, bp));
@@ -256,21 +250,10 @@ fn append_java(stack: &mut Stack, max_len: usize) -> bool {
 /// call into Java on: all of them, down to the thread's outermost frame,
 /// or none (see `jni_callin`).
 fn append_native_caller(stack: &mut Stack, max_len: usize, (ra, sp, bp): (usize, usize, usize)) {
-    let java_end = stack.len;
-    let complete = crate::unwind::walk::walk_from(ra, sp, bp, &mut |pc| match stack
-        .frames
-        .get_mut(stack.len)
-        .filter(|_| stack.len < max_len)
-    {
-        Some(slot) => {
-            *slot = pc;
-            stack.len += 1;
-            true
-        }
-        None => false,
-    });
+    let java_end = stack.len();
+    let complete = crate::unwind::walk::walk_from(ra, sp, bp, &mut |pc| stack.push(pc, max_len));
     if !complete {
-        stack.len = java_end;
+        stack.truncate(java_end);
     }
 }
 

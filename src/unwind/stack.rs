@@ -9,6 +9,7 @@
 
 use crate::unwind::registered_frames;
 use crate::unwind::walk::{self, Walk};
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Upper bound of `LEAKPROBE_MAX_FRAMES` (jemalloc's PROF_BT_MAX is the same).
@@ -22,20 +23,56 @@ pub fn max_len() -> usize {
     crate::settings::get().map_or(FRAMES_LIMIT, |s| s.max_frames.clamp(1, FRAMES_LIMIT)) + 1
 }
 
-/// Frames of one stack: `frames[..len]`, frame 0 the entry-point marker.
+/// Frames of one stack: the first `len`, frame 0 the entry-point marker.
+/// The room past them is never written before use (a sample's stack is
+/// made on each sampled path, and zeroing it took 80 instructions).
+#[derive(Clone)]
 pub struct Stack {
-    pub len: usize,
-    pub frames: [usize; FRAMES_LIMIT + 1],
+    len: usize,
+    frames: [MaybeUninit<usize>; FRAMES_LIMIT + 1],
 }
 
 impl Stack {
-    pub const EMPTY: Stack = Stack {
-        len: 0,
-        frames: [0; FRAMES_LIMIT + 1],
-    };
+    /// A stack of no frames. (A `const` of it would be all zeros, and
+    /// written as such.)
+    #[inline(always)]
+    pub fn new() -> Stack {
+        Stack {
+            len: 0,
+            frames: [MaybeUninit::uninit(); FRAMES_LIMIT + 1],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
 
     pub fn frames(&self) -> &[usize] {
-        &self.frames[..self.len.min(self.frames.len())]
+        // SAFETY: the first `len` (<= the array's length: `push`) are written.
+        unsafe { &*(&self.frames[..self.len] as *const [MaybeUninit<usize>] as *const [usize]) }
+    }
+
+    pub fn frames_mut(&mut self) -> &mut [usize] {
+        // SAFETY: as in `frames`.
+        unsafe { &mut *(&mut self.frames[..self.len] as *mut [MaybeUninit<usize>] as *mut [usize]) }
+    }
+
+    /// Appends a frame; false (and nothing kept) when the stack has `max`
+    /// frames or is full.
+    pub fn push(&mut self, frame: usize, max: usize) -> bool {
+        match self.frames.get_mut(self.len).filter(|_| self.len < max) {
+            Some(slot) => {
+                slot.write(frame);
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps the first `len` frames (`len` <= `len()`).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
     }
 }
 
@@ -45,8 +82,8 @@ impl Stack {
 /// (and libgcc is safe to call: `registered_frames`).
 #[inline(always)]
 pub fn capture(entry: usize, out: &mut Stack) {
-    out.frames[0] = entry + 1;
-    out.len = 1;
+    out.len = 0;
+    out.push(entry + 1, 1);
     let walked = walk::enabled().then(|| walk::walk(&mut Collect::new(out).frame()));
     match walked {
         Some(Walk::Complete) => FAST.fetch_add(1, Ordering::Relaxed),
@@ -54,16 +91,21 @@ pub fn capture(entry: usize, out: &mut Stack) {
             CUT_SHORT.fetch_add(1, Ordering::Relaxed)
         }
         _ => {
-            LIBGCC.fetch_add(1, Ordering::Relaxed);
-            out.len = 1;
-            let mut frame = Collect::new(out).frame();
-            // SAFETY: the unwinder is reentrant; we hold no lock it could
-            // need, and libgcc on glibc >= 2.35 finds FDEs with
-            // _dl_find_object, lock-free.
-            unsafe { backtrace::trace_unsynchronized(|f| frame(f.ip() as usize)) };
+            with_libgcc(out);
             0
         }
     };
+}
+
+/// `capture` by libgcc's unwinder, out of line (`capture` is inlined).
+#[inline(never)]
+fn with_libgcc(out: &mut Stack) {
+    LIBGCC.fetch_add(1, Ordering::Relaxed);
+    out.truncate(1);
+    let mut frame = Collect::new(out).frame();
+    // SAFETY: the unwinder is reentrant; we hold no lock it could need, and
+    // libgcc on glibc >= 2.35 finds FDEs with _dl_find_object, lock-free.
+    unsafe { backtrace::trace_unsynchronized(|f| frame(f.ip() as usize)) };
 }
 
 /// Stacks captured so far: (by the caching unwinder, by libgcc, cut short
@@ -105,13 +147,8 @@ impl<'a> Collect<'a> {
             if ip == 0 {
                 return false;
             }
-            // Whatever an unwinder does, the stack ends at its array's end.
-            let Some(slot) = self.out.frames.get_mut(self.out.len) else {
-                return false;
-            };
-            *slot = ip;
-            self.out.len += 1;
-            self.out.len < self.max
+            // Whatever an unwinder does, the stack ends at `max`.
+            self.out.push(ip, self.max) && self.out.len < self.max
         }
     }
 }
@@ -148,7 +185,7 @@ mod tests {
 
     #[test]
     fn a_walker_that_goes_on_cannot_write_past_the_stack() {
-        let mut out = Stack::EMPTY;
+        let mut out = Stack::new();
         let mut frame = Collect::new(&mut out).frame();
         // A walker that ignores "complete" and keeps giving frames.
         for ip in 1..3 * FRAMES_LIMIT {

@@ -27,8 +27,10 @@ pub fn enabled() -> bool {
 }
 
 /// Walks the calling thread's stack, innermost frame first, passing each
-/// frame's address to `frame` until it returns false.
-#[inline(never)]
+/// frame's address to `frame` until it returns false. Inlined: the walk
+/// starts in the caller's frame, at this point of it (one step less than
+/// from a frame of its own).
+#[inline(always)]
 pub fn walk(frame: &mut dyn FnMut(usize) -> bool) -> Walk {
     imp::walk(frame)
 }
@@ -57,6 +59,7 @@ pub fn cache_bytes() -> usize {
 mod imp {
     use super::Walk;
     use crate::sys::dl;
+    use crate::sys::lock::SpinLock;
     use crate::unwind::cfi::{self, Rule};
     use crate::unwind::stack_bounds;
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -80,6 +83,7 @@ mod imp {
     static CACHE: [AtomicU64; 1 << CACHE_BITS] = [const { AtomicU64::new(0) }; 1 << CACHE_BITS];
 
     pub fn forget() {
+        GENERATION.fetch_add(1, Ordering::Relaxed);
         for entry in &CACHE {
             entry.store(0, Ordering::Relaxed);
         }
@@ -95,23 +99,15 @@ mod imp {
         ENABLED.load(Ordering::Acquire)
     }
 
-    /// How a walk ended.
-    enum End {
-        /// At the outermost frame (its return address undefined).
-        Outermost,
-        /// At code without CFI (JIT code), a broken chain, or as `frame` said.
-        Complete,
-        /// At a frame whose CFI it does not follow.
-        Stopped,
-    }
-
+    #[inline(always)]
     pub fn walk(frame: &mut dyn FnMut(usize) -> bool) -> Walk {
         if !enabled() {
             return Walk::Stopped;
         }
         let (pc, sp, bp): (usize, usize, usize);
-        // SAFETY: reads this function's own registers at this instruction,
-        // whose CFI then describes how to find its caller.
+        // SAFETY: reads the registers of the function this is inlined into,
+        // at this instruction, whose CFI then describes how to find its
+        // caller (`walk_registers` only reads the stack above `sp`).
         unsafe {
             core::arch::asm!(
                 "lea {pc}, [rip]",
@@ -123,15 +119,47 @@ mod imp {
                 options(nomem, nostack, preserves_flags),
             )
         };
+        walk_registers(pc, sp, bp, frame)
+    }
+
+    /// The walk from a frame's registers at `pc` (`walk`): replayed from
+    /// `REPLAYS` when the stack is the one the last walk from there read,
+    /// else walked (and logged there).
+    #[inline(never)]
+    fn walk_registers(
+        pc: usize,
+        sp: usize,
+        bp: usize,
+        frame: &mut dyn FnMut(usize) -> bool,
+    ) -> Walk {
         let Some(top) = stack_bounds::top(sp) else {
             return Walk::Stopped;
         };
-        // Our own frame's rule is at `pc` itself, as is an interrupted
-        // frame's; a caller's at its call, just before the return address.
-        match walk_stack(pc, sp, bp, pc, top, frame) {
-            End::Outermost | End::Complete => Walk::Complete,
-            End::Stopped => Walk::Stopped,
+        let key = Key {
+            pc,
+            sp,
+            bp,
+            top,
+            generation: GENERATION.load(Ordering::Relaxed),
+        };
+        let slot = &REPLAYS[(sp >> 4) % REPLAYS.len()];
+        if !slot.try_acquire() {
+            // Another thread uses it: a walk of our own, not logged.
+            return walk_stack(key, pc, frame, None).walk();
         }
+        // SAFETY: we hold the slot's lock (just acquired), one reference.
+        let log = unsafe { slot.held() };
+        let walked = match log.replay(&key, frame) {
+            Some(walked) => walked,
+            None => {
+                log.begin(key);
+                let walked = walk_stack(key, pc, frame, Some(log)).walk();
+                log.end(&walked);
+                walked
+            }
+        };
+        slot.release();
+        walked
     }
 
     pub fn walk_from(
@@ -157,23 +185,54 @@ mod imp {
         if unsafe { core::ptr::read_unaligned((sp - 8) as *const usize) } != ra {
             return false;
         }
+        let key = Key {
+            pc: ra,
+            sp,
+            bp,
+            top,
+            generation: GENERATION.load(Ordering::Relaxed),
+        };
+        // A caller's rule is at its call, just before the return address.
         matches!(
-            walk_stack(ra, sp, bp, ra.wrapping_sub(1), top, frame),
+            walk_stack(key, ra.wrapping_sub(1), frame, None),
             End::Outermost
         )
     }
 
-    /// Walks from the frame at `pc` with stack pointer `sp` and frame
-    /// pointer `bp` (`at`: where its rule is looked up) on the stack whose
-    /// mapped end is `top`.
+    /// How a walk ended.
+    enum End {
+        /// At the outermost frame (its return address undefined).
+        Outermost,
+        /// At code without CFI (JIT code), a broken chain, or as `frame` said.
+        Complete,
+        /// At a frame whose CFI it does not follow.
+        Stopped,
+    }
+
+    impl End {
+        fn walk(self) -> Walk {
+            match self {
+                End::Outermost | End::Complete => Walk::Complete,
+                End::Stopped => Walk::Stopped,
+            }
+        }
+    }
+
+    /// Walks from the registers in `key` (`at`: where the first frame's rule
+    /// is looked up), logging what it reads.
     fn walk_stack(
-        mut pc: usize,
-        mut sp: usize,
-        mut bp: usize,
+        key: Key,
         mut at: usize,
-        top: usize,
         frame: &mut dyn FnMut(usize) -> bool,
+        mut log: Option<&mut Log>,
     ) -> End {
+        let Key {
+            mut pc,
+            mut sp,
+            mut bp,
+            top,
+            ..
+        } = key;
         // The stack being walked: [bottom, top) is mapped (this thread's
         // stack from a live stack pointer up to its end).
         let (mut bottom, mut top) = (sp, top);
@@ -182,57 +241,229 @@ mod imp {
             // SAFETY: inside [bottom, top), mapped as said above.
             inside.then(|| unsafe { core::ptr::read_unaligned(at as *const usize) })
         };
+        // Whether `bp` is still the register's (not one read from the stack).
+        let mut bp_is_register = true;
         loop {
+            if let Some(log) = log.as_deref_mut() {
+                log.frame(pc);
+            }
             if !frame(pc) {
                 return End::Complete;
             }
-            let (cfa_rbp, cfa_offset, rbp_slot) = match rule(at) {
-                Rule::Frame {
-                    cfa_rbp,
-                    cfa_offset,
-                    rbp_slot,
-                } => (cfa_rbp, cfa_offset, rbp_slot),
-                Rule::End => return End::Outermost,
-                Rule::Missing => return End::Complete,
-                Rule::Unsupported => return End::Stopped,
-                Rule::Signal => {
-                    let saved = |off| read(sp.checked_add(off)?, bottom, top);
-                    let (Some(rip), Some(rsp), Some(rbp)) =
-                        (saved(UC_RIP), saved(UC_RSP), saved(UC_RBP))
-                    else {
-                        return End::Complete;
-                    };
-                    // The handler may have run on a signal stack.
-                    if !(bottom..top).contains(&rsp) {
-                        let Some(other_top) = stack_bounds::top(rsp) else {
+            let (cfa_rbp, cfa_offset, rbp_slot) = match cached_frame(at) {
+                Some(frame) => frame,
+                None => match rule(at) {
+                    Rule::Frame {
+                        cfa_rbp,
+                        cfa_offset,
+                        rbp_slot,
+                    } => (cfa_rbp, cfa_offset, rbp_slot),
+                    Rule::End => return End::Outermost,
+                    other => {
+                        // Code that may be mapped later, or a walk that
+                        // leaves this stack: not replayed.
+                        if let Some(log) = log.as_deref_mut() {
+                            log.unsure();
+                        }
+                        match other {
+                            Rule::Missing => return End::Complete,
+                            Rule::Signal => {}
+                            _ => return End::Stopped,
+                        }
+                        let saved = |off| read(sp.checked_add(off)?, bottom, top);
+                        let (Some(rip), Some(rsp), Some(rbp)) =
+                            (saved(UC_RIP), saved(UC_RSP), saved(UC_RBP))
+                        else {
                             return End::Complete;
                         };
-                        (bottom, top) = (rsp, other_top);
+                        // The handler may have run on a signal stack.
+                        if !(bottom..top).contains(&rsp) {
+                            let Some(other_top) = stack_bounds::top(rsp) else {
+                                return End::Complete;
+                            };
+                            (bottom, top) = (rsp, other_top);
+                        }
+                        (pc, sp, bp, at) = (rip, rsp, rbp, rip);
+                        continue;
                     }
-                    (pc, sp, bp, at) = (rip, rsp, rbp, rip);
-                    continue;
+                },
+            };
+            if cfa_rbp && bp_is_register {
+                if let Some(log) = log.as_deref_mut() {
+                    log.uses_bp();
                 }
-            };
-            let base = if cfa_rbp { bp } else { sp };
-            let Some(cfa) = base.checked_add(cfa_offset as usize).filter(|&c| c > sp) else {
-                // A chain that does not climb the stack is broken: stop.
-                return End::Complete;
-            };
+            }
             // The CFA comes from the stack's words: checked, never a panic.
-            let Some(ra) = cfa.checked_sub(8).and_then(|at| read(at, bottom, top)) else {
+            // One that is not a word above `sp` at least (where the return
+            // address is pushed), or is past the stack's end, is a broken
+            // chain: stop. Past that, the return address's slot lies in
+            // [sp, top), inside [bottom, top) (`bottom` <= `sp` throughout).
+            let cfa = if cfa_rbp { bp } else { sp }.wrapping_add(cfa_offset as usize);
+            if cfa < sp.saturating_add(8) || cfa > top {
                 return End::Complete;
-            };
+            }
+            // SAFETY: [cfa - 8, cfa) is inside [bottom, top), mapped.
+            let ra = unsafe { core::ptr::read_unaligned((cfa - 8) as *const usize) };
+            if let Some(log) = log.as_deref_mut() {
+                log.read(cfa - 8, ra);
+            }
             if rbp_slot != 0 {
+                // Below the CFA: only its lower end needs checking.
                 let slot = cfa.checked_sub(8 * rbp_slot as usize);
-                let Some(saved) = slot.and_then(|at| read(at, bottom, top)) else {
+                let Some(slot) = slot.filter(|&at| at >= bottom) else {
                     return End::Complete;
                 };
-                bp = saved;
+                // SAFETY: [slot, slot + 8) is inside [bottom, cfa), mapped.
+                bp = unsafe { core::ptr::read_unaligned(slot as *const usize) };
+                bp_is_register = false;
+                if let Some(log) = log.as_deref_mut() {
+                    log.read(slot, bp);
+                }
             }
             sp = cfa;
             pc = ra;
             at = ra.wrapping_sub(1);
         }
+    }
+
+    /// Where a walk starts: a walk is a function of these, of the rules and
+    /// of the stack words it reads.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    struct Key {
+        pc: usize,
+        sp: usize,
+        bp: usize,
+        top: usize,
+        generation: u64,
+    }
+
+    /// Rules forgotten so far (`forget`): a walk logged before is not
+    /// replayed.
+    static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+    const LOG_FRAMES: usize = 32;
+    const LOG_READS: usize = 2 * LOG_FRAMES;
+
+    /// The last walk from one place (a stack pointer's slot in `REPLAYS`):
+    /// where it started, the words it read and the frames it gave. A walk
+    /// from the same registers over the same words gives the same frames:
+    /// a sampling loop's stacks then cost a few loads and compares a frame,
+    /// not a rule look-up and its checks.
+    struct Log {
+        key: Key,
+        /// Whether `key.bp` was used (a program without frame pointers
+        /// keeps any value there).
+        bp_used: bool,
+        /// Whether it can be replayed: whole, on this stack, from rules
+        /// that stay.
+        sure: bool,
+        walked: bool,
+        frames: [usize; LOG_FRAMES],
+        n_frames: usize,
+        reads: [(usize, usize); LOG_READS],
+        n_reads: usize,
+    }
+
+    impl Log {
+        const EMPTY: Log = Log {
+            key: Key {
+                pc: 0,
+                sp: 0,
+                bp: 0,
+                top: 0,
+                generation: 0,
+            },
+            bp_used: false,
+            sure: false,
+            walked: false,
+            frames: [0; LOG_FRAMES],
+            n_frames: 0,
+            reads: [(0, 0); LOG_READS],
+            n_reads: 0,
+        };
+
+        /// The frames of the walk from `key`, passed to `frame`, if this
+        /// log is of the same walk: the same start and the same words where
+        /// it read (in [sp, top) now, as then: mapped).
+        fn replay(&self, key: &Key, frame: &mut dyn FnMut(usize) -> bool) -> Option<Walk> {
+            let same_start = self.key.pc == key.pc
+                && self.key.sp == key.sp
+                && self.key.top == key.top
+                && self.key.generation == key.generation
+                && (!self.bp_used || self.key.bp == key.bp);
+            if !(self.walked && self.sure && same_start) {
+                return None;
+            }
+            for &(at, word) in &self.reads[..self.n_reads] {
+                // SAFETY: `at` was read inside [sp, top) from this `sp` and
+                // `top`, which is this thread's stack now (`top(sp)`).
+                if unsafe { core::ptr::read_unaligned(at as *const usize) } != word {
+                    return None;
+                }
+            }
+            for &pc in &self.frames[..self.n_frames] {
+                if !frame(pc) {
+                    break;
+                }
+            }
+            Some(Walk::Complete)
+        }
+
+        fn begin(&mut self, key: Key) {
+            self.key = key;
+            (self.bp_used, self.sure, self.walked) = (false, true, false);
+            (self.n_frames, self.n_reads) = (0, 0);
+        }
+
+        fn frame(&mut self, pc: usize) {
+            match self.frames.get_mut(self.n_frames) {
+                Some(slot) => *slot = pc,
+                None => self.sure = false,
+            }
+            self.n_frames += 1;
+        }
+
+        fn read(&mut self, at: usize, word: usize) {
+            match self.reads.get_mut(self.n_reads) {
+                Some(slot) => *slot = (at, word),
+                None => self.sure = false,
+            }
+            self.n_reads += 1;
+        }
+
+        fn uses_bp(&mut self) {
+            self.bp_used = true;
+        }
+
+        fn unsure(&mut self) {
+            self.sure = false;
+        }
+
+        fn end(&mut self, walked: &Walk) {
+            self.walked = *walked == Walk::Complete;
+        }
+    }
+
+    /// The last walks, by stack pointer (direct-mapped). A thread that
+    /// finds its slot taken walks without one.
+    static REPLAYS: [SpinLock<Log>; 16] = [const { SpinLock::new(Log::EMPTY) }; 16];
+
+    /// An ordinary frame's rule (cfa_rbp, cfa_offset, rbp_slot) straight
+    /// from the cache: the common step of a walk, without making a `Rule`.
+    #[inline(always)]
+    fn cached_frame(at: usize) -> Option<(bool, u32, u8)> {
+        let entry = CACHE[at & ((1 << CACHE_BITS) - 1)].load(Ordering::Relaxed);
+        let tag = entry & ((1 << TAG_BITS) - 1);
+        (at < CACHEABLE && entry >> 62 == KIND_FRAME && tag == (at >> CACHE_BITS) as u64)
+            .then(|| frame_fields(entry))
+    }
+
+    fn frame_fields(entry: u64) -> (bool, u32, u8) {
+        (
+            entry >> TAG_BITS & 1 != 0,
+            (entry >> 34) as u32 & cfi::MAX_CFA_OFFSET,
+            (entry >> 54) as u8,
+        )
     }
 
     /// The rule for code address `at`, from the cache or worked out.
@@ -295,11 +526,14 @@ mod imp {
             return None;
         }
         match entry >> 62 {
-            KIND_FRAME => Some(Rule::Frame {
-                cfa_rbp: entry >> TAG_BITS & 1 != 0,
-                cfa_offset: (entry >> 34) as u32 & cfi::MAX_CFA_OFFSET,
-                rbp_slot: (entry >> 54) as u8,
-            }),
+            KIND_FRAME => {
+                let (cfa_rbp, cfa_offset, rbp_slot) = frame_fields(entry);
+                Some(Rule::Frame {
+                    cfa_rbp,
+                    cfa_offset,
+                    rbp_slot,
+                })
+            }
             KIND_END => Some(Rule::End),
             KIND_UNSUPPORTED => Some(Rule::Unsupported),
             _ => None,
@@ -361,6 +595,59 @@ mod imp {
                 "{kinds:?}"
             );
             assert!(matches!(rule(here), Rule::Frame { .. }));
+        }
+
+        #[inline(never)]
+        fn walk_here(out: &mut Vec<usize>) -> usize {
+            out.clear();
+            walk(&mut |pc| {
+                out.push(pc);
+                true
+            });
+            // The stack pointer the walk started from (about: this frame's).
+            let here = 0u8;
+            core::hint::black_box(&here) as *const u8 as usize
+        }
+
+        #[inline(never)]
+        fn via_a(out: &mut Vec<usize>) -> usize {
+            core::hint::black_box(walk_here(out)) + 1
+        }
+
+        #[inline(never)]
+        fn via_b(out: &mut Vec<usize>) -> usize {
+            core::hint::black_box(walk_here(out)) + 2
+        }
+
+        #[inline(never)]
+        fn run(via: fn(&mut Vec<usize>) -> usize, out: &mut Vec<usize>) -> usize {
+            core::hint::black_box(via)(out)
+        }
+
+        /// A walk from where the last one started (the same code, the same
+        /// stack pointer), over a stack that differs from the last one's,
+        /// is walked again, not replayed; over the same stack it gives the
+        /// same frames.
+        #[test]
+        fn a_replay_only_follows_the_same_stack() {
+            dl::init_find_object();
+            init(true);
+            let (mut a, mut b, mut again) = (Vec::new(), Vec::new(), Vec::new());
+            let sps = [
+                run(via_a, &mut a) - 1,
+                run(via_b, &mut b) - 2,
+                run(via_a, &mut again) - 1,
+            ];
+            assert!(
+                sps[0] == sps[1] && sps[1] == sps[2],
+                "alike frames: {sps:x?}"
+            );
+            let near =
+                |ra: usize, f: fn(&mut Vec<usize>) -> usize| ra.wrapping_sub(f as usize) < 256;
+            assert!(near(a[1], via_a) && near(b[1], via_b), "{a:x?}\n{b:x?}");
+            // The same start, and the same `run` above either.
+            assert_eq!((a[0], a[2]), (b[0], b[2]));
+            assert_eq!(a[..3], again[..3]);
         }
 
         /// The same frames as libgcc, from a test thread (bounds from

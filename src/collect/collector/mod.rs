@@ -34,6 +34,8 @@ const LOST: u32 = PENDING - 1;
 struct Collector {
     ids: WordMap<Box<[usize]>, u32>,
     stacks: Vec<Box<[usize]>>,
+    /// The stack id `intern` found last.
+    last: u32,
     /// Cumulative sampled (count, bytes) per (stack, requested size).
     allocated: WordMap<(u32, usize), (u64, u64)>,
     requests_served: u32,
@@ -224,6 +226,7 @@ impl Collector {
         Collector {
             ids: WordMap::default(),
             stacks: Vec::new(),
+            last: 0,
             allocated: WordMap::default(),
             requests_served: REQUESTS.asked(),
             tokens_seen: 0,
@@ -284,8 +287,19 @@ impl Collector {
             return None;
         }
         let frames = s.stack.frames();
-        let id = match self.ids.get(frames) {
-            Some(&id) => id,
+        // Samples often come in runs from one stack (a loop): the last one
+        // found needs no hashing.
+        let found = if self
+            .stacks
+            .get(self.last as usize)
+            .is_some_and(|l| **l == *frames)
+        {
+            Some(self.last)
+        } else {
+            self.ids.get(frames).copied()
+        };
+        let id = match found {
+            Some(id) => id,
             None => {
                 let id = self.stacks.len() as u32;
                 self.stacks.push(frames.into());
@@ -294,7 +308,8 @@ impl Collector {
                 id
             }
         };
-        self.allocated_bytes += sampling::unsample(1, s.size as u64, sampling::period()).1;
+        self.last = id;
+        self.allocated_bytes += sampling::estimated_bytes(s.size, sampling::period());
         let total = self.allocated.entry((id, s.size)).or_default();
         total.0 += 1;
         total.1 += s.size as u64;
