@@ -52,8 +52,13 @@ static MORE_THREADS: AtomicBool = AtomicBool::new(false);
 /// How often the helper looks around (a stop, threads made without glibc)
 /// when nothing wakes it.
 const IDLE_MS: u64 = 1000;
-/// A snapshot child that has not finished by then is stopped.
-const CHILD_TIMEOUT_MS: u64 = 30_000;
+/// A snapshot child that has not finished by then is stopped
+/// (`LEAKPROBE_COPY_TIMEOUT`).
+fn child_timeout_ms() -> u64 {
+    let secs = crate::settings::get().map(|s| s.copy_timeout_secs);
+    secs.unwrap_or(crate::settings::DEFAULT_COPY_TIMEOUT_SECS) * 1000
+}
+
 /// `clone`'s error when the helper last could not copy the process (0: none).
 static COPY_FAILED: AtomicI32 = AtomicI32::new(0);
 /// Set while a thread hands the mode over to the collector thread.
@@ -125,7 +130,7 @@ fn threads_allowed() -> bool {
 /// finished first).
 fn stop_helper() {
     STOP.store(true, Ordering::Release);
-    for _ in 0..(CHILD_TIMEOUT_MS + 10_000) {
+    for _ in 0..(child_timeout_ms() + 10_000) {
         if mode::HELPER_TID.load(Ordering::Acquire) == 0 {
             return;
         }
@@ -303,13 +308,13 @@ fn snapshot() {
 }
 
 /// Waits for the snapshot child's report (`done`, woken through it), or its
-/// end; stops it after `CHILD_TIMEOUT_MS`. Ok if it reported.
+/// end; stops it after `child_timeout_ms`. Ok if it reported.
 fn reaped(child: libc::pid_t, done: &AtomicU32) -> Result<(), Failure> {
     let mut status: c_int = 0;
     let mut wait = |options: c_int| raw::wait_copy(child, &mut status, options);
     let reported = || done.load(Ordering::Acquire) == 1;
     let mut waited = 0;
-    while waited < CHILD_TIMEOUT_MS && !reported() {
+    while waited < child_timeout_ms() && !reported() {
         let rc = wait(libc::WNOHANG);
         if rc == child as isize || (rc < 0 && rc != -(libc::EINTR as isize)) {
             // Ended (reaped here, or by the program) without a report.
@@ -331,7 +336,7 @@ fn reaped(child: libc::pid_t, done: &AtomicU32) -> Result<(), Failure> {
     raw::kill(child, libc::SIGKILL);
     wait(0);
     Err(Failure::Hung {
-        seconds: CHILD_TIMEOUT_MS / 1000,
+        seconds: child_timeout_ms() / 1000,
     })
 }
 

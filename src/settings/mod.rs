@@ -34,6 +34,9 @@ pub struct Settings {
     /// `LEAKPROBE_THREAD`: when the collector thread starts
     /// (`collect::single`).
     pub thread: Thread,
+    /// Seconds a process copy of the single-threaded mode may take to write
+    /// a dump before it is stopped (`LEAKPROBE_COPY_TIMEOUT`).
+    pub copy_timeout_secs: u64,
 }
 
 /// `LEAKPROBE_THREAD`: `auto`, no thread of the library's that glibc knows
@@ -72,6 +75,9 @@ impl std::fmt::Display for Unwinder {
 }
 
 /// The settings, read once when the library loads (`init`).
+/// `LEAKPROBE_COPY_TIMEOUT`'s default.
+pub const DEFAULT_COPY_TIMEOUT_SECS: u64 = 30;
+
 static SETTINGS: once_cell::sync::OnceCell<Settings> = once_cell::sync::OnceCell::new();
 
 /// Reads the environment once; later calls return the same value.
@@ -100,6 +106,7 @@ impl Default for Settings {
             unwinder: Unwinder::Fast,
             java: true,
             thread: Thread::Auto,
+            copy_timeout_secs: DEFAULT_COPY_TIMEOUT_SECS,
         }
     }
 }
@@ -137,6 +144,12 @@ impl Settings {
             unwinder: setting(&get, "LEAKPROBE_UNWIND", parse_unwind, d.unwinder),
             java: setting(&get, "LEAKPROBE_JAVA", parse_switch, d.java),
             thread: setting(&get, "LEAKPROBE_THREAD", parse_thread, d.thread),
+            copy_timeout_secs: setting(
+                &get,
+                "LEAKPROBE_COPY_TIMEOUT",
+                parse_copy_timeout,
+                d.copy_timeout_secs,
+            ),
         }
     }
 }
@@ -223,6 +236,13 @@ fn parse_max_dumps(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err("is not a whole number >= 1".into()),
+    }
+}
+
+fn parse_copy_timeout(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (1..=3600).contains(&n) => Ok(n),
+        _ => Err("is not a whole number of seconds from 1 to 3600".into()),
     }
 }
 
@@ -372,6 +392,14 @@ mod tests {
         assert_eq!(with(&[("LEAKPROBE_SIGNAL", "SEGV")]).signal, libc::SIGUSR2);
         assert!(!with(&[("LEAKPROBE_DUMP_AT_EXIT", "please")]).dump_at_exit);
         assert_eq!(with(&[("LEAKPROBE_MAX_DUMPS", "0")]).max_dumps, 100);
+        assert_eq!(
+            with(&[("LEAKPROBE_COPY_TIMEOUT", "2")]).copy_timeout_secs,
+            2
+        );
+        assert_eq!(
+            with(&[("LEAKPROBE_COPY_TIMEOUT", "0")]).copy_timeout_secs,
+            30
+        );
         assert_eq!(
             with(&[("LEAKPROBE_DUMP_SECONDS", "soon")]).dump_every_secs,
             0
