@@ -63,33 +63,42 @@ pub fn is_member(set: &Sigset, sig: c_int) -> bool {
     unsafe { libc::sigismember(set, sig) == 1 }
 }
 
-/// The machine context of the point it is called from, as a signal
-/// handler would receive it, with only the program counter, stack and
-/// frame pointers filled in: what a stack walker that starts here reads
-/// (`getcontext`'s whole state costs a system call, for the signal mask).
-/// Always inlined, so that it describes the caller's own frame, which must
-/// stay live while the context is used.
+/// The program counter, stack pointer and frame pointer (`%rbp`) at the
+/// point it is called from. Always inlined, so that they are the caller's
+/// own: where a stack walk that starts there begins.
 #[inline(always)]
-pub fn frame_context_here() -> libc::ucontext_t {
-    // SAFETY: ucontext_t is plain data; all zeroes is valid storage.
-    let mut uc: libc::ucontext_t = unsafe { core::mem::zeroed() };
-    let (pc, sp, fp): (usize, usize, usize);
+pub fn registers_here() -> (usize, usize, usize) {
+    let (pc, sp, bp): (usize, usize, usize);
     // SAFETY: reads three registers, touches nothing else.
     unsafe {
         core::arch::asm!(
             "lea {pc}, [rip]",
             "mov {sp}, rsp",
-            "mov {fp}, rbp",
+            "mov {bp}, rbp",
             pc = out(reg) pc,
             sp = out(reg) sp,
-            fp = out(reg) fp,
+            bp = out(reg) bp,
             options(nomem, nostack, preserves_flags),
         );
     }
+    (pc, sp, bp)
+}
+
+/// The machine context of the point it is called from, as a signal
+/// handler would receive it, with only the program counter, stack and
+/// frame pointers filled in (`registers_here`): what a stack walker that
+/// starts here reads (`getcontext`'s whole state costs a system call, for
+/// the signal mask). Always inlined, so that it describes the caller's own
+/// frame, which must stay live while the context is used.
+#[inline(always)]
+pub fn frame_context_here() -> libc::ucontext_t {
+    // SAFETY: ucontext_t is plain data; all zeroes is valid storage.
+    let mut uc: libc::ucontext_t = unsafe { core::mem::zeroed() };
+    let (pc, sp, bp) = registers_here();
     let regs = &mut uc.uc_mcontext.gregs;
     regs[libc::REG_RIP as usize] = pc as i64;
     regs[libc::REG_RSP as usize] = sp as i64;
-    regs[libc::REG_RBP as usize] = fp as i64;
+    regs[libc::REG_RBP as usize] = bp as i64;
     uc
 }
 

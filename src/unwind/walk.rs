@@ -104,21 +104,10 @@ mod imp {
         if !enabled() {
             return Walk::Stopped;
         }
-        let (pc, sp, bp): (usize, usize, usize);
-        // SAFETY: reads the registers of the function this is inlined into,
-        // at this instruction, whose CFI then describes how to find its
-        // caller (`walk_registers` only reads the stack above `sp`).
-        unsafe {
-            core::arch::asm!(
-                "lea {pc}, [rip]",
-                "mov {sp}, rsp",
-                "mov {bp}, rbp",
-                pc = out(reg) pc,
-                sp = out(reg) sp,
-                bp = out(reg) bp,
-                options(nomem, nostack, preserves_flags),
-            )
-        };
+        // The registers of the function this is inlined into, at this
+        // instruction, whose CFI then describes how to find its caller
+        // (`walk_registers` only reads the stack above `sp`).
+        let (pc, sp, bp) = crate::sys::signals::registers_here();
         walk_registers(pc, sp, bp, frame)
     }
 
