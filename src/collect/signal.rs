@@ -252,7 +252,8 @@ fn tagged_request(info: *const libc::siginfo_t) -> Option<u32> {
 
 /// A `kill` or `sigqueue` from outside: not the process itself (`raise`,
 /// `pthread_kill`, a self-`kill`) and not one of its children (a worker
-/// signalling its parent): those belong to the program.
+/// signalling its parent, known by /proc or, once reaped, by `CHILDREN`):
+/// those belong to the program.
 fn is_external(info: *const libc::siginfo_t) -> bool {
     if info.is_null() {
         return false;

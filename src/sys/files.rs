@@ -110,14 +110,7 @@ pub fn open_directory(path: &CStr) -> Result<libc::c_int, i32> {
     }
 }
 
-/// Closes a descriptor of the library's own; an error is a write that
-/// failed late (a full disk on NFS).
-pub fn close(fd: libc::c_int) -> Result<(), i32> {
-    match raw::sys!(libc::SYS_close, fd) {
-        0 => Ok(()),
-        e => Err(-e as i32),
-    }
-}
+pub use crate::sys::raw::close;
 
 /// Removes `name` from `dir`, if it is there (the callers remove what they
 /// made, and a name already gone needs nothing more).

@@ -221,7 +221,7 @@ fn log_fd(pid: libc::pid_t, no_glibc: bool) -> Option<libc::c_int> {
     if LOG_PID.load(Ordering::Relaxed) != pid {
         if ours {
             // The parent's log, inherited across fork: the child has its own.
-            raw::close(fd);
+            let _ = raw::close(fd);
         }
         LOG_PID.store(pid, Ordering::Relaxed);
         LOG_NUMBER.store(NO_LOG, Ordering::Relaxed);
@@ -254,7 +254,7 @@ fn log_fd(pid: libc::pid_t, no_glibc: bool) -> Option<libc::c_int> {
             return Some(fd);
         }
         if fd >= 0 {
-            raw::close(fd);
+            let _ = raw::close(fd);
         }
     }
     create_log(dir, pid, no_glibc)

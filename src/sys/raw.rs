@@ -155,8 +155,13 @@ pub fn read(fd: c_int, buf: &mut [u8]) -> isize {
     sys!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len())
 }
 
-pub fn close(fd: c_int) {
-    sys!(libc::SYS_close, fd);
+/// Closes a descriptor of the library's own; an error is a write that
+/// failed late (a full disk on NFS).
+pub fn close(fd: c_int) -> Result<(), i32> {
+    match sys!(libc::SYS_close, fd) {
+        0 => Ok(()),
+        e => Err(-e as i32),
+    }
 }
 
 /// Reads `path` a bufferful at a time, handing each piece read to `f` until
@@ -182,7 +187,7 @@ pub fn scan_file<T>(
             break Some(found);
         }
     };
-    close(fd as c_int);
+    let _ = close(fd as c_int);
     found
 }
 
@@ -221,7 +226,7 @@ pub fn read_file<'a>(path: &CStr, buf: &'a mut [u8]) -> Option<&'a [u8]> {
         }
         len += n as usize;
     }
-    close(fd as c_int);
+    let _ = close(fd as c_int);
     Some(&buf[..len])
 }
 
