@@ -67,9 +67,7 @@ extern "C" fn init() {
     if cfg.no_inherit {
         settings::inherit::remove_from_preload();
     }
-    if !cfg.java {
-        unwind::java::disable();
-    }
+    unwind::frames::init(cfg);
     collect::single::register();
     collect::collector::start(cfg);
     // After the dump directory is open: the lines go to the log too.
