@@ -9,5 +9,5 @@ pub mod mode;
 pub mod request;
 pub mod ring;
 pub mod signal;
-pub mod sink;
 pub mod single;
+pub mod sink;

@@ -85,7 +85,10 @@ pub fn idle_wait(idle: Duration) -> Duration {
 }
 
 pub fn frame_lines(stacks: &[&[usize]]) -> Lines {
-    SOURCES.iter().flat_map(|s| (s.frame_lines)(stacks)).collect()
+    SOURCES
+        .iter()
+        .flat_map(|s| (s.frame_lines)(stacks))
+        .collect()
 }
 
 pub fn facts() -> Lines {
