@@ -46,6 +46,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="REGEX",
         help="also skip functions whose whole name matches REGEX as allocation wrappers (like zmalloc, g_malloc)",
     )
+    common.add_argument(
+        "--app-frames",
+        metavar="REGEX",
+        help="functions whose whole name matches REGEX are the program's own: the responsible frame is never past one",
+    )
     common.add_argument("--nodecount", type=int, default=20, metavar="N", help="how many functions/stacks to show (20)")
     common.add_argument(
         "--depth", type=positive, metavar="N", help=f"frames shown per stack ({DEPTH}; flamegraph: {DEFAULT_DEPTH})"
@@ -83,6 +88,11 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("flamegraph", parents=[common], help="interactive SVG flame graph")
     s.add_argument("dump")
     s.add_argument("-o", "--output", required=True, help="the .svg file to write")
+    s.add_argument(
+        "--full-stacks",
+        action="store_true",
+        help="down to the allocator (by default each stack ends at its responsible frame)",
+    )
     s.set_defaults(run=commands.flamegraph)
     s = sub.add_parser("pprof", help="symbolized profile.proto (gzipped) for go tool pprof and profiling backends")
     s.add_argument("dumps", nargs="+", metavar="DUMP", help="one or more dumps, summed into one profile")

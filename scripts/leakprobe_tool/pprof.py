@@ -17,9 +17,10 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .dumpfile import Dump, Mapping, Row, read_dump
+from .entry import entry_point
 from .profile import kind_root, mapped_view, unsample, without_allocator
 from .symbols import Frame, Symbolizer, program_of
 
@@ -145,8 +146,10 @@ class Export:
             chains = [symbolizer.frames(a) for a in addresses]
             if keep_allocator and chains:
                 # The marker is no call site: of its inline chain (the
-                # library's internals), only the entry point it is in.
-                chains[0] = chains[0][-1:]
+                # library's internals), only the entry point it is in: the
+                # one the program called, where its code says which.
+                entry = entry_point(dump, symbolizer, row)
+                chains[0] = tuple(replace(f, function=entry) if entry else f for f in chains[0][-1:])
             flat = tuple(f for c in chains for f in c)
             frames = flat if keep_allocator else without_allocator(flat)
             locations = self.trimmed(dump, symbolizer, addresses, chains, len(flat) - len(frames))

@@ -101,6 +101,7 @@ class Symbolizer:
             )
         self.jit = JitMap(dump)
         self.recorded = RecordedBuildIds(dump)
+        self.entry_points: dict[int, str | None] = {}  # by return address: the allocator entry point called (entry.py)
 
     def symbolize(self, addresses: set[int]) -> None:
         """Resolves every address (return addresses; frame 0 excluded)."""
