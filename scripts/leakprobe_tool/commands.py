@@ -59,7 +59,7 @@ def stack_json(s: Stack) -> dict[str, Any]:
         "oldest_age": s.oldest_age,
         "mean_age": s.mean_age,
         "entry_points": list(s.entries),
-        "responsible": s.alloc_frames if s.frames else None,
+        "responsible": s.responsible if s.frames else None,
         "responsible_note": s.note,
         "old_bytes": round(s.old_bytes),
         "frames": [
@@ -135,6 +135,7 @@ def print_facts(dump: Dump) -> None:
 def report(args: argparse.Namespace) -> int:
     p = load(args, args.dump)
     functions = p.functions(args.lines)
+    held = p.responsible(args.lines)
     if args.json:
         out = {
             "facts": facts(p.dump),
@@ -142,7 +143,9 @@ def report(args: argparse.Namespace) -> int:
             "unit": p.unit,
             "estimate": True,
             "total": p.total,
-            "functions": [{"name": n, "flat": fl, "cum": c} for n, fl, c in functions[: args.nodecount]],
+            "functions": [
+                {"name": n, "responsible": held.get(n, 0), "flat": fl, "cum": c} for n, fl, c in functions[: args.nodecount]
+            ],
             "stacks": [stack_json(s) for s in p.stacks[: args.nodecount]],
             "unnamed": unnamed_objects(p),
         }
@@ -153,14 +156,19 @@ def report(args: argparse.Namespace) -> int:
     print(f"  total {p.measure}: {amount(p.total, p.unit)} (estimated: sampled counts un-sampled as jeprof and pprof do)")
     print()
     print(f"Top functions by {p.measure}:")
-    print(f"{'flat':>12} {'flat%':>6} {'sum%':>6} {'cum':>12} {'cum%':>6}  function")
+    print(f"{'resp':>12} {'resp%':>6} {'sum%':>6} {'flat':>12} {'flat%':>6} {'cum':>12} {'cum%':>6}  function")
     running = 0
     for name, fl, cum in functions[: args.nodecount]:
-        running += fl
+        mine = held.get(name, 0)
+        running += mine
         print(
-            f"{amount(fl, p.unit):>12} {percent(fl, p.total)} {percent(running, p.total)} "
-            f"{amount(cum, p.unit):>12} {percent(cum, p.total)}  {name}"
+            f"{amount(mine, p.unit):>12} {percent(mine, p.total)} {percent(running, p.total)} "
+            f"{amount(fl, p.unit):>12} {percent(fl, p.total)} {amount(cum, p.unit):>12} {percent(cum, p.total)}  {name}"
         )
+    print(
+        "(resp: under stacks whose responsible frame, the program's own code past allocation wrappers and runtime "
+        "layers, is this function; flat: its first frame past allocation wrappers, as pprof -top)"
+    )
     print()
     print("Top stacks:")
     for i, s in enumerate(p.stacks[: args.nodecount], 1):
@@ -180,9 +188,9 @@ def report(args: argparse.Namespace) -> int:
 
 def frame_mark(s: Stack, j: int) -> str:
     """Which rule moved past a frame, and which frame is responsible."""
-    if j < s.alloc_frames:
+    if j < s.responsible:
         return f"  [{s.moved[j]}]" if j < len(s.moved) else ""
-    if j == s.alloc_frames and s.alloc_frames:
+    if j == s.responsible and s.responsible:
         return "  <- responsible" + (f": {s.note}" if s.note else "")
     return ""
 
@@ -294,7 +302,7 @@ def flamegraph(args: argparse.Namespace) -> int:
     p = load(args, args.dump)
     title = f"{p.measure} of pid {p.dump.pid} ({program_of(p.dump)}), {when(p.dump.time)}, estimated"
     # Each stack up to its responsible frame; --full-stacks: down to the allocator.
-    shown = [(s.frames if args.full_stacks else s.program_frames, s.value) for s in p.stacks if s.value > 0]
+    shown = [(s.frames if args.full_stacks else s.responsible_frames, s.value) for s in p.stacks if s.value > 0]
     svg = render_svg(
         [(tuple(flame_label(f, args.lines) for f in reversed(frames)), value) for frames, value in shown],
         title=title,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from .dumpfile import Dump, Row
 from .elf import Elf, ElfError
 from .entry import entry_point
-from .responsible import Rules, site, walk
+from .responsible import UNNAMED_RULE, WRAPPER_RULES, Rules, site, walk
 from .symbols import ALLOCATOR_FRAME, Frame, Symbolizer, base_name
 
 # Programs' own allocation functions (redis, CPython, glib, BIND, HotSpot,
@@ -115,8 +115,9 @@ class Stack:
     samples: int  # raw sampled count
     oldest_age: int | None = None  # seconds, of its live samples
     mean_age: float | None = None
-    alloc_frames: int = 0  # leaf frames before the responsible one (wrappers, runtime layers: `moved`)
+    alloc_frames: int = 0  # how many leaf frames are allocation wrappers (zmalloc, g_malloc, ...)
     usable: int | None = None  # estimated usable bytes (the allocator's size), live measures only
+    responsible: int = 0  # index of the responsible frame: the program's own code (responsible.py)
     moved: tuple[str, ...] = ()  # per frame before the responsible one: the rule that moved past it
     note: str | None = None  # how the responsible frame was chosen when no rule stopped at it
     entries: tuple[str, ...] = ()  # the allocator entry points the program called (mallocx, calloc, ...)
@@ -125,8 +126,13 @@ class Stack:
 
     @property
     def program_frames(self) -> tuple[Frame, ...]:
-        """From the responsible frame (the program's own code): what names the stack."""
+        """From the first frame that is not an allocation wrapper (pprof's flat, without them)."""
         return self.frames[self.alloc_frames :]
+
+    @property
+    def responsible_frames(self) -> tuple[Frame, ...]:
+        """From the responsible frame: what names the stack in verdicts, trend and diff."""
+        return self.frames[self.responsible :]
 
 
 @dataclass
@@ -144,10 +150,12 @@ class Profile:
         return MEASURES[self.measure][1]
 
     def functions(self, lines: bool = False) -> list[tuple[str, int, int]]:
-        """(function, flat, cumulative), largest flat first. Flat goes to the
-        first frame that is not an allocation wrapper."""
+        """(function, flat, cumulative): the functions responsible for the
+        most first (`responsible`), then by flat. Flat goes to the first
+        frame that is not an allocation wrapper."""
         flat: dict[str, int] = {}
         cum: dict[str, int] = {}
+        held = self.responsible(lines)
         # Ties (cum-only callers) nearest the allocation first: the program's
         # functions before the process's start (main, __libc_start_main).
         nearest: dict[str, int] = {}
@@ -156,19 +164,31 @@ class Profile:
                 continue
             leaf = s.program_frames[0].label(lines)
             flat[leaf] = flat.get(leaf, 0) + s.value
-            for depth, f in enumerate(s.program_frames):
+            for depth, f in enumerate(s.responsible_frames):
                 name = f.label(lines)
                 nearest[name] = min(nearest.get(name, depth), depth)
             for name in {f.label(lines) for f in s.frames}:
                 cum[name] = cum.get(name, 0) + s.value
-        return sorted(((n, flat.get(n, 0), c) for n, c in cum.items()), key=lambda t: (-t[1], -t[2], nearest.get(t[0], -1), t[0]))
+        return sorted(
+            ((n, flat.get(n, 0), c) for n, c in cum.items()),
+            key=lambda t: (-held.get(t[0], 0), -t[1], -t[2], nearest.get(t[0], -1), t[0]),
+        )
+
+    def responsible(self, lines: bool = False) -> dict[str, int]:
+        """Value per function as the responsible frame of its stacks."""
+        out: dict[str, int] = {}
+        for s in self.stacks:
+            if s.frames:
+                name = s.responsible_frames[0].label(lines)
+                out[name] = out.get(name, 0) + s.value
+        return out
 
     def by_stack(self, lines: bool) -> dict[tuple[str, ...], int]:
         """Value per site: stacks named from their responsible frame, those that
         are the same code (they differ only in a runtime's entry stubs) merged."""
         out: dict[tuple[str, ...], int] = {}
         for s in self.stacks:
-            key = site(s.program_frames, lambda f: f.label(lines))
+            key = site(s.responsible_frames, lambda f: f.label(lines))
             out[key] = out.get(key, 0) + s.value
         return out
 
@@ -183,6 +203,12 @@ def without_allocator(frames: tuple[Frame, ...]) -> tuple[Frame, ...]:
     while i < len(frames) - 1 and ALLOCATOR_FRAME.fullmatch(base_name(frames[i].function)):
         i += 1
     return frames[i:]
+
+
+def wrappers(moved: tuple[str, ...]) -> int:
+    """How many leaf frames the allocation-wrapper rules moved past (with a
+    stripped helper inside a wrapper's object: the wrapper's own code)."""
+    return next((i for i, why in enumerate(moved) if why not in WRAPPER_RULES and not why.startswith(UNNAMED_RULE)), len(moved))
 
 
 def usable_of(row: Row, nbytes: float) -> float | None:
@@ -269,7 +295,8 @@ def build(
                 int(n),
                 oldest,
                 None if total is None else total / max(count, 1),
-                alloc_frames=found.index,
+                alloc_frames=wrappers(found.moved),
+                responsible=found.index,
                 usable=usable_bytes(frames),
                 moved=found.moved,
                 note=found.note,

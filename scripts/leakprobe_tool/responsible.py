@@ -90,11 +90,16 @@ def anonymous(f: Frame) -> bool:
     return unnamed(f) and f.obj.startswith("[")
 
 
+# The rules of allocation wrappers (what `report`'s flat column skips too).
+WRAPPER_RULES = ("allocation wrapper", "--alloc-frames")
+UNNAMED_RULE = "unnamed, inside"
+
+
 def wrapper(f: Frame, rules: Rules) -> str | None:
     name = base_name(f.function)
     if rules.extra and rules.extra.fullmatch(name):
-        return "--alloc-frames"
-    return "allocation wrapper" if rules.wrappers.fullmatch(name) else None
+        return WRAPPER_RULES[1]
+    return WRAPPER_RULES[0] if rules.wrappers.fullmatch(name) else None
 
 
 def runtime(f: Frame) -> str | None:
@@ -153,7 +158,7 @@ def walk(frames: tuple[Frame, ...], rules: Rules) -> Walk:
             if above is None or above.obj != f.obj or app(above, rules) or not (wrapper(above, rules) or runtime(above)):
                 break
             label = base_name(above.function)
-            moved += [f"unnamed, inside {os.path.basename(f.obj)} below {label}"] * (j - i)
+            moved += [f"{UNNAMED_RULE} {os.path.basename(f.obj)} below {label}"] * (j - i)
             i = j
             continue
         if not runtime(f):

@@ -238,7 +238,7 @@ def suspects(profile: Profile) -> tuple[str, str]:
     for s in profile.stacks:
         if s.oldest_age is None or s.young is None:
             continue
-        key = site(s.program_frames, lambda f: f.label())
+        key = site(s.responsible_frames, lambda f: f.label())
         got = found.setdefault(key, Suspect(key, 0, 0.0, s.oldest_age, s.young))
         got.live += s.value
         got.old += s.old_bytes
