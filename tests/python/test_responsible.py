@@ -1,0 +1,172 @@
+"""The responsible frame: verdicts, flat views and trends name the program's
+own code, past allocation wrappers, the runtime's layers and a wrapper's
+stripped helper; stacks that differ only in a runtime's entry stubs are one
+site; the allocator entry point is the one the program called; and one
+dump ranks its suspects by the live bytes their old blocks hold.
+
+Programs: java-harness/CacheFill.java (a method keeping Deflaters, the JDK
+between it and zlib), c-harness/stripped_wrapper.c over wrapped_lib.c (a
+stripped library's static helper calls mallocx below its exported
+isc__mem_get), tests/python/programs/keep_buffers.js (native buffers kept by
+one JavaScript function across V8 tiers), c-harness/entry_points.cc (mallocx,
+calloc and new[] callers), c-harness/series.c (the stories: a leak, a cache
+that fills, churn)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+import unittest
+from pathlib import Path
+
+from harness import JAVA_CLASSES, Probe, run_json, script
+from test_pprof import decode, export
+
+MIB = 1 << 20
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+
+
+def steps(probe: Probe, ready: str, grew: str, count: int) -> list[str]:
+    """A dump after each of `count` lines of input, each once the program
+    said it grew (its line starting with `grew`)."""
+    probe.expect(ready, timeout=120)
+    dumps = []
+    for _ in range(count):
+        probe.write("go\n")
+        probe.expect(grew, timeout=120)
+        dumps.append(str(probe.dump()))
+    return dumps
+
+
+@unittest.skipUnless(shutil.which("java"), "needs java (scripts/install-deps installs default-jdk-headless)")
+class Jvm(unittest.TestCase):
+    def test_the_verdict_names_the_application_method_not_the_jdk(self) -> None:
+        probe = Probe(["java", "-Xmx256m", "-cp", str(JAVA_CLASSES), "CacheFill", "400"])
+        dumps = steps(probe, "READY", "GREW", 3)
+        self.assertEqual(probe.finish(), 0)
+        answer = run_json("summary", *dumps)
+        self.assertEqual(answer["verdict"], "leak", answer["evidence"])
+        self.assertRegex(answer["evidence"], r"a leak, still growing: CacheFill\$Cache\.fill <- CacheFill\.main \+")
+        self.assertNotIn("deflateInit2_", answer["evidence"])
+        stack = run_json("report", dumps[-1])["stacks"][0]
+        frames = stack["frames"]
+        names = [f["function"] for f in frames]
+        self.assertEqual(names[stack["responsible"]], "CacheFill$Cache.fill", names)
+        # The JDK and zlib stay in the stack, each with the rule that moved past it.
+        moved = {f["function"]: f["moved_by"] for f in frames[: stack["responsible"]]}
+        self.assertEqual(moved.get("Java_java_util_zip_Deflater_init"), "runtime: JDK", moved)
+        self.assertEqual(moved.get("java.util.zip.Deflater.<init>"), "runtime: JDK", moved)
+        self.assertIn("runtime", moved.get("deflateInit2_") or "", moved)
+        # --app-frames overrides: the JDK's Deflater.<init> is then the program's.
+        answer = run_json("summary", *dumps, "--app-frames", r"java\.util\.zip\.Deflater\.<init>")
+        self.assertIn("leak, still growing: java.util.zip.Deflater.<init>", answer["evidence"])
+
+
+class StrippedWrapper(unittest.TestCase):
+    """named's libisc: mallocx <- a stripped static helper <- isc__mem_get <- the application."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        probe = Probe("stripped_wrapper", env={"LEAKPROBE_SAMPLE": "65536"})
+        cls.dumps = steps(probe, "READY", "STEP", 3)
+        assert probe.finish() == 0
+
+    def test_flat_and_verdict_name_the_application(self) -> None:
+        report = run_json("report", self.dumps[-1])
+        top = report["functions"][0]
+        self.assertEqual(top["name"], "app_cache_fill", report["functions"][:3])
+        self.assertAlmostEqual(top["flat"] / (48 * MIB), 1.0, delta=0.15)
+        self.assertEqual(top["responsible"], top["flat"])
+        stack = report["stacks"][0]
+        helper, wrapper = stack["frames"][0], stack["frames"][1]
+        self.assertRegex(helper["function"], r"^libwrapped\.so\+0x[0-9a-f]+$", "the helper has a name: not stripped?")
+        self.assertEqual(helper["moved_by"], "unnamed, inside libwrapped.so below isc__mem_get")
+        self.assertEqual((wrapper["function"], wrapper["moved_by"]), ("isc__mem_get", "allocation wrapper"))
+        self.assertEqual(stack["entry_points"], ["mallocx"])
+        answer = run_json("summary", *self.dumps)
+        self.assertEqual(answer["verdict"], "leak", answer["evidence"])
+        self.assertIn("a leak, still growing: app_cache_fill <- main", answer["evidence"])
+        text = script("report", self.dumps[-1]).stdout
+        self.assertRegex(text, r"app_cache_fill  \S+stripped_wrapper\.c:\d+  <- responsible")
+        self.assertIn("via mallocx", text)
+
+    def test_the_flame_graph_ends_at_the_responsible_frame_unless_asked(self) -> None:
+        out = Path(self.dumps[-1]).with_suffix(".svg")
+        for extra, helper in (((), False), (("--full-stacks",), True)):
+            result = script("flamegraph", self.dumps[-1], "-o", str(out), *extra)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            svg = out.read_text()
+            self.assertIn("app_cache_fill", svg)
+            self.assertEqual("isc__mem_get" in svg, helper, extra)
+
+
+@unittest.skipUnless(shutil.which("node"), "needs node (scripts/install-deps installs nodejs)")
+class NodeTiers(unittest.TestCase):
+    def test_one_leak_across_v8_tiers_is_one_verdict(self) -> None:
+        probe = Probe(["node", str(PROGRAMS / "keep_buffers.js"), "20000"])
+        dumps = steps(probe, "READY", "GREW", 4)
+        self.assertEqual(probe.finish(), 0)
+        report = run_json("report", dumps[-1], "--nodecount", "100", "--depth", "100")
+        stubs = {f["function"].split("(")[0] for s in report["stacks"] for f in s["frames"]}
+        # The premise: V8 optimised the function while it ran, so its calls
+        # reached the library through two entry stubs.
+        self.assertIn("Builtins_CallApiCallback", stubs)
+        self.assertIn("v8::internal::Builtin_HandleApiCall", stubs)
+        answer = run_json("summary", *dumps)
+        self.assertEqual(answer["verdict"], "leak", answer["evidence"])
+        self.assertNotIn("not a leak", answer["evidence"])
+        growing = answer["evidence"].split("a leak, still growing: ")[1]
+        first = growing.split(" (")[0]
+        self.assertRegex(first, r"^node::Buffer::.*CreateUnsafeArrayBuffer")
+        bytes_ = float(re.search(r"\+([\d.]+) MiB", growing).group(1))
+        self.assertGreater(bytes_ * MIB, 0.9 * 3 * 20000 * 4096, answer["evidence"])
+        trend = run_json("trend", *dumps)["stacks"]
+        self.assertEqual([t["verdict"] for t in trend if t["frames"][0] == trend[0]["frames"][0]], ["growing"])
+
+
+class EntryPoints(unittest.TestCase):
+    def test_the_entry_point_called_is_named(self) -> None:
+        probe = Probe("entry_points", env={"LEAKPROBE_SAMPLE": "65536"})
+        probe.expect("READY")
+        dump = str(probe.dump())
+        self.assertEqual(probe.finish(), 0)
+        want = {"site_mallocx()": "mallocx", "site_calloc()": "calloc", "site_new_array()": "operator new[]"}
+        stacks = run_json("report", dump)["stacks"]
+        got = {s["frames"][0]["function"]: s["entry_points"] for s in stacks if s["frames"][0]["function"] in want}
+        self.assertEqual(got, {site: [entry] for site, entry in want.items()})
+        d = decode(export(dump, "--keep-allocator-frames"))
+        leaves = {}
+        for locations, values, _ in d.samples:
+            names = [d.names(i)[0].rsplit(" ", 1)[0] for i in locations[:2]]
+            if len(names) == 2 and names[1] in want:
+                leaves.setdefault(names[1], set()).add(names[0])
+                self.assertGreater(values[3], 0)
+        self.assertEqual(leaves, {site: {entry} for site, entry in want.items()})
+
+
+class OneDump(unittest.TestCase):
+    def test_a_single_dump_of_the_stories_ranks_the_leak_first(self) -> None:
+        probe = Probe("series", args=("all",), env={"LEAKPROBE_SAMPLE": "65536"})
+        probe.expect("READY")
+        for step in range(1, 7):
+            probe.write("step\n")
+            probe.expect(f"STEP {step}")
+            if step < 6:
+                # Not a synchronisation: ages are recorded in whole seconds,
+                # and the stories must differ in age (the leak adds every
+                # step, the cache only in the first two).
+                time.sleep(1.05)
+        dump = str(probe.dump())
+        self.assertEqual(probe.finish(), 0)
+        answer = run_json("summary", dump)
+        self.assertEqual(answer["verdict"], "suspects", answer["evidence"])
+        self.assertIn("a suspicion, not a verdict", answer["evidence"])
+        first = answer["evidence"].split("the first suspect first: ")[1]
+        self.assertRegex(first, r"^site_leak <- main <- \S+ holds [\d.]+ MiB in blocks older than 1 s \(")
+        self.assertIn("site_cache", first)
+        self.assertNotIn("site_churn", first)
+
+
+if __name__ == "__main__":
+    unittest.main()
