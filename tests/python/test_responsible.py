@@ -10,7 +10,7 @@ stripped library's static helper calls mallocx below its exported
 isc__mem_get), tests/python/programs/keep_buffers.js (native buffers kept by
 one JavaScript function across V8 tiers), c-harness/entry_points.cc (mallocx,
 calloc and new[] callers), c-harness/series.c (the stories: a leak, a cache
-that fills, churn)."""
+that fills, churn), c-harness/demo.c (`make demo`'s program)."""
 
 from __future__ import annotations
 
@@ -143,6 +143,19 @@ class EntryPoints(unittest.TestCase):
                 leaves.setdefault(names[1], set()).add(names[0])
                 self.assertGreater(values[3], 0)
         self.assertEqual(leaves, {site: {entry} for site, entry in want.items()})
+
+
+class Demo(unittest.TestCase):
+    def test_the_demo_report_leads_with_its_own_functions(self) -> None:
+        probe = Probe("demo", env={"LEAKPROBE_SAMPLE": "65536"})
+        probe.expect("demo: pid")
+        dump = str(probe.dump_with_samples(20))
+        probe.kill()
+        functions = [f["name"] for f in run_json("report", dump, "--nodecount", "4")["functions"]]
+        self.assertEqual(functions[:3], ["parse_headers", "handle_request", "main"])
+        text = script("report", dump, "--nodecount", "4").stdout
+        own = [text.find(f"  {name}\n") for name in ("parse_headers", "handle_request", "main", "_start")]
+        self.assertTrue(0 < own[0] < own[1] < own[2], text)
 
 
 class OneDump(unittest.TestCase):
