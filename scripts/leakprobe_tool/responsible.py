@@ -62,7 +62,10 @@ ENTRY_STUB = re.compile(
 # Tier markers of JIT code names in perf maps: `LazyCompile:*f` (optimised) and `LazyCompile:~f`.
 JIT_TIER = re.compile(r"^((?:LazyCompile|Function|JS|Script|Builtin):)[*~^+]")
 # Where a thread or the process starts: above them is no application code.
-ROOTS = re.compile(r"_start|__libc_start_\w+|start_thread|clone3?|__clone\w*|thread_start|_dl_start\w*")
+ROOTS = re.compile(
+    r"_start|__libc_start_\w+|start_thread|clone3?|__clone\w*|thread_start|_dl_start\w*"
+    r"|thread_native_entry|JavaThread::thread_main_inner|Thread::call_run|JavaMain|ThreadJavaMain"  # HotSpot's threads
+)
 # A frame the symbolizer could not name: `object+0xoffset`, `[anonymous] 0x...`.
 UNNAMED = re.compile(r"[^\s()]+\+0x[0-9a-f]+|\[[^\]]*\] 0x[0-9a-f]+.*")
 

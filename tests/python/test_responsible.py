@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import time
 import unittest
 from pathlib import Path
 
-from harness import JAVA_CLASSES, Probe, run_json, script
+from harness import JAVA_CLASSES, ROOT, Probe, run_json, script
 from test_pprof import decode, export
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from leakprobe_tool.profile import ALLOC_WRAPPER
+from leakprobe_tool.responsible import Rules, site, walk
+from leakprobe_tool.symbols import JAVA, Frame
 
 MIB = 1 << 20
 PROGRAMS = Path(__file__).resolve().parent / "programs"
@@ -156,6 +162,93 @@ class Demo(unittest.TestCase):
         text = script("report", dump, "--nodecount", "4").stdout
         own = [text.find(f"  {name}\n") for name in ("parse_headers", "handle_request", "main", "_start")]
         self.assertTrue(0 < own[0] < own[1] < own[2], text)
+
+
+def frames(*spec: str) -> tuple[Frame, ...]:
+    """`name@object` each, leaf first; `name@[java]` a Java frame."""
+    out = []
+    for text in spec:
+        name, _, obj = text.partition("@")
+        out.append(Frame(name, obj=obj, kind="java" if obj == JAVA else None))
+    return tuple(out)
+
+
+class Walks(unittest.TestCase):
+    """The walk on known stacks (no process needed)."""
+
+    rules = Rules(ALLOC_WRAPPER)
+
+    def responsible(self, stack: tuple[Frame, ...], rules: Rules | None = None) -> str:
+        return stack[walk(stack, rules or self.rules).index].function
+
+    def test_cpython_eval_frames_are_passed_to_the_script_function(self) -> None:
+        py = "/usr/bin/python3.11"
+        stack = frames(
+            f"_PyObject_Malloc@{py}",
+            f"list_resize@{py}",
+            f"_PyEval_EvalFrameDefault@{py}",
+            "grow@[python]",  # a script's frame, as the library may add them
+            f"_PyEval_EvalFrameDefault@{py}",
+            f"Py_BytesMain@{py}",
+            "__libc_start_call_main@/usr/lib/x86_64-linux-gnu/libc.so.6",
+        )
+        self.assertEqual(self.responsible(stack), "grow")
+        # Without a script frame, the runtime's own allocation: its innermost frame.
+        found = walk(stack[:3] + stack[4:], self.rules)
+        self.assertEqual(stack[found.index].function, "list_resize")
+        self.assertIn("runtime's own", found.note or "")
+
+    def test_v8_builtins_are_passed_to_the_javascript_function(self) -> None:
+        node = "/usr/bin/node"
+        stack = frames(
+            f"node::Buffer::CreateUnsafeArrayBuffer(v8::FunctionCallbackInfo<v8::Value> const&)@{node}",
+            f"Builtins_CallApiCallback@{node}",
+            "JS:*keep /app/keep.js:8@[jit]",
+            f"Builtins_JSEntry@{node}",
+            f"node::Start(int, char**)@{node}",
+            f"main@{node}",
+        )
+        self.assertEqual(self.responsible(stack), "JS:*keep /app/keep.js:8")
+        # The same code at another tier, through another stub: one site.
+        other = frames(
+            f"node::Buffer::CreateUnsafeArrayBuffer(v8::FunctionCallbackInfo<v8::Value> const&)@{node}",
+            f"v8::internal::Builtin_HandleApiCall(int, unsigned long*, v8::internal::Isolate*)@{node}",
+            f"Builtins_CEntry_Return1_ArgvOnStack_BuiltinExit@{node}",
+            "JS:~keep /app/keep.js:8@[jit]",
+            f"Builtins_JSEntry@{node}",
+            f"node::Start(int, char**)@{node}",
+            f"main@{node}",
+        )
+
+        def key(s: tuple[Frame, ...]) -> tuple[str, ...]:
+            return site(s[walk(s, self.rules).index :], lambda f: f.function)
+
+        self.assertEqual(key(stack), key(other))
+        # node's own allocations reach its main: the innermost runtime frame.
+        own = frames(f"v8::internal::Zone::New(unsigned long)@{node}", f"node::Start(int, char**)@{node}", f"main@{node}")
+        self.assertEqual(self.responsible(own), "v8::internal::Zone::New(unsigned long)")
+
+    def test_app_frames_stop_the_walk_and_alloc_frames_extend_it(self) -> None:
+        stack = frames(
+            "deflateInit2_@/usr/lib/x86_64-linux-gnu/libz.so.1",
+            "Java_java_util_zip_Deflater_init@/usr/lib/jvm/x/lib/libzip.so",
+            f"java.util.zip.Deflater.<init>@{JAVA}",
+            f"com.example.Pool.take@{JAVA}",
+            f"com.example.Cache.fill@{JAVA}",
+        )
+        self.assertEqual(self.responsible(stack), "com.example.Pool.take")
+        app = Rules(ALLOC_WRAPPER, app=re.compile(r"java\.util\.zip\..*"))
+        self.assertEqual(self.responsible(stack, app), "java.util.zip.Deflater.<init>")
+        extra = Rules(ALLOC_WRAPPER, extra=re.compile(r"com\.example\.Pool\..*"))
+        self.assertEqual(self.responsible(stack, extra), "com.example.Cache.fill")
+        self.assertEqual(walk(stack, extra).moved[3], "--alloc-frames")
+
+    def test_an_unnamed_frame_not_below_a_wrapper_is_kept(self) -> None:
+        lib = "/usr/lib/libfoo.so"
+        stack = frames(f"libfoo.so+0x1234@{lib}", "app_fill@/usr/bin/app", "main@/usr/bin/app")
+        self.assertEqual(self.responsible(stack), "libfoo.so+0x1234")
+        stack = frames(f"libfoo.so+0x1234@{lib}", f"xmalloc@{lib}", "app_fill@/usr/bin/app")
+        self.assertEqual(self.responsible(stack), "app_fill")
 
 
 class OneDump(unittest.TestCase):
