@@ -6,6 +6,7 @@ code says which function it called, directly or through its PLT or GOT."""
 
 from __future__ import annotations
 
+import re
 import struct
 
 from .dumpfile import Dump, Row
@@ -14,6 +15,8 @@ from .symbols import ALLOCATOR_FRAME, Frame, Symbolizer
 
 # Names as pprof and jeprof show them.
 SHOWN = {"_Znwm": "operator new", "_Znam": "operator new[]"}
+# The entry points of memory mapped outside malloc (`report --mmap`).
+MAPPING = re.compile(r"mmap(64)?|mremap|shmat|s?brk|pthread_create")
 ENDBR64 = b"\xf3\x0f\x1e\xfa"
 
 
@@ -46,7 +49,7 @@ def called(dump: Dump, symbolizer: Symbolizer, ret: int) -> str | None:
         name = through_plt(elf, target) or elf.symbol_at(target)
     elif code[:2] == b"\xff\x15":  # call *disp32(%rip): -fno-plt
         name = elf.slot_symbol(after + struct.unpack_from("<i", code, 2)[0])
-    if not name or not ALLOCATOR_FRAME.fullmatch(name):
+    if not name or not (ALLOCATOR_FRAME.fullmatch(name) or MAPPING.fullmatch(name)):
         return None
     if name.startswith("_Zn"):
         return "operator new[]" if name.startswith("_Zna") else "operator new"
