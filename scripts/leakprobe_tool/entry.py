@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 import struct
 
-from .dumpfile import Dump, Row
+from .dumpfile import Row
 from .elf import Elf
-from .symbols import ALLOCATOR_FRAME, Frame, Symbolizer
+from .symbols import ALLOCATOR_FRAME, Symbolizer
 
 # Names as pprof and jeprof show them.
 SHOWN = {"_Znwm": "operator new", "_Znam": "operator new[]"}
@@ -20,25 +20,22 @@ MAPPING = re.compile(r"mmap(64)?|mremap|shmat|s?brk|pthread_create")
 ENDBR64 = b"\xf3\x0f\x1e\xfa"
 
 
-def entry_point(dump: Dump, symbolizer: Symbolizer, row: Row) -> str | None:
+def entry_point(symbolizer: Symbolizer, row: Row) -> str | None:
     """The allocator entry point `row`'s first caller called, if its code
     says so and it is one (a tail call from a wrapper says nothing)."""
     if len(row.frames) < 2:
         return None
     ret = row.frames[1]
     if ret not in symbolizer.entry_points:
-        symbolizer.entry_points[ret] = called(dump, symbolizer, ret)
+        symbolizer.entry_points[ret] = called(symbolizer, ret)
     return symbolizer.entry_points[ret]
 
 
-def called(dump: Dump, symbolizer: Symbolizer, ret: int) -> str | None:
-    where = symbolizer.place(ret, dump.mapping_of(ret))
-    if isinstance(where, Frame):
+def called(symbolizer: Symbolizer, ret: int) -> str | None:
+    found = symbolizer.object_at(ret)
+    if found is None:
         return None
-    path, call = where
-    elf = symbolizer.elf(path)
-    if elf is None:
-        return None
+    _, elf, call = found
     after = call + 1  # the return address, as the object is linked
     code = elf.code_at(after - 6, 6)
     if code is None:

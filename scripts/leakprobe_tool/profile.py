@@ -261,7 +261,7 @@ def build(
         g[0] += objects
         g[1] += nbytes
         g[2] += count
-        entry = entry_point(dump, symbolizer, row)
+        entry = entry_point(symbolizer, row)
         if entry:
             entries.setdefault(frames, set()).add(entry)
         if which == "live":

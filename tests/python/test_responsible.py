@@ -110,7 +110,7 @@ class StrippedWrapper(unittest.TestCase):
 @unittest.skipUnless(shutil.which("node"), "needs node (scripts/install-deps installs nodejs)")
 class NodeTiers(unittest.TestCase):
     def test_one_leak_across_v8_tiers_is_one_verdict(self) -> None:
-        probe = Probe(["node", str(PROGRAMS / "keep_buffers.js"), "20000"])
+        probe = Probe(["node", str(PROGRAMS / "keep_buffers.js"), "20000"], env={"LEAKPROBE_SAMPLE": "65536"})
         dumps = steps(probe, "READY", "GREW", 4)
         self.assertEqual(probe.finish(), 0)
         report = run_json("report", dumps[-1], "--nodecount", "100", "--depth", "100")
