@@ -91,9 +91,8 @@ def verdict(
 ) -> tuple[str, str]:
     """(kind, sentence with the evidence), from the dumps' memory (by time)
     and every stack's trend over them (`profile.trends`), the heap's and
-    (`mapped`) that of memory the program mapped outside malloc."""
-    if len(rows) < 2:
-        return "one dump", "take a later dump to see growth"
+    (`mapped`) that of memory the program mapped outside malloc. Two dumps
+    or more: one has its `suspects`."""
     first, last = rows[0], rows[-1]
     if first.rss is None or last.rss is None:
         return "unknown", "the dumps do not record RSS (/proc was not readable)"
