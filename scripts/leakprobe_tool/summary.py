@@ -2,7 +2,8 @@
 what kind of growth it is: a leak (a stack grows steadily), a cache or pool
 that filled and levelled off, retention (the allocator keeps memory the
 program freed), or growth outside malloc. Over three or more dumps the
-verdict reads the shape of each stack's series as `trend` does."""
+verdict reads the shape of each stack's series as `trend` does; one dump
+names suspects, by the live bytes their old blocks hold."""
 
 from __future__ import annotations
 
