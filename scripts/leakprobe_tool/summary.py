@@ -245,6 +245,8 @@ def suspects(profile: Profile) -> tuple[str, str]:
         got.oldest = max(got.oldest, s.oldest_age)
         got.young = min(got.young, s.young)
     old = [x for x in found.values() if x.old >= 1]
+    if not found:
+        return "one dump", "the dump records no ages of live blocks (an older library): take a later dump to see growth"
     if not old:
         return "one dump", (
             f"no live block is older than {threshold:.0f} s (ages are per second): take a later dump to see which "

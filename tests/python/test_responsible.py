@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+import tempfile
 import time
 import unittest
 from pathlib import Path
@@ -251,7 +252,45 @@ class Walks(unittest.TestCase):
         self.assertEqual(self.responsible(stack), "app_fill")
 
 
+def aged_dump(path: Path, rows: list[tuple[int, int, int, tuple[int, int] | None]]) -> str:
+    """A dump with one frame per row (`[unmapped] 0x...`): (frame, samples,
+    bytes, (oldest, mean age) or None), every sample live, period 1."""
+    count, size = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    lines = [f"heap profile: {count}: {size} [{count}: {size}] @ heap_v2/1"]
+    for frame, n, nbytes, ages in rows:
+        lines.append(f"{n}: {nbytes} [{n}: {nbytes}] @ 0x1 {frame:#x}")
+        if ages:
+            lines.append(f"# leakprobe age: {ages[0]} {ages[1]}")
+    lines += ["", "MAPPED_LIBRARIES:", "7f0000000000-7f0000001000 r-xp 00000000 00:00 0 [vdso]"]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
 class OneDump(unittest.TestCase):
+    def test_suspects_are_ranked_by_the_bytes_their_old_blocks_hold(self) -> None:
+        with tempfile.TemporaryDirectory(prefix="leakprobe-suspects-") as tmp:
+            # A steady leak over 100 s (64 MiB, ages spread 0-100 s), a cache
+            # filled 90-100 s ago (48 MiB), churn younger than the 10 s threshold.
+            dump = aged_dump(
+                Path(tmp) / "aged.heap",
+                [(0x1000, 64, 64 * MIB, (100, 50)), (0x2000, 48, 48 * MIB, (100, 95)), (0x3000, 32, 96 * MIB, (2, 1))],
+            )
+            answer = run_json("summary", dump)
+            self.assertEqual(answer["verdict"], "suspects", answer["evidence"])
+            first, second = answer["evidence"].split("the first suspect first: ")[1].split("; ")[:2]
+            # 90 % of the leak's blocks are older than 10 s.
+            self.assertRegex(
+                first,
+                r"^\[unmapped\] 0x1000 holds 57\.6 MiB in blocks older than 10 s \(64\.0 MiB live, "
+                r"allocated from 100 s to 0 s ago, and still allocating\)",
+            )
+            self.assertRegex(second, r"^\[unmapped\] 0x2000 holds 48\.0 MiB .* from 100 s to 90 s ago\)")
+            self.assertNotIn("0x3000", answer["evidence"])
+            bare = aged_dump(Path(tmp) / "bare.heap", [(0x1000, 64, 64 * MIB, None)])
+            answer = run_json("summary", bare)
+            self.assertEqual(answer["verdict"], "one dump", answer["evidence"])
+            self.assertIn("records no ages", answer["evidence"])
+
     def test_a_single_dump_of_the_stories_ranks_the_leak_first(self) -> None:
         probe = Probe("series", args=("all",), env={"LEAKPROBE_SAMPLE": "65536"})
         probe.expect("READY")
