@@ -70,6 +70,10 @@ ROOTS = re.compile(
 UNNAMED = re.compile(r"[^\s()]+\+0x[0-9a-f]+|\[[^\]]*\] 0x[0-9a-f]+.*")
 
 
+# The last frame of a site whose stack ends in an entry stub.
+UNSEEN = "[called from JIT code the stack does not show]"
+
+
 @dataclass(frozen=True)
 class Rules:
     wrappers: re.Pattern[str]  # the built-in allocation wrappers
@@ -189,4 +193,7 @@ def site(frames: tuple[Frame, ...], label: Callable[[Frame], str]) -> tuple[str,
     (from the responsible one) without entry stubs and unnamed JIT code, JIT
     tier markers removed."""
     out = tuple(JIT_TIER.sub(r"\1", label(f)) for f in frames if not stub(f) and not anonymous(f))
-    return out or tuple(label(f) for f in frames[:1])
+    out = out or tuple(label(f) for f in frames[:1])
+    # A stack that ends in an entry stub was called from code the unwinder
+    # could not pass: said, so that a verdict does not look complete.
+    return (*out, UNSEEN) if frames and stub(frames[-1]) else out

@@ -126,6 +126,8 @@ class NodeTiers(unittest.TestCase):
         growing = answer["evidence"].split("a leak, still growing: ")[1]
         first = growing.split(" (")[0]
         self.assertRegex(first, r"^node::Buffer::.*CreateUnsafeArrayBuffer")
+        # The JavaScript that called it is not in the stack, and the verdict says so.
+        self.assertIn("<- [called from JIT code the stack does not show]", first)
         bytes_ = float(re.search(r"\+([\d.]+) MiB", growing).group(1))
         self.assertGreater(bytes_ * MIB, 0.9 * 3 * 20000 * 4096, answer["evidence"])
         trend = run_json("trend", *dumps)["stacks"]
