@@ -55,9 +55,11 @@ RUNTIME_OBJECTS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 # Where V8 and HotSpot enter or leave generated code: which one a call
 # passed through depends on the JIT tier of its caller, not on the program.
+# Matched against the name without arguments or return type (anonymous
+# namespaces leave `::::`); no nested wildcards: names come from the dump's files.
 ENTRY_STUB = re.compile(
-    r"Builtins_\w+|(.* )?v8::internal::(Builtin_\w+|FunctionCallbackArguments::\w+|.*HandleApiCall.*|Execution::\w+"
-    r"|.*Invoke\w*)|v8::Function::Call|call_stub|JavaCalls::\w+|StubRoutines\b.*|Interpreter|(Stub|Blob)\s*:.*"
+    r"Builtins_\w+|v8::internal::(::)?(Builtin_\w+|FunctionCallbackArguments::\w+|HandleApiCall\w*(<\w*>)?"
+    r"|Execution::\w+|Invoke\w*)|v8::Function::Call|call_stub|JavaCalls::\w+|StubRoutines\S*|Interpreter"
 )
 # Tier markers of JIT code names in perf maps: `LazyCompile:*f` (optimised) and `LazyCompile:~f`.
 JIT_TIER = re.compile(r"^((?:LazyCompile|Function|JS|Script|Builtin):)[*~^+]")
@@ -127,7 +129,7 @@ def runtime(f: Frame) -> str | None:
 
 
 def stub(f: Frame) -> bool:
-    return ENTRY_STUB.fullmatch(base_name(f.function)) is not None
+    return ENTRY_STUB.fullmatch(base_name(f.function).rpartition(" ")[2]) is not None
 
 
 def app(f: Frame, rules: Rules) -> bool:
