@@ -35,7 +35,8 @@ RUNTIME_NAMES: tuple[tuple[str, re.Pattern[str]], ...] = (
         ),
     ),
     ("zlib", re.compile(r"(deflate|inflate)(Init2?_|Reset\w*|End|Copy|Params|SetDictionary|Prime)?|zcalloc|updatewindow")),
-    ("V8/node", re.compile(r"Builtins?_\w+|v8::.*|node::.*|uv_\w+|napi_\w+")),
+    # ... and node's own JavaScript as a perf map names it (`JS:*allocUnsafeSlow node:buffer:395:20`)
+    ("V8/node", re.compile(r"Builtins?_\w+|v8::.*|node::.*|uv_\w+|napi_\w+|(LazyCompile|Function|JS):[*~^+]?\S* node:\S*")),
     (
         "CPython",
         re.compile(
@@ -46,6 +47,13 @@ RUNTIME_NAMES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 # Java frames of the JDK's own classes.
 JDK_CLASS = re.compile(r"(java|javax|jdk|sun|com\.sun)\.[\w.$<>]+")
+# Runtime layers by source file: the runtime's own scripts (node's built-in
+# modules, CPython's standard library), for script frames named with their file.
+# Searched (one wildcard-free pattern each: paths come from the dump).
+RUNTIME_FILES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("V8/node", re.compile(r"^node:\S+$")),
+    ("CPython", re.compile(r"/lib/python3[.\d]*/(?!(site|dist)-packages/)[^/]+(/[^/]+)*\.py$")),
+)
 # Runtime layers by object (its file name).
 RUNTIME_OBJECTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("zlib", re.compile(r"libz\.so[.\d]*")),
@@ -120,6 +128,9 @@ def runtime(f: Frame) -> str | None:
     name = base_name(f.function)
     for layer, pattern in RUNTIME_NAMES:
         if pattern.fullmatch(name):
+            return layer
+    for layer, pattern in RUNTIME_FILES:
+        if f.file and pattern.search(f.file):
             return layer
     obj = os.path.basename(f.obj)
     for layer, pattern in RUNTIME_OBJECTS:

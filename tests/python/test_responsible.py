@@ -196,6 +196,11 @@ class Walks(unittest.TestCase):
             "__libc_start_call_main@/usr/lib/x86_64-linux-gnu/libc.so.6",
         )
         self.assertEqual(self.responsible(stack), "grow")
+        # The standard library's Python is the runtime's too; a package's is not.
+        stdlib = Frame("loads", file="/usr/lib/python3.11/json/__init__.py", line=346, obj="[python]")
+        package = Frame("loads", file="/usr/lib/python3/dist-packages/simplejson/__init__.py", line=514, obj="[python]")
+        for frame, want in ((stdlib, "grow"), (package, "loads")):
+            self.assertEqual(self.responsible((*stack[:3], frame, *stack[2:])), want)
         # Without a script frame, the runtime's own allocation: its innermost frame.
         found = walk(stack[:3] + stack[4:], self.rules)
         self.assertEqual(stack[found.index].function, "list_resize")
@@ -206,6 +211,7 @@ class Walks(unittest.TestCase):
         stack = frames(
             f"node::Buffer::CreateUnsafeArrayBuffer(v8::FunctionCallbackInfo<v8::Value> const&)@{node}",
             f"Builtins_CallApiCallback@{node}",
+            "JS:*allocUnsafeSlow node:buffer:395:20@[jit]",  # node's own JavaScript
             "JS:*keep /app/keep.js:8@[jit]",
             f"Builtins_JSEntry@{node}",
             f"node::Start(int, char**)@{node}",
