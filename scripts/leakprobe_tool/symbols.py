@@ -68,7 +68,9 @@ class Frame:
             kind = "java" if self.kind == "java" else f"java, {self.kind}"
             where = self.file if self.line is None else f"{self.file}:{self.line}"
             return f"{where}  [{kind}]" if self.file else f"[{kind}]"
-        return f"{self.file}:{self.line}" if self.file else self.obj
+        if self.file:
+            return self.file if self.line is None else f"{self.file}:{self.line}"
+        return self.obj
 
 
 def base_name(function: str) -> str:
