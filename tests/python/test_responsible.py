@@ -49,7 +49,7 @@ def steps(probe: Probe, ready: str, grew: str, count: int) -> list[str]:
 @unittest.skipUnless(shutil.which("java"), "needs java (scripts/install-deps installs default-jdk-headless)")
 class Jvm(unittest.TestCase):
     def test_the_verdict_names_the_application_method_not_the_jdk(self) -> None:
-        probe = Probe(["java", "-Xmx256m", "-cp", str(JAVA_CLASSES), "CacheFill", "400"])
+        probe = Probe(["java", "-Xmx256m", "-cp", str(JAVA_CLASSES), "CacheFill", "200"])
         dumps = steps(probe, "READY", "GREW", 3)
         self.assertEqual(probe.finish(), 0)
         answer = run_json("summary", *dumps)
