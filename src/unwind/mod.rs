@@ -7,6 +7,7 @@
 //! Java through JNI.
 
 pub mod cfi;
+pub mod frame_source;
 pub mod frames;
 pub mod java;
 pub mod jni_callin;

@@ -2,7 +2,7 @@
 //! text, and the file (numbered in the dump directory, the peak profile, or
 //! a path a caller of `leakprobe_dump` named).
 
-use super::{Collector, LOST};
+use super::{Collector, FAILED_FOR_MEMORY, LOST, SNAPSHOTS_FAILED};
 use crate::collect::mode;
 use crate::collect::request::REQUESTS;
 use crate::collect::ring;
@@ -18,7 +18,7 @@ use crate::settings;
 use crate::sys::clock;
 use crate::sys::word_hash::WordMap;
 use crate::unwind::stack;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 impl Collector {
     /// Writes a numbered dump, or the one a caller of `leakprobe_dump` asked
@@ -47,12 +47,13 @@ impl Collector {
         let mut meta = self.facts(&rows, period, (live_n, live_b), unresolved, at_peak);
         meta.extend(objects::object_facts(&map));
         let stacks = &self.stacks;
-        let mapped = crate::mapped::table::stack_words(true);
-        crate::unwind::frames::note_stack(&mapped);
+        // The heap rows' stacks and every mapped sample's.
+        let mapped = self.mapped_allocated.keys().map(|k| k.1);
         let seen: Vec<&[usize]> = rows
             .iter()
-            .map(|r| &*stacks[r.stack as usize])
-            .chain([&mapped[..]])
+            .map(|r| r.stack)
+            .chain(mapped)
+            .map(|id| &*stacks[id as usize])
             .collect();
         meta.extend(crate::unwind::frames::frame_lines(&seen));
         let text = dump::render(period, &meta, &rows, |id| &stacks[id as usize], &map);
@@ -201,7 +202,7 @@ impl Collector {
             "thread"
         };
         meta.push(("collector", collector.to_string()));
-        let failed = super::snapshot::SNAPSHOTS_FAILED.load(Ordering::Relaxed);
+        let failed = SNAPSHOTS_FAILED.load(Ordering::Relaxed);
         if failed > 0 {
             meta.push(("snapshots_failed", failed.to_string()));
         }
@@ -231,7 +232,7 @@ impl Collector {
         meta.push(("stacks_cut_short", cut_short.to_string()));
         meta.extend(accounting::process());
         meta.extend(accounting::allocator());
-        meta.extend(crate::mapped::table::facts(period));
+        meta.extend(self.mapped_facts(period));
         meta.push((
             "dumps_failed_out_of_memory",
             FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),
@@ -296,9 +297,6 @@ impl Sink for DumpDirectory<'_> {
         self.0.write_file(dump.text, dump.at_peak)
     }
 }
-
-/// Dumps not written because the library's allocations were refused.
-pub(super) static FAILED_FOR_MEMORY: AtomicU64 = AtomicU64::new(0);
 
 impl Collector {
     /// A dump abandoned for lack of memory: one line, counted; what it took
