@@ -59,7 +59,7 @@ class Received:
     api: str  # "push", "ingest", "parca"
     labels: dict[str, str]
     profile: bytes  # gzipped profile.proto, as sent
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     time: float = field(default_factory=time.monotonic)
 
 
@@ -199,11 +199,14 @@ class StandIn:
             return list(self.received)
 
     def answer(self, h: BaseHTTPRequestHandler, status: int, content_type: str, body: bytes) -> None:
-        h.send_response(status)
-        h.send_header("Content-Type", content_type)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
+        try:
+            h.send_response(status)
+            h.send_header("Content-Type", content_type)
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body)
+        except OSError:
+            pass  # the client gave up (its timeout)
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         url = urllib.parse.urlsplit(h.path)
@@ -233,7 +236,7 @@ class StandIn:
             return self.answer(h, e.status, "application/json", payload)
         with self.changed:
             for p in profiles:
-                self.received.append(Received(api, labels, p, dict(h.headers.items())))
+                self.received.append(Received(api, labels, p, {k.lower(): v for k, v in h.headers.items()}))
             self.changed.notify_all()
         if api == "ingest":
             return self.answer(h, 200, "text/plain", b"")

@@ -1,0 +1,261 @@
+"""`leakprobe push` and `watch` against tests/python/standin.py, a stand-in
+that implements the back ends' documented request formats strictly (no real
+Pyroscope or Parca server can be installed here): what arrives is read back
+by `go tool pprof` with the program moved away."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from pathlib import Path
+
+from harness import HARNESS, SCRIPT, Probe, script
+from standin import Received, StandIn
+from test_pprof import decode, go_pprof, top
+
+DUMP_NAME = re.compile(rb"leakprobe\.(\d+)\.(\d+)\.heap")
+
+
+def saved(r: Received) -> str:
+    path = Path(tempfile.mkdtemp(prefix="leakprobe-arrived-")) / "heap.pb.gz"
+    path.write_bytes(r.profile)
+    return str(path)
+
+
+def dump_of(r: Received) -> tuple[int, int]:
+    """(pid, sequence number) of the dump a profile was made from (its comment)."""
+    found = DUMP_NAME.search(gzip.decompress(r.profile))
+    assert found, "the profile names its dump"
+    return int(found.group(1)), int(found.group(2))
+
+
+def one_line(test: unittest.TestCase, done: subprocess.CompletedProcess[str], *wanted: str) -> None:
+    test.assertEqual(done.returncode, 1, done.stderr)
+    test.assertEqual(len(done.stderr.splitlines()), 1, done.stderr)
+    test.assertTrue(done.stderr.isprintable() or done.stderr.endswith("\n") and done.stderr[:-1].isprintable(), done.stderr)
+    for w in wanted:
+        test.assertIn(w, done.stderr)
+
+
+class Push(unittest.TestCase):
+    """An exact dump of c-harness/exact.cc pushed through both Pyroscope APIs
+    (and Parca's), then the program moved away."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.dir = Path(tempfile.mkdtemp(prefix="leakprobe-push-"))
+        program = cls.dir / "exact"
+        shutil.copy(HARNESS / "exact", program)
+        probe = Probe([str(program)], env={"LEAKPROBE_SAMPLE": "1"})
+        probe.expect("READY")
+        cls.dump = str(probe.dump())
+        cls.pid = probe.proc.pid
+        assert probe.finish() == 0
+        cls.server = StandIn(user="ops", password="s3cret", tenant="team-a")
+        env = dict(os.environ, LEAKPROBE_PUSH_PASSWORD="s3cret")
+        cls.arrived: dict[str, Received] = {}
+        for api in ("push", "ingest", "parca"):
+            where = ["--parca", cls.server.url] if api == "parca" else ["--pyroscope", cls.server.url, "--api", api]
+            options = [*where, "--label", "env=test", "--tenant", "team-a", "--user", "ops"]
+            done = subprocess.run(
+                [sys.executable, str(SCRIPT), "push", *options, cls.dump], capture_output=True, text=True, env=env, check=False
+            )
+            assert done.returncode == 0, done.stderr
+            cls.arrived[api] = cls.server.received[-1]
+        program.rename(cls.dir / "moved-away")
+
+    def test_pprof_finds_the_leak_with_its_exact_bytes_from_what_arrived(self) -> None:
+        for api, r in self.arrived.items():
+            with self.subTest(api):
+                self.assertEqual(r.api, api)
+                profile = saved(r)
+                self.assertEqual(top(profile, "inuse_space")["site_malloc"], (100_000, 100_000))
+                self.assertEqual(top(profile, "inuse_objects")["site_malloc"], (100, 100))
+                self.assertEqual(top(profile, "alloc_space")["site_churn"][0], 700_000)
+                self.assertIn("(file missing or unreadable)", script("report", self.dump).stdout, "the binary is gone")
+
+    def test_sample_types_period_and_units(self) -> None:
+        d = decode(saved(self.arrived["push"]))
+        types = sorted(f"{d.s(t)}/{d.s(u)}" for t, u in d.sample_types)
+        self.assertEqual(types, ["alloc_objects/count", "alloc_space/bytes", "inuse_objects/count", "inuse_space/bytes"])
+        self.assertEqual((d.s(d.period_type[0]), d.s(d.period_type[1])), ("space", "bytes"))
+        self.assertEqual(d.scalars[12], 1, "the sample period")
+        self.assertIn("Type: inuse_space", go_pprof("-top", saved(self.arrived["ingest"])))
+
+    def test_labels(self) -> None:
+        text = Path(self.dump).read_text().splitlines()
+        build_id = next(line.split()[3] for line in text if line.startswith("# leakprobe build_id: ") and "/exact" in line)
+        version = next(line.split()[3] for line in text if line.startswith("# leakprobe version: "))
+        want = {
+            "service_name": "exact",
+            "hostname": socket.gethostname(),
+            "pid": str(self.pid),
+            "build_id": build_id,
+            "leakprobe_version": version,
+            "env": "test",
+        }
+        self.assertRegex(build_id, r"^[0-9a-f]{40}$")
+        for api, r in self.arrived.items():
+            with self.subTest(api):
+                self.assertEqual({k: v for k, v in r.labels.items() if k != "__name__"}, want)
+                self.assertEqual(r.labels.get("__name__"), None if api == "ingest" else "memory")
+                self.assertEqual(r.headers.get("x-scope-orgid"), "team-a")
+
+    def test_name_overrides_the_service(self) -> None:
+        done = subprocess.run(
+            [sys.executable, str(SCRIPT), "push", "--pyroscope", self.server.url, "--name", "api-7", "--tenant", "team-a",
+             "--user", "ops", self.dump],
+            capture_output=True, text=True, env=dict(os.environ, LEAKPROBE_PUSH_PASSWORD="s3cret"), check=False,
+        )  # fmt: skip
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(self.server.received[-1].labels["service_name"], "api-7")
+
+    def test_failures_are_one_line_and_exit_1(self) -> None:
+        server = StandIn()
+        url = ["--pyroscope", server.url]
+        hostile = b"\x1b[31mbad\r\nprofile\x07 " + "\u202e".encode()
+        cases = {
+            "4xx": (("status", 400, hostile), url, ["answered 400", "\\x1b[31mbad"]),
+            "5xx": (("status", 503, b"overloaded"), url, ["answered 503", "overloaded"]),
+            "auth": (None, ["--pyroscope", StandIn(user="a", password="b").url], ["answered 401", "basic auth required"]),
+            "timeout": (("delay", 5), [*url, "--timeout", "1"], ["no answer within 1 s"]),
+        }
+        for what, (fault, options, wanted) in cases.items():
+            with self.subTest(what):
+                server.fault = fault
+                one_line(self, script("push", *options, self.dump), "not pushed", *wanted)
+        server.fault = None
+        server.stop()
+        one_line(self, script("push", *url, self.dump), "not pushed", "Connection refused")
+        one_line(self, script("push", "--pyroscope", "ftp://x", self.dump), "not an http:// or https:// URL")
+        one_line(self, script("push", *url, str(self.dir / "missing.heap")), "cannot be read")
+        one_line(self, script("push", *url, "--user", "u", self.dump), "needs a password")
+
+
+class Watch(unittest.TestCase):
+    def watch(self, *args: str) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), "watch", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        lines: queue.Queue[str] = queue.Queue()
+
+        def read() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                lines.put(line.rstrip("\n"))
+
+        threading.Thread(target=read, daemon=True).start()
+
+        def end() -> None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            assert proc.stderr is not None
+            proc.stderr.close()
+
+        self.addCleanup(end)
+        return proc, lines
+
+    def line(self, lines: queue.Queue[str], wanted: str, timeout: float = 60) -> tuple[str, list[str]]:
+        """The first line holding `wanted`, and the lines before it."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                raise AssertionError(f"no line with {wanted!r} within {timeout} s; saw {seen}") from None
+            if wanted in line:
+                return line, seen
+            seen.append(line)
+
+    def stop(self, proc: subprocess.Popen[str]) -> None:
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(timeout=30), 0)
+
+    def test_every_second_for_6_s_and_the_last_kept(self) -> None:
+        server = StandIn()
+        probe = Probe("exact", env={"LEAKPROBE_SAMPLE": "1"})
+        probe.expect("READY")
+        proc, _ = self.watch(str(probe.proc.pid), "--every", "1", "--keep", "2", "--pyroscope", server.url)
+        first = server.wait_for(1, 60)
+        self.assertTrue(first, "a profile arrives")
+        arrived = server.wait_for(5, 6)
+        self.assertGreaterEqual(len(arrived), 4, "at least 4 profiles within 6 s at --every 1")
+        self.assertLessEqual(arrived[3].time - arrived[0].time, 6.0)
+        self.stop(proc)
+        numbers = [dump_of(r) for r in server.received]
+        self.assertEqual(len(set(numbers)), len(numbers), "each profile is another dump")
+        self.assertEqual({pid for pid, _ in numbers}, {probe.proc.pid})
+        self.assertEqual(top(saved(arrived[-1]), "inuse_space")["site_malloc"], (100_000, 100_000))
+        left = sorted(int(p.name.split(".")[2]) for p in probe.dumps())
+        self.assertEqual(left, sorted(n for _, n in numbers)[-2:], "pushed dumps deleted but the last --keep 2")
+        self.assertEqual(probe.finish(), 0)
+
+    def outage(self, keep: int) -> None:
+        """The server down for 3 s: one line when it starts, one when it is
+        over; every dump made meanwhile arrives, but those beyond --keep."""
+        server = StandIn()
+        probe = Probe("exact", env={"LEAKPROBE_SAMPLE": "4096"})
+        probe.expect("READY")
+        proc, lines = self.watch(str(probe.proc.pid), "--every", "1", "--keep", str(keep), "--pyroscope", server.url)
+        server.wait_for(2, 60)
+        server.stop()
+        self.line(lines, "Connection refused")
+        time.sleep(3)  # the outage itself, not a synchronisation
+        server.start()
+        back, between = self.line(lines, "takes profiles again")
+        self.assertEqual([line for line in between if "dropping" not in line], [], "one line per outage")
+        dropped = int(re.search(r"(\d+) dropped beyond --keep", back).group(1))
+        pushed = int(re.search(r"(\d+) queued dumps pushed", back).group(1))
+        self.assertGreaterEqual(pushed + dropped, 2, back)
+        self.stop(proc)
+        numbers = sorted(n for _, n in map(dump_of, server.received))
+        missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+        self.assertEqual(len(missing), dropped, (numbers, back))
+        self.assertLessEqual(len(probe.dumps()), keep)
+        self.assertEqual(probe.finish(), 0)
+        return dropped
+
+    def test_server_down_3_s_then_up_nothing_lost(self) -> None:
+        self.assertEqual(self.outage(keep=10), 0)
+
+    def test_server_down_3_s_with_keep_1_drops_only_beyond_it(self) -> None:
+        self.assertGreaterEqual(self.outage(keep=1), 1)
+
+    def test_all_follows_a_restart_under_the_same_name(self) -> None:
+        name = f"lpw{os.getpid() % 100000}"
+        program = Path(tempfile.mkdtemp(prefix="leakprobe-watch-")) / name
+        shutil.copy(HARNESS / "exact", program)
+        server = StandIn()
+        proc, lines = self.watch("--all", name, "--every", "1", "--parca", server.url)
+        self.line(lines, f"no process named {name}")
+        pids = []
+        for _ in range(2):
+            probe = Probe([str(program)], env={"LEAKPROBE_SAMPLE": "4096"})
+            probe.expect("READY")
+            pids.append(probe.proc.pid)
+            self.line(lines, f"watching process {probe.proc.pid}")
+            deadline = time.monotonic() + 60
+            while probe.proc.pid not in {pid for pid, _ in map(dump_of, server.received)}:
+                self.assertLess(time.monotonic(), deadline, "a profile of the new process")
+                server.wait_for(len(server.received) + 1, 5)
+            self.assertEqual(probe.finish(), 0)
+        self.stop(proc)
+        self.assertEqual({r.labels["pid"] for r in server.received}, {str(p) for p in pids})
+        self.assertEqual({r.labels["service_name"] for r in server.received}, {name})
+
+
+if __name__ == "__main__":
+    unittest.main()
