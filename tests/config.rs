@@ -275,6 +275,71 @@ fn periodic_dumps_respect_the_cap() {
     );
 }
 
+/// LEAKPROBE_KEEP=3 with LEAKPROBE_DUMP_SECONDS=1 for 10 s: after each
+/// automatic dump (by its sequence number and its log line) only the newest
+/// three automatic ones are on disk; a dump asked for and the exit dump are
+/// not counted and stay; a file planted under an automatic dump's name is not
+/// the library's and stays too.
+#[test]
+fn keep_bounds_the_automatic_dumps_only() {
+    let exe = harness("exact");
+    let dir = scratch_dir("keep");
+    let env = [
+        ("LEAKPROBE_DUMP_SECONDS", "1"),
+        ("LEAKPROBE_KEEP", "3"),
+        ("LEAKPROBE_DUMP_AT_EXIT", "1"),
+    ];
+    let mut p = Probe::start(&exe, &[], &dir, &env);
+    p.expect_line("READY", Duration::from_secs(30));
+    let asked = seq_of(&p.dump_tagged().path);
+    let pid = p.pid();
+    let name = |n: u64| dir.join(format!("leakprobe.{pid}.{n}.heap"));
+    let written = |n: u64| {
+        let line = format!("wrote {} ", name(n).display());
+        wait_for(|| p.stderr().contains(&line), &format!("dump #{n}"));
+    };
+    // The first automatic dump after it, replaced by a file of the test's.
+    let planted = asked + 1;
+    written(planted);
+    let ours = dir.join("ours.tmp");
+    std::fs::write(&ours, "not leakprobe's\n").unwrap();
+    std::fs::rename(&ours, name(planted)).unwrap();
+    let started = Instant::now();
+    let mut last = planted;
+    while started.elapsed() < Duration::from_secs(10) {
+        last += 1;
+        written(last);
+        let automatic: Vec<u64> = p
+            .dump_files()
+            .iter()
+            .map(|f| seq_of(f))
+            .filter(|&n| n != asked && n != planted && n <= last)
+            .collect();
+        let newest: Vec<u64> = (last.saturating_sub(2).max(planted + 1)..=last).collect();
+        assert_eq!(automatic, newest, "after dump #{last}");
+    }
+    let (status, stderr) = p.finish(Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    assert!(last >= planted + 6, "about one a second: {last}");
+    let on_disk: Vec<u64> = dump_files_of(&dir, pid).iter().map(|f| seq_of(f)).collect();
+    let exit = *on_disk.last().unwrap();
+    assert!(exit > last, "the exit dump: {on_disk:?}");
+    let newest: Vec<u64> = on_disk
+        .iter()
+        .copied()
+        .filter(|&n| n != asked && n != planted && n != exit)
+        .collect();
+    assert_eq!(newest.len(), 3, "{on_disk:?}");
+    assert!(
+        on_disk.contains(&asked),
+        "the dump asked for stays: {on_disk:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(name(planted)).unwrap(),
+        "not leakprobe's\n"
+    );
+}
+
 /// LEAKPROBE_PERIOD, the old name of LEAKPROBE_DUMP_SECONDS, still works and
 /// says so in one line; with both set, the new name wins (the old one's 0
 /// would mean no automatic dump), in one line too.
