@@ -15,6 +15,7 @@ fn bad_settings_are_named_once_and_defaults_used() {
         ("LEAKPROBE_SAMPLE", "lots"),
         ("LEAKPROBE_SIGNAL", "SIGKILL"),
         ("LEAKPROBE_MAX_FRAMES", "0"),
+        ("LEAKPROBE_KEEP", "-3"),
     ];
     let p = Probe::start(&exe, &[], &dir, &env);
     let (dump, stderr) = p.dump_at_ready();
@@ -22,6 +23,7 @@ fn bad_settings_are_named_once_and_defaults_used() {
         ("LEAKPROBE_SAMPLE", "524288"),
         ("LEAKPROBE_SIGNAL", "12"),
         ("LEAKPROBE_MAX_FRAMES", "128"),
+        ("LEAKPROBE_KEEP", "0"),
     ] {
         let lines: Vec<_> = stderr.lines().filter(|l| l.contains(var)).collect();
         assert_eq!(lines.len(), 1, "{var}: {lines:?}");

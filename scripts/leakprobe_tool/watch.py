@@ -76,6 +76,7 @@ class Watch:
         self.next_push = 0.0
         self.watching: set[int] = set()
         self.none_said = False
+        self.refusals: dict[int, str] = {}  # said once per process and reason
 
     def pids(self) -> list[int] | None:
         """The processes to ask; None when a watched PID has gone."""
@@ -96,7 +97,9 @@ class Watch:
                     say(f"{e}: done")
                     return False
             except dumpcmd.Refused as e:
-                say(str(e))
+                if self.refusals.get(pid) != str(e):
+                    self.refusals[pid] = str(e)
+                    say(str(e))
         live = {r.pid for r in requests}
         for pid in sorted(live - self.watching):
             say(f"watching process {pid} ({next(r.name for r in requests if r.pid == pid)})")
@@ -104,6 +107,7 @@ class Watch:
             say(f"no process named {shown(self.args.all)} has {dumpcmd.LIBRARY} loaded; waiting for one")
         self.none_said = not live
         self.watching = live
+        self.refusals = {pid: why for pid, why in self.refusals.items() if pid in pids}
         dumpcmd.wait(requests, self.args.dump_timeout)
         for req in requests:
             if req.failure or req.path is None:
@@ -189,6 +193,16 @@ class Watch:
         return 0
 
 
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 1 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{shown(text[:20])!r} is not a number of seconds from 1 to 86400")
+    return value
+
+
 def positive(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 100_000:
         raise argparse.ArgumentTypeError(f"{shown(text[:20])!r} is not a whole number from 1 to 100000")
@@ -204,7 +218,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("pid", nargs="?", type=dumpcmd.positive, help="the process (watch ends when it exits)")
     s.add_argument("--all", metavar="NAME", help="every process with this name that has the library, as they come and go")
-    s.add_argument("--every", type=timeout, required=True, metavar="SECONDS", help="between dumps")
+    s.add_argument("--every", type=seconds, required=True, metavar="SECONDS", help="between dumps")
     s.add_argument("--keep", type=positive, default=10, metavar="N", help="dumps left on disk, sent or waiting (10)")
     s.add_argument("--dump-timeout", type=timeout, default=30.0, metavar="SECONDS", help="wait for each dump (30)")
     add_target_options(s)

@@ -30,6 +30,7 @@ import binascii
 import gzip
 import json
 import re
+import ssl
 import threading
 import time
 import urllib.parse
@@ -150,20 +151,29 @@ class StandIn:
     `fault`, if set, answers every request instead: ("status", code, body) or
     ("delay", seconds)."""
 
-    def __init__(self, user: str | None = None, password: str | None = None, tenant: str | None = None) -> None:
+    def __init__(
+        self,
+        user: str | None = None,
+        password: str | None = None,
+        tenant: str | None = None,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
+        """Basic auth and an X-Scope-OrgID required if given; HTTPS with
+        `tls` (certificate file, key file)."""
         self.received: list[Received] = []
         self.rejected: list[str] = []
         self.changed = threading.Condition()
         self.auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode() if user else None
         self.tenant = tenant
         self.fault: tuple | None = None
+        self.tls = tls
         self.port = 0
         self.server: ThreadingHTTPServer | None = None
         self.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         standin = self
@@ -182,6 +192,10 @@ class StandIn:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -20,7 +20,7 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import HARNESS, SCRIPT, Probe, script
+from harness import HARNESS, ROOT, SCRIPT, Probe, script
 from standin import Received, StandIn
 from test_pprof import decode, go_pprof, top
 
@@ -120,6 +120,31 @@ class Push(unittest.TestCase):
         )  # fmt: skip
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(self.server.received[-1].labels["service_name"], "api-7")
+
+    def test_the_stand_in_refused_nothing(self) -> None:
+        self.assertEqual(self.server.rejected, [])
+
+    def test_https_checks_the_certificate(self) -> None:
+        if shutil.which("openssl") is None:
+            self.skipTest("openssl is not installed (scripts/install-deps installs it)")
+        tmp = Path(tempfile.mkdtemp(prefix="leakprobe-tls-"))
+        cert, key = str(tmp / "cert.pem"), str(tmp / "key.pem")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        server = StandIn(tls=(cert, key))
+        self.assertTrue(server.url.startswith("https://"))
+        one_line(self, script("push", "--pyroscope", server.url, self.dump), "not pushed", "CERTIFICATE_VERIFY_FAILED")
+        self.assertEqual(server.received, [])
+        trusted = dict(os.environ, SSL_CERT_FILE=cert)
+        done = subprocess.run(
+            [sys.executable, str(SCRIPT), "push", "--pyroscope", server.url, self.dump],
+            capture_output=True, text=True, env=trusted, check=False,
+        )  # fmt: skip
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(len(server.received), 1)
 
     def test_failures_are_one_line_and_exit_1(self) -> None:
         server = StandIn()
@@ -255,6 +280,51 @@ class Watch(unittest.TestCase):
         self.stop(proc)
         self.assertEqual({r.labels["pid"] for r in server.received}, {str(p) for p in pids})
         self.assertEqual({r.labels["service_name"] for r in server.received}, {name})
+
+
+class Unit(unittest.TestCase):
+    """contrib/leakprobe-watch@.service: systemd takes it, and its command,
+    expanded as systemd expands it, watches a process by name."""
+
+    UNIT = ROOT / "contrib/leakprobe-watch@.service"
+
+    def test_systemd_analyze_verify(self) -> None:
+        if shutil.which("systemd-analyze") is None:
+            self.skipTest("systemd-analyze is not installed (scripts/install-deps installs systemd)")
+        done = subprocess.run(["systemd-analyze", "verify", str(self.UNIT)], capture_output=True, text=True, check=False)
+        self.assertEqual((done.returncode, done.stderr), (0, ""))
+
+    def test_its_command_watches_and_pushes(self) -> None:
+        text = self.UNIT.read_text()
+        env: dict[str, str] = {}
+        for line in re.findall(r"^Environment=(.*)$", text, re.M):
+            env.update(pair.split("=", 1) for pair in line.split())
+        server = StandIn()
+        env.update(LEAKPROBE_WATCH_EVERY="1", LEAKPROBE_WATCH_URL=server.url, LEAKPROBE_WATCH_OPTIONS="--label env=unit")
+        name = f"lpu{os.getpid() % 100000}"
+        command = re.search(r"^ExecStart=(.*)$", text, re.M).group(1).replace("%i", name)
+        argv = []
+        for word in command.split():
+            whole = re.fullmatch(r"\$\{(\w+)\}", word)
+            split = re.fullmatch(r"\$(\w+)", word)
+            argv += [env[whole.group(1)]] if whole else env[split.group(1)].split() if split else [word]
+        self.assertEqual(argv[:2], ["/usr/bin/python3", "/opt/leakprobe/scripts/leakprobe"])
+        argv[:2] = [sys.executable, str(SCRIPT)]
+        program = Path(tempfile.mkdtemp(prefix="leakprobe-unit-")) / name
+        shutil.copy(HARNESS / "exact", program)
+        probe = Probe([str(program)], env={"LEAKPROBE_SAMPLE": "4096"})
+        probe.expect("READY")
+        watch = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            arrived = server.wait_for(1, 60)
+        finally:
+            watch.send_signal(signal.SIGTERM)
+            status = watch.wait(timeout=30)
+        self.assertEqual(status, 0)
+        self.assertTrue(arrived, "a profile arrives")
+        self.assertEqual((arrived[0].labels["service_name"], arrived[0].labels["env"]), (name, "unit"))
+        self.assertEqual(arrived[0].labels["pid"], str(probe.proc.pid))
+        self.assertEqual(probe.finish(), 0)
 
 
 if __name__ == "__main__":
