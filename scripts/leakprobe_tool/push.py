@@ -260,7 +260,9 @@ def target_of(args: argparse.Namespace) -> Target:
     return target
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    # Not `common`: the profile keeps every stack and frame, as `pprof`'s.
+    del common
     s = sub.add_parser(
         "push",
         help="send dumps, symbolized, to Grafana Pyroscope or Parca",

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from . import dumpcmd
+from . import argtypes, dumpcmd
 from .dumpfile import Dump, DumpError, read_dump, shown
 from .push import PushError, Target, add_target_options, profile_of, send, target_of, timeout
 
@@ -203,23 +203,18 @@ def seconds(text: str) -> float:
     return value
 
 
-def positive(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 100_000:
-        raise argparse.ArgumentTypeError(f"{shown(text[:20])!r} is not a whole number from 1 to 100000")
-    return int(text)
-
-
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    del common  # as push
     s = sub.add_parser(
         "watch",
         help="dump a process every SECONDS and push each dump (Pyroscope, Parca)",
         description="Ask a process (or every process named NAME, across restarts) for a dump every SECONDS, "
         "push it as `push` does, and delete it once accepted, keeping the last --keep on disk.",
     )
-    s.add_argument("pid", nargs="?", type=dumpcmd.positive, help="the process (watch ends when it exits)")
+    s.add_argument("pid", nargs="?", type=argtypes.pid, help="the process (watch ends when it exits)")
     s.add_argument("--all", metavar="NAME", help="every process with this name that has the library, as they come and go")
     s.add_argument("--every", type=seconds, required=True, metavar="SECONDS", help="between dumps")
-    s.add_argument("--keep", type=positive, default=10, metavar="N", help="dumps left on disk, sent or waiting (10)")
+    s.add_argument("--keep", type=argtypes.count, default=10, metavar="N", help="dumps left on disk, sent or waiting (10)")
     s.add_argument("--dump-timeout", type=timeout, default=30.0, metavar="SECONDS", help="wait for each dump (30)")
     add_target_options(s)
     s.set_defaults(run=watch)
