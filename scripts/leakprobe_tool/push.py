@@ -35,6 +35,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 
+from . import argtypes
 from .dumpfile import Dump, DumpError, read_dump, shown
 from .pprof import encode_dumps
 from .symbols import program_of
@@ -196,16 +197,6 @@ def label(text: str) -> tuple[str, str]:
     return key, value
 
 
-def timeout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"{shown(text[:20])!r} is not a number of seconds above 0 (at most 3600)")
-    return value
-
-
 def add_target_options(s: argparse.ArgumentParser) -> None:
     where = s.add_mutually_exclusive_group(required=True)
     where.add_argument("--pyroscope", metavar="URL", help="a Grafana Pyroscope server (or Alloy's pyroscope.receive_http)")
@@ -221,7 +212,7 @@ def add_target_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--tenant", metavar="ID", help=f"X-Scope-OrgID, the Pyroscope tenant (or ${ENV_TENANT})")
     s.add_argument("--user", metavar="USER", help=f"basic auth user (or ${ENV_USER}); the password from ${ENV_PASSWORD}")
     s.add_argument("--password-file", metavar="FILE", help=f"basic auth password, first line of FILE (else ${ENV_PASSWORD})")
-    s.add_argument("--timeout", type=timeout, default=DEFAULT_TIMEOUT, metavar="SECONDS", help="per request (30)")
+    s.add_argument("--timeout", type=argtypes.seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS", help="per request (30)")
     s.add_argument("--debug-dir", action="append", default=[], metavar="DIR", help="as for report")
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from . import argtypes, dumpcmd
 from .dumpfile import Dump, DumpError, read_dump, shown
-from .push import PushError, Target, add_target_options, profile_of, send, target_of, timeout
+from .push import PushError, Target, add_target_options, profile_of, send, target_of
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 60.0
 
@@ -193,16 +193,6 @@ class Watch:
         return 0
 
 
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 1 <= value <= 86400:
-        raise argparse.ArgumentTypeError(f"{shown(text[:20])!r} is not a number of seconds from 1 to 86400")
-    return value
-
-
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     del common  # as push
     s = sub.add_parser(
@@ -213,9 +203,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     s.add_argument("pid", nargs="?", type=argtypes.pid, help="the process (watch ends when it exits)")
     s.add_argument("--all", metavar="NAME", help="every process with this name that has the library, as they come and go")
-    s.add_argument("--every", type=seconds, required=True, metavar="SECONDS", help="between dumps")
+    s.add_argument("--every", type=argtypes.seconds, required=True, metavar="SECONDS", help="between dumps")
     s.add_argument("--keep", type=argtypes.count, default=10, metavar="N", help="dumps left on disk, sent or waiting (10)")
-    s.add_argument("--dump-timeout", type=timeout, default=30.0, metavar="SECONDS", help="wait for each dump (30)")
+    s.add_argument("--dump-timeout", type=argtypes.seconds, default=30.0, metavar="SECONDS", help="wait for each dump (30)")
     add_target_options(s)
     s.set_defaults(run=watch)
 
