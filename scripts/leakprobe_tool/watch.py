@@ -77,6 +77,7 @@ class Watch:
         self.watching: set[int] = set()
         self.none_said = False
         self.refusals: dict[int, str] = {}  # said once per process and reason
+        self.queued = 0  # dumps taken
 
     def pids(self) -> list[int] | None:
         """The processes to ask; None when a watched PID has gone."""
@@ -92,11 +93,12 @@ class Watch:
         for pid in pids:
             try:
                 requests.append(dumpcmd.prepare_and_send(pid))
-            except dumpcmd.Skipped as e:
-                if self.args.pid is not None:
-                    say(f"{e}: done")
-                    return False
             except dumpcmd.Refused as e:
+                if self.args.pid is not None:
+                    say(f"{e}; watch ends")
+                    return False
+                if isinstance(e, dumpcmd.Skipped):
+                    continue
                 if self.refusals.get(pid) != str(e):
                     self.refusals[pid] = str(e)
                     say(str(e))
@@ -125,6 +127,7 @@ class Watch:
             say(f"{shown(path)}: not pushed: {e}")
             return
         self.local.append(Local(path, pid, (st.st_dev, st.st_ino), profile, dump))
+        self.queued += 1
         self.trim()
 
     def trim(self) -> None:
@@ -187,7 +190,8 @@ class Watch:
                 self.push_pending()
                 pending = any(x.pending for x in self.local)
             if not going and (not pending or self.outage is not None):
-                return 1 if pending else 0
+                # A PID that never gave a dump (no library, gone already) is a failure.
+                return 1 if pending or not self.queued else 0
             wake = min(next_dump, self.next_push) if pending else next_dump
             self.stop.wait(max(wake - time.monotonic(), 0.01))
         return 0

@@ -259,6 +259,16 @@ class Watch(unittest.TestCase):
     def test_server_down_3_s_with_keep_1_drops_only_beyond_it(self) -> None:
         self.assertGreaterEqual(self.outage(keep=1), 1)
 
+    def test_a_process_without_the_library_is_one_line_and_exit_1(self) -> None:
+        server = StandIn()
+        bystander = subprocess.Popen(["sleep", "60"])
+        self.addCleanup(bystander.wait)
+        self.addCleanup(bystander.kill)
+        done = script("watch", str(bystander.pid), "--every", "1", "--pyroscope", server.url)
+        one_line(self, done, "does not have libleakprobe.so loaded", "not signalled", "watch ends")
+        self.assertIsNone(bystander.poll(), "not signalled")
+        self.assertEqual(server.received, [])
+
     def test_all_follows_a_restart_under_the_same_name(self) -> None:
         name = f"lpw{os.getpid() % 100000}"
         program = Path(tempfile.mkdtemp(prefix="leakprobe-watch-")) / name
