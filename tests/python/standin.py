@@ -148,8 +148,8 @@ def raw_profile(text: object) -> bytes:
 
 class StandIn:
     """The server, on 127.0.0.1 at a random port (kept across stop/start).
-    `fault`, if set, answers every request instead: ("status", code, body) or
-    ("delay", seconds)."""
+    `fault`, if set, answers every request instead: ("status", code, body[,
+    headers]) or ("delay", seconds)."""
 
     def __init__(
         self,
@@ -212,9 +212,11 @@ class StandIn:
             self.changed.wait_for(lambda: len(self.received) >= count, timeout)
             return list(self.received)
 
-    def answer(self, h: BaseHTTPRequestHandler, status: int, content_type: str, body: bytes) -> None:
+    def answer(self, h: BaseHTTPRequestHandler, status: int, content_type: str, body: bytes, headers: dict | None = None) -> None:
         try:
             h.send_response(status)
+            for key, value in (headers or {}).items():
+                h.send_header(key, value)
             h.send_header("Content-Type", content_type)
             h.send_header("Content-Length", str(len(body)))
             h.end_headers()
@@ -229,8 +231,8 @@ class StandIn:
             if self.fault and self.fault[0] == "delay":
                 time.sleep(self.fault[1])
             if self.fault and self.fault[0] == "status":
-                _, status, body = self.fault
-                return self.answer(h, status, "text/plain", body)
+                _, status, body, *headers = self.fault
+                return self.answer(h, status, "text/plain", body, *headers)
             if api is None:
                 raise Rejected(404, "not_found", f"no such endpoint {url.path}")
             if self.auth and h.headers.get("Authorization") != self.auth:

@@ -155,6 +155,8 @@ class Push(unittest.TestCase):
             "5xx": (("status", 503, b"overloaded"), url, ["answered 503", "overloaded"]),
             "auth": (None, ["--pyroscope", StandIn(user="a", password="b").url], ["answered 401", "basic auth required"]),
             "timeout": (("delay", 5), [*url, "--timeout", "1"], ["no answer within 1 s"]),
+            "redirect": (("status", 307, b"", {"Location": "http://elsewhere/\x1b]0;x"}), url, ["redirect to http://elsewhere/"]),
+            "huge": (("status", 500, b"\x1b" * (4 << 20)), url, ["answered 500"]),
         }
         for what, (fault, options, wanted) in cases.items():
             with self.subTest(what):
