@@ -109,10 +109,24 @@ def series_labels(target: Target, dump: Dump) -> list[tuple[str, str]]:
     return list(labels.items())
 
 
-def body_and_url(target: Target, dump: Dump, profile: bytes) -> tuple[str, bytes, str]:
+@dataclass
+class Profile:
+    """One dump, ready to send: its series labels, its time, and the gzipped
+    profile.proto (symbolized when it was made, while the binaries were there)."""
+
+    labels: list[tuple[str, str]]
+    time: float
+    data: bytes
+
+
+def profile_of(target: Target, dump: Dump, debug_dir: list[str]) -> Profile:
+    return Profile(series_labels(target, dump), dump.time or 0.0, encode_dumps([dump], [], debug_dir)[0])
+
+
+def body_and_url(target: Target, profile: Profile) -> tuple[str, bytes, str]:
     """(URL, body, content type) of one profile's request."""
-    labels = series_labels(target, dump)
-    raw = base64.b64encode(profile).decode("ascii")
+    labels = profile.labels
+    raw = base64.b64encode(profile.data).decode("ascii")
     named = [{"name": "__name__", "value": PROFILE_NAME}] + [{"name": k, "value": v} for k, v in labels]
     if target.kind == "push":
         sample = {"ID": str(uuid.uuid4()), "rawProfile": raw}
@@ -125,14 +139,14 @@ def body_and_url(target: Target, dump: Dump, profile: bytes) -> tuple[str, bytes
     values = dict(labels)
     service = SERVICE_CHARS.sub("_", values.pop("service_name"))
     pairs = ",".join(f"{k}={re.sub(r'[,{}]', '_', v.strip())}" for k, v in values.items())
-    when = str(int(dump.time or 0))
+    when = str(int(profile.time))
     query = urllib.parse.urlencode({"name": f"{service}{{{pairs}}}", "from": when, "until": when, "format": "pprof"})
-    return f"{target.endpoint}?{query}", profile, "application/octet-stream"
+    return f"{target.endpoint}?{query}", profile.data, "application/octet-stream"
 
 
-def send(target: Target, dump: Dump, profile: bytes) -> None:
+def send(target: Target, profile: Profile) -> None:
     """Sends one dump's profile; PushError with one line if not accepted."""
-    url, body, content_type = body_and_url(target, dump, profile)
+    url, body, content_type = body_and_url(target, profile)
     request = urllib.request.Request(url, data=body, method="POST")
     request.add_header("Content-Type", content_type)
     if target.kind == "push":
@@ -172,15 +186,9 @@ def send(target: Target, dump: Dump, profile: bytes) -> None:
         raise PushError(f"{where}: {shown(e.strerror or str(e))}", True) from None
 
 
-def profile_of(dump: Dump, debug_dir: list[str]) -> bytes:
-    return encode_dumps([dump], [], debug_dir)[0]
-
-
-def push_file(target: Target, path: str, debug_dir: list[str]) -> Dump:
+def push_file(target: Target, path: str, debug_dir: list[str]) -> None:
     """Reads, symbolizes and sends one dump (DumpError, PushError)."""
-    dump = read_dump(path)
-    send(target, dump, profile_of(dump, debug_dir))
-    return dump
+    send(target, profile_of(target, read_dump(path), debug_dir))
 
 
 # -- the command line, shared with `watch` ------------------------------------

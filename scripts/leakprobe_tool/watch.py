@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 
 from . import argtypes, dumpcmd
-from .dumpfile import Dump, DumpError, read_dump, shown
-from .push import PushError, Target, add_target_options, profile_of, send, target_of
+from .dumpfile import DumpError, read_dump, shown
+from .push import Profile, PushError, Target, add_target_options, profile_of, send, target_of
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 60.0
 
@@ -35,8 +35,7 @@ class Local:
     path: str
     pid: int
     identity: tuple[int, int]  # (device, inode) as it was read: only that file is deleted
-    profile: bytes | None  # None once pushed (or refused)
-    dump: Dump
+    profile: Profile | None  # None once pushed (or refused)
 
     @property
     def pending(self) -> bool:
@@ -121,12 +120,11 @@ class Watch:
     def queue(self, path: str, pid: int) -> None:
         try:
             st = os.stat(path, follow_symlinks=False)
-            dump = read_dump(path)
-            profile = profile_of(dump, self.args.debug_dir)
+            profile = profile_of(self.target, read_dump(path), self.args.debug_dir)
         except (DumpError, OSError) as e:
             say(f"{shown(path)}: not pushed: {e}")
             return
-        self.local.append(Local(path, pid, (st.st_dev, st.st_ino), profile, dump))
+        self.local.append(Local(path, pid, (st.st_dev, st.st_ino), profile))
         self.queued += 1
         self.trim()
 
@@ -144,9 +142,11 @@ class Watch:
             remove(victim)
 
     def push_pending(self) -> None:
-        for local in [x for x in self.local if x.pending]:
+        for local in list(self.local):
+            if local.profile is None:
+                continue  # pushed already
             try:
-                send(self.target, local.dump, local.profile or b"")
+                send(self.target, local.profile)
             except PushError as e:
                 if not e.retry:
                     say(f"{shown(local.path)}: refused, not retried: {e}")
