@@ -104,6 +104,8 @@ def series_labels(target: Target, dump: Dump) -> list[tuple[str, str]]:
         "build_id": build_id or "unknown",
         "leakprobe_version": dump.meta.get("version") or "unknown",
     }
+    # What the dump says is the process's data: valid UTF-8, printable.
+    labels = {key: shown(value) for key, value in labels.items()}
     for key, value in target.labels:
         labels[key] = value
     return list(labels.items())
@@ -232,6 +234,8 @@ def target_of(args: argparse.Namespace) -> Target:
         raise ValueError(f"{shown(url[:200])!r} is not an http:// or https:// URL of a server (no query)")
     if parts.username or parts.password:
         raise ValueError("put no credentials in the URL (they would show in ps and logs): use --user and a password file")
+    if args.name is not None and not (args.name.strip() and args.name.isprintable()):
+        raise ValueError("--name must be printable and not empty")
     kind = "parca" if args.parca else args.api
     if args.parca and args.api != "push":
         raise ValueError("--api chooses between Pyroscope's APIs; Parca has one")
