@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from .dumpfile import Dump, Mapping, Row, read_dump
+from .dumpfile import Dump, Mapping, Row, read_dump, shown
 from .profile import kind_root, mapped_view, unsample, without_allocator
 from .symbols import Frame, Symbolizer, program_of
 
@@ -91,7 +91,10 @@ class Export:
     comments: list[str] = field(default_factory=list)
 
     def string(self, s: str) -> int:
-        return self.strings.setdefault(s, len(self.strings))
+        # profile.proto's strings are proto3 strings, valid UTF-8: a path or
+        # name that is not (or holds control characters) is written as every
+        # view shows it, with \xNN escapes.
+        return self.strings.setdefault(shown(s), len(self.strings))
 
     def mapping(self, dump: Dump, m: Mapping) -> MappingEntry:
         build_id = dump.build_ids.get(m.file, "")
@@ -222,7 +225,7 @@ class Export:
         tail += b"".join(number(13, c) for c in comments) + number(14, default)
         # The table last, now that every string has its index.
         for text in self.strings:
-            out += message(6, text.encode("utf-8", "surrogateescape"))
+            out += message(6, text.encode("utf-8"))
         return bytes(out + tail)
 
 

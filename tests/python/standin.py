@@ -78,8 +78,10 @@ def varint(data: bytes, i: int) -> tuple[int, int]:
 
 
 def check_pprof(gzipped: bytes) -> None:
-    """A gzipped profile.proto: every field well formed, strings valid UTF-8,
-    the string table starting with "", at least one sample type."""
+    """A gzipped profile.proto: every field well formed, strings valid UTF-8
+    (proto3's rule for `string`; the servers' vtprotobuf decoders do not check
+    it, google.golang.org/protobuf does), the string table starting with "",
+    at least one sample type."""
     try:
         data = gzip.decompress(gzipped)
     except (OSError, EOFError) as e:

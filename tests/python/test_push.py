@@ -20,7 +20,7 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import HARNESS, ROOT, SCRIPT, Probe, script
+from harness import HARNESS, ROOT, SCRIPT, Probe, script, write_dump
 from standin import Received, StandIn
 from test_pprof import decode, go_pprof, top
 
@@ -168,6 +168,24 @@ class Push(unittest.TestCase):
         one_line(self, script("push", "--pyroscope", "ftp://x", self.dump), "not an http:// or https:// URL")
         one_line(self, script("push", *url, str(self.dir / "missing.heap")), "cannot be read")
         one_line(self, script("push", *url, "--user", "u", self.dump), "needs a password")
+
+
+class HostileNames(unittest.TestCase):
+    def test_a_program_name_with_control_bytes_and_no_utf8_arrives_escaped(self) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix="leakprobe-push-names-"))
+        program = "/opt/a\x1b[2Jb/svc\udcff\x07"  # ESC, a byte that is not UTF-8, BEL
+        meta = {"pid": "4242", "program": program, "version": "0.1.0", "time_unix": "1700000000.000"}
+        maps = [f"400000-500000 r-xp 00000000 fe:00 1 {program}"]
+        dump = write_dump(tmp / "names.heap", [(1, 100, [0x1, 0x401200])], maps, meta)
+        server = StandIn()
+        # /ingest's service names take [A-Za-z0-9_./-] only: the rest is _.
+        for api, service in (("push", "svc\\xff\\x07"), ("ingest", "svc_xff_x07")):
+            with self.subTest(api):
+                done = script("push", "--pyroscope", server.url, "--api", api, dump)
+                self.assertEqual(done.returncode, 0, done.stderr)
+                self.assertEqual(server.received[-1].labels["service_name"], service)
+                self.assertIn(b"/opt/a\\x1b[2Jb/svc\\xff\\x07", gzip.decompress(server.received[-1].profile))
+        self.assertEqual(server.rejected, [])
 
 
 class Watch(unittest.TestCase):
