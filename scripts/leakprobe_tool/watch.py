@@ -8,7 +8,8 @@ when it starts, the dumps queue up here (at most --keep on disk, the oldest
 unsent dropped beyond that), each retried oldest first with a doubling
 back-off (0.5 s to 60 s), and one line when it is over, with what was sent
 and dropped. A profile the server refuses as it is (400, 413, 415, 422) is
-said once and not retried."""
+not retried: the first of a run is said, the run's length when one is
+accepted again."""
 
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ class Watch:
         self.stop = threading.Event()
         self.outage: float | None = None  # when the server stopped taking profiles
         self.attempts = self.sent_in_outage = self.dropped_in_outage = 0
+        self.refused = 0  # profiles refused as they are, in a row
         self.backoff = BACKOFF_FIRST
         self.next_push = 0.0
         self.watching: set[int] = set()
@@ -149,12 +151,17 @@ class Watch:
                 send(self.target, local.profile)
             except PushError as e:
                 if not e.retry:
-                    say(f"{shown(local.path)}: refused, not retried: {e}")
+                    if self.refused == 0:
+                        say(f"{shown(local.path)}: refused, not retried: {e} (more are counted, not said)")
+                    self.refused += 1
                     local.profile = None
                     continue
                 self.failed(str(e))
                 return
             local.profile = None
+            if self.refused:
+                say(f"{shown(self.target.endpoint)} accepts profiles again, after refusing {self.refused}")
+                self.refused = 0
             if self.outage is not None:
                 self.sent_in_outage += 1
         if self.outage is not None:

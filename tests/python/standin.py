@@ -164,6 +164,7 @@ class StandIn:
         `tls` (certificate file, key file)."""
         self.received: list[Received] = []
         self.rejected: list[str] = []
+        self.faulted = 0  # requests answered by `fault`
         self.changed = threading.Condition()
         self.auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode() if user else None
         self.tenant = tenant
@@ -214,6 +215,11 @@ class StandIn:
             self.changed.wait_for(lambda: len(self.received) >= count, timeout)
             return list(self.received)
 
+    def wait_faulted(self, count: int, timeout: float) -> bool:
+        """Whether `count` requests were answered by `fault` within the timeout."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.faulted >= count, timeout)
+
     def answer(self, h: BaseHTTPRequestHandler, status: int, content_type: str, body: bytes, headers: dict | None = None) -> None:
         try:
             h.send_response(status)
@@ -234,6 +240,9 @@ class StandIn:
                 time.sleep(self.fault[1])
             if self.fault and self.fault[0] == "status":
                 _, status, body, *headers = self.fault
+                with self.changed:
+                    self.faulted += 1
+                    self.changed.notify_all()
                 return self.answer(h, status, "text/plain", body, *headers)
             if api is None:
                 raise Rejected(404, "not_found", f"no such endpoint {url.path}")

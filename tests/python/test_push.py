@@ -279,6 +279,24 @@ class Watch(unittest.TestCase):
     def test_server_down_3_s_with_keep_1_drops_only_beyond_it(self) -> None:
         self.assertGreaterEqual(self.outage(keep=1), 1)
 
+    def test_profiles_refused_as_they_are_two_lines_in_all(self) -> None:
+        server = StandIn()
+        server.fault = ("status", 400, b"bad profile")
+        probe = Probe("exact", env={"LEAKPROBE_SAMPLE": "4096"})
+        probe.expect("READY")
+        proc, lines = self.watch(str(probe.proc.pid), "--every", "1", "--pyroscope", server.url)
+        self.assertTrue(server.wait_faulted(3, 60), "three profiles refused")
+        server.fault = None
+        server.wait_for(1, 60)
+        again, between = self.line(lines, "accepts profiles again")
+        between = [line for line in between if "watching process" not in line]
+        self.assertEqual(len(between), 1, between)
+        self.assertIn("refused, not retried", between[0])
+        self.assertIn("answered 400", between[0])
+        self.assertGreaterEqual(int(re.search(r"after refusing (\d+)", again).group(1)), 3)
+        self.stop(proc)
+        self.assertEqual(probe.finish(), 0)
+
     def test_a_process_without_the_library_is_one_line_and_exit_1(self) -> None:
         server = StandIn()
         bystander = subprocess.Popen(["sleep", "60"])
