@@ -34,7 +34,6 @@ class Local:
     """A dump this watch asked for, on disk until pushed and beyond --keep."""
 
     path: str
-    pid: int
     identity: tuple[int, int]  # (device, inode) as it was read: only that file is deleted
     profile: Profile | None  # None once pushed (or refused)
 
@@ -80,16 +79,16 @@ class Watch:
         self.refusals: dict[int, str] = {}  # said once per process and reason
         self.queued = 0  # dumps taken
 
-    def pids(self) -> list[int] | None:
-        """The processes to ask; None when a watched PID has gone."""
+    def pids(self) -> list[int]:
+        """The processes to ask."""
         if self.args.pid is not None:
             return [self.args.pid]
         return dumpcmd.processes_named(self.args.all)
 
     def take_dumps(self) -> bool:
         """Asks each process for a dump and queues what it writes; False when
-        a watched PID has exited."""
-        pids = self.pids() or []
+        a watched PID may not be asked any more (exited, no library)."""
+        pids = self.pids()
         requests = []
         for pid in pids:
             try:
@@ -116,17 +115,17 @@ class Watch:
             if req.failure or req.path is None:
                 say(req.failure or f"no dump from process {req.pid}")
                 continue
-            self.queue(req.path, req.pid)
+            self.queue(req.path)
         return True
 
-    def queue(self, path: str, pid: int) -> None:
+    def queue(self, path: str) -> None:
         try:
             st = os.stat(path, follow_symlinks=False)
             profile = profile_of(self.target, read_dump(path), self.args.debug_dir)
         except (DumpError, OSError) as e:
             say(f"{shown(path)}: not pushed: {e}")
             return
-        self.local.append(Local(path, pid, (st.st_dev, st.st_ino), profile))
+        self.local.append(Local(path, (st.st_dev, st.st_ino), profile))
         self.queued += 1
         self.trim()
 
