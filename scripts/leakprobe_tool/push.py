@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import json
 import os
 import re
@@ -186,6 +187,8 @@ def send(target: Target, profile: Profile) -> None:
         raise PushError(f"{where}: {shown(str(reason))}", True) from None
     except OSError as e:
         raise PushError(f"{where}: {shown(e.strerror or str(e))}", True) from None
+    except http.client.HTTPException as e:  # not HTTP at all, or cut short
+        raise PushError(f"{where}: not an HTTP answer ({type(e).__name__}: {shown(str(e)[:200])})", True) from None
 
 
 def push_file(target: Target, path: str, debug_dir: list[str]) -> None:
@@ -229,7 +232,11 @@ def add_target_options(s: argparse.ArgumentParser) -> None:
 def target_of(args: argparse.Namespace) -> Target:
     """The target the options name; ValueError with one line if they do not add up."""
     url = args.pyroscope or args.parca
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        parts = urllib.parse.urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ValueError(f"{shown(url[:200])!r} is not an http:// or https:// URL of a server (no query)")
     if parts.username or parts.password:

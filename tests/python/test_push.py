@@ -5,6 +5,7 @@ by `go tool pprof` with the program moved away."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import queue
@@ -146,6 +147,28 @@ class Push(unittest.TestCase):
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(len(server.received), 1)
 
+    def not_http(self) -> str:
+        """A server that answers as sshd does."""
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+
+        def serve() -> None:
+            with contextlib.suppress(OSError):
+                conn, _ = listener.accept()
+                with conn:
+                    # The whole request first: the answer, not a closed socket, is the point.
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536) or b"\r\n\r\n"
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    size = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+                    while len(body) < size:
+                        body += conn.recv(65536) or b"x" * size
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\x1b[31m")
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
     def test_failures_are_one_line_and_exit_1(self) -> None:
         server = StandIn()
         url = ["--pyroscope", server.url]
@@ -165,6 +188,9 @@ class Push(unittest.TestCase):
         server.fault = None
         server.stop()
         one_line(self, script("push", *url, self.dump), "not pushed", "Connection refused")
+        one_line(self, script("push", "--pyroscope", self.not_http(), self.dump), "not pushed", "not an HTTP answer")
+        for bad in ("http://[::1", "http://host:port", "http://", "http://h/?q=1"):
+            one_line(self, script("push", "--pyroscope", bad, self.dump), "not an http:// or https:// URL")
         one_line(self, script("push", "--pyroscope", "ftp://x", self.dump), "not an http:// or https:// URL")
         one_line(self, script("push", *url, str(self.dir / "missing.heap")), "cannot be read")
         one_line(self, script("push", *url, "--user", "u", self.dump), "needs a password")
