@@ -196,6 +196,28 @@ class Push(unittest.TestCase):
         one_line(self, script("push", *url, "--user", "u", self.dump), "needs a password")
 
 
+class DebianPython(unittest.TestCase):
+    """A program nobody here wrote: Debian's python3 (stripped; names from its
+    .dynsym) holding 300 bytearrays of 100,000 bytes, every allocation
+    sampled, pushed to Parca's gateway."""
+
+    def test_the_bytearrays_arrive_under_pybytearray_resize(self) -> None:
+        if not os.path.exists("/usr/bin/python3"):
+            self.skipTest("Debian's /usr/bin/python3 is not installed")
+        code = "import sys\nx = [bytearray(100000) for _ in range(300)]\nprint('READY', flush=True)\nsys.stdin.read()"
+        probe = Probe(["/usr/bin/python3", "-c", code], env={"LEAKPROBE_SAMPLE": "1"})
+        probe.expect("READY")
+        dump = str(probe.dump())
+        self.assertEqual(probe.finish(), 0)
+        server = StandIn()
+        done = script("push", "--parca", server.url, dump)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        (arrived,) = server.received
+        self.assertTrue(arrived.labels["service_name"].startswith("python3"), arrived.labels)
+        # Each bytearray(100000) holds 100,001 bytes (its terminating NUL).
+        self.assertEqual(top(saved(arrived), "inuse_space")["PyByteArray_Resize"], (0, 300 * 100_001))
+
+
 class HostileNames(unittest.TestCase):
     def test_a_program_name_with_control_bytes_and_no_utf8_arrives_escaped(self) -> None:
         tmp = Path(tempfile.mkdtemp(prefix="leakprobe-push-names-"))
