@@ -271,8 +271,8 @@ fn periodic_dumps_respect_the_cap() {
 /// LEAKPROBE_KEEP=3 with LEAKPROBE_DUMP_SECONDS=1 for 10 s: after each
 /// automatic dump (by its sequence number and its log line) only the newest
 /// three automatic ones are on disk; a dump asked for and the exit dump are
-/// not counted and stay; a file planted under an automatic dump's name is not
-/// the library's and stays too.
+/// not counted and stay; a file and a link planted under automatic dumps'
+/// names are not the library's and stay too (and the link's target).
 #[test]
 fn keep_bounds_the_automatic_dumps_only() {
     let exe = harness("exact");
@@ -301,8 +301,15 @@ fn keep_bounds_the_automatic_dumps_only() {
     let ours = dir.join("ours.tmp");
     std::fs::write(&ours, "not leakprobe's\n").unwrap();
     std::fs::rename(&ours, name(planted)).unwrap();
+    // The next one, replaced by a link to a file of the test's.
+    let linked = planted + 1;
+    written(linked);
+    let target = dir.join("target.txt");
+    std::fs::write(&target, "linked to\n").unwrap();
+    std::fs::remove_file(name(linked)).unwrap();
+    std::os::unix::fs::symlink(&target, name(linked)).unwrap();
     let started = Instant::now();
-    let mut last = planted;
+    let mut last = linked;
     while started.elapsed() < Duration::from_secs(10) {
         last += 1;
         written(last);
@@ -310,21 +317,21 @@ fn keep_bounds_the_automatic_dumps_only() {
             .dump_files()
             .iter()
             .map(|f| seq_of(f))
-            .filter(|&n| n != asked && n != planted && n <= last)
+            .filter(|&n| n != asked && n != planted && n != linked && n <= last)
             .collect();
-        let newest: Vec<u64> = (last.saturating_sub(2).max(planted + 1)..=last).collect();
+        let newest: Vec<u64> = (last.saturating_sub(2).max(linked + 1)..=last).collect();
         assert_eq!(automatic, newest, "after dump #{last}");
     }
     let (status, stderr) = p.finish(Duration::from_secs(60));
     assert!(status.success(), "{stderr}");
-    assert!(last >= planted + 6, "about one a second: {last}");
+    assert!(last >= linked + 6, "about one a second: {last}");
     let on_disk: Vec<u64> = dump_files_of(&dir, pid).iter().map(|f| seq_of(f)).collect();
     let exit = *on_disk.last().unwrap();
     assert!(exit > last, "the exit dump: {on_disk:?}");
     let newest: Vec<u64> = on_disk
         .iter()
         .copied()
-        .filter(|&n| n != asked && n != planted && n != exit)
+        .filter(|&n| n != asked && n != planted && n != linked && n != exit)
         .collect();
     assert_eq!(newest.len(), 3, "{on_disk:?}");
     assert!(
@@ -335,6 +342,11 @@ fn keep_bounds_the_automatic_dumps_only() {
         std::fs::read_to_string(name(planted)).unwrap(),
         "not leakprobe's\n"
     );
+    assert!(std::fs::symlink_metadata(name(linked))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "linked to\n");
 }
 
 /// LEAKPROBE_PERIOD, the old name of LEAKPROBE_DUMP_SECONDS, still works and
