@@ -54,6 +54,8 @@ struct Collector {
     automatic: schedule::Automatic,
     /// Numbers of the dumps kept, oldest first, for `LEAKPROBE_MAX_DUMPS`.
     kept: std::collections::VecDeque<u64>,
+    /// The automatic dumps kept, oldest first, for `LEAKPROBE_KEEP`.
+    automatic_kept: std::collections::VecDeque<write::AutomaticDump>,
     /// Cumulative sampled (count, bytes) of mapped memory per (kind, stack,
     /// size); its stacks are interned with the heap's.
     mapped_allocated: WordMap<(Kind, u32, usize), (u64, u64)>,
@@ -249,6 +251,7 @@ impl Collector {
             kept: std::collections::VecDeque::with_capacity(
                 cfg.max_dumps.min(snapshot::KEPT_ROOM) + 1,
             ),
+            automatic_kept: std::collections::VecDeque::new(),
             mapped_allocated: WordMap::default(),
             sinks: crate::collect::sink::others(cfg),
         }
@@ -266,7 +269,7 @@ impl Collector {
             self.dump();
             self.answering.clear();
         } else if self.automatic.due(self.allocated_bytes) {
-            self.dump();
+            self.dump_automatic();
         } else if live::take_peak_request() {
             while self.absorb(usize::MAX) {}
             self.dump_peak();
