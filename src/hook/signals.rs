@@ -18,9 +18,15 @@
 //! - `sigwait`, `sigwaitinfo`, `sigtimedwait`, `signalfd` on the signal mean
 //!   the program takes it itself: from then on it gets every delivery, and
 //!   dumps by signal are off (said once);
-//! - `execve`, `execv`, `execvp`, `execvpe`, `fexecve`, `posix_spawn(p)`,
-//!   `system` and `popen` start the new program with the mask and the
-//!   `SIG_IGN` the program set, not the library's.
+//! - `raise`, `pthread_kill`, `pthread_sigqueue` and `tgkill` aimed at a
+//!   thread of this process, with no handler of the program's, would leave
+//!   the signal pending on a thread that blocks it, for ever: they send it
+//!   to the process instead (a request, as `kill(getpid())` is);
+//! - `execve`, `execv`, `execvp`, `execvpe`, `fexecve`, `execl`, `execle`,
+//!   `execlp`, `posix_spawn(p)`, `system` and `popen` start the new program
+//!   with the mask and the `SIG_IGN` the program set, not the library's.
+//!
+//! The whole rule, for users: docs/signals.md.
 
 use crate::collect::signal;
 use crate::sample::thread_state;
@@ -43,12 +49,20 @@ fn contains(set: *const Sigset, sig: c_int) -> bool {
 }
 
 /// At load, on the thread that loads the library (the main thread): the
-/// program's view is the mask it was started with, and the signal is blocked.
+/// program's view is the mask it was started with, and the signal is blocked
+/// unless a handler is already there (another preloaded library's, installed
+/// from its constructor before this one ran: `signal::install` took it as
+/// the program's), whose self-sent signals must reach it here.
 pub fn install(sig: c_int) {
     let mut now: Sigset = empty();
     real_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut now);
-    thread_state::with(|s| s.app_blocks_dump.set(contains(&now, sig)));
-    block_here(sig, true);
+    let wished = contains(&now, sig);
+    thread_state::with(|s| s.app_blocks_dump.set(wished));
+    block_here(sig, wished || keeps_blocked());
+    // Whoever takes the signal (the collector, the helper of `single`) may
+    // have looked before it was installed: it looks again now.
+    crate::sys::doorbell::ring();
+    crate::collect::mode::wake();
 }
 
 /// The program installed or removed its handler (from `sigaction`): its
@@ -164,6 +178,76 @@ macro_rules! next_fn {
         // SAFETY: the symbol of this name has this type.
         unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) }
     }};
+}
+
+/// A signal the program sends one of its own threads: with no handler of
+/// the program's for the dump signal, that thread blocks it (as every
+/// thread of the program does) and it would stay pending there for ever, so
+/// it goes to the process instead, where it is a request like any other
+/// (`signal::classify`; nothing under `SIG_IGN`, as without the library).
+/// True if sent so.
+fn sent_to_process(sig: c_int) -> bool {
+    if !signal::is_dump_signal(sig) || !keeps_blocked() || signal::program_waits() {
+        return false;
+    }
+    crate::sys::raw::kill(crate::sys::raw::getpid(), sig);
+    true
+}
+
+/// # Safety
+/// As raise(3).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn raise(sig: c_int) -> c_int {
+    if sent_to_process(sig) {
+        return 0;
+    }
+    let next = next_fn!(c"raise": fn(c_int) -> c_int);
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(sig) }
+}
+
+/// # Safety
+/// As pthread_kill(3).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn pthread_kill(thread: libc::pthread_t, sig: c_int) -> c_int {
+    if sent_to_process(sig) {
+        return 0;
+    }
+    let next = next_fn!(c"pthread_kill": fn(libc::pthread_t, c_int) -> c_int);
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(thread, sig) }
+}
+
+/// # Safety
+/// As pthread_sigqueue(3).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn pthread_sigqueue(
+    thread: libc::pthread_t,
+    sig: c_int,
+    value: libc::sigval,
+) -> c_int {
+    if sent_to_process(sig) {
+        return 0;
+    }
+    let next = next_fn!(c"pthread_sigqueue": fn(libc::pthread_t, c_int, libc::sigval) -> c_int);
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(thread, sig, value) }
+}
+
+/// # Safety
+/// As tgkill(2).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn tgkill(tgid: libc::pid_t, tid: libc::pid_t, sig: c_int) -> c_int {
+    if tgid == crate::sys::raw::getpid() && sent_to_process(sig) {
+        return 0;
+    }
+    let next = next_fn!(c"tgkill": fn(libc::pid_t, libc::pid_t, c_int) -> c_int);
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(tgid, tid, sig) }
 }
 
 /// # Safety

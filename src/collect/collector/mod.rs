@@ -107,8 +107,25 @@ fn dump_here(target: Option<std::path::PathBuf>) -> bool {
 /// `LEAKPROBE_DUMP_AT_EXIT`: registered with atexit() when the library loads,
 /// so it runs after the program's own exit handlers.
 pub extern "C" fn dump_at_exit() {
+    // Deliveries not yet taken are answered by this dump too.
+    signal::take_pending();
     if !dump_to(None, std::time::Duration::from_secs(10)) {
         crate::sys::log::log!("the exit dump was not written");
+    }
+}
+
+/// At exit, after the program's exit handlers (and the single-threaded
+/// mode's helper stopped): a request that came in just before the program
+/// ended, still pending as a signal or not answered yet, is written here by
+/// the exiting thread, or said in one line.
+pub fn answer_at_exit() {
+    signal::take_pending();
+    let unanswered = STATE.with(|s| {
+        s.as_ref()
+            .is_some_and(|c| c.requests_served != REQUESTS.asked())
+    });
+    if unanswered && !dump_to(None, Duration::from_secs(5)) {
+        crate::sys::log::log!("a dump requested before the program exited was not written");
     }
 }
 
@@ -155,7 +172,7 @@ pub fn spawn() {
     NO_THREAD.store(started.is_err(), Ordering::Relaxed);
     if let Err(e) = started {
         crate::sys::log::log!(
-            "cannot start {} ({}): dump signals will not be answered; leakprobe_dump() and \
+            "cannot start {} ({}): dump signals are answered only when the program exits; leakprobe_dump() and \
              LEAKPROBE_DUMP_AT_EXIT still write dumps, on the calling thread",
             if single {
                 "the thread that takes dump signals in a single-threaded program"
