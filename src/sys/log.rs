@@ -27,6 +27,10 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, 
 static DIR_FD: AtomicI32 = AtomicI32::new(-1);
 static DIR_DEV: AtomicU64 = AtomicU64::new(0);
 static DIR_INO: AtomicU64 = AtomicU64::new(0);
+/// The dump directory's descriptor was reopened after the program closed
+/// the one opened at load: a log file opened through it is closed after
+/// each line (the program keeps its descriptor count; see `DumpDir`).
+static DIR_REOPENED: AtomicBool = AtomicBool::new(false);
 
 /// What fd 2 named at load: `UNSET` until `note_stderr` (fd 2 is then still
 /// the one the process started with), `CLOSED` if it was not open, `NOTED`.
@@ -53,8 +57,11 @@ const NO_LOG: u32 = u32::MAX;
 /// forked child takes over a hold it inherited from its parent's threads.
 static LOG_BUSY: AtomicI32 = AtomicI32::new(0);
 
-/// Where the log file goes: called whenever the dump directory is (re)opened.
-pub fn set_directory(fd: libc::c_int, id: (u64, u64)) {
+/// Where the log file goes: called whenever the dump directory is (re)opened
+/// (`reopened`: after the program closed the one opened at load), or closed
+/// (`fd` -1).
+pub fn set_directory(fd: libc::c_int, id: (u64, u64), reopened: bool) {
+    DIR_REOPENED.store(reopened, Ordering::Relaxed);
     DIR_DEV.store(id.0, Ordering::Relaxed);
     DIR_INO.store(id.1, Ordering::Relaxed);
     DIR_FD.store(fd, Ordering::Release);
@@ -166,8 +173,14 @@ fn to_log_file(text: &[u8], no_glibc: bool) {
         raw::yield_now();
     }
     // A snapshot copy (`collect::single`) writes to its process's log.
-    if let Some(fd) = log_fd(raw::process_id(), no_glibc) {
+    if let Some((fd, reopened)) = log_fd(raw::process_id(), no_glibc) {
         let _ = files::write_all(fd, text);
+        if reopened || DIR_REOPENED.load(Ordering::Relaxed) {
+            // The program closed the library's descriptors: it gets the
+            // number back at once (`LOG_NUMBER` finds the file again).
+            let _ = raw::close(fd);
+            LOG_FD.store(-1, Ordering::Relaxed);
+        }
     }
     LOG_BUSY.store(0, Ordering::Release);
 }
@@ -209,9 +222,10 @@ pub fn adopt(s: State) {
     LOG_FD.store(s.fd, Ordering::Relaxed);
 }
 
-/// This process's log file, opened or created as needed. Called with
+/// This process's log file, opened or created as needed, and whether it
+/// was reopened (the program closed the one the library had). Called with
 /// `LOG_BUSY` held; `no_glibc` as in `Line::write`.
-fn log_fd(pid: libc::pid_t, no_glibc: bool) -> Option<libc::c_int> {
+fn log_fd(pid: libc::pid_t, no_glibc: bool) -> Option<(libc::c_int, bool)> {
     let fd = LOG_FD.load(Ordering::Relaxed);
     let id = (
         LOG_DEV.load(Ordering::Relaxed),
@@ -228,7 +242,7 @@ fn log_fd(pid: libc::pid_t, no_glibc: bool) -> Option<libc::c_int> {
         LOG_NEXT.store(0, Ordering::Relaxed);
         LOG_FAILURE_SAID.store(false, Ordering::Relaxed);
     } else if ours {
-        return Some(fd);
+        return Some((fd, false));
     }
     LOG_FD.store(-1, Ordering::Relaxed);
     let dir = DIR_FD.load(Ordering::Acquire);
@@ -251,13 +265,13 @@ fn log_fd(pid: libc::pid_t, no_glibc: bool) -> Option<libc::c_int> {
         ) as libc::c_int;
         if fd >= 0 && files::inode(fd) == Some(id) {
             LOG_FD.store(fd, Ordering::Relaxed);
-            return Some(fd);
+            return Some((fd, true));
         }
         if fd >= 0 {
             let _ = raw::close(fd);
         }
     }
-    create_log(dir, pid, no_glibc)
+    create_log(dir, pid, no_glibc).map(|fd| (fd, number != NO_LOG))
 }
 
 /// Creates the log under the first free name from `LOG_NEXT`; says once

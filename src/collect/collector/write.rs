@@ -70,6 +70,7 @@ impl Collector {
             }
             Err(why) => crate::sys::log::log!("cannot write dump {why}"),
         }
+        self.dir.release_reopened();
         if !at_peak {
             REQUESTS.finished(written);
         }
