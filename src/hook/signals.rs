@@ -457,6 +457,134 @@ starts_program!(posix_spawnp = c"posix_spawnp" (pid: *mut libc::pid_t, file: *co
 starts_program!(system = c"system" (command: *const c_char) -> c_int);
 starts_program!(popen = c"popen" (command: *const c_char, mode: *const c_char) -> *mut libc::FILE);
 
+/// Which `exec` a list of arguments (`execl`, `execle`, `execlp`) goes to.
+const EXECL: c_int = 0;
+const EXECLE: c_int = 1;
+const EXECLP: c_int = 2;
+
+/// `execl`, `execle` and `execlp` take their arguments as a variadic list;
+/// glibc makes an array of it and calls its own `execve` directly, which the
+/// library never sees: the new program would start with the library's mask
+/// and handler instead of the program's (`nohup`'s `SIG_IGN` of `SIGHUP`
+/// lost). Each is one naked entry that lays the five register arguments
+/// after `path` out in memory (x86-64 System V: `rsi`, `rdx`, `rcx`, `r8`,
+/// `r9`; the rest are on the caller's stack) and calls `exec_list`, which
+/// makes the array and calls the library's `execv`, `execve` or `execvp`.
+macro_rules! exec_list_entry {
+    ($name:ident, $kind:expr) => {
+        /// Starts the new program with the program's mask and `SIG_IGN`
+        /// (through `exec_list`).
+        ///
+        /// # Safety
+        /// As the C function: a NULL-terminated list of strings (then the
+        /// environment for `execle`).
+        #[cfg(all(not(test), target_arch = "x86_64"))]
+        #[no_mangle]
+        #[unsafe(naked)]
+        pub unsafe extern "C" fn $name(path: *const c_char, arg: *const c_char) -> c_int {
+            // SAFETY: 56 bytes keep the stack 16-byte aligned at the call
+            // (8 mod 16 at entry); the caller's stack arguments start 8
+            // bytes above the entry's stack pointer (its return address),
+            // 64 above the lowered one; `exec_list` reads no further than
+            // the list's NULL (and `execle`'s environment after it).
+            core::arch::naked_asm!(
+                "sub rsp, 56",
+                "mov [rsp], rsi",
+                "mov [rsp + 8], rdx",
+                "mov [rsp + 16], rcx",
+                "mov [rsp + 24], r8",
+                "mov [rsp + 32], r9",
+                "mov rsi, rsp",
+                "lea rdx, [rsp + 64]",
+                "mov ecx, {kind}",
+                "call {list}",
+                "add rsp, 56",
+                "ret",
+                kind = const $kind,
+                list = sym exec_list,
+            )
+        }
+    };
+}
+
+exec_list_entry!(execl, EXECL);
+exec_list_entry!(execle, EXECLE);
+exec_list_entry!(execlp, EXECLP);
+
+/// The arguments of an `execl`-style call as the array `execv` takes: the
+/// `i`th is `regs[i]` for the first five, then `stack[i - 5]`. On the stack
+/// up to `ON_STACK` of them (no allocation: exec is async-signal-safe), in
+/// pages of their own beyond.
+///
+/// # Safety
+/// `regs` holds five words and `stack` the caller's stack arguments, a NULL
+/// among them (and the environment after it for `execle`).
+#[cfg(all(not(test), target_arch = "x86_64"))]
+unsafe extern "C" fn exec_list(
+    path: *const c_char,
+    regs: *const *const c_char,
+    stack: *const *const c_char,
+    kind: c_int,
+) -> c_int {
+    const ON_STACK: usize = 512;
+    let arg = |i: usize| {
+        // SAFETY: the caller's list, read up to its NULL (see above).
+        unsafe {
+            if i < 5 {
+                regs.add(i).read()
+            } else {
+                stack.add(i - 5).read()
+            }
+        }
+    };
+    let mut n = 0;
+    while !arg(n).is_null() {
+        n += 1;
+    }
+    let envp = if kind == EXECLE {
+        arg(n + 1) as Argv
+    } else {
+        core::ptr::null()
+    };
+    let mut local = [core::ptr::null::<c_char>(); ON_STACK];
+    let bytes = (n + 1) * core::mem::size_of::<*const c_char>();
+    let mapped = if n < ON_STACK {
+        None
+    } else {
+        match crate::sys::raw::map_with(bytes, libc::MAP_PRIVATE) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                crate::sys::errno::set(e);
+                return -1;
+            }
+        }
+    };
+    let argv = match mapped {
+        Some(p) => p as *mut *const c_char,
+        None => local.as_mut_ptr(),
+    };
+    for i in 0..=n {
+        // SAFETY: `argv` has room for n + 1 pointers (the array or the
+        // pages mapped above).
+        unsafe { argv.add(i).write(arg(i)) };
+    }
+    // SAFETY: the program's path and arguments, as an array that ends in
+    // NULL; its environment for `execle` (glibc's `environ` otherwise).
+    let rc = unsafe {
+        match kind {
+            EXECLE => execve(path, argv, envp),
+            EXECLP => execvp(path, argv),
+            _ => execv(path, argv),
+        }
+    };
+    if let Some(p) = mapped {
+        // SAFETY: mapped above, no longer used (the exec failed); munmap as
+        // a raw system call leaves the exec's `errno` as it was.
+        unsafe { crate::sys::raw::unmap(p, bytes) };
+    }
+    rc
+}
+
 /// # Safety
 /// As sigaction(2).
 #[cfg(not(test))]
