@@ -15,13 +15,16 @@
  *           pending when the exit handlers run.
  *  sleep1   bytehound's dlopen.c shape: sleeps 1 s and exits (the test
  *           signals it at 0.5 s).
- *  serve    "READY", then allocates (leaks) until stdin closes. */
+ *  serve    "READY", then allocates (leaks) until stdin closes.
+ *  fork     forks: the child prints "CHILD <pid>" and waits for the end
+ *           of stdin; the parent waits for it. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include "common.h"
 
@@ -99,6 +102,18 @@ int main(int argc, char **argv) {
         leak_some();
         sleep(1);
         return 0;
+    }
+    if (!strcmp(shape, "fork")) {
+        pid_t child = fork();
+        if (child < 0) return 4;
+        if (child == 0) {
+            printf("CHILD %d\n", (int)getpid());
+            fflush(stdout);
+            ready_then_wait("child");
+            return 0;
+        }
+        int status;
+        return waitpid(child, &status, 0) == child && WIFEXITED(status) ? WEXITSTATUS(status) : 5;
     }
     if (!strcmp(shape, "serve")) {
         printf("READY\n");

@@ -332,6 +332,13 @@ fn program_waits_for(set: *const Sigset) {
             "the program waits for {} itself (sigwait/signalfd): it gets every delivery, and dumps on that signal are off; set LEAKPROBE_SIGNAL to a signal it does not use",
             crate::settings::signal_name(sig)
         );
+        crate::profile::published::refuse(
+            crate::profile::published::Refusal::ProgramWaits,
+            Some(format_args!(
+                "the program waits for {} itself (sigwait/signalfd): dumps on that signal are off",
+                crate::settings::signal_name(sig)
+            )),
+        );
         // Wakes the collector, which then blocks the signal on its thread
         // (the helper of `single` stops taking it).
         crate::sys::doorbell::ring();

@@ -1,6 +1,7 @@
 //! The dump directory: opened once and checked, every file in it created
 //! exclusively, a dump written under a temporary name and renamed into place.
 
+use crate::sys::escape::Escaped;
 use crate::sys::files;
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -48,12 +49,19 @@ impl DumpDir {
                 "dump directory {}: {why}; dumps fail until it can be used",
                 dir.display()
             );
+            if holds_log {
+                crate::profile::published::refuse(
+                    crate::profile::published::Refusal::Dir,
+                    Some(format_args!("dump directory {}: {why}", dir.display())),
+                );
+            }
         }
         dir
     }
 
-    pub fn display(&self) -> std::path::Display<'_> {
-        std::path::Path::new(&self.path).display()
+    /// The path as lines show it (`Escaped`).
+    pub fn display(&self) -> Escaped<'_> {
+        Escaped(self.path.as_bytes())
     }
 
     fn reopen(&mut self) -> Result<(), String> {
@@ -71,6 +79,8 @@ impl DumpDir {
         let old_id = core::mem::replace(&mut self.id, id);
         if self.holds_log {
             crate::sys::log::set_directory(fd, id, self.reopened);
+            // Usable again (made or fixed since): no longer a refusal.
+            crate::profile::published::refuse(crate::profile::published::Refusal::Dir, None);
         }
         if old >= 0 && files::identity(old) == Some(old_id) {
             // The directory this value opened before, still ours.
@@ -207,10 +217,8 @@ impl DumpDir {
     }
 
     fn path_of(&self, name: &str) -> String {
-        std::path::Path::new(&self.path)
-            .join(name)
-            .display()
-            .to_string()
+        let path = std::path::Path::new(&self.path).join(name);
+        Escaped(path.as_os_str().as_bytes()).to_string()
     }
 
     /// Writes `content` to a new temporary file (mode 0600) in `dir` named
@@ -267,6 +275,6 @@ fn with_permission_hint(errno: i32, dir: &OsStr) -> String {
     format!(
         "{why}: the process runs as {} (uid {uid}), which needs write and search permission on {}",
         crate::sys::process::user_name(uid).unwrap_or_else(|| "an unnamed user".into()),
-        std::path::Path::new(dir).display()
+        Escaped(dir.as_bytes())
     )
 }

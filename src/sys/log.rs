@@ -67,6 +67,17 @@ pub fn set_directory(fd: libc::c_int, id: (u64, u64), reopened: bool) {
     DIR_FD.store(fd, Ordering::Release);
 }
 
+/// The dump directory's descriptor, while it is still the directory opened
+/// (device and inode): for a question about the directory itself.
+pub fn directory() -> Option<libc::c_int> {
+    let fd = DIR_FD.load(Ordering::Acquire);
+    let id = (
+        DIR_DEV.load(Ordering::Relaxed),
+        DIR_INO.load(Ordering::Relaxed),
+    );
+    (fd >= 0 && files::identity(fd) == Some(id)).then_some(fd)
+}
+
 /// Notes what stderr is; called first when the library loads.
 pub fn note_stderr() {
     let state = match files::inode(2) {
@@ -80,9 +91,14 @@ pub fn note_stderr() {
     ERR_STATE.store(state, Ordering::Release);
 }
 
+/// One line of text: control characters written into it are escaped
+/// (`escape::control`), so that nothing from a path, a name or the
+/// environment can end the line or reach a terminal as a command.
 pub struct Line {
     buf: [u8; 512],
     len: usize,
+    /// False for a file name built in a `Line` (`log_name`).
+    escape: bool,
 }
 
 impl Line {
@@ -90,6 +106,23 @@ impl Line {
         Line {
             buf: [0; 512],
             len: 0,
+            escape: true,
+        }
+    }
+
+    /// A buffer for a file name: nothing escaped.
+    const fn name() -> Self {
+        Line {
+            escape: false,
+            ..Line::new()
+        }
+    }
+
+    /// Ends the text with a newline (for a line written as it is).
+    fn end(&mut self) {
+        if self.len < self.buf.len() {
+            self.buf[self.len] = b'\n';
+            self.len += 1;
         }
     }
 
@@ -296,11 +329,12 @@ fn create_log(dir: libc::c_int, pid: libc::pid_t, no_glibc: bool) -> Option<libc
                 LOG_FD.store(fd, Ordering::Relaxed);
                 if k > 0 {
                     let mut note = Line::new();
-                    let _ = writeln!(
+                    let _ = write!(
                         note,
                         "leakprobe: this process's log is now {name} ({} is taken or gone)",
                         log_name(pid, k - 1)
                     );
+                    note.end();
                     to_stderr(&note.buf[..note.len]);
                     let _ = files::write_all(fd, &note.buf[..note.len]);
                 }
@@ -331,7 +365,8 @@ fn create_log(dir: libc::c_int, pid: libc::pid_t, no_glibc: bool) -> Option<libc
             let end = text.iter().position(|&b| b == 0).unwrap_or(0);
             let _ = note.write_str(core::str::from_utf8(&text[..end]).unwrap_or("?"));
         }
-        let _ = writeln!(note, "): this process's messages go to stderr only");
+        let _ = write!(note, "): this process's messages go to stderr only");
+        note.end();
         to_stderr(&note.buf[..note.len]);
     }
     None
@@ -339,7 +374,7 @@ fn create_log(dir: libc::c_int, pid: libc::pid_t, no_glibc: bool) -> Option<libc
 
 /// `leakprobe.<pid>.log` (k = 0) or `leakprobe.<pid>.<k>.log`, NUL-terminated.
 fn log_name(pid: libc::pid_t, k: u32) -> Line {
-    let mut name = Line::new();
+    let mut name = Line::name();
     let _ = match k {
         0 => write!(name, "leakprobe.{pid}.log\0"),
         k => write!(name, "leakprobe.{pid}.{k}.log\0"),
@@ -355,12 +390,33 @@ impl fmt::Display for Line {
     }
 }
 
-impl Write for Line {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
+impl Line {
+    fn push(&mut self, s: &str) {
+        // A line cut short is cut between characters: it stays UTF-8.
+        let mut n = s.len().min(self.buf.len() - self.len);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
         self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
         self.len += n;
-        Ok(())
+    }
+}
+
+impl Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if !self.escape || !s.chars().any(char::is_control) {
+            self.push(s);
+            return Ok(());
+        }
+        struct Raw<'a>(&'a mut Line);
+        impl Write for Raw<'_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                self.0.push(s);
+                Ok(())
+            }
+        }
+        s.chars()
+            .try_for_each(|c| crate::sys::escape::control(c, &mut Raw(self)))
     }
 }
 

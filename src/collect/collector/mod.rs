@@ -170,6 +170,18 @@ pub fn spawn() {
         spawn_thread()
     };
     NO_THREAD.store(started.is_err(), Ordering::Relaxed);
+    use crate::profile::published::{refuse, Refusal};
+    match started {
+        Ok(()) => refuse(Refusal::NoTaker, None),
+        Err(e) => refuse(
+            Refusal::NoTaker,
+            Some(format_args!(
+                "nothing can take dump signals (no thread could be started: {}); they are \
+                 answered only when the program exits",
+                mode::CloneError(e)
+            )),
+        ),
+    }
     if let Err(e) = started {
         crate::sys::log::log!(
             "cannot start {} ({}): dump signals are answered only when the program exits; leakprobe_dump() and \

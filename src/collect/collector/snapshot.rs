@@ -214,6 +214,11 @@ pub fn snapshot_end(job: Job, outcome: Result<Outcome, Failure>) {
     STATE.release();
     crate::sys::log::adopt(o.log);
     super::write::FAILED_FOR_MEMORY.fetch_max(o.failed_for_memory, Ordering::Relaxed);
+    if o.written {
+        // The copy wrote into the directory: this process's record says
+        // it serves (atomics, a spin lock and raw calls: fine here).
+        crate::profile::published::refuse(crate::profile::published::Refusal::Dir, None);
+    }
     REQUESTS.finished(o.written);
 }
 

@@ -45,6 +45,9 @@ impl Collector {
         let map = objects::memory_map();
         let mut meta = self.facts(&rows, period, (live_n, live_b), unresolved, at_peak);
         meta.extend(objects::object_facts(&map));
+        // How long the memory map after `MAPPED_LIBRARIES:` is: a dump cut
+        // at a line boundary inside it is known as cut (the script says so).
+        meta.push(("maps_bytes", map.len().to_string()));
         let stacks = &self.stacks;
         let mapped = crate::mapped::table::stack_words(true);
         crate::unwind::java::note_stack(&mapped);
@@ -62,6 +65,8 @@ impl Collector {
         let written = result.is_ok();
         match result {
             Ok(path) => {
+                // Written: the directory serves (again).
+                crate::profile::published::refuse(crate::profile::published::Refusal::Dir, None);
                 crate::sys::log::log!(
                     "wrote {path} ({} live samples, ~{:.1} MiB estimated live)",
                     self.snapshot.len(),
@@ -252,7 +257,11 @@ impl Collector {
                 let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
                 DumpDir::open(parent.unwrap_or(".".as_ref()).as_os_str(), false)
                     .write_replacing(&name, text)
-                    .map_err(|why| format!("{}: {why}", path.display()))
+                    .map_err(|why| {
+                        use std::os::unix::ffi::OsStrExt;
+                        let shown = crate::sys::escape::Escaped(path.as_os_str().as_bytes());
+                        format!("{shown}: {why}")
+                    })
             }
             None if at_peak => self
                 .dir
