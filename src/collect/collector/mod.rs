@@ -20,7 +20,7 @@ use crate::sys::lock::SpinLock;
 use crate::sys::signals::{block_here, with_all_blocked};
 use crate::sys::word_hash::WordMap;
 use crate::unwind::walk;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Samples absorbed per lock hold, so `fork` never waits long for the lock.
@@ -59,6 +59,12 @@ static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
 static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
 /// Neither the collector thread nor the helper of `single` could be started.
 static NO_THREAD: AtomicBool = AtomicBool::new(false);
+/// Dumps not written because the library's allocations were refused
+/// (`write`; a snapshot copy's count comes back through `snapshot`).
+static FAILED_FOR_MEMORY: AtomicU64 = AtomicU64::new(0);
+/// Snapshots that wrote nothing (no child, or one that failed or hung):
+/// counted by `snapshot`, said in every dump by `write`.
+static SNAPSHOTS_FAILED: AtomicU64 = AtomicU64::new(0);
 
 pub fn start(cfg: &'static Settings) {
     objects::program_path();

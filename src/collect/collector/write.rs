@@ -17,7 +17,7 @@ use crate::settings;
 use crate::sys::clock;
 use crate::sys::word_hash::WordMap;
 use crate::unwind::stack;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 impl Collector {
     /// Writes a numbered dump, or the one a caller of `leakprobe_dump` asked
@@ -200,7 +200,7 @@ impl Collector {
             "thread"
         };
         meta.push(("collector", collector.to_string()));
-        let failed = super::snapshot::SNAPSHOTS_FAILED.load(Ordering::Relaxed);
+        let failed = super::SNAPSHOTS_FAILED.load(Ordering::Relaxed);
         if failed > 0 {
             meta.push(("snapshots_failed", failed.to_string()));
         }
@@ -233,7 +233,7 @@ impl Collector {
         meta.extend(crate::mapped::table::facts(period));
         meta.push((
             "dumps_failed_out_of_memory",
-            FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),
+            super::FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),
         ));
         let (java_walked, java_not_walkable) = crate::unwind::java::counts();
         meta.push(("java_stacks", java_walked.to_string()));
@@ -287,15 +287,12 @@ impl Collector {
     }
 }
 
-/// Dumps not written because the library's allocations were refused.
-pub(super) static FAILED_FOR_MEMORY: AtomicU64 = AtomicU64::new(0);
-
 impl Collector {
     /// A dump abandoned for lack of memory: one line, counted; what it took
     /// is given back. False: not written.
     pub(super) fn fail_for_memory(&mut self, at_peak: bool) -> bool {
         self.snapshot = Vec::new();
-        let failed = FAILED_FOR_MEMORY.fetch_add(1, Ordering::Relaxed) + 1;
+        let failed = super::FAILED_FOR_MEMORY.fetch_add(1, Ordering::Relaxed) + 1;
         crate::sys::log::log!(
             "cannot write {} dump: out of memory (the allocator refused the library's \
              allocations; {failed} so far); the program goes on",
