@@ -118,13 +118,17 @@ test: deps all lint target/bench/workloads
 demo: deps all
 	scripts/demo
 
-bench: deps all target/bench/workloads target/bench/cxx_workload target/bench/idle_thread.so
+bench: deps all target/bench/workloads target/bench/entry_pairs target/bench/cxx_workload target/bench/idle_thread.so
 	scripts/install-deps --bench
 	scripts/bench
 
 target/bench/workloads: bench/workloads.c
 	mkdir -p target/bench
 	$(CC) -O2 -g -o $@ $< -lpthread
+
+target/bench/entry_pairs: bench/entry_pairs.cc
+	mkdir -p target/bench
+	$(CXX) -O2 -g -o $@ $< -ldl
 
 target/bench/cxx_workload: bench/cxx_workload.cc
 	mkdir -p target/bench

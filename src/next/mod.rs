@@ -34,7 +34,13 @@ macro_rules! slots {
             #[allow(non_snake_case)]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
                 type Next = unsafe extern "C" fn($($ty),*) -> $ret;
-                let f = slot::$name.load(Ordering::Relaxed);
+                // A plain read, which the compiler folds into the tail call
+                // (`jmp qword ptr [rip + slot]`): an atomic load never is.
+                // SAFETY: no write races with it: the slots are written only
+                // by `resolve`, which runs at the loader's first allocation
+                // or in the library's initialisation, before the program can
+                // start a thread, and by `divert`, in a one-thread copy.
+                let f = unsafe { *slot::$name.as_ptr() };
                 // SAFETY: the slot only ever holds a function of this type.
                 let f = unsafe { core::mem::transmute::<*mut (), Next>(f) };
                 // SAFETY: the caller upholds the C contract (this function's).
