@@ -22,7 +22,7 @@ JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 # docs/overhead.md, "Instructions (callgrind)": instructions the library adds
 # to an unsampled malloc+free pair, over glibc and over jemalloc; and
 # "Instructions per sample": with the caching unwinder, all costs included.
-ADDED_PER_PAIR = {"glibc": 13.2, "jemalloc": 13.4}
+ADDED_PER_PAIR = {"glibc": 10.0, "jemalloc": 10.0}
 PER_SAMPLE_FAST = 1014
 # Callgrind is exact for one binary and input; what moves is the allocator's
 # own path with the heap's layout (glibc: +-0.1 a pair here) and where the
