@@ -6,7 +6,7 @@ import argparse
 import re
 import sys
 
-from . import commands, dumpcmd, pprof
+from . import commands, dumpcmd, pprof, push, watch
 from .argtypes import count
 from .dumpfile import DumpError
 from .flamegraph import DEFAULT_DEPTH
@@ -15,7 +15,7 @@ DEPTH = 12
 
 # Each module registers its own subcommands, in this order, as
 # `register(sub, common)`: `common` holds the options every view of a dump takes.
-COMMAND_MODULES = (commands, pprof, dumpcmd)
+COMMAND_MODULES = (commands, pprof, dumpcmd, push, watch)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,6 +40,11 @@ def parser() -> argparse.ArgumentParser:
         "--alloc-frames",
         metavar="REGEX",
         help="also skip functions whose whole name matches REGEX as allocation wrappers (like zmalloc, g_malloc)",
+    )
+    common.add_argument(
+        "--app-frames",
+        metavar="REGEX",
+        help="functions whose whole name matches REGEX are the program's own: the responsible frame is never past one",
     )
     common.add_argument("--nodecount", type=int, default=20, metavar="N", help="how many functions/stacks to show (20)")
     common.add_argument("--depth", type=count, metavar="N", help=f"frames shown per stack ({DEPTH}; flamegraph: {DEFAULT_DEPTH})")
