@@ -35,25 +35,15 @@ pub fn lookup(scope: Scope, name: &CStr) -> *mut c_void {
 
 /// The next definition of a non-allocator function, looked up once into
 /// `slot` (for the other functions the library interposes).
-#[inline(always)]
 pub fn symbol(slot: &AtomicPtr<c_void>, name: &CStr) -> *mut c_void {
-    let f = slot.load(Ordering::Acquire);
+    let mut f = slot.load(Ordering::Acquire);
     if f.is_null() {
-        return look_up_into(slot, name);
+        f = lookup(Scope::Next, name);
+        if f.is_null() {
+            missing(name);
+        }
+        slot.store(f, Ordering::Release);
     }
-    f
-}
-
-/// `symbol`'s first call, apart: the caller's common path then saves no
-/// registers.
-#[cold]
-#[inline(never)]
-fn look_up_into(slot: &AtomicPtr<c_void>, name: &CStr) -> *mut c_void {
-    let f = lookup(Scope::Next, name);
-    if f.is_null() {
-        missing(name);
-    }
-    slot.store(f, Ordering::Release);
     f
 }
 
