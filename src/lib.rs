@@ -55,7 +55,6 @@ static INIT: extern "C" fn() = init;
 #[cfg(not(test))]
 extern "C" fn init() {
     sys::log::note_stderr();
-    sample::live::init();
     next::resolve();
     sys::dl::init_find_object();
     unwind::stack::init_own_range();

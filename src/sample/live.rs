@@ -148,7 +148,8 @@ fn shard(p: usize) -> &'static SpinLock<Table> {
 }
 
 /// Refuses transparent huge pages for the filter (with them, the first
-/// write to any 2 MiB of it would make all of it resident). Once, at load.
+/// write to any 2 MiB of it would make all of it resident). Once, when the
+/// next allocator is looked up, before anything writes it.
 pub fn init() {
     let start = FILTER.0.as_ptr() as usize;
     crate::sys::raw::no_huge_pages(start, FILTER_SLOTS);
