@@ -23,11 +23,10 @@
 //! taken last, and nothing is taken while it is held.
 
 use crate::profile::dump::Row;
-use crate::sample::{sampling, thread_state};
 use crate::sys::lock::SpinLock;
 use crate::sys::word_hash::WordMap;
 use crate::unwind::stack::{self, Stack};
-use crate::{next, sys::clock};
+use crate::{next, sample::sampling, sys::clock};
 use core::cell::Cell;
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -405,16 +404,24 @@ pub fn pages(len: usize) -> usize {
 }
 
 thread_local! {
-    /// Whether this thread's first mapping gap was drawn (its countdown is
-    /// `thread_state`'s second one).
+    /// Bytes until this thread's next mapping sample point, and whether its
+    /// first gap was drawn (the malloc countdown's is separate).
+    static LEFT: Cell<usize> = const { Cell::new(0) };
     static DRAWN: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Counts `size` mapped bytes down; true when they reach the sample point
-/// (the countdown is then left as it was).
+/// Counts `size` mapped bytes down; true when they reach the sample point.
 #[inline(always)]
 pub fn crosses(size: usize) -> bool {
-    thread_state::map_crosses(size)
+    LEFT.with(|left| {
+        let l = left.get();
+        if size < l {
+            left.set(l - size);
+            false
+        } else {
+            true
+        }
+    })
 }
 
 /// A call of `size` bytes reached the sample point: whether to record it;
@@ -428,14 +435,14 @@ pub fn decide(size: usize) -> bool {
         // A new thread: its first gap starts now.
         DRAWN.set(true);
         if size < gap {
-            thread_state::set_until_map_sample(gap - size);
+            LEFT.set(gap - size);
             return false;
         }
         if let Some((next, _)) = sampling::other_gap() {
-            thread_state::set_until_map_sample(next);
+            LEFT.set(next);
         }
     } else {
-        thread_state::set_until_map_sample(gap);
+        LEFT.set(gap);
     }
     active && size > 0
 }

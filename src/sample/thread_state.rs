@@ -68,21 +68,10 @@ pub fn set_until_sample(bytes: usize) {
     countdown::set(countdown::slot(), bytes);
 }
 
-/// `crosses` for the bytes the program maps itself (`mapped`): the same
-/// mechanism on a countdown of its own.
-#[inline(always)]
-pub fn map_crosses(size: usize) -> bool {
-    countdown::crosses(countdown::map_slot(), size)
-}
-
-pub fn set_until_map_sample(bytes: usize) {
-    countdown::set(countdown::map_slot(), bytes);
-}
-
-/// The countdowns live in static TLS reached with the initial-exec model: one
-/// load of the offset and one %fs-relative access, where a Rust `cdylib`'s
+/// The countdown lives in static TLS reached with the initial-exec model: one
+/// load of its offset and one %fs-relative access, where a Rust `cdylib`'s
 /// `thread_local!` calls `__tls_get_addr` on every access. Stable Rust cannot
-/// choose a TLS model, so the variables and their accessors are assembly.
+/// choose a TLS model, so the variable and its two accessors are assembly.
 #[cfg(target_arch = "x86_64")]
 mod countdown {
     core::arch::global_asm!(
@@ -93,12 +82,6 @@ mod countdown {
         ".type leakprobe_until_sample,@object",
         ".size leakprobe_until_sample,8",
         "leakprobe_until_sample:",
-        ".zero 8",
-        ".hidden leakprobe_until_map_sample",
-        ".globl leakprobe_until_map_sample",
-        ".type leakprobe_until_map_sample,@object",
-        ".size leakprobe_until_map_sample,8",
-        "leakprobe_until_map_sample:",
         ".zero 8",
         ".popsection",
     );
@@ -112,21 +95,6 @@ mod countdown {
         unsafe {
             core::arch::asm!(
                 "mov {off}, qword ptr [rip + leakprobe_until_sample@GOTTPOFF]",
-                off = out(reg) off,
-                options(pure, readonly, nostack, preserves_flags),
-            )
-        };
-        off
-    }
-
-    /// The mapped bytes' countdown, as `slot`.
-    #[inline(always)]
-    pub fn map_slot() -> usize {
-        let off: usize;
-        // SAFETY: as in `slot`, for the other variable.
-        unsafe {
-            core::arch::asm!(
-                "mov {off}, qword ptr [rip + leakprobe_until_map_sample@GOTTPOFF]",
                 off = out(reg) off,
                 options(pure, readonly, nostack, preserves_flags),
             )
@@ -191,28 +159,23 @@ mod countdown {
     use core::cell::Cell;
 
     thread_local! {
-        static UNTIL_SAMPLE: [Cell<usize>; 2] = const { [Cell::new(0), Cell::new(0)] };
+        static UNTIL_SAMPLE: Cell<usize> = const { Cell::new(0) };
     }
 
-    /// Which of the two countdowns: `thread_local!` finds the variable itself.
+    /// Unused here: `thread_local!` finds the variable itself.
     #[inline(always)]
     pub fn slot() -> usize {
         0
     }
 
     #[inline(always)]
-    pub fn map_slot() -> usize {
-        1
+    pub fn get(_: usize) -> usize {
+        UNTIL_SAMPLE.get()
     }
 
     #[inline(always)]
-    pub fn get(which: usize) -> usize {
-        UNTIL_SAMPLE.with(|c| c[which & 1].get())
-    }
-
-    #[inline(always)]
-    pub fn set(which: usize, value: usize) {
-        UNTIL_SAMPLE.with(|c| c[which & 1].set(value))
+    pub fn set(_: usize, value: usize) {
+        UNTIL_SAMPLE.set(value)
     }
 
     #[inline(always)]
