@@ -30,6 +30,10 @@ const SHARDS: usize = 64;
 const STUCK: u8 = u8::MAX;
 
 static FILTER: Filter = Filter([const { AtomicU8::new(0) }; FILTER_SLOTS]);
+/// The filter's pages ever written (a bit each), for the library's own
+/// memory in a dump: a written page stays resident.
+const FILTER_PAGES: usize = FILTER_SLOTS / 4096;
+static WRITTEN: [AtomicU64; FILTER_PAGES / 64] = [const { AtomicU64::new(0) }; FILTER_PAGES / 64];
 static TABLES: [SpinLock<Table>; SHARDS] = [const { SpinLock::new(Table::EMPTY) }; SHARDS];
 
 /// Estimated live heap bytes (un-sampled, as jeprof does), its highest value
@@ -181,8 +185,24 @@ pub fn maybe_sampled(p: usize) -> bool {
     }
 }
 
+/// Notes the filter page of `p` as written (before it is).
+fn note_written(p: usize) {
+    let page = filter_index(p) / 4096;
+    WRITTEN[page / 64].fetch_or(1 << (page % 64), Ordering::Relaxed);
+}
+
+/// Bytes of the filter resident because a sample wrote them.
+pub fn filter_bytes() -> usize {
+    let pages: u32 = WRITTEN
+        .iter()
+        .map(|w| w.load(Ordering::Relaxed).count_ones())
+        .sum();
+    pages as usize * 4096
+}
+
 /// Makes every free of `p` take the slow path (used for bootstrap blocks).
 pub fn mark_always_checked(p: usize) {
+    note_written(p);
     shard(p).with(|_| filter_slot(p).store(STUCK, Ordering::Relaxed));
 }
 
@@ -206,6 +226,9 @@ impl Drop for Checked {
 fn count_filter(p: usize, more: bool) {
     let slot = filter_slot(p);
     let n = slot.load(Ordering::Relaxed);
+    if more && n == 0 {
+        note_written(p);
+    }
     if n != STUCK {
         slot.store(if more { n + 1 } else { n - 1 }, Ordering::Relaxed);
     }
@@ -524,5 +547,6 @@ mod tests {
         );
         assert_eq!(remove(near).map(|e| e.seq), Some(11));
         assert!(!maybe_sampled(p) && !maybe_sampled(near));
+        assert!(filter_bytes() >= 4096);
     }
 }
