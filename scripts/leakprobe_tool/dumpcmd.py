@@ -2,8 +2,12 @@
 and wait for the one that answers *this* request.
 
 A bare `kill -USR2` kills a process the library is not in, so the library must
-be mapped before anything is sent. The request is a `sigqueue` carrying
-0x4c45414b in the high half of the value and a random token in the low half:
+be mapped before anything is sent, and the process is held by a pidfd from the
+first look to the last re-send: every look at /proc/PID is confirmed by the
+pidfd (the process it names has not exited, so the pid was still its), and a
+signal sent through it reaches that process or none, whoever takes its pid
+later. The request is what `sigqueue` sends (SI_QUEUE, carrying
+0x4c45414b in the high half of the value and a random token in the low half):
 the library treats such a queued signal from another process as a dump request
 whatever the program did with the signal, and lists the tokens it answers in
 the dump's `requests_answered` line, which is what the wait looks for. A dump
@@ -15,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import os
 import re
 import secrets
+import select
 import signal
 import stat
 import struct
@@ -25,6 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from .dumpfile import shown
 from .profile import amount
 
 MAGIC = 0x4C45414B  # "LEAK"
@@ -35,6 +42,8 @@ HEADER_CAP = 1 << 20  # a dump's header is a few KiB; a file in /tmp may be anyo
 LOG_CAP = 1 << 20  # read of a log per look
 POLL = 0.05
 AT_SECURE = 23
+SYS_PIDFD_SEND_SIGNAL = 424  # the same number on every architecture
+SI_QUEUE = -1
 
 # src/config.rs DUMP_SIGNALS: by name or number, these and the real-time ones.
 NAMED = {
@@ -53,6 +62,21 @@ META = re.compile(r"# leakprobe ([a-z_]+): (.*)")
 NOT_WRITTEN = re.compile(r"leakprobe: dump not written \(requests? ([0-9a-f ]+)\): (.*)")
 
 
+class SigInfo(ctypes.Structure):
+    """siginfo_t as sigqueue(3) fills it (64-bit: the union at offset 16)."""
+
+    _fields_ = (
+        ("signo", ctypes.c_int),
+        ("errno", ctypes.c_int),
+        ("code", ctypes.c_int),
+        ("pad", ctypes.c_int),
+        ("pid", ctypes.c_int),
+        ("uid", ctypes.c_uint),
+        ("value", ctypes.c_uint64),
+        ("rest", ctypes.c_byte * 96),
+    )
+
+
 class Refused(Exception):
     """Why a process is not (or could not be) asked for a dump: one line."""
 
@@ -65,6 +89,7 @@ class Skipped(Refused):
 class Request:
     pid: int
     name: str
+    pidfd: int
     signal: int = DEFAULT_SIGNAL
     dir: str = DEFAULT_DIR
     token: int = 0
@@ -85,6 +110,10 @@ class Request:
     @property
     def who(self) -> str:
         return f"process {self.pid} ({self.name})"
+
+    @property
+    def gone(self) -> str:
+        return f"{self.who} exited before its dump appeared in {shown(self.dir)}"
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -169,14 +198,24 @@ def secure_execution(pid: int) -> bool:
     return any(key == AT_SECURE and value for key, value in struct.iter_unpack("@LL", auxv[:whole]))
 
 
-def alive(pid: int) -> bool:
-    """Running, not a zombie waiting for its parent."""
+def hold(pid: int) -> int:
+    """A pidfd of the process: it names that process and no other, whoever
+    takes its pid once it has gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise Skipped(f"no process {pid}") from None
+    except OSError as e:
+        if e.errno == errno.EINVAL:
+            raise Refused(f"{pid} is a thread, not a process: give its process's id (Tgid in /proc/{pid}/status)") from None
+        raise Refused(f"cannot hold process {pid} (pidfd_open): {e.strerror or e}") from None
+
+
+def exited(pidfd: int) -> bool:
+    """The process has exited (a zombie, or reaped: its pid may be another's)."""
+    poll = select.poll()
+    poll.register(pidfd, select.POLLIN)
+    return bool(poll.poll(0))
 
 
 def seen_from(pid: int, path: str) -> str:
@@ -191,15 +230,30 @@ def seen_from(pid: int, path: str) -> str:
 
 
 def prepare(pid: int) -> Request:
-    """Checks the process and finds its dump signal and directory; Refused if it
-    must not or cannot be asked."""
+    """Holds the process, checks it and finds its dump signal and directory;
+    Refused if it must not or cannot be asked."""
+    pidfd = hold(pid)
+    try:
+        req = look(pid, pidfd)
+    except BaseException:
+        os.close(pidfd)
+        raise
+    # Everything above was read from /proc/PID: it was this process's only if
+    # the process is still there now.
+    if exited(pidfd):
+        os.close(pidfd)
+        raise Skipped(f"process {pid} ({req.name}) exited")
+    return req
+
+
+def look(pid: int, pidfd: int) -> Request:
     name = process_name(pid)
     if not has_library(pid):
         raise Skipped(
             f"process {pid} ({name}) does not have {LIBRARY} loaded (not in /proc/{pid}/maps); "
             "not signalled, as the dump signal would kill it"
         )
-    req = Request(pid, name)
+    req = Request(pid, name, pidfd)
     env = {} if secure_execution(pid) else environment(pid)
     raw = env.get("LEAKPROBE_SIGNAL")
     if raw is not None:
@@ -230,12 +284,26 @@ def send(req: Request) -> None:
             req.token = secrets.randbits(32)
         # Files already there cannot answer a request not yet sent.
         scan(req, record_only=True)
+    # The library is checked again before each send: the process may have
+    # executed another program since.
+    try:
+        mapped = has_library(req.pid)
+    except Refused:
+        mapped = False
+    if exited(req.pidfd):
+        raise Refused(req.gone)
+    if not mapped:
+        raise Refused(f"{req.who} no longer has {LIBRARY} loaded (it executed another program?); not signalled")
+    # What sigqueue(3) sends, through the pidfd.
+    info = SigInfo(signo=req.signal, code=SI_QUEUE, pid=os.getpid(), uid=os.getuid(), value=(MAGIC << 32) | req.token)
     libc = ctypes.CDLL(None, use_errno=True)
-    # union sigval is passed as its 64-bit sival_ptr (one integer register).
-    libc.sigqueue.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
-    if libc.sigqueue(req.pid, req.signal, (MAGIC << 32) | req.token) != 0:
+    libc.syscall.restype = ctypes.c_long
+    args = (SYS_PIDFD_SEND_SIGNAL, req.pidfd, req.signal, ctypes.addressof(info), 0)
+    if libc.syscall(*(ctypes.c_long(a) for a in args)) != 0:
         err = ctypes.get_errno()
-        raise Refused(f"cannot signal process {req.pid} ({req.name}): {os.strerror(err)}")
+        if err == errno.ESRCH:
+            raise Refused(req.gone)
+        raise Refused(f"cannot signal {req.who}: {os.strerror(err)}")
     req.sent += 1
     req.resend = False
 
@@ -343,6 +411,15 @@ def read_log(req: Request, entry: os.DirEntry[str], record_only: bool) -> None:
 
 
 def wait(requests: list[Request], timeout: float) -> None:
+    """Waits for each request's answer (or failure); then lets the processes go."""
+    try:
+        answers(requests, timeout)
+    finally:
+        for req in requests:
+            os.close(req.pidfd)
+
+
+def answers(requests: list[Request], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     pending = [r for r in requests if r.failure is None]
     while pending:
@@ -350,10 +427,10 @@ def wait(requests: list[Request], timeout: float) -> None:
             scan(req)
             if req.failure is not None:
                 continue
-            if req.path is None and not alive(req.pid):
+            if req.path is None and exited(req.pidfd):
                 scan(req)  # it may have answered just before exiting
                 if req.path is None:
-                    req.failure = f"{req.who} exited before its dump appeared in {req.dir}"
+                    req.failure = req.gone
             elif req.path is None and req.resend:
                 try:
                     send(req)
