@@ -271,7 +271,7 @@ def look(pid: int, pidfd: int) -> Request:
             cwd = f"/proc/{pid}/cwd"
         req.dir = seen_from(pid, os.path.join(cwd, raw)) if cwd.startswith("/") else os.path.join(cwd, raw)
         req.notes.append(
-            f"LEAKPROBE_DIR={raw!r} is relative: looking in {req.dir} (its current directory; "
+            f"LEAKPROBE_DIR={raw!r} is relative: looking in {shown(req.dir)} (its current directory; "
             "if it has changed directory since it started, the dumps are elsewhere)"
         )
     return req
@@ -439,12 +439,12 @@ def answers(requests: list[Request], timeout: float) -> None:
         pending = [r for r in pending if r.path is None and r.failure is None]
         if pending and time.monotonic() >= deadline:
             for req in pending:
-                where = f"{req.dir} (cannot list it: {req.unreadable})" if req.unreadable else req.dir
+                where = f"{shown(req.dir)} (cannot list it: {req.unreadable})" if req.unreadable else shown(req.dir)
                 req.failure = (
                     f"no dump from {req.who} in {where} within {timeout:g} s "
                     f"(sent {signal_name(req.signal)} with request {req.token:08x}"
                     f"{f', {req.sent} times' if req.sent > 1 else ''}); "
-                    f"see its stderr or {os.path.join(req.dir, f'leakprobe.{req.pid}.log')}"
+                    f"see its stderr or {shown(os.path.join(req.dir, f'leakprobe.{req.pid}.log'))}"
                 )
             return
         if pending:
@@ -523,7 +523,7 @@ def dump(args: argparse.Namespace) -> int:
         if req.failure:
             print(f"leakprobe: {req.failure}", file=sys.stderr)
             return 1
-        print(req.path)
+        print(shown(req.path or ""))
         print(estimate(req))
         return 0
     if args.pid is not None:
@@ -531,7 +531,7 @@ def dump(args: argparse.Namespace) -> int:
         return 1
     pids = processes_named(args.all)
     if not pids:
-        print(f"leakprobe: no process named {args.all}", file=sys.stderr)
+        print(f"leakprobe: no process named {shown(args.all)}", file=sys.stderr)
         return 1
     requests: list[Request] = []
     failed = False
@@ -551,8 +551,8 @@ def dump(args: argparse.Namespace) -> int:
             failed = True
             print(f"{req.pid} {req.name}: failed: {req.failure}")
         else:
-            print(f"{req.pid} {req.name}: {req.path} ({estimate(req)})")
+            print(f"{req.pid} {req.name}: {shown(req.path or '')} ({estimate(req)})")
     if not requests:
-        print(f"leakprobe: no process named {args.all} has {LIBRARY} loaded", file=sys.stderr)
+        print(f"leakprobe: no process named {shown(args.all)} has {LIBRARY} loaded", file=sys.stderr)
         return 1
     return 1 if failed else 0

@@ -49,6 +49,11 @@ def shown(text: str) -> str:
     return "".join(out)
 
 
+def shown_lines(text: str) -> str:
+    """As `shown`, keeping the line ends: for whole lines of output."""
+    return text if text.isprintable() else "\n".join(shown(part) for part in text.split("\n"))
+
+
 class DumpError(Exception):
     """A problem with one input file; the message names the file."""
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from .dumpfile import Dump, Mapping, Row, read_dump
+from .dumpfile import Dump, Mapping, Row, read_dump, shown
 from .profile import kind_root, mapped_view, unsample, without_allocator
 from .symbols import Frame, Symbolizer, program_of
 
@@ -279,7 +279,7 @@ def describe(dump: Dump, role: str) -> list[str]:
         return ", ".join(f"{k} {v}" for k, v in d.items())
 
     return [
-        f"{role} {dump.path}: pid {dump.pid} ({program_of(dump)}) on {host}, dumped {when}, "
+        f"{role} {shown(dump.path)}: pid {dump.pid} ({program_of(dump)}) on {host}, dumped {when}, "
         f"leakprobe {meta.get('version', '?')}, sample period {dump.period} bytes",
         f"  memory: {pairs(memory)}",
         f"  allocator {meta.get('allocator', '?')}: {pairs(allocator) or 'no statistics'}",
@@ -320,7 +320,7 @@ def export(args: argparse.Namespace) -> int:
     data = gzip.compress(e.encode(dumps[0].period, int(start * 1e9), int(span * 1e9)), mtime=0)
     write_atomically(args.output, data)
     samples = sum(1 for v in e.samples.values() if any(v))
-    print(f"wrote {args.output} ({samples} samples, {len(e.locations)} locations)", file=sys.stderr)
+    print(f"wrote {shown(args.output)} ({samples} samples, {len(e.locations)} locations)", file=sys.stderr)
     return 0
 
 

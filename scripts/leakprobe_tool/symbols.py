@@ -343,7 +343,7 @@ class JitMap:
                 text = ""
             except OSError as e:
                 self.refused = True
-                print(f"leakprobe: {path} not used ({e.strerror or e}): JIT frames stay unnamed", file=sys.stderr)
+                print(f"leakprobe: {shown(path)} not used ({e.strerror or e}): JIT frames stay unnamed", file=sys.stderr)
                 text = ""
             for line in text.splitlines():
                 parts = line.split(" ", 2)

@@ -1,18 +1,30 @@
 """`leakprobe dump` trusts nothing it did not check (issue 21): it never
 signals a process that does not have the library, even one that took the pid
-of the process it was asked about."""
+of the process it was asked about; no byte of a path, a name or a dump reaches
+the terminal as a control character."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import unittest
+from pathlib import Path
 
-from harness import HARNESS, LIBRARY, ROOT, SCRIPT
+from harness import HARNESS, LIBRARY, ROOT, SCRIPT, Probe
+
+# C0 (but the line end), DEL and C1, as UTF-8.
+CONTROL = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")
+HOSTILE = "a\nleakprobe: forged\x1b[31mred"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, check=False)
 
 
 class PidReuse(unittest.TestCase):
@@ -50,6 +62,58 @@ class PidReuse(unittest.TestCase):
             got["stderr"],
             f"leakprobe: process {got['pid']} (dump_target) exited before its dump appeared in {directory}\n",
         )
+
+
+class ControlCharacters(unittest.TestCase):
+    def assert_clean(self, result: subprocess.CompletedProcess[bytes], lines: int | None = None) -> None:
+        for name, out in (("stdout", result.stdout), ("stderr", result.stderr)):
+            self.assertIsNone(CONTROL.search(out), f"{name}: {out!r}")
+            self.assertNotIn(b"\nleakprobe: forged", out)
+        if lines is not None:
+            self.assertEqual(len(result.stdout.splitlines()), lines, result.stdout)
+
+    def test_a_hostile_directory_and_program_name(self) -> None:
+        base = Path(tempfile.mkdtemp(prefix="leakprobe-control-"))
+        self.addCleanup(shutil.rmtree, base, True)
+        dumps = base / HOSTILE
+        dumps.mkdir()
+        program = str(shutil.copy(HARNESS / "dump_target", base / "lp\x1b[31m"))
+        probe = Probe([program], env={"LEAKPROBE_DIR": str(dumps), "LEAKPROBE_SAMPLE": "1"})
+        self.addCleanup(lambda: probe.proc.poll() is None and probe.kill())
+        probe.expect("READY")
+        pid = str(probe.proc.pid)
+        result = run("dump", pid)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assert_clean(result, lines=2)
+        path = next(dumps.glob("*.heap"))
+        self.assertEqual(result.stdout.splitlines()[0], os.fsencode(path).replace(b"\n", b"\\x0a").replace(b"\x1b", b"\\x1b"))
+        second = run("dump", pid)
+        self.assertEqual(second.returncode, 0, second.stderr)
+        first, last = sorted(dumps.glob("*.heap"))
+        for args in (
+            ("report", str(first)),
+            ("report", "--lines", str(first)),
+            ("report", "--json", str(first)),
+            ("summary", str(first), str(last)),
+            ("diff", str(first), str(last)),
+            ("collapsed", str(first)),
+        ):
+            got = run(*args)
+            self.assertEqual(got.returncode, 0, (args, got.stderr))
+            self.assert_clean(got)
+        # Failures name the directory too: a timeout, and a relative directory's note.
+        os.kill(probe.proc.pid, signal.SIGSTOP)
+        try:
+            late = run("dump", pid, "--timeout", "0.2")
+        finally:
+            os.kill(probe.proc.pid, signal.SIGCONT)
+        self.assertEqual(late.returncode, 1)
+        self.assert_clean(late, lines=0)
+        self.assertEqual(len(late.stderr.splitlines()), 1, late.stderr)
+        self.assertEqual(probe.finish(), 0)
+        # A missing file named by the user, and all processes of a hostile name.
+        self.assert_clean(run("report", str(dumps / "missing.heap")))
+        self.assert_clean(run("dump", "--all", HOSTILE))
 
 
 if __name__ == "__main__":
