@@ -31,6 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from . import record
 from .dumpfile import shown
 from .profile import amount
 
@@ -102,6 +103,8 @@ class Request:
     sent: int = 0
     resend: bool = False
     logs: dict[str, int] = field(default_factory=dict)  # log name -> bytes read
+    place: record.Place | None = None  # where the library publishes what it uses
+    unpublished: str | None = None  # why that could not be read (the environment was)
 
     @property
     def log_pattern(self) -> re.Pattern[str]:
@@ -173,12 +176,14 @@ def process_name(pid: int) -> str:
         return "?"
 
 
-def has_library(pid: int) -> bool:
+def library_mappings(pid: int) -> list[record.Mapping]:
+    found = []
     for line in proc(pid, "maps").decode(errors="surrogateescape").splitlines():
         fields = line.split(maxsplit=5)
         if len(fields) == 6 and os.path.basename(fields[5].removesuffix(" (deleted)")) == LIBRARY:
-            return True
-    return False
+            start, _, end = fields[0].partition("-")
+            found.append(record.Mapping(int(start, 16), int(end, 16), int(fields[2], 16), int(fields[4]), fields[5]))
+    return found
 
 
 def environment(pid: int) -> dict[str, str]:
@@ -235,6 +240,12 @@ def prepare(pid: int) -> Request:
     pidfd = hold(pid)
     try:
         req = look(pid, pidfd)
+    except Refused:
+        gone = exited(pidfd)
+        os.close(pidfd)
+        if gone:  # what was read may be another process's
+            raise Skipped(f"process {pid} exited") from None
+        raise
     except BaseException:
         os.close(pidfd)
         raise
@@ -248,20 +259,36 @@ def prepare(pid: int) -> Request:
 
 def look(pid: int, pidfd: int) -> Request:
     name = process_name(pid)
-    if not has_library(pid):
+    mappings = library_mappings(pid)
+    if not mappings:
         raise Skipped(
             f"process {pid} ({name}) does not have {LIBRARY} loaded (not in /proc/{pid}/maps); "
             "not signalled, as the dump signal would kill it"
         )
     req = Request(pid, name, pidfd)
-    env = {} if secure_execution(pid) else environment(pid)
-    raw = env.get("LEAKPROBE_SIGNAL")
-    if raw is not None:
-        sig = parse_signal(raw.strip())
-        if sig is None:
-            req.notes.append(f"LEAKPROBE_SIGNAL={raw!r} is not valid: the library uses SIGUSR2")
-        req.signal = sig or DEFAULT_SIGNAL
-    raw = env.get("LEAKPROBE_DIR") or DEFAULT_DIR
+    try:
+        req.place = record.locate(pid, mappings, lambda path: seen_from(pid, path))
+        published = record.read(req.place)
+        if parse_signal(str(published.signal)) is None:
+            raise record.Unreadable(f"a record naming signal {published.signal}, not a dump signal")
+    except record.Unreadable as e:
+        req.place, published = None, None
+        req.unpublished = str(e)
+    if published is not None:
+        if published.refusal is not None:
+            raise Refused(refusal(req, published.refusal))
+        req.signal = published.signal
+        raw = os.fsdecode(published.dir)
+    else:
+        # What the library took from its environment, if it is still there.
+        env = {} if secure_execution(pid) else environment(pid)
+        raw = env.get("LEAKPROBE_SIGNAL")
+        if raw is not None:
+            sig = parse_signal(raw.strip())
+            if sig is None:
+                req.notes.append(f"LEAKPROBE_SIGNAL={raw!r} is not valid: the library uses SIGUSR2")
+            req.signal = sig or DEFAULT_SIGNAL
+        raw = env.get("LEAKPROBE_DIR") or DEFAULT_DIR
     if raw.startswith("/"):
         req.dir = seen_from(pid, raw)
     else:
@@ -277,6 +304,24 @@ def look(pid: int, pidfd: int) -> Request:
     return req
 
 
+def refusal(req: Request, reason: str) -> str:
+    return f"{req.who} refuses every dump: {shown(reason)}"
+
+
+def refused_since(req: Request) -> None:
+    """A refusal the library has published since the request was sent ends
+    the wait with its reason."""
+    if req.place is None:
+        return
+    try:
+        published = record.read(req.place)
+    except record.Unreadable:
+        return
+    # Read from /proc/PID/mem: the process's only if it has not exited since.
+    if published.refusal is not None and not exited(req.pidfd):
+        req.failure = refusal(req, published.refusal)
+
+
 def send(req: Request) -> None:
     """Sends the request (again, if it may have been lost), Refused if it cannot."""
     if req.token == 0:
@@ -287,7 +332,7 @@ def send(req: Request) -> None:
     # The library is checked again before each send: the process may have
     # executed another program since.
     try:
-        mapped = has_library(req.pid)
+        mapped = bool(library_mappings(req.pid))
     except Refused:
         mapped = False
     if exited(req.pidfd):
@@ -425,6 +470,8 @@ def answers(requests: list[Request], timeout: float) -> None:
     while pending:
         for req in pending:
             scan(req)
+            if req.path is None and req.failure is None:
+                refused_since(req)
             if req.failure is not None:
                 continue
             if req.path is None and exited(req.pidfd):
@@ -446,6 +493,8 @@ def answers(requests: list[Request], timeout: float) -> None:
                     f"{f', {req.sent} times' if req.sent > 1 else ''}); "
                     f"see its stderr or {shown(os.path.join(req.dir, f'leakprobe.{req.pid}.log'))}"
                 )
+                if req.unpublished:
+                    req.failure += f" (directory and signal from its environment: the library's record: {req.unpublished})"
             return
         if pending:
             time.sleep(POLL)

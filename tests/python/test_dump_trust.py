@@ -1,7 +1,9 @@
 """`leakprobe dump` trusts nothing it did not check (issue 21): it never
 signals a process that does not have the library, even one that took the pid
 of the process it was asked about; no byte of a path, a name or a dump reaches
-the terminal as a control character."""
+the terminal as a control character; the directory, the signal and a refusal
+come from what the library publishes, not from an environment the program may
+have rewritten."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -21,6 +24,19 @@ from harness import HARNESS, LIBRARY, ROOT, SCRIPT, Probe
 # C0 (but the line end), DEL and C1, as UTF-8.
 CONTROL = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")
 HOSTILE = "a\nleakprobe: forged\x1b[31mred"
+
+# A program that ignores the signals it is given and then overwrites its
+# environment area, as setproctitle does: /proc/PID/environ reads empty.
+ERASER = r"""
+import ctypes, signal, sys
+for sig in sys.argv[1:]:
+    signal.signal(int(sig), signal.SIG_IGN)
+stat = open("/proc/self/stat", "rb").read().rpartition(b")")[2].split()
+start, end = int(stat[47]), int(stat[48])  # env_start and env_end: fields 50 and 51
+ctypes.memset(start, 0, end - start)
+print("READY", flush=True)
+sys.stdin.read()
+"""
 
 
 def run(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -114,6 +130,70 @@ class ControlCharacters(unittest.TestCase):
         # A missing file named by the user, and all processes of a hostile name.
         self.assert_clean(run("report", str(dumps / "missing.heap")))
         self.assert_clean(run("dump", "--all", HOSTILE))
+
+
+class StandIn(unittest.TestCase):
+    """The reader of the library's record, against a stand-in library that
+    publishes a record of the test's making and answers nothing."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        if not shutil.which("cc"):
+            raise unittest.SkipTest("SKIP: no C compiler (cc) for the stand-in library")
+        cls.build = Path(tempfile.mkdtemp(prefix="leakprobe-standin-"))
+        cls.library = cls.build / "libleakprobe.so"
+        source = ROOT / "tests/python/record_standin.c"
+        subprocess.run(["cc", "-shared", "-fPIC", "-o", str(cls.library), str(source)], check=True)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        shutil.rmtree(cls.build, True)
+
+    def start(self, env: dict[str, str], *ignored: int) -> Probe:
+        """The eraser under the stand-in: its environment area is empty."""
+        command = [sys.executable, "-c", ERASER, *map(str, ignored)]
+        probe = Probe(command, env={"LD_PRELOAD": str(self.library), **env})
+        self.addCleanup(shutil.rmtree, probe.dir, True)
+        self.addCleanup(lambda: probe.proc.poll() is None and probe.kill())
+        probe.expect("READY")
+        self.assertEqual(Path(f"/proc/{probe.proc.pid}/environ").read_bytes().strip(b"\0"), b"")
+        return probe
+
+    def test_directory_and_signal_come_from_the_record(self) -> None:
+        rt3 = signal.SIGRTMIN + 3
+        dumps = Path(tempfile.mkdtemp(prefix="leakprobe-standin-dir-"))
+        self.addCleanup(shutil.rmtree, dumps, True)
+        probe = self.start({"STANDIN_DIR": str(dumps), "STANDIN_SIGNAL": str(rt3)}, rt3)
+        result = run("dump", str(probe.proc.pid), "--timeout", "0.3")
+        self.assertEqual(result.returncode, 1)
+        # Not the environment's directory (Probe's, now erased) nor SIGUSR2,
+        # which would have killed it: the record's.
+        err = result.stderr.decode()
+        self.assertIn(f"no dump from process {probe.proc.pid} (python3) in {dumps} within 0.3 s (sent SIGRTMIN+3", err)
+        self.assertNotIn("environment", err)
+        self.assertEqual(probe.finish(), 0)
+
+    def test_a_refusal_ends_dump_at_once_with_the_library_reason(self) -> None:
+        reason = "the dump directory /srv/dumps is not writable (Permission denied): no dump will be written"
+        probe = self.start({"STANDIN_REFUSAL": reason})
+        began = time.monotonic()
+        result = run("dump", str(probe.proc.pid), "--timeout", "600")
+        self.assertLess(time.monotonic() - began, 60)  # not the timeout: at once
+        self.assertEqual((result.returncode, result.stdout), (1, b""))
+        self.assertEqual(result.stderr.decode(), f"leakprobe: process {probe.proc.pid} (python3) refuses every dump: {reason}\n")
+        # Not signalled: SIGUSR2 would have killed it.
+        self.assertEqual(probe.finish(), 0)
+
+    def test_a_record_of_another_process_is_not_trusted(self) -> None:
+        # A forked child's copy of its parent's record, before its own.
+        probe = self.start({"STANDIN_PID": "1"}, signal.SIGUSR2)
+        result = run("dump", str(probe.proc.pid), "--timeout", "0.3")
+        self.assertEqual(result.returncode, 1)
+        err = result.stderr.decode()
+        # The environment is read instead (erased here: the library's defaults), and said.
+        self.assertIn("in /tmp within 0.3 s (sent SIGUSR2", err)
+        self.assertIn("(directory and signal from its environment: the library's record: a record of process 1", err)
+        self.assertEqual(probe.finish(), 0)
 
 
 if __name__ == "__main__":
