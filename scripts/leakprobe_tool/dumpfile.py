@@ -26,7 +26,7 @@ U64_MAX = (1 << 64) - 1
 DUMP_CAP = 4 << 30
 # Metadata that must be a whole number (the library writes u64s), and times.
 INTEGER_META = re.compile(
-    r"pid|sample_period|max_frames|\w+_(bytes|samples|objects|dropped|unresolved|short|fast|libgcc|unix|count)"
+    r"pid|sample_period|max_frames|java_stacks\w*|\w+_(bytes|samples|objects|dropped|unresolved|short|fast|libgcc|unix|count)"
 )
 TIME_META = ("time_unix", "time_monotonic")
 LATEST_TIME = 253402300799.0  # 9999-12-31: what time.gmtime can show
@@ -167,7 +167,7 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
     lines = text.split("\n")[:-1]
     header = HEADER.fullmatch(lines[0].strip())
     if not header:
-        raise DumpError(path, f"is not a leakprobe heap profile (first line: {shown(lines[0][:60])!r})")
+        raise DumpError(path, f"is not a leakprobe heap profile (first line: '{shown(lines[0][:60])}')")
     counts = [number(path, 1, header.group(i)) for i in range(1, 6)]
     dump = Dump(path=path, period=counts[4], rows=[], maps=[], owner=st.st_uid)
     maps_at = None
@@ -219,6 +219,15 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
         dump.maps.append(Mapping(int(lo, 16), int(hi, 16), perms, int(off, 16), name.strip()))
     if not dump.maps:
         raise DumpError(path, "is truncated (its memory map is empty)")
+    # A dump cut at a line end inside its map would look whole: the library
+    # says how long the map is (older ones do not).
+    expected = dump.meta.get("maps_bytes")
+    if expected is not None:
+        actual = len(data) - data.index(b"\nMAPPED_LIBRARIES:\n") - len(b"\nMAPPED_LIBRARIES:\n")
+        if actual < int(expected):
+            raise DumpError(path, f"is truncated (its memory map has {actual} of its {expected} bytes)")
+        if actual > int(expected):
+            raise DumpError(path, f"is corrupt (its memory map has {actual} bytes, not the {expected} it says)")
     totals = [sum(getattr(r, f) for r in dump.rows) for f in ("live_count", "live_bytes", "alloc_count", "alloc_bytes")]
     if totals != counts[:4]:
         raise DumpError(path, "is corrupt (its header totals do not match its rows)")
@@ -232,7 +241,7 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
 def number(path: str, line: int, digits: str) -> int:
     """A count as the library writes it: a decimal that fits 64 bits."""
     if not digits.isascii() or not digits.isdigit():
-        raise DumpError(path, f"line {line}: {shown(digits[:30])!r} is not a whole number")
+        raise DumpError(path, f"line {line}: '{shown(digits[:30])}' is not a whole number")
     if len(digits) > 20 or int(digits) > U64_MAX:
         raise DumpError(path, f"line {line}: number out of range ({len(digits)} digits; at most 64 bits)")
     return int(digits)
@@ -247,7 +256,7 @@ def check_meta(path: str, line: int, key: str, value: str) -> str:
         except ValueError:
             t = math.nan
         if not 0.0 <= t <= LATEST_TIME:  # also refuses nan and inf
-            raise DumpError(path, f"line {line}: {key} {shown(value[:30])!r} is not a time")
+            raise DumpError(path, f"line {line}: {key} '{shown(value[:30])}' is not a time")
     elif INTEGER_META.fullmatch(key) or value.isdigit():
         number(path, line, value)
     return value
