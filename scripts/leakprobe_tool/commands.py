@@ -68,7 +68,7 @@ def facts(dump: Dump) -> dict[str, Any]:
         "file": dump.path,
         "pid": dump.pid,
         "program": program_of(dump),
-        "argv0": meta.get("argv0"),
+        "argv0": shown(meta["argv0"]) if "argv0" in meta else None,
         "blind": dump.blind,
         "time": dump.time,
         "sample_period": dump.period,

@@ -30,6 +30,9 @@ INTEGER_META = re.compile(
 )
 TIME_META = ("time_unix", "time_monotonic")
 LATEST_TIME = 253402300799.0  # 9999-12-31: what time.gmtime can show
+ESCAPE = re.compile(r"\\(\\|n|r|t|x[0-9a-f]{2})")
+SIMPLE_ESCAPES = {"\\": b"\\", "n": b"\n", "r": b"\r", "t": b"\t"}
+ESCAPED_META = ("program", "argv0")  # paths, escaped by the library
 
 
 def shown(text: str) -> str:
@@ -47,6 +50,24 @@ def shown(text: str) -> str:
         else:
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
     return "".join(out)
+
+
+def unescaped(text: str) -> str:
+    """A path as the library writes it in a dump (src/sys/escape.rs: `\\\\`,
+    `\\n`, `\\r`, `\\t` and `\\xNN` for control characters and bytes that are
+    not UTF-8) back to its bytes, kept as `read_dump` keeps text
+    (surrogateescape): what the memory map says for the same file."""
+    if "\\" not in text:
+        return text
+    out = bytearray()
+    at = 0
+    for m in ESCAPE.finditer(text):
+        out += text[at : m.start()].encode("utf-8", "surrogateescape")
+        code = m.group(1)
+        out += SIMPLE_ESCAPES[code] if code in SIMPLE_ESCAPES else bytes([int(code[1:], 16)])
+        at = m.end()
+    out += text[at:].encode("utf-8", "surrogateescape")
+    return out.decode("utf-8", "surrogateescape")
 
 
 def shown_lines(text: str) -> str:
@@ -181,10 +202,10 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
                 raise DumpError(path, f"line {n}: malformed metadata line")
             if key == "build_id":
                 build_id, _, obj = value.partition(" ")
-                dump.build_ids[obj] = build_id
+                dump.build_ids[unescaped(obj)] = build_id
             elif key == "loaded_as":
                 mapped, _, name = value.partition("\t")
-                dump.loaded_as[mapped] = name
+                dump.loaded_as[unescaped(mapped)] = unescaped(name)
             elif key == "age":
                 ages = value.split()
                 if not dump.rows or len(ages) != 2:
@@ -206,7 +227,8 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
                 addr, frame = parse_java_frame(path, n, value)
                 dump.java_frames[addr] = frame
             else:
-                dump.meta[key] = check_meta(path, n, key, value)
+                value = check_meta(path, n, key, value)
+                dump.meta[key] = unescaped(value) if key in ESCAPED_META else value
         elif line.strip() and not line.startswith("#"):
             dump.rows.append(parse_row(path, n, line))
     if maps_at is None:

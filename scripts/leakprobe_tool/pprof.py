@@ -129,7 +129,7 @@ class Export:
     def add(self, dump: Dump, symbolizer: Symbolizer, keep_allocator: bool, sign: int, ages: bool) -> None:
         """Adds (sign 1) or subtracts (sign -1) one dump's rows."""
         # pprof takes the first mapping for the main binary.
-        main = next((m for m in dump.maps if m.file == program_of(dump) and "x" in m.perms), None)
+        main = next((m for m in dump.maps if shown(m.file) == program_of(dump) and "x" in m.perms), None)
         if main is not None:
             self.mapping(dump, main)
         # Frame 0 is the library's marker inside the allocator's entry point.
@@ -279,7 +279,7 @@ def describe(dump: Dump, role: str) -> list[str]:
         return ", ".join(f"{k} {v}" for k, v in d.items())
 
     return [
-        f"{role} {shown(dump.path)}: pid {dump.pid} ({program_of(dump)}) on {host}, dumped {when}, "
+        f"{role} {dump.path}: pid {dump.pid} ({program_of(dump)}) on {host}, dumped {when}, "
         f"leakprobe {meta.get('version', '?')}, sample period {dump.period} bytes",
         f"  memory: {pairs(memory)}",
         f"  allocator {meta.get('allocator', '?')}: {pairs(allocator) or 'no statistics'}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import random
 import re
 import shutil
@@ -17,6 +18,7 @@ from harness import ROOT, Probe
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from leakprobe_tool.cli import main
+from leakprobe_tool.dumpfile import unescaped
 from leakprobe_tool.symbols import Frame
 
 MAP_START = b"\nMAPPED_LIBRARIES:\n"
@@ -107,6 +109,13 @@ class DumpFormat(unittest.TestCase):
             (code, err),
             (1, f"leakprobe: {path}: is corrupt (its memory map has {length + len(extra)} bytes, not the {length} it says)\n"),
         )
+
+
+class ProgramPath(unittest.TestCase):
+    def test_escaped_paths_are_read_back_to_their_bytes(self) -> None:
+        decoded = unescaped("/srv/lp\\xff\\\\x41\\n\\t\\x1b.é")
+        self.assertEqual(os.fsencode(decoded), b"/srv/lp\xff\\x41\n\t\x1b.\xc3\xa9")
+        self.assertEqual(unescaped("/usr/bin/plain"), "/usr/bin/plain")
 
 
 class FrameLocation(unittest.TestCase):
