@@ -269,7 +269,7 @@ def look(pid: int, pidfd: int) -> Request:
     try:
         req.place = record.locate(pid, mappings, lambda path: seen_from(pid, path))
         published = record.read(req.place)
-        if parse_signal(str(published.signal)) is None:
+        if published.signal and parse_signal(str(published.signal)) is None:
             raise record.Unreadable(f"a record naming signal {published.signal}, not a dump signal")
     except record.Unreadable as e:
         req.place, published = None, None
@@ -277,6 +277,8 @@ def look(pid: int, pidfd: int) -> Request:
     if published is not None:
         if published.refusal is not None:
             raise Refused(refusal(req, published.refusal))
+        if not published.signal:
+            raise Refused(f"{req.who} takes no dump signal (its library could not handle one: see its stderr); not signalled")
         req.signal = published.signal
         raw = os.fsdecode(published.dir)
     else:

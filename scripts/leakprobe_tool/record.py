@@ -52,7 +52,7 @@ class Mapping:
 @dataclass(frozen=True)
 class Published:
     dir: bytes
-    signal: int
+    signal: int  # 0: the library could not take one (nothing to send)
     refusal: str | None
 
 
@@ -157,6 +157,8 @@ def parse(body: bytes, own: int) -> Published:
         text = body.decode("ascii")
     except UnicodeDecodeError:
         raise Unreadable("a record that is not ASCII") from None
+    if not text:
+        raise Unreadable("not published yet (the library is starting)")
     fields: dict[str, str] = {}
     for line in text.split("\n"):
         m = LINE.fullmatch(line)
@@ -172,6 +174,6 @@ def parse(body: bytes, own: int) -> Published:
         sig = int(fields["signal"]) if fields["signal"].isdigit() else -1
     except (KeyError, ValueError):
         raise Unreadable("a record without a directory or a signal") from None
-    if not directory or b"\0" in directory or not 0 < sig < 65:
+    if not directory or b"\0" in directory or not 0 <= sig < 65:
         raise Unreadable("a record with a malformed directory or signal")
     return Published(directory, sig, fields.get("refusal"))

@@ -184,6 +184,17 @@ class StandIn(unittest.TestCase):
         # Not signalled: SIGUSR2 would have killed it.
         self.assertEqual(probe.finish(), 0)
 
+    def test_a_library_without_a_dump_signal_is_not_signalled(self) -> None:
+        probe = self.start({"STANDIN_SIGNAL": "0"})
+        result = run("dump", str(probe.proc.pid))
+        self.assertEqual((result.returncode, result.stdout), (1, b""))
+        self.assertEqual(
+            result.stderr.decode(),
+            f"leakprobe: process {probe.proc.pid} (python3) takes no dump signal "
+            "(its library could not handle one: see its stderr); not signalled\n",
+        )
+        self.assertEqual(probe.finish(), 0)
+
     def test_a_record_of_another_process_is_not_trusted(self) -> None:
         # A forked child's copy of its parent's record, before its own.
         probe = self.start({"STANDIN_PID": "1"}, signal.SIGUSR2)
