@@ -1,7 +1,9 @@
 //! The `setuid` family: a single-threaded program's helper thread
 //! (`collect::single`), which glibc does not know, follows the program's
 //! new credentials (glibc changes only the threads it knows), so it never
-//! keeps privileges the program gave up.
+//! keeps privileges the program gave up; and the published record says
+//! whether the new credentials may still write dumps
+//! (`profile::published`).
 
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::AtomicPtr;
@@ -21,7 +23,14 @@ macro_rules! changes_credentials {
             // SAFETY: the program's arguments, unchanged (the contract).
             let rc = unsafe { next($($arg),*) };
             if rc == 0 {
-                crate::sys::errno::preserved(crate::collect::single::credentials_changed);
+                crate::sys::errno::preserved(|| {
+                    crate::collect::single::credentials_changed();
+                    // A dump directory the new credentials cannot write
+                    // into is a refusal `leakprobe dump` reads at once.
+                    if let Some(cfg) = crate::settings::get() {
+                        crate::profile::published::credentials_changed(&cfg.dir);
+                    }
+                });
             }
             rc
         }

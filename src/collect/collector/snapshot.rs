@@ -8,7 +8,7 @@ use crate::collect::ring::Sample;
 use crate::sample::live::{self, Entry};
 use crate::sample::sampling;
 use crate::sys::lock::SpinLock;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Dumps the single-threaded mode's helper can keep count of without
 /// allocating (see `Collector::keep`).
@@ -177,7 +177,7 @@ pub fn snapshot_child(job: Job) -> Outcome {
                 next_number: c.next_number,
                 kept: (c.next_number != first && c.kept.back() == Some(&(c.next_number - 1)))
                     .then(|| c.next_number - 1),
-                failed_for_memory: super::write::FAILED_FOR_MEMORY.load(Ordering::Relaxed),
+                failed_for_memory: super::FAILED_FOR_MEMORY.load(Ordering::Relaxed),
                 log: crate::sys::log::state(),
             })
         })
@@ -185,7 +185,7 @@ pub fn snapshot_child(job: Job) -> Outcome {
             written: false,
             next_number: 0,
             kept: None,
-            failed_for_memory: super::write::FAILED_FOR_MEMORY.load(Ordering::Relaxed),
+            failed_for_memory: super::FAILED_FOR_MEMORY.load(Ordering::Relaxed),
             log: crate::sys::log::state(),
         })
 }
@@ -196,7 +196,7 @@ pub fn snapshot_end(job: Job, outcome: Result<Outcome, Failure>) {
     let o = match outcome {
         Ok(o) => o,
         Err(why) => {
-            let failed = SNAPSHOTS_FAILED.fetch_add(1, Ordering::Relaxed) + 1;
+            let failed = super::SNAPSHOTS_FAILED.fetch_add(1, Ordering::Relaxed) + 1;
             say_not_written(&job, &why, failed);
             REQUESTS.finished(false);
             return;
@@ -213,15 +213,18 @@ pub fn snapshot_end(job: Job, outcome: Result<Outcome, Failure>) {
     }
     STATE.release();
     crate::sys::log::adopt(o.log);
-    super::write::FAILED_FOR_MEMORY.fetch_max(o.failed_for_memory, Ordering::Relaxed);
+    super::FAILED_FOR_MEMORY.fetch_max(o.failed_for_memory, Ordering::Relaxed);
+    if o.written {
+        // The copy wrote into the directory: this process's record says
+        // it serves (atomics, a spin lock and raw calls: fine here).
+        crate::profile::published::refuse(crate::profile::published::Refusal::Dir, None);
+    }
     REQUESTS.finished(o.written);
 }
 
 /// The requests answered so far, as `snapshot_begin` last saw them.
 static SERVED: AtomicU32 = AtomicU32::new(0);
 
-/// Snapshots that wrote nothing (no child, or one that failed or hung).
-pub(super) static SNAPSHOTS_FAILED: AtomicU64 = AtomicU64::new(0);
 
 /// On the helper: one line for a dump not written, naming the tagged
 /// requests it was to answer (`scripts/leakprobe dump` looks for its token

@@ -17,7 +17,7 @@ use crate::settings;
 use crate::sys::clock;
 use crate::sys::word_hash::WordMap;
 use crate::unwind::stack;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 impl Collector {
     /// Writes a numbered dump, or the one a caller of `leakprobe_dump` asked
@@ -45,6 +45,9 @@ impl Collector {
         let map = objects::memory_map();
         let mut meta = self.facts(&rows, period, (live_n, live_b), unresolved, at_peak);
         meta.extend(objects::object_facts(&map));
+        // How long the memory map after `MAPPED_LIBRARIES:` is: a dump cut
+        // at a line boundary inside it is known as cut (the script says so).
+        meta.push(("maps_bytes", map.len().to_string()));
         let stacks = &self.stacks;
         let mapped = crate::mapped::table::stack_words(true);
         crate::unwind::java::note_stack(&mapped);
@@ -62,6 +65,8 @@ impl Collector {
         let written = result.is_ok();
         match result {
             Ok(path) => {
+                // Written: the directory serves (again).
+                crate::profile::published::refuse(crate::profile::published::Refusal::Dir, None);
                 crate::sys::log::log!(
                     "wrote {path} ({} live samples, ~{:.1} MiB estimated live)",
                     self.snapshot.len(),
@@ -70,6 +75,7 @@ impl Collector {
             }
             Err(why) => crate::sys::log::log!("cannot write dump {why}"),
         }
+        self.dir.release_reopened();
         if !at_peak {
             REQUESTS.finished(written);
         }
@@ -194,7 +200,7 @@ impl Collector {
             "thread"
         };
         meta.push(("collector", collector.to_string()));
-        let failed = super::snapshot::SNAPSHOTS_FAILED.load(Ordering::Relaxed);
+        let failed = super::SNAPSHOTS_FAILED.load(Ordering::Relaxed);
         if failed > 0 {
             meta.push(("snapshots_failed", failed.to_string()));
         }
@@ -227,7 +233,7 @@ impl Collector {
         meta.extend(crate::mapped::table::facts(period));
         meta.push((
             "dumps_failed_out_of_memory",
-            FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),
+            super::FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),
         ));
         let (java_walked, java_not_walkable) = crate::unwind::java::counts();
         meta.push(("java_stacks", java_walked.to_string()));
@@ -251,7 +257,11 @@ impl Collector {
                 let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
                 DumpDir::open(parent.unwrap_or(".".as_ref()).as_os_str(), false)
                     .write_replacing(&name, text)
-                    .map_err(|why| format!("{}: {why}", path.display()))
+                    .map_err(|why| {
+                        use std::os::unix::ffi::OsStrExt;
+                        let shown = crate::sys::escape::Escaped(path.as_os_str().as_bytes());
+                        format!("{shown}: {why}")
+                    })
             }
             None if at_peak => self
                 .dir
@@ -277,15 +287,12 @@ impl Collector {
     }
 }
 
-/// Dumps not written because the library's allocations were refused.
-pub(super) static FAILED_FOR_MEMORY: AtomicU64 = AtomicU64::new(0);
-
 impl Collector {
     /// A dump abandoned for lack of memory: one line, counted; what it took
     /// is given back. False: not written.
     pub(super) fn fail_for_memory(&mut self, at_peak: bool) -> bool {
         self.snapshot = Vec::new();
-        let failed = FAILED_FOR_MEMORY.fetch_add(1, Ordering::Relaxed) + 1;
+        let failed = super::FAILED_FOR_MEMORY.fetch_add(1, Ordering::Relaxed) + 1;
         crate::sys::log::log!(
             "cannot write {} dump: out of memory (the allocator refused the library's \
              allocations; {failed} so far); the program goes on",
