@@ -202,10 +202,10 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
                 raise DumpError(path, f"line {n}: malformed metadata line")
             if key == "build_id":
                 build_id, _, obj = value.partition(" ")
-                dump.build_ids[unescaped(obj)] = build_id
+                dump.build_ids[obj] = build_id
             elif key == "loaded_as":
                 mapped, _, name = value.partition("\t")
-                dump.loaded_as[unescaped(mapped)] = unescaped(name)
+                dump.loaded_as[mapped] = name
             elif key == "age":
                 ages = value.split()
                 if not dump.rows or len(ages) != 2:

@@ -26,14 +26,16 @@ CONTROL = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")
 HOSTILE = "a\nleakprobe: forged\x1b[31mred"
 
 # A program that ignores the signals it is given and then overwrites its
-# environment area, as setproctitle does: /proc/PID/environ reads empty.
+# environment area, as setproctitle does: /proc/PID/environ reads empty
+# (unless KEEP_ENVIRONMENT is set).
 ERASER = r"""
-import ctypes, signal, sys
+import ctypes, os, signal, sys
 for sig in sys.argv[1:]:
     signal.signal(int(sig), signal.SIG_IGN)
 stat = open("/proc/self/stat", "rb").read().rpartition(b")")[2].split()
 start, end = int(stat[47]), int(stat[48])  # env_start and env_end: fields 50 and 51
-ctypes.memset(start, 0, end - start)
+if not os.environ.get("KEEP_ENVIRONMENT"):
+    ctypes.memset(start, 0, end - start)
 print("READY", flush=True)
 sys.stdin.read()
 """
@@ -149,14 +151,15 @@ class StandIn(unittest.TestCase):
     def tearDownClass(cls) -> None:
         shutil.rmtree(cls.build, True)
 
-    def start(self, env: dict[str, str], *ignored: int) -> Probe:
+    def start(self, env: dict[str, str], *ignored: int, **popen: object) -> Probe:
         """The eraser under the stand-in: its environment area is empty."""
         command = [sys.executable, "-c", ERASER, *map(str, ignored)]
-        probe = Probe(command, env={"LD_PRELOAD": str(self.library), **env})
+        probe = Probe(command, env={"LD_PRELOAD": str(self.library), **env}, **popen)
         self.addCleanup(shutil.rmtree, probe.dir, True)
         self.addCleanup(lambda: probe.proc.poll() is None and probe.kill())
         probe.expect("READY")
-        self.assertEqual(Path(f"/proc/{probe.proc.pid}/environ").read_bytes().strip(b"\0"), b"")
+        if "KEEP_ENVIRONMENT" not in env:
+            self.assertEqual(Path(f"/proc/{probe.proc.pid}/environ").read_bytes().strip(b"\0"), b"")
         return probe
 
     def test_directory_and_signal_come_from_the_record(self) -> None:
@@ -204,6 +207,20 @@ class StandIn(unittest.TestCase):
         # The environment is read instead (erased here: the library's defaults), and said.
         self.assertIn("in /tmp within 0.3 s (sent SIGUSR2", err)
         self.assertIn("(directory and signal from its environment: the library's record: a record of process 1", err)
+        self.assertEqual(probe.finish(), 0)
+
+    def test_without_a_record_the_environment_is_read_by_the_library_rules(self) -> None:
+        work = Path(tempfile.mkdtemp(prefix="leakprobe-standin-cwd-"))
+        self.addCleanup(shutil.rmtree, work, True)
+        (work / "dumps").mkdir()
+        env = {"STANDIN_PID": "1", "KEEP_ENVIRONMENT": "1", "LEAKPROBE_DIR": "dumps", "LEAKPROBE_SIGNAL": "SIGSEGV"}
+        probe = self.start(env, signal.SIGUSR2, cwd=work)
+        result = run("dump", str(probe.proc.pid), "--timeout", "0.3")
+        self.assertEqual(result.returncode, 1)
+        err = result.stderr.decode()
+        self.assertIn("LEAKPROBE_SIGNAL='SIGSEGV' is not valid: the library uses SIGUSR2", err)
+        self.assertIn(f"LEAKPROBE_DIR='dumps' is relative: looking in {work}/dumps", err)
+        self.assertIn(f"in {work}/dumps within 0.3 s (sent SIGUSR2", err)
         self.assertEqual(probe.finish(), 0)
 
 
