@@ -225,7 +225,6 @@ pub fn snapshot_end(job: Job, outcome: Result<Outcome, Failure>) {
 /// The requests answered so far, as `snapshot_begin` last saw them.
 static SERVED: AtomicU32 = AtomicU32::new(0);
 
-
 /// On the helper: one line for a dump not written, naming the tagged
 /// requests it was to answer (`scripts/leakprobe dump` looks for its token
 /// in the log), why, and the remedy.
