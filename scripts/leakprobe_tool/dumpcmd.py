@@ -211,9 +211,22 @@ def hold(pid: int) -> int:
     except ProcessLookupError:
         raise Skipped(f"no process {pid}") from None
     except OSError as e:
-        if e.errno == errno.EINVAL:
-            raise Refused(f"{pid} is a thread, not a process: give its process's id (Tgid in /proc/{pid}/status)") from None
+        tgid = thread_group(pid)
+        if tgid is not None and tgid != pid:
+            raise Refused(f"{pid} is a thread of process {tgid}, not a process: give {tgid}") from None
         raise Refused(f"cannot hold process {pid} (pidfd_open): {e.strerror or e}") from None
+
+
+def thread_group(pid: int) -> int | None:
+    """The process a thread id belongs to (Tgid), if it can be read."""
+    try:
+        for line in proc(pid, "status").decode(errors="replace").splitlines():
+            value = line.removeprefix("Tgid:").strip()
+            if line.startswith("Tgid:") and value.isascii() and value.isdigit():
+                return int(value)
+    except Refused:
+        pass
+    return None
 
 
 def exited(pidfd: int) -> bool:

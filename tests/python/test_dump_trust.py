@@ -82,6 +82,26 @@ class PidReuse(unittest.TestCase):
         )
 
 
+class NotAProcess(unittest.TestCase):
+    def test_a_thread_id_is_refused_naming_its_process(self) -> None:
+        program = (
+            "import sys, threading\n"
+            "t = threading.Thread(target=lambda: (print(threading.get_native_id(), flush=True), sys.stdin.read()))\n"
+            "t.start()\n"
+        )
+        probe = Probe([sys.executable, "-c", program])
+        self.addCleanup(shutil.rmtree, probe.dir, True)
+        self.addCleanup(lambda: probe.proc.poll() is None and probe.kill())
+        tid = probe.expect("")
+        result = run("dump", tid)
+        self.assertEqual((result.returncode, result.stdout), (1, b""))
+        self.assertEqual(
+            result.stderr.decode(),
+            f"leakprobe: {tid} is a thread of process {probe.proc.pid}, not a process: give {probe.proc.pid}\n",
+        )
+        self.assertEqual(probe.finish(), 0)
+
+
 class ControlCharacters(unittest.TestCase):
     def assert_clean(self, result: subprocess.CompletedProcess[bytes], lines: int | None = None) -> None:
         for name, out in (("stdout", result.stdout), ("stderr", result.stderr)):
