@@ -117,10 +117,11 @@ fn threads_allowed() -> bool {
     }
     let tid = AtomicI32::new(0);
     let made = raw::clone_thread(stack as usize + 4096, tid.as_ptr(), exit_now).is_ok();
-    // Cleared by the kernel once the thread no longer uses its stack.
+    // Cleared by the kernel once the thread no longer uses its stack, and
+    // woken as a shared futex (a private wait would sleep its full second).
     while made && tid.load(Ordering::Acquire) != 0 {
         let seen = tid.load(Ordering::Acquire) as u32;
-        raw::futex_wait(tid.as_ptr() as *const u32, seen, 1000);
+        raw::futex_wait_shared(tid.as_ptr() as *const u32, seen, 1000);
     }
     // SAFETY: the page mapped above; the thread that used it has exited.
     unsafe { raw::unmap(stack, 4096) };

@@ -15,7 +15,9 @@
 //! interposed symbol. An allocator that maps through the `mmap` symbol
 //! (jemalloc) is recognised by the caller of a sampled call, which lies in
 //! the object that provides `malloc`: its mappings are heap, already counted.
-//! Reservations (`PROT_NONE`) hold no memory and are not tracked.
+//! Reservations (`PROT_NONE`) hold no memory and are not tracked; a
+//! `MAP_FIXED` mapping over memory already held that the table does not
+//! know (a block of glibc's malloc) is its holder's, not tracked either.
 //!
 //! Locks: `STACKS` may be held while allocating, and an allocation can come
 //! back into `munmap` (a program's own malloc), which takes `TABLE`; `TABLE`
@@ -802,17 +804,60 @@ mapping!(mmap64);
 unsafe fn map_slow(args: [usize; 5], off: libc::off_t, crossed: bool, entry: usize) -> Ptr {
     let [addr, len, prot, flags, fd] = args;
     let (prot, flags) = (prot as c_int, flags as c_int);
-    let replaces = flags & libc::MAP_FIXED != 0 && overlaps(addr, len);
+    let fixed = flags & libc::MAP_FIXED != 0;
+    let replaces = fixed && overlaps(addr, len);
     // SAFETY: the program's arguments (the contract), unchanged.
     let call = || unsafe { real_mmap()(addr as Ptr, len, prot, flags, fd as c_int, off) };
-    track_new(
-        pages(len),
-        Kind::of(prot, flags),
-        crossed,
-        replaces,
-        entry,
-        call,
-    )
+    // Over memory already held that the table does not know (a block of
+    // glibc's malloc, which glibc unmaps with its own `munmap` when it is
+    // freed; a mapping of the program's that was not sampled), the new
+    // mapping's pages are that holder's and adds no memory: not tracked,
+    // or a freed block would leave it live for ever.
+    let kind = match Kind::of(prot, flags) {
+        Some(_) if crossed && fixed && !replaces && held_already(addr, len) => None,
+        kind => kind,
+    };
+    track_new(pages(len), kind, crossed, replaces, entry, call)
+}
+
+/// Whether all of [addr, addr + len) is mapped now with some access (not a
+/// `PROT_NONE` reservation, whose commit is new memory), from
+/// /proc/self/maps (raw calls, no allocation; only for a sampled
+/// `MAP_FIXED` call). False when it cannot be read.
+fn held_already(addr: usize, len: usize) -> bool {
+    let end = addr.saturating_add(len);
+    let mut covered = addr;
+    let mut buf = [0u8; 4096];
+    let hex = |field: &[u8]| {
+        let text = core::str::from_utf8(field).ok()?;
+        usize::from_str_radix(text, 16).ok()
+    };
+    // The kernel hands out whole lines per read, in address order.
+    crate::sys::raw::scan_file(c"/proc/self/maps", &mut buf, |piece| {
+        for line in piece.split(|&b| b == b'\n') {
+            let mut fields = line.split(|&b| b == b' ');
+            let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let mut ends = range.split(|&b| b == b'-');
+            let (Some(lo), Some(hi)) = (ends.next().and_then(hex), ends.next().and_then(hex))
+            else {
+                continue;
+            };
+            if hi <= covered {
+                continue;
+            }
+            if lo > covered || perms.get(..3) == Some(b"---") {
+                return Some(false);
+            }
+            covered = hi;
+            if covered >= end {
+                return Some(true);
+            }
+        }
+        None
+    })
+    .unwrap_or(false)
 }
 
 /// A call that maps `size` bytes of `kind` (None: not tracked) and returns

@@ -128,10 +128,23 @@ pub extern "C" fn dump_at_exit() {
 /// the exiting thread, or said in one line.
 pub fn answer_at_exit() {
     signal::take_pending();
-    let unanswered = STATE.with(|s| {
-        s.as_ref()
-            .is_some_and(|c| c.requests_served != REQUESTS.asked())
-    });
+    // The collector may hold its state a while (a dump under way, a full
+    // stderr): the exit waits for it 5 s at most.
+    let deadline = crate::sys::clock::monotonic() + Duration::from_secs(5);
+    while !STATE.try_acquire() {
+        if crate::sys::clock::monotonic() > deadline {
+            crate::sys::log::log!(
+                "the program exited while a dump was being written (the collector was busy for 5 s)"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: acquired just above, released below, no other reference made.
+    let unanswered = unsafe { STATE.held() }
+        .as_ref()
+        .is_some_and(|c| c.requests_served != REQUESTS.asked());
+    STATE.release();
     if unanswered && !dump_to(None, Duration::from_secs(5)) {
         crate::sys::log::log!("a dump requested before the program exited was not written");
     }
