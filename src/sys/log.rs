@@ -78,6 +78,14 @@ pub fn directory() -> Option<libc::c_int> {
     (fd >= 0 && files::identity(fd) == Some(id)).then_some(fd)
 }
 
+/// Set once the program's exit path runs the library's (`exiting`).
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// From now on a line goes to stderr only when that cannot block.
+pub fn exiting() {
+    EXITING.store(true, Ordering::Relaxed);
+}
+
 /// Notes what stderr is; called first when the library loads.
 pub fn note_stderr() {
     let state = match files::inode(2) {
@@ -162,7 +170,10 @@ fn to_stderr(text: &[u8]) {
         _ => false,
     };
     // Otherwise closed by the program, or fd 2 is now a file of its own.
-    if ours {
+    // Once the program exits, its thread writes only where that cannot
+    // block (a full stderr pipe would hold the exit for ever): the line is
+    // still in the log file.
+    if ours && (!EXITING.load(Ordering::Relaxed) || raw::writable_now(2)) {
         without_sigpipe(|| files::write_all(2, text));
     }
 }

@@ -163,6 +163,19 @@ pub fn read(fd: c_int, buf: &mut [u8]) -> isize {
 
 /// Closes a descriptor of the library's own; an error is a write that
 /// failed late (a full disk on NFS).
+/// Whether `fd` takes a write now without blocking (`poll`, no wait): a
+/// pipe with room for a line (`PIPE_BUF`, more than a line), a file, a
+/// terminal. Never blocks; false when it cannot tell.
+pub fn writable_now(fd: c_int) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let ready = sys!(libc::SYS_poll, &mut pfd as *mut libc::pollfd, 1, 0);
+    ready == 1 && pfd.revents & libc::POLLOUT != 0
+}
+
 pub fn close(fd: c_int) -> Result<(), i32> {
     match sys!(libc::SYS_close, fd) {
         0 => Ok(()),

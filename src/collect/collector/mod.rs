@@ -122,6 +122,7 @@ fn dump_here(target: Option<std::path::PathBuf>) -> bool {
 /// `LEAKPROBE_DUMP_AT_EXIT`: registered with atexit() when the library loads,
 /// so it runs after the program's own exit handlers.
 pub extern "C" fn dump_at_exit() {
+    crate::sys::log::exiting();
     // Deliveries not yet taken are answered by this dump too.
     signal::take_pending();
     if !dump_to(None, std::time::Duration::from_secs(10)) {
@@ -134,6 +135,7 @@ pub extern "C" fn dump_at_exit() {
 /// ended, still pending as a signal or not answered yet, is written here by
 /// the exiting thread, or said in one line.
 pub fn answer_at_exit() {
+    crate::sys::log::exiting();
     signal::take_pending();
     // The collector may hold its state a while (a dump under way, a full
     // stderr): the exit waits for it 5 s at most.
