@@ -69,6 +69,11 @@ extern "C" fn init() {
     if !cfg.java {
         unwind::java::disable();
     }
+    if cfg.python {
+        unwind::python::detect();
+    } else {
+        unwind::python::disable();
+    }
     collect::single::register();
     collect::collector::start(cfg);
     // After the dump directory is open: the lines go to the log too.

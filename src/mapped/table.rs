@@ -494,6 +494,7 @@ pub fn capture(entry: usize, stack: &mut Stack) -> bool {
     // A JVM's mappings (FileChannel.map, thread stacks) under the Java
     // methods that made them.
     crate::unwind::java::append(stack, stack::max_len());
+    crate::unwind::python::append(stack, stack::max_len());
     true
 }
 

@@ -3,10 +3,12 @@
 //! libgcc's unwinder is the fallback, unless unwind tables were registered
 //! at run time (`registered_frames`). In JVMs, `java` adds the Java frames,
 //! and `jni_callin` the native frames below them on threads that called into
-//! Java through JNI.
+//! Java through JNI. Under CPython, `python` puts the Python frames in place
+//! of the eval loop's.
 
 pub mod cfi;
 pub mod java;
+pub mod python;
 pub mod jni_callin;
 pub mod registered_frames;
 pub mod stack;

@@ -210,11 +210,14 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         }
         crate::mapped::table::intern_deferred();
         // Java frames of new mapping stacks are named soon, as the heap's are.
-        crate::unwind::java::note_stack(&crate::mapped::table::stack_words(false));
+        let mapped = crate::mapped::table::stack_words(false);
+        crate::unwind::java::note_stack(&mapped);
+        crate::unwind::python::note_stack(&mapped);
         let more = STATE.with(|s| s.as_mut().is_some_and(Collector::step));
         // After the step: the methods of the stacks it interned are named in
         // this round (a sample with a new method woke it for that).
         crate::unwind::java::poll();
+        crate::unwind::python::poll();
         if !more {
             doorbell::wait(seen, crate::unwind::java::idle_wait(IDLE_WAIT));
         }
@@ -305,6 +308,7 @@ impl Collector {
                 self.stacks.push(frames.into());
                 self.ids.insert(frames.into(), id);
                 crate::unwind::java::note_stack(frames);
+                crate::unwind::python::note_stack(frames);
                 id
             }
         };

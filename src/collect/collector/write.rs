@@ -48,11 +48,14 @@ impl Collector {
         let stacks = &self.stacks;
         let mapped = crate::mapped::table::stack_words(true);
         crate::unwind::java::note_stack(&mapped);
-        meta.extend(crate::unwind::java::frame_lines(
+        crate::unwind::python::note_stack(&mapped);
+        let all = || {
             rows.iter()
                 .map(|r| &*stacks[r.stack as usize])
-                .chain([&mapped[..]]),
-        ));
+                .chain([&mapped[..]])
+        };
+        meta.extend(crate::unwind::java::frame_lines(all()));
+        meta.extend(crate::unwind::python::frame_lines(all()));
         let text = dump::render(period, &meta, &rows, |id| &stacks[id as usize], &map);
         let text = match text {
             Ok(text) if global_alloc::refusals() == refusals => text,
@@ -232,6 +235,9 @@ impl Collector {
         let (java_walked, java_not_walkable) = crate::unwind::java::counts();
         meta.push(("java_stacks", java_walked.to_string()));
         meta.push(("java_stacks_not_walkable", java_not_walkable.to_string()));
+        let (python_walked, python_unpaired) = crate::unwind::python::counts();
+        meta.push(("python_stacks", python_walked.to_string()));
+        meta.push(("python_stacks_unpaired", python_unpaired.to_string()));
         meta
     }
 

@@ -1,0 +1,57 @@
+"""A Python program with a staged native leak, for test_python_frames.py:
+records (4 KiB bytes objects, each one malloc) kept by keep_records, zlib
+compressors (zlib's state, malloc'd by deflateInit2_) kept by
+make_compressors. Prints LEAKED when both are in place, then waits for a
+line on stdin; "fork" forks a child that does the same, "thread" runs both
+in a thread. Each allocating line carries a `# MARK` comment: known truth."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import zlib
+
+RECORDS: list[bytes] = []
+COMPRESSORS: list[object] = []
+
+
+def keep_records(n: int) -> None:
+    for i in range(n):
+        RECORDS.append(bytes(4096 + i % 7))  # MARK records
+
+
+def make_compressors(n: int) -> None:
+    for _ in range(n):
+        COMPRESSORS.append(zlib.compressobj(9))  # MARK compressors
+
+
+def leak(records: int, compressors: int) -> None:
+    keep_records(records)
+    make_compressors(compressors)
+
+
+def main() -> None:
+    records, compressors = int(sys.argv[1]), int(sys.argv[2])
+    mode = sys.argv[3] if len(sys.argv) > 3 else "main"
+    if mode == "thread":
+        t = threading.Thread(target=leak, args=(records, compressors))
+        t.start()
+        t.join()
+    else:
+        leak(records, compressors)
+    if mode == "fork":
+        pid = os.fork()
+        if pid == 0:
+            leak(records, compressors)
+            print(f"CHILD {os.getpid()}", flush=True)
+            sys.stdin.readline()
+            os._exit(0)
+    print("LEAKED", flush=True)
+    sys.stdin.readline()
+    if mode == "fork":
+        os.waitpid(pid, 0)
+
+
+if __name__ == "__main__":
+    main()
