@@ -40,6 +40,7 @@ MISSING = "missing"  # deleted, missing, unreadable or not a regular file: not n
 MANGLED = re.compile(r"_Z[A-Za-z0-9_.$]+")
 PERF_MAP_CAP = 256 << 20
 JAVA = "[java]"  # Frame.obj of Java frames
+PYTHON = "[python]"  # Frame.obj of Python frames
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,9 @@ class Frame:
         return self.name
 
     def location(self) -> str:
-        if self.obj == JAVA:
-            kind = "java" if self.kind == "java" else f"java, {self.kind}"
+        if self.obj in (JAVA, PYTHON):
+            runtime = self.obj.strip("[]")
+            kind = runtime if self.kind == runtime else f"{runtime}, {self.kind}"
             where = self.file if self.line is None else f"{self.file}:{self.line}"
             return f"{where}  [{kind}]" if self.file else f"[{kind}]"
         return f"{self.file}:{self.line}" if self.file else self.obj
@@ -310,11 +312,15 @@ def run_symbolizer(tool: str, path: str, vaddrs: list[int]) -> dict[int, tuple[F
 
 
 def java_frame(addr: int, java: JavaFrame) -> Frame:
-    """A Java frame as the library named it (its address is no code address)."""
+    """A Java or Python frame as the library named it (its address is no code address)."""
+    obj = PYTHON if java.runtime == "python" else JAVA
     if java.name is None:
-        why = "class unloaded before it was named" if java.kind == "unloaded" else "unnamed method"
-        return Frame(f"[java: {why}] 0x{addr:x}", obj=JAVA, kind=java.kind)
-    return Frame(shown(java.name), file=java.file and shown(java.file), line=java.line, obj=JAVA, kind=java.kind)
+        why = {
+            "unloaded": "class unloaded before it was named",
+            "freed": "code object freed before it was named",
+        }.get(java.kind, "unnamed function" if java.runtime == "python" else "unnamed method")
+        return Frame(f"[{java.runtime}: {why}] 0x{addr:x}", obj=obj, kind=java.kind)
+    return Frame(shown(java.name), file=java.file and shown(java.file), line=java.line, obj=obj, kind=java.kind)
 
 
 def parse_location(where: str) -> tuple[str | None, int | None]:
