@@ -1,8 +1,9 @@
 """A Python program with a staged native leak, for test_python_frames.py:
 records (4 KiB bytes objects, each one malloc) kept by keep_records, zlib
 compressors (zlib's state, malloc'd by deflateInit2_) kept by
-make_compressors. Prints LEAKED when both are in place, then waits for a
-line on stdin; "fork" forks a child that does the same, "thread" runs both
+make_compressors, 5,000-byte blocks from libc's malloc called through ctypes
+(which releases the GIL) kept by native_blocks. Prints LEAKED when all are
+in place, then waits for a line on stdin; "fork" forks a child that does the same, "thread" runs both
 in a thread. Each allocating line carries a `# MARK` comment: known truth."""
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import os
 import sys
 import threading
 import zlib
+from ctypes import CDLL, c_size_t, c_void_p
 
 RECORDS: list[bytes] = []
 COMPRESSORS: list[object] = []
+BLOCKS: list[int] = []
 
 
 def keep_records(n: int) -> None:
@@ -26,9 +29,19 @@ def make_compressors(n: int) -> None:
         COMPRESSORS.append(zlib.compressobj(9))  # MARK compressors
 
 
+def native_blocks(n: int) -> None:
+    """malloc called through ctypes, which releases the GIL around the call."""
+    libc = CDLL(None)
+    libc.malloc.restype = c_void_p
+    libc.malloc.argtypes = [c_size_t]
+    for _ in range(n):
+        BLOCKS.append(libc.malloc(5000))  # MARK blocks
+
+
 def leak(records: int, compressors: int) -> None:
     keep_records(records)
     make_compressors(compressors)
+    native_blocks(records // 3)
 
 
 def main() -> None:
