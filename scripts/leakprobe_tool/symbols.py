@@ -39,6 +39,8 @@ STALE = "stale"  # replaced since the dump: not named
 MISSING = "missing"  # deleted, missing, unreadable or not a regular file: not named
 MANGLED = re.compile(r"_Z[A-Za-z0-9_.$]+")
 PERF_MAP_CAP = 256 << 20
+# What makes each runtime write /tmp/perf-<pid>.map (docs/interpreters.md).
+JIT_FLAGS = "node --perf-basic-prof, python3.12+ -X perf, ruby --yjit-perf, java: jcmd <pid> Compiler.perfmap"
 JAVA = "[java]"  # Frame.obj of Java frames
 PYTHON = "[python]"  # Frame.obj of Python frames
 
@@ -133,6 +135,10 @@ class Symbolizer:
             where = "unmapped" if mapping is None else shown(mapping.path.strip("[]")) or "anonymous"
             # JIT code lives in anonymous memory: say why it has no name.
             refused = " (perf map refused)" if self.jit.refused and where in ("unmapped", "anonymous") else ""
+            if not refused and not self.jit.ranges and mapping is not None and "x" in mapping.perms:
+                # Executable anonymous memory: JIT code, whose runtime wrote no map.
+                refused = f" (JIT code; no perf map: {JIT_FLAGS})"
+                return Frame(f"[jit] 0x{addr:x}{refused}", obj="[jit]")
             return Frame(f"[{where}] 0x{addr:x}{refused}", obj=f"[{where}]")
         offset = mapping.offset + (addr - mapping.start)
         obj = shown(mapping.file)

@@ -624,6 +624,7 @@ mod tests {
         );
         let fde = Fde {
             pc_begin: 0,
+            pc_end: usize::MAX,
             code_align: 1,
             data_align,
             encoding: 0,

@@ -8,8 +8,8 @@
 
 pub mod cfi;
 pub mod java;
-pub mod python;
 pub mod jni_callin;
+pub mod python;
 pub mod registered_frames;
 pub mod stack;
 pub mod stack_bounds;

@@ -260,9 +260,9 @@ fn debug_offsets_agree(runtime: usize, size: usize, layout: &Layout) -> bool {
         return false;
     }
     let at = |i: usize| {
-        words
-            .get(i..i + 8)
-            .map_or(usize::MAX, |w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8])) as usize)
+        words.get(i..i + 8).map_or(usize::MAX, |w| {
+            u64::from_le_bytes(w.try_into().unwrap_or([0; 8])) as usize
+        })
     };
     let checks = [
         (0xb8, layout.current_frame),
@@ -352,7 +352,8 @@ fn identity(id: [usize; 4]) -> (usize, bool) {
     if slots.is_empty() {
         return (0, false);
     }
-    let h = (id[0] >> 4 ^ id[1] ^ id[2].rotate_left(17) ^ id[3]).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let h =
+        (id[0] >> 4 ^ id[1] ^ id[2].rotate_left(17) ^ id[3]).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     for probe in 0..16 {
         let i = 1 + (h >> 20).wrapping_add(probe) % (SLOTS - 1);
         let s = &slots[i];
@@ -365,8 +366,7 @@ fn identity(id: [usize; 4]) -> (usize, bool) {
             return (i, false);
         }
         if code == 0
-            && s
-                .code
+            && s.code
                 .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
         {
@@ -406,7 +406,7 @@ impl Mem {
 
     /// The aligned word at `at`, if it can be read.
     fn word(&self, at: usize) -> Option<usize> {
-        if at % 8 != 0 || at < 4096 || at >= 1 << 47 {
+        if !at.is_multiple_of(8) || !(4096..1 << 47).contains(&at) {
             return None;
         }
         let known = self.known[..self.n]
@@ -541,11 +541,9 @@ fn read_frames(
     }
     // Frames past the last entry: one activation more (or a chain cut at
     // the limit).
-    if groups == 0 || usize::from(ends[groups - 1]) < n {
-        if groups < ends.len() {
-            ends[groups] = n as u8;
-            groups += 1;
-        }
+    if (groups == 0 || usize::from(ends[groups - 1]) < n) && groups < ends.len() {
+        ends[groups] = n as u8;
+        groups += 1;
     }
     Some((n, groups, new))
 }
@@ -618,7 +616,8 @@ pub fn counts() -> (u64, u64) {
 
 /// (identity index, byte offset) of a Python frame word; None otherwise.
 fn decode(word: usize) -> Option<(usize, usize)> {
-    (word & (TAG | 1 << 62) == TAG).then_some((word & INDEX_MASK, (word >> INDEX_BITS) & OFFSET_MASK))
+    (word & (TAG | 1 << 62) == TAG)
+        .then_some((word & INDEX_MASK, (word >> INDEX_BITS) & OFFSET_MASK))
 }
 
 /// What is known of an identity.
@@ -736,7 +735,12 @@ fn read_str(l: &Layout, at: usize) -> Option<String> {
     if compact == 0 || len > 4096 || !matches!(kind, 1 | 2 | 4) {
         return None;
     }
-    let data = at + if ascii == 1 { l.ascii_header } else { l.compact_header };
+    let data = at
+        + if ascii == 1 {
+            l.ascii_header
+        } else {
+            l.compact_header
+        };
     let bytes = read_bytes(data, len * kind as usize)?;
     let chars = bytes.chunks(kind as usize).map(|c| {
         let mut v = [0u8; 4];
@@ -768,7 +772,11 @@ fn line_of(table: &[u8], first_line: i64, offset: usize) -> Option<i64> {
     };
     let svarint = |i: &mut usize| -> Option<i64> {
         let v = varint(i)?;
-        Some(if v & 1 != 0 { -((v >> 1) as i64) } else { (v >> 1) as i64 })
+        Some(if v & 1 != 0 {
+            -((v >> 1) as i64)
+        } else {
+            (v >> 1) as i64
+        })
     };
     while let Some(&b) = table.get(i) {
         if b & 0x80 == 0 {
@@ -858,7 +866,16 @@ mod tests {
         // first line 10: 2 units on line 10 (short form), 3 units one line
         // on (one-line form, +1), 1 unit without a line, 2 units at +5
         // (no-column form, svarint 10).
-        let table = [0x80 | 1, 0, 0x80 | (11 << 3) | 2, 0, 4, 0x80 | (15 << 3), 0x80 | (13 << 3) | 1, 10];
+        let table = [
+            0x80 | 1,
+            0,
+            0x80 | (11 << 3) | 2,
+            0,
+            4,
+            0x80 | (15 << 3),
+            0x80 | (13 << 3) | 1,
+            10,
+        ];
         assert_eq!(line_of(&table, 10, 0), Some(10));
         assert_eq!(line_of(&table, 10, 2), Some(10));
         assert_eq!(line_of(&table, 10, 4), Some(11));

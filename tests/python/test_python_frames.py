@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 import signal
 import time
 import unittest
@@ -129,3 +130,35 @@ class PythonFrames(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class JitFrames(unittest.TestCase):
+    """node keeps frame pointers in its builtins and JIT code, which have no
+    CFI: the walk goes on through them, and /tmp/perf-PID.map names them."""
+
+    def run_node(self, *flags: str) -> list[dict]:
+        if not shutil.which("node"):
+            self.skipTest("node is not installed (scripts/install-deps installs nodejs)")
+        probe = Probe(["node", *flags, str(ROOT / "tests/python/programs/retain_buffers.js")], env={"LEAKPROBE_SAMPLE": "1"})
+        probe.expect("LEAKED")
+        dump = str(probe.dump())
+        self.assertEqual(probe.finish(), 0)
+        report = run_json("report", dump, "--focus", "AllocateUninitialized", "--depth", "60")
+        self.assertTrue(report["stacks"], dump)
+        return report["stacks"]
+
+    def test_node_with_perf_basic_prof_names_the_function(self) -> None:
+        stacks = self.run_node("--perf-basic-prof")
+        named = [s for s in stacks if any("retainNativeBuffers" in f["function"] for f in s["frames"])]
+        # 1,000 calls, 2 buffers each; the first calls run before V8 compiles
+        # the function (interpreted frames are named with
+        # --interpreted-frames-native-stack only).
+        self.assertGreater(sum(s["objects"] for s in named), 1000, [f["function"] for f in stacks[0]["frames"]])
+        frame = next(f for f in named[0]["frames"] if "retainNativeBuffers" in f["function"])
+        self.assertEqual(frame["object"], "[jit]")
+
+    def test_node_without_the_flag_says_which_flag(self) -> None:
+        stacks = self.run_node()
+        jit = [f["function"] for s in stacks for f in s["frames"] if f["object"] == "[jit]"]
+        self.assertTrue(jit, [f["function"] for f in stacks[0]["frames"]])
+        self.assertTrue(all("node --perf-basic-prof" in f for f in jit), jit[:3])
