@@ -406,38 +406,50 @@ impl Mem {
 
     /// The aligned word at `at`, if it can be read.
     fn word(&self, at: usize) -> Option<usize> {
-        if !at.is_multiple_of(8) || !(4096..1 << 47).contains(&at) {
+        self.block::<1>(at).map(|[w]| w)
+    }
+
+    /// The `N` aligned words from `at`, if they can be read: loaded
+    /// directly when they lie in known memory or on pages read before
+    /// (one check for the block), else copied by `process_vm_readv`.
+    #[inline]
+    fn block<const N: usize>(&self, at: usize) -> Option<[usize; N]> {
+        let end = at.checked_add(8 * N)?;
+        if !at.is_multiple_of(8) || at < 4096 || end > 1 << 47 {
             return None;
         }
         let known = self.known[..self.n]
             .iter()
-            .any(|&(lo, hi)| lo <= at && at + 8 <= hi);
-        let (slot, page) = page_slot(at);
-        if known || slot.load(Ordering::Relaxed) == page {
-            // SAFETY: an aligned word inside memory mapped now: the frame
+            .any(|&(lo, hi)| lo <= at && end <= hi);
+        let seen = |a: usize| {
+            let (slot, page) = page_slot(a);
+            slot.load(Ordering::Relaxed) == page
+        };
+        if known || (seen(at) && seen(end - 1)) {
+            // SAFETY: aligned words inside memory mapped now: the frame
             // chunks and the runtime (the interpreter's own, live while its
-            // thread runs), or a page read before (see `Mem`).
-            return Some(unsafe { core::ptr::read_volatile(at as *const usize) });
+            // thread runs), or pages read before (see `Mem`).
+            return Some(unsafe { core::ptr::read(at as *const [usize; N]) });
         }
-        let mut b = [0u8; 8];
-        if !raw::read_own_memory(at, &mut b) {
+        let mut b = [0usize; N];
+        // SAFETY: `b` is N plain words; viewed as their bytes.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<u8>(), 8 * N) };
+        if !raw::read_own_memory(at, bytes) {
             return None;
         }
-        slot.store(page, Ordering::Relaxed);
-        Some(usize::from_le_bytes(b))
-    }
-
-    /// The 4-byte value at `at` (4-aligned).
-    fn u32(&self, at: usize) -> Option<u32> {
-        let w = self.word(at & !7)?;
-        Some((w >> ((at & 4) * 8)) as u32)
-    }
-
-    fn byte(&self, at: usize) -> Option<u8> {
-        let w = self.word(at & !7)?;
-        Some((w >> ((at & 7) * 8)) as u8)
+        for a in [at, end - 1] {
+            let (slot, page) = page_slot(a);
+            slot.store(page, Ordering::Relaxed);
+        }
+        Some(b)
     }
 }
+
+/// Words of a frame read at once: through the 3.11+ frames' `owner` byte.
+const FRAME_WORDS: usize = 9;
+/// Words of a code object read at once: through its name (every layout's
+/// `co_qualname` is at 128).
+const CODE_WORDS: usize = 17;
 
 /// Adds the calling thread's Python frames to its native stack, if it runs
 /// Python. On the sampled path. True if the collector should be woken to
@@ -482,10 +494,12 @@ fn read_frames(
     };
     mem.know(rt.runtime, rt.runtime + rt.runtime_size);
     let tss = rt.runtime + l.tss;
-    if mem.u32(tss)? == 0 {
+    // Py_tss_t: { int _is_initialized; pthread_key_t _key; }
+    let tss = mem.word(tss)?;
+    if tss as u32 == 0 {
         return None; // not initialised yet, or finalised
     }
-    let tstate = crate::sys::threads::get_specific(mem.u32(tss + 4)?) as usize;
+    let tstate = crate::sys::threads::get_specific((tss >> 32) as u32) as usize;
     if tstate == 0 {
         return None;
     }
@@ -510,11 +524,13 @@ fn read_frames(
         None => mem.word(tstate + l.current_frame)?,
     };
     let (mut n, mut groups, mut new) = (0, 0, false);
+    let field = |words: &[usize], at: usize| words.get(at / 8).map(|w| w >> ((at % 8) * 8));
     while frame != 0 && n < py.len() {
+        let f = mem.block::<FRAME_WORDS>(frame)?;
         let flags = match l.entry {
-            Entry::IsEntry(at) | Entry::ShimOwner(at) => mem.byte(frame + at)?,
+            Entry::IsEntry(at) | Entry::ShimOwner(at) => field(&f, at)? as u8,
         };
-        let previous = mem.word(frame + l.previous)?;
+        let previous = field(&f, l.previous)?;
         if matches!(l.entry, Entry::ShimOwner(_)) && flags == FRAME_OWNED_BY_CSTACK {
             // The C stack's entry shim below an activation's frames.
             if n > 0 && groups < ends.len() {
@@ -524,11 +540,10 @@ fn read_frames(
             frame = previous;
             continue;
         }
-        let code = mem.word(frame + l.f_code)?;
-        let (word, first) = if mem.word(code + 8) == Some(rt.code_type) {
-            code_word(rt, &mem, code, mem.word(frame + l.instr)?)?
-        } else {
-            (TAG, false) // not a code object (3.13: other executables)
+        let code = field(&f, l.f_code)?;
+        let (word, first) = match mem.block::<CODE_WORDS>(code) {
+            Some(c) if c[1] == rt.code_type => code_word(rt, &c, code, field(&f, l.instr)?)?,
+            _ => (TAG, false), // not a code object (3.13: other executables)
         };
         new |= first;
         py[n] = word;
@@ -548,16 +563,13 @@ fn read_frames(
     Some((n, groups, new))
 }
 
-/// A frame's word, from its code object (alive: the frame holds it) and
-/// its instruction pointer.
-fn code_word(rt: &Runtime, mem: &Mem, code: usize, instr: usize) -> Option<(usize, bool)> {
+/// A frame's word, from its code object's first words `c` (alive: the
+/// frame holds it) and its instruction pointer.
+fn code_word(rt: &Runtime, c: &[usize; CODE_WORDS], code: usize, instr: usize) -> Option<(usize, bool)> {
     let l = rt.layout;
-    let id = [
-        code,
-        mem.word(code + l.co_qualname)?,
-        mem.word(code + l.co_filename)?,
-        mem.u32(code + l.co_firstlineno)? as usize,
-    ];
+    let at = |off: usize| c.get(off / 8).copied();
+    let first_line = at(l.co_firstlineno)? >> ((l.co_firstlineno % 8) * 8) & 0xffff_ffff;
+    let id = [code, at(l.co_qualname)?, at(l.co_filename)?, first_line];
     let (index, new) = identity(id);
     let start = code + l.co_code;
     let offset = instr
