@@ -110,7 +110,7 @@ lint:
 
 # The library's unit tests also in the dev profile: overflow checks on
 # (never in release, whose hot path they would change).
-test: deps all lint
+test: deps all lint target/bench/workloads
 	cargo test --lib
 	cargo test --release -- --test-threads=2
 	python3 -m unittest discover -s tests/python

@@ -66,8 +66,9 @@ fn unwritable_dump_directory_is_reported_and_recovers() {
     p.expect_line("READY", Duration::from_secs(30));
     p.signal(libc::SIGUSR2);
     wait_for(
+        "failed-dump message",
         || p.stderr().contains("cannot write dump"),
-        "a failed-dump message",
+        || p.stderr(),
     );
     std::fs::create_dir(&dir).unwrap();
     let dump = p.dump();
@@ -82,17 +83,6 @@ fn unwritable_dump_directory_is_reported_and_recovers() {
         complaints, 2,
         "one line at load, one for the failed dump:\n{stderr}"
     );
-}
-
-fn wait_for(cond: impl Fn() -> bool, what: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Everyday programs give the same output with the library preloaded.
@@ -256,8 +246,9 @@ fn periodic_dumps_respect_the_cap() {
     // #6's own trim is under way.
     let sixth = dir.join(format!("leakprobe.{}.6.heap", p.pid()));
     wait_for(
-        || p.stderr().contains(&format!("wrote {} ", sixth.display())),
         "dump #6",
+        || p.stderr().contains(&format!("wrote {} ", sixth.display())),
+        || p.stderr(),
     );
     let elapsed = started.elapsed();
     let seqs: Vec<u64> = p.dump_files().iter().map(|f| seq_of(f)).collect();
@@ -330,7 +321,11 @@ fn interval_dumps_follow_the_bytes_allocated() {
     // crossed. A mark crossed within a second of the last automatic dump
     // waits for that second (MIN_AUTOMATIC_GAP), so the second dump may
     // come after the last step: wait for it.
-    wait_for(|| p.dump_files().len() >= 2, "two interval dumps");
+    wait_for(
+        "two interval dumps",
+        || p.dump_files().len() >= 2,
+        || p.stderr(),
+    );
     let written = p.dump_files().len();
     let (status, stderr) = p.finish(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{stderr}");
@@ -352,11 +347,12 @@ fn the_peak_profile_shows_a_spike_that_is_gone() {
     let truth = 500.0 * (1u64 << 20) as f64;
     let peak_file = dir.join(format!("leakprobe.{}.peak.heap", p.pid()));
     wait_for(
+        "peak profile with the spike",
         || {
             Dump::try_read(&peak_file)
                 .is_some_and(|d| d.meta_u64("estimated_live_bytes") as f64 >= 0.9 * truth)
         },
-        "a peak profile with the spike",
+        || p.stderr(),
     );
     p.write_stdin("free\n");
     p.expect_line("DONE", Duration::from_secs(30));

@@ -327,3 +327,26 @@ def summary(args: argparse.Namespace) -> int:
     for u in unnamed:
         print_unnamed(u)
     return 0
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    s = sub.add_parser("report", parents=[common], help="top functions and stacks of one dump")
+    s.add_argument("dump")
+    s.set_defaults(run=report)
+    s = sub.add_parser("diff", parents=[common], help="what grew and shrank between two dumps")
+    s.add_argument("base")
+    s.add_argument("dump")
+    s.set_defaults(run=diff)
+    s = sub.add_parser("trend", parents=[common], help="rank stacks by steady growth over a series of dumps")
+    s.add_argument("dumps", nargs="+")
+    s.set_defaults(run=trend)
+    s = sub.add_parser("summary", parents=[common], help="memory accounting and a leak/retention verdict over dumps")
+    s.add_argument("dumps", nargs="+")
+    s.set_defaults(run=summary)
+    s = sub.add_parser("collapsed", parents=[common], help="folded stacks for flamegraph.pl, inferno, speedscope")
+    s.add_argument("dump")
+    s.set_defaults(run=collapsed)
+    s = sub.add_parser("flamegraph", parents=[common], help="interactive SVG flame graph")
+    s.add_argument("dump")
+    s.add_argument("-o", "--output", required=True, help="the .svg file to write")
+    s.set_defaults(run=flamegraph)

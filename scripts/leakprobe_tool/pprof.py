@@ -336,3 +336,16 @@ def write_atomically(path: str, data: bytes) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    # Not `common`: the export keeps every stack and frame (no --depth, --focus...).
+    del common
+    s = sub.add_parser("pprof", help="symbolized profile.proto (gzipped) for go tool pprof and profiling backends")
+    s.add_argument("dumps", nargs="+", metavar="DUMP", help="one or more dumps, summed into one profile")
+    s.add_argument("-o", "--output", required=True, help="the .pb.gz file to write")
+    s.add_argument("--base", action="append", metavar="OLDER", help="subtract this dump (repeatable): the growth since")
+    s.add_argument("--keep-allocator-frames", action="store_true", help="keep malloc, operator new... at the leaf")
+    s.add_argument("--mmap", action="store_true", help="the memory mapped outside malloc instead of the heap (as report)")
+    s.add_argument("--debug-dir", action="append", default=[], metavar="DIR", help="as for report")
+    s.set_defaults(run=export)
