@@ -565,7 +565,12 @@ fn read_frames(
 
 /// A frame's word, from its code object's first words `c` (alive: the
 /// frame holds it) and its instruction pointer.
-fn code_word(rt: &Runtime, c: &[usize; CODE_WORDS], code: usize, instr: usize) -> Option<(usize, bool)> {
+fn code_word(
+    rt: &Runtime,
+    c: &[usize; CODE_WORDS],
+    code: usize,
+    instr: usize,
+) -> Option<(usize, bool)> {
     let l = rt.layout;
     let at = |off: usize| c.get(off / 8).copied();
     let first_line = at(l.co_firstlineno)? >> ((l.co_firstlineno % 8) * 8) & 0xffff_ffff;
