@@ -154,9 +154,8 @@ static PY313: Layout = Layout {
 /// The interpreter found.
 struct Runtime {
     layout: &'static Layout,
-    /// `_PyRuntime` and its size.
+    /// `_PyRuntime` (its symbol's size checked to hold the key's offset).
     runtime: usize,
-    runtime_size: usize,
     code_type: usize,
     /// The eval loop's code: its function, and the part the compiler moved
     /// out of it (`.cold`), if found.
@@ -220,7 +219,6 @@ pub fn detect() {
     let rt = Runtime {
         layout,
         runtime,
-        runtime_size,
         code_type,
         eval,
         eval_cold: cold_part(eval),
@@ -392,8 +390,39 @@ fn page_slot(at: usize) -> (&'static AtomicUsize, usize) {
 
 /// Checked reads of this process's memory (see the module's comment).
 struct Mem {
-    known: [(usize, usize); 9],
+    /// The thread's frame stack chunks.
+    known: [(usize, usize); 8],
     n: usize,
+}
+
+/// Words of an object read through `Mem::view`, at most.
+const VIEW_WORDS: usize = 18;
+
+/// `len` bytes at an address, checked readable: loaded in place, or
+/// copied (what `process_vm_readv` gave).
+enum View {
+    Direct(usize, usize),
+    Copied([usize; VIEW_WORDS]),
+}
+
+impl View {
+    /// The bytes from `off` on, as a word shifted down to them (the field
+    /// is its low bits).
+    #[inline(always)]
+    fn field(&self, off: usize) -> Option<usize> {
+        let word = off & !7;
+        let w = match *self {
+            View::Direct(at, len) => {
+                if word + 8 > len {
+                    return None;
+                }
+                // SAFETY: inside the `len` bytes `Mem::view` found readable.
+                unsafe { core::ptr::read((at + word) as *const usize) }
+            }
+            View::Copied(ref words) => *words.get(word / 8)?,
+        };
+        Some(w >> ((off & 7) * 8))
+    }
 }
 
 impl Mem {
@@ -406,16 +435,17 @@ impl Mem {
 
     /// The aligned word at `at`, if it can be read.
     fn word(&self, at: usize) -> Option<usize> {
-        self.block::<1>(at).map(|[w]| w)
+        self.view(at, 8)?.field(0)
     }
 
-    /// The `N` aligned words from `at`, if they can be read: loaded
-    /// directly when they lie in known memory or on pages read before
-    /// (one check for the block), else copied by `process_vm_readv`.
+    /// The `len` bytes (at most `VIEW_WORDS` words) from aligned `at`, if
+    /// they can be read: in place when they lie in the frame chunks or on
+    /// pages read before (one check for the whole), else copied by
+    /// `process_vm_readv`, their pages then noted.
     #[inline]
-    fn block<const N: usize>(&self, at: usize) -> Option<[usize; N]> {
-        let end = at.checked_add(8 * N)?;
-        if !at.is_multiple_of(8) || at < 4096 || end > 1 << 47 {
+    fn view(&self, at: usize, len: usize) -> Option<View> {
+        let end = at.checked_add(len)?;
+        if !at.is_multiple_of(8) || at < 4096 || end > 1 << 47 || len > 8 * VIEW_WORDS {
             return None;
         }
         let known = self.known[..self.n]
@@ -426,14 +456,11 @@ impl Mem {
             slot.load(Ordering::Relaxed) == page
         };
         if known || (seen(at) && seen(end - 1)) {
-            // SAFETY: aligned words inside memory mapped now: the frame
-            // chunks and the runtime (the interpreter's own, live while its
-            // thread runs), or pages read before (see `Mem`).
-            return Some(unsafe { core::ptr::read(at as *const [usize; N]) });
+            return Some(View::Direct(at, len));
         }
-        let mut b = [0usize; N];
-        // SAFETY: `b` is N plain words; viewed as their bytes.
-        let bytes = unsafe { core::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<u8>(), 8 * N) };
+        let mut b = [0usize; VIEW_WORDS];
+        // SAFETY: `b` is plain words; its first `len` bytes viewed as bytes.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<u8>(), len) };
         if !raw::read_own_memory(at, bytes) {
             return None;
         }
@@ -441,15 +468,15 @@ impl Mem {
             let (slot, page) = page_slot(a);
             slot.store(page, Ordering::Relaxed);
         }
-        Some(b)
+        Some(View::Copied(b))
     }
 }
 
-/// Words of a frame read at once: through the 3.11+ frames' `owner` byte.
-const FRAME_WORDS: usize = 9;
-/// Words of a code object read at once: through its name (every layout's
+/// Bytes of a frame read: through the 3.11+ frames' `owner` byte.
+const FRAME_BYTES: usize = 72;
+/// Bytes of a code object read: through its name (every layout's
 /// `co_qualname` is at 128).
-const CODE_WORDS: usize = 17;
+const CODE_BYTES: usize = 136;
 
 /// Adds the calling thread's Python frames to its native stack, if it runs
 /// Python. On the sampled path. True if the collector should be woken to
@@ -489,13 +516,13 @@ fn read_frames(
 ) -> Option<(usize, usize, bool)> {
     let l = rt.layout;
     let mut mem = Mem {
-        known: [(0, 0); 9],
+        known: [(0, 0); 8],
         n: 0,
     };
-    mem.know(rt.runtime, rt.runtime + rt.runtime_size);
-    let tss = rt.runtime + l.tss;
+    // SAFETY: `_PyRuntime` is the interpreter's static data, which holds
+    // the key (its symbol's size is checked in `detect`).
     // Py_tss_t: { int _is_initialized; pthread_key_t _key; }
-    let tss = mem.word(tss)?;
+    let tss = unsafe { core::ptr::read_volatile((rt.runtime + l.tss) as *const usize) };
     if tss as u32 == 0 {
         return None; // not initialised yet, or finalised
     }
@@ -512,26 +539,28 @@ fn read_frames(
         if chunk == 0 {
             break;
         }
-        let size = mem.word(chunk + 8)?;
+        let c = mem.view(chunk, 16)?;
+        let size = c.field(8)?;
         if size > 1 << 30 {
             break;
         }
         mem.know(chunk, chunk.checked_add(size)?);
-        chunk = mem.word(chunk)?;
+        chunk = c.field(0)?;
     }
     let mut frame = match l.cframe {
         Some(cframe) => mem.word(mem.word(tstate + cframe)? + l.current_frame)?,
         None => mem.word(tstate + l.current_frame)?,
     };
     let (mut n, mut groups, mut new) = (0, 0, false);
-    let field = |words: &[usize], at: usize| words.get(at / 8).map(|w| w >> ((at % 8) * 8));
+    let shim = matches!(l.entry, Entry::ShimOwner(_));
+    let entry_at = match l.entry {
+        Entry::IsEntry(at) | Entry::ShimOwner(at) => at,
+    };
     while frame != 0 && n < py.len() {
-        let f = mem.block::<FRAME_WORDS>(frame)?;
-        let flags = match l.entry {
-            Entry::IsEntry(at) | Entry::ShimOwner(at) => field(&f, at)? as u8,
-        };
-        let previous = field(&f, l.previous)?;
-        if matches!(l.entry, Entry::ShimOwner(_)) && flags == FRAME_OWNED_BY_CSTACK {
+        let f = mem.view(frame, FRAME_BYTES)?;
+        let flags = f.field(entry_at)? as u8;
+        let previous = f.field(l.previous)?;
+        if shim && flags == FRAME_OWNED_BY_CSTACK {
             // The C stack's entry shim below an activation's frames.
             if n > 0 && groups < ends.len() {
                 ends[groups] = n as u8;
@@ -540,15 +569,15 @@ fn read_frames(
             frame = previous;
             continue;
         }
-        let code = field(&f, l.f_code)?;
-        let (word, first) = match mem.block::<CODE_WORDS>(code) {
-            Some(c) if c[1] == rt.code_type => code_word(rt, &c, code, field(&f, l.instr)?)?,
+        let code = f.field(l.f_code)?;
+        let (word, first) = match mem.view(code, CODE_BYTES) {
+            Some(c) if c.field(8) == Some(rt.code_type) => code_word(rt, &c, code, f.field(l.instr)?)?,
             _ => (TAG, false), // not a code object (3.13: other executables)
         };
         new |= first;
         py[n] = word;
         n += 1;
-        if matches!(l.entry, Entry::IsEntry(_)) && flags != 0 && groups < ends.len() {
+        if !shim && flags != 0 && groups < ends.len() {
             ends[groups] = n as u8;
             groups += 1;
         }
@@ -563,18 +592,12 @@ fn read_frames(
     Some((n, groups, new))
 }
 
-/// A frame's word, from its code object's first words `c` (alive: the
-/// frame holds it) and its instruction pointer.
-fn code_word(
-    rt: &Runtime,
-    c: &[usize; CODE_WORDS],
-    code: usize,
-    instr: usize,
-) -> Option<(usize, bool)> {
+/// A frame's word, from its code object `c` (alive: the frame holds it)
+/// and its instruction pointer.
+fn code_word(rt: &Runtime, c: &View, code: usize, instr: usize) -> Option<(usize, bool)> {
     let l = rt.layout;
-    let at = |off: usize| c.get(off / 8).copied();
-    let first_line = at(l.co_firstlineno)? >> ((l.co_firstlineno % 8) * 8) & 0xffff_ffff;
-    let id = [code, at(l.co_qualname)?, at(l.co_filename)?, first_line];
+    let first_line = c.field(l.co_firstlineno)? & 0xffff_ffff;
+    let id = [code, c.field(l.co_qualname)?, c.field(l.co_filename)?, first_line];
     let (index, new) = identity(id);
     let start = code + l.co_code;
     let offset = instr
@@ -619,7 +642,10 @@ fn splice(rt: &Runtime, stack: &mut Stack, py: &[usize], ends: &[u8], max_len: u
     if evals != ends.len() && out.len() < max_len {
         UNPAIRED.fetch_add(1, Ordering::Relaxed);
     }
-    *stack = out;
+    stack.truncate(0);
+    for &w in out.frames() {
+        stack.push(w, max_len);
+    }
 }
 
 /// Counters for the dump: (stacks with Python frames, of them those whose
