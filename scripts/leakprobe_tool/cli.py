@@ -41,6 +41,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="REGEX",
         help="also skip functions whose whole name matches REGEX as allocation wrappers (like zmalloc, g_malloc)",
     )
+    common.add_argument(
+        "--app-frames",
+        metavar="REGEX",
+        help="functions whose whole name matches REGEX are the program's own: the responsible frame is never past one",
+    )
     common.add_argument("--nodecount", type=int, default=20, metavar="N", help="how many functions/stacks to show (20)")
     common.add_argument("--depth", type=count, metavar="N", help=f"frames shown per stack ({DEPTH}; flamegraph: {DEFAULT_DEPTH})")
     common.add_argument("--lines", action="store_true", help="functions with file:line")

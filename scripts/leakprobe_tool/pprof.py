@@ -17,9 +17,10 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .dumpfile import Dump, Mapping, Row, read_dump
+from .entry import entry_point
 from .profile import kind_root, mapped_view, unsample, without_allocator
 from .symbols import Frame, Symbolizer, program_of
 
@@ -107,7 +108,7 @@ class Export:
         """One Location per call site: its inline chain as Lines, leaf first."""
         m = dump.mapping_of(addr)
         entry = self.mapping(dump, m) if m is not None else None
-        outer = system_name(symbolizer, dump, addr, m)
+        outer = system_name(symbolizer, addr)
         lines = []
         for i, f in enumerate(chain):
             mangled = outer if i == len(chain) - 1 and outer else f.function
@@ -145,8 +146,10 @@ class Export:
             chains = [symbolizer.frames(a) for a in addresses]
             if keep_allocator and chains:
                 # The marker is no call site: of its inline chain (the
-                # library's internals), only the entry point it is in.
-                chains[0] = chains[0][-1:]
+                # library's internals), only the entry point it is in: the
+                # one the program called, where its code says which.
+                entry = entry_point(symbolizer, row)
+                chains[0] = tuple(replace(f, function=entry) if entry else f for f in chains[0][-1:])
             flat = tuple(f for c in chains for f in c)
             frames = flat if keep_allocator else without_allocator(flat)
             locations = self.trimmed(dump, symbolizer, addresses, chains, len(flat) - len(frames))
@@ -226,16 +229,13 @@ class Export:
         return bytes(out + tail)
 
 
-def system_name(symbolizer: Symbolizer, dump: Dump, addr: int, m: Mapping | None) -> str | None:
+def system_name(symbolizer: Symbolizer, addr: int) -> str | None:
     """The mangled name of the function containing a call site, from the
     symbol table (the symbolizer demangles the names it returns)."""
-    where = symbolizer.place(addr, m)
-    if isinstance(where, Frame):
+    found = symbolizer.object_at(addr)
+    if found is None:
         return None
-    obj, vaddr = where
-    elf = symbolizer.elf(obj)
-    if elf is None:
-        return None
+    obj, elf, vaddr = found
     name = elf.symbol_at(vaddr)
     if name is None:
         debug = symbolizer.elf(symbolizer.debug_file(obj, elf))
