@@ -143,8 +143,7 @@ unsafe fn record_stack(p: Ptr, sample: &mut Sample) {
     let (ptr, size, seq) = (sample.ptr, sample.size, SEQ.fetch_add(1, Ordering::Relaxed));
     sample.seq = seq;
     fold_operator_frames(&mut sample.stack);
-    let wake_for_names = crate::unwind::java::append(&mut sample.stack, stack::max_len())
-        | crate::unwind::python::append(&mut sample.stack, stack::max_len());
+    let wake_for_names = crate::unwind::frames::append(&mut sample.stack, stack::max_len());
     let born = clock::monotonic().as_secs() as u32;
     // SAFETY: `p` is a live block, of the bootstrap arena or of the next
     // allocator (this function's contract).

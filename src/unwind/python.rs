@@ -29,7 +29,9 @@
 //!   the frames up to its entry frame (3.11: `is_entry`; 3.12+: the frame
 //!   owned by the C stack below them).
 
+use crate::settings::Settings;
 use crate::sys::raw;
+use crate::unwind::frames::{FrameSource, Lines};
 use crate::unwind::stack::{Stack, FRAMES_LIMIT};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::collections::BTreeMap;
@@ -163,14 +165,30 @@ struct Runtime {
     eval_cold: (usize, usize),
 }
 
-pub fn disable() {
-    OFF.store(true, Ordering::Relaxed);
+/// Python's frame source (`unwind::frames`).
+pub static FRAMES: FrameSource = FrameSource {
+    init,
+    append,
+    note_stack,
+    poll,
+    idle_wait: |idle| idle,
+    frame_lines,
+    facts,
+};
+
+/// `LEAKPROBE_PYTHON=0`: never look for an interpreter.
+fn init(cfg: &Settings) {
+    if cfg.python {
+        detect();
+    } else {
+        OFF.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Looks for an interpreter in the process: at load, and from the
 /// collector's rounds until one is found (a program may load libpython
 /// later). Cheap when there is none: a few `dlsym`s.
-pub fn detect() {
+fn detect() {
     if OFF.load(Ordering::Relaxed) || RUNTIME.get().is_some() {
         return;
     }
@@ -482,7 +500,7 @@ const CODE_BYTES: usize = 136;
 /// Python. On the sampled path. True if the collector should be woken to
 /// name a code object it has not seen.
 #[inline(always)]
-pub fn append(stack: &mut Stack, max_len: usize) -> bool {
+fn append(stack: &mut Stack, max_len: usize) -> bool {
     ACTIVE.load(Ordering::Relaxed) && append_python(stack, max_len)
 }
 
@@ -571,7 +589,9 @@ fn read_frames(
         }
         let code = f.field(l.f_code)?;
         let (word, first) = match mem.view(code, CODE_BYTES) {
-            Some(c) if c.field(8) == Some(rt.code_type) => code_word(rt, &c, code, f.field(l.instr)?)?,
+            Some(c) if c.field(8) == Some(rt.code_type) => {
+                code_word(rt, &c, code, f.field(l.instr)?)?
+            }
             _ => (TAG, false), // not a code object (3.13: other executables)
         };
         new |= first;
@@ -597,7 +617,12 @@ fn read_frames(
 fn code_word(rt: &Runtime, c: &View, code: usize, instr: usize) -> Option<(usize, bool)> {
     let l = rt.layout;
     let first_line = c.field(l.co_firstlineno)? & 0xffff_ffff;
-    let id = [code, c.field(l.co_qualname)?, c.field(l.co_filename)?, first_line];
+    let id = [
+        code,
+        c.field(l.co_qualname)?,
+        c.field(l.co_filename)?,
+        first_line,
+    ];
     let (index, new) = identity(id);
     let start = code + l.co_code;
     let offset = instr
@@ -648,13 +673,16 @@ fn splice(rt: &Runtime, stack: &mut Stack, py: &[usize], ends: &[u8], max_len: u
     }
 }
 
-/// Counters for the dump: (stacks with Python frames, of them those whose
-/// eval-loop frames did not pair with the activations).
-pub fn counts() -> (u64, u64) {
-    (
-        WALKED.load(Ordering::Relaxed),
-        UNPAIRED.load(Ordering::Relaxed),
-    )
+/// The dump's facts: stacks with Python frames, of them those whose
+/// eval-loop frames did not pair with the activations.
+fn facts() -> Lines {
+    vec![
+        ("python_stacks", WALKED.load(Ordering::Relaxed).to_string()),
+        (
+            "python_stacks_unpaired",
+            UNPAIRED.load(Ordering::Relaxed).to_string(),
+        ),
+    ]
 }
 
 /// (identity index, byte offset) of a Python frame word; None otherwise.
@@ -683,7 +711,7 @@ fn names() -> std::sync::MutexGuard<'static, BTreeMap<usize, Code>> {
 
 /// A new stack was interned: its code objects are named now, while they
 /// are most likely alive (the collector's thread; reads that cannot fault).
-pub fn note_stack(frames: &[usize]) {
+fn note_stack(frames: &[usize]) {
     if !ACTIVE.load(Ordering::Relaxed) || !frames.iter().any(|&w| decode(w).is_some()) {
         return;
     }
@@ -701,7 +729,7 @@ pub fn note_stack(frames: &[usize]) {
 }
 
 /// The collector's round: looks for an interpreter until one is found.
-pub fn poll() {
+fn poll() {
     if RUNTIME.get().is_none() && !OFF.load(Ordering::Relaxed) {
         static LAST: AtomicU64 = AtomicU64::new(0);
         let now = crate::sys::clock::monotonic().as_millis() as u64;
@@ -857,8 +885,10 @@ fn line_of(table: &[u8], first_line: i64, offset: usize) -> Option<i64> {
 /// `?` when unknown), kind one of `python`, `freed` (its code object was
 /// freed before it was named), `unknown` (the table of code objects was
 /// full, or the object could not be read).
-pub fn frame_lines<'a>(stacks: impl Iterator<Item = &'a [usize]>) -> Vec<(&'static str, String)> {
+fn frame_lines(stacks: &[&[usize]]) -> Lines {
     let mut words: Vec<usize> = stacks
+        .iter()
+        .copied()
         .flatten()
         .copied()
         .filter(|&w| decode(w).is_some())

@@ -52,6 +52,8 @@ struct Collector {
     automatic: schedule::Automatic,
     /// Numbers of the dumps kept, oldest first, for `LEAKPROBE_MAX_DUMPS`.
     kept: std::collections::VecDeque<u64>,
+    /// Where dumps go besides the dump directory (`sink::others`).
+    sinks: Vec<Box<dyn crate::collect::sink::Sink + Send>>,
 }
 
 static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
@@ -65,7 +67,7 @@ pub fn start(cfg: &'static Settings) {
     objects::argv0();
     ring::renew();
     STATE.with(|s| *s = Some(Collector::new(cfg)));
-    crate::unwind::java::set_drain(absorb_at_vm_death);
+    crate::unwind::frames::set_drain(absorb_at_vm_death);
     fork::register();
     spawn();
 }
@@ -210,16 +212,13 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         }
         crate::mapped::table::intern_deferred();
         // Java frames of new mapping stacks are named soon, as the heap's are.
-        let mapped = crate::mapped::table::stack_words(false);
-        crate::unwind::java::note_stack(&mapped);
-        crate::unwind::python::note_stack(&mapped);
+        crate::unwind::frames::note_stack(&crate::mapped::table::stack_words(false));
         let more = STATE.with(|s| s.as_mut().is_some_and(Collector::step));
         // After the step: the methods of the stacks it interned are named in
         // this round (a sample with a new method woke it for that).
-        crate::unwind::java::poll();
-        crate::unwind::python::poll();
+        crate::unwind::frames::poll();
         if !more {
-            doorbell::wait(seen, crate::unwind::java::idle_wait(IDLE_WAIT));
+            doorbell::wait(seen, crate::unwind::frames::idle_wait(IDLE_WAIT));
         }
     }
 }
@@ -244,6 +243,7 @@ impl Collector {
             kept: std::collections::VecDeque::with_capacity(
                 cfg.max_dumps.min(snapshot::KEPT_ROOM) + 1,
             ),
+            sinks: crate::collect::sink::others(cfg),
         }
     }
 
@@ -307,8 +307,7 @@ impl Collector {
                 let id = self.stacks.len() as u32;
                 self.stacks.push(frames.into());
                 self.ids.insert(frames.into(), id);
-                crate::unwind::java::note_stack(frames);
-                crate::unwind::python::note_stack(frames);
+                crate::unwind::frames::note_stack(frames);
                 id
             }
         };

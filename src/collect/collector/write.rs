@@ -6,6 +6,7 @@ use super::{Collector, LOST};
 use crate::collect::mode;
 use crate::collect::request::REQUESTS;
 use crate::collect::ring;
+use crate::collect::sink::{self, Dump, Sink};
 use crate::next::{self, global_alloc};
 use crate::profile::accounting;
 use crate::profile::dump::{self, Row};
@@ -47,21 +48,23 @@ impl Collector {
         meta.extend(objects::object_facts(&map));
         let stacks = &self.stacks;
         let mapped = crate::mapped::table::stack_words(true);
-        crate::unwind::java::note_stack(&mapped);
-        crate::unwind::python::note_stack(&mapped);
-        let all = || {
-            rows.iter()
-                .map(|r| &*stacks[r.stack as usize])
-                .chain([&mapped[..]])
-        };
-        meta.extend(crate::unwind::java::frame_lines(all()));
-        meta.extend(crate::unwind::python::frame_lines(all()));
+        crate::unwind::frames::note_stack(&mapped);
+        let seen: Vec<&[usize]> = rows
+            .iter()
+            .map(|r| &*stacks[r.stack as usize])
+            .chain([&mapped[..]])
+            .collect();
+        meta.extend(crate::unwind::frames::frame_lines(&seen));
         let text = dump::render(period, &meta, &rows, |id| &stacks[id as usize], &map);
         let text = match text {
             Ok(text) if global_alloc::refusals() == refusals => text,
             _ => return self.fail_for_memory(at_peak),
         };
-        let result = self.write_file(&text, at_peak);
+        let dump = Dump {
+            text: &text,
+            at_peak,
+        };
+        let result = DumpDirectory(self).write(&dump);
         let written = result.is_ok();
         match result {
             Ok(path) => {
@@ -76,6 +79,7 @@ impl Collector {
         if !at_peak {
             REQUESTS.finished(written);
         }
+        sink::hand_on(&mut self.sinks, &dump);
         written
     }
 
@@ -232,12 +236,7 @@ impl Collector {
             "dumps_failed_out_of_memory",
             FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),
         ));
-        let (java_walked, java_not_walkable) = crate::unwind::java::counts();
-        meta.push(("java_stacks", java_walked.to_string()));
-        meta.push(("java_stacks_not_walkable", java_not_walkable.to_string()));
-        let (python_walked, python_unpaired) = crate::unwind::python::counts();
-        meta.push(("python_stacks", python_walked.to_string()));
-        meta.push(("python_stacks_unpaired", python_unpaired.to_string()));
+        meta.extend(crate::unwind::frames::facts());
         meta
     }
 
@@ -280,6 +279,21 @@ impl Collector {
                     .map_err(|why| format!("{first} in {}: {why}", self.dir.display()))
             }
         }
+    }
+}
+
+/// The dump directory, the first sink (`collect::sink`): numbered dumps
+/// under `LEAKPROBE_MAX_DUMPS`, the peak profile, or the path a caller of
+/// `leakprobe_dump` named.
+struct DumpDirectory<'a>(&'a mut Collector);
+
+impl Sink for DumpDirectory<'_> {
+    fn name(&self) -> &str {
+        "the dump directory"
+    }
+
+    fn write(&mut self, dump: &Dump) -> Result<String, String> {
+        self.0.write_file(dump.text, dump.at_peak)
     }
 }
 
