@@ -640,22 +640,59 @@ fn in_eval(rt: &Runtime, pc: usize) -> bool {
 
 /// Replaces each eval-loop frame of `stack` with its activation's Python
 /// frames, innermost first; activations left over (a native stack cut
-/// short) go at its end.
+/// short) go at its end. With more eval-loop frames than activations on a
+/// whole stack (a thread that runs a sub-interpreter above its frames), the
+/// innermost extra ones stay native: the thread state read is the outer
+/// one. Counts a stack whose frames did not pair.
 fn splice(rt: &Runtime, stack: &mut Stack, py: &[usize], ends: &[u8], max_len: usize) {
     let mut out = Stack::new();
-    let (mut group, mut from, mut evals) = (0, 0, 0);
-    for (i, &pc) in stack.frames().iter().enumerate() {
-        // Frame 0 is the entry point's marker, no return address.
-        if i == 0 || !in_eval(rt, pc) {
+    if !splice_into(
+        &mut out,
+        stack.frames(),
+        |pc| in_eval(rt, pc),
+        py,
+        ends,
+        max_len,
+    ) {
+        UNPAIRED.fetch_add(1, Ordering::Relaxed);
+    }
+    stack.truncate(0);
+    for &w in out.frames() {
+        stack.push(w, max_len);
+    }
+}
+
+/// `splice` into `out`, from the native `frames`; false if unpaired.
+fn splice_into(
+    out: &mut Stack,
+    frames: &[usize],
+    is_eval: impl Fn(usize) -> bool,
+    py: &[usize],
+    ends: &[u8],
+    max_len: usize,
+) -> bool {
+    // Frame 0 is the entry point's marker, no return address.
+    let evals = frames.iter().skip(1).filter(|&&pc| is_eval(pc)).count();
+    let whole = frames.len() < max_len;
+    let mut skip = if whole {
+        evals.saturating_sub(ends.len())
+    } else {
+        0
+    };
+    let (mut group, mut from) = (0, 0);
+    for (i, &pc) in frames.iter().enumerate() {
+        if i == 0 || !is_eval(pc) {
             out.push(pc, max_len);
             continue;
         }
-        evals += 1;
-        let Some(&end) = ends.get(group) else {
-            out.push(pc, max_len);
-            continue;
+        let end = match ends.get(group) {
+            Some(&end) if skip == 0 => usize::from(end).min(py.len()),
+            _ => {
+                skip = skip.saturating_sub(1);
+                out.push(pc, max_len);
+                continue;
+            }
         };
-        let end = usize::from(end).min(py.len());
         for &w in py.get(from..end).unwrap_or(&[]) {
             out.push(w, max_len);
         }
@@ -664,13 +701,7 @@ fn splice(rt: &Runtime, stack: &mut Stack, py: &[usize], ends: &[u8], max_len: u
     for &w in py.get(from..).unwrap_or(&[]) {
         out.push(w, max_len);
     }
-    if evals != ends.len() && out.len() < max_len {
-        UNPAIRED.fetch_add(1, Ordering::Relaxed);
-    }
-    stack.truncate(0);
-    for &w in out.frames() {
-        stack.push(w, max_len);
-    }
+    evals == ends.len() || out.len() >= max_len
 }
 
 /// The dump's facts: stacks with Python frames, of them those whose
@@ -932,6 +963,34 @@ mod tests {
         assert_eq!(decode(1 << 62 | 5), None);
         assert_eq!(decode(0x7fff_0000_1234), None);
         assert!(w < 1 << 63);
+    }
+
+    fn spliced(frames: &[usize], py: &[usize], ends: &[u8], max: usize) -> (Vec<usize>, bool) {
+        let mut out = Stack::new();
+        let paired = splice_into(&mut out, frames, |pc| pc >= 900, py, ends, max);
+        (out.frames().to_vec(), paired)
+    }
+
+    #[test]
+    fn each_eval_loop_frame_becomes_its_activations_frames() {
+        // Native: marker, a C frame, eval, a C frame, eval, main.
+        let native = [1, 10, 900, 11, 901, 12];
+        // Python: two frames run by the inner eval loop, one by the outer.
+        let (out, paired) = spliced(&native, &[51, 52, 53], &[2, 3], 64);
+        assert_eq!(out, [1, 10, 51, 52, 11, 53, 12]);
+        assert!(paired);
+        // The native walk cut short: the outer activation at the end.
+        let (out, paired) = spliced(&native[..3], &[51, 52, 53], &[2, 3], 64);
+        assert_eq!(out, [1, 10, 51, 52, 53]);
+        assert!(!paired);
+        // More eval loops than activations (a sub-interpreter inside): the
+        // activations go to the outer ones.
+        let (out, paired) = spliced(&native, &[53], &[1], 64);
+        assert_eq!(out, [1, 10, 900, 11, 53, 12]);
+        assert!(!paired);
+        // At the frame limit nothing is known of the outer frames: inner first.
+        let (out, _) = spliced(&native[..5], &[53], &[1], 5);
+        assert_eq!(out, [1, 10, 53, 11, 901]);
     }
 
     #[test]
