@@ -363,6 +363,7 @@ fn slots() -> &'static [Slot] {
 
 /// The index of identity `id` (code, qualname, filename, first line),
 /// entered if new: (index, whether new); index 0 if the table is full.
+#[inline(always)]
 fn identity(id: [usize; 4]) -> (usize, bool) {
     let slots = slots();
     if slots.is_empty() {
@@ -413,32 +414,26 @@ struct Mem {
     n: usize,
 }
 
-/// Words of an object read through `Mem::view`, at most.
-const VIEW_WORDS: usize = 18;
-
-/// `len` bytes at an address, checked readable: loaded in place, or
-/// copied (what `process_vm_readv` gave).
-enum View {
-    Direct(usize, usize),
-    Copied([usize; VIEW_WORDS]),
+/// `len` bytes checked readable: memory read in place, or the buffer
+/// `process_vm_readv` copied them into.
+struct View<'a> {
+    base: *const u8,
+    len: usize,
+    _buffer: core::marker::PhantomData<&'a [usize]>,
 }
 
-impl View {
+impl View<'_> {
     /// The bytes from `off` on, as a word shifted down to them (the field
     /// is its low bits).
     #[inline(always)]
     fn field(&self, off: usize) -> Option<usize> {
         let word = off & !7;
-        let w = match *self {
-            View::Direct(at, len) => {
-                if word + 8 > len {
-                    return None;
-                }
-                // SAFETY: inside the `len` bytes `Mem::view` found readable.
-                unsafe { core::ptr::read((at + word) as *const usize) }
-            }
-            View::Copied(ref words) => *words.get(word / 8)?,
-        };
+        if word + 8 > self.len {
+            return None;
+        }
+        // SAFETY: inside the `len` bytes `Mem::view` found readable (in
+        // place), or copied into the buffer this view borrows; aligned.
+        let w = unsafe { core::ptr::read(self.base.add(word) as *const usize) };
         Some(w >> ((off & 7) * 8))
     }
 }
@@ -453,17 +448,19 @@ impl Mem {
 
     /// The aligned word at `at`, if it can be read.
     fn word(&self, at: usize) -> Option<usize> {
-        self.view(at, 8)?.field(0)
+        let mut b = [0usize; 1];
+        self.view(at, &mut b)?.field(0)
     }
 
-    /// The `len` bytes (at most `VIEW_WORDS` words) from aligned `at`, if
-    /// they can be read: in place when they lie in the frame chunks or on
-    /// pages read before (one check for the whole), else copied by
+    /// The bytes of `buffer`'s size from aligned `at`, if they can be read:
+    /// in place when they lie in the frame chunks or on pages read before
+    /// (one check for the whole), else copied into `buffer` by
     /// `process_vm_readv`, their pages then noted.
-    #[inline]
-    fn view(&self, at: usize, len: usize) -> Option<View> {
+    #[inline(always)]
+    fn view<'a>(&self, at: usize, buffer: &'a mut [usize]) -> Option<View<'a>> {
+        let len = 8 * buffer.len();
         let end = at.checked_add(len)?;
-        if !at.is_multiple_of(8) || at < 4096 || end > 1 << 47 || len > 8 * VIEW_WORDS {
+        if !at.is_multiple_of(8) || at < 4096 || end > 1 << 47 {
             return None;
         }
         let known = self.known[..self.n]
@@ -473,28 +470,42 @@ impl Mem {
             let (slot, page) = page_slot(a);
             slot.load(Ordering::Relaxed) == page
         };
-        if known || (seen(at) && seen(end - 1)) {
-            return Some(View::Direct(at, len));
-        }
-        let mut b = [0usize; VIEW_WORDS];
-        // SAFETY: `b` is plain words; its first `len` bytes viewed as bytes.
-        let bytes = unsafe { core::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<u8>(), len) };
+        let base = if known || (seen(at) && seen(end - 1)) {
+            at as *const u8
+        } else {
+            self.copy(at, buffer)?
+        };
+        Some(View {
+            base,
+            len,
+            _buffer: core::marker::PhantomData,
+        })
+    }
+
+    /// `view`'s slow path: the copy, and its pages noted.
+    #[cold]
+    #[inline(never)]
+    fn copy(&self, at: usize, buffer: &mut [usize]) -> Option<*const u8> {
+        let len = 8 * buffer.len();
+        // SAFETY: `buffer` is plain words, viewed as their bytes.
+        let bytes =
+            unsafe { core::slice::from_raw_parts_mut(buffer.as_mut_ptr().cast::<u8>(), len) };
         if !raw::read_own_memory(at, bytes) {
             return None;
         }
-        for a in [at, end - 1] {
+        for a in [at, at + len - 1] {
             let (slot, page) = page_slot(a);
             slot.store(page, Ordering::Relaxed);
         }
-        Some(View::Copied(b))
+        Some(buffer.as_ptr().cast())
     }
 }
 
-/// Bytes of a frame read: through the 3.11+ frames' `owner` byte.
-const FRAME_BYTES: usize = 72;
-/// Bytes of a code object read: through its name (every layout's
+/// Words of a frame read: through the 3.11+ frames' `owner` byte.
+const FRAME_WORDS: usize = 9;
+/// Words of a code object read: through its name (every layout's
 /// `co_qualname` is at 128).
-const CODE_BYTES: usize = 136;
+const CODE_WORDS: usize = 17;
 
 /// Adds the calling thread's Python frames to its native stack, if it runs
 /// Python. On the sampled path. True if the collector should be woken to
@@ -557,7 +568,8 @@ fn read_frames(
         if chunk == 0 {
             break;
         }
-        let c = mem.view(chunk, 16)?;
+        let mut b = [0usize; 2];
+        let c = mem.view(chunk, &mut b)?;
         let size = c.field(8)?;
         if size > 1 << 30 {
             break;
@@ -574,8 +586,9 @@ fn read_frames(
     let entry_at = match l.entry {
         Entry::IsEntry(at) | Entry::ShimOwner(at) => at,
     };
+    let (mut frame_buffer, mut code_buffer) = ([0usize; FRAME_WORDS], [0usize; CODE_WORDS]);
     while frame != 0 && n < py.len() {
-        let f = mem.view(frame, FRAME_BYTES)?;
+        let f = mem.view(frame, &mut frame_buffer)?;
         let flags = f.field(entry_at)? as u8;
         let previous = f.field(l.previous)?;
         if shim && flags == FRAME_OWNED_BY_CSTACK {
@@ -588,7 +601,7 @@ fn read_frames(
             continue;
         }
         let code = f.field(l.f_code)?;
-        let (word, first) = match mem.view(code, CODE_BYTES) {
+        let (word, first) = match mem.view(code, &mut code_buffer) {
             Some(c) if c.field(8) == Some(rt.code_type) => {
                 code_word(rt, &c, code, f.field(l.instr)?)?
             }
@@ -614,6 +627,7 @@ fn read_frames(
 
 /// A frame's word, from its code object `c` (alive: the frame holds it)
 /// and its instruction pointer.
+#[inline(always)]
 fn code_word(rt: &Runtime, c: &View, code: usize, instr: usize) -> Option<(usize, bool)> {
     let l = rt.layout;
     let first_line = c.field(l.co_firstlineno)? & 0xffff_ffff;
