@@ -30,12 +30,13 @@
 //!   owned by the C stack below them).
 
 use crate::settings::Settings;
+use crate::sys::lock::SpinLock;
 use crate::sys::raw;
 use crate::unwind::frames::{FrameSource, Lines};
 use crate::unwind::stack::{Stack, FRAMES_LIMIT};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::collections::BTreeMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 /// Python frames are words with bit 61 set and bit 62 clear (Java's tag):
 /// never a user-space address, below 2^63 (jeprof skips larger ones); the
@@ -247,6 +248,11 @@ fn detect() {
     TABLE.store(table as usize, Ordering::Release);
     let shown = version_text(version);
     if RUNTIME.set(rt).is_ok() {
+        crate::sys::process::at_fork(
+            Some(names_before_fork),
+            Some(names_after_fork),
+            Some(names_after_fork),
+        );
         ACTIVE.store(true, Ordering::Release);
         crate::sys::log::log!("Python {shown} found: Python frames are added to native stacks");
     }
@@ -748,10 +754,18 @@ enum Code {
     Freed,
 }
 
-static NAMES: Mutex<BTreeMap<usize, Code>> = Mutex::new(BTreeMap::new());
+/// Names by identity. A spin lock, taken around `fork` (a child must not
+/// inherit it held by the collector), and only tried by a dump's writer (a
+/// single-threaded program's process copy may have been made while the
+/// program's own thread held it).
+static NAMES: SpinLock<BTreeMap<usize, Code>> = SpinLock::new(BTreeMap::new());
 
-fn names() -> std::sync::MutexGuard<'static, BTreeMap<usize, Code>> {
-    NAMES.lock().unwrap_or_else(|e| e.into_inner())
+extern "C" fn names_before_fork() {
+    NAMES.acquire();
+}
+
+extern "C" fn names_after_fork() {
+    NAMES.release();
 }
 
 /// A new stack was interned: its code objects are named now, while they
@@ -763,14 +777,15 @@ fn note_stack(frames: &[usize]) {
     let Some(rt) = RUNTIME.get() else {
         return;
     };
-    let mut n = names();
-    for (index, _) in frames.iter().filter_map(|&w| decode(w)) {
-        if index != 0 && !n.contains_key(&index) {
-            if let Some(code) = resolve(rt, index) {
-                n.insert(index, code);
+    NAMES.with(|n| {
+        for (index, _) in frames.iter().filter_map(|&w| decode(w)) {
+            if index != 0 && !n.contains_key(&index) {
+                if let Some(code) = resolve(rt, index) {
+                    n.insert(index, code);
+                }
             }
         }
-    }
+    });
 }
 
 /// The collector's round: looks for an interpreter until one is found.
@@ -943,8 +958,11 @@ fn frame_lines(stacks: &[&[usize]]) -> Lines {
     }
     words.sort_unstable();
     words.dedup();
-    let n = names();
-    words
+    let held = NAMES.try_acquire_for(1000, crate::sys::raw::yield_now);
+    let none = BTreeMap::new();
+    // SAFETY: held just now (or not used), one reference, released below.
+    let n: &BTreeMap<usize, Code> = if held { unsafe { NAMES.held() } } else { &none };
+    let lines = words
         .into_iter()
         .map(|w| {
             let (index, offset) = decode(w).unwrap_or_default();
@@ -963,7 +981,11 @@ fn frame_lines(stacks: &[&[usize]]) -> Lines {
             };
             ("python_frame", line)
         })
-        .collect()
+        .collect();
+    if held {
+        NAMES.release();
+    }
+    lines
 }
 
 #[cfg(test)]

@@ -50,6 +50,13 @@ pub fn forget() {
     imp::forget()
 }
 
+/// From now on, walks end at the first frame without CFI instead of going
+/// on by frame pointers: a JVM's Java frames come from `java`, which takes
+/// the place of that frame.
+pub fn stop_at_jit_code() {
+    imp::STOP_AT_JIT.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Bytes of the rule cache.
 pub fn cache_bytes() -> usize {
     imp::CACHE_BYTES
@@ -260,7 +267,9 @@ mod imp {
                                 // Code without CFI (JIT code, V8's builtins):
                                 // its frame pointer chain, where it keeps one.
                                 jit_steps += 1;
-                                let Some((ra, caller_bp)) = (jit_steps <= MAX_JIT_STEPS)
+                                let go_on = jit_steps <= MAX_JIT_STEPS
+                                    && !STOP_AT_JIT.load(Ordering::Relaxed);
+                                let Some((ra, caller_bp)) = go_on
                                     .then(|| frame_pointer_step(bp, sp, top, bottom))
                                     .flatten()
                                 else {
@@ -331,6 +340,8 @@ mod imp {
 
     /// Frames without CFI a walk passes by their frame pointers, at most.
     const MAX_JIT_STEPS: u32 = 64;
+    /// `stop_at_jit_code`.
+    pub static STOP_AT_JIT: AtomicBool = AtomicBool::new(false);
 
     /// One step up a frame-pointer chain from a frame whose %rbp is `bp`
     /// (the saved %rbp at [bp], the return address at [bp + 8]): (return
@@ -763,4 +774,7 @@ mod imp {
     }
 
     pub fn forget() {}
+
+    pub static STOP_AT_JIT: core::sync::atomic::AtomicBool =
+        core::sync::atomic::AtomicBool::new(false);
 }
