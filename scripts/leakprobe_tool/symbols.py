@@ -140,8 +140,8 @@ class Symbolizer:
             refused = " (perf map refused)" if self.jit.refused and where in ("unmapped", "anonymous") else ""
             if not refused and not self.jit.ranges and mapping is not None and "x" in mapping.perms:
                 # Executable anonymous memory: JIT code, whose runtime wrote no map.
-                refused = f" (JIT code; no perf map: {JIT_FLAGS})"
-                return Frame(f"[jit] 0x{addr:x}{refused}", obj="[jit]")
+                self.jit.note_missing(self.dump.pid)
+                return Frame(f"[{where}] 0x{addr:x}", obj="[jit]")
             return Frame(f"[{where}] 0x{addr:x}{refused}", obj=f"[{where}]")
         offset = mapping.offset + (addr - mapping.start)
         obj = shown(mapping.file)
@@ -359,6 +359,7 @@ class JitMap:
     def __init__(self, dump: Dump) -> None:
         self.ranges: list[tuple[int, int, str]] = []
         self.refused = False
+        self.noted = False
         if dump.pid is not None:
             path = f"/tmp/perf-{dump.pid}.map"
             try:
@@ -393,6 +394,12 @@ class JitMap:
         finally:
             os.close(fd)
         return data.decode("utf-8", "surrogateescape")
+
+    def note_missing(self, pid: int | None) -> None:
+        """Says once that JIT code has no names, and which flag gives them."""
+        if not self.noted:
+            self.noted = True
+            print(f"leakprobe: JIT code (frames in [jit]) has no names: no /tmp/perf-{pid}.map ({JIT_FLAGS})", file=sys.stderr)
 
     def get(self, addr: int) -> str | None:
         i = bisect.bisect_right(self.starts, addr) - 1
