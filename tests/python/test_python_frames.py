@@ -93,6 +93,24 @@ class PythonFrames(unittest.TestCase):
             text = Path(dump).read_text()
             self.assertIn("# leakprobe python_stacks_unpaired: 0\n", text)
 
+    def test_the_verdict_names_the_python_functions(self) -> None:
+        if not os.path.exists(DEBIAN):
+            self.skipTest(f"{DEBIAN} is not installed (scripts/install-deps installs python3)")
+        probe = Probe([DEBIAN, str(PROGRAM), str(RECORDS), str(COMPRESSORS)], env={"LEAKPROBE_SAMPLE": "65536"})
+        probe.expect("LEAKED")
+        dumps = []
+        for _ in range(3):
+            probe.write("go\n")
+            probe.expect("GREW")
+            dumps.append(str(probe.dump()))
+        self.assertEqual(probe.finish(), 0)
+        answer = run_json("summary", *dumps)
+        self.assertEqual(answer["verdict"], "leak", answer["evidence"])
+        growing = answer["evidence"].split("a leak, still growing: ")[1].split("; ")
+        # Largest first: zlib's state, then the records, then the ctypes blocks,
+        # each charged to the Python function that keeps it.
+        self.assertEqual([g.split(" <- ")[0] for g in growing[:3]], ["make_compressors", "keep_records", "native_blocks"])
+
     def test_a_thread_and_a_fork(self) -> None:
         if not os.path.exists(DEBIAN):
             self.skipTest(f"{DEBIAN} is not installed (scripts/install-deps installs python3)")

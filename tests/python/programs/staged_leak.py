@@ -3,8 +3,10 @@ records (4 KiB bytes objects, each one malloc) kept by keep_records, zlib
 compressors (zlib's state, malloc'd by deflateInit2_) kept by
 make_compressors, 5,000-byte blocks from libc's malloc called through ctypes
 (which releases the GIL) kept by native_blocks. Prints LEAKED when all are
-in place, then waits for a line on stdin; "fork" forks a child that does the same, "thread" runs both
-in a thread. Each allocating line carries a `# MARK` comment: known truth."""
+in place, then leaks as much again on each "go" line of stdin (printing
+GREW), until another line or its end; "fork" forks a child that does the
+same, "thread" runs them in a thread. Each allocating line carries a
+`# MARK` comment: known truth."""
 
 from __future__ import annotations
 
@@ -61,7 +63,12 @@ def main() -> None:
             sys.stdin.readline()
             os._exit(0)
     print("LEAKED", flush=True)
-    sys.stdin.readline()
+    # Each "go" leaks as much again (for a series of dumps).
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
+        leak(records, compressors)
+        print("GREW", flush=True)
     if mode == "fork":
         os.waitpid(pid, 0)
 
