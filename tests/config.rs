@@ -15,6 +15,7 @@ fn bad_settings_are_named_once_and_defaults_used() {
         ("LEAKPROBE_SAMPLE", "lots"),
         ("LEAKPROBE_SIGNAL", "SIGKILL"),
         ("LEAKPROBE_MAX_FRAMES", "0"),
+        ("LEAKPROBE_KEEP", "-3"),
     ];
     let p = Probe::start(&exe, &[], &dir, &env);
     let (dump, stderr) = p.dump_at_ready();
@@ -22,6 +23,7 @@ fn bad_settings_are_named_once_and_defaults_used() {
         ("LEAKPROBE_SAMPLE", "524288"),
         ("LEAKPROBE_SIGNAL", "12"),
         ("LEAKPROBE_MAX_FRAMES", "128"),
+        ("LEAKPROBE_KEEP", "0"),
     ] {
         let lines: Vec<_> = stderr.lines().filter(|l| l.contains(var)).collect();
         assert_eq!(lines.len(), 1, "{var}: {lines:?}");
@@ -264,6 +266,87 @@ fn periodic_dumps_respect_the_cap() {
         seqs == (newest - 2..=newest).collect::<Vec<_>>() || (newest == 6 && seqs == [3, 4, 5, 6]),
         "the newest 3 are kept: {seqs:?}"
     );
+}
+
+/// LEAKPROBE_KEEP=3 with LEAKPROBE_DUMP_SECONDS=1 for 10 s: after each
+/// automatic dump (by its sequence number and its log line) only the newest
+/// three automatic ones are on disk; a dump asked for and the exit dump are
+/// not counted and stay; a file and a link planted under automatic dumps'
+/// names are not the library's and stay too (and the link's target).
+#[test]
+fn keep_bounds_the_automatic_dumps_only() {
+    let exe = harness("exact");
+    let dir = scratch_dir("keep");
+    let env = [
+        ("LEAKPROBE_DUMP_SECONDS", "1"),
+        ("LEAKPROBE_KEEP", "3"),
+        ("LEAKPROBE_DUMP_AT_EXIT", "1"),
+    ];
+    let mut p = Probe::start(&exe, &[], &dir, &env);
+    p.expect_line("READY", Duration::from_secs(30));
+    let asked = seq_of(&p.dump_tagged().path);
+    let pid = p.pid();
+    let name = |n: u64| dir.join(format!("leakprobe.{pid}.{n}.heap"));
+    let written = |n: u64| {
+        let line = format!("wrote {} ", name(n).display());
+        wait_for(
+            &format!("dump #{n}"),
+            || p.stderr().contains(&line),
+            || p.stderr(),
+        );
+    };
+    // The first automatic dump after it, replaced by a file of the test's.
+    let planted = asked + 1;
+    written(planted);
+    let ours = dir.join("ours.tmp");
+    std::fs::write(&ours, "not leakprobe's\n").unwrap();
+    std::fs::rename(&ours, name(planted)).unwrap();
+    // The next one, replaced by a link to a file of the test's.
+    let linked = planted + 1;
+    written(linked);
+    let target = dir.join("target.txt");
+    std::fs::write(&target, "linked to\n").unwrap();
+    std::fs::remove_file(name(linked)).unwrap();
+    std::os::unix::fs::symlink(&target, name(linked)).unwrap();
+    let started = Instant::now();
+    let mut last = linked;
+    while started.elapsed() < Duration::from_secs(10) {
+        last += 1;
+        written(last);
+        let automatic: Vec<u64> = p
+            .dump_files()
+            .iter()
+            .map(|f| seq_of(f))
+            .filter(|&n| n != asked && n != planted && n != linked && n <= last)
+            .collect();
+        let newest: Vec<u64> = (last.saturating_sub(2).max(linked + 1)..=last).collect();
+        assert_eq!(automatic, newest, "after dump #{last}");
+    }
+    let (status, stderr) = p.finish(Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    assert!(last >= linked + 6, "about one a second: {last}");
+    let on_disk: Vec<u64> = dump_files_of(&dir, pid).iter().map(|f| seq_of(f)).collect();
+    let exit = *on_disk.last().unwrap();
+    assert!(exit > last, "the exit dump: {on_disk:?}");
+    let newest: Vec<u64> = on_disk
+        .iter()
+        .copied()
+        .filter(|&n| n != asked && n != planted && n != linked && n != exit)
+        .collect();
+    assert_eq!(newest.len(), 3, "{on_disk:?}");
+    assert!(
+        on_disk.contains(&asked),
+        "the dump asked for stays: {on_disk:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(name(planted)).unwrap(),
+        "not leakprobe's\n"
+    );
+    assert!(std::fs::symlink_metadata(name(linked))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "linked to\n");
 }
 
 /// LEAKPROBE_PERIOD, the old name of LEAKPROBE_DUMP_SECONDS, still works and

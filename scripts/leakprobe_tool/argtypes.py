@@ -21,3 +21,14 @@ def pid(text: str) -> int:
     if not text.isdigit() or int(text) == 0:
         raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a process id")
     return int(text)
+
+
+def seconds(text: str) -> float:
+    """A time in seconds, above 0 and at most a day (timeouts, intervals)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a number of seconds above 0 (at most 86400)")
+    return value

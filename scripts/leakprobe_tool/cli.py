@@ -6,7 +6,7 @@ import argparse
 import re
 import sys
 
-from . import commands, dumpcmd, pprof
+from . import commands, dumpcmd, pprof, push, watch
 from .argtypes import count
 from .dumpfile import DumpError
 from .flamegraph import DEFAULT_DEPTH
@@ -15,7 +15,7 @@ DEPTH = 12
 
 # Each module registers its own subcommands, in this order, as
 # `register(sub, common)`: `common` holds the options every view of a dump takes.
-COMMAND_MODULES = (commands, pprof, dumpcmd)
+COMMAND_MODULES = (commands, pprof, dumpcmd, push, watch)
 
 
 def parser() -> argparse.ArgumentParser:

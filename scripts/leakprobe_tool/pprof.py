@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 
-from .dumpfile import Dump, Mapping, Row, read_dump
+from .dumpfile import Dump, Mapping, Row, read_dump, shown
 from .entry import entry_point
 from .profile import kind_root, mapped_view, unsample, without_allocator
 from .symbols import Frame, Symbolizer, program_of
@@ -92,7 +92,10 @@ class Export:
     comments: list[str] = field(default_factory=list)
 
     def string(self, s: str) -> int:
-        return self.strings.setdefault(s, len(self.strings))
+        # profile.proto's strings are proto3 strings, valid UTF-8: a path or
+        # name that is not (or holds control characters) is written as every
+        # view shows it, with \xNN escapes.
+        return self.strings.setdefault(shown(s), len(self.strings))
 
     def mapping(self, dump: Dump, m: Mapping) -> MappingEntry:
         build_id = dump.build_ids.get(m.file, "")
@@ -225,7 +228,7 @@ class Export:
         tail += b"".join(number(13, c) for c in comments) + number(14, default)
         # The table last, now that every string has its index.
         for text in self.strings:
-            out += message(6, text.encode("utf-8", "surrogateescape"))
+            out += message(6, text.encode("utf-8"))
         return bytes(out + tail)
 
 
@@ -288,24 +291,37 @@ def describe(dump: Dump, role: str) -> list[str]:
 
 
 def export(args: argparse.Namespace) -> int:
-    debug_dirs = [*args.debug_dir, "/usr/lib/debug"]
     view = mapped_view if args.mmap else (lambda d: d)
     dumps = [view(read_dump(p)) for p in args.dumps]
     bases = [view(read_dump(p)) for p in args.base or []]
+    data, e = encode_dumps(dumps, bases, args.debug_dir, args.keep_allocator_frames, args.mmap)
+    write_atomically(args.output, data)
+    samples = sum(1 for v in e.samples.values() if any(v))
+    print(f"wrote {args.output} ({samples} samples, {len(e.locations)} locations)", file=sys.stderr)
+    return 0
+
+
+def encode_dumps(
+    dumps: list[Dump], bases: list[Dump], debug_dir: list[str], keep_allocator_frames: bool = False, mmap: bool = False
+) -> tuple[bytes, Export]:
+    """The dumps (minus the bases; `mapped_view`s for `mmap`), symbolized, as a
+    gzipped profile.proto; with the export, for its counts. `pprof` writes
+    it, `push` sends it."""
+    debug_dirs = [*debug_dir, "/usr/lib/debug"]
     e = Export()
-    what = "memory mapped outside malloc (each stack's root: its kind)" if args.mmap else "heap"
+    what = "memory mapped outside malloc (each stack's root: its kind)" if mmap else "heap"
     e.comments.append(
         f"leakprobe {what} profile: values are estimates (sampled counts un-sampled as jeprof and pprof do)"
-        + ("" if args.keep_allocator_frames else "; allocator frames dropped")
+        + ("" if keep_allocator_frames else "; allocator frames dropped")
     )
     if bases:
         e.comments.append("a difference: the dumps minus the base dumps (negative values shrank)")
     for dump in dumps:
         e.comments += describe(dump, "dump")
-        e.add(dump, Symbolizer(dump, debug_dirs), args.keep_allocator_frames, 1, ages=not bases)
+        e.add(dump, Symbolizer(dump, debug_dirs), keep_allocator_frames, 1, ages=not bases)
     for dump in bases:
         e.comments += describe(dump, "base")
-        e.add(dump, Symbolizer(dump, debug_dirs), args.keep_allocator_frames, -1, ages=False)
+        e.add(dump, Symbolizer(dump, debug_dirs), keep_allocator_frames, -1, ages=False)
     pids = [d.pid for d in dumps if d.pid is not None]
     for pid in sorted({p for p in pids if pids.count(p) > 1}):
         note = f"{pids.count(pid)} dumps of pid {pid} are summed (for its growth, give the older one as --base)"
@@ -317,11 +333,7 @@ def export(args: argparse.Namespace) -> int:
     times = [d.time for d in dumps + bases if d.time is not None]
     start = min(times) if times else 0.0
     span = max(times) - start if times else 0.0
-    data = gzip.compress(e.encode(dumps[0].period, int(start * 1e9), int(span * 1e9)), mtime=0)
-    write_atomically(args.output, data)
-    samples = sum(1 for v in e.samples.values() if any(v))
-    print(f"wrote {args.output} ({samples} samples, {len(e.locations)} locations)", file=sys.stderr)
-    return 0
+    return gzip.compress(e.encode(dumps[0].period, int(start * 1e9), int(span * 1e9)), mtime=0), e
 
 
 def write_atomically(path: str, data: bytes) -> None:

@@ -86,7 +86,6 @@ fn start() -> Result<(), i32> {
         mode::set_active(false);
         return Err(e);
     }
-    crate::mapped::thread_stacks::set_before_create(leave);
     mode::set_active(true);
     Ok(())
 }

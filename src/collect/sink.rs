@@ -10,12 +10,21 @@
 
 use crate::settings::Settings;
 
+/// Which dump is written: asked for (a signal, the C API, the exit dump),
+/// automatic (`LEAKPROBE_DUMP_SECONDS`, `LEAKPROBE_INTERVAL`: also under
+/// `LEAKPROBE_KEEP`), or the peak profile (replaced at each higher peak).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Asked,
+    Automatic,
+    Peak,
+}
+
 /// One rendered dump, as every sink gets it.
 pub struct Dump<'a> {
     /// The heap text (`profile::dump`).
     pub text: &'a [u8],
-    /// The peak profile, replaced at each higher peak (not a numbered dump).
-    pub at_peak: bool,
+    pub kind: Kind,
 }
 
 /// A destination for dumps.

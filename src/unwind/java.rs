@@ -27,7 +27,7 @@
 //!   line, which both tools skip.
 
 use crate::settings::Settings;
-use crate::unwind::frames::FrameSource;
+use crate::unwind::frame_source::FrameSource;
 use crate::unwind::jni_callin;
 use crate::unwind::stack::Stack;
 use core::ffi::{c_char, c_int, c_void, CStr};
@@ -893,7 +893,7 @@ unsafe extern "C" fn on_vm_death(_: Env, _: Env) {
     ACTIVE.store(false, Ordering::Release);
     // Stacks sampled since the collector's last round are named while JVMTI
     // still answers (else their Java frames would stay unknown).
-    crate::unwind::frames::drain();
+    crate::unwind::frame_source::drain();
     let mut n = names();
     n.tid = current_tid();
     resolve_pending(&mut n);

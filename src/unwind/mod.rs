@@ -8,6 +8,7 @@
 //! of the eval loop's.
 
 pub mod cfi;
+pub mod frame_source;
 pub mod frames;
 pub mod java;
 pub mod jni_callin;

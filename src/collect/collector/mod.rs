@@ -3,6 +3,7 @@
 //! stacks, and writes a dump when the signal asks for one.
 
 pub mod fork;
+mod mapped;
 mod schedule;
 pub mod snapshot;
 mod write;
@@ -10,6 +11,7 @@ mod write;
 use crate::collect::request::REQUESTS;
 use crate::collect::ring::{self, Sample};
 use crate::collect::{mode, signal};
+use crate::mapped::table::Kind;
 use crate::profile::dumpdir::DumpDir;
 use crate::profile::objects;
 use crate::sample::live::{self, Entry, PENDING};
@@ -20,7 +22,7 @@ use crate::sys::lock::SpinLock;
 use crate::sys::signals::{block_here, with_all_blocked};
 use crate::sys::word_hash::WordMap;
 use crate::unwind::walk;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Samples absorbed per lock hold, so `fork` never waits long for the lock.
@@ -52,11 +54,20 @@ struct Collector {
     automatic: schedule::Automatic,
     /// Numbers of the dumps kept, oldest first, for `LEAKPROBE_MAX_DUMPS`.
     kept: std::collections::VecDeque<u64>,
+    /// The automatic dumps kept, oldest first, for `LEAKPROBE_KEEP`.
+    automatic_kept: std::collections::VecDeque<write::AutomaticDump>,
+    /// Cumulative sampled (count, bytes) of mapped memory per (kind, stack,
+    /// size); its stacks are interned with the heap's.
+    mapped_allocated: WordMap<(Kind, u32, usize), (u64, u64)>,
     /// Where dumps go besides the dump directory (`sink::others`).
     sinks: Vec<Box<dyn crate::collect::sink::Sink + Send>>,
 }
 
 static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
+/// Dumps not written because the library's allocations were refused.
+static FAILED_FOR_MEMORY: AtomicU64 = AtomicU64::new(0);
+/// Snapshots that wrote nothing (no child, or one that failed or hung).
+static SNAPSHOTS_FAILED: AtomicU64 = AtomicU64::new(0);
 /// Set in a forked child: the collector thread did not survive the fork.
 static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
 /// Neither the collector thread nor the helper of `single` could be started.
@@ -180,7 +191,7 @@ pub fn spawn_thread() -> Result<(), i32> {
         let rc = with_all_blocked(sig, || {
             let attr = crate::sys::threads::DetachedAttr::new();
             let mut thread: libc::pthread_t = 0;
-            let create = crate::mapped::thread_stacks::real_create();
+            let create = crate::next::slot::pthread_create.get();
             // SAFETY: initialised arguments; `run` never returns, and the
             // thread is detached: it needs no join.
             unsafe { create(&mut thread, attr.as_ptr(), run, core::ptr::null_mut()) }
@@ -210,9 +221,6 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         while fork::FORK_PENDING.load(Ordering::Acquire) {
             crate::sys::raw::yield_now();
         }
-        crate::mapped::table::intern_deferred();
-        // Java frames of new mapping stacks are named soon, as the heap's are.
-        crate::unwind::frames::note_stack(&crate::mapped::table::stack_words(false));
         let more = STATE.with(|s| s.as_mut().is_some_and(Collector::step));
         // After the step: the methods of the stacks it interned are named in
         // this round (a sample with a new method woke it for that).
@@ -243,6 +251,8 @@ impl Collector {
             kept: std::collections::VecDeque::with_capacity(
                 cfg.max_dumps.min(snapshot::KEPT_ROOM) + 1,
             ),
+            automatic_kept: std::collections::VecDeque::new(),
+            mapped_allocated: WordMap::default(),
             sinks: crate::collect::sink::others(cfg),
         }
     }
@@ -259,7 +269,7 @@ impl Collector {
             self.dump();
             self.answering.clear();
         } else if self.automatic.due(self.allocated_bytes) {
-            self.dump();
+            self.dump_automatic();
         } else if live::take_peak_request() {
             while self.absorb(usize::MAX) {}
             self.dump_peak();
@@ -272,21 +282,65 @@ impl Collector {
             let Some(sample) = ring::pop() else {
                 return false;
             };
-            if let Some(id) = self.intern(&sample) {
-                live::update(sample.ptr, sample.seq, |e| e.stack = id);
-            }
+            self.take(&sample);
         }
         true
     }
 
-    /// Interns a sample's stack and counts it; its stack id.
+    /// A sample from the ring (or, in single-threaded mode, from the
+    /// allocating thread): its stack interned and counted, and its live
+    /// entry (heap) or tracked range (mapped) given the stack.
+    #[inline(always)]
+    fn take(&mut self, s: &Sample) {
+        match s.kind() {
+            None => {
+                if let Some(id) = self.intern(s) {
+                    live::update(s.ptr, s.seq, |e| e.stack = id);
+                }
+            }
+            Some(kind) => {
+                let id = self.intern_mapped(s, kind);
+                crate::mapped::table::with_table(|t| t.set_stack(s.seq, id));
+            }
+        }
+    }
+
+    /// Interns a heap sample's stack and counts it; its stack id.
     fn intern(&mut self, s: &Sample) -> Option<u32> {
         // At the memory limit, a table that cannot grow leaves the sample
         // unresolved (so reported) rather than abort the process.
-        if self.allocated.try_reserve(1).is_err()
-            || self.ids.try_reserve(1).is_err()
-            || self.stacks.try_reserve(1).is_err()
-        {
+        if self.allocated.try_reserve(1).is_err() {
+            return None;
+        }
+        let id = self.stack_id(s)?;
+        self.allocated_bytes += sampling::estimated_bytes(s.size, sampling::period());
+        let total = self.allocated.entry((id, s.size)).or_default();
+        total.0 += 1;
+        total.1 += s.size as u64;
+        Some(id)
+    }
+
+    /// Interns a mapped sample's stack and counts it; its stack id (None:
+    /// the entry stops being tracked, counted as dropped).
+    fn intern_mapped(&mut self, s: &Sample, kind: Kind) -> Option<u32> {
+        let id = match self.mapped_allocated.try_reserve(1) {
+            Ok(()) => self.stack_id(s),
+            Err(_) => None,
+        };
+        let Some(id) = id else {
+            crate::mapped::table::count_dropped();
+            return None;
+        };
+        let total = self.mapped_allocated.entry((kind, id, s.size)).or_default();
+        total.0 += 1;
+        total.1 += s.size as u64;
+        Some(id)
+    }
+
+    /// The id of a sample's stack in the one intern table, interned if new.
+    #[inline(always)]
+    fn stack_id(&mut self, s: &Sample) -> Option<u32> {
+        if self.ids.try_reserve(1).is_err() || self.stacks.try_reserve(1).is_err() {
             return None;
         }
         let frames = s.stack.frames();
@@ -312,10 +366,6 @@ impl Collector {
             }
         };
         self.last = id;
-        self.allocated_bytes += sampling::estimated_bytes(s.size, sampling::period());
-        let total = self.allocated.entry((id, s.size)).or_default();
-        total.0 += 1;
-        total.1 += s.size as u64;
         Some(id)
     }
 

@@ -2,11 +2,11 @@
 //! text, and the file (numbered in the dump directory, the peak profile, or
 //! a path a caller of `leakprobe_dump` named).
 
-use super::{Collector, LOST};
+use super::{Collector, FAILED_FOR_MEMORY, LOST, SNAPSHOTS_FAILED};
 use crate::collect::mode;
 use crate::collect::request::REQUESTS;
 use crate::collect::ring;
-use crate::collect::sink::{self, Dump, Sink};
+use crate::collect::sink::{self, Dump, Kind, Sink};
 use crate::next::{self, global_alloc};
 use crate::profile::accounting;
 use crate::profile::dump::{self, Row};
@@ -18,22 +18,36 @@ use crate::settings;
 use crate::sys::clock;
 use crate::sys::word_hash::WordMap;
 use crate::unwind::stack;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
+
+/// An automatic dump on disk, for `LEAKPROBE_KEEP`: whose, which, and the
+/// file written (device, inode), the only one its removal may take.
+pub(super) struct AutomaticDump {
+    pid: libc::pid_t,
+    number: u64,
+    written: (u64, u64),
+}
 
 impl Collector {
     /// Writes a numbered dump, or the one a caller of `leakprobe_dump` asked
     /// for; true if written.
     pub(super) fn dump(&mut self) -> bool {
-        self.write_dump(false)
+        self.write_dump(Kind::Asked)
+    }
+
+    /// Writes an automatic dump (numbered as the others).
+    pub(super) fn dump_automatic(&mut self) {
+        self.write_dump(Kind::Automatic);
     }
 
     /// Writes `leakprobe.<pid>.peak.heap`, the live profile at a new peak
     /// (replaced at each higher one; outside the numbering and the cap).
     pub(super) fn dump_peak(&mut self) {
-        self.write_dump(true);
+        self.write_dump(Kind::Peak);
     }
 
-    fn write_dump(&mut self, at_peak: bool) -> bool {
+    fn write_dump(&mut self, kind: Kind) -> bool {
+        let at_peak = kind == Kind::Peak;
         let refusals = global_alloc::refusals();
         let period = sampling::period();
         let Some((rows, unresolved)) = self.rows() else {
@@ -47,12 +61,13 @@ impl Collector {
         let mut meta = self.facts(&rows, period, (live_n, live_b), unresolved, at_peak);
         meta.extend(objects::object_facts(&map));
         let stacks = &self.stacks;
-        let mapped = crate::mapped::table::stack_words(true);
-        crate::unwind::frames::note_stack(&mapped);
+        // The heap rows' stacks and every mapped sample's.
+        let mapped = self.mapped_allocated.keys().map(|k| k.1);
         let seen: Vec<&[usize]> = rows
             .iter()
-            .map(|r| &*stacks[r.stack as usize])
-            .chain([&mapped[..]])
+            .map(|r| r.stack)
+            .chain(mapped)
+            .map(|id| &*stacks[id as usize])
             .collect();
         meta.extend(crate::unwind::frames::frame_lines(&seen));
         let text = dump::render(period, &meta, &rows, |id| &stacks[id as usize], &map);
@@ -60,10 +75,7 @@ impl Collector {
             Ok(text) if global_alloc::refusals() == refusals => text,
             _ => return self.fail_for_memory(at_peak),
         };
-        let dump = Dump {
-            text: &text,
-            at_peak,
-        };
+        let dump = Dump { text: &text, kind };
         let result = DumpDirectory(self).write(&dump);
         let written = result.is_ok();
         match result {
@@ -201,7 +213,7 @@ impl Collector {
             "thread"
         };
         meta.push(("collector", collector.to_string()));
-        let failed = super::snapshot::SNAPSHOTS_FAILED.load(Ordering::Relaxed);
+        let failed = SNAPSHOTS_FAILED.load(Ordering::Relaxed);
         if failed > 0 {
             meta.push(("snapshots_failed", failed.to_string()));
         }
@@ -231,7 +243,7 @@ impl Collector {
         meta.push(("stacks_cut_short", cut_short.to_string()));
         meta.extend(accounting::process());
         meta.extend(accounting::allocator());
-        meta.extend(crate::mapped::table::facts(period));
+        meta.extend(self.mapped_facts(period));
         meta.push((
             "dumps_failed_out_of_memory",
             FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),
@@ -243,7 +255,8 @@ impl Collector {
     /// Writes the dump: to the path a caller of `leakprobe_dump` named, as
     /// the peak profile, or numbered in the dump directory. Its path, or
     /// why not.
-    fn write_file(&mut self, text: &[u8], at_peak: bool) -> Result<String, String> {
+    fn write_file(&mut self, text: &[u8], kind: Kind) -> Result<String, String> {
+        let at_peak = kind == Kind::Peak;
         let pid = crate::sys::raw::process_id();
         let target = if at_peak {
             None
@@ -272,8 +285,16 @@ impl Collector {
                         |n| format!("leakprobe.{pid}.{n}.heap"),
                         text,
                     )
-                    .map(|(_, path)| {
-                        self.keep_at_most(self.next_number - 1, pid);
+                    .map(|(_, path, written)| {
+                        let number = self.next_number - 1;
+                        self.keep_at_most(number, pid);
+                        if kind == Kind::Automatic {
+                            self.keep_automatic(AutomaticDump {
+                                pid,
+                                number,
+                                written,
+                            });
+                        }
                         path
                     })
                     .map_err(|why| format!("{first} in {}: {why}", self.dir.display()))
@@ -283,8 +304,8 @@ impl Collector {
 }
 
 /// The dump directory, the first sink (`collect::sink`): numbered dumps
-/// under `LEAKPROBE_MAX_DUMPS`, the peak profile, or the path a caller of
-/// `leakprobe_dump` named.
+/// under `LEAKPROBE_MAX_DUMPS` (automatic ones also under `LEAKPROBE_KEEP`),
+/// the peak profile, or the path a caller of `leakprobe_dump` named.
 struct DumpDirectory<'a>(&'a mut Collector);
 
 impl Sink for DumpDirectory<'_> {
@@ -293,12 +314,9 @@ impl Sink for DumpDirectory<'_> {
     }
 
     fn write(&mut self, dump: &Dump) -> Result<String, String> {
-        self.0.write_file(dump.text, dump.at_peak)
+        self.0.write_file(dump.text, dump.kind)
     }
 }
-
-/// Dumps not written because the library's allocations were refused.
-pub(super) static FAILED_FOR_MEMORY: AtomicU64 = AtomicU64::new(0);
 
 impl Collector {
     /// A dump abandoned for lack of memory: one line, counted; what it took
@@ -324,6 +342,28 @@ impl Collector {
         self.keep(number, true);
         while let Some(old) = self.beyond_cap() {
             self.dir.remove(&format!("leakprobe.{pid}.{old}.heap"));
+        }
+    }
+
+    /// Records an automatic dump and removes the oldest automatic ones beyond
+    /// `LEAKPROBE_KEEP` (dumps asked for, the exit dump and the peak profile
+    /// are not counted): only files this process wrote, each checked to be
+    /// still the file written.
+    fn keep_automatic(&mut self, new: AutomaticDump) {
+        let cap = settings::get().map_or(0, |c| c.keep_automatic);
+        if cap == 0 {
+            return;
+        }
+        // In a forked child, the parent's dumps are not this process's.
+        self.automatic_kept.retain(|a| a.pid == new.pid);
+        self.automatic_kept.push_back(new);
+        while self.automatic_kept.len() > cap {
+            let Some(old) = self.automatic_kept.pop_front() else {
+                break;
+            };
+            let name = format!("leakprobe.{}.{}.heap", old.pid, old.number);
+            self.dir.remove_written(&name, old.written);
+            self.kept.retain(|&n| n != old.number);
         }
     }
 
