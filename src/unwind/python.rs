@@ -12,10 +12,14 @@
 //!   no lock, no allocation), held or not the GIL: only the thread itself
 //!   pushes and pops its frames, and each frame holds its code object, so
 //!   the chain read on the thread is alive while it is read. A thread with
-//!   no thread state (or another's: a sub-interpreter) gets no frames.
-//! - Every read is checked (`Mem`): inside the thread's frame stack chunks
-//!   or `_PyRuntime`, or on a page read without fault before; else it is
-//!   made with `process_vm_readv` (no fault possible), and its page noted.
+//!   no thread state gets no frames; one running a sub-interpreter above
+//!   its frames gets its main interpreter's frames, paired with the outer
+//!   eval loops (`splice`).
+//! - Every read past the key is checked (`Mem`): inside the thread's frame
+//!   stack chunks, or on a page read without fault before; else it is made
+//!   with `process_vm_readv` (no fault possible), and its page noted. (A
+//!   page is not forgotten when unmapped: only a pointer the interpreter
+//!   left stale could lead there, and a live chain holds none.)
 //! - Each frame becomes a tagged word: the instruction's byte offset and
 //!   the index of its code object's identity (`Slot`: the code's address,
 //!   its name and file objects and first line), entered in a lock-free
@@ -57,7 +61,7 @@ static ACTIVE: AtomicBool = AtomicBool::new(false);
 static OFF: AtomicBool = AtomicBool::new(false);
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 /// Stacks that got Python frames; those whose eval-loop frames and Python
-/// activations did not pair up (spliced innermost first, and counted).
+/// activations did not pair up (`splice`).
 static WALKED: AtomicU64 = AtomicU64::new(0);
 static UNPAIRED: AtomicU64 = AtomicU64::new(0);
 
