@@ -191,8 +191,14 @@ fn detect() {
     use crate::sys::dl::{lookup, symbol_at, Scope};
     let runtime = lookup(Scope::Global, c"_PyRuntime") as usize;
     let version = lookup(Scope::Global, c"Py_Version") as usize;
-    if runtime == 0 || version == 0 {
+    if runtime == 0 {
         return;
+    }
+    if version == 0 {
+        // `_PyRuntime` without `Py_Version`: CPython 3.7 to 3.10.
+        return once(format_args!(
+            "Python before 3.11: no Python frames (this library reads 3.11 to 3.13)"
+        ));
     }
     // SAFETY: the interpreter's `const unsigned long Py_Version` (3.11+:
     // older ones do not export it, and are not recognised).
