@@ -14,6 +14,34 @@
 //!   thread stacks), tracked in `mapped::table`.
 //! - `unwind_tables`: libgcc's `__register_frame` family.
 
+/// An interposed function that only has something to do before
+/// (`before`) or after (`then`, given the result) the next definition,
+/// which gets the program's arguments unchanged: the one shape of
+/// `creds`, `threads`' joins and detach, and `unwind_tables`.
+macro_rules! forwarding {
+    (
+        $(#[$doc:meta])*
+        $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty,
+        before = $before:expr,
+        then = $then:expr
+    ) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As the C function.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            #[allow(clippy::redundant_closure_call)]
+            ($before)();
+            // SAFETY: the program's arguments, unchanged (the contract).
+            let r = unsafe { crate::next::slot::$name.get()($($arg),*) };
+            #[allow(clippy::redundant_closure_call)]
+            ($then)(&r);
+            r
+        }
+    };
+}
+
 pub mod alloc;
 pub mod api;
 pub mod creds;

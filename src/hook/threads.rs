@@ -161,47 +161,49 @@ unsafe fn create_sampled(
     rc
 }
 
-/// A joined thread's stack goes back to glibc.
-fn joined(thread: libc::pthread_t) {
-    if table::THREADS.load(Ordering::Relaxed) != 0 {
+/// A joined thread's stack goes back to glibc (a join that succeeded).
+fn joined(rc: c_int, thread: libc::pthread_t) {
+    if rc == 0 && table::THREADS.load(Ordering::Relaxed) != 0 {
         table::with_table(|t| t.remove_threads(|e| e.thread == thread as usize));
     }
 }
 
-macro_rules! joining {
-    ($name:ident($($arg:ident: $ty:ty),*)) => {
-        /// # Safety
-        /// As the C function.
-                #[no_mangle]
-        pub unsafe extern "C" fn $name(thread: libc::pthread_t $(, $arg: $ty)*) -> c_int {
-            // SAFETY: the program's arguments, unchanged.
-            let rc = unsafe { crate::next::slot::$name.get()(thread $(, $arg)*) };
-            if rc == 0 {
-                joined(thread);
-            }
-            rc
+forwarding!(
+    pthread_join(thread: libc::pthread_t, ret: *mut *mut c_void) -> c_int,
+    before = || {},
+    then = |rc: &c_int| joined(*rc, thread)
+);
+forwarding!(
+    pthread_tryjoin_np(thread: libc::pthread_t, ret: *mut *mut c_void) -> c_int,
+    before = || {},
+    then = |rc: &c_int| joined(*rc, thread)
+);
+forwarding!(
+    pthread_timedjoin_np(
+        thread: libc::pthread_t,
+        ret: *mut *mut c_void,
+        abstime: *const libc::timespec
+    ) -> c_int,
+    before = || {},
+    then = |rc: &c_int| joined(*rc, thread)
+);
+forwarding!(
+    pthread_clockjoin_np(
+        thread: libc::pthread_t,
+        ret: *mut *mut c_void,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec
+    ) -> c_int,
+    before = || {},
+    then = |rc: &c_int| joined(*rc, thread)
+);
+forwarding!(
+    pthread_detach(thread: libc::pthread_t) -> c_int,
+    before = || {},
+    then = |rc: &c_int| {
+        if *rc == 0 && table::THREADS.load(Ordering::Relaxed) != 0 {
+            let id = thread as usize;
+            settle(|e| e.thread == id, |e| e.detached = true);
         }
-    };
-}
-
-joining!(pthread_join(ret: *mut *mut c_void));
-joining!(pthread_tryjoin_np(ret: *mut *mut c_void));
-joining!(pthread_timedjoin_np(ret: *mut *mut c_void, abstime: *const libc::timespec));
-joining!(pthread_clockjoin_np(
-    ret: *mut *mut c_void,
-    clock: libc::clockid_t,
-    abstime: *const libc::timespec
-));
-
-/// # Safety
-/// As pthread_detach(3).
-#[no_mangle]
-pub unsafe extern "C" fn pthread_detach(thread: libc::pthread_t) -> c_int {
-    // SAFETY: the program's argument, unchanged.
-    let rc = unsafe { crate::next::slot::pthread_detach.get()(thread) };
-    if rc == 0 && table::THREADS.load(Ordering::Relaxed) != 0 {
-        let id = thread as usize;
-        settle(|e| e.thread == id, |e| e.detached = true);
     }
-    rc
-}
+);
