@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 import time
 import unittest
 from pathlib import Path
@@ -157,10 +158,14 @@ class JitFrames(unittest.TestCase):
     def run_node(self, *flags: str) -> tuple[list[dict], str]:
         if not shutil.which("node"):
             self.skipTest("node is not installed (scripts/install-deps installs nodejs)")
-        probe = Probe(["node", *flags, str(ROOT / "tests/python/programs/retain_buffers.js")], env={"LEAKPROBE_SAMPLE": "1"})
-        probe.expect("LEAKED")
-        dump = str(probe.dump())
-        self.assertEqual(probe.finish(), 0)
+        # In a directory of its own: with --perf-basic-prof, V8 writes an
+        # isolate-*.log where it runs.
+        with tempfile.TemporaryDirectory() as cwd:
+            program = str(ROOT / "tests/python/programs/retain_buffers.js")
+            probe = Probe(["node", *flags, program], env={"LEAKPROBE_SAMPLE": "1"}, cwd=cwd)
+            probe.expect("LEAKED")
+            dump = str(probe.dump())
+            self.assertEqual(probe.finish(), 0)
         report = run_json("report", dump, "--focus", "AllocateUninitialized", "--depth", "60")
         self.assertTrue(report["stacks"], dump)
         return report["stacks"], dump
