@@ -185,7 +185,22 @@ fn init(cfg: &Settings) {
 /// collector's rounds until one is found (a program may load libpython
 /// later). Cheap when there is none: a few `dlsym`s.
 fn detect() {
-    if OFF.load(Ordering::Relaxed) || RUNTIME.get().is_some() {
+    // One look at a time (load and the collector may both look): the table
+    // of identities is made once, by the look that finds the interpreter.
+    static LOOKING: AtomicBool = AtomicBool::new(false);
+    if OFF.load(Ordering::Relaxed)
+        || RUNTIME.get().is_some()
+        || LOOKING.swap(true, Ordering::Acquire)
+    {
+        return;
+    }
+    look();
+    LOOKING.store(false, Ordering::Release);
+}
+
+/// `detect`'s look, one at a time.
+fn look() {
+    if RUNTIME.get().is_some() {
         return;
     }
     use crate::sys::dl::{lookup, symbol_at, Scope};
@@ -248,6 +263,7 @@ fn detect() {
     };
     TABLE.store(table as usize, Ordering::Release);
     let shown = version_text(version);
+    // The only set: `look` runs once at a time and found none set.
     if RUNTIME.set(rt).is_ok() {
         crate::sys::process::at_fork(
             Some(names_before_fork),
