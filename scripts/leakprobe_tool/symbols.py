@@ -40,7 +40,7 @@ MISSING = "missing"  # deleted, missing, unreadable or not a regular file: not n
 MANGLED = re.compile(r"_Z[A-Za-z0-9_.$]+")
 PERF_MAP_CAP = 256 << 20
 # What makes each runtime write /tmp/perf-<pid>.map (docs/interpreters.md).
-JIT_FLAGS = "node --perf-basic-prof, python3.12+ -X perf, ruby --yjit-perf, java: jcmd <pid> Compiler.perfmap"
+JIT_FLAGS = "node --perf-basic-prof, ruby --yjit-perf, java: jcmd <pid> Compiler.perfmap"
 JAVA = "[java]"  # Frame.obj of Java frames
 PYTHON = "[python]"  # Frame.obj of Python frames
 
