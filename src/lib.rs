@@ -78,8 +78,15 @@ extern "C" fn init() {
     collect::collector::start(cfg);
     // After the dump directory is open: the lines go to the log too.
     profile::blind::check(profile::objects::program_path());
-    if collect::signal::install(cfg.signal) {
+    let signal = if collect::signal::install(cfg.signal) {
         hook::signals::install(cfg.signal);
+        cfg.signal
+    } else {
+        0
+    };
+    {
+        use std::os::unix::ffi::OsStrExt;
+        profile::published::init(cfg.dir.as_bytes(), signal);
     }
     if cfg.dump_at_exit {
         sys::process::at_exit(collect::collector::dump_at_exit);

@@ -1,14 +1,23 @@
 //! The `setuid` family: a single-threaded program's helper thread
 //! (`collect::single`), which glibc does not know, follows the program's
 //! new credentials (glibc changes only the threads it knows), so it never
-//! keeps privileges the program gave up.
+//! keeps privileges the program gave up; and the published record says
+//! whether the new credentials may still write dumps
+//! (`profile::published`).
 
 use core::ffi::c_int;
 
-/// The helper follows the program's new credentials, once they changed.
+/// The helper follows the program's new credentials, once they changed;
+/// a dump directory they cannot write into is a refusal `leakprobe dump`
+/// reads at once (`profile::published`).
 fn changed(rc: &c_int) {
     if *rc == 0 {
-        crate::sys::errno::preserved(crate::collect::single::credentials_changed);
+        crate::sys::errno::preserved(|| {
+            crate::collect::single::credentials_changed();
+            if let Some(cfg) = crate::settings::get() {
+                crate::profile::published::credentials_changed(&cfg.dir);
+            }
+        });
     }
 }
 

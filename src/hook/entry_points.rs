@@ -30,7 +30,8 @@ pub struct EntryPoint {
     pub name: &'static CStr,
     /// Where the next definition lives; None for a function the library
     /// implements on others without calling its next definition
-    /// (`reallocarray`).
+    /// (`reallocarray` on `realloc`, `execl`/`execle`/`execlp` on `execv`,
+    /// `execve`, `execvp`).
     pub next: Option<&'static NextSymbol>,
 }
 
@@ -137,6 +138,10 @@ entry_points! {
     signals::sigwaitinfo,
     signals::sigtimedwait,
     signals::signalfd,
+    signals::raise,
+    signals::pthread_kill,
+    signals::pthread_sigqueue,
+    signals::tgkill,
     signals::execve,
     signals::execv,
     signals::execvp,
@@ -168,5 +173,8 @@ entry_points! {
     }
     own: {
         alloc::reallocarray,
+        signals::execl,
+        signals::execle,
+        signals::execlp,
     }
 }

@@ -66,18 +66,21 @@ mapping!(mmap64);
 unsafe fn map_slow(args: [usize; 5], off: libc::off_t, crossed: bool, entry: usize) -> Ptr {
     let [addr, len, prot, flags, fd] = args;
     let (prot, flags) = (prot as c_int, flags as c_int);
-    let replaces = flags & libc::MAP_FIXED != 0 && table::overlaps(addr, len);
+    let fixed = flags & libc::MAP_FIXED != 0;
+    let replaces = fixed && table::overlaps(addr, len);
     // SAFETY: the program's arguments (the contract), unchanged.
     let call =
         || unsafe { next::slot::mmap.get()(addr as Ptr, len, prot, flags, fd as c_int, off) };
-    track_new(
-        table::pages(len),
-        Kind::of(prot, flags),
-        crossed,
-        replaces,
-        entry,
-        call,
-    )
+    // Over memory already held that the table does not know (a block of
+    // glibc's malloc, which glibc unmaps with its own `munmap` when it is
+    // freed; a mapping of the program's that was not sampled), the new
+    // mapping's pages are that holder's and adds no memory: not tracked,
+    // or a freed block would leave it live for ever.
+    let kind = match Kind::of(prot, flags) {
+        Some(_) if crossed && fixed && !replaces && table::held_already(addr, len) => None,
+        kind => kind,
+    };
+    track_new(table::pages(len), kind, crossed, replaces, entry, call)
 }
 
 /// A call that maps `size` bytes of `kind` (None: not tracked) and returns

@@ -15,7 +15,9 @@
 //! interposed symbol. An allocator that maps through the `mmap` symbol
 //! (jemalloc) is recognised by the caller of a sampled call, which lies in
 //! the object that provides `malloc`: its mappings are heap, already counted.
-//! Reservations (`PROT_NONE`) hold no memory and are not tracked.
+//! Reservations (`PROT_NONE`) hold no memory and are not tracked; a
+//! `MAP_FIXED` mapping over memory already held that the table does not
+//! know (a block of glibc's malloc) is its holder's, not tracked either.
 //!
 //! A sample's stack goes the heap's way (`hook::sampled::record_mapped`):
 //! the entry is tracked with its stack `PENDING` until the collector has
@@ -480,6 +482,46 @@ extern "C" fn fork_child() {
     // Only the forking thread survives a fork.
     t.remove_threads(|_| true);
     unlock();
+}
+
+/// Whether all of [addr, addr + len) is mapped now with some access (not a
+/// `PROT_NONE` reservation, whose commit is new memory), from
+/// /proc/self/maps (raw calls, no allocation; only for a sampled
+/// `MAP_FIXED` call). False when it cannot be read.
+pub fn held_already(addr: usize, len: usize) -> bool {
+    let end = addr.saturating_add(len);
+    let mut covered = addr;
+    let mut buf = [0u8; 4096];
+    let hex = |field: &[u8]| {
+        let text = core::str::from_utf8(field).ok()?;
+        usize::from_str_radix(text, 16).ok()
+    };
+    // The kernel hands out whole lines per read, in address order.
+    crate::sys::raw::scan_file(c"/proc/self/maps", &mut buf, |piece| {
+        for line in piece.split(|&b| b == b'\n') {
+            let mut fields = line.split(|&b| b == b' ');
+            let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let mut ends = range.split(|&b| b == b'-');
+            let (Some(lo), Some(hi)) = (ends.next().and_then(hex), ends.next().and_then(hex))
+            else {
+                continue;
+            };
+            if hi <= covered {
+                continue;
+            }
+            if lo > covered || perms.get(..3) == Some(b"---") {
+                return Some(false);
+            }
+            covered = hi;
+            if covered >= end {
+                return Some(true);
+            }
+        }
+        None
+    })
+    .unwrap_or(false)
 }
 
 /// Bytes the library maps for its mapping tables.

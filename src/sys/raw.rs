@@ -255,18 +255,6 @@ pub fn read_file<'a>(path: &CStr, buf: &'a mut [u8]) -> Option<&'a [u8]> {
     Some(&buf[..len])
 }
 
-pub fn sleep_ms(ms: u64) {
-    let ts = libc::timespec {
-        tv_sec: (ms / 1000) as libc::time_t,
-        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
-    };
-    sys!(
-        libc::SYS_nanosleep,
-        &ts as *const libc::timespec,
-        core::ptr::null::<c_void>()
-    );
-}
-
 /// Lets another thread run (`sched_yield`). Out of line: spin loops call it
 /// only once they have waited, and stay small.
 #[inline(never)]

@@ -126,4 +126,6 @@ extern "C" fn fork_child() {
     }
     STATE.release();
     NEEDS_THREAD.store(true, Ordering::Relaxed);
+    // The published record names this process.
+    crate::profile::published::forked();
 }

@@ -64,14 +64,16 @@ struct Collector {
 }
 
 static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
-/// Dumps not written because the library's allocations were refused.
-static FAILED_FOR_MEMORY: AtomicU64 = AtomicU64::new(0);
-/// Snapshots that wrote nothing (no child, or one that failed or hung).
-static SNAPSHOTS_FAILED: AtomicU64 = AtomicU64::new(0);
 /// Set in a forked child: the collector thread did not survive the fork.
 static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
 /// Neither the collector thread nor the helper of `single` could be started.
 static NO_THREAD: AtomicBool = AtomicBool::new(false);
+/// Dumps not written because the library's allocations were refused
+/// (`write`; a snapshot copy's count comes back through `snapshot`).
+static FAILED_FOR_MEMORY: AtomicU64 = AtomicU64::new(0);
+/// Snapshots that wrote nothing (no child, or one that failed or hung):
+/// counted by `snapshot`, said in every dump by `write`.
+static SNAPSHOTS_FAILED: AtomicU64 = AtomicU64::new(0);
 
 pub fn start(cfg: &'static Settings) {
     objects::program_path();
@@ -120,8 +122,38 @@ fn dump_here(target: Option<std::path::PathBuf>) -> bool {
 /// `LEAKPROBE_DUMP_AT_EXIT`: registered with atexit() when the library loads,
 /// so it runs after the program's own exit handlers.
 pub extern "C" fn dump_at_exit() {
+    // Deliveries not yet taken are answered by this dump too.
+    signal::take_pending();
     if !dump_to(None, std::time::Duration::from_secs(10)) {
         crate::sys::log::log!("the exit dump was not written");
+    }
+}
+
+/// At exit, after the program's exit handlers (and the single-threaded
+/// mode's helper stopped): a request that came in just before the program
+/// ended, still pending as a signal or not answered yet, is written here by
+/// the exiting thread, or said in one line.
+pub fn answer_at_exit() {
+    signal::take_pending();
+    // The collector may hold its state a while (a dump under way, a full
+    // stderr): the exit waits for it 5 s at most.
+    let deadline = crate::sys::clock::monotonic() + Duration::from_secs(5);
+    while !STATE.try_acquire() {
+        if crate::sys::clock::monotonic() > deadline {
+            crate::sys::log::log!(
+                "the program exited while a dump was being written (the collector was busy for 5 s)"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: acquired just above, released below, no other reference made.
+    let unanswered = unsafe { STATE.held() }
+        .as_ref()
+        .is_some_and(|c| c.requests_served != REQUESTS.asked());
+    STATE.release();
+    if unanswered && !dump_to(None, Duration::from_secs(5)) {
+        crate::sys::log::log!("a dump requested before the program exited was not written");
     }
 }
 
@@ -166,9 +198,21 @@ pub fn spawn() {
         spawn_thread()
     };
     NO_THREAD.store(started.is_err(), Ordering::Relaxed);
+    use crate::profile::published::{refuse, Refusal};
+    match started {
+        Ok(()) => refuse(Refusal::NoTaker, None),
+        Err(e) => refuse(
+            Refusal::NoTaker,
+            Some(format_args!(
+                "nothing can take dump signals (no thread could be started: {}); they are \
+                 answered only when the program exits",
+                mode::CloneError(e)
+            )),
+        ),
+    }
     if let Err(e) = started {
         crate::sys::log::log!(
-            "cannot start {} ({}): dump signals will not be answered; leakprobe_dump() and \
+            "cannot start {} ({}): dump signals are answered only when the program exits; leakprobe_dump() and \
              LEAKPROBE_DUMP_AT_EXIT still write dumps, on the calling thread",
             if single {
                 "the thread that takes dump signals in a single-threaded program"

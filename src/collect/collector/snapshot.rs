@@ -2,7 +2,7 @@
 //! samples interned on the allocating thread, and the snapshot a copy of
 //! the process writes a dump from.
 
-use super::{FAILED_FOR_MEMORY, SNAPSHOTS_FAILED, STATE};
+use super::STATE;
 use crate::collect::request::REQUESTS;
 use crate::collect::ring::Sample;
 use crate::sample::live::{self, Entry};
@@ -195,7 +195,7 @@ pub fn snapshot_child(job: Job) -> Outcome {
                 next_number: c.next_number,
                 kept: (c.next_number != first && c.kept.back() == Some(&(c.next_number - 1)))
                     .then(|| c.next_number - 1),
-                failed_for_memory: FAILED_FOR_MEMORY.load(Ordering::Relaxed),
+                failed_for_memory: super::FAILED_FOR_MEMORY.load(Ordering::Relaxed),
                 log: crate::sys::log::state(),
             })
         })
@@ -203,7 +203,7 @@ pub fn snapshot_child(job: Job) -> Outcome {
             written: false,
             next_number: 0,
             kept: None,
-            failed_for_memory: FAILED_FOR_MEMORY.load(Ordering::Relaxed),
+            failed_for_memory: super::FAILED_FOR_MEMORY.load(Ordering::Relaxed),
             log: crate::sys::log::state(),
         })
 }
@@ -214,7 +214,7 @@ pub fn snapshot_end(job: Job, outcome: Result<Outcome, Failure>) {
     let o = match outcome {
         Ok(o) => o,
         Err(why) => {
-            let failed = SNAPSHOTS_FAILED.fetch_add(1, Ordering::Relaxed) + 1;
+            let failed = super::SNAPSHOTS_FAILED.fetch_add(1, Ordering::Relaxed) + 1;
             say_not_written(&job, &why, failed);
             REQUESTS.finished(false);
             return;
@@ -231,7 +231,12 @@ pub fn snapshot_end(job: Job, outcome: Result<Outcome, Failure>) {
     }
     STATE.release();
     crate::sys::log::adopt(o.log);
-    FAILED_FOR_MEMORY.fetch_max(o.failed_for_memory, Ordering::Relaxed);
+    super::FAILED_FOR_MEMORY.fetch_max(o.failed_for_memory, Ordering::Relaxed);
+    if o.written {
+        // The copy wrote into the directory: this process's record says
+        // it serves (atomics, a spin lock and raw calls: fine here).
+        crate::profile::published::refuse(crate::profile::published::Refusal::Dir, None);
+    }
     REQUESTS.finished(o.written);
 }
 

@@ -2,7 +2,7 @@
 //! text, and the file (numbered in the dump directory, the peak profile, or
 //! a path a caller of `leakprobe_dump` named).
 
-use super::{Collector, FAILED_FOR_MEMORY, LOST, SNAPSHOTS_FAILED};
+use super::{Collector, LOST};
 use crate::collect::mode;
 use crate::collect::request::REQUESTS;
 use crate::collect::ring;
@@ -60,6 +60,9 @@ impl Collector {
         let map = objects::memory_map();
         let mut meta = self.facts(&rows, period, (live_n, live_b), unresolved, at_peak);
         meta.extend(objects::object_facts(&map));
+        // How long the memory map after `MAPPED_LIBRARIES:` is: a dump cut
+        // at a line boundary inside it is known as cut (the script says so).
+        meta.push(("maps_bytes", map.len().to_string()));
         let stacks = &self.stacks;
         // The heap rows' stacks and every mapped sample's.
         let mapped = self.mapped_allocated.keys().map(|k| k.1);
@@ -80,6 +83,8 @@ impl Collector {
         let written = result.is_ok();
         match result {
             Ok(path) => {
+                // Written: the directory serves (again).
+                crate::profile::published::refuse(crate::profile::published::Refusal::Dir, None);
                 crate::sys::log::log!(
                     "wrote {path} ({} live samples, ~{:.1} MiB estimated live)",
                     self.snapshot.len(),
@@ -88,6 +93,7 @@ impl Collector {
             }
             Err(why) => crate::sys::log::log!("cannot write dump {why}"),
         }
+        self.dir.release_reopened();
         if !at_peak {
             REQUESTS.finished(written);
         }
@@ -213,7 +219,7 @@ impl Collector {
             "thread"
         };
         meta.push(("collector", collector.to_string()));
-        let failed = SNAPSHOTS_FAILED.load(Ordering::Relaxed);
+        let failed = super::SNAPSHOTS_FAILED.load(Ordering::Relaxed);
         if failed > 0 {
             meta.push(("snapshots_failed", failed.to_string()));
         }
@@ -246,7 +252,7 @@ impl Collector {
         meta.extend(self.mapped_facts(period));
         meta.push((
             "dumps_failed_out_of_memory",
-            FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),
+            super::FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),
         ));
         meta.extend(crate::unwind::frames::facts());
         meta
@@ -269,7 +275,11 @@ impl Collector {
                 let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
                 DumpDir::open(parent.unwrap_or(".".as_ref()).as_os_str(), false)
                     .write_replacing(&name, text)
-                    .map_err(|why| format!("{}: {why}", path.display()))
+                    .map_err(|why| {
+                        use std::os::unix::ffi::OsStrExt;
+                        let shown = crate::sys::escape::Escaped(path.as_os_str().as_bytes());
+                        format!("{shown}: {why}")
+                    })
             }
             None if at_peak => self
                 .dir
@@ -323,7 +333,7 @@ impl Collector {
     /// is given back. False: not written.
     pub(super) fn fail_for_memory(&mut self, at_peak: bool) -> bool {
         self.snapshot = Vec::new();
-        let failed = FAILED_FOR_MEMORY.fetch_add(1, Ordering::Relaxed) + 1;
+        let failed = super::FAILED_FOR_MEMORY.fetch_add(1, Ordering::Relaxed) + 1;
         crate::sys::log::log!(
             "cannot write {} dump: out of memory (the allocator refused the library's \
              allocations; {failed} so far); the program goes on",
