@@ -126,7 +126,7 @@ lint:
 
 # The library's unit tests also in the dev profile: overflow checks on
 # (never in release, whose hot path they would change).
-test: deps all lint target/bench/workloads
+test: deps all lint target/bench/workloads target/bench/entry_pairs
 	cargo test --lib
 	cargo test --release -- --test-threads=2
 	python3 -m unittest discover -s tests/python
@@ -134,13 +134,17 @@ test: deps all lint target/bench/workloads
 demo: deps all
 	scripts/demo
 
-bench: deps all target/bench/workloads target/bench/cxx_workload target/bench/idle_thread.so
+bench: deps all target/bench/workloads target/bench/entry_pairs target/bench/cxx_workload target/bench/idle_thread.so
 	scripts/install-deps --bench
 	scripts/bench
 
 target/bench/workloads: bench/workloads.c
 	mkdir -p target/bench
 	$(CC) -O2 -g -o $@ $< -lpthread
+
+target/bench/entry_pairs: bench/entry_pairs.cc
+	mkdir -p target/bench
+	$(CXX) -O2 -g -o $@ $< -ldl
 
 target/bench/cxx_workload: bench/cxx_workload.cc
 	mkdir -p target/bench

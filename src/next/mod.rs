@@ -191,6 +191,8 @@ pub fn resolve() -> bool {
         Ok(_) => {}
         Err(state) => return state == READY,
     }
+    // Before the arena's blocks (`dlsym` allocates) mark the free filter.
+    crate::sample::live::init();
     // For `object_of` below (the program's first `malloc` may come before
     // the library's initialisation).
     crate::sys::dl::init_find_object();

@@ -157,6 +157,12 @@ pub fn guard(p: *mut c_void, bytes: usize) {
     sys!(libc::SYS_mprotect, p, bytes, libc::PROT_NONE);
 }
 
+/// Advises the kernel never to back `bytes` at `p` (page-aligned) with
+/// transparent huge pages; best effort (a kernel without them says EINVAL).
+pub fn no_huge_pages(p: usize, bytes: usize) {
+    sys!(libc::SYS_madvise, p, bytes, libc::MADV_NOHUGEPAGE);
+}
+
 /// Gives back a mapping `map_anonymous` or `map_with` made.
 ///
 /// # Safety

@@ -413,11 +413,13 @@ impl Collector {
         Some(id)
     }
 
-    /// The library's own memory: live tables, ring, interned stacks and totals
-    /// (the maps' own overhead approximated).
+    /// The library's own memory: live tables and the pages of their filter
+    /// samples wrote, ring, interned stacks and totals (the maps' own
+    /// overhead approximated).
     fn overhead_bytes(&self) -> usize {
         let stacks: usize = self.stacks.iter().map(|s| s.len() * 8).sum();
         live::table_bytes()
+            + live::filter_bytes()
             + crate::mapped::table::table_bytes()
             + ring::bytes()
             + walk::cache_bytes()
