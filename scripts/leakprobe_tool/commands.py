@@ -15,7 +15,7 @@ from .dumpfile import Dump, read_dump, shown
 from .flamegraph import render_svg
 from .profile import KIND_FRAME, Profile, Stack, amount, build, mapped_bytes, mapped_view, trends, unnamed_objects
 from .summary import memory, suspects, verdict
-from .symbols import JAVA, Frame, Symbolizer, program_of
+from .symbols import JAVA, PYTHON, Frame, Symbolizer, program_of
 
 
 def load(args: argparse.Namespace, path: str, mmap: bool | None = None) -> Profile:
@@ -45,7 +45,8 @@ def frame_json(f: Frame, allocator: bool = False) -> dict[str, Any]:
         "object": f.obj,
         "build_id_check": f.check,
         "allocator": allocator,
-        "java": f.kind,
+        "java": f.kind if f.obj == JAVA else None,
+        "python": f.kind if f.obj == PYTHON else None,
     }
 
 

@@ -113,16 +113,19 @@ class Mapping:
 
 
 JAVA_KINDS = ("java", "native", "unloaded", "unknown")
+PYTHON_KINDS = ("python", "freed", "unknown")
 
 
 @dataclass(frozen=True)
 class JavaFrame:
-    """A Java frame the library named (`# leakprobe java_frame:` lines)."""
+    """A Java or Python frame the library named (`# leakprobe java_frame:`
+    and `python_frame:` lines)."""
 
-    kind: str  # one of JAVA_KINDS
-    name: str | None  # class.method; None when unloaded or unknown
+    kind: str  # one of JAVA_KINDS, or of PYTHON_KINDS
+    name: str | None  # class.method (qualname); None when unloaded or unknown
     file: str | None
     line: int | None
+    runtime: str = "java"
 
 
 @dataclass
@@ -226,6 +229,9 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
             elif key == "java_frame":
                 addr, frame = parse_java_frame(path, n, value)
                 dump.java_frames[addr] = frame
+            elif key == "python_frame":
+                addr, frame = parse_java_frame(path, n, value, "python")
+                dump.java_frames[addr] = frame
             else:
                 value = check_meta(path, n, key, value)
                 dump.meta[key] = unescaped(value) if key in ESCAPED_META else value
@@ -284,20 +290,22 @@ def check_meta(path: str, line: int, key: str, value: str) -> str:
     return value
 
 
-def parse_java_frame(path: str, line: int, value: str) -> tuple[int, JavaFrame]:
+def parse_java_frame(path: str, line: int, value: str, runtime: str = "java") -> tuple[int, JavaFrame]:
     """`<address> <kind> <class>.<method> <file>[:<line>]`, `?` for unknown."""
     parts = value.split(" ", 3)
-    if len(parts) != 4 or not re.fullmatch(r"0x[0-9a-f]{1,16}", parts[0]) or parts[1] not in JAVA_KINDS:
-        raise DumpError(path, f"line {line}: malformed java_frame line")
+    kinds = PYTHON_KINDS if runtime == "python" else JAVA_KINDS
+    if len(parts) != 4 or not re.fullmatch(r"0x[0-9a-f]{1,16}", parts[0]) or parts[1] not in kinds:
+        raise DumpError(path, f"line {line}: malformed {runtime}_frame line")
     where, colon, number_text = parts[3].rpartition(":")
     if not colon or not number_text.isdigit():
         where, number_text = parts[3], ""
-    known = parts[1] in ("java", "native")
+    known = parts[1] in ("java", "native", "python")
     return int(parts[0], 16), JavaFrame(
         kind=parts[1],
         name=parts[2] if known and parts[2] != "?" else None,
         file=where if known and where != "?" else None,
         line=number(path, line, number_text) if known and number_text else None,
+        runtime=runtime,
     )
 
 

@@ -58,6 +58,7 @@ RUNTIME_FILES: tuple[tuple[str, re.Pattern[str]], ...] = (
 RUNTIME_OBJECTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("zlib", re.compile(r"libz\.so[.\d]*")),
     ("CPython", re.compile(r"python3[.\d]*d?|libpython3[.\d]*d?\.so[.\d]*")),
+    ("libffi", re.compile(r"libffi\.so[.\d]*")),  # ctypes' and cffi's calls into C
     ("V8/node", re.compile(r"node(js)?|libnode\.so[.\d]*")),
     ("C library", re.compile(r"libc\.so\.6|ld-linux[-\w]*\.so[.\d]*|libstdc\+\+\.so[.\d]*")),
 )
@@ -82,6 +83,11 @@ UNNAMED = re.compile(r"[^\s()]+\+0x[0-9a-f]+|\[[^\]]*\] 0x[0-9a-f]+.*")
 
 # The last frame of a site whose stack ends in an entry stub.
 UNSEEN = "[called from JIT code the stack does not show]"
+# The last frame of a site called from JIT code without a name (no perf map).
+UNNAMED_JIT = "[called from JIT code without a name]"
+# CPython's own extension modules (lib-dynload), by path: stripped, their
+# frames are unnamed.
+CPYTHON_MODULES = re.compile(r"/lib/python3[.\d]*/lib-dynload/[^/]+\.so$")
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,11 @@ def anonymous(f: Frame) -> bool:
     return unnamed(f) and f.obj.startswith("[")
 
 
+def unnamed_jit(f: Frame) -> bool:
+    """Executable anonymous memory without a name: JIT code with no perf map."""
+    return anonymous(f) and f.obj == "[jit]"
+
+
 # The rules of allocation wrappers (what `report`'s flat column skips too).
 WRAPPER_RULES = ("allocation wrapper", "--alloc-frames")
 UNNAMED_RULE = "unnamed, inside"
@@ -124,7 +135,11 @@ def runtime(f: Frame) -> str | None:
     if f.obj == JAVA:
         return "JDK" if f.function and JDK_CLASS.fullmatch(f.function) else None
     if unnamed(f):
-        return None
+        # A stripped runtime (Debian's python3) is known by its object alone.
+        obj = os.path.basename(f.obj)
+        if CPYTHON_MODULES.search(f.obj):
+            return "CPython"
+        return next((layer for layer, pattern in RUNTIME_OBJECTS if pattern.fullmatch(obj)), None)
     name = base_name(f.function)
     for layer, pattern in RUNTIME_NAMES:
         if pattern.fullmatch(name):
@@ -169,7 +184,7 @@ def walk(frames: tuple[Frame, ...], rules: Rules) -> Walk:
             moved.append(why)
             i += 1
             continue
-        if unnamed(f) and not anonymous(f):
+        if unnamed(f) and not anonymous(f) and not runtime(f):
             # A stripped helper between the allocator and its object's wrapper.
             j = i
             while j < n and unnamed(frames[j]) and frames[j].obj == f.obj:
@@ -187,6 +202,13 @@ def walk(frames: tuple[Frame, ...], rules: Rules) -> Walk:
         j = i
         while j < n and not app(frames[j], rules) and (runtime(frames[j]) or stub(frames[j]) or anonymous(frames[j])):
             j += 1
+        jit = next((k for k in range(i, j) if unnamed_jit(frames[k])), None)
+        if jit is not None:
+            # JIT code without a name called the runtime: it is the program's
+            # code, unnamed; charge the runtime function it called.
+            k = max((k for k in range(i, jit) if runtime(frames[k]) and not stub(frames[k])), default=i)
+            moved += [f"runtime: {runtime(g) or 'entry stub'}" for g in frames[i:k]]
+            return Walk(k, tuple(moved), "called from JIT code without a name (docs/interpreters.md: the flag that names it)")
         if j < n and not root(frames[j], frames[j - 1]):
             moved += [f"runtime: {runtime(g) or 'entry stub'}" for g in frames[i:j]]
             i = j
@@ -205,6 +227,11 @@ def site(frames: tuple[Frame, ...], label: Callable[[Frame], str]) -> tuple[str,
     """The key under which stacks that are the same code merge: `frames`
     (from the responsible one) without entry stubs and unnamed JIT code, JIT
     tier markers removed."""
+    jit = next((k for k, f in enumerate(frames) if unnamed_jit(f)), None)
+    if jit is not None:
+        # Called from unnamed JIT code: the rest differs by tier and is not the program's.
+        shown = tuple(label(f) for f in frames[:jit] if not stub(f)) or tuple(label(f) for f in frames[:1])
+        return (*shown, UNNAMED_JIT)
     out = tuple(JIT_TIER.sub(r"\1", label(f)) for f in frames if not stub(f) and not anonymous(f))
     out = out or tuple(label(f) for f in frames[:1])
     # A stack that ends in an entry stub was called from code the unwinder

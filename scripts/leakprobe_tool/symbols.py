@@ -39,7 +39,10 @@ STALE = "stale"  # replaced since the dump: not named
 MISSING = "missing"  # deleted, missing, unreadable or not a regular file: not named
 MANGLED = re.compile(r"_Z[A-Za-z0-9_.$]+")
 PERF_MAP_CAP = 256 << 20
+# What makes each runtime write /tmp/perf-<pid>.map (docs/interpreters.md).
+JIT_FLAGS = "node --perf-basic-prof, ruby --yjit-perf, java: jcmd <pid> Compiler.perfmap"
 JAVA = "[java]"  # Frame.obj of Java frames
+PYTHON = "[python]"  # Frame.obj of Python frames
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,9 @@ class Frame:
     def location(self) -> str:
         # A file without a line (addr2line's `file.c:?`) is the file alone.
         where = self.file if self.line is None else f"{self.file}:{self.line}"
-        if self.obj == JAVA:
-            kind = "java" if self.kind == "java" else f"java, {self.kind}"
+        if self.obj in (JAVA, PYTHON):
+            runtime = self.obj.strip("[]")
+            kind = runtime if self.kind == runtime else f"{runtime}, {self.kind}"
             return f"{where}  [{kind}]" if self.file else f"[{kind}]"
         return where if self.file else self.obj
 
@@ -133,6 +137,10 @@ class Symbolizer:
             where = "unmapped" if mapping is None else shown(mapping.path.strip("[]")) or "anonymous"
             # JIT code lives in anonymous memory: say why it has no name.
             refused = " (perf map refused)" if self.jit.refused and where in ("unmapped", "anonymous") else ""
+            if not refused and not self.jit.ranges and mapping is not None and "x" in mapping.perms:
+                # Executable anonymous memory: JIT code, whose runtime wrote no map.
+                self.jit.note_missing(self.dump.pid)
+                return Frame(f"[{where}] 0x{addr:x}", obj="[jit]")
             return Frame(f"[{where}] 0x{addr:x}{refused}", obj=f"[{where}]")
         offset = mapping.offset + (addr - mapping.start)
         obj = shown(mapping.file)
@@ -321,11 +329,15 @@ def run_symbolizer(tool: str, path: str, vaddrs: list[int]) -> dict[int, tuple[F
 
 
 def java_frame(addr: int, java: JavaFrame) -> Frame:
-    """A Java frame as the library named it (its address is no code address)."""
+    """A Java or Python frame as the library named it (its address is no code address)."""
+    obj = PYTHON if java.runtime == "python" else JAVA
     if java.name is None:
-        why = "class unloaded before it was named" if java.kind == "unloaded" else "unnamed method"
-        return Frame(f"[java: {why}] 0x{addr:x}", obj=JAVA, kind=java.kind)
-    return Frame(shown(java.name), file=java.file and shown(java.file), line=java.line, obj=JAVA, kind=java.kind)
+        why = {
+            "unloaded": "class unloaded before it was named",
+            "freed": "code object freed before it was named",
+        }.get(java.kind, "unnamed function" if java.runtime == "python" else "unnamed method")
+        return Frame(f"[{java.runtime}: {why}] 0x{addr:x}", obj=obj, kind=java.kind)
+    return Frame(shown(java.name), file=java.file and shown(java.file), line=java.line, obj=obj, kind=java.kind)
 
 
 def parse_location(where: str) -> tuple[str | None, int | None]:
@@ -346,6 +358,7 @@ class JitMap:
     def __init__(self, dump: Dump) -> None:
         self.ranges: list[tuple[int, int, str]] = []
         self.refused = False
+        self.noted = False
         if dump.pid is not None:
             path = f"/tmp/perf-{dump.pid}.map"
             try:
@@ -380,6 +393,12 @@ class JitMap:
         finally:
             os.close(fd)
         return data.decode("utf-8", "surrogateescape")
+
+    def note_missing(self, pid: int | None) -> None:
+        """Says once that JIT code has no names, and which flag gives them."""
+        if not self.noted:
+            self.noted = True
+            print(f"leakprobe: JIT code (frames in [jit]) has no names: no /tmp/perf-{pid}.map ({JIT_FLAGS})", file=sys.stderr)
 
     def get(self, addr: int) -> str | None:
         i = bisect.bisect_right(self.starts, addr) - 1

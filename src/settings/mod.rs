@@ -34,6 +34,8 @@ pub struct Settings {
     pub unwinder: Unwinder,
     /// Java frames in the stacks of JVM threads (`LEAKPROBE_JAVA`).
     pub java: bool,
+    /// Python frames in the stacks of CPython threads (`LEAKPROBE_PYTHON`).
+    pub python: bool,
     /// `LEAKPROBE_THREAD`: when the collector thread starts
     /// (`collect::single`).
     pub thread: Thread,
@@ -109,6 +111,7 @@ impl Default for Settings {
             peak: false,
             unwinder: Unwinder::Fast,
             java: true,
+            python: true,
             thread: Thread::Auto,
             copy_timeout_secs: DEFAULT_COPY_TIMEOUT_SECS,
         }
@@ -148,6 +151,7 @@ impl Settings {
             peak: setting(&get, "LEAKPROBE_PEAK", parse_switch, d.peak),
             unwinder: setting(&get, "LEAKPROBE_UNWIND", parse_unwind, d.unwinder),
             java: setting(&get, "LEAKPROBE_JAVA", parse_switch, d.java),
+            python: setting(&get, "LEAKPROBE_PYTHON", parse_switch, d.python),
             thread: setting(&get, "LEAKPROBE_THREAD", parse_thread, d.thread),
             copy_timeout_secs: setting(
                 &get,

@@ -100,6 +100,31 @@ pub fn gettid() -> libc::pid_t {
     sys!(libc::SYS_gettid) as libc::pid_t
 }
 
+/// Copies `buf.len()` bytes of this process's memory at `at` into `buf`
+/// (`process_vm_readv` on itself): memory that is not mapped, or not
+/// readable, fails (false) where a load would fault. A system call: for
+/// reads that are not on a hot path, or done once per page.
+pub fn read_own_memory(at: usize, buf: &mut [u8]) -> bool {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: at as *mut c_void,
+        iov_len: buf.len(),
+    };
+    let n = sys!(
+        libc::SYS_process_vm_readv,
+        getpid(),
+        &local as *const libc::iovec,
+        1,
+        &remote as *const libc::iovec,
+        1,
+        0
+    );
+    n == buf.len() as isize
+}
+
 /// `bytes` of fresh zeroed memory (an anonymous private mapping), which no
 /// interposed `mmap` sees; None if the kernel has none.
 pub fn map_anonymous(bytes: usize) -> Option<*mut c_void> {

@@ -103,6 +103,13 @@ pub fn set_specific(key: libc::pthread_key_t, value: *const c_void) {
     unsafe { libc::pthread_setspecific(key, value) };
 }
 
+/// The calling thread's value of `key` (`pthread_getspecific`: no lock,
+/// no allocation; null for a key deleted since, or never set).
+pub fn get_specific(key: libc::pthread_key_t) -> *mut c_void {
+    // SAFETY: glibc checks the key's range and sequence number.
+    unsafe { libc::pthread_getspecific(key) }
+}
+
 /// The calling thread's handle (`pthread_self`).
 pub fn current() -> libc::pthread_t {
     // SAFETY: pthread_self has no preconditions.

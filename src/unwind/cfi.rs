@@ -62,6 +62,19 @@ pub fn rule_for(object: &Object, pc: usize) -> Rule {
     }
 }
 
+/// The code range [start, end) of the FDE covering `pc` in `object`.
+pub fn fde_range(object: &Object, pc: usize) -> Option<(usize, usize)> {
+    let memory = Memory {
+        start: object.start,
+        end: object.end,
+    };
+    if object.eh_frame_hdr == 0 {
+        return None;
+    }
+    let fde = find_fde(&memory, object.eh_frame_hdr, pc)??;
+    Some((fde.pc_begin, fde.pc_end))
+}
+
 /// The object's mapped range: every read of CFI stays inside it, so damaged
 /// CFI cannot send a read outside the object.
 struct Memory {
@@ -177,6 +190,8 @@ impl Reader {
 /// An FDE: the code range it covers and its CIE's parameters.
 struct Fde {
     pc_begin: usize,
+    /// The end of the code it covers.
+    pc_end: usize,
     code_align: u64,
     data_align: i64,
     /// Pointer encoding of `DW_CFA_set_loc` operands.
@@ -252,6 +267,7 @@ fn parse_fde(memory: &Memory, at: usize) -> Option<(Fde, usize)> {
     }
     let fde = Fde {
         pc_begin,
+        pc_end: pc_begin.wrapping_add(range),
         code_align: cie.code_align,
         data_align: cie.data_align,
         encoding: cie.encoding,
@@ -608,6 +624,7 @@ mod tests {
         );
         let fde = Fde {
             pc_begin: 0,
+            pc_end: usize::MAX,
             code_align: 1,
             data_align,
             encoding: 0,

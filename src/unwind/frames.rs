@@ -1,8 +1,8 @@
 //! Frame sources: where a sample's frames come from. The native frames are
 //! the walk's (`stack::capture`: the caching CFI unwinder, libgcc's as
 //! fallback); frames of code the walk cannot see (a VM's or an
-//! interpreter's: Java today) come from the sources in `SOURCES`, each
-//! appended after the native frames. Everything else, the sampled path, the
+//! interpreter's: Java, Python) come from the sources in `SOURCES`, each
+//! appended after the native frames (Python's in place of the eval loop's). Everything else, the sampled path, the
 //! mappings' stacks, the collector and the dump, calls this module only.
 //!
 //! A source marks its frames as words no native address can be (Java: bit
@@ -20,7 +20,7 @@ use crate::unwind::stack::Stack;
 use core::time::Duration;
 
 /// The sources, in the order their frames are appended.
-const SOURCES: &[&FrameSource] = &[&crate::unwind::java::FRAMES];
+const SOURCES: &[&FrameSource] = &[&crate::unwind::java::FRAMES, &crate::unwind::python::FRAMES];
 
 /// Once at load, before sampling starts.
 pub fn init(cfg: &Settings) {

@@ -773,6 +773,7 @@ unsafe fn set_up(vm: Env) -> Result<(), String> {
     VM.store(vm as usize, Ordering::Release);
     AGCT.store(agct as usize, Ordering::Release);
     crate::sys::process::at_fork(None, None, Some(fork_child));
+    crate::unwind::walk::stop_at_jit_code();
     ACTIVE.store(true, Ordering::Release);
     Ok(())
 }

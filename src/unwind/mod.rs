@@ -4,13 +4,15 @@
 //! at run time (`registered_frames`). Frames the native walk cannot see come
 //! from the sources `frames` lists: in JVMs, `java` adds the Java frames,
 //! and `jni_callin` the native frames below them on threads that called into
-//! Java through JNI.
+//! Java through JNI. Under CPython, `python` puts the Python frames in place
+//! of the eval loop's.
 
 pub mod cfi;
 pub mod frame_source;
 pub mod frames;
 pub mod java;
 pub mod jni_callin;
+pub mod python;
 pub mod registered_frames;
 pub mod stack;
 pub mod stack_bounds;

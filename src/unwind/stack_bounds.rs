@@ -62,7 +62,7 @@ pub fn top(sp: usize) -> Option<usize> {
 
 /// The mapping of /proc/self/maps that contains `addr`. Raw system calls,
 /// which leave `errno` as it was: this runs inside the program's `malloc`.
-fn mapping_containing(addr: usize) -> Option<(usize, usize)> {
+pub fn mapping_containing(addr: usize) -> Option<(usize, usize)> {
     let mut scan = Scan::default();
     let mut buf = [0u8; 1024];
     crate::sys::raw::scan_file(c"/proc/self/maps", &mut buf, |read| {

@@ -50,6 +50,13 @@ pub fn forget() {
     imp::forget()
 }
 
+/// From now on, walks end at the first frame without CFI instead of going
+/// on by frame pointers: a JVM's Java frames come from `java`, which takes
+/// the place of that frame.
+pub fn stop_at_jit_code() {
+    imp::STOP_AT_JIT.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Bytes of the rule cache.
 pub fn cache_bytes() -> usize {
     imp::CACHE_BYTES
@@ -62,7 +69,7 @@ mod imp {
     use crate::sys::lock::SpinLock;
     use crate::unwind::cfi::{self, Rule};
     use crate::unwind::stack_bounds;
-    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
     /// Whether the caching unwinder is on (`LEAKPROBE_UNWIND=fast` and
     /// glibc's `_dl_find_object`).
@@ -232,6 +239,7 @@ mod imp {
         };
         // Whether `bp` is still the register's (not one read from the stack).
         let mut bp_is_register = true;
+        let mut jit_steps = 0;
         loop {
             if let Some(log) = log.as_deref_mut() {
                 log.frame(pc);
@@ -255,7 +263,22 @@ mod imp {
                             log.unsure();
                         }
                         match other {
-                            Rule::Missing => return End::Complete,
+                            Rule::Missing => {
+                                // Code without CFI (JIT code, V8's builtins):
+                                // its frame pointer chain, where it keeps one.
+                                jit_steps += 1;
+                                let go_on = jit_steps <= MAX_JIT_STEPS
+                                    && !STOP_AT_JIT.load(Ordering::Relaxed);
+                                let Some((ra, caller_bp)) = go_on
+                                    .then(|| frame_pointer_step(bp, sp, top, bottom))
+                                    .flatten()
+                                else {
+                                    return End::Complete;
+                                };
+                                (pc, sp, bp, at) = (ra, bp + 16, caller_bp, ra.wrapping_sub(1));
+                                bp_is_register = false;
+                                continue;
+                            }
                             Rule::Signal => {}
                             _ => return End::Stopped,
                         }
@@ -313,6 +336,36 @@ mod imp {
             pc = ra;
             at = ra.wrapping_sub(1);
         }
+    }
+
+    /// Frames without CFI a walk passes by their frame pointers, at most.
+    const MAX_JIT_STEPS: u32 = 64;
+    /// `stop_at_jit_code`.
+    pub static STOP_AT_JIT: AtomicBool = AtomicBool::new(false);
+
+    /// One step up a frame-pointer chain from a frame whose %rbp is `bp`
+    /// (the saved %rbp at [bp], the return address at [bp + 8]): (return
+    /// address, caller's %rbp). Only inside this stack, above `sp`, and to a
+    /// caller's %rbp further up (or 0, the chain's end): a frame that keeps no
+    /// frame pointer ends the walk rather than send it elsewhere.
+    fn frame_pointer_step(
+        bp: usize,
+        sp: usize,
+        top: usize,
+        bottom: usize,
+    ) -> Option<(usize, usize)> {
+        if !bp.is_multiple_of(8) || bp < sp || bp < bottom || bp.checked_add(16)? > top {
+            return None;
+        }
+        // SAFETY: [bp, bp + 16) is inside [bottom, top), this stack's mapped part.
+        let (caller_bp, ra) = unsafe {
+            (
+                core::ptr::read_unaligned(bp as *const usize),
+                core::ptr::read_unaligned((bp + 8) as *const usize),
+            )
+        };
+        let chained = caller_bp == 0 || (caller_bp > bp && caller_bp < top);
+        (chained && ra > 4096).then_some((ra, caller_bp))
     }
 
     /// Where a walk starts: a walk is a function of these, of the rules and
@@ -468,13 +521,48 @@ mod imp {
         rule
     }
 
-    /// The loaded object containing `at`.
+    /// The loaded object containing `at`, with the range its CFI is read
+    /// from: `_dl_find_object` reports only the code segment of a program
+    /// whose tables lie in another (node's), and then the mapping holding
+    /// `.eh_frame_hdr` (and `.eh_frame` after it) is used.
     fn object_of(at: usize) -> Option<cfi::Object> {
-        dl::find_object(at).map(|o| cfi::Object {
-            start: o.start,
-            end: o.end,
-            eh_frame_hdr: o.eh_frame_hdr,
+        let o = dl::find_object(at)?;
+        let hdr = o.eh_frame_hdr;
+        let (start, end) = if hdr == 0 || (o.start..o.end).contains(&hdr) {
+            (o.start, o.end)
+        } else {
+            tables_mapping(hdr)?
+        };
+        Some(cfi::Object {
+            start,
+            end,
+            eh_frame_hdr: hdr,
         })
+    }
+
+    /// The mapping holding an `.eh_frame_hdr` outside its object's code,
+    /// looked up once (/proc/self/maps, raw system calls) and kept.
+    fn tables_mapping(hdr: usize) -> Option<(usize, usize)> {
+        static KNOWN: [(AtomicUsize, AtomicUsize, AtomicUsize); 8] = [const {
+            (
+                AtomicUsize::new(0),
+                AtomicUsize::new(0),
+                AtomicUsize::new(0),
+            )
+        }; 8];
+        let slot = &KNOWN[(hdr >> 4) % KNOWN.len()];
+        if slot.0.load(Ordering::Acquire) == hdr {
+            return Some((
+                slot.1.load(Ordering::Relaxed),
+                slot.2.load(Ordering::Relaxed),
+            ));
+        }
+        let (lo, hi) = stack_bounds::mapping_containing(hdr)?;
+        slot.0.store(0, Ordering::Relaxed);
+        slot.1.store(lo, Ordering::Relaxed);
+        slot.2.store(hi, Ordering::Relaxed);
+        slot.0.store(hdr, Ordering::Release);
+        Some((lo, hi))
     }
 
     /// Addresses above this are not cached (the tag has 33 bits).
@@ -686,4 +774,7 @@ mod imp {
     }
 
     pub fn forget() {}
+
+    pub static STOP_AT_JIT: core::sync::atomic::AtomicBool =
+        core::sync::atomic::AtomicBool::new(false);
 }
