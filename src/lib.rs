@@ -55,15 +55,31 @@ static INIT: extern "C" fn() = init;
 #[cfg(not(test))]
 extern "C" fn init() {
     sys::log::note_stderr();
-    next::resolve();
     sys::dl::init_find_object();
+    // Loaded into a running program (`hook::attach`): nothing more until
+    // `leakprobe_attach` gives the settings; the next symbols are the
+    // program's own.
+    if sys::dl::detect_late_load() {
+        return;
+    }
+    next::resolve();
+    start(settings::init(), true);
+}
+
+/// Everything after the next symbols are known: at load when preloaded, at
+/// the first attach otherwise (where the program's threads are not made to
+/// block the dump signal: it is sent to the collector thread alone).
+#[cfg(not(test))]
+fn start(cfg: &'static settings::Settings, preloaded: bool) {
+    if !preloaded {
+        next::resolve();
+    }
     unwind::stack::init_own_range();
     hook::sampled::resolve_own_addresses();
-    let cfg = settings::init();
     // Before the collector: its fork handlers must run first (see `mapped`).
     mapped::init();
     unwind::walk::init(cfg.unwinder == settings::Unwinder::Fast);
-    if cfg.no_inherit {
+    if cfg.no_inherit && preloaded {
         settings::inherit::remove_from_preload();
     }
     if !cfg.java {
@@ -71,9 +87,12 @@ extern "C" fn init() {
     }
     collect::single::register();
     collect::collector::start(cfg);
-    // After the dump directory is open: the lines go to the log too.
-    profile::blind::check(profile::objects::program_path());
-    if collect::signal::install(cfg.signal) {
+    // After the dump directory is open: the lines go to the log too. (An
+    // attach rewrites the GOT entries that symbol interposition would miss.)
+    if preloaded {
+        profile::blind::check(profile::objects::program_path());
+    }
+    if collect::signal::install(cfg.signal) && preloaded {
         hook::signals::install(cfg.signal);
     }
     if cfg.dump_at_exit {

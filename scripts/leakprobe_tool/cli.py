@@ -6,7 +6,7 @@ import argparse
 import re
 import sys
 
-from . import commands, dumpcmd, pprof
+from . import attach, commands, dumpcmd, pprof
 from .dumpfile import DumpError
 from .flamegraph import DEFAULT_DEPTH
 
@@ -93,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--debug-dir", action="append", default=[], metavar="DIR", help="as for report")
     s.set_defaults(run=pprof.export)
     dumpcmd.register(sub)
+    attach.register(sub)
     return p
 
 

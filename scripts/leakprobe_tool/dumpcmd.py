@@ -77,6 +77,7 @@ class Request:
     sent: int = 0
     resend: bool = False
     logs: dict[str, int] = field(default_factory=dict)  # log name -> bytes read
+    thread: int = 0  # attached: the collector thread, the only one signalled
 
     @property
     def log_pattern(self) -> re.Pattern[str]:
@@ -200,6 +201,14 @@ def prepare(pid: int) -> Request:
             "not signalled, as the dump signal would kill it"
         )
     req = Request(pid, name)
+    from .attach import read_record  # attach imports this module
+
+    record = read_record(pid)
+    if record is not None and not record.get("detached"):
+        # Attached (docs/attach.md): the settings given then; the signal goes
+        # to the collector thread alone.
+        req.signal, req.dir, req.thread = int(record["signal"]), seen_from(pid, str(record["dir"])), int(record["collector"])
+        return req
     env = {} if secure_execution(pid) else environment(pid)
     raw = env.get("LEAKPROBE_SIGNAL")
     if raw is not None:
@@ -230,6 +239,13 @@ def send(req: Request) -> None:
             req.token = secrets.randbits(32)
         # Files already there cannot answer a request not yet sent.
         scan(req, record_only=True)
+    if req.thread:
+        from .attach import tgsigqueue
+
+        tgsigqueue(req.pid, req.thread, req.signal, (MAGIC << 32) | req.token)
+        req.sent += 1
+        req.resend = False
+        return
     libc = ctypes.CDLL(None, use_errno=True)
     # union sigval is passed as its 64-bit sival_ptr (one integer register).
     libc.sigqueue.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]

@@ -7,10 +7,12 @@
 //! - `api`: the C API (`include/leakprobe.h`).
 //! - `signals`: dispositions, masks, waits and exec for the dump signal.
 //! - `unload`: `dlclose`.
+//! - `attach`: loaded into a running program: the GOT entries rewritten.
 //! - `creds`: the `setuid` family (the single-threaded mode's helper follows).
 
 pub mod alloc;
 pub mod api;
+pub mod attach;
 pub mod creds;
 pub mod cxx;
 pub mod fork;

@@ -2,9 +2,11 @@
 //! (`dump`), the objects loaded and their build-ids (`objects`), the
 //! checked dump directory and its atomic writes (`dumpdir`), the process's and the allocator's own numbers (`accounting`),
 //! what the profile cannot see (`blind`), and objects unloaded since
-//! (`unloaded`).
+//! (`unloaded`), when the library was attached to a running program
+//! (`attached`).
 
 pub mod accounting;
+pub mod attached;
 pub mod blind;
 pub mod dump;
 pub mod dumpdir;

@@ -9,7 +9,7 @@
 //! them (`find_object` is the lock-free look-up).
 
 use core::ffi::{c_int, c_void, CStr};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// Where `lookup` looks for a name.
 #[derive(Clone, Copy)]
@@ -22,15 +22,51 @@ pub enum Scope {
     Global,
 }
 
+/// Set when the library was loaded into a running program (`dlopen`, by
+/// `scripts/leakprobe attach`) rather than preloaded: it is then not in the
+/// program's lookup order at all, and the next definition of a name is the
+/// program's own (`RTLD_DEFAULT`), which its GOT entries held.
+static LOADED_LATE: AtomicBool = AtomicBool::new(false);
+
+/// Whether the library was loaded late (see `LOADED_LATE`): decided once, by
+/// the constructor, before any next symbol is resolved.
+pub fn loaded_late() -> bool {
+    LOADED_LATE.load(Ordering::Acquire)
+}
+
+/// Notes that the library was loaded late if the program's `malloc` is not
+/// the library's: preloaded, the library's definition comes first. (Not
+/// compared with the address of its own `malloc` as Rust takes it: that is
+/// read from the library's GOT, the program's `malloc` when loaded late.)
+pub fn detect_late_load() -> bool {
+    // SAFETY: dlsym with a pseudo-handle and a NUL-terminated name.
+    let program = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr()) };
+    let late = !program.is_null() && !is_own(program);
+    LOADED_LATE.store(late, Ordering::Release);
+    late
+}
+
 /// The address of `name` in `scope`; null if nothing there defines it.
 pub fn lookup(scope: Scope, name: &CStr) -> *mut c_void {
     let handle = match scope {
-        Scope::Next => libc::RTLD_NEXT,
-        Scope::Global => libc::RTLD_DEFAULT,
+        Scope::Next if !loaded_late() => libc::RTLD_NEXT,
+        Scope::Next | Scope::Global => libc::RTLD_DEFAULT,
     };
     // SAFETY: dlsym with a pseudo-handle and a NUL-terminated name; RTLD_NEXT
     // is relative to the calling object, this library wherever it is inlined.
-    unsafe { libc::dlsym(handle, name.as_ptr()) }
+    let f = unsafe { libc::dlsym(handle, name.as_ptr()) };
+    // Loaded late, the library's own scope follows the program's: a name
+    // only it defines has no next definition.
+    if matches!(scope, Scope::Next) && loaded_late() && !f.is_null() && is_own(f) {
+        return core::ptr::null_mut();
+    }
+    f
+}
+
+/// Whether `f` is inside this library's object.
+pub fn is_own(f: *mut c_void) -> bool {
+    let own = object_of(is_own as *mut ());
+    own != 0 && object_of(f.cast()) == own
 }
 
 /// The next definition of a non-allocator function, looked up once into

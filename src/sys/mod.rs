@@ -4,7 +4,7 @@
 //! one-line messages, the process (auxiliary vector, environment, users,
 //! fork and exit handlers), threads' attributes and keys, signal masks of
 //! the library's own, the loader's
-//! symbol look-ups, system calls without glibc (`raw`), and a word-keyed
+//! symbol look-ups and the GOT entries rewritten for an attach, system calls without glibc (`raw`), and a word-keyed
 //! hash map. Nothing here knows about samples or dumps.
 
 pub mod clock;
@@ -12,6 +12,7 @@ pub mod dl;
 pub mod doorbell;
 pub mod errno;
 pub mod files;
+pub mod got;
 pub mod lock;
 pub mod log;
 pub mod process;

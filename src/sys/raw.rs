@@ -132,6 +132,11 @@ pub fn guard(p: *mut c_void, bytes: usize) {
     sys!(libc::SYS_mprotect, p, bytes, libc::PROT_NONE);
 }
 
+/// Sets the protection of the `bytes` at page-aligned `at`; true if done.
+pub fn protect(at: usize, bytes: usize, prot: c_int) -> bool {
+    sys!(libc::SYS_mprotect, at, bytes, prot) == 0
+}
+
 /// Gives back a mapping `map_anonymous` or `map_with` made.
 ///
 /// # Safety

@@ -20,7 +20,7 @@ use crate::sys::lock::SpinLock;
 use crate::sys::signals::{block_here, with_all_blocked};
 use crate::sys::word_hash::WordMap;
 use crate::unwind::walk;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Samples absorbed per lock hold, so `fork` never waits long for the lock.
@@ -59,6 +59,79 @@ static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
 static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
 /// Neither the collector thread nor the helper of `single` could be started.
 static NO_THREAD: AtomicBool = AtomicBool::new(false);
+
+/// Attached to a running program (`hook::attach`) and not detached since.
+static ATTACHED: AtomicBool = AtomicBool::new(false);
+/// `hook::attach`'s look for objects loaded since (a `fn()`), while attached.
+static RESCAN: AtomicUsize = AtomicUsize::new(0);
+/// The collector thread's id once it runs (0 before, and after a detach).
+static THREAD_ID: AtomicI32 = AtomicI32::new(0);
+
+/// Whether the library is attached to a running program now.
+pub fn attached() -> bool {
+    ATTACHED.load(Ordering::Acquire)
+}
+
+/// Attached: the collector calls `rescan` on each round the loaded objects
+/// changed, and ends when asked to detach.
+pub fn set_attached(rescan: fn()) {
+    RESCAN.store(rescan as usize, Ordering::Release);
+    ATTACHED.store(true, Ordering::Release);
+}
+
+/// The collector thread's id, waiting up to `timeout` for it to start.
+pub fn thread_id(timeout: Duration) -> Option<i32> {
+    let deadline = crate::sys::clock::monotonic() + timeout;
+    loop {
+        let tid = THREAD_ID.load(Ordering::Acquire);
+        if tid != 0 {
+            return Some(tid);
+        }
+        if NO_THREAD.load(Ordering::Relaxed) || crate::sys::clock::monotonic() > deadline {
+            return None;
+        }
+        crate::sys::raw::sleep_ms(1);
+    }
+}
+
+/// Attached again after a detach: the state is kept (stacks, numbering),
+/// the live table starts empty, and the thread and the handler come back.
+pub fn restart(cfg: &'static Settings) {
+    live::clear();
+    spawn();
+    signal::install(cfg.signal);
+    sampling::enable(cfg.sample_period);
+}
+
+/// On the collector thread, asked to detach: every GOT entry back, no more
+/// samples, the program's disposition of the signal back in the kernel.
+/// The thread then ends; the code stays mapped (a thread may still be
+/// inside an entry point, and returns through it).
+fn detach() {
+    let (restored, changed) = crate::sys::got::restore();
+    sampling::enable(0);
+    signal::uninstall();
+    live::clear();
+    THREAD_ID.store(0, Ordering::Release);
+    ATTACHED.store(false, Ordering::Release);
+    crate::sys::log::log!(
+        "detached: {restored} GOT entries restored{}; the library stays mapped, unused",
+        if changed > 0 {
+            format!(" ({changed} changed by the program since, left as they are)")
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// A fingerprint of the loaded objects (how many, where), to see new ones.
+fn objects_now() -> usize {
+    let mut print = 0usize;
+    crate::sys::dl::each_object(|o| {
+        print = print.wrapping_mul(31).wrapping_add(o.base as usize ^ 1);
+    });
+    print
+}
 
 pub fn start(cfg: &'static Settings) {
     objects::program_path();
@@ -194,7 +267,24 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     sampling::exclude_this_thread();
     crate::sample::thread_state::with(|s| s.collector.set(true));
     let mut takes_signal = true;
+    THREAD_ID.store(crate::sys::raw::gettid(), Ordering::Release);
+    let mut objects = 0;
     loop {
+        if attached() {
+            if signal::take_detach() {
+                detach();
+                return core::ptr::null_mut();
+            }
+            let now = objects_now();
+            if now != objects {
+                objects = now;
+                let rescan = RESCAN.load(Ordering::Acquire);
+                if rescan != 0 {
+                    // SAFETY: only `set_attached` stores, a `fn()`.
+                    unsafe { core::mem::transmute::<usize, fn()>(rescan)() };
+                }
+            }
+        }
         let seen = doorbell::current();
         // The signal is taken here only while the program has no use for it:
         // a handler of the program's runs on the program's threads, as it

@@ -1,0 +1,109 @@
+//! The library loaded into a running program (`scripts/leakprobe attach`):
+//! the attach stub calls `dlopen` on one of the program's threads, at a call
+//! of `malloc` (where the thread holds none of the allocator's or the
+//! loader's locks), then `leakprobe_attach`. Symbol interposition does not
+//! apply to a library loaded late, so the entry points are reached by
+//! rewriting the GOT entries of every loaded object (`sys::got`), and of
+//! those loaded later (the collector looks for them on each round).
+//! Blocks allocated before the attach were never sampled: the filter byte
+//! rules most out, and the live table finds none of them.
+//! `scripts/leakprobe detach` asks the collector thread to restore every entry
+//! and end (`collect::collector::detach`); the code stays mapped.
+
+use crate::collect::collector;
+use crate::sys::dl::{self, Own};
+use core::ffi::{c_char, CStr};
+
+/// What `scripts/leakprobe attach`'s stubs tell the library: `count` entries
+/// of 16 bytes from `start`, and the value each stands for (the GOT entry it
+/// replaced held it) at `originals`.
+#[repr(C)]
+pub struct Stubs {
+    start: usize,
+    count: usize,
+    originals: *const usize,
+}
+
+/// Not loaded late (preloaded, or the library's constructor has not run).
+const NOT_LATE: i64 = -1;
+/// Already attached.
+const ATTACHED: i64 = -2;
+/// The collector thread could not be started.
+const NO_THREAD: i64 = -3;
+
+/// Starts profiling in a program the library was loaded into late.
+/// `settings` is `NAME=value` lines, as the environment would give them;
+/// `stubs` (may be null) are the attach stubs. Returns the collector
+/// thread's id, or a negative reason.
+///
+/// # Safety
+/// `settings` is null or NUL-terminated; `stubs` is null or valid, with
+/// `count` originals.
+#[no_mangle]
+pub unsafe extern "C" fn leakprobe_attach(settings: *const c_char, stubs: *const Stubs) -> i64 {
+    if !dl::loaded_late() {
+        return NOT_LATE;
+    }
+    if collector::attached() {
+        return ATTACHED;
+    }
+    let text = if settings.is_null() {
+        String::new()
+    } else {
+        // SAFETY: NUL-terminated (the contract).
+        unsafe { CStr::from_ptr(settings) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    // SAFETY: null or valid (the contract).
+    let stubs = unsafe { stubs.as_ref() };
+    let first = crate::settings::get().is_none();
+    let cfg = crate::settings::init_attached(&text);
+    if first {
+        crate::start(cfg, false);
+    } else {
+        collector::restart(cfg);
+    }
+    let translate = |v: usize| match stubs {
+        Some(s)
+            if v >= s.start && (v - s.start).is_multiple_of(16) && (v - s.start) / 16 < s.count =>
+        {
+            // SAFETY: `count` originals (the contract), this index below it.
+            unsafe { *s.originals.add((v - s.start) / 16) }
+        }
+        _ => v,
+    };
+    let rewritten = rewrite(&translate);
+    collector::set_attached(rescan);
+    crate::profile::attached::set_now();
+    crate::sys::log::log!(
+        "attached: {rewritten} GOT entries rewritten, sample period {} bytes, dumps in {:?}, signal {}",
+        cfg.sample_period,
+        cfg.dir,
+        crate::settings::signal_name(cfg.signal)
+    );
+    match collector::thread_id(std::time::Duration::from_secs(2)) {
+        Some(tid) => i64::from(tid),
+        None => NO_THREAD,
+    }
+}
+
+/// Rewrites the entries of every object for each function the library
+/// defines (what symbol interposition would have reached), but its C API.
+fn rewrite(translate: &dyn Fn(usize) -> usize) -> usize {
+    let Some(own) = Own::open() else {
+        return 0;
+    };
+    let replacement = |name: &CStr| {
+        if name.to_bytes().starts_with(b"leakprobe_") {
+            return None;
+        }
+        own.definition(name)
+    };
+    crate::sys::got::rewrite(&replacement, translate)
+}
+
+/// Objects loaded since: their entries too (from the collector thread).
+fn rescan() {
+    rewrite(&|v| v);
+}
