@@ -278,16 +278,18 @@ def check(pid: int, library: str) -> str:
         record = read_record(pid)
         if record is None or not record.get("detached"):
             raise Refused(f"process {pid} ({name}) already has {LIBRARY} loaded (preloaded, or attached)")
+    if not os.path.isfile(library):
+        raise Refused(f"no library at {library}: build it (make) or pass --library")
     seen = dumpcmd.seen_from(pid, library)
     try:
         ours, theirs = os.stat(library), os.stat(seen)
-        if (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino) and seen == library:
-            raise Refused(f"{library} is another file in process {pid}'s file system")
-    except FileNotFoundError:
+    except OSError:
         raise Refused(
             f"{library} is not reachable from process {pid}'s mount namespace (its root is /proc/{pid}/root): "
-            f"copy the library into it and pass --library with the path it has there"
+            "copy the library into it and pass --library with the path it has there"
         ) from None
+    if seen == library and (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino):
+        raise Refused(f"{library} is another file in process {pid}'s file system")
     return library
 
 
@@ -315,12 +317,16 @@ class Stopped:
                 tids = {int(t) for t in os.listdir(f"/proc/{pid}/task")} - self.threads.keys()
                 if not tids:
                     break
+                # All asked first, then all waited for: the stops overlap.
+                asked = []
                 for tid in tids:
                     try:
                         ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD)
                         ptrace(PTRACE_INTERRUPT, tid)
                     except OSError:
                         continue  # gone meanwhile
+                    asked.append(tid)
+                for tid in asked:
                     self.threads[tid] = self.wait_stop(tid)
         except BaseException:
             self.resume()
@@ -519,9 +525,8 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
     result = mem.word(base + DATA + RESULT)
     result = result - 2**64 if result >= 2**63 else result
     if result < 0:
-        raise Refused(
-            f"the library refused to attach ({ {-1: 'it is preloaded', -2: 'already attached', -3: 'no collector thread'}.get(int(result), result) })"
-        )
+        why = {-1: "it is preloaded", -2: "already attached", -3: "no collector thread"}.get(int(result), result)
+        raise Refused(f"the library refused to attach ({why})")
     return {"stop_ms": stop_ms, "collector": result, "entries": len(slots), "threads": threads}
 
 
