@@ -14,8 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 import unittest
 from pathlib import Path
 
