@@ -37,16 +37,24 @@ pub fn take_detach() -> bool {
 }
 
 /// Hands the signal back: the program's disposition goes to the kernel
-/// again, and the library's handler is no longer installed.
+/// again, unless the kernel no longer has the library's handler (a caller
+/// that did not go through the library's `sigaction` replaced it: that one
+/// stays).
 pub fn uninstall() {
     let sig = DUMP_SIGNAL.load(Ordering::Acquire);
     if sig <= 0 {
         return;
     }
     with_app_action(|view| {
-        let act = current(view);
-        // SAFETY: the program's own action, a valid sigaction.
-        unsafe { next_sigaction()(sig, &act, core::ptr::null_mut()) };
+        // SAFETY: sigaction is plain data, all zeroes valid; a query.
+        let mut now: libc::sigaction = unsafe { core::mem::zeroed() };
+        // SAFETY: no new action, a valid out pointer.
+        unsafe { next_sigaction()(sig, core::ptr::null(), &mut now) };
+        if now.sa_sigaction == on_signal as *const () as usize {
+            let act = current(view);
+            // SAFETY: the program's own action, a valid sigaction.
+            unsafe { next_sigaction()(sig, &act, core::ptr::null_mut()) };
+        }
     });
     DUMP_SIGNAL.store(0, Ordering::Release);
 }

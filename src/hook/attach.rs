@@ -88,14 +88,43 @@ pub unsafe extern "C" fn leakprobe_attach(settings: *const c_char, stubs: *const
     }
 }
 
+/// Functions interposed when preloaded to keep the dump signal blocked in
+/// the program's threads (`hook::signals`): attached, the threads that ran
+/// before keep their masks, the signal is sent to the collector thread alone,
+/// and a mask changed for the library would outlive a detach.
+const MASKS: [&[u8]; 20] = [
+    b"pthread_sigmask",
+    b"sigprocmask",
+    b"sigsuspend",
+    b"ppoll",
+    b"pselect",
+    b"epoll_pwait",
+    b"epoll_pwait2",
+    b"signalfd",
+    b"sigwait",
+    b"sigwaitinfo",
+    b"sigtimedwait",
+    b"execve",
+    b"execv",
+    b"execvp",
+    b"execvpe",
+    b"fexecve",
+    b"posix_spawn",
+    b"posix_spawnp",
+    b"system",
+    b"popen",
+];
+
 /// Rewrites the entries of every object for each function the library
-/// defines (what symbol interposition would have reached), but its C API.
+/// defines (what symbol interposition would have reached), but its C API
+/// and the mask keepers (`MASKS`).
 fn rewrite(translate: &dyn Fn(usize) -> usize) -> usize {
     let Some(own) = Own::open() else {
         return 0;
     };
     let replacement = |name: &CStr| {
-        if name.to_bytes().starts_with(b"leakprobe_") {
+        let name_bytes = name.to_bytes();
+        if name_bytes.starts_with(b"leakprobe_") || MASKS.contains(&name_bytes) {
             return None;
         }
         own.definition(name)
