@@ -21,7 +21,7 @@
 static atomic_int stop;
 static atomic_ulong rounds;
 static uint64_t sums[THREADS], bad[THREADS];
-enum { FIXED = 1 << 16 };
+enum { FIXED = 1 << 13 };
 
 static void *churn(void *arg) {
     int id = (int)(intptr_t)arg;
