@@ -1,10 +1,10 @@
 //! leakprobe: an `LD_PRELOAD` heap profiler for native memory leaks.
 //!
 //! The parts, each depending only on those listed after it:
-//! - `hook`: every function the program calls that the library interposes:
+//! - `hook`: the library's definitions of the functions it interposes:
 //!   the allocator entry points (`alloc`, C++ `cxx`), the C API (`api`),
 //!   signal dispositions, masks, waits and exec (`signals`), `dlclose`
-//!   (`unload`), `fork`.
+//!   (`unload`), `fork`; and the table of every one (`entry_points`).
 //! - `collect`: the background collector thread, fed by a lock-free `ring`;
 //!   dump requests (`signal`) and fork handling.
 //! - `mapped`: mappings outside malloc (mmap, mremap, thread stacks),
@@ -13,8 +13,9 @@
 //!   objects loaded and their build-ids, the allocator's and the process's
 //!   numbers (`accounting`), what the profile cannot see (`blind`).
 //! - `unwind`: stack capture, with a caching CFI unwinder.
-//! - `next`: the next allocator in the lookup chain, the bootstrap arena,
-//!   and the library's own memory.
+//! - `next`: the next definition of every interposed function (the next
+//!   allocator's among them), the bootstrap arena, and the library's own
+//!   memory.
 //! - `sample`: per-thread state, the byte countdown and Poisson sampling,
 //!   the live table of sampled blocks.
 //! - `settings`: the environment, parsed once.

@@ -49,7 +49,7 @@ pub fn start_helper() -> Result<(), i32> {
         return Err(libc::ENOSYS);
     }
     // SAFETY: only ever set from a `fn() -> Result<(), i32>` (`set_start`).
-    let start = unsafe { core::mem::transmute::<*mut (), fn() -> Result<(), i32>>(f) };
+    let start: fn() -> Result<(), i32> = unsafe { crate::sys::dl::function(f.cast()) };
     start()
 }
 

@@ -18,7 +18,7 @@ use crate::collect::request::REQUESTS;
 use crate::sample::thread_state;
 use crate::sys::raw;
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 /// Set once the program waits for the dump signal itself (`hook::signals`).
 static PROGRAM_WAITS: AtomicBool = AtomicBool::new(false);
@@ -80,7 +80,6 @@ const KERNEL_FLAGS: c_int = libc::SA_RESTART | libc::SA_ONSTACK | libc::SA_NODEF
 
 type SigactionFn =
     unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
-type SignalFn = unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighandler_t;
 
 /// Installs the library's handler; false (said in one line) if it cannot.
 pub fn install(sig: c_int) -> bool {
@@ -218,10 +217,10 @@ extern "C" fn on_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void
             unsafe {
                 if flags & libc::SA_SIGINFO != 0 {
                     let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
-                        core::mem::transmute(handler);
+                        crate::sys::dl::function(handler as *mut c_void);
                     f(sig, info, ctx);
                 } else {
-                    let f: extern "C" fn(c_int) = core::mem::transmute(handler);
+                    let f: extern "C" fn(c_int) = crate::sys::dl::function(handler as *mut c_void);
                     f(sig);
                 }
             }
@@ -409,15 +408,8 @@ fn hand_back(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     }
 }
 
-pub fn next_sigaction() -> SigactionFn {
-    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-    // SAFETY: the symbol is libc's (or an interposer's) sigaction.
-    unsafe { core::mem::transmute(crate::sys::dl::symbol(&NEXT, c"sigaction")) }
-}
-
-pub fn next_signal(name: &core::ffi::CStr, slot: &'static AtomicPtr<c_void>) -> SignalFn {
-    // SAFETY: the symbol has signal()'s type.
-    unsafe { core::mem::transmute(crate::sys::dl::symbol(slot, name)) }
+fn next_sigaction() -> SigactionFn {
+    crate::next::slot::sigaction.get()
 }
 
 pub fn is_dump_signal(sig: c_int) -> bool {

@@ -3,23 +3,18 @@
 //! new credentials (glibc changes only the threads it knows), so it never
 //! keeps privileges the program gave up.
 
-use core::ffi::{c_int, c_void};
-use core::sync::atomic::AtomicPtr;
+use core::ffi::c_int;
 
 macro_rules! changes_credentials {
-    ($name:ident = $sym:literal ($($arg:ident: $ty:ty),*)) => {
+    ($name:ident($($arg:ident: $ty:ty),*)) => {
         /// The helper follows the program's new credentials.
         ///
         /// # Safety
         /// As the C function.
         #[no_mangle]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> c_int {
-            static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-            let next: unsafe extern "C" fn($($ty),*) -> c_int =
-                // SAFETY: the symbol of this name has this type.
-                unsafe { core::mem::transmute(crate::sys::dl::symbol(&NEXT, $sym)) };
             // SAFETY: the program's arguments, unchanged (the contract).
-            let rc = unsafe { next($($arg),*) };
+            let rc = unsafe { crate::next::slot::$name.get()($($arg),*) };
             if rc == 0 {
                 crate::sys::errno::preserved(crate::collect::single::credentials_changed);
             }
@@ -28,12 +23,12 @@ macro_rules! changes_credentials {
     };
 }
 
-changes_credentials!(setuid = c"setuid" (uid: libc::uid_t));
-changes_credentials!(setgid = c"setgid" (gid: libc::gid_t));
-changes_credentials!(seteuid = c"seteuid" (uid: libc::uid_t));
-changes_credentials!(setegid = c"setegid" (gid: libc::gid_t));
-changes_credentials!(setreuid = c"setreuid" (r: libc::uid_t, e: libc::uid_t));
-changes_credentials!(setregid = c"setregid" (r: libc::gid_t, e: libc::gid_t));
-changes_credentials!(setresuid = c"setresuid" (r: libc::uid_t, e: libc::uid_t, s: libc::uid_t));
-changes_credentials!(setresgid = c"setresgid" (r: libc::gid_t, e: libc::gid_t, s: libc::gid_t));
-changes_credentials!(setgroups = c"setgroups" (n: libc::size_t, list: *const libc::gid_t));
+changes_credentials!(setuid(uid: libc::uid_t));
+changes_credentials!(setgid(gid: libc::gid_t));
+changes_credentials!(seteuid(uid: libc::uid_t));
+changes_credentials!(setegid(gid: libc::gid_t));
+changes_credentials!(setreuid(r: libc::uid_t, e: libc::uid_t));
+changes_credentials!(setregid(r: libc::gid_t, e: libc::gid_t));
+changes_credentials!(setresuid(r: libc::uid_t, e: libc::uid_t, s: libc::uid_t));
+changes_credentials!(setresgid(r: libc::gid_t, e: libc::gid_t, s: libc::gid_t));
+changes_credentials!(setgroups(n: libc::size_t, list: *const libc::gid_t));

@@ -28,9 +28,10 @@
 //! ever leaves through a tail call: it never unwinds through a Rust frame.
 
 use crate::hook::sampled::{self, allocate_sampled, release_sampled, Api, Freed};
+use crate::sys::dl::NextSymbol;
 use crate::{next, sample::live, sample::thread_state};
 use core::cell::Cell;
-use core::ffi::{c_int, c_void, CStr};
+use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 type Ptr = *mut c_void;
@@ -41,57 +42,47 @@ type Nothrow = *const u8;
 /// A stand-in for `std::nothrow`: the functions never read it.
 static NOTHROW: u8 = 0;
 
+/// The operators in `Sym` order (news, then deletes in the news' order),
+/// and their next definitions' slots (`next::slot`).
 macro_rules! cxx_slots {
-    ($($slot:ident = $symbol:literal: fn($($ty:ty),*) -> $ret:ty;)*) => {
+    ($($sym:ident = $symbol:ident,)*) => {
         #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
         #[derive(Clone, Copy)]
-        enum Sym { $($slot),* }
-        const NAMES: &[&CStr] = &[$($symbol),*];
-        static SLOTS: [AtomicPtr<c_void>; NAMES.len()] = [const { AtomicPtr::new(core::ptr::null_mut()) }; NAMES.len()];
-        $(
-            /// The next operator, for code only reached once `decide` has
-            /// resolved every slot: one load, no check.
-            ///
-            /// # Safety
-            /// `decide` has resolved the slot.
-            #[allow(non_snake_case)]
-            #[inline(always)]
-            unsafe fn $slot() -> unsafe extern "C" fn($($ty),*) -> $ret {
-                // SAFETY: the symbol of this name has this C++ signature, and
-                // `decide` stored its non-null address (the contract).
-                unsafe { core::mem::transmute(SLOTS[Sym::$slot as usize].load(Ordering::Relaxed)) }
-            }
-        )*
+        enum Sym { $($sym),* }
+        static NEXT: [&NextSymbol; [$(Sym::$sym),*].len()] = [$(next::slot::$symbol.symbol()),*];
     };
 }
 
 cxx_slots! {
-    new = c"_Znwm": fn(usize) -> Ptr;
-    new_array = c"_Znam": fn(usize) -> Ptr;
-    new_nothrow = c"_ZnwmRKSt9nothrow_t": fn(usize, Nothrow) -> Ptr;
-    new_array_nothrow = c"_ZnamRKSt9nothrow_t": fn(usize, Nothrow) -> Ptr;
-    new_aligned = c"_ZnwmSt11align_val_t": fn(usize, Align) -> Ptr;
-    new_array_aligned = c"_ZnamSt11align_val_t": fn(usize, Align) -> Ptr;
-    new_aligned_nothrow = c"_ZnwmSt11align_val_tRKSt9nothrow_t": fn(usize, Align, Nothrow) -> Ptr;
-    new_array_aligned_nothrow = c"_ZnamSt11align_val_tRKSt9nothrow_t": fn(usize, Align, Nothrow) -> Ptr;
-    delete = c"_ZdlPv": fn(Ptr) -> ();
-    delete_array = c"_ZdaPv": fn(Ptr) -> ();
-    delete_sized = c"_ZdlPvm": fn(Ptr, usize) -> ();
-    delete_array_sized = c"_ZdaPvm": fn(Ptr, usize) -> ();
-    delete_nothrow = c"_ZdlPvRKSt9nothrow_t": fn(Ptr, Nothrow) -> ();
-    delete_array_nothrow = c"_ZdaPvRKSt9nothrow_t": fn(Ptr, Nothrow) -> ();
-    delete_aligned = c"_ZdlPvSt11align_val_t": fn(Ptr, Align) -> ();
-    delete_array_aligned = c"_ZdaPvSt11align_val_t": fn(Ptr, Align) -> ();
-    delete_sized_aligned = c"_ZdlPvmSt11align_val_t": fn(Ptr, usize, Align) -> ();
-    delete_array_sized_aligned = c"_ZdaPvmSt11align_val_t": fn(Ptr, usize, Align) -> ();
-    delete_aligned_nothrow = c"_ZdlPvSt11align_val_tRKSt9nothrow_t": fn(Ptr, Align, Nothrow) -> ();
-    delete_array_aligned_nothrow = c"_ZdaPvSt11align_val_tRKSt9nothrow_t": fn(Ptr, Align, Nothrow) -> ();
+    new = _Znwm,
+    new_array = _Znam,
+    new_nothrow = _ZnwmRKSt9nothrow_t,
+    new_array_nothrow = _ZnamRKSt9nothrow_t,
+    new_aligned = _ZnwmSt11align_val_t,
+    new_array_aligned = _ZnamSt11align_val_t,
+    new_aligned_nothrow = _ZnwmSt11align_val_tRKSt9nothrow_t,
+    new_array_aligned_nothrow = _ZnamSt11align_val_tRKSt9nothrow_t,
+    delete = _ZdlPv,
+    delete_array = _ZdaPv,
+    delete_sized = _ZdlPvm,
+    delete_array_sized = _ZdaPvm,
+    delete_nothrow = _ZdlPvRKSt9nothrow_t,
+    delete_array_nothrow = _ZdaPvRKSt9nothrow_t,
+    delete_aligned = _ZdlPvSt11align_val_t,
+    delete_array_aligned = _ZdaPvSt11align_val_t,
+    delete_sized_aligned = _ZdlPvmSt11align_val_t,
+    delete_array_sized_aligned = _ZdaPvmSt11align_val_t,
+    delete_aligned_nothrow = _ZdlPvSt11align_val_tRKSt9nothrow_t,
+    delete_array_aligned_nothrow = _ZdaPvSt11align_val_tRKSt9nothrow_t,
 }
+
+/// How many operators there are.
+const FORMS: usize = NEXT.len();
 
 /// Resolved on first use: the C++ runtime may be loaded after the library.
 #[inline(always)]
 fn resolved(sym: Sym) -> *mut c_void {
-    crate::sys::dl::symbol(&SLOTS[sym as usize], NAMES[sym as usize])
+    NEXT[sym as usize].address()
 }
 
 const UNKNOWN: u8 = 0;
@@ -119,7 +110,7 @@ fn new_calls_malloc() -> bool {
 /// allocation makes one non-throwing attempt first, to record it, and calls
 /// the real operator, as a tail call, if that fails.
 macro_rules! operator_new {
-    ($name:ident($($arg:ident: $ty:ty),*) => $real:ident, align = $align:expr, array = $array:expr) => {
+    ($name:ident($($arg:ident: $ty:ty),*), align = $align:expr, array = $array:expr) => {
         ///
         /// # Safety
         /// As the C++ operator; reached only once `decide` resolved every
@@ -139,7 +130,7 @@ macro_rules! operator_new {
             }
             // SAFETY: the slot is resolved; the program's arguments to this
             // same operator, unchanged.
-            unsafe { $real()(size $(, $arg)*) }
+            unsafe { next::slot::$name.loaded()(size $(, $arg)*) }
         }
     };
 }
@@ -149,18 +140,18 @@ macro_rules! operator_new {
 mod counted {
     use super::*;
 
-    operator_new!(_Znwm() => new, align = None, array = false);
-    operator_new!(_Znam() => new_array, align = None, array = true);
-    operator_new!(_ZnwmRKSt9nothrow_t(nt: Nothrow) => new_nothrow, align = None, array = false);
-    operator_new!(_ZnamRKSt9nothrow_t(nt: Nothrow) => new_array_nothrow, align = None, array = true);
-    operator_new!(_ZnwmSt11align_val_t(al: Align) => new_aligned, align = Some(al), array = false);
-    operator_new!(_ZnamSt11align_val_t(al: Align) => new_array_aligned, align = Some(al), array = true);
-    operator_new!(_ZnwmSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => new_aligned_nothrow, align = Some(al), array = false);
-    operator_new!(_ZnamSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => new_array_aligned_nothrow, align = Some(al), array = true);
+    operator_new!(_Znwm(), align = None, array = false);
+    operator_new!(_Znam(), align = None, array = true);
+    operator_new!(_ZnwmRKSt9nothrow_t(nt: Nothrow), align = None, array = false);
+    operator_new!(_ZnamRKSt9nothrow_t(nt: Nothrow), align = None, array = true);
+    operator_new!(_ZnwmSt11align_val_t(al: Align), align = Some(al), array = false);
+    operator_new!(_ZnamSt11align_val_t(al: Align), align = Some(al), array = true);
+    operator_new!(_ZnwmSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow), align = Some(al), array = false);
+    operator_new!(_ZnamSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow), align = Some(al), array = true);
 
     /// An operator delete: out of the live set, then the next operator delete.
     macro_rules! operator_delete {
-    ($name:ident($($arg:ident: $ty:ty),*) => $real:ident) => {
+    ($name:ident($($arg:ident: $ty:ty),*)) => {
         ///
         /// # Safety
         /// As the C++ operator; reached only once `decide` resolved every
@@ -170,27 +161,27 @@ mod counted {
             if !live::maybe_sampled(p as usize) {
                 // SAFETY: the slot is resolved; the program's arguments to
                 // this same operator, unchanged.
-                return unsafe { $real()(p $(, $arg)*) };
+                return unsafe { next::slot::$name.loaded()(p $(, $arg)*) };
             }
             // SAFETY: as above: `release_sampled` passes the program's block
             // on (never one of the bootstrap arena, which C++ never saw).
-            release_sampled(p, move |p| unsafe { $real()(p $(, $arg)*) }, Freed::Other)
+            release_sampled(p, move |p| unsafe { next::slot::$name.loaded()(p $(, $arg)*) }, Freed::Other)
         }
     };
 }
 
-    operator_delete!(_ZdlPv() => delete);
-    operator_delete!(_ZdaPv() => delete_array);
-    operator_delete!(_ZdlPvm(size: usize) => delete_sized);
-    operator_delete!(_ZdaPvm(size: usize) => delete_array_sized);
-    operator_delete!(_ZdlPvRKSt9nothrow_t(nt: Nothrow) => delete_nothrow);
-    operator_delete!(_ZdaPvRKSt9nothrow_t(nt: Nothrow) => delete_array_nothrow);
-    operator_delete!(_ZdlPvSt11align_val_t(al: Align) => delete_aligned);
-    operator_delete!(_ZdaPvSt11align_val_t(al: Align) => delete_array_aligned);
-    operator_delete!(_ZdlPvmSt11align_val_t(size: usize, al: Align) => delete_sized_aligned);
-    operator_delete!(_ZdaPvmSt11align_val_t(size: usize, al: Align) => delete_array_sized_aligned);
-    operator_delete!(_ZdlPvSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => delete_aligned_nothrow);
-    operator_delete!(_ZdaPvSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow) => delete_array_aligned_nothrow);
+    operator_delete!(_ZdlPv());
+    operator_delete!(_ZdaPv());
+    operator_delete!(_ZdlPvm(size: usize));
+    operator_delete!(_ZdaPvm(size: usize));
+    operator_delete!(_ZdlPvRKSt9nothrow_t(nt: Nothrow));
+    operator_delete!(_ZdaPvRKSt9nothrow_t(nt: Nothrow));
+    operator_delete!(_ZdlPvSt11align_val_t(al: Align));
+    operator_delete!(_ZdaPvSt11align_val_t(al: Align));
+    operator_delete!(_ZdlPvmSt11align_val_t(size: usize, al: Align));
+    operator_delete!(_ZdaPvmSt11align_val_t(size: usize, al: Align));
+    operator_delete!(_ZdlPvSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow));
+    operator_delete!(_ZdaPvSt11align_val_tRKSt9nothrow_t(al: Align, nt: Nothrow));
 }
 
 thread_local! {
@@ -234,9 +225,9 @@ enum Route {
 ///
 /// # Safety
 /// Every slot is resolved.
-unsafe fn probe() -> [Route; NAMES.len()] {
-    let mut reaches = [true; NAMES.len()];
-    let mut routes = [Route::Counted; NAMES.len()];
+unsafe fn probe() -> [Route; FORMS] {
+    let mut reaches = [true; FORMS];
+    let mut routes = [Route::Counted; FORMS];
     PROBING_HERE.set(true);
     let saved = thread_state::until_sample();
     for (d, route) in routes.iter_mut().enumerate().skip(Sym::delete as usize) {
@@ -321,10 +312,14 @@ unsafe fn try_own_new(size: usize, align: Option<Align>, array: bool) -> Ptr {
     // size, and the nothrow tag it never reads.
     unsafe {
         match (align, array) {
-            (None, false) => new_nothrow()(size, nothrow),
-            (None, true) => new_array_nothrow()(size, nothrow),
-            (Some(a), false) => new_aligned_nothrow()(size, a, nothrow),
-            (Some(a), true) => new_array_aligned_nothrow()(size, a, nothrow),
+            (None, false) => next::slot::_ZnwmRKSt9nothrow_t.loaded()(size, nothrow),
+            (None, true) => next::slot::_ZnamRKSt9nothrow_t.loaded()(size, nothrow),
+            (Some(a), false) => {
+                next::slot::_ZnwmSt11align_val_tRKSt9nothrow_t.loaded()(size, a, nothrow)
+            }
+            (Some(a), true) => {
+                next::slot::_ZnamSt11align_val_tRKSt9nothrow_t.loaded()(size, a, nothrow)
+            }
         }
     }
 }
@@ -340,20 +335,32 @@ unsafe fn own_delete(d: usize, p: Ptr) {
     // SAFETY: the contract; the size and alignment are the probe block's.
     unsafe {
         match d {
-            d if d == Sym::delete as usize => delete()(p),
-            d if d == Sym::delete_array as usize => delete_array()(p),
-            d if d == Sym::delete_sized as usize => delete_sized()(p, size),
-            d if d == Sym::delete_array_sized as usize => delete_array_sized()(p, size),
-            d if d == Sym::delete_nothrow as usize => delete_nothrow()(p, nt),
-            d if d == Sym::delete_array_nothrow as usize => delete_array_nothrow()(p, nt),
-            d if d == Sym::delete_aligned as usize => delete_aligned()(p, al),
-            d if d == Sym::delete_array_aligned as usize => delete_array_aligned()(p, al),
-            d if d == Sym::delete_sized_aligned as usize => delete_sized_aligned()(p, size, al),
-            d if d == Sym::delete_array_sized_aligned as usize => {
-                delete_array_sized_aligned()(p, size, al)
+            d if d == Sym::delete as usize => next::slot::_ZdlPv.loaded()(p),
+            d if d == Sym::delete_array as usize => next::slot::_ZdaPv.loaded()(p),
+            d if d == Sym::delete_sized as usize => next::slot::_ZdlPvm.loaded()(p, size),
+            d if d == Sym::delete_array_sized as usize => next::slot::_ZdaPvm.loaded()(p, size),
+            d if d == Sym::delete_nothrow as usize => {
+                next::slot::_ZdlPvRKSt9nothrow_t.loaded()(p, nt)
             }
-            d if d == Sym::delete_aligned_nothrow as usize => delete_aligned_nothrow()(p, al, nt),
-            _ => delete_array_aligned_nothrow()(p, al, nt),
+            d if d == Sym::delete_array_nothrow as usize => {
+                next::slot::_ZdaPvRKSt9nothrow_t.loaded()(p, nt)
+            }
+            d if d == Sym::delete_aligned as usize => {
+                next::slot::_ZdlPvSt11align_val_t.loaded()(p, al)
+            }
+            d if d == Sym::delete_array_aligned as usize => {
+                next::slot::_ZdaPvSt11align_val_t.loaded()(p, al)
+            }
+            d if d == Sym::delete_sized_aligned as usize => {
+                next::slot::_ZdlPvmSt11align_val_t.loaded()(p, size, al)
+            }
+            d if d == Sym::delete_array_sized_aligned as usize => {
+                next::slot::_ZdaPvmSt11align_val_t.loaded()(p, size, al)
+            }
+            d if d == Sym::delete_aligned_nothrow as usize => {
+                next::slot::_ZdlPvSt11align_val_tRKSt9nothrow_t.loaded()(p, al, nt)
+            }
+            _ => next::slot::_ZdaPvSt11align_val_tRKSt9nothrow_t.loaded()(p, al, nt),
         }
     }
 }
@@ -388,7 +395,7 @@ macro_rules! exported_operator {
             let jump = JUMPS[Sym::$sym as usize].load(Ordering::Acquire);
             // SAFETY: the slot only holds functions of this type (`first`,
             // or what `decide` chose).
-            let f = unsafe { core::mem::transmute::<*mut c_void, Jump>(jump) };
+            let f: Jump = unsafe { crate::sys::dl::function(jump) };
             // SAFETY: the program's arguments to this same operator,
             // unchanged.
             unsafe { f($($arg),*) }
@@ -399,8 +406,8 @@ macro_rules! exported_operator {
 /// The exported operators, the `first` call of each, and `decide`.
 macro_rules! exported {
     ($($kind:ident $name:ident => $sym:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
-        static JUMPS: [AtomicPtr<c_void>; NAMES.len()] = {
-            let mut jumps = [const { AtomicPtr::new(core::ptr::null_mut()) }; NAMES.len()];
+        static JUMPS: [AtomicPtr<c_void>; FORMS] = {
+            let mut jumps = [const { AtomicPtr::new(core::ptr::null_mut()) }; FORMS];
             $(jumps[Sym::$sym as usize] = AtomicPtr::new(first::$name as *mut c_void);)*
             jumps
         };
@@ -447,7 +454,7 @@ macro_rules! exported {
             note_new_ranges(&routes);
             $(
                 let target = match routes[Sym::$sym as usize] {
-                    Route::Own => SLOTS[Sym::$sym as usize].load(Ordering::Relaxed),
+                    Route::Own => NEXT[Sym::$sym as usize].load(),
                     // The extra arguments (size, alignment) are ignored by
                     // `free`.
                     Route::Free => crate::hook::alloc::free as *mut c_void,
@@ -485,12 +492,13 @@ exported! {
 
 /// Notes the operator news that reach the library's `malloc` (or another of
 /// its entry points), whose frames sit between frame 0 and the program.
-fn note_new_ranges(routes: &[Route; NAMES.len()]) {
-    for i in 0..sampled::NEW_FORMS {
-        let Some(&name) = NAMES.get(i).filter(|_| routes[i] == Route::Own) else {
+fn note_new_ranges(routes: &[Route; FORMS]) {
+    let news = NEXT.iter().zip(routes).take(sampled::NEW_FORMS);
+    for (i, (next, route)) in news.enumerate() {
+        if *route != Route::Own {
             continue;
-        };
-        let start = crate::sys::dl::symbol(&SLOTS[i], name) as usize;
+        }
+        let start = next.address() as usize;
         let Some((info, sym)) = crate::sys::dl::symbol_at(start as *const c_void) else {
             continue;
         };

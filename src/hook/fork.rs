@@ -12,14 +12,8 @@
 #[cfg(not(test))]
 #[no_mangle]
 pub unsafe extern "C" fn fork() -> libc::pid_t {
-    static NEXT: core::sync::atomic::AtomicPtr<libc::c_void> =
-        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
-    type Next = unsafe extern "C" fn() -> libc::pid_t;
-    let symbol = crate::sys::dl::symbol(&NEXT, c"fork");
-    // SAFETY: the symbol of this name has this type.
-    let next = unsafe { core::mem::transmute::<*mut libc::c_void, Next>(symbol) };
     // SAFETY: fork takes no arguments; the handlers of `pthread_atfork` run.
-    let pid = unsafe { next() };
+    let pid = unsafe { crate::next::slot::fork.get()() };
     if pid == 0 {
         crate::collect::signal::forget_children();
         crate::collect::collector::ensure_running();

@@ -1,5 +1,7 @@
-//! Every function of the program's that the library interposes. Each does
-//! its part and forwards to the next definition.
+//! The library's definitions of the functions it interposes; each does its
+//! part and forwards to the next definition (`next::slot`). The table of
+//! every interposed function, these and those `mapped` and `unwind` define,
+//! is `entry_points`.
 //! - `alloc`: the malloc family and jemalloc's `*allocx`: the hot path.
 //! - `cxx`: C++ `operator new`/`delete`, every form.
 //! - `sampled`: the sampled path they share: frame 0, recording a block,
@@ -15,6 +17,7 @@ pub mod api;
 pub mod attach;
 pub mod creds;
 pub mod cxx;
+pub mod entry_points;
 pub mod fork;
 pub mod sampled;
 pub mod signals;

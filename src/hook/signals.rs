@@ -26,7 +26,6 @@ use crate::collect::signal;
 use crate::sample::thread_state;
 use crate::sys::signals::{block_here, empty, is_member, real_sigmask, with_member};
 use core::ffi::{c_char, c_int, c_void};
-use core::sync::atomic::AtomicPtr;
 
 use crate::sys::signals::Sigset;
 type MaskFn = unsafe extern "C" fn(c_int, *const Sigset, *mut Sigset) -> c_int;
@@ -115,7 +114,7 @@ unsafe fn set_mask(next: MaskFn, how: c_int, set: *const Sigset, old: *mut Sigse
 }
 
 macro_rules! mask_setter {
-    ($name:ident = $sym:literal, $doc:literal) => {
+    ($name:ident, $doc:literal) => {
         #[doc = $doc]
         ///
         /// # Safety
@@ -123,21 +122,17 @@ macro_rules! mask_setter {
         #[cfg(not(test))]
         #[no_mangle]
         pub unsafe extern "C" fn $name(how: c_int, set: *const Sigset, old: *mut Sigset) -> c_int {
-            static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-            let symbol = crate::sys::dl::symbol(&NEXT, $sym);
-            // SAFETY: the symbol of this name has this type.
-            let next = unsafe { core::mem::transmute::<*mut c_void, MaskFn>(symbol) };
             // SAFETY: the program's arguments to the function `next` is.
-            unsafe { set_mask(next, how, set, old) }
+            unsafe { set_mask(crate::next::slot::$name.get(), how, set, old) }
         }
     };
 }
 
 mask_setter!(
-    pthread_sigmask = c"pthread_sigmask",
+    pthread_sigmask,
     "The program's view of the dump signal, kept."
 );
-mask_setter!(sigprocmask = c"sigprocmask", "As `pthread_sigmask`.");
+mask_setter!(sigprocmask, "As `pthread_sigmask`.");
 
 /// A temporary mask (`sigsuspend`, `ppoll`, ...) with the dump signal kept
 /// blocked when the program has no handler; `None` to use the program's own.
@@ -158,23 +153,12 @@ fn with_temporary<R>(mask: *const Sigset, f: impl FnOnce(*const Sigset) -> R) ->
     }
 }
 
-#[cfg(not(test))]
-macro_rules! next_fn {
-    ($name:literal: fn($($ty:ty),*) -> $ret:ty) => {{
-        static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-        type Next = unsafe extern "C" fn($($ty),*) -> $ret;
-        let symbol = crate::sys::dl::symbol(&NEXT, $name);
-        // SAFETY: the symbol of this name has this type.
-        unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) }
-    }};
-}
-
 /// # Safety
 /// As sigsuspend(2).
 #[cfg(not(test))]
 #[no_mangle]
 pub unsafe extern "C" fn sigsuspend(mask: *const Sigset) -> c_int {
-    let next = next_fn!(c"sigsuspend": fn(*const Sigset) -> c_int);
+    let next = crate::next::slot::sigsuspend.get();
     // SAFETY: the program's arguments, the mask a copy of its own if changed.
     with_temporary(mask, |m| unsafe { next(m) })
 }
@@ -189,7 +173,7 @@ pub unsafe extern "C" fn ppoll(
     timeout: *const libc::timespec,
     mask: *const Sigset,
 ) -> c_int {
-    let next = next_fn!(c"ppoll": fn(*mut libc::pollfd, libc::nfds_t, *const libc::timespec, *const Sigset) -> c_int);
+    let next = crate::next::slot::ppoll.get();
     // SAFETY: the program's arguments, the mask a copy of its own if changed.
     with_temporary(mask, |m| unsafe { next(fds, n, timeout, m) })
 }
@@ -206,7 +190,7 @@ pub unsafe extern "C" fn pselect(
     timeout: *const libc::timespec,
     mask: *const Sigset,
 ) -> c_int {
-    let next = next_fn!(c"pselect": fn(c_int, *mut libc::fd_set, *mut libc::fd_set, *mut libc::fd_set, *const libc::timespec, *const Sigset) -> c_int);
+    let next = crate::next::slot::pselect.get();
     // SAFETY: the program's arguments, the mask a copy of its own if changed.
     with_temporary(mask, |m| unsafe { next(n, r, w, e, timeout, m) })
 }
@@ -222,7 +206,7 @@ pub unsafe extern "C" fn epoll_pwait(
     timeout: c_int,
     mask: *const Sigset,
 ) -> c_int {
-    let next = next_fn!(c"epoll_pwait": fn(c_int, *mut libc::epoll_event, c_int, c_int, *const Sigset) -> c_int);
+    let next = crate::next::slot::epoll_pwait.get();
     // SAFETY: the program's arguments, the mask a copy of its own if changed.
     with_temporary(mask, |m| unsafe { next(fd, events, max, timeout, m) })
 }
@@ -238,7 +222,7 @@ pub unsafe extern "C" fn epoll_pwait2(
     timeout: *const libc::timespec,
     mask: *const Sigset,
 ) -> c_int {
-    let next = next_fn!(c"epoll_pwait2": fn(c_int, *mut libc::epoll_event, c_int, *const libc::timespec, *const Sigset) -> c_int);
+    let next = crate::next::slot::epoll_pwait2.get();
     // SAFETY: the program's arguments, the mask a copy of its own if changed.
     with_temporary(mask, |m| unsafe { next(fd, events, max, timeout, m) })
 }
@@ -264,7 +248,7 @@ fn program_waits_for(set: *const Sigset) {
 #[no_mangle]
 pub unsafe extern "C" fn sigwait(set: *const Sigset, sig: *mut c_int) -> c_int {
     program_waits_for(set);
-    let next = next_fn!(c"sigwait": fn(*const Sigset, *mut c_int) -> c_int);
+    let next = crate::next::slot::sigwait.get();
     // SAFETY: the program's arguments, unchanged.
     unsafe { next(set, sig) }
 }
@@ -275,7 +259,7 @@ pub unsafe extern "C" fn sigwait(set: *const Sigset, sig: *mut c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn sigwaitinfo(set: *const Sigset, info: *mut libc::siginfo_t) -> c_int {
     program_waits_for(set);
-    let next = next_fn!(c"sigwaitinfo": fn(*const Sigset, *mut libc::siginfo_t) -> c_int);
+    let next = crate::next::slot::sigwaitinfo.get();
     // SAFETY: the program's arguments, unchanged.
     unsafe { next(set, info) }
 }
@@ -290,7 +274,7 @@ pub unsafe extern "C" fn sigtimedwait(
     timeout: *const libc::timespec,
 ) -> c_int {
     program_waits_for(set);
-    let next = next_fn!(c"sigtimedwait": fn(*const Sigset, *mut libc::siginfo_t, *const libc::timespec) -> c_int);
+    let next = crate::next::slot::sigtimedwait.get();
     // SAFETY: the program's arguments, unchanged.
     unsafe { next(set, info, timeout) }
 }
@@ -301,7 +285,7 @@ pub unsafe extern "C" fn sigtimedwait(
 #[no_mangle]
 pub unsafe extern "C" fn signalfd(fd: c_int, mask: *const Sigset, flags: c_int) -> c_int {
     program_waits_for(mask);
-    let next = next_fn!(c"signalfd": fn(c_int, *const Sigset, c_int) -> c_int);
+    let next = crate::next::slot::signalfd.get();
     // SAFETY: the program's arguments, unchanged.
     unsafe { next(fd, mask, flags) }
 }
@@ -332,10 +316,10 @@ fn as_the_program<R>(f: impl FnOnce() -> R) -> R {
 type Argv = *const *const c_char;
 
 macro_rules! starts_program {
-    ($name:ident = $sym:literal ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
-        starts_program!($name = $sym ($($arg: $ty),*) -> $ret, |_r| {});
+    ($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        starts_program!($name($($arg: $ty),*) -> $ret, |_r| {});
     };
-    ($name:ident = $sym:literal ($($arg:ident: $ty:ty),*) -> $ret:ty, $after:expr) => {
+    ($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, $after:expr) => {
         /// Starts the new program with the program's mask and `SIG_IGN`.
         ///
         /// # Safety
@@ -343,11 +327,7 @@ macro_rules! starts_program {
         #[cfg(not(test))]
         #[no_mangle]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
-            static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-            type Next = unsafe extern "C" fn($($ty),*) -> $ret;
-            let symbol = crate::sys::dl::symbol(&NEXT, $sym);
-            // SAFETY: the symbol of this name has this type.
-            let next = unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) };
+            let next = crate::next::slot::$name.get();
             // SAFETY: the program's arguments, unchanged.
             let r = as_the_program(|| unsafe { next($($arg),*) });
             #[allow(clippy::redundant_closure_call)]
@@ -366,15 +346,15 @@ fn spawned(rc: c_int, pid: *mut libc::pid_t) {
     }
 }
 
-starts_program!(execve = c"execve" (path: *const c_char, argv: Argv, envp: Argv) -> c_int);
-starts_program!(execv = c"execv" (path: *const c_char, argv: Argv) -> c_int);
-starts_program!(execvp = c"execvp" (file: *const c_char, argv: Argv) -> c_int);
-starts_program!(execvpe = c"execvpe" (file: *const c_char, argv: Argv, envp: Argv) -> c_int);
-starts_program!(fexecve = c"fexecve" (fd: c_int, argv: Argv, envp: Argv) -> c_int);
-starts_program!(posix_spawn = c"posix_spawn" (pid: *mut libc::pid_t, path: *const c_char, actions: *const c_void, attr: *const c_void, argv: Argv, envp: Argv) -> c_int, |rc: &c_int| spawned(*rc, pid));
-starts_program!(posix_spawnp = c"posix_spawnp" (pid: *mut libc::pid_t, file: *const c_char, actions: *const c_void, attr: *const c_void, argv: Argv, envp: Argv) -> c_int, |rc: &c_int| spawned(*rc, pid));
-starts_program!(system = c"system" (command: *const c_char) -> c_int);
-starts_program!(popen = c"popen" (command: *const c_char, mode: *const c_char) -> *mut libc::FILE);
+starts_program!(execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int);
+starts_program!(execv(path: *const c_char, argv: Argv) -> c_int);
+starts_program!(execvp(file: *const c_char, argv: Argv) -> c_int);
+starts_program!(execvpe(file: *const c_char, argv: Argv, envp: Argv) -> c_int);
+starts_program!(fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int);
+starts_program!(posix_spawn(pid: *mut libc::pid_t, path: *const c_char, actions: *const c_void, attr: *const c_void, argv: Argv, envp: Argv) -> c_int, |rc: &c_int| spawned(*rc, pid));
+starts_program!(posix_spawnp(pid: *mut libc::pid_t, file: *const c_char, actions: *const c_void, attr: *const c_void, argv: Argv, envp: Argv) -> c_int, |rc: &c_int| spawned(*rc, pid));
+starts_program!(system(command: *const c_char) -> c_int);
+starts_program!(popen(command: *const c_char, mode: *const c_char) -> *mut libc::FILE);
 
 /// # Safety
 /// As sigaction(2).
@@ -387,7 +367,7 @@ pub unsafe extern "C" fn sigaction(
 ) -> c_int {
     if !signal::is_dump_signal(sig) {
         // SAFETY: the program's arguments, unchanged.
-        return unsafe { signal::next_sigaction()(sig, act, old) };
+        return unsafe { crate::next::slot::sigaction.get()(sig, act, old) };
     }
     let had_handler = signal::program_has_handler();
     let rc = signal::with_app_action(|view| {
@@ -435,7 +415,7 @@ fn set_handler(sig: c_int, handler: libc::sighandler_t, flags: c_int) -> libc::s
 /// `signal()`-style functions: for the dump signal they go through the
 /// interposed `sigaction` with their own semantics (`flags`).
 macro_rules! signal_like {
-    ($name:ident, $symbol:literal, $flags:expr, $doc:literal) => {
+    ($name:ident, $flags:expr, $doc:literal) => {
         #[doc = $doc]
         ///
         /// # Safety
@@ -446,10 +426,9 @@ macro_rules! signal_like {
             sig: c_int,
             handler: libc::sighandler_t,
         ) -> libc::sighandler_t {
-            static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
             if !signal::is_dump_signal(sig) {
                 // SAFETY: the program's arguments, unchanged.
-                return unsafe { signal::next_signal($symbol, &NEXT)(sig, handler) };
+                return unsafe { crate::next::slot::$name.get()(sig, handler) };
             }
             set_handler(sig, handler, $flags)
         }
@@ -458,19 +437,12 @@ macro_rules! signal_like {
 
 signal_like!(
     signal,
-    c"signal",
     libc::SA_RESTART,
     "BSD semantics, as glibc's `signal`."
 );
-signal_like!(
-    bsd_signal,
-    c"bsd_signal",
-    libc::SA_RESTART,
-    "BSD semantics."
-);
+signal_like!(bsd_signal, libc::SA_RESTART, "BSD semantics.");
 signal_like!(
     sysv_signal,
-    c"sysv_signal",
     libc::SA_RESETHAND | libc::SA_NODEFER,
     "System V semantics: one-shot, not blocked during its handler."
 );

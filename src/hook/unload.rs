@@ -9,12 +9,7 @@ use core::ffi::c_void;
 #[cfg(not(test))]
 #[no_mangle]
 pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> libc::c_int {
-    static NEXT: core::sync::atomic::AtomicPtr<c_void> =
-        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
-    type Next = unsafe extern "C" fn(*mut c_void) -> libc::c_int;
-    let symbol = crate::sys::dl::symbol(&NEXT, c"dlclose");
-    // SAFETY: the symbol of this name has this type.
-    let next = unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) };
+    let next = crate::next::slot::dlclose.get();
     // SAFETY: the program's handle, not yet closed.
     let segments = unsafe { segments_of(handle) };
     // SAFETY: the program's argument, unchanged.

@@ -11,47 +11,25 @@
 //! each `shmat`: one system call more on a call that is rare.
 
 use crate::mapped::table::{self, Kind};
+use crate::next;
 use crate::sample::sampling;
 use crate::unwind::stack::Stack;
-use core::ffi::{c_int, c_void};
-use core::sync::atomic::AtomicPtr;
+#[cfg(not(test))]
+use core::ffi::c_int;
+use core::ffi::c_void;
 
 type Ptr = *mut c_void;
 
-static REAL_SHMAT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-static REAL_SHMDT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-static REAL_BRK: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-static REAL_SBRK: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-
+/// Looks up the next definitions before sampling starts (see `table::init`).
 pub fn init() {
-    for (slot, name) in [
-        (&REAL_SHMAT, c"shmat"),
-        (&REAL_SHMDT, c"shmdt"),
-        (&REAL_BRK, c"brk"),
-        (&REAL_SBRK, c"sbrk"),
+    for slot in [
+        next::slot::shmat.symbol(),
+        next::slot::shmdt.symbol(),
+        next::slot::brk.symbol(),
+        next::slot::sbrk.symbol(),
     ] {
-        crate::sys::dl::symbol(slot, name);
+        slot.address();
     }
-}
-
-fn real_shmat() -> unsafe extern "C" fn(c_int, *const c_void, c_int) -> Ptr {
-    // SAFETY: the next definition of `shmat` has this type.
-    unsafe { core::mem::transmute(crate::sys::dl::symbol(&REAL_SHMAT, c"shmat")) }
-}
-
-fn real_shmdt() -> unsafe extern "C" fn(*const c_void) -> c_int {
-    // SAFETY: the next definition of `shmdt` has this type.
-    unsafe { core::mem::transmute(crate::sys::dl::symbol(&REAL_SHMDT, c"shmdt")) }
-}
-
-fn real_brk() -> unsafe extern "C" fn(Ptr) -> c_int {
-    // SAFETY: the next definition of `brk` has this type.
-    unsafe { core::mem::transmute(crate::sys::dl::symbol(&REAL_BRK, c"brk")) }
-}
-
-fn real_sbrk() -> unsafe extern "C" fn(isize) -> Ptr {
-    // SAFETY: the next definition of `sbrk` has this type.
-    unsafe { core::mem::transmute(crate::sys::dl::symbol(&REAL_SBRK, c"sbrk")) }
 }
 
 /// # Safety
@@ -64,7 +42,7 @@ pub unsafe extern "C" fn shmat(id: c_int, addr: *const c_void, flags: c_int) -> 
     let crossed = size != 0 && table::crosses(size);
     let replaces = flags & libc::SHM_REMAP != 0 && table::overlaps(addr as usize, size);
     // SAFETY: the program's arguments, unchanged.
-    let call = || unsafe { real_shmat()(id, addr, flags) };
+    let call = || unsafe { next::slot::shmat.get()(id, addr, flags) };
     if !crossed && !replaces {
         return call();
     }
@@ -86,7 +64,7 @@ pub unsafe extern "C" fn shmat(id: c_int, addr: *const c_void, flags: c_int) -> 
 #[inline(never)]
 pub unsafe extern "C" fn shmdt(addr: *const c_void) -> c_int {
     // SAFETY: the program's argument, unchanged.
-    let call = || unsafe { real_shmdt()(addr) };
+    let call = || unsafe { next::slot::shmdt.get()(addr) };
     // Its size is not known here (its head may be unmapped already): any
     // range tracked above `addr` may be part of it.
     if !table::overlaps(addr as usize, usize::MAX) {
@@ -108,7 +86,7 @@ pub unsafe extern "C" fn shmdt(addr: *const c_void) -> c_int {
 #[inline(never)]
 pub unsafe extern "C" fn sbrk(increment: isize) -> Ptr {
     // SAFETY: the program's argument, unchanged.
-    let call = || unsafe { real_sbrk()(increment) };
+    let call = || unsafe { next::slot::sbrk.get()(increment) };
     let crossed = increment > 0 && table::crosses(increment.unsigned_abs());
     if !crossed && (increment >= 0 || !table::tracks_any()) {
         return call();
@@ -133,9 +111,9 @@ pub unsafe extern "C" fn sbrk(increment: isize) -> Ptr {
 #[inline(never)]
 pub unsafe extern "C" fn brk(addr: Ptr) -> c_int {
     // SAFETY: sbrk(0) only reads the break.
-    let (old, new) = (unsafe { real_sbrk()(0) } as usize, addr as usize);
+    let (old, new) = (unsafe { next::slot::sbrk.get()(0) } as usize, addr as usize);
     // SAFETY: the program's argument, unchanged.
-    let call = || unsafe { real_brk()(addr) };
+    let call = || unsafe { next::slot::brk.get()(addr) };
     let crossed = new > old && table::crosses(new - old);
     if !crossed && (new >= old || !table::tracks_any()) {
         return call();

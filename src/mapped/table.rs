@@ -29,12 +29,9 @@ use crate::unwind::stack::{self, Stack};
 use crate::{next, sample::sampling, sys::clock};
 use core::cell::Cell;
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 type Ptr = *mut c_void;
-type MmapFn = unsafe extern "C" fn(Ptr, usize, c_int, c_int, c_int, libc::off_t) -> Ptr;
-type MunmapFn = unsafe extern "C" fn(Ptr, usize) -> c_int;
-type MremapFn = unsafe extern "C" fn(Ptr, usize, usize, c_int, Ptr) -> Ptr;
 
 /// What a tracked range holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -673,12 +670,12 @@ pub fn init() {
     PAGE.store(crate::sys::process::page_size(), Ordering::Relaxed);
     let allocator = crate::sys::dl::find_object(next::malloc_address() as usize);
     ALLOCATOR_BASE.store(allocator.map_or(0, |o| o.start), Ordering::Relaxed);
-    for (slot, name) in [
-        (&REAL_MMAP, c"mmap"),
-        (&REAL_MUNMAP, c"munmap"),
-        (&REAL_MREMAP, c"mremap"),
+    for slot in [
+        next::slot::mmap.symbol(),
+        next::slot::munmap.symbol(),
+        next::slot::mremap.symbol(),
     ] {
-        crate::sys::dl::symbol(slot, name);
+        slot.address();
     }
     crate::sys::process::at_fork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
 }
@@ -725,27 +722,6 @@ extern "C" fn fork_child() {
     unlock();
 }
 
-static REAL_MMAP: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-static REAL_MUNMAP: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-static REAL_MREMAP: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-
-fn real_mmap() -> MmapFn {
-    // SAFETY: the next definition of `mmap` has this type.
-    unsafe { core::mem::transmute(crate::sys::dl::symbol(&REAL_MMAP, c"mmap")) }
-}
-
-fn real_munmap() -> MunmapFn {
-    // SAFETY: the next definition of `munmap` has this type.
-    unsafe { core::mem::transmute(crate::sys::dl::symbol(&REAL_MUNMAP, c"munmap")) }
-}
-
-fn real_mremap() -> MremapFn {
-    // SAFETY: the next definition of `mremap` has this type (its variadic
-    // new address is passed in the fifth argument's register on x86-64 and
-    // aarch64, read only with MREMAP_FIXED).
-    unsafe { core::mem::transmute(crate::sys::dl::symbol(&REAL_MREMAP, c"mremap")) }
-}
-
 /// `mmap` and `mmap64` (the same function on 64-bit systems): an unsampled
 /// call that replaces nothing tracked pays the countdown only.
 macro_rules! mapping {
@@ -766,7 +742,7 @@ macro_rules! mapping {
             let crossed = crosses(pages(len));
             if !crossed && (flags & libc::MAP_FIXED == 0 || !overlaps(addr as usize, len)) {
                 // SAFETY: the program's arguments, unchanged.
-                return unsafe { real_mmap()(addr, len, prot, flags, fd, off) };
+                return unsafe { next::slot::mmap.get()(addr, len, prot, flags, fd, off) };
             }
             // SAFETY: the program's arguments, unchanged; `entry` only names
             // frame 0.
@@ -804,7 +780,8 @@ unsafe fn map_slow(args: [usize; 5], off: libc::off_t, crossed: bool, entry: usi
     let (prot, flags) = (prot as c_int, flags as c_int);
     let replaces = flags & libc::MAP_FIXED != 0 && overlaps(addr, len);
     // SAFETY: the program's arguments (the contract), unchanged.
-    let call = || unsafe { real_mmap()(addr as Ptr, len, prot, flags, fd as c_int, off) };
+    let call =
+        || unsafe { next::slot::mmap.get()(addr as Ptr, len, prot, flags, fd as c_int, off) };
     track_new(
         pages(len),
         Kind::of(prot, flags),
@@ -857,7 +834,7 @@ pub fn track_new(
 pub unsafe extern "C" fn munmap(addr: Ptr, len: usize) -> c_int {
     if !overlaps(addr as usize, len) {
         // SAFETY: the program's arguments, unchanged.
-        return unsafe { real_munmap()(addr, len) };
+        return unsafe { next::slot::munmap.get()(addr, len) };
     }
     // SAFETY: the program's arguments, unchanged.
     unsafe { unmap_slow(addr, len) }
@@ -874,7 +851,7 @@ pub unsafe extern "C" fn munmap(addr: Ptr, len: usize) -> c_int {
 unsafe fn unmap_slow(addr: Ptr, len: usize) -> c_int {
     TABLE.with(|t| {
         // SAFETY: the program's arguments (the contract), unchanged.
-        let rc = unsafe { real_munmap()(addr, len) };
+        let rc = unsafe { next::slot::munmap.get()(addr, len) };
         if rc == 0 {
             t.remove_range(addr as usize, (addr as usize).saturating_add(pages(len)));
         }
@@ -900,7 +877,7 @@ pub unsafe extern "C" fn mremap(
     let crossed = crosses(pages(new_size));
     if !crossed && !overlaps(old as usize, old_size) && !overlaps(new_address as usize, new_size) {
         // SAFETY: the program's arguments, unchanged.
-        return unsafe { real_mremap()(old, old_size, new_size, flags, new_address) };
+        return unsafe { next::slot::mremap.get()(old, old_size, new_size, flags, new_address) };
     }
     // SAFETY: the program's arguments, unchanged.
     unsafe {
@@ -931,7 +908,9 @@ unsafe fn remap_slow(args: [usize; 4], flags: c_int, crossed: bool) -> Ptr {
     };
     let (q, kind) = TABLE.with(|t| {
         // SAFETY: the program's arguments (the contract), unchanged.
-        let q = unsafe { real_mremap()(old as Ptr, old_size, new_size, flags, new_address as Ptr) };
+        let q = unsafe {
+            next::slot::mremap.get()(old as Ptr, old_size, new_size, flags, new_address as Ptr)
+        };
         if q == libc::MAP_FAILED {
             return (q, None);
         }

@@ -97,16 +97,14 @@ fn before_create() {
     let f = BEFORE_CREATE.load(Ordering::Acquire);
     if !f.is_null() {
         // SAFETY: only ever set from a `fn()` (`set_before_create`).
-        let f: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(f) };
+        let f: fn() = unsafe { crate::sys::dl::function(f.cast()) };
         f();
     }
 }
 
 /// glibc's `pthread_create` (the collector's thread is made with it too).
 pub fn real_create() -> CreateFn {
-    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-    // SAFETY: the next `pthread_create` has this type.
-    unsafe { core::mem::transmute(crate::sys::dl::symbol(&NEXT, c"pthread_create")) }
+    crate::next::slot::pthread_create.get()
 }
 
 /// # Safety
@@ -206,15 +204,8 @@ macro_rules! joining {
         #[cfg(not(test))]
         #[no_mangle]
         pub unsafe extern "C" fn $name(thread: libc::pthread_t $(, $arg: $ty)*) -> c_int {
-            static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-            const NAME: &core::ffi::CStr =
-                crate::sys::dl::c_name(concat!(stringify!($name), "\0").as_bytes());
-            type Next = unsafe extern "C" fn(libc::pthread_t $(, $ty)*) -> c_int;
-            let symbol = crate::sys::dl::symbol(&NEXT, NAME);
-            // SAFETY: the symbol of this name has this type.
-            let next = unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) };
             // SAFETY: the program's arguments, unchanged.
-            let rc = unsafe { next(thread $(, $arg)*) };
+            let rc = unsafe { crate::next::slot::$name.get()(thread $(, $arg)*) };
             if rc == 0 {
                 joined(thread);
             }
@@ -237,13 +228,8 @@ joining!(pthread_clockjoin_np(
 #[cfg(not(test))]
 #[no_mangle]
 pub unsafe extern "C" fn pthread_detach(thread: libc::pthread_t) -> c_int {
-    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-    type Next = unsafe extern "C" fn(libc::pthread_t) -> c_int;
-    let symbol = crate::sys::dl::symbol(&NEXT, c"pthread_detach");
-    // SAFETY: the symbol of this name has this type.
-    let next = unsafe { core::mem::transmute::<*mut c_void, Next>(symbol) };
     // SAFETY: the program's argument, unchanged.
-    let rc = unsafe { next(thread) };
+    let rc = unsafe { crate::next::slot::pthread_detach.get()(thread) };
     if rc == 0 && table::THREADS.load(Ordering::Relaxed) != 0 {
         let id = thread as usize;
         settle(|e| e.thread == id, |e| e.detached = true);

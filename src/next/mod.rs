@@ -1,9 +1,15 @@
-//! The next allocator in the symbol lookup chain (`dlsym(RTLD_NEXT, ...)`),
-//! so a program linked against jemalloc or tcmalloc keeps its allocator.
+//! The next definition of every function the library interposes
+//! (`dlsym(RTLD_NEXT, ...)`), so a program linked against jemalloc or
+//! tcmalloc keeps its allocator, and libc's functions keep their work.
 //!
-//! Each slot starts at a trampoline (required functions) or an emulation built
-//! on the required ones (optional functions), so the hot path is one load and
-//! an indirect tail call, with no "resolved yet?" test.
+//! `slot` holds one typed slot (`sys::dl::Next`) per interposed function:
+//! the one idiom for calling the next definition is `slot::NAME.get()(...)`.
+//! The allocator's slots start at a trampoline (required functions) or an
+//! emulation built on the required ones (optional functions), so the hot
+//! path is one load and an indirect tail call, with no "resolved yet?" test:
+//! they are called through the functions of the same name here
+//! (`next::malloc(size)`). The others are looked up at first use.
+//! `hook::entry_points` pairs each slot with the library's definition.
 //!
 //! Below it: `bootstrap`, the arena that serves allocations made while the
 //! table is being filled (`dlsym` allocates), and `global_alloc`, the
@@ -12,18 +18,41 @@
 pub mod bootstrap;
 pub mod global_alloc;
 
-use crate::sys::dl::{info_of, lookup, missing, object_of, Scope};
+use crate::sys::dl::{c_name, info_of, lookup, missing, object_of, Next, NextSymbol, Scope};
+use crate::sys::signals::Sigset;
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 type Ptr = *mut c_void;
+type Argv = *const *const c_char;
+/// `std::align_val_t` and `const std::nothrow_t&` as passed in registers.
+type Align = usize;
+type Nothrow = *const u8;
 
-macro_rules! slots {
-    ($($name:ident: fn($($arg:ident: $ty:ty),*) -> $ret:ty = $init:path;)*) => {
+/// The slots: `allocator` ones start at `$init` and get a caller of the
+/// same name (one load, no check); `others` are looked up at first use.
+macro_rules! next_definitions {
+    (
+        allocator { $($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $init:path;)* }
+        others { $($other:ident($($oty:ty),*) -> $oret:ty;)* }
+    ) => {
+        /// One typed slot per interposed function, named as the function.
         #[allow(non_upper_case_globals)]
-        mod slot {
+        pub mod slot {
             use super::*;
-            $(pub static $name: AtomicPtr<()> = AtomicPtr::new($init as *mut ());)*
+            $(
+                // SAFETY: the C type of the function of this name, and of
+                // `$init`, its stand-in.
+                pub static $name: Next<unsafe extern "C" fn($($ty),*) -> $ret> = unsafe {
+                    Next::starting_at(c_name(concat!(stringify!($name), "\0").as_bytes()), $init as *mut c_void)
+                };
+            )*
+            $(
+                // SAFETY: the C type of the function of this name.
+                pub static $other: Next<unsafe extern "C" fn($($oty),*) -> $oret> = unsafe {
+                    Next::new(c_name(concat!(stringify!($other), "\0").as_bytes()))
+                };
+            )*
         }
         $(
             /// Calls the next allocator's function of this name.
@@ -33,33 +62,115 @@ macro_rules! slots {
             #[inline(always)]
             #[allow(non_snake_case)]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
-                type Next = unsafe extern "C" fn($($ty),*) -> $ret;
-                let f = slot::$name.load(Ordering::Relaxed);
-                // SAFETY: the slot only ever holds a function of this type.
-                let f = unsafe { core::mem::transmute::<*mut (), Next>(f) };
-                // SAFETY: the caller upholds the C contract (this function's).
-                unsafe { f($($arg),*) }
+                // SAFETY: the slot starts at a function and is only ever set
+                // to one; the caller upholds the C contract.
+                unsafe { slot::$name.loaded()($($arg),*) }
             }
         )*
     };
 }
 
-slots! {
-    malloc: fn(size: usize) -> Ptr = first::malloc;
-    free: fn(p: Ptr) -> () = first::free;
-    calloc: fn(n: usize, size: usize) -> Ptr = first::calloc;
-    realloc: fn(p: Ptr, size: usize) -> Ptr = first::realloc;
-    posix_memalign: fn(out: *mut Ptr, align: usize, size: usize) -> c_int = first::posix_memalign;
-    aligned_alloc: fn(align: usize, size: usize) -> Ptr = emulated::aligned_alloc;
-    memalign: fn(align: usize, size: usize) -> Ptr = emulated::memalign;
-    valloc: fn(size: usize) -> Ptr = emulated::valloc;
-    pvalloc: fn(size: usize) -> Ptr = emulated::pvalloc;
-    malloc_usable_size: fn(p: Ptr) -> usize = emulated::malloc_usable_size;
-    mallocx: fn(size: usize, flags: c_int) -> Ptr = emulated::mallocx;
-    rallocx: fn(p: Ptr, size: usize, flags: c_int) -> Ptr = emulated::rallocx;
-    xallocx: fn(p: Ptr, size: usize, extra: usize, flags: c_int) -> usize = emulated::xallocx;
-    dallocx: fn(p: Ptr, flags: c_int) -> () = emulated::dallocx;
-    sdallocx: fn(p: Ptr, size: usize, flags: c_int) -> () = emulated::sdallocx;
+next_definitions! {
+    allocator {
+        malloc(size: usize) -> Ptr = first::malloc;
+        free(p: Ptr) -> () = first::free;
+        calloc(n: usize, size: usize) -> Ptr = first::calloc;
+        realloc(p: Ptr, size: usize) -> Ptr = first::realloc;
+        posix_memalign(out: *mut Ptr, align: usize, size: usize) -> c_int = first::posix_memalign;
+        aligned_alloc(align: usize, size: usize) -> Ptr = emulated::aligned_alloc;
+        memalign(align: usize, size: usize) -> Ptr = emulated::memalign;
+        valloc(size: usize) -> Ptr = emulated::valloc;
+        pvalloc(size: usize) -> Ptr = emulated::pvalloc;
+        malloc_usable_size(p: Ptr) -> usize = emulated::malloc_usable_size;
+        mallocx(size: usize, flags: c_int) -> Ptr = emulated::mallocx;
+        rallocx(p: Ptr, size: usize, flags: c_int) -> Ptr = emulated::rallocx;
+        xallocx(p: Ptr, size: usize, extra: usize, flags: c_int) -> usize = emulated::xallocx;
+        dallocx(p: Ptr, flags: c_int) -> () = emulated::dallocx;
+        sdallocx(p: Ptr, size: usize, flags: c_int) -> () = emulated::sdallocx;
+    }
+    others {
+        // C++ (`hook::cxx`): resolved together at the first operator call.
+        _Znwm(usize) -> Ptr;
+        _Znam(usize) -> Ptr;
+        _ZnwmRKSt9nothrow_t(usize, Nothrow) -> Ptr;
+        _ZnamRKSt9nothrow_t(usize, Nothrow) -> Ptr;
+        _ZnwmSt11align_val_t(usize, Align) -> Ptr;
+        _ZnamSt11align_val_t(usize, Align) -> Ptr;
+        _ZnwmSt11align_val_tRKSt9nothrow_t(usize, Align, Nothrow) -> Ptr;
+        _ZnamSt11align_val_tRKSt9nothrow_t(usize, Align, Nothrow) -> Ptr;
+        _ZdlPv(Ptr) -> ();
+        _ZdaPv(Ptr) -> ();
+        _ZdlPvm(Ptr, usize) -> ();
+        _ZdaPvm(Ptr, usize) -> ();
+        _ZdlPvRKSt9nothrow_t(Ptr, Nothrow) -> ();
+        _ZdaPvRKSt9nothrow_t(Ptr, Nothrow) -> ();
+        _ZdlPvSt11align_val_t(Ptr, Align) -> ();
+        _ZdaPvSt11align_val_t(Ptr, Align) -> ();
+        _ZdlPvmSt11align_val_t(Ptr, usize, Align) -> ();
+        _ZdaPvmSt11align_val_t(Ptr, usize, Align) -> ();
+        _ZdlPvSt11align_val_tRKSt9nothrow_t(Ptr, Align, Nothrow) -> ();
+        _ZdaPvSt11align_val_tRKSt9nothrow_t(Ptr, Align, Nothrow) -> ();
+        // Mappings (`mapped`). mremap is variadic in C: its new address,
+        // read only with MREMAP_FIXED, is passed in the fifth argument's
+        // register on x86-64 and aarch64.
+        mmap(Ptr, usize, c_int, c_int, c_int, libc::off_t) -> Ptr;
+        munmap(Ptr, usize) -> c_int;
+        mremap(Ptr, usize, usize, c_int, Ptr) -> Ptr;
+        shmat(c_int, *const c_void, c_int) -> Ptr;
+        shmdt(*const c_void) -> c_int;
+        brk(Ptr) -> c_int;
+        sbrk(isize) -> Ptr;
+        pthread_create(*mut libc::pthread_t, *const libc::pthread_attr_t, extern "C" fn(Ptr) -> Ptr, Ptr) -> c_int;
+        pthread_join(libc::pthread_t, *mut Ptr) -> c_int;
+        pthread_tryjoin_np(libc::pthread_t, *mut Ptr) -> c_int;
+        pthread_timedjoin_np(libc::pthread_t, *mut Ptr, *const libc::timespec) -> c_int;
+        pthread_clockjoin_np(libc::pthread_t, *mut Ptr, libc::clockid_t, *const libc::timespec) -> c_int;
+        pthread_detach(libc::pthread_t) -> c_int;
+        // The dump signal (`hook::signals`, `collect::signal`).
+        sigaction(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
+        signal(c_int, libc::sighandler_t) -> libc::sighandler_t;
+        bsd_signal(c_int, libc::sighandler_t) -> libc::sighandler_t;
+        sysv_signal(c_int, libc::sighandler_t) -> libc::sighandler_t;
+        pthread_sigmask(c_int, *const Sigset, *mut Sigset) -> c_int;
+        sigprocmask(c_int, *const Sigset, *mut Sigset) -> c_int;
+        sigsuspend(*const Sigset) -> c_int;
+        ppoll(*mut libc::pollfd, libc::nfds_t, *const libc::timespec, *const Sigset) -> c_int;
+        pselect(c_int, *mut libc::fd_set, *mut libc::fd_set, *mut libc::fd_set, *const libc::timespec, *const Sigset) -> c_int;
+        epoll_pwait(c_int, *mut libc::epoll_event, c_int, c_int, *const Sigset) -> c_int;
+        epoll_pwait2(c_int, *mut libc::epoll_event, c_int, *const libc::timespec, *const Sigset) -> c_int;
+        sigwait(*const Sigset, *mut c_int) -> c_int;
+        sigwaitinfo(*const Sigset, *mut libc::siginfo_t) -> c_int;
+        sigtimedwait(*const Sigset, *mut libc::siginfo_t, *const libc::timespec) -> c_int;
+        signalfd(c_int, *const Sigset, c_int) -> c_int;
+        execve(*const c_char, Argv, Argv) -> c_int;
+        execv(*const c_char, Argv) -> c_int;
+        execvp(*const c_char, Argv) -> c_int;
+        execvpe(*const c_char, Argv, Argv) -> c_int;
+        fexecve(c_int, Argv, Argv) -> c_int;
+        posix_spawn(*mut libc::pid_t, *const c_char, *const c_void, *const c_void, Argv, Argv) -> c_int;
+        posix_spawnp(*mut libc::pid_t, *const c_char, *const c_void, *const c_void, Argv, Argv) -> c_int;
+        system(*const c_char) -> c_int;
+        popen(*const c_char, *const c_char) -> *mut libc::FILE;
+        // The process (`hook::fork`, `hook::creds`, `hook::unload`).
+        fork() -> libc::pid_t;
+        setuid(libc::uid_t) -> c_int;
+        setgid(libc::gid_t) -> c_int;
+        seteuid(libc::uid_t) -> c_int;
+        setegid(libc::gid_t) -> c_int;
+        setreuid(libc::uid_t, libc::uid_t) -> c_int;
+        setregid(libc::gid_t, libc::gid_t) -> c_int;
+        setresuid(libc::uid_t, libc::uid_t, libc::uid_t) -> c_int;
+        setresgid(libc::gid_t, libc::gid_t, libc::gid_t) -> c_int;
+        setgroups(libc::size_t, *const libc::gid_t) -> c_int;
+        dlclose(Ptr) -> c_int;
+        // Unwind tables registered at run time (`unwind::registered_frames`).
+        __register_frame(Ptr) -> ();
+        __register_frame_table(Ptr) -> ();
+        __register_frame_info(Ptr, Ptr) -> ();
+        __register_frame_info_table(Ptr, Ptr) -> ();
+        __register_frame_info_bases(Ptr, Ptr, Ptr, Ptr) -> ();
+        __register_frame_info_table_bases(Ptr, Ptr, Ptr, Ptr) -> ();
+    }
 }
 
 const IDLE: u8 = 0;
@@ -79,42 +190,46 @@ pub fn resolve() -> bool {
     // For `object_of` below (the program's first `malloc` may come before
     // the library's initialisation).
     crate::sys::dl::init_find_object();
-    let malloc = required(c"malloc");
-    let home = object_of(malloc);
-    slot::free.store(required(c"free"), Ordering::Relaxed);
-    slot::calloc.store(required(c"calloc"), Ordering::Relaxed);
-    slot::realloc.store(required(c"realloc"), Ordering::Relaxed);
-    slot::posix_memalign.store(required(c"posix_memalign"), Ordering::Relaxed);
+    let malloc = required(slot::malloc.symbol());
+    let home = object_of(malloc.cast());
+    for required_slot in [
+        slot::free.symbol(),
+        slot::calloc.symbol(),
+        slot::realloc.symbol(),
+        slot::posix_memalign.symbol(),
+    ] {
+        required_slot.store(required(required_slot));
+    }
     // Optional functions are taken only from the object that provides malloc:
     // mixing, say, glibc's pvalloc with jemalloc's free would corrupt the heap.
-    let optional: [(&CStr, &AtomicPtr<()>); 10] = [
-        (c"aligned_alloc", &slot::aligned_alloc),
-        (c"memalign", &slot::memalign),
-        (c"valloc", &slot::valloc),
-        (c"pvalloc", &slot::pvalloc),
-        (c"malloc_usable_size", &slot::malloc_usable_size),
-        (c"mallocx", &slot::mallocx),
-        (c"rallocx", &slot::rallocx),
-        (c"xallocx", &slot::xallocx),
-        (c"dallocx", &slot::dallocx),
-        (c"sdallocx", &slot::sdallocx),
+    let optional: [&NextSymbol; 10] = [
+        slot::aligned_alloc.symbol(),
+        slot::memalign.symbol(),
+        slot::valloc.symbol(),
+        slot::pvalloc.symbol(),
+        slot::malloc_usable_size.symbol(),
+        slot::mallocx.symbol(),
+        slot::rallocx.symbol(),
+        slot::xallocx.symbol(),
+        slot::dallocx.symbol(),
+        slot::sdallocx.symbol(),
     ];
-    for (name, slot) in optional {
-        if let Some(f) = defined_in(home, name) {
-            slot.store(f, Ordering::Relaxed);
+    for slot in optional {
+        if let Some(f) = defined_in(home, slot.name()) {
+            slot.store(f.cast());
         }
     }
-    slot::malloc.store(malloc, Ordering::Relaxed);
+    slot::malloc.symbol().store(malloc);
     STATE.store(READY, Ordering::Release);
     true
 }
 
-fn required(name: &CStr) -> *mut () {
-    let f = lookup(Scope::Next, name);
+fn required(slot: &NextSymbol) -> *mut c_void {
+    let f = lookup(Scope::Next, slot.name());
     if f.is_null() {
-        missing(name);
+        missing(slot.name());
     }
-    f.cast()
+    f
 }
 
 /// The next definition of `name` if the object loaded at `home` has it.
@@ -135,7 +250,7 @@ pub fn malloc_address() -> *mut () {
     if !diverted.is_null() {
         return diverted;
     }
-    slot::malloc.load(Ordering::Relaxed)
+    slot::malloc.symbol().load().cast()
 }
 
 /// The next allocator's `malloc`, once `divert`ed (null before).
@@ -157,33 +272,30 @@ pub struct Heap {
 /// Returns the next allocator's `malloc`, `posix_memalign` and
 /// `malloc_usable_size`.
 pub fn divert(heap: &Heap) -> Diverted {
-    DIVERTED_FROM.store(slot::malloc.load(Ordering::Relaxed), Ordering::Relaxed);
-    // SAFETY: each slot only ever holds a function of its type.
+    DIVERTED_FROM.store(slot::malloc.symbol().load().cast(), Ordering::Relaxed);
+    // SAFETY: the allocator's slots start at a function and only ever hold
+    // one of their type.
     let before = unsafe {
         Diverted {
-            malloc: core::mem::transmute::<*mut (), unsafe extern "C" fn(usize) -> Ptr>(
-                slot::malloc.load(Ordering::Relaxed),
-            ),
-            posix_memalign: core::mem::transmute::<
-                *mut (),
-                unsafe extern "C" fn(*mut Ptr, usize, usize) -> c_int,
-            >(slot::posix_memalign.load(Ordering::Relaxed)),
-            usable: core::mem::transmute::<*mut (), unsafe extern "C" fn(Ptr) -> usize>(
-                slot::malloc_usable_size.load(Ordering::Relaxed),
-            ),
+            malloc: slot::malloc.loaded(),
+            posix_memalign: slot::posix_memalign.loaded(),
+            usable: slot::malloc_usable_size.loaded(),
         }
     };
-    let pairs: [(&AtomicPtr<()>, *mut ()); 7] = [
-        (&slot::malloc, heap.malloc as *mut ()),
-        (&slot::free, heap.free as *mut ()),
-        (&slot::calloc, heap.calloc as *mut ()),
-        (&slot::realloc, heap.realloc as *mut ()),
-        (&slot::posix_memalign, heap.posix_memalign as *mut ()),
-        (&slot::memalign, heap.memalign as *mut ()),
-        (&slot::aligned_alloc, heap.memalign as *mut ()),
+    let pairs: [(&NextSymbol, *mut c_void); 7] = [
+        (slot::malloc.symbol(), heap.malloc as *mut c_void),
+        (slot::free.symbol(), heap.free as *mut c_void),
+        (slot::calloc.symbol(), heap.calloc as *mut c_void),
+        (slot::realloc.symbol(), heap.realloc as *mut c_void),
+        (
+            slot::posix_memalign.symbol(),
+            heap.posix_memalign as *mut c_void,
+        ),
+        (slot::memalign.symbol(), heap.memalign as *mut c_void),
+        (slot::aligned_alloc.symbol(), heap.memalign as *mut c_void),
     ];
     for (slot, f) in pairs {
-        slot.store(f, Ordering::Relaxed);
+        slot.store(f);
     }
     before
 }

@@ -120,5 +120,5 @@ fn jemalloc(mallctl: Mallctl) -> Facts {
 fn next_symbol<F: Copy>(name: &core::ffi::CStr) -> Option<F> {
     let f = crate::next::allocator_function(name)?;
     // SAFETY: F is that symbol's type (the caller's).
-    Some(unsafe { core::mem::transmute_copy(&f) })
+    Some(unsafe { crate::sys::dl::function(f.cast()) })
 }

@@ -1,6 +1,7 @@
 //! The dynamic loader's look-ups, one idiom each: a name's address in a
 //! scope (`lookup`: the next definition, or the program's view), once per
-//! slot for the functions the library interposes (`symbol`), in the
+//! slot for the functions the library interposes (`Next`, typed, and its
+//! untyped view `NextSymbol`; `function` makes an address callable), in the
 //! library's own object (`Own`); the object that holds an address, and the
 //! symbol entry there; an open handle's load bias.
 //!
@@ -144,18 +145,140 @@ pub fn is_own(f: *mut c_void) -> bool {
     own != 0 && object_of(f.cast()) == own
 }
 
-/// The next definition of a non-allocator function, looked up once into
-/// `slot` (for the other functions the library interposes).
-pub fn symbol(slot: &AtomicPtr<c_void>, name: &CStr) -> *mut c_void {
-    let mut f = slot.load(Ordering::Acquire);
-    if f.is_null() {
-        f = lookup(Scope::Next, name);
-        if f.is_null() {
-            missing(name);
-        }
-        slot.store(f, Ordering::Release);
+/// Where the next definition of one interposed function lives: its name
+/// and its address, looked up at first use (`address`) or stored (the
+/// allocator's start at a trampoline, `next::resolve` fills them; a GOT
+/// rewriter may store what an entry held). The untyped view, for tables.
+pub struct NextSymbol {
+    name: &'static CStr,
+    addr: AtomicPtr<c_void>,
+}
+
+impl NextSymbol {
+    /// Looked up at first use.
+    pub const fn new(name: &'static CStr) -> NextSymbol {
+        NextSymbol::starting_at(name, core::ptr::null_mut())
     }
-    f
+
+    /// Starts at `first` (a trampoline that fills it, or a stand-in).
+    pub const fn starting_at(name: &'static CStr, first: *mut c_void) -> NextSymbol {
+        NextSymbol {
+            name,
+            addr: AtomicPtr::new(first),
+        }
+    }
+
+    pub fn name(&self) -> &'static CStr {
+        self.name
+    }
+
+    /// The next definition, looked up once (the program called a function
+    /// that does not exist if nothing defines it: said, then abort).
+    #[inline(always)]
+    pub fn address(&self) -> *mut c_void {
+        let f = self.addr.load(Ordering::Acquire);
+        if f.is_null() {
+            return self.look_up();
+        }
+        f
+    }
+
+    #[cold]
+    fn look_up(&self) -> *mut c_void {
+        let f = lookup(Scope::Next, self.name);
+        if f.is_null() {
+            missing(self.name);
+        }
+        self.addr.store(f, Ordering::Release);
+        f
+    }
+
+    /// What the slot holds now (null before a look-up).
+    #[inline(always)]
+    pub fn load(&self) -> *mut c_void {
+        self.addr.load(Ordering::Relaxed)
+    }
+
+    /// Points the slot at `f`, a function of the symbol's C type.
+    pub fn store(&self, f: *mut c_void) {
+        self.addr.store(f, Ordering::Release);
+    }
+}
+
+/// The next definition of one interposed function, of C type `F` (an
+/// `unsafe extern "C" fn`): the one idiom for calling it, `slot.get()(...)`.
+pub struct Next<F> {
+    symbol: NextSymbol,
+    of_type: core::marker::PhantomData<F>,
+}
+
+impl<F: Copy> Next<F> {
+    /// Looked up at first use.
+    ///
+    /// # Safety
+    /// `F` is the C type of the function `name`.
+    pub const unsafe fn new(name: &'static CStr) -> Next<F> {
+        Next {
+            symbol: NextSymbol::new(name),
+            of_type: core::marker::PhantomData,
+        }
+    }
+
+    /// Starts at `first`, a function of type `F`.
+    ///
+    /// # Safety
+    /// `F` is the C type of the function `name`, and `first`'s type.
+    pub const unsafe fn starting_at(name: &'static CStr, first: *mut c_void) -> Next<F> {
+        Next {
+            symbol: NextSymbol::starting_at(name, first),
+            of_type: core::marker::PhantomData,
+        }
+    }
+
+    /// The next definition, looked up at first use.
+    #[inline(always)]
+    pub fn get(&self) -> F {
+        // SAFETY: the slot holds a function of type `F` (`new`'s contract),
+        // never null once `address` returns.
+        unsafe { function(self.symbol.address()) }
+    }
+
+    /// The function the slot holds, without a look-up: one load (the
+    /// allocator's, on the hot path).
+    ///
+    /// # Safety
+    /// The slot is not null: it started at a function (`starting_at`), or
+    /// `get` ran.
+    #[inline(always)]
+    pub unsafe fn loaded(&self) -> F {
+        // SAFETY: a function of type `F`, not null (the contract).
+        unsafe { function(self.symbol.load()) }
+    }
+
+    /// The untyped view: name and slot.
+    pub const fn symbol(&self) -> &NextSymbol {
+        &self.symbol
+    }
+
+    /// The untyped view, for a table that pairs the slot with `hook`, the
+    /// library's definition: a hook of another type fails the build.
+    pub const fn hooked_by(&self, hook: F) -> &NextSymbol {
+        let _ = hook;
+        &self.symbol
+    }
+}
+
+/// A function pointer of type `F` from its address: the one place the
+/// library turns an address into something it calls.
+///
+/// # Safety
+/// `f` is the address of a function of type `F` (an `extern "C" fn` or
+/// `fn` pointer), not null.
+#[inline(always)]
+pub unsafe fn function<F: Copy>(f: *mut c_void) -> F {
+    const { assert!(core::mem::size_of::<F>() == core::mem::size_of::<*mut c_void>()) };
+    // SAFETY: same size (checked above); a function's address (the contract).
+    unsafe { core::mem::transmute_copy(&f) }
 }
 
 /// A symbol name from a `concat!(..., "\0")` literal, for a `const`: a name
@@ -332,7 +455,7 @@ pub fn find_object(at: usize) -> Option<FoundObject> {
     }
     // SAFETY: the only non-zero value stored is `_dl_find_object`'s address,
     // which has this type.
-    let find: FindObjectFn = unsafe { core::mem::transmute(find) };
+    let find: FindObjectFn = unsafe { function(find as *mut c_void) };
     let mut object = DlFindObject {
         flags: 0,
         map_start: 0,

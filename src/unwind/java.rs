@@ -105,7 +105,7 @@ unsafe fn entry(env: Env, index: usize) -> *const c_void {
 macro_rules! call {
     ($env:expr, $index:expr, fn($($ty:ty),*) -> $ret:ty, $($arg:expr),*) => {{
         let f: unsafe extern "C" fn(Env, $($ty),*) -> $ret =
-            core::mem::transmute(entry($env, $index));
+            crate::sys::dl::function(entry($env, $index) as *mut core::ffi::c_void);
         f($env, $($arg),*)
     }};
 }
@@ -215,7 +215,7 @@ fn append_java(stack: &mut Stack, max_len: usize) -> bool {
     // point (it is called from signal handlers); `trace.frames` has `depth`
     // room; `uc` describes this function's frame, live during the call.
     unsafe {
-        let f: Agct = core::mem::transmute(agct);
+        let f: Agct = crate::sys::dl::function(agct as *mut c_void);
         f(&mut trace, depth, (&mut uc as *mut libc::ucontext_t).cast());
     }
     let n = trace.num_frames;
@@ -613,7 +613,7 @@ fn look_for_vm() {
     // SAFETY: libjvm's functions, called as jni.h declares them.
     unsafe {
         let created: unsafe extern "C" fn(*mut Env, c_int, *mut c_int) -> c_int =
-            core::mem::transmute(created);
+            crate::sys::dl::function(created as *mut c_void);
         let (mut vm, mut count): (Env, c_int) = (core::ptr::null_mut(), 0);
         if created(&mut vm, 1, &mut count) != JNI_OK || count < 1 || vm.is_null() {
             return; // not created yet (JDK 17 answers only once it is complete)

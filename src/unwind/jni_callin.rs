@@ -318,8 +318,9 @@ mod tests {
         // they stand for (CallStaticLongMethod is variadic).
         let (call, find_class) = unsafe {
             let call: extern "C" fn(usize, usize, usize, ...) -> i64 =
-                core::mem::transmute(*ours.add(132));
-            let find: extern "C" fn(usize, usize) -> usize = core::mem::transmute(*ours.add(6));
+                crate::sys::dl::function(*ours.add(132) as *mut core::ffi::c_void);
+            let find: extern "C" fn(usize, usize) -> usize =
+                crate::sys::dl::function(*ours.add(6) as *mut core::ffi::c_void);
             (call, find)
         };
         assert_ne!(call as *const () as usize, 0);

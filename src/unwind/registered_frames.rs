@@ -22,16 +22,9 @@ macro_rules! noting {
         #[cfg(not(test))]
         #[no_mangle]
         pub unsafe extern "C" fn $name($($arg: $ty),*) {
-            static NEXT: core::sync::atomic::AtomicPtr<core::ffi::c_void> =
-                core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
-            const NAME: &core::ffi::CStr =
-                crate::sys::dl::c_name(concat!(stringify!($name), "\0").as_bytes());
             ANY.store(true, Ordering::Relaxed);
-            let symbol = crate::sys::dl::symbol(&NEXT, NAME);
-            // SAFETY: the symbol of this name has this type.
-            let next = unsafe { core::mem::transmute::<*mut core::ffi::c_void, unsafe extern "C" fn($($ty),*)>(symbol) };
             // SAFETY: the program's arguments, unchanged.
-            unsafe { next($($arg),*) }
+            unsafe { crate::next::slot::$name.get()($($arg),*) }
         }
     };
 }
