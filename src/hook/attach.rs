@@ -11,7 +11,8 @@
 //! and end (`collect::collector::detach`); the code stays mapped.
 
 use crate::collect::collector;
-use crate::sys::dl::{self, Own};
+use crate::hook::entry_points::ENTRY_POINTS;
+use crate::sys::dl::{self, lookup, Own, Scope};
 use core::ffi::{c_char, CStr};
 
 /// What `scripts/leakprobe attach`'s stubs tell the library: `count` entries
@@ -116,18 +117,30 @@ const MASKS: [&[u8]; 20] = [
 ];
 
 /// Rewrites the entries of every object for each function the library
-/// defines (what symbol interposition would have reached), but its C API
-/// and the mask keepers (`MASKS`).
+/// interposes (`hook::entry_points`, what symbol interposition would have
+/// reached), but the mask keepers (`MASKS`). The hooks' next definitions
+/// are the program's own (`sys::dl::lookup` once loaded late): what the
+/// entries held.
 fn rewrite(translate: &dyn Fn(usize) -> usize) -> usize {
     let Some(own) = Own::open() else {
         return 0;
     };
     let replacement = |name: &CStr| {
-        let name_bytes = name.to_bytes();
-        if name_bytes.starts_with(b"leakprobe_") || MASKS.contains(&name_bytes) {
+        if MASKS.contains(&name.to_bytes()) {
             return None;
         }
-        own.definition(name)
+        let entry = ENTRY_POINTS.iter().find(|e| e.name == name)?;
+        // The next definition looked up now, not at the hook's first call
+        // (which may come from inside the allocator, where the loader's
+        // lock must not be taken); none, and the entry stays as it is.
+        if let Some(next) = entry.next.filter(|n| n.load().is_null()) {
+            let f = lookup(Scope::Next, name);
+            if f.is_null() {
+                return None;
+            }
+            next.store(f);
+        }
+        entry.hook(&own)
     };
     crate::sys::got::rewrite(&replacement, translate)
 }
