@@ -515,7 +515,7 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
     if state == ARMED:
         raise Refused(
             f"no thread of process {pid} called malloc, calloc, realloc or free within {timeout:g} s: "
-            "nothing loaded, every GOT entry put back (the 12 KiB stub page stays mapped, unused)"
+            "nothing loaded, every GOT entry put back (the stub's 1 MiB area stays mapped, unused)"
         )
     if state == FAILED:
         err = mem.word(base + DATA + ERROR)
@@ -639,6 +639,13 @@ def run_attach(args: argparse.Namespace) -> int:
     settings["LEAKPROBE_DIR"] = directory
     try:
         done = attach(args.pid, args.library, settings, args.timeout)
+    except (Refused, dumpcmd.Refused) as e:
+        print(f"leakprobe: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"leakprobe: attach failed, process left as it was: {e.strerror or e}", file=sys.stderr)
+        return 1
+    try:
         write_record(
             args.pid,
             {
@@ -650,11 +657,14 @@ def run_attach(args: argparse.Namespace) -> int:
                 "period": args.period,
             },
         )
-    except (Refused, dumpcmd.Refused) as e:
-        print(f"leakprobe: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"leakprobe: attach failed, process left as it was: {e.strerror or e}", file=sys.stderr)
+    except (OSError, dumpcmd.Refused) as e:
+        # Attached all the same: said, and `dump` cannot find the settings.
+        why = e.strerror if isinstance(e, OSError) and e.strerror else e
+        print(
+            f"leakprobe: attached, but the record {RECORD.format(pid=args.pid)} could not be written ({why}): "
+            f"dump and detach will not find it; the dump signal goes to thread {done['collector']}",
+            file=sys.stderr,
+        )
         return 1
     print(
         f"attached to process {args.pid}: sample period {args.period or 524288} bytes, dumps in {directory}, "
