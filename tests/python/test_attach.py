@@ -14,8 +14,10 @@ import io
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import unittest
 from pathlib import Path
 
@@ -210,6 +212,64 @@ class Python(unittest.TestCase):
         self.assertEqual(in_process("detach", str(churn.pid)), 0)
         code, _ = churn.finish()
         self.assertEqual(code, 0)
+
+
+class Redis(unittest.TestCase):
+    def test_redis_attached_and_detached_mid_load(self) -> None:
+        server, bench, cli_ = (shutil.which(p) for p in ("redis-server", "redis-benchmark", "redis-cli"))
+        if not (server and bench and cli_):
+            self.skipTest("redis-server, redis-benchmark or redis-cli not installed (scripts/install-deps)")
+        where = Path(tempfile.mkdtemp(prefix="leakprobe-redis-"))
+        port = free_port()
+        log = open(where / "redis.out", "w")  # noqa: SIM115 - lives as long as the server
+        redis = subprocess.Popen(
+            [server, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(where)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"},
+        )
+        try:
+            query = [cli_, "-p", str(port)]
+            while subprocess.run([*query, "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
+                self.assertIsNone(redis.poll(), "redis-server ended")
+            load = subprocess.Popen(
+                [bench, "-p", str(port), "-n", "60000", "-c", "10", "-r", "100000", "-t", "set,get", "-q"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
+            def processed() -> int:
+                info = subprocess.run([*query, "info", "stats"], capture_output=True, text=True).stdout
+                m = re.search(r"total_commands_processed:(\d+)", info)
+                return int(m.group(1)) if m else 0
+
+            while processed() < 10000:  # mid-load: the benchmark is under way
+                self.assertIsNone(load.poll(), "the benchmark ended before the attach")
+            pid = str(redis.pid)
+            self.assertEqual(in_process("attach", pid, "--period", "65536", "--dir", str(where)), 0)
+            code, out = in_process_output("dump", pid)
+            self.assertEqual(code, 0, out)
+            self.assertIn("attached", facts(out.splitlines()[0]))
+            self.assertEqual(in_process("detach", pid), 0)
+            output, _ = load.communicate(timeout=300)
+            self.assertEqual(load.returncode, 0, output)
+            self.assertRegex(output, r"SET: [0-9.]+ requests per second")
+            self.assertRegex(output, r"GET: [0-9.]+ requests per second")
+            self.assertNotIn("rror", output)
+            subprocess.run([*query, "shutdown", "nosave"], capture_output=True, check=False)
+            self.assertEqual(redis.wait(timeout=60), 0)
+        finally:
+            if redis.poll() is None:
+                redis.kill()
+                redis.wait()
+            log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Refusals(unittest.TestCase):
