@@ -24,7 +24,9 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import signal
+import socket
 import struct
 import sys
 import time
@@ -245,7 +247,7 @@ def objects(pid: int, mem: Memory) -> list[Object]:
 # --- checks: each refusal is one line and touches nothing ------------------
 
 
-def check(pid: int, library: str) -> str:
+def check(pid: int, library: str, jvm: bool = False) -> str:
     """Refused unless the process can be attached; the library's path as the
     process sees it."""
     st = status(pid)
@@ -262,6 +264,8 @@ def check(pid: int, library: str) -> str:
             scope = int(f.read())
     except (OSError, ValueError):
         scope = 0
+    if jvm:
+        scope = 0  # HotSpot's own door: no ptrace
     if scope == 3:
         raise Refused("Yama ptrace_scope is 3: no process may be traced until reboot")
     caps = capabilities()
@@ -438,6 +442,9 @@ def entry(i: int, base: int) -> bytes:
 
 def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> dict[str, object]:
     library = os.path.realpath(library)
+    if is_jvm(pid):
+        check(pid, library, jvm=True)
+        return attach_jvm(pid, library, settings, timeout)
     check(pid, library)
     mem = Memory(pid)
     objs = objects(pid, mem)
@@ -548,6 +555,98 @@ def cancel(pid: int, mem: Memory, base: int, slots: list[tuple[int, bytes]], for
         stopped.resume()
 
 
+# --- JVMs: HotSpot's attach mechanism, no ptrace -----------------------------
+
+JVM_SIGNAL = signal.SIGRTMIN + 4  # HotSpot uses SIGUSR2 (suspend/resume) and SIGQUIT
+
+
+def is_jvm(pid: int) -> bool:
+    return any(os.path.basename(m[4]) == "libjvm.so" for m in maps(pid))
+
+
+def attach_jvm(pid: int, library: str, settings: dict[str, str], timeout: float) -> dict[str, object]:
+    """Loads the library as a JVMTI agent (`Agent_OnAttach`) the way `jcmd PID
+    JVMTI.agent_load` does: the attach file and SIGQUIT start the VM's attach
+    listener (only if the VM handles SIGQUIT: -Xrs would make it a kill), then
+    a `load` command on its socket."""
+    st = status(pid)
+    nspid = st.get("NSpid", str(pid)).split()[-1]
+    root = f"/proc/{pid}/root"
+    sock_path = f"{root}/tmp/.java_pid{nspid}"
+    t0 = time.monotonic()
+    if not os.path.exists(sock_path):
+        cmdline = dumpcmd.proc(pid, "cmdline").split(b"\0")
+        caught = int(st.get("SigCgt", "0"), 16)
+        if b"-Xrs" in cmdline or not caught & (1 << (signal.SIGQUIT - 1)):
+            raise Refused(f"JVM {pid} does not handle SIGQUIT (-Xrs?): its attach mechanism cannot be started")
+        if any(a.startswith(b"-XX:+DisableAttachMechanism") for a in cmdline):
+            raise Refused(f"JVM {pid} runs with -XX:+DisableAttachMechanism")
+        trigger = f"/proc/{pid}/cwd/.attach_pid{nspid}"
+        try:
+            fd = os.open(trigger, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError:
+            trigger = f"{root}/tmp/.attach_pid{nspid}"
+            fd = os.open(trigger, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            uid, gid = int(st["Uid"].split()[1]), int(st["Gid"].split()[1])
+            if os.geteuid() == 0:
+                os.fchown(fd, uid, gid)  # the VM takes only its own user's file
+            os.close(fd)
+            os.kill(pid, signal.SIGQUIT)
+            deadline = time.monotonic() + timeout
+            while not os.path.exists(sock_path):
+                if time.monotonic() > deadline:
+                    raise Refused(f"JVM {pid} did not start its attach listener within {timeout:g} s")
+                time.sleep(0.01)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(trigger)
+    sig = int(settings.get("LEAKPROBE_SIGNAL", JVM_SIGNAL))
+    if sig in (signal.SIGUSR2, signal.SIGQUIT):
+        raise Refused(f"HotSpot uses {dumpcmd.signal_name(sig)} itself: choose another --signal")
+    options = ",".join(f"{k}={v}" for k, v in {**settings, "LEAKPROBE_SIGNAL": str(sig)}.items())
+    if "," in library or any("," in v for v in settings.values()):
+        raise Refused("a setting or the library path holds a comma, which the agent's options cannot carry")
+    request = b"1\0load\0" + library.encode() + b"\0true\0" + options.encode() + b"\0"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout + LOAD_TIMEOUT)
+        s.connect(sock_path)
+        s.sendall(request)
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    text = answer.decode(errors="replace")
+    code = re.search(r"return code: (-?\d+)", text)
+    if not text.startswith("0") or code is None or code.group(1) != "0":
+        why = {"2": "it is preloaded", "3": "already attached", "4": "no collector thread"}.get(
+            code.group(1) if code else "", text.strip().replace("\n", " ")[:200]
+        )
+        raise Refused(f"JVM {pid} did not load the agent: {why!r}")
+    collector = named_thread(pid, "leakprobe")
+    if collector is None:
+        raise Refused(f"JVM {pid} loaded the agent, but its collector thread is not to be found")
+    return {
+        "stop_ms": 0.0,
+        "collector": collector,
+        "entries": 0,
+        "threads": 0,
+        "jvm": True,
+        "signal": sig,
+        "ms": (time.monotonic() - t0) * 1000,
+    }
+
+
+def named_thread(pid: int, name: str) -> int | None:
+    for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() == name:
+                    return int(tid)
+        except OSError:
+            continue
+    return None
+
+
 # --- records, detach, the commands ------------------------------------------
 
 
@@ -652,7 +751,7 @@ def run_attach(args: argparse.Namespace) -> int:
                 "start_time": start_time(args.pid),
                 "collector": done["collector"],
                 "dir": directory,
-                "signal": sig,
+                "signal": done.get("signal", sig),
                 "attached_at": time.time(),
                 "period": args.period,
             },
@@ -666,10 +765,14 @@ def run_attach(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    how = (
+        f"as a JVMTI agent, no thread stopped ({done['ms']:.0f} ms)"
+        if done.get("jvm")
+        else f"{done['threads']} threads stopped {done['stop_ms']:.1f} ms"
+    )
     print(
         f"attached to process {args.pid}: sample period {args.period or 524288} bytes, dumps in {directory}, "
-        f"signal {dumpcmd.signal_name(sig)} (to thread {done['collector']}); "
-        f"{done['threads']} threads stopped {done['stop_ms']:.1f} ms"
+        f"signal {dumpcmd.signal_name(int(done.get('signal', sig)))} (to thread {done['collector']}); {how}"
     )
     return 0
 

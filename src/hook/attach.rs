@@ -149,3 +149,37 @@ fn rewrite(translate: &dyn Fn(usize) -> usize) -> usize {
 fn rescan() {
     rewrite(&|v| v);
 }
+
+/// A JVM loading the library as an agent into a running VM (HotSpot's
+/// attach mechanism: `jcmd PID JVMTI.agent_load`, `scripts/leakprobe attach`
+/// on a JVM). `options` are the settings, `NAME=value` separated by commas.
+/// 0 when attached (the JVM reports any other value as a failure).
+///
+/// # Safety
+/// As the JVMTI specification: `options` is null or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn Agent_OnAttach(
+    _vm: *mut core::ffi::c_void,
+    options: *const c_char,
+    _reserved: *mut core::ffi::c_void,
+) -> core::ffi::c_int {
+    let text = if options.is_null() {
+        String::new()
+    } else {
+        // SAFETY: NUL-terminated (the contract).
+        unsafe { CStr::from_ptr(options) }
+            .to_string_lossy()
+            .replace(',', "\n")
+    };
+    let Ok(text) = std::ffi::CString::new(text) else {
+        return 1;
+    };
+    // SAFETY: a NUL-terminated string; no stubs.
+    let tid = unsafe { leakprobe_attach(text.as_ptr(), core::ptr::null()) };
+    match tid {
+        1.. => 0,
+        NOT_LATE => 2,
+        ATTACHED => 3,
+        _ => 4,
+    }
+}

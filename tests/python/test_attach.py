@@ -266,6 +266,33 @@ class Redis(unittest.TestCase):
             log.close()
 
 
+class Jvm(unittest.TestCase):
+    def test_jvm_through_its_attach_mechanism(self) -> None:
+        """HotSpot loads the library as a JVMTI agent (Agent_OnAttach): no
+        ptrace; the leak after the attach is seen with its Java frames."""
+        if not shutil.which("java"):
+            self.skipTest("no java (scripts/install-deps installs default-jdk-headless)")
+        classes = ROOT / "target/java"
+        churn = Churn(command=["java", "-Xmx128m", "-cp", str(classes), "AttachLeak"])
+        pid = str(churn.pid)
+        code, out = in_process_output("attach", pid, "--period", "65536", "--dir", str(churn.probe.dir))
+        self.assertEqual(code, 0, out)
+        self.assertIn("as a JVMTI agent, no thread stopped", out)
+        self.assertIn("signal SIGRTMIN+4", out)  # HotSpot's own SIGUSR2 left alone
+        churn.probe.write("leak\n")
+        churn.probe.expect("LEAKED")
+        code, out = in_process_output("dump", pid)
+        self.assertEqual(code, 0, out)
+        path = out.splitlines()[0]
+        self.assertIn("attached", facts(path))
+        report = script("report", path, "--focus", "AttachLeak.leakHere")
+        self.assertEqual(report.returncode, 0, report.stderr)
+        self.assertIn("64.0 MiB", report.stdout)
+        self.assertRegex(report.stdout, r"AttachLeak\.leakHere +AttachLeak\.java:\d+ +\[java\]")
+        self.assertEqual(in_process("detach", pid), 0)
+        self.assertEqual(churn.probe.finish(), 0)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -60,6 +60,9 @@ static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
 /// Neither the collector thread nor the helper of `single` could be started.
 static NO_THREAD: AtomicBool = AtomicBool::new(false);
 
+/// The collector thread's name when attached (`scripts/leakprobe_tool/attach.py`).
+const THREAD_NAME: &core::ffi::CStr = c"leakprobe";
+
 /// Attached to a running program (`hook::attach`) and not detached since.
 static ATTACHED: AtomicBool = AtomicBool::new(false);
 /// `hook::attach`'s look for objects loaded since (a `fn()`), while attached.
@@ -267,6 +270,11 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     sampling::exclude_this_thread();
     crate::sample::thread_state::with(|s| s.collector.set(true));
     let mut takes_signal = true;
+    if crate::sys::dl::loaded_late() {
+        // How `scripts/leakprobe attach` finds it in a JVM (`Agent_OnAttach`
+        // returns only a status).
+        crate::sys::threads::set_name(THREAD_NAME);
+    }
     THREAD_ID.store(crate::sys::raw::gettid(), Ordering::Release);
     let mut objects = 0;
     loop {
