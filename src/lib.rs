@@ -99,5 +99,8 @@ fn start(cfg: &'static settings::Settings, preloaded: bool) {
     if cfg.dump_at_exit {
         sys::process::at_exit(collect::collector::dump_at_exit);
     }
-    sample::sampling::enable(cfg.sample_period);
+    // Attached, once every GOT entry is rewritten (`hook::attach`).
+    if preloaded {
+        sample::sampling::enable(cfg.sample_period);
+    }
 }

@@ -55,12 +55,13 @@ DATA = 0x1000
 MAX_ENTRIES = COMMON_AT // 16
 STATE, ERRNO_SAVED, P_DLOPEN, P_DLSYM, P_DLERROR, P_ERRNO = 0x0, 0x4, 0x8, 0x10, 0x18, 0x20
 RESULT, ERROR, STACK_TOP, HANDLE, ARG0, ARG1, PATH, FNAME = 0x28, 0x30, 0x38, 0x40, 0x48, 0x50, 0x58, 0x60
-STUBS_AT, FNAME_AT, PATH_AT, SETTINGS_AT, ORIGINALS_AT = 0x100, 0x200, 0x300, 0x700, 0xC00
+STUBS_AT, NAMES_AT, FNAME_AT, PATH_AT, SETTINGS_AT, ORIGINALS_AT = 0x100, 0x120, 0x200, 0x300, 0x700, 0xC00
 STACK = 1 << 20
 SIZE = DATA + 0x2000 + STACK
 ARMED, CLAIMED, DONE, CANCELLED, FAILED = 0, 1, 2, 3, 4
 LOAD_TIMEOUT = 30.0  # seconds dlopen and leakprobe_attach may take once claimed
-HOOKED = {b"malloc", b"calloc", b"realloc", b"free"}
+STUBBED = [b"malloc", b"calloc", b"realloc", b"free"]  # src/hook/attach.rs STUBBED
+HOOKED = set(STUBBED)
 
 PTRACE_DETACH, PTRACE_GETREGS, PTRACE_SETREGS, PTRACE_SYSCALL = 17, 12, 13, 24
 PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_GETSIGMASK, PTRACE_SETSIGMASK = 0x4206, 0x4207, 0x420A, 0x420B
@@ -489,7 +490,8 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
         struct.pack_into(
             "<QQQQ", data, ARG0, base + DATA + SETTINGS_AT, base + DATA + STUBS_AT, base + DATA + PATH_AT, base + DATA + FNAME_AT
         )
-        struct.pack_into("<QQQ", data, STUBS_AT, base, len(slots), base + DATA + ORIGINALS_AT)
+        struct.pack_into("<QQQQ", data, STUBS_AT, base, len(slots), base + DATA + ORIGINALS_AT, base + DATA + NAMES_AT)
+        data[NAMES_AT : NAMES_AT + len(slots)] = bytes(STUBBED.index(name) for _, name in slots)
         data[FNAME_AT : FNAME_AT + 17] = b"leakprobe_attach\0"
         data[PATH_AT : PATH_AT + len(path) + 1] = path + b"\0"
         data[SETTINGS_AT : SETTINGS_AT + len(text) + 1] = text + b"\0"

@@ -22,8 +22,13 @@ use core::ffi::{c_char, CStr};
 pub struct Stubs {
     start: usize,
     count: usize,
-    originals: *const usize,
+    originals: *mut usize,
+    /// Which function each stub's entry was (`STUBBED`).
+    names: *const u8,
 }
+
+/// The functions whose GOT entries the stubs take, as `Stubs::names` numbers.
+const STUBBED: [&CStr; 4] = [c"malloc", c"calloc", c"realloc", c"free"];
 
 /// Not loaded late (preloaded, or the library's constructor has not run).
 const NOT_LATE: i64 = -1;
@@ -75,6 +80,13 @@ pub unsafe extern "C" fn leakprobe_attach(settings: *const c_char, stubs: *const
         _ => v,
     };
     let rewritten = rewrite(&translate);
+    if let Some(s) = stubs {
+        // SAFETY: `count` originals and names (the contract).
+        unsafe { forward_stubs(s) };
+    }
+    // Only now: a block sampled while some entry that frees it still
+    // bypassed the library would stay live for ever.
+    crate::sample::sampling::enable(cfg.sample_period);
     collector::set_attached(rescan);
     crate::profile::attached::set_now();
     crate::sys::log::log!(
@@ -142,7 +154,85 @@ fn rewrite(translate: &dyn Fn(usize) -> usize) -> usize {
         }
         entry.hook(&own)
     };
-    crate::sys::got::rewrite(&replacement, translate)
+    // In an order that never lets a block be sampled by an entry point while
+    // one that frees it still bypasses the library: first the functions that
+    // only release, then the others but the C++ operators, then `operator
+    // delete`, then `operator new`. The operators last also because the
+    // first call of one decides, once, whether the C++ runtime's operators
+    // reach the library's `malloc` and `free` (`hook::cxx`).
+    let mut rewritten = 0;
+    for pass in [Pass::Releasing, Pass::Other, Pass::Delete, Pass::New] {
+        rewritten += crate::sys::got::rewrite(
+            &|name| {
+                (Pass::of(name) == pass)
+                    .then(|| replacement(name))
+                    .flatten()
+            },
+            translate,
+        );
+    }
+    rewritten
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Pass {
+    Releasing,
+    Other,
+    Delete,
+    New,
+}
+
+impl Pass {
+    fn of(name: &CStr) -> Pass {
+        const RELEASING: [&[u8]; 6] = [
+            b"free",
+            b"dallocx",
+            b"sdallocx",
+            b"munmap",
+            b"shmdt",
+            b"dlclose",
+        ];
+        let name = name.to_bytes();
+        if name.starts_with(b"_Zd") {
+            Pass::Delete
+        } else if name.starts_with(b"_Zn") {
+            Pass::New
+        } else if RELEASING.contains(&name) {
+            Pass::Releasing
+        } else {
+            Pass::Other
+        }
+    }
+}
+
+/// Points each stub at the library's hook instead of what its entry held:
+/// that may be a lazy-binding PLT stub, whose resolver would write the
+/// program's definition over the entry just rewritten (the call under way
+/// that ran the attach goes there, as may calls that took the stub before
+/// the rewrite; the collector's passes after the attach catch those).
+///
+/// # Safety
+/// `s` has `count` originals and names.
+unsafe fn forward_stubs(s: &Stubs) {
+    let Some(own) = Own::open() else {
+        return;
+    };
+    for i in 0..s.count {
+        // SAFETY: below `count` (the contract).
+        let which = unsafe { *s.names.add(i) };
+        let Some(hook) = STUBBED
+            .get(usize::from(which))
+            .and_then(|n| own.definition(n))
+        else {
+            continue;
+        };
+        // SAFETY: below `count`, in the stub's writable data page; a word
+        // store, so a thread taking the stub reads the old or the new one.
+        unsafe {
+            (*(s.originals.add(i) as *const core::sync::atomic::AtomicUsize))
+                .store(hook, core::sync::atomic::Ordering::Release)
+        };
+    }
 }
 
 /// Objects loaded since: their entries too (from the collector thread).

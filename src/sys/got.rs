@@ -81,12 +81,16 @@ pub fn rewrite(
                 continue;
             }
             if write(o, got, ours) {
-                saved.push(Entry {
-                    got,
-                    original,
-                    replacement: ours,
-                });
                 count += 1;
+                // Rewritten again (a lazy-binding resolution under way
+                // wrote the definition over it): the first original stays.
+                if !saved.iter().any(|e| e.got == got) {
+                    saved.push(Entry {
+                        got,
+                        original,
+                        replacement: ours,
+                    });
+                }
             }
         }
     });

@@ -60,6 +60,10 @@ static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
 /// Neither the collector thread nor the helper of `single` could be started.
 static NO_THREAD: AtomicBool = AtomicBool::new(false);
 
+/// Rounds of the collector (about 100 ms each when idle) after an attach
+/// that rewrite the GOT entries again.
+const SETTLING_ROUNDS: u32 = 20;
+
 /// The collector thread's name when attached (`scripts/leakprobe_tool/attach.py`).
 const THREAD_NAME: &core::ffi::CStr = c"leakprobe";
 
@@ -103,7 +107,6 @@ pub fn restart(cfg: &'static Settings) {
     live::clear();
     spawn();
     signal::install(cfg.signal);
-    sampling::enable(cfg.sample_period);
 }
 
 /// On the collector thread, asked to detach: every GOT entry back, no more
@@ -111,8 +114,10 @@ pub fn restart(cfg: &'static Settings) {
 /// The thread then ends; the code stays mapped (a thread may still be
 /// inside an entry point, and returns through it).
 fn detach() {
-    let (restored, changed) = crate::sys::got::restore();
+    // No sample from here on: a block sampled while its `free` is already
+    // restored would stay live (the table is cleared below anyway).
     sampling::enable(0);
+    let (restored, changed) = crate::sys::got::restore();
     signal::uninstall();
     live::clear();
     THREAD_ID.store(0, Ordering::Release);
@@ -277,6 +282,10 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     }
     THREAD_ID.store(crate::sys::raw::gettid(), Ordering::Release);
     let mut objects = 0;
+    // Rounds after an attach that rewrite again whatever changed: a
+    // lazy-binding resolution under way during the rewrite writes the
+    // program's definition over an entry just rewritten.
+    let mut settling = SETTLING_ROUNDS;
     loop {
         if attached() {
             if signal::take_detach() {
@@ -284,8 +293,9 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
                 return core::ptr::null_mut();
             }
             let now = objects_now();
-            if now != objects {
+            if now != objects || settling > 0 {
                 objects = now;
+                settling = settling.saturating_sub(1);
                 let rescan = RESCAN.load(Ordering::Acquire);
                 if rescan != 0 {
                     // SAFETY: only `set_attached` stores, a `fn()`.
