@@ -19,7 +19,7 @@ deps:
 lib:
 	cargo build --release
 
-harness: $(addprefix $(HARNESS)/,$(PROGRAMS) $(FRAME0_SHAPES)) $(HARNESS)/libplugin.so $(HARNESS)/stripped_pie $(HARNESS)/stripped_nopie $(HARNESS)/versioned_user $(HARNESS)/libjni_attach.so
+harness: $(addprefix $(HARNESS)/,$(PROGRAMS) $(FRAME0_SHAPES)) $(HARNESS)/libplugin.so $(HARNESS)/stripped_pie $(HARNESS)/stripped_nopie $(HARNESS)/versioned_user $(HARNESS)/libjni_attach.so $(HARNESS)/stripped_wrapper $(HARNESS)/entry_points
 
 $(HARNESS):
 	mkdir -p $@
@@ -36,6 +36,19 @@ $(HARNESS)/jemalloc_extra: c-harness/jemalloc_extra.c c-harness/common.h | $(HAR
 # Its dlsym must be the one the library's calls reach.
 $(HARNESS)/bootstrap: c-harness/bootstrap.c c-harness/common.h | $(HARNESS)
 	$(CC) $(CFLAGS) -rdynamic -o $@ $< -ldl
+
+$(HARNESS)/entry_points: c-harness/entry_points.cc c-harness/common.h | $(HARNESS)
+	$(CXX) $(CXXFLAGS) -o $@ $< -ljemalloc
+
+# libisc's shape: a stripped library whose exported wrapper allocates
+# through a static helper (unnamed once stripped) that calls mallocx.
+$(HARNESS)/libwrapped.so: c-harness/wrapped_lib.c | $(HARNESS)
+	$(CC) $(CFLAGS) -shared -fPIC -o $@.full $< -ljemalloc
+	strip --strip-all -o $@ $@.full
+	rm $@.full
+
+$(HARNESS)/stripped_wrapper: c-harness/stripped_wrapper.c c-harness/common.h $(HARNESS)/libwrapped.so
+	$(CC) $(CFLAGS) -o $@ $< -L$(HARNESS) -l:libwrapped.so -Wl,-rpath,'$$ORIGIN'
 
 $(HARNESS)/growth_jemalloc: c-harness/growth.c c-harness/common.h | $(HARNESS)
 	$(CC) $(CFLAGS) -o $@ $< -lpthread -ljemalloc
@@ -117,7 +130,7 @@ lint:
 
 # The library's unit tests also in the dev profile: overflow checks on
 # (never in release, whose hot path they would change).
-test: deps all lint
+test: deps all lint target/bench/workloads
 	cargo test --lib
 	cargo test --release -- --test-threads=2
 	python3 -m unittest discover -s tests/python

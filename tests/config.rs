@@ -15,6 +15,7 @@ fn bad_settings_are_named_once_and_defaults_used() {
         ("LEAKPROBE_SAMPLE", "lots"),
         ("LEAKPROBE_SIGNAL", "SIGKILL"),
         ("LEAKPROBE_MAX_FRAMES", "0"),
+        ("LEAKPROBE_KEEP", "-3"),
     ];
     let p = Probe::start(&exe, &[], &dir, &env);
     let (dump, stderr) = p.dump_at_ready();
@@ -22,6 +23,7 @@ fn bad_settings_are_named_once_and_defaults_used() {
         ("LEAKPROBE_SAMPLE", "524288"),
         ("LEAKPROBE_SIGNAL", "12"),
         ("LEAKPROBE_MAX_FRAMES", "128"),
+        ("LEAKPROBE_KEEP", "0"),
     ] {
         let lines: Vec<_> = stderr.lines().filter(|l| l.contains(var)).collect();
         assert_eq!(lines.len(), 1, "{var}: {lines:?}");
@@ -66,8 +68,9 @@ fn unwritable_dump_directory_is_reported_and_recovers() {
     p.expect_line("READY", Duration::from_secs(30));
     p.signal(libc::SIGUSR2);
     wait_for(
+        "failed-dump message",
         || p.stderr().contains("cannot write dump"),
-        "a failed-dump message",
+        || p.stderr(),
     );
     std::fs::create_dir(&dir).unwrap();
     let dump = p.dump();
@@ -82,17 +85,6 @@ fn unwritable_dump_directory_is_reported_and_recovers() {
         complaints, 2,
         "one line at load, one for the failed dump:\n{stderr}"
     );
-}
-
-fn wait_for(cond: impl Fn() -> bool, what: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Everyday programs give the same output with the library preloaded.
@@ -256,8 +248,9 @@ fn periodic_dumps_respect_the_cap() {
     // #6's own trim is under way.
     let sixth = dir.join(format!("leakprobe.{}.6.heap", p.pid()));
     wait_for(
-        || p.stderr().contains(&format!("wrote {} ", sixth.display())),
         "dump #6",
+        || p.stderr().contains(&format!("wrote {} ", sixth.display())),
+        || p.stderr(),
     );
     let elapsed = started.elapsed();
     let seqs: Vec<u64> = p.dump_files().iter().map(|f| seq_of(f)).collect();
@@ -273,6 +266,87 @@ fn periodic_dumps_respect_the_cap() {
         seqs == (newest - 2..=newest).collect::<Vec<_>>() || (newest == 6 && seqs == [3, 4, 5, 6]),
         "the newest 3 are kept: {seqs:?}"
     );
+}
+
+/// LEAKPROBE_KEEP=3 with LEAKPROBE_DUMP_SECONDS=1 for 10 s: after each
+/// automatic dump (by its sequence number and its log line) only the newest
+/// three automatic ones are on disk; a dump asked for and the exit dump are
+/// not counted and stay; a file and a link planted under automatic dumps'
+/// names are not the library's and stay too (and the link's target).
+#[test]
+fn keep_bounds_the_automatic_dumps_only() {
+    let exe = harness("exact");
+    let dir = scratch_dir("keep");
+    let env = [
+        ("LEAKPROBE_DUMP_SECONDS", "1"),
+        ("LEAKPROBE_KEEP", "3"),
+        ("LEAKPROBE_DUMP_AT_EXIT", "1"),
+    ];
+    let mut p = Probe::start(&exe, &[], &dir, &env);
+    p.expect_line("READY", Duration::from_secs(30));
+    let asked = seq_of(&p.dump_tagged().path);
+    let pid = p.pid();
+    let name = |n: u64| dir.join(format!("leakprobe.{pid}.{n}.heap"));
+    let written = |n: u64| {
+        let line = format!("wrote {} ", name(n).display());
+        wait_for(
+            &format!("dump #{n}"),
+            || p.stderr().contains(&line),
+            || p.stderr(),
+        );
+    };
+    // The first automatic dump after it, replaced by a file of the test's.
+    let planted = asked + 1;
+    written(planted);
+    let ours = dir.join("ours.tmp");
+    std::fs::write(&ours, "not leakprobe's\n").unwrap();
+    std::fs::rename(&ours, name(planted)).unwrap();
+    // The next one, replaced by a link to a file of the test's.
+    let linked = planted + 1;
+    written(linked);
+    let target = dir.join("target.txt");
+    std::fs::write(&target, "linked to\n").unwrap();
+    std::fs::remove_file(name(linked)).unwrap();
+    std::os::unix::fs::symlink(&target, name(linked)).unwrap();
+    let started = Instant::now();
+    let mut last = linked;
+    while started.elapsed() < Duration::from_secs(10) {
+        last += 1;
+        written(last);
+        let automatic: Vec<u64> = p
+            .dump_files()
+            .iter()
+            .map(|f| seq_of(f))
+            .filter(|&n| n != asked && n != planted && n != linked && n <= last)
+            .collect();
+        let newest: Vec<u64> = (last.saturating_sub(2).max(linked + 1)..=last).collect();
+        assert_eq!(automatic, newest, "after dump #{last}");
+    }
+    let (status, stderr) = p.finish(Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    assert!(last >= linked + 6, "about one a second: {last}");
+    let on_disk: Vec<u64> = dump_files_of(&dir, pid).iter().map(|f| seq_of(f)).collect();
+    let exit = *on_disk.last().unwrap();
+    assert!(exit > last, "the exit dump: {on_disk:?}");
+    let newest: Vec<u64> = on_disk
+        .iter()
+        .copied()
+        .filter(|&n| n != asked && n != planted && n != linked && n != exit)
+        .collect();
+    assert_eq!(newest.len(), 3, "{on_disk:?}");
+    assert!(
+        on_disk.contains(&asked),
+        "the dump asked for stays: {on_disk:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(name(planted)).unwrap(),
+        "not leakprobe's\n"
+    );
+    assert!(std::fs::symlink_metadata(name(linked))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "linked to\n");
 }
 
 /// LEAKPROBE_PERIOD, the old name of LEAKPROBE_DUMP_SECONDS, still works and
@@ -330,7 +404,11 @@ fn interval_dumps_follow_the_bytes_allocated() {
     // crossed. A mark crossed within a second of the last automatic dump
     // waits for that second (MIN_AUTOMATIC_GAP), so the second dump may
     // come after the last step: wait for it.
-    wait_for(|| p.dump_files().len() >= 2, "two interval dumps");
+    wait_for(
+        "two interval dumps",
+        || p.dump_files().len() >= 2,
+        || p.stderr(),
+    );
     let written = p.dump_files().len();
     let (status, stderr) = p.finish(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{stderr}");
@@ -352,11 +430,12 @@ fn the_peak_profile_shows_a_spike_that_is_gone() {
     let truth = 500.0 * (1u64 << 20) as f64;
     let peak_file = dir.join(format!("leakprobe.{}.peak.heap", p.pid()));
     wait_for(
+        "peak profile with the spike",
         || {
             Dump::try_read(&peak_file)
                 .is_some_and(|d| d.meta_u64("estimated_live_bytes") as f64 >= 0.9 * truth)
         },
-        "a peak profile with the spike",
+        || p.stderr(),
     );
     p.write_stdin("free\n");
     p.expect_line("DONE", Duration::from_secs(30));

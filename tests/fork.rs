@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn children_inherit_samples_and_dump_under_their_own_pid() {
@@ -57,14 +57,11 @@ fn children_inherit_samples_and_dump_under_their_own_pid() {
 }
 
 fn wait_for_dump(dir: &std::path::Path, pid: i32) -> Dump {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(path) = dump_files_of(dir, pid).first() {
-            return Dump::read(path);
-        }
-        assert!(Instant::now() < deadline, "no dump from process {pid}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        &format!("dump from process {pid}"),
+        || dump_files_of(dir, pid).first().map(|path| Dump::read(path)),
+        String::new,
+    )
 }
 
 #[test]
@@ -80,17 +77,15 @@ fn a_daemon_answers_the_dump_signal() {
     );
     let (status, _) = launcher.finish(Duration::from_secs(30));
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let pid: i32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-        {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "the daemon wrote no pid file");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let pid: i32 = wait_until(
+        "pid file from the daemon",
+        || {
+            std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+        },
+        String::new,
+    );
     // SAFETY: signalling the daemon we started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR2) }, 0);
     let dump = wait_for_dump(&dir, pid);

@@ -29,15 +29,11 @@ fn after_setuid_the_new_user_is_told_what_it_needs_then_dumps_work() {
     );
     p.expect_line("READY", Duration::from_secs(30));
     p.signal(libc::SIGUSR2);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !p.stderr().contains("needs write") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no permission message:\n{}",
-            p.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        "permission message",
+        || p.stderr().contains("needs write"),
+        || p.stderr(),
+    );
     let message = p.stderr();
     assert!(
         message.contains(&format!("uid {NOBODY}"))

@@ -194,25 +194,20 @@ fn a_forked_child_is_single_threaded_again_and_answers_dumps() {
         // SAFETY: sigqueue to the harness's own child.
         assert_eq!(unsafe { libc::sigqueue(child, libc::SIGUSR2, value) }, 0);
         let wanted = format!("{:08x}", 0x5500_0000 + n);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let dump = loop {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no dump answers {wanted}"
-            );
-            let found = dump_files_of(&dir, child)
-                .into_iter()
-                .map(|f| Dump::read(&f))
-                .find(|d| {
-                    d.meta
-                        .get("requests_answered")
-                        .is_some_and(|t| t.contains(&wanted))
-                });
-            if let Some(d) = found {
-                break d;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let dump = wait_until(
+            &format!("dump answering {wanted}"),
+            || {
+                dump_files_of(&dir, child)
+                    .into_iter()
+                    .map(|f| Dump::read(&f))
+                    .find(|d| {
+                        d.meta
+                            .get("requests_answered")
+                            .is_some_and(|t| t.contains(&wanted))
+                    })
+            },
+            || p.stderr(),
+        );
         assert_eq!(dump.meta["pid"], child.to_string());
         assert_eq!(dump.meta["collector"], "single-threaded");
         assert_kept(&dump, &exe);

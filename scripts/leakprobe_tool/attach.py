@@ -31,7 +31,7 @@ import struct
 import sys
 import time
 
-from . import dumpcmd
+from . import argtypes, dumpcmd
 
 LIBRARY = dumpcmd.LIBRARY
 DETACH_TAG = 0x44455441  # "DETA", src/collect/signal.rs DETACH_TAG
@@ -652,6 +652,13 @@ def named_thread(pid: int, name: str) -> int | None:
 # --- records, detach, the commands ------------------------------------------
 
 
+def bytes_count(text: str) -> int:
+    """A sample period: a whole number of bytes from 1."""
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number of bytes from 1")
+    return int(text)
+
+
 def start_time(pid: int) -> str:
     return dumpcmd.proc(pid, "stat").rpartition(b")")[2].split()[19].decode()
 
@@ -700,26 +707,26 @@ def default_library() -> str:
     return os.path.join(here, "target", "release", LIBRARY)
 
 
-def positive(text: str) -> int:
-    if not text.isdigit() or int(text) == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a process id")
-    return int(text)
-
-
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    # Not `common`: attach and detach read no dump.
+    del common
     s = sub.add_parser("attach", help="load the library into a running process (docs/attach.md)")
-    s.add_argument("pid", type=positive)
-    s.add_argument("--period", type=positive, metavar="BYTES", help="sample period (LEAKPROBE_SAMPLE)")
+    s.add_argument("pid", type=argtypes.pid)
+    s.add_argument("--period", type=bytes_count, metavar="BYTES", help="sample period (LEAKPROBE_SAMPLE)")
     s.add_argument("--dir", metavar="DIR", help="dump directory as the process sees it (/tmp)")
     s.add_argument("--signal", metavar="SIG", help="dump signal (USR2)")
     s.add_argument("--library", default=default_library(), help="the library to load")
     s.add_argument(
-        "--timeout", type=float, default=5.0, metavar="SECONDS", help="how long to wait for a thread to call malloc (5)"
+        "--timeout",
+        type=argtypes.seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for a thread to call malloc (5)",
     )
     s.set_defaults(run=run_attach)
     s = sub.add_parser("detach", help="undo an attach: GOT entries restored, the library's thread ended")
-    s.add_argument("pid", type=positive)
-    s.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
+    s.add_argument("pid", type=argtypes.pid)
+    s.add_argument("--timeout", type=argtypes.seconds, default=5.0, metavar="SECONDS", help="how long to wait for it to end (5)")
     s.set_defaults(run=run_detach)
 
 

@@ -6,21 +6,16 @@ import argparse
 import re
 import sys
 
-from . import attach, commands, dumpcmd, pprof
+from . import attach, commands, dumpcmd, pprof, push, watch
+from .argtypes import count
 from .dumpfile import DumpError
 from .flamegraph import DEFAULT_DEPTH
 
 DEPTH = 12
 
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 1_000_000:
-        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number from 1 to 1000000")
-    return value
+# Each module registers its own subcommands, in this order, as
+# `register(sub, common)`: `common` holds the options every view of a dump takes.
+COMMAND_MODULES = (commands, pprof, dumpcmd, attach, push, watch)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,10 +41,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="REGEX",
         help="also skip functions whose whole name matches REGEX as allocation wrappers (like zmalloc, g_malloc)",
     )
-    common.add_argument("--nodecount", type=int, default=20, metavar="N", help="how many functions/stacks to show (20)")
     common.add_argument(
-        "--depth", type=positive, metavar="N", help=f"frames shown per stack ({DEPTH}; flamegraph: {DEFAULT_DEPTH})"
+        "--app-frames",
+        metavar="REGEX",
+        help="functions whose whole name matches REGEX are the program's own: the responsible frame is never past one",
     )
+    common.add_argument("--nodecount", type=int, default=20, metavar="N", help="how many functions/stacks to show (20)")
+    common.add_argument("--depth", type=count, metavar="N", help=f"frames shown per stack ({DEPTH}; flamegraph: {DEFAULT_DEPTH})")
     common.add_argument("--lines", action="store_true", help="functions with file:line")
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument(
@@ -64,36 +62,8 @@ def parser() -> argparse.ArgumentParser:
         prog="leakprobe", description="Symbolized reports, diffs, trends and flame graphs from leakprobe dumps."
     )
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("report", parents=[common], help="top functions and stacks of one dump")
-    s.add_argument("dump")
-    s.set_defaults(run=commands.report)
-    s = sub.add_parser("diff", parents=[common], help="what grew and shrank between two dumps")
-    s.add_argument("base")
-    s.add_argument("dump")
-    s.set_defaults(run=commands.diff)
-    s = sub.add_parser("trend", parents=[common], help="rank stacks by steady growth over a series of dumps")
-    s.add_argument("dumps", nargs="+")
-    s.set_defaults(run=commands.trend)
-    s = sub.add_parser("summary", parents=[common], help="memory accounting and a leak/retention verdict over dumps")
-    s.add_argument("dumps", nargs="+")
-    s.set_defaults(run=commands.summary)
-    s = sub.add_parser("collapsed", parents=[common], help="folded stacks for flamegraph.pl, inferno, speedscope")
-    s.add_argument("dump")
-    s.set_defaults(run=commands.collapsed)
-    s = sub.add_parser("flamegraph", parents=[common], help="interactive SVG flame graph")
-    s.add_argument("dump")
-    s.add_argument("-o", "--output", required=True, help="the .svg file to write")
-    s.set_defaults(run=commands.flamegraph)
-    s = sub.add_parser("pprof", help="symbolized profile.proto (gzipped) for go tool pprof and profiling backends")
-    s.add_argument("dumps", nargs="+", metavar="DUMP", help="one or more dumps, summed into one profile")
-    s.add_argument("-o", "--output", required=True, help="the .pb.gz file to write")
-    s.add_argument("--base", action="append", metavar="OLDER", help="subtract this dump (repeatable): the growth since")
-    s.add_argument("--keep-allocator-frames", action="store_true", help="keep malloc, operator new... at the leaf")
-    s.add_argument("--mmap", action="store_true", help="the memory mapped outside malloc instead of the heap (as report)")
-    s.add_argument("--debug-dir", action="append", default=[], metavar="DIR", help="as for report")
-    s.set_defaults(run=pprof.export)
-    dumpcmd.register(sub)
-    attach.register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub, common)
     return p
 
 

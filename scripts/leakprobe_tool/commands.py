@@ -14,7 +14,7 @@ from typing import Any
 from .dumpfile import Dump, read_dump
 from .flamegraph import render_svg
 from .profile import KIND_FRAME, Profile, Stack, amount, build, mapped_bytes, mapped_view, trends, unnamed_objects
-from .summary import memory, verdict
+from .summary import memory, suspects, verdict
 from .symbols import JAVA, Frame, Symbolizer, program_of
 
 
@@ -23,8 +23,9 @@ def load(args: argparse.Namespace, path: str, mmap: bool | None = None) -> Profi
     if args.mmap if mmap is None else mmap:
         dump = mapped_view(dump)
     symbolizer = Symbolizer(dump, [*args.debug_dir, "/usr/lib/debug"])
-    focus, ignore, alloc = (re.compile(r) if r else None for r in (args.focus, args.ignore, args.alloc_frames))
-    return build(dump, args.measure, symbolizer, focus, ignore, alloc)
+    patterns = (args.focus, args.ignore, args.alloc_frames, getattr(args, "app_frames", None))
+    focus, ignore, alloc, app = (re.compile(r) if r else None for r in patterns)
+    return build(dump, args.measure, symbolizer, focus, ignore, alloc, app)
 
 
 def load_series(args: argparse.Namespace, mmap: bool | None = None) -> list[Profile]:
@@ -57,7 +58,14 @@ def stack_json(s: Stack) -> dict[str, Any]:
         "samples": s.samples,
         "oldest_age": s.oldest_age,
         "mean_age": s.mean_age,
-        "frames": [frame_json(f, i < s.alloc_frames) for i, f in enumerate(s.frames)],
+        "entry_points": list(s.entries),
+        "responsible": s.responsible if s.frames else None,
+        "responsible_note": s.note,
+        "old_bytes": round(s.old_bytes),
+        "frames": [
+            dict(frame_json(f, i < s.alloc_frames), moved_by=s.moved[i] if i < len(s.moved) else None)
+            for i, f in enumerate(s.frames)
+        ],
     }
 
 
@@ -127,6 +135,7 @@ def print_facts(dump: Dump) -> None:
 def report(args: argparse.Namespace) -> int:
     p = load(args, args.dump)
     functions = p.functions(args.lines)
+    held = p.responsible(args.lines)
     if args.json:
         out = {
             "facts": facts(p.dump),
@@ -134,7 +143,9 @@ def report(args: argparse.Namespace) -> int:
             "unit": p.unit,
             "estimate": True,
             "total": p.total,
-            "functions": [{"name": n, "flat": fl, "cum": c} for n, fl, c in functions[: args.nodecount]],
+            "functions": [
+                {"name": n, "responsible": held.get(n, 0), "flat": fl, "cum": c} for n, fl, c in functions[: args.nodecount]
+            ],
             "stacks": [stack_json(s) for s in p.stacks[: args.nodecount]],
             "unnamed": unnamed_objects(p),
         }
@@ -145,29 +156,43 @@ def report(args: argparse.Namespace) -> int:
     print(f"  total {p.measure}: {amount(p.total, p.unit)} (estimated: sampled counts un-sampled as jeprof and pprof do)")
     print()
     print(f"Top functions by {p.measure}:")
-    print(f"{'flat':>12} {'flat%':>6} {'sum%':>6} {'cum':>12} {'cum%':>6}  function")
+    print(f"{'resp':>12} {'resp%':>6} {'sum%':>6} {'flat':>12} {'flat%':>6} {'cum':>12} {'cum%':>6}  function")
     running = 0
     for name, fl, cum in functions[: args.nodecount]:
-        running += fl
+        mine = held.get(name, 0)
+        running += mine
         print(
-            f"{amount(fl, p.unit):>12} {percent(fl, p.total)} {percent(running, p.total)} "
-            f"{amount(cum, p.unit):>12} {percent(cum, p.total)}  {name}"
+            f"{amount(mine, p.unit):>12} {percent(mine, p.total)} {percent(running, p.total)} "
+            f"{amount(fl, p.unit):>12} {percent(fl, p.total)} {amount(cum, p.unit):>12} {percent(cum, p.total)}  {name}"
         )
+    print(
+        "(resp: under stacks whose responsible frame, the program's own code past allocation wrappers and runtime "
+        "layers, is this function; flat: its first frame past allocation wrappers, as pprof -top)"
+    )
     print()
     print("Top stacks:")
     for i, s in enumerate(p.stacks[: args.nodecount], 1):
         age = f", oldest {s.oldest_age} s, mean age {s.mean_age:.0f} s" if s.oldest_age is not None else ""
         usable = f", usable {amount(s.usable)}" if s.usable is not None and p.unit == "bytes" else ""
         share = percent(s.value, p.total).strip()
-        print(f"#{i} {amount(s.value, p.unit)} ({share}){usable}, {s.objects:,} objects, {s.samples:,} samples{age}")
+        via = f", via {' and '.join(s.entries)}" if s.entries else ""
+        print(f"#{i} {amount(s.value, p.unit)} ({share}){usable}, {s.objects:,} objects, {s.samples:,} samples{age}{via}")
         for j, f in enumerate(s.frames[: args.depth]):
-            mark = "  [allocation wrapper]" if j < s.alloc_frames else ""
-            print(f"      {f.name}  {f.location()}{mark}")
+            print(f"      {f.name}  {f.location()}{frame_mark(s, j)}")
         if len(s.frames) > args.depth:
             print(f"      ... {len(s.frames) - args.depth} more frames")
     for u in unnamed_objects(p):
         print_unnamed(u)
     return 0
+
+
+def frame_mark(s: Stack, j: int) -> str:
+    """Which rule moved past a frame, and which frame is responsible."""
+    if j < s.responsible:
+        return f"  [{s.moved[j]}]" if j < len(s.moved) else ""
+    if j == s.responsible and s.responsible:
+        return "  <- responsible" + (f": {s.note}" if s.note else "")
+    return ""
 
 
 def print_unnamed(u: dict[str, Any]) -> None:
@@ -276,8 +301,10 @@ def collapsed(args: argparse.Namespace) -> int:
 def flamegraph(args: argparse.Namespace) -> int:
     p = load(args, args.dump)
     title = f"{p.measure} of pid {p.dump.pid} ({program_of(p.dump)}), {when(p.dump.time)}, estimated"
+    # Each stack up to its responsible frame; --full-stacks: down to the allocator.
+    shown = [(s.frames if args.full_stacks else s.responsible_frames, s.value) for s in p.stacks if s.value > 0]
     svg = render_svg(
-        [(tuple(flame_label(f, args.lines) for f in reversed(s.frames)), s.value) for s in p.stacks if s.value > 0],
+        [(tuple(flame_label(f, args.lines) for f in reversed(frames)), value) for frames, value in shown],
         title=title,
         unit=p.unit,
         depth=args.depth,
@@ -291,7 +318,10 @@ def flamegraph(args: argparse.Namespace) -> int:
 def summary(args: argparse.Namespace) -> int:
     profiles = load_series(args, mmap=False)
     rows = [memory(p.dump) for p in profiles]
-    kind, sentence = verdict(rows, trends(profiles), trends(load_series(args, mmap=True)))
+    if len(profiles) == 1:
+        kind, sentence = suspects(profiles[0])
+    else:
+        kind, sentence = verdict(rows, trends(profiles), trends(load_series(args, mmap=True)))
     # The verdict may name a frame without a name: say why, and what would name it.
     unnamed = [u for u in unnamed_objects(profiles[-1]) if f"{os.path.basename(str(u['object']))}+0x" in sentence]
     if args.json:
@@ -326,3 +356,31 @@ def summary(args: argparse.Namespace) -> int:
     for u in unnamed:
         print_unnamed(u)
     return 0
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    s = sub.add_parser("report", parents=[common], help="top functions and stacks of one dump")
+    s.add_argument("dump")
+    s.set_defaults(run=report)
+    s = sub.add_parser("diff", parents=[common], help="what grew and shrank between two dumps")
+    s.add_argument("base")
+    s.add_argument("dump")
+    s.set_defaults(run=diff)
+    s = sub.add_parser("trend", parents=[common], help="rank stacks by steady growth over a series of dumps")
+    s.add_argument("dumps", nargs="+")
+    s.set_defaults(run=trend)
+    s = sub.add_parser("summary", parents=[common], help="memory accounting and a leak/retention verdict over dumps")
+    s.add_argument("dumps", nargs="+")
+    s.set_defaults(run=summary)
+    s = sub.add_parser("collapsed", parents=[common], help="folded stacks for flamegraph.pl, inferno, speedscope")
+    s.add_argument("dump")
+    s.set_defaults(run=collapsed)
+    s = sub.add_parser("flamegraph", parents=[common], help="interactive SVG flame graph")
+    s.add_argument("dump")
+    s.add_argument("-o", "--output", required=True, help="the .svg file to write")
+    s.add_argument(
+        "--full-stacks",
+        action="store_true",
+        help="down to the allocator (by default each stack ends at its responsible frame)",
+    )
+    s.set_defaults(run=flamegraph)

@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from . import argtypes
 from .profile import amount
 
 MAGIC = 0x4C45414B  # "LEAK"
@@ -424,20 +425,16 @@ def prepare_and_send(pid: int) -> Request:
     return req
 
 
-def positive(text: str) -> int:
-    if not text.isdigit() or int(text) == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a process id")
-    return int(text)
-
-
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    # Not `common`: dump asks a process, it reads no dump.
+    del common
     s = sub.add_parser(
         "dump",
         help="ask a running process for a dump and wait for it",
         description="Ask a process that has libleakprobe loaded for a dump (with the signal it uses, "
         "never one without the library) and wait for the dump that answers; prints its path and estimate.",
     )
-    s.add_argument("pid", nargs="?", type=positive, help="the process")
+    s.add_argument("pid", nargs="?", type=argtypes.pid, help="the process")
     s.add_argument("--all", metavar="NAME", help="every process with this name (comm or argv[0]) that has the library")
     s.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="how long to wait for the dump (30)")
     s.set_defaults(run=dump)

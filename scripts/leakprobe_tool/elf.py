@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .files import Refused, open_regular, read_at
 
 PT_LOAD, PT_NOTE = 1, 4
-SHT_SYMTAB, SHT_DYNSYM = 2, 11
+SHT_SYMTAB, SHT_RELA, SHT_DYNSYM = 2, 4, 11
 STT_FUNC, STT_GNU_IFUNC = 2, 10
 # Caps on what is read: headers and notes are small in every real object;
 # the largest symbol tables (libxul, libjvm) are tens of MiB.
@@ -62,6 +62,7 @@ class Elf:
         finally:
             os.close(fd)
         self._symbols: tuple[list[int], list[tuple[int, str]]] | None = None
+        self._slots: dict[int, str] | None = None
 
     def _read(self, fd: int, offset: int, size: int, cap: int, what: str) -> bytes:
         if offset < 0 or size < 0 or offset + size > self.size:
@@ -173,6 +174,59 @@ class Elf:
             os.close(fd)
         starts = sorted(table)
         return starts, [table[s] for s in starts]
+
+    def code_at(self, vaddr: int, size: int) -> bytes | None:
+        """`size` bytes of the file loaded at `vaddr` (None: not in the file)."""
+        for s in self.segments:
+            if s.vaddr <= vaddr and vaddr + size <= s.vaddr + s.filesz:
+                try:
+                    fd, st = open_regular(self.path)
+                except OSError:
+                    return None
+                try:
+                    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
+                        return None
+                    return self._read(fd, s.offset + (vaddr - s.vaddr), size, 4096, "code")
+                except ElfError:
+                    return None
+                finally:
+                    os.close(fd)
+        return None
+
+    def slot_symbol(self, slot: int) -> str | None:
+        """The dynamic symbol whose address the loader writes at `slot` (a
+        GOT entry: its .rela.plt or .rela.dyn relocation)."""
+        if self._slots is None:
+            try:
+                self._slots = self._read_slots()
+            except (OSError, ElfError):
+                self._slots = {}
+        return self._slots.get(slot)
+
+    def _read_slots(self) -> dict[int, str]:
+        out: dict[int, str] = {}
+        fd, st = open_regular(self.path)
+        try:
+            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
+                raise ElfError("the file changed while being read")
+            for section in self.section_list:
+                if section.kind != SHT_RELA or section.entsize != 24 or section.link >= len(self.section_list):
+                    continue
+                symtab = self.section_list[section.link]
+                if symtab.kind != SHT_DYNSYM or symtab.entsize != 24 or symtab.link >= len(self.section_list):
+                    continue
+                strtab = self.section_list[symtab.link]
+                relocs = self._read(fd, section.offset, section.size - section.size % 24, TABLE_CAP, "relocations")
+                symbols = self._read(fd, symtab.offset, symtab.size - symtab.size % 24, TABLE_CAP, ".dynsym")
+                strings = self._read(fd, strtab.offset, strtab.size, TABLE_CAP, "symbol names")
+                for offset, info, _addend in struct.iter_unpack("<QQq", relocs):
+                    index = info >> 32
+                    if index and (index + 1) * 24 <= len(symbols):
+                        (st_name,) = struct.unpack_from("<I", symbols, index * 24)
+                        out[offset] = cstring(strings, st_name).split("@")[0]
+        finally:
+            os.close(fd)
+        return out
 
 
 def cstring(data: bytes, off: int) -> str:

@@ -17,9 +17,10 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from .dumpfile import Dump, Mapping, Row, read_dump
+from .dumpfile import Dump, Mapping, Row, read_dump, shown
+from .entry import entry_point
 from .profile import kind_root, mapped_view, unsample, without_allocator
 from .symbols import Frame, Symbolizer, program_of
 
@@ -91,7 +92,10 @@ class Export:
     comments: list[str] = field(default_factory=list)
 
     def string(self, s: str) -> int:
-        return self.strings.setdefault(s, len(self.strings))
+        # profile.proto's strings are proto3 strings, valid UTF-8: a path or
+        # name that is not (or holds control characters) is written as every
+        # view shows it, with \xNN escapes.
+        return self.strings.setdefault(shown(s), len(self.strings))
 
     def mapping(self, dump: Dump, m: Mapping) -> MappingEntry:
         build_id = dump.build_ids.get(m.file, "")
@@ -107,7 +111,7 @@ class Export:
         """One Location per call site: its inline chain as Lines, leaf first."""
         m = dump.mapping_of(addr)
         entry = self.mapping(dump, m) if m is not None else None
-        outer = system_name(symbolizer, dump, addr, m)
+        outer = system_name(symbolizer, addr)
         lines = []
         for i, f in enumerate(chain):
             mangled = outer if i == len(chain) - 1 and outer else f.function
@@ -145,8 +149,10 @@ class Export:
             chains = [symbolizer.frames(a) for a in addresses]
             if keep_allocator and chains:
                 # The marker is no call site: of its inline chain (the
-                # library's internals), only the entry point it is in.
-                chains[0] = chains[0][-1:]
+                # library's internals), only the entry point it is in: the
+                # one the program called, where its code says which.
+                entry = entry_point(symbolizer, row)
+                chains[0] = tuple(replace(f, function=entry) if entry else f for f in chains[0][-1:])
             flat = tuple(f for c in chains for f in c)
             frames = flat if keep_allocator else without_allocator(flat)
             locations = self.trimmed(dump, symbolizer, addresses, chains, len(flat) - len(frames))
@@ -222,20 +228,17 @@ class Export:
         tail += b"".join(number(13, c) for c in comments) + number(14, default)
         # The table last, now that every string has its index.
         for text in self.strings:
-            out += message(6, text.encode("utf-8", "surrogateescape"))
+            out += message(6, text.encode("utf-8"))
         return bytes(out + tail)
 
 
-def system_name(symbolizer: Symbolizer, dump: Dump, addr: int, m: Mapping | None) -> str | None:
+def system_name(symbolizer: Symbolizer, addr: int) -> str | None:
     """The mangled name of the function containing a call site, from the
     symbol table (the symbolizer demangles the names it returns)."""
-    where = symbolizer.place(addr, m)
-    if isinstance(where, Frame):
+    found = symbolizer.object_at(addr)
+    if found is None:
         return None
-    obj, vaddr = where
-    elf = symbolizer.elf(obj)
-    if elf is None:
-        return None
+    obj, elf, vaddr = found
     name = elf.symbol_at(vaddr)
     if name is None:
         debug = symbolizer.elf(symbolizer.debug_file(obj, elf))
@@ -288,24 +291,37 @@ def describe(dump: Dump, role: str) -> list[str]:
 
 
 def export(args: argparse.Namespace) -> int:
-    debug_dirs = [*args.debug_dir, "/usr/lib/debug"]
     view = mapped_view if args.mmap else (lambda d: d)
     dumps = [view(read_dump(p)) for p in args.dumps]
     bases = [view(read_dump(p)) for p in args.base or []]
+    data, e = encode_dumps(dumps, bases, args.debug_dir, args.keep_allocator_frames, args.mmap)
+    write_atomically(args.output, data)
+    samples = sum(1 for v in e.samples.values() if any(v))
+    print(f"wrote {args.output} ({samples} samples, {len(e.locations)} locations)", file=sys.stderr)
+    return 0
+
+
+def encode_dumps(
+    dumps: list[Dump], bases: list[Dump], debug_dir: list[str], keep_allocator_frames: bool = False, mmap: bool = False
+) -> tuple[bytes, Export]:
+    """The dumps (minus the bases; `mapped_view`s for `mmap`), symbolized, as a
+    gzipped profile.proto; with the export, for its counts. `pprof` writes
+    it, `push` sends it."""
+    debug_dirs = [*debug_dir, "/usr/lib/debug"]
     e = Export()
-    what = "memory mapped outside malloc (each stack's root: its kind)" if args.mmap else "heap"
+    what = "memory mapped outside malloc (each stack's root: its kind)" if mmap else "heap"
     e.comments.append(
         f"leakprobe {what} profile: values are estimates (sampled counts un-sampled as jeprof and pprof do)"
-        + ("" if args.keep_allocator_frames else "; allocator frames dropped")
+        + ("" if keep_allocator_frames else "; allocator frames dropped")
     )
     if bases:
         e.comments.append("a difference: the dumps minus the base dumps (negative values shrank)")
     for dump in dumps:
         e.comments += describe(dump, "dump")
-        e.add(dump, Symbolizer(dump, debug_dirs), args.keep_allocator_frames, 1, ages=not bases)
+        e.add(dump, Symbolizer(dump, debug_dirs), keep_allocator_frames, 1, ages=not bases)
     for dump in bases:
         e.comments += describe(dump, "base")
-        e.add(dump, Symbolizer(dump, debug_dirs), args.keep_allocator_frames, -1, ages=False)
+        e.add(dump, Symbolizer(dump, debug_dirs), keep_allocator_frames, -1, ages=False)
     pids = [d.pid for d in dumps if d.pid is not None]
     for pid in sorted({p for p in pids if pids.count(p) > 1}):
         note = f"{pids.count(pid)} dumps of pid {pid} are summed (for its growth, give the older one as --base)"
@@ -317,11 +333,7 @@ def export(args: argparse.Namespace) -> int:
     times = [d.time for d in dumps + bases if d.time is not None]
     start = min(times) if times else 0.0
     span = max(times) - start if times else 0.0
-    data = gzip.compress(e.encode(dumps[0].period, int(start * 1e9), int(span * 1e9)), mtime=0)
-    write_atomically(args.output, data)
-    samples = sum(1 for v in e.samples.values() if any(v))
-    print(f"wrote {args.output} ({samples} samples, {len(e.locations)} locations)", file=sys.stderr)
-    return 0
+    return gzip.compress(e.encode(dumps[0].period, int(start * 1e9), int(span * 1e9)), mtime=0), e
 
 
 def write_atomically(path: str, data: bytes) -> None:
@@ -336,3 +348,16 @@ def write_atomically(path: str, data: bytes) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    # Not `common`: the export keeps every stack and frame (no --depth, --focus...).
+    del common
+    s = sub.add_parser("pprof", help="symbolized profile.proto (gzipped) for go tool pprof and profiling backends")
+    s.add_argument("dumps", nargs="+", metavar="DUMP", help="one or more dumps, summed into one profile")
+    s.add_argument("-o", "--output", required=True, help="the .pb.gz file to write")
+    s.add_argument("--base", action="append", metavar="OLDER", help="subtract this dump (repeatable): the growth since")
+    s.add_argument("--keep-allocator-frames", action="store_true", help="keep malloc, operator new... at the leaf")
+    s.add_argument("--mmap", action="store_true", help="the memory mapped outside malloc instead of the heap (as report)")
+    s.add_argument("--debug-dir", action="append", default=[], metavar="DIR", help="as for report")
+    s.set_defaults(run=export)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 
 from .dumpfile import Dump, Row
 from .elf import Elf, ElfError
+from .entry import entry_point
+from .responsible import UNNAMED_RULE, WRAPPER_RULES, Rules, site, walk
 from .symbols import ALLOCATOR_FRAME, Frame, Symbolizer, base_name
 
 # Programs' own allocation functions (redis, CPython, glib, BIND, HotSpot,
@@ -115,11 +117,22 @@ class Stack:
     mean_age: float | None = None
     alloc_frames: int = 0  # how many leaf frames are allocation wrappers (zmalloc, g_malloc, ...)
     usable: int | None = None  # estimated usable bytes (the allocator's size), live measures only
+    responsible: int = 0  # index of the responsible frame: the program's own code (responsible.py)
+    moved: tuple[str, ...] = ()  # per frame before the responsible one: the rule that moved past it
+    note: str | None = None  # how the responsible frame was chosen when no rule stopped at it
+    entries: tuple[str, ...] = ()  # the allocator entry points the program called (mallocx, calloc, ...)
+    young: int | None = None  # seconds, the youngest live sample's estimated age
+    old_bytes: float = 0.0  # estimated live bytes older than the dump's OLD_SHARE (one-dump suspects)
 
     @property
     def program_frames(self) -> tuple[Frame, ...]:
-        """From the first frame that is not an allocation wrapper: what names the stack."""
+        """From the first frame that is not an allocation wrapper (pprof's flat, without them)."""
         return self.frames[self.alloc_frames :]
+
+    @property
+    def responsible_frames(self) -> tuple[Frame, ...]:
+        """From the responsible frame: what names the stack in verdicts, trend and diff."""
+        return self.frames[self.responsible :]
 
 
 @dataclass
@@ -137,24 +150,45 @@ class Profile:
         return MEASURES[self.measure][1]
 
     def functions(self, lines: bool = False) -> list[tuple[str, int, int]]:
-        """(function, flat, cumulative), largest flat first. Flat goes to the
-        first frame that is not an allocation wrapper."""
+        """(function, flat, cumulative): the functions responsible for the
+        most first (`responsible`), then by flat. Flat goes to the first
+        frame that is not an allocation wrapper."""
         flat: dict[str, int] = {}
         cum: dict[str, int] = {}
+        held = self.responsible(lines)
+        # Ties (cum-only callers) nearest the allocation first: the program's
+        # functions before the process's start (main, __libc_start_main).
+        nearest: dict[str, int] = {}
         for s in self.stacks:
             if not s.frames:
                 continue
             leaf = s.program_frames[0].label(lines)
             flat[leaf] = flat.get(leaf, 0) + s.value
+            for depth, f in enumerate(s.responsible_frames):
+                name = f.label(lines)
+                nearest[name] = min(nearest.get(name, depth), depth)
             for name in {f.label(lines) for f in s.frames}:
                 cum[name] = cum.get(name, 0) + s.value
-        return sorted(((n, flat.get(n, 0), c) for n, c in cum.items()), key=lambda t: (-t[1], -t[2], t[0]))
+        return sorted(
+            ((n, flat.get(n, 0), c) for n, c in cum.items()),
+            key=lambda t: (-held.get(t[0], 0), -t[1], -t[2], nearest.get(t[0], -1), t[0]),
+        )
+
+    def responsible(self, lines: bool = False) -> dict[str, int]:
+        """Value per function as the responsible frame of its stacks."""
+        out: dict[str, int] = {}
+        for s in self.stacks:
+            if s.frames:
+                name = s.responsible_frames[0].label(lines)
+                out[name] = out.get(name, 0) + s.value
+        return out
 
     def by_stack(self, lines: bool) -> dict[tuple[str, ...], int]:
-        """Value per stack, named from its first frame that is not an allocation wrapper."""
+        """Value per site: stacks named from their responsible frame, those that
+        are the same code (they differ only in a runtime's entry stubs) merged."""
         out: dict[tuple[str, ...], int] = {}
         for s in self.stacks:
-            key = tuple(f.label(lines) for f in s.program_frames)
+            key = site(s.responsible_frames, lambda f: f.label(lines))
             out[key] = out.get(key, 0) + s.value
         return out
 
@@ -171,16 +205,10 @@ def without_allocator(frames: tuple[Frame, ...]) -> tuple[Frame, ...]:
     return frames[i:]
 
 
-def wrapper_count(frames: tuple[Frame, ...], extra: re.Pattern[str] | None) -> int:
-    """How many leaf frames are allocation wrappers (built-in list, or `extra`);
-    never all of them."""
-    i = 0
-    while i < len(frames) - 1:
-        name = base_name(frames[i].function)
-        if not (ALLOC_WRAPPER.fullmatch(name) or (extra and extra.fullmatch(name))):
-            break
-        i += 1
-    return i
+def wrappers(moved: tuple[str, ...]) -> int:
+    """How many leaf frames the allocation-wrapper rules moved past (with a
+    stripped helper inside a wrapper's object: the wrapper's own code)."""
+    return next((i for i, why in enumerate(moved) if why not in WRAPPER_RULES and not why.startswith(UNNAMED_RULE)), len(moved))
 
 
 def usable_of(row: Row, nbytes: float) -> float | None:
@@ -207,14 +235,18 @@ def build(
     focus: re.Pattern[str] | None = None,
     ignore: re.Pattern[str] | None = None,
     alloc_frames: re.Pattern[str] | None = None,
+    app_frames: re.Pattern[str] | None = None,
 ) -> Profile:
     which, unit = MEASURES[measure]
     rows = [r for r in dump.rows if row_counts(r, which)[0] > 0]
     # Frame 0 is the library's marker inside the allocator entry point.
     symbolizer.symbolize({a for r in rows for a in r.frames[1:]})
+    rules = Rules(ALLOC_WRAPPER, alloc_frames, app_frames)
+    threshold = old_threshold(rows) if which == "live" else None
     groups: dict[tuple[Frame, ...], list[float]] = {}
     usable: dict[tuple[Frame, ...], float | None] = {}
-    ages: dict[tuple[Frame, ...], tuple[int, float, int]] = {}  # oldest, age sum, samples
+    ages: dict[tuple[Frame, ...], tuple[int, float, int, int, float]] = {}  # oldest, age sum, samples, youngest, old bytes
+    entries: dict[tuple[Frame, ...], set[str]] = {}
     for row in rows:
         count, size = row_counts(row, which)
         objects, nbytes = unsample(count, size, dump.period)
@@ -229,38 +261,76 @@ def build(
         g[0] += objects
         g[1] += nbytes
         g[2] += count
+        entry = entry_point(symbolizer, row)
+        if entry:
+            entries.setdefault(frames, set()).add(entry)
         if which == "live":
             u, before = usable_of(row, nbytes), usable.get(frames, 0.0)
             usable[frames] = None if u is None or before is None else before + u
-        if which == "live" and row.oldest_age is not None and row.mean_age is not None:
-            oldest, total, n = ages.get(frames, (0, 0.0, 0))
-            ages[frames] = (max(oldest, row.oldest_age), total + row.mean_age * count, n + count)
-
-    def age_of(frames: tuple[Frame, ...]) -> tuple[int | None, float | None]:
-        if frames not in ages:
-            return None, None
-        oldest, total, n = ages[frames]
-        return oldest, total / n
+        if threshold is not None and row.oldest_age is not None and row.mean_age is not None:
+            oldest, total, n, young, old = ages.get(frames, (0, 0.0, 0, row.oldest_age, 0.0))
+            lo, share = age_spread(row.oldest_age, row.mean_age, threshold)
+            ages[frames] = (
+                max(oldest, row.oldest_age),
+                total + row.mean_age * count,
+                n + count,
+                min(young, lo),
+                old + share * nbytes,
+            )
 
     def usable_bytes(frames: tuple[Frame, ...]) -> int | None:
         u = usable.get(frames)
         return None if u is None else round(u)
 
-    stacks = [
-        Stack(
-            frames,
-            round(b if unit == "bytes" else o),
-            round(o),
-            round(b),
-            int(n),
-            *age_of(frames),
-            alloc_frames=wrapper_count(frames, alloc_frames),
-            usable=usable_bytes(frames),
+    stacks = []
+    for frames, (o, b, n) in groups.items():
+        found = walk(frames, rules)
+        oldest, total, count, young, old = ages.get(frames, (None, None, 0, None, 0.0))
+        stacks.append(
+            Stack(
+                frames,
+                round(b if unit == "bytes" else o),
+                round(o),
+                round(b),
+                int(n),
+                oldest,
+                None if total is None else total / max(count, 1),
+                alloc_frames=wrappers(found.moved),
+                responsible=found.index,
+                usable=usable_bytes(frames),
+                moved=found.moved,
+                note=found.note,
+                entries=tuple(sorted(entries.get(frames, ()))),
+                young=young,
+                old_bytes=old,
+            )
         )
-        for frames, (o, b, n) in groups.items()
-    ]
     stacks.sort(key=lambda s: (-s.value, [f.function for f in s.frames]))
     return Profile(dump, measure, stacks)
+
+
+# One dump's suspects: live blocks older than this share of the dump's
+# window (the age of its oldest live sample) are old; as async-profiler's
+# --leak drops the youngest 10 % of its allocations.
+OLD_SHARE = 0.1
+
+
+def old_threshold(rows: list[Row]) -> float:
+    """Age in seconds from which a live block counts as old (at least 1 s)."""
+    window = max((r.oldest_age for r in rows if r.oldest_age is not None), default=0)
+    return max(OLD_SHARE * window, 1.0)
+
+
+def age_spread(oldest: int, mean: int, threshold: float) -> tuple[int, float]:
+    """(estimated youngest age, share older than `threshold`) of a row's
+    samples, from their oldest and mean age as if spread evenly between the
+    youngest and the oldest (a steady allocator's are)."""
+    lo = max(0, min(2 * mean - oldest, oldest))
+    if oldest < threshold:
+        return lo, 0.0
+    if oldest == lo:
+        return lo, 1.0
+    return lo, min(max((oldest - threshold) / (oldest - lo), 0.0), 1.0)
 
 
 # A frame the symbolizer could not name: `object+0xoffset`, nothing else known.

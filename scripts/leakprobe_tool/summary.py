@@ -2,14 +2,16 @@
 what kind of growth it is: a leak (a stack grows steadily), a cache or pool
 that filled and levelled off, retention (the allocator keeps memory the
 program freed), or growth outside malloc. Over three or more dumps the
-verdict reads the shape of each stack's series as `trend` does."""
+verdict reads the shape of each stack's series as `trend` does; one dump
+names suspects, by the live bytes their old blocks hold."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .dumpfile import Dump
-from .profile import KIND_FRAME, SWING, Trend, amount, live_usable, mapped_bytes
+from .profile import KIND_FRAME, SWING, Profile, Trend, amount, live_usable, mapped_bytes, old_threshold
+from .responsible import site
 
 # Thresholds (documented in the README). Growth counts when RSS or the live
 # heap grew by at least SIGNIFICANT_SHARE of the first RSS and SIGNIFICANT_BYTES;
@@ -90,9 +92,8 @@ def verdict(
 ) -> tuple[str, str]:
     """(kind, sentence with the evidence), from the dumps' memory (by time)
     and every stack's trend over them (`profile.trends`), the heap's and
-    (`mapped`) that of memory the program mapped outside malloc."""
-    if len(rows) < 2:
-        return "one dump", "take a later dump to see growth"
+    (`mapped`) that of memory the program mapped outside malloc. Two dumps
+    or more: one has its `suspects`."""
     first, last = rows[0], rows[-1]
     if first.rss is None or last.rss is None:
         return "unknown", "the dumps do not record RSS (/proc was not readable)"
@@ -216,4 +217,51 @@ def live_growth(rows: list[Memory], trends: list[tuple[Key, Trend]]) -> tuple[st
     return "fluctuating", (
         f"{grew}, but no stack grew steadily (a leak) or filled and held (a cache): the live heap {how}, "
         f"most under {most}; take more dumps to see where it settles"
+    )
+
+
+@dataclass
+class Suspect:
+    key: Key
+    live: int  # estimated live bytes
+    old: float  # of which in blocks older than the threshold
+    oldest: int
+    young: int  # the youngest live block's estimated age
+
+
+def suspects(profile: Profile) -> tuple[str, str]:
+    """One dump: the stacks ranked by the live bytes their old blocks hold
+    (older than OLD_SHARE of the dump's window), with how old. A suspicion:
+    one dump cannot show growth."""
+    threshold = old_threshold([r for r in profile.dump.rows if r.live_count])
+    found: dict[Key, Suspect] = {}
+    for s in profile.stacks:
+        if s.oldest_age is None or s.young is None:
+            continue
+        key = site(s.responsible_frames, lambda f: f.label())
+        got = found.setdefault(key, Suspect(key, 0, 0.0, s.oldest_age, s.young))
+        got.live += s.value
+        got.old += s.old_bytes
+        got.oldest = max(got.oldest, s.oldest_age)
+        got.young = min(got.young, s.young)
+    old = [x for x in found.values() if x.old >= 1]
+    if not found:
+        return "one dump", "the dump records no ages of live blocks (an older library): take a later dump to see growth"
+    if not old:
+        return "one dump", (
+            f"no live block is older than {threshold:.0f} s (ages are per second): take a later dump to see which "
+            "stacks hold memory over time, or two or more to see growth"
+        )
+    ranked = sorted(old, key=lambda x: (-x.old, x.key))
+    total = sum(x.old for x in old)
+    each = "; ".join(
+        f"{named(x.key)} holds {amount(x.old)} in blocks older than {threshold:.0f} s ({amount(x.live)} live, "
+        f"allocated from {x.oldest} s to {x.young} s ago{', and still allocating' if x.young < threshold else ''})"
+        for x in ranked[:NAMED]
+    )
+    more = f"; and {len(ranked) - NAMED} more stacks" if len(ranked) > NAMED else ""
+    return "suspects", (
+        f"one dump, so a suspicion, not a verdict: {amount(total)} of the live heap is in blocks older than "
+        f"{threshold:.0f} s, the first suspect first: {each}{more}. A leak keeps adding; a filled cache or start-up "
+        "state does not: take later dumps and run summary on all of them to see which keep growing"
     )

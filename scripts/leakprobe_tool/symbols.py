@@ -68,7 +68,9 @@ class Frame:
             kind = "java" if self.kind == "java" else f"java, {self.kind}"
             where = self.file if self.line is None else f"{self.file}:{self.line}"
             return f"{where}  [{kind}]" if self.file else f"[{kind}]"
-        return f"{self.file}:{self.line}" if self.file else self.obj
+        if self.file:
+            return self.file if self.line is None else f"{self.file}:{self.line}"
+        return self.obj
 
 
 def base_name(function: str) -> str:
@@ -101,6 +103,7 @@ class Symbolizer:
             )
         self.jit = JitMap(dump)
         self.recorded = RecordedBuildIds(dump)
+        self.entry_points: dict[int, str | None] = {}  # by return address: the allocator entry point called (entry.py)
 
     def symbolize(self, addresses: set[int]) -> None:
         """Resolves every address (return addresses; frame 0 excluded)."""
@@ -149,6 +152,15 @@ class Symbolizer:
             return Frame(f"{obj}+0x{offset:x}", obj=obj, check=VERIFIED if recorded else UNVERIFIED)
         # A return address points after the call: look up the call itself.
         return mapping.file, vaddr - 1
+
+    def object_at(self, addr: int) -> tuple[str, Elf, int] | None:
+        """(object, its ELF, virtual address of the call) of a return address
+        in a readable object the process mapped; None otherwise."""
+        where = self.place(addr, self.dump.mapping_of(addr))
+        if isinstance(where, Frame):
+            return None
+        elf = self.elf(where[0])
+        return None if elf is None else (where[0], elf, where[1])
 
     def note_unverified(self, path: str, elf: Elf) -> None:
         if path in self.noted:

@@ -82,17 +82,18 @@ impl DumpDir {
     /// Writes `content` under the first free name `name_of(n)` from `*next`
     /// on, atomically (a complete temporary file renamed into place, never
     /// over an existing entry), and advances `*next` past it and past the
-    /// names found taken, which costs one line. Returns (name, path).
+    /// names found taken, which costs one line. Returns (name, path, the
+    /// file's device and inode, for `remove_written`).
     pub fn write_numbered(
         &mut self,
         next: &mut u64,
         name_of: impl Fn(u64) -> String,
         content: &[u8],
-    ) -> Result<(String, String), String> {
+    ) -> Result<(String, String, (u64, u64)), String> {
         self.retrying(|dir| {
             let fd = dir.fd()?;
             let first = *next;
-            let tmp = dir.write_temp(fd, &name_of(first), content)?;
+            let (tmp, written) = dir.write_temp(fd, &name_of(first), content)?;
             let mut result = Err(format!(
                 "{} to {} are all taken",
                 name_of(first),
@@ -109,7 +110,7 @@ impl DumpDir {
                         *next = n;
                         result = Err(error_text(e));
                     }
-                    Ok(()) => result = Ok((name.clone(), dir.path_of(&name))),
+                    Ok(()) => result = Ok((name.clone(), dir.path_of(&name), written)),
                 }
                 break;
             }
@@ -135,7 +136,7 @@ impl DumpDir {
     pub fn write_replacing(&mut self, name: &str, content: &[u8]) -> Result<String, String> {
         self.retrying(|dir| {
             let fd = dir.fd()?;
-            let tmp = dir.write_temp(fd, name, content)?;
+            let (tmp, _) = dir.write_temp(fd, name, content)?;
             let dest = CString::new(name).map_err(|e| e.to_string())?;
             if let Err(e) = files::rename(fd, &tmp, &dest) {
                 files::remove(fd, &tmp);
@@ -171,6 +172,21 @@ impl DumpDir {
         }
     }
 
+    /// Removes the dump `name` written earlier (`write_numbered`'s identity)
+    /// only if that name still holds that file: by the directory held,
+    /// never through a link, never a file the library did not write.
+    pub fn remove_written(&mut self, name: &str, written: (u64, u64)) {
+        let (Ok(dir), Ok(c)) = (self.fd(), CString::new(name)) else {
+            return;
+        };
+        let same = files::stat_at(dir, &c).is_some_and(|st| {
+            st.st_mode & libc::S_IFMT == libc::S_IFREG && (st.st_dev, st.st_ino) == written
+        });
+        if same {
+            files::remove(dir, &c);
+        }
+    }
+
     /// Whether the path now names another directory than the one held.
     fn replaced(&self) -> bool {
         std::fs::metadata(&self.path).is_ok_and(|m| {
@@ -187,8 +203,14 @@ impl DumpDir {
     }
 
     /// Writes `content` to a new temporary file (mode 0600) in `dir` named
-    /// after `name`, skipping names that are taken. Returns its name.
-    fn write_temp(&self, dir: libc::c_int, name: &str, content: &[u8]) -> Result<CString, String> {
+    /// after `name`, skipping names that are taken. Returns its name and its
+    /// (device, inode).
+    fn write_temp(
+        &self,
+        dir: libc::c_int,
+        name: &str,
+        content: &[u8],
+    ) -> Result<(CString, (u64, u64)), String> {
         for k in 0..NAMES_TRIED {
             let tmp = match k {
                 0 => format!(".{name}.tmp"),
@@ -200,9 +222,10 @@ impl DumpDir {
                 Err(libc::EEXIST) => continue,
                 Err(e) => return Err(with_permission_hint(e, &self.path)),
             };
+            let identity = files::inode(fd).unwrap_or_default();
             let written = files::write_all(fd, content);
             match written.and(files::close(fd)) {
-                Ok(()) => return Ok(tmp),
+                Ok(()) => return Ok((tmp, identity)),
                 Err(e) => {
                     files::remove(dir, &tmp);
                     return Err(error_text(e));

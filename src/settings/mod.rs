@@ -26,6 +26,9 @@ pub struct Settings {
     pub dump_every_bytes: u64,
     /// Dumps kept per process; older ones are removed.
     pub max_dumps: usize,
+    /// Automatic dumps (`LEAKPROBE_DUMP_SECONDS`, `LEAKPROBE_INTERVAL`) kept
+    /// per process, `LEAKPROBE_KEEP` (0: only `max_dumps` bounds them).
+    pub keep_automatic: usize,
     /// Keep the live profile as of the highest live heap (`LEAKPROBE_PEAK`).
     pub peak: bool,
     pub unwinder: Unwinder,
@@ -122,6 +125,7 @@ impl Default for Settings {
             dump_every_secs: 0,
             dump_every_bytes: 0,
             max_dumps: 100,
+            keep_automatic: 0,
             peak: false,
             unwinder: Unwinder::Fast,
             java: true,
@@ -160,6 +164,7 @@ impl Settings {
             dump_every_secs: dump_seconds(&get, d.dump_every_secs),
             dump_every_bytes: setting(&get, "LEAKPROBE_INTERVAL", parse_count, d.dump_every_bytes),
             max_dumps: setting(&get, "LEAKPROBE_MAX_DUMPS", parse_max_dumps, d.max_dumps),
+            keep_automatic: setting(&get, "LEAKPROBE_KEEP", parse_keep, d.keep_automatic),
             peak: setting(&get, "LEAKPROBE_PEAK", parse_switch, d.peak),
             unwinder: setting(&get, "LEAKPROBE_UNWIND", parse_unwind, d.unwinder),
             java: setting(&get, "LEAKPROBE_JAVA", parse_switch, d.java),
@@ -257,6 +262,16 @@ fn parse_max_dumps(s: &str) -> Result<usize, String> {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err("is not a whole number >= 1".into()),
     }
+}
+
+/// `LEAKPROBE_KEEP`: a bad value keeps the default, where
+/// `LEAKPROBE_MAX_DUMPS` still bounds every numbered dump.
+fn parse_keep(s: &str) -> Result<usize, String> {
+    s.parse::<usize>().map_err(|_| {
+        "is not a whole number of automatic dumps to keep (0: no limit of its own, \
+         LEAKPROBE_MAX_DUMPS still applies)"
+            .to_string()
+    })
 }
 
 fn parse_copy_timeout(s: &str) -> Result<u64, String> {
@@ -386,11 +401,13 @@ mod tests {
             ("LEAKPROBE_DUMP_SECONDS", "60"),
             ("LEAKPROBE_INTERVAL", "1073741824"),
             ("LEAKPROBE_MAX_DUMPS", "5"),
+            ("LEAKPROBE_KEEP", "3"),
         ]);
         assert_eq!(
             (c.dump_every_secs, c.dump_every_bytes, c.max_dumps),
             (60, 1 << 30, 5)
         );
+        assert_eq!(c.keep_automatic, 3);
         assert_eq!(with(&[("LEAKPROBE_SIGNAL", "PROF")]).signal, libc::SIGPROF);
         assert_eq!(with(&[("LEAKPROBE_SIGNAL", "10")]).signal, 10);
         let c = with(&[("LEAKPROBE_UNWIND", "libgcc")]);
@@ -412,6 +429,9 @@ mod tests {
         assert_eq!(with(&[("LEAKPROBE_SIGNAL", "SEGV")]).signal, libc::SIGUSR2);
         assert!(!with(&[("LEAKPROBE_DUMP_AT_EXIT", "please")]).dump_at_exit);
         assert_eq!(with(&[("LEAKPROBE_MAX_DUMPS", "0")]).max_dumps, 100);
+        for bad in ["-1", "three", "3.5", "99999999999999999999999"] {
+            assert_eq!(with(&[("LEAKPROBE_KEEP", bad)]).keep_automatic, 0, "{bad}");
+        }
         assert_eq!(
             with(&[("LEAKPROBE_COPY_TIMEOUT", "2")]).copy_timeout_secs,
             2

@@ -30,6 +30,18 @@ pub fn stat(fd: libc::c_int) -> Option<libc::stat> {
     fstat(fd).ok()
 }
 
+/// `fstatat` of `name` in `dir`, not following a link, if it is there.
+pub fn stat_at(dir: libc::c_int, name: &CStr) -> Option<libc::stat> {
+    // SAFETY: stat is plain data, all zeroes valid.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    let flags = libc::AT_SYMLINK_NOFOLLOW;
+    let st_ptr = &mut st as *mut libc::stat;
+    match raw::sys!(libc::SYS_newfstatat, dir, name.as_ptr(), st_ptr, flags) {
+        0 => Some(st),
+        _ => None,
+    }
+}
+
 /// (device, inode) of whatever a descriptor names.
 pub fn inode(fd: libc::c_int) -> Option<(u64, u64)> {
     stat(fd).map(|st| (st.st_dev, st.st_ino))

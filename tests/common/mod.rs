@@ -22,6 +22,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Once;
+use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -98,4 +99,28 @@ pub fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits for an event: polls `found` every 10 ms until it gives a value.
+/// After 30 s the test fails naming `what`, with `show()` (the program's
+/// output, the directory) to tell why. The wait is for something the
+/// program does (a line, a file, a dump), never for time to pass.
+pub fn wait_until<T>(
+    what: &str,
+    mut found: impl FnMut() -> Option<T>,
+    show: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "no {what}:\n{}", show());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `wait_until` for a condition.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool, show: impl Fn() -> String) {
+    wait_until(what, || done().then_some(()), show)
 }

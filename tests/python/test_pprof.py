@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import HARNESS, ROOT, Probe, run_json, script, site_line
+from standin import varint as read_varint
 
 # pprof's sample types -> report's measures
 MEASURES = {t: "--" + t.replace("_", "-") for t in ("inuse_space", "inuse_objects", "alloc_space", "alloc_objects")}
@@ -78,17 +79,6 @@ def fields(data: bytes) -> list[tuple[int, int | bytes]]:
     if i != len(data):
         raise AssertionError("message overruns its bytes")
     return out
-
-
-def read_varint(data: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        b = data[i]
-        value |= (b & 0x7F) << shift
-        i += 1
-        shift += 7
-        if not b & 0x80:
-            return value, i
 
 
 def signed(v: int) -> int:

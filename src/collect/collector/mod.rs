@@ -52,6 +52,8 @@ struct Collector {
     automatic: schedule::Automatic,
     /// Numbers of the dumps kept, oldest first, for `LEAKPROBE_MAX_DUMPS`.
     kept: std::collections::VecDeque<u64>,
+    /// The automatic dumps kept, oldest first, for `LEAKPROBE_KEEP`.
+    automatic_kept: std::collections::VecDeque<write::AutomaticDump>,
 }
 
 static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
@@ -349,6 +351,7 @@ impl Collector {
             kept: std::collections::VecDeque::with_capacity(
                 cfg.max_dumps.min(snapshot::KEPT_ROOM) + 1,
             ),
+            automatic_kept: std::collections::VecDeque::new(),
         }
     }
 
@@ -364,7 +367,7 @@ impl Collector {
             self.dump();
             self.answering.clear();
         } else if self.automatic.due(self.allocated_bytes) {
-            self.dump();
+            self.dump_automatic();
         } else if live::take_peak_request() {
             while self.absorb(usize::MAX) {}
             self.dump_peak();

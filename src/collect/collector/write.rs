@@ -19,20 +19,44 @@ use crate::sys::word_hash::WordMap;
 use crate::unwind::stack;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+/// Which dump is written: asked for (a signal, the C API, the exit dump),
+/// automatic (`LEAKPROBE_DUMP_SECONDS`, `LEAKPROBE_INTERVAL`: also under
+/// `LEAKPROBE_KEEP`), or the peak profile.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Asked,
+    Automatic,
+    Peak,
+}
+
+/// An automatic dump on disk, for `LEAKPROBE_KEEP`: whose, which, and the
+/// file written (device, inode), the only one its removal may take.
+pub(super) struct AutomaticDump {
+    pid: libc::pid_t,
+    number: u64,
+    written: (u64, u64),
+}
+
 impl Collector {
     /// Writes a numbered dump, or the one a caller of `leakprobe_dump` asked
     /// for; true if written.
     pub(super) fn dump(&mut self) -> bool {
-        self.write_dump(false)
+        self.write_dump(Kind::Asked)
+    }
+
+    /// Writes an automatic dump (numbered as the others).
+    pub(super) fn dump_automatic(&mut self) {
+        self.write_dump(Kind::Automatic);
     }
 
     /// Writes `leakprobe.<pid>.peak.heap`, the live profile at a new peak
     /// (replaced at each higher one; outside the numbering and the cap).
     pub(super) fn dump_peak(&mut self) {
-        self.write_dump(true);
+        self.write_dump(Kind::Peak);
     }
 
-    fn write_dump(&mut self, at_peak: bool) -> bool {
+    fn write_dump(&mut self, kind: Kind) -> bool {
+        let at_peak = kind == Kind::Peak;
         let refusals = global_alloc::refusals();
         let period = sampling::period();
         let Some((rows, unresolved)) = self.rows() else {
@@ -58,7 +82,7 @@ impl Collector {
             Ok(text) if global_alloc::refusals() == refusals => text,
             _ => return self.fail_for_memory(at_peak),
         };
-        let result = self.write_file(&text, at_peak);
+        let result = self.write_file(&text, kind);
         let written = result.is_ok();
         match result {
             Ok(path) => {
@@ -239,7 +263,8 @@ impl Collector {
     /// Writes the dump: to the path a caller of `leakprobe_dump` named, as
     /// the peak profile, or numbered in the dump directory. Its path, or
     /// why not.
-    fn write_file(&mut self, text: &[u8], at_peak: bool) -> Result<String, String> {
+    fn write_file(&mut self, text: &[u8], kind: Kind) -> Result<String, String> {
+        let at_peak = kind == Kind::Peak;
         let pid = crate::sys::raw::process_id();
         let target = if at_peak {
             None
@@ -268,8 +293,16 @@ impl Collector {
                         |n| format!("leakprobe.{pid}.{n}.heap"),
                         text,
                     )
-                    .map(|(_, path)| {
-                        self.keep_at_most(self.next_number - 1, pid);
+                    .map(|(_, path, written)| {
+                        let number = self.next_number - 1;
+                        self.keep_at_most(number, pid);
+                        if kind == Kind::Automatic {
+                            self.keep_automatic(AutomaticDump {
+                                pid,
+                                number,
+                                written,
+                            });
+                        }
                         path
                     })
                     .map_err(|why| format!("{first} in {}: {why}", self.dir.display()))
@@ -305,6 +338,28 @@ impl Collector {
         self.keep(number, true);
         while let Some(old) = self.beyond_cap() {
             self.dir.remove(&format!("leakprobe.{pid}.{old}.heap"));
+        }
+    }
+
+    /// Records an automatic dump and removes the oldest automatic ones beyond
+    /// `LEAKPROBE_KEEP` (dumps asked for, the exit dump and the peak profile
+    /// are not counted): only files this process wrote, each checked to be
+    /// still the file written.
+    fn keep_automatic(&mut self, new: AutomaticDump) {
+        let cap = settings::get().map_or(0, |c| c.keep_automatic);
+        if cap == 0 {
+            return;
+        }
+        // In a forked child, the parent's dumps are not this process's.
+        self.automatic_kept.retain(|a| a.pid == new.pid);
+        self.automatic_kept.push_back(new);
+        while self.automatic_kept.len() > cap {
+            let Some(old) = self.automatic_kept.pop_front() else {
+                break;
+            };
+            let name = format!("leakprobe.{}.{}.heap", old.pid, old.number);
+            self.dir.remove_written(&name, old.written);
+            self.kept.retain(|&n| n != old.number);
         }
     }
 

@@ -1,0 +1,89 @@
+"""The hot path's documented costs, as callgrind counts them (instructions, not
+time: the same on a loaded machine). A change that makes an unsampled
+malloc+free pair or a sample dearer than docs/overhead.md says fails here, and
+the documented number must be measured again (`make bench`) and changed with
+it: the ceilings below are that table's numbers."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import unittest
+from pathlib import Path
+
+from harness import LIBRARY, ROOT
+
+WORKLOADS = ROOT / "target/bench/workloads"
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+
+# docs/overhead.md, "Instructions (callgrind)": instructions the library adds
+# to an unsampled malloc+free pair, over glibc and over jemalloc; and
+# "Instructions per sample": with the caching unwinder, all costs included.
+ADDED_PER_PAIR = {"glibc": 13.2, "jemalloc": 13.4}
+PER_SAMPLE_FAST = 1014
+# Callgrind is exact for one binary and input; what moves is the allocator's
+# own path with the heap's layout (glibc: +-0.1 a pair here) and where the
+# samples fall (per sample: a few %).
+PAIR_SLACK = 0.3
+SAMPLE_SLACK = 0.05
+
+
+def total(env: dict[str, str], workload: str, scale: float) -> int:
+    """Instructions of every thread of one run of `workload` at `scale`."""
+    with tempfile.TemporaryDirectory(prefix="leakprobe-costs-") as scratch:
+        out = Path(scratch) / "callgrind.out"
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(WORKLOADS), workload, str(scale)],
+            env={**os.environ, "LEAKPROBE_DIR": scratch, **env},
+            capture_output=True,
+            check=True,
+            timeout=300,
+        )
+        found = re.search(r"^summary: (\d+)", out.read_text(), re.MULTILINE)
+        assert found, "callgrind wrote no summary"
+        return int(found.group(1))
+
+
+def per_pair(env: dict[str, str]) -> float:
+    """(1.1 M pairs - 0.1 M pairs) / 1 M: the start and exit cancel out."""
+    return (total(env, "pairs", 1.1) - total(env, "pairs", 0.1)) / 1e6
+
+
+class HotPathCosts(unittest.TestCase):
+    def setUp(self) -> None:
+        if not shutil.which("valgrind"):
+            self.fail("valgrind is missing: `make test` installs it (scripts/install-deps)")
+        if not WORKLOADS.exists():
+            self.fail(f"{WORKLOADS} is missing: `make test` builds it")
+
+    def test_an_unsampled_pair_costs_no_more_than_documented(self) -> None:
+        never = {"LEAKPROBE_SAMPLE": str(1 << 40)}
+        for allocator, preload in (("glibc", []), ("jemalloc", [JEMALLOC])):
+            with self.subTest(allocator=allocator):
+                if preload and not Path(preload[0]).exists():
+                    self.fail(f"{preload[0]} is missing: `make test` installs it (libjemalloc-dev)")
+                bare = per_pair({"LD_PRELOAD": " ".join(preload)} if preload else {})
+                ours = per_pair({"LD_PRELOAD": " ".join([str(LIBRARY), *preload]), **never})
+                added = ours - bare
+                print(f"\n  unsampled malloc+free pair over {allocator}: +{added:.1f} instructions", end="")
+                self.assertLessEqual(added, ADDED_PER_PAIR[allocator] + PAIR_SLACK)
+                # The library is in the path: a pair that costs nothing was not measured.
+                self.assertGreater(added, 3)
+
+    def test_a_sample_costs_no_more_than_documented(self) -> None:
+        samples = 120_000
+        scale = samples / 12e6  # churn makes 12 M allocations at scale 1
+        lib = {"LD_PRELOAD": str(LIBRARY)}
+        unsampled = total({**lib, "LEAKPROBE_SAMPLE": str(1 << 40)}, "churn", scale)
+        sampled = total({**lib, "LEAKPROBE_SAMPLE": "1", "LEAKPROBE_UNWIND": "fast"}, "churn", scale)
+        each = (sampled - unsampled) / samples
+        print(f"\n  a sample (caching unwinder, all costs): {each:,.0f} instructions", end="")
+        self.assertLessEqual(each, PER_SAMPLE_FAST * (1 + SAMPLE_SLACK))
+        self.assertGreater(each, 100)
+
+
+if __name__ == "__main__":
+    unittest.main()
