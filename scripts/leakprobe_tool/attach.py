@@ -443,10 +443,13 @@ def entry(i: int, base: int) -> bytes:
 
 def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> dict[str, object]:
     library = os.path.realpath(library)
-    if is_jvm(pid):
-        check(pid, library, jvm=True)
+    try:
+        jvm = is_jvm(pid)
+    except dumpcmd.Refused:
+        jvm = False  # unreadable: `check` says why
+    check(pid, library, jvm)
+    if jvm:
         return attach_jvm(pid, library, settings, timeout)
-    check(pid, library)
     mem = Memory(pid)
     objs = objects(pid, mem)
     libc_obj = next((o for o in objs if os.path.basename(o.path).startswith("libc.so")), None)
