@@ -24,7 +24,7 @@ from pathlib import Path
 from harness import HARNESS, LIBRARY, ROOT, Probe, script
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from leakprobe_tool import cli
+from leakprobe_tool import attach, cli
 
 LEAK_MIB = 64
 NOT_PRELOADED = {"LD_PRELOAD": None}
@@ -86,6 +86,26 @@ def in_process_output(*args: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+def interposed_names() -> set[bytes]:
+    """The functions the library defines (what it interposes), by `nm -D`."""
+    out = subprocess.run(["nm", "-D", "--defined-only", str(LIBRARY)], capture_output=True, text=True, check=True)
+    return {f.split()[2].encode() for f in out.stdout.splitlines() if len(f.split()) == 3 and f.split()[1] in "TWi"}
+
+
+def got_entries(pid: int, names: set[bytes]) -> dict[tuple[str, int, bytes], int]:
+    """Every JUMP_SLOT and GLOB_DAT entry for `names` in the process's objects
+    but the library: (object, address, name) -> value."""
+    mem = attach.Memory(pid)
+    out = {}
+    for o in attach.objects(pid, mem):
+        if o.path.endswith(LIBRARY.name):
+            continue
+        for got, name in o.slots(names):
+            out[(o.path, got, name)] = mem.word(got)
+    os.close(mem.fd)
+    return out
+
+
 def reference_checksum() -> str:
     churn = Churn()
     code, line = churn.finish()
@@ -109,6 +129,10 @@ class Attach(unittest.TestCase):
         churn = Churn()
         pid = churn.pid
         before = collector_threads(pid)
+        names = interposed_names()
+        self.assertIn(b"malloc", names)
+        entries = got_entries(pid, names)
+        self.assertGreater(len(entries), 8)
         done = churn.attach("--period", "1")
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertRegex(done.stdout, rf"^attached to process {pid}: sample period 1 bytes, dumps in ")
@@ -132,7 +156,12 @@ class Attach(unittest.TestCase):
         self.assertIn("leak_here", report.stdout)
         self.assertIn("64.0 MiB", report.stdout)
 
+        changed = {k: v for k, v in got_entries(pid, names).items() if k in entries}
+        self.assertNotEqual(changed, entries, "attached: entries point at the library")
         self.assertEqual(in_process("detach", str(pid)), 0)
+        # The objects the library brought (libgcc_s) aside.
+        after = {k: v for k, v in got_entries(pid, names).items() if k in entries}
+        self.assertEqual(after, entries, "every GOT entry as it was")
         self.assertEqual(collector_threads(pid), before, "the collector thread ended")
         self.assertIn(LIBRARY.name, Path(f"/proc/{pid}/maps").read_text(), "code stays mapped")
         log = (churn.probe.dir / f"leakprobe.{pid}.log").read_text()
