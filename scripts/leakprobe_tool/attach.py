@@ -744,8 +744,8 @@ def run_attach(args: argparse.Namespace) -> int:
         sig = parsed
         settings["LEAKPROBE_SIGNAL"] = str(sig)
     directory = args.dir or dumpcmd.DEFAULT_DIR
-    if not directory.startswith("/"):
-        print("leakprobe: --dir must be absolute (as the process sees it)", file=sys.stderr)
+    if not directory.startswith("/") or any(c in directory for c in "\n\0,"):
+        print("leakprobe: --dir must be absolute (as the process sees it), without a newline or a comma", file=sys.stderr)
         return 1
     settings["LEAKPROBE_DIR"] = directory
     try:
