@@ -60,7 +60,12 @@ STACK = 1 << 20
 SIZE = DATA + 0x2000 + STACK
 ARMED, CLAIMED, DONE, CANCELLED, FAILED = 0, 1, 2, 3, 4
 LOAD_TIMEOUT = 30.0  # seconds dlopen and leakprobe_attach may take once claimed
-STUBBED = [b"malloc", b"calloc", b"realloc", b"free"]  # src/hook/attach.rs STUBBED
+# src/hook/attach.rs STUBBED: called from the program's code, at a call
+# boundary, these hold no allocator lock (jemalloc's API: named, redis).
+STUBBED = [
+    *(b"malloc", b"calloc", b"realloc", b"free", b"posix_memalign", b"aligned_alloc"),
+    *(b"mallocx", b"rallocx", b"dallocx", b"sdallocx", b"_Znwm", b"_ZdlPv", b"_ZdlPvm"),
+]
 HOOKED = set(STUBBED)
 
 PTRACE_DETACH, PTRACE_GETREGS, PTRACE_SETREGS, PTRACE_SYSCALL = 17, 12, 13, 24
@@ -464,7 +469,7 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
             continue
         slots += o.slots(HOOKED)
     if not slots:
-        raise Refused(f"no object of process {pid} calls malloc through its GOT: no safe point to load at")
+        raise Refused(f"no object of process {pid} calls malloc or its kin through a GOT: no safe point to load at")
     slots = slots[:MAX_ENTRIES]
     gadget = find_gadget(pid, mem, libc_obj.path)
     text = "".join(f"{k}={v}\n" for k, v in settings.items()).encode()
@@ -526,7 +531,7 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
         time.sleep(0.001)
     if state == ARMED:
         raise Refused(
-            f"no thread of process {pid} called malloc, calloc, realloc or free within {timeout:g} s: "
+            f"no thread of process {pid} called malloc, free or their kin within {timeout:g} s: "
             "nothing loaded, every GOT entry put back (the stub's 1 MiB area stays mapped, unused)"
         )
     if state == FAILED:

@@ -28,7 +28,21 @@ pub struct Stubs {
 }
 
 /// The functions whose GOT entries the stubs take, as `Stubs::names` numbers.
-const STUBBED: [&CStr; 4] = [c"malloc", c"calloc", c"realloc", c"free"];
+const STUBBED: [&CStr; 13] = [
+    c"malloc",
+    c"calloc",
+    c"realloc",
+    c"free",
+    c"posix_memalign",
+    c"aligned_alloc",
+    c"mallocx",
+    c"rallocx",
+    c"dallocx",
+    c"sdallocx",
+    c"_Znwm",
+    c"_ZdlPv",
+    c"_ZdlPvm",
+];
 
 /// Not loaded late (preloaded, or the library's constructor has not run).
 const NOT_LATE: i64 = -1;

@@ -12,12 +12,16 @@ import contextlib
 import ctypes
 import io
 import os
+import random
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import unittest
 from pathlib import Path
 
@@ -341,6 +345,81 @@ class Jvm(unittest.TestCase):
         self.assertRegex(report.stdout, r"AttachLeak\.leakHere +AttachLeak\.java:\d+ +\[java\]")
         self.assertEqual(in_process("detach", pid), 0)
         self.assertEqual(churn.probe.finish(), 0)
+
+
+class Named(unittest.TestCase):
+    @unittest.skipUnless(shutil.which("named") and os.geteuid() == 0, "needs named (bind9) and root")
+    def test_named_attached_and_detached_under_queries(self) -> None:
+        """BIND's named (jemalloc's mallocx) answers every query while it is
+        attached, dumped and detached, and exits 0 on SIGTERM."""
+        base = Path(tempfile.mkdtemp(prefix="leakprobe-named-attach-"))
+        (base / "run").mkdir()
+        for d in (base, base / "run"):
+            os.chmod(d, 0o777)  # named drops CAP_DAC_OVERRIDE
+        dumps = base / "dumps"
+        dumps.mkdir()
+        os.chmod(dumps, 0o1777)  # sticky, as /tmp: the library refuses a directory anyone may change
+        port = free_port()
+        (base / "named.conf").write_text(
+            f'options {{ directory "{base}"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};\n'
+            f'  pid-file "{base}/run/named.pid"; recursion no; }};\n'
+            f'zone "attach.test" {{ type primary; file "{base}/zone.db"; }};\n'
+        )
+        (base / "zone.db").write_text(
+            "$TTL 300\n@ IN SOA ns admin 1 3600 600 86400 300\n  IN NS ns\nns IN A 127.0.0.1\nwww IN A 127.0.0.2\n"
+        )
+        log = open(base / "named.log", "w")  # noqa: SIM115 - lives as long as named
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+        named = subprocess.Popen(["named", "-g", "-c", str(base / "named.conf")], stdout=log, stderr=log, env=env)
+        question = b"\3www\6attach\4test\0" + struct.pack(">HH", 1, 1)
+
+        def ask(sock: socket.socket) -> bool:
+            qid = random.randrange(65536)
+            sock.sendto(struct.pack(">HHHHHH", qid, 0, 1, 0, 0, 0) + question, ("127.0.0.1", port))
+            reply = sock.recv(4096)
+            rid, flags, _, answers = struct.unpack(">HHHH", reply[:8])
+            return rid == qid and flags & 0xF == 0 and answers == 1
+
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(0.5)
+                deadline = time.monotonic() + 60
+                while True:  # serving
+                    self.assertIsNone(named.poll(), (base / "named.log").read_text())
+                    self.assertLess(time.monotonic(), deadline, (base / "named.log").read_text()[-2000:])
+                    with contextlib.suppress(OSError):
+                        if ask(sock) and (base / "run/named.pid").exists():
+                            break
+                sock.settimeout(5)
+                pid = str(named.pid)
+                # Queries the whole time (an idle named may not allocate, and
+                # the attach waits for an allocation), answered or not.
+                counts = {"asked": 0, "answered": 0}
+                done = threading.Event()
+
+                def load() -> None:
+                    while not done.is_set() or counts["asked"] < 500:
+                        counts["asked"] += 1
+                        counts["answered"] += ask(sock)
+
+                querier = threading.Thread(target=load)
+                querier.start()
+                try:
+                    self.assertEqual(in_process("attach", pid, "--period", "4096", "--dir", str(dumps)), 0)
+                    self.assertEqual(in_process("dump", pid), 0)
+                    self.assertEqual(in_process("detach", pid), 0)
+                finally:
+                    done.set()
+                    querier.join()
+                self.assertEqual(counts["answered"], counts["asked"], "a query went unanswered")
+            named.terminate()
+            self.assertEqual(named.wait(timeout=30), 0)
+            self.assertRegex((dumps / f"leakprobe.{pid}.log").read_text(), r"detached: \d+ GOT entries restored")
+        finally:
+            if named.poll() is None:
+                named.kill()
+                named.wait()
+            log.close()
 
 
 def free_port() -> int:
