@@ -1,12 +1,13 @@
 """`leakprobe attach PID` and `detach PID`: load libleakprobe.so into a running
 native process started without it, and undo it (docs/attach.md).
 
-Attach stops the threads (PTRACE_SEIZE + PTRACE_INTERRUPT, never
-PTRACE_O_EXITKILL) only to map the stub (one injected mmap and mprotect on a
-stopped thread, its registers and mask restored exactly, an interrupted system
-call restarted as the kernel would) and point the GOT entries of malloc,
-calloc, realloc and free of the program's objects (not libc's, not the
-loader's) at it; then every thread runs again. The first thread that calls
+Attach stops one thread (PTRACE_SEIZE + PTRACE_INTERRUPT, never
+PTRACE_O_EXITKILL; the others run on) to map the stub (injected mmap and
+mprotect system calls, its registers and mask restored exactly, an interrupted
+system call restarted as the kernel would) and to point the GOT entries of
+malloc, free and their kin in the program's objects (not libc's, not the
+loader's) at it, each with one aligned store made by that thread itself (the
+stub's writer); then it runs again. The first thread that calls
 one of them, at a call boundary where it holds no allocator or loader lock,
 runs dlopen and `leakprobe_attach` on a private stack (attach_stub.S), while
 the others run on: nobody waits for a stopped lock holder. The library then
@@ -48,14 +49,18 @@ COMMON = bytes.fromhex(
     "8905760300008b05440300008903c70534030000040000005b5841594158595a5e5f415b"
     "5c41ff23"
 )
-# The stub's layout: entries (16 bytes each) from 0, `common` at 0xc00 (both
-# in the first page, made read+execute), data from 0x1000, the stack after.
+# The stub's layout: entries (16 bytes each) from 0, `common` at 0xc00, the
+# writer at 0xe00 (all in the first page, made read+execute), data from
+# 0x1000, the stack after.
 COMMON_AT = 0xC00
+WRITER_AT = 0xE00
+WRITER_TAIL = bytes.fromhex("488b064885c0740d488b56084889104883c610ebebb8270000000f05")
 DATA = 0x1000
 MAX_ENTRIES = COMMON_AT // 16
 STATE, ERRNO_SAVED, P_DLOPEN, P_DLSYM, P_DLERROR, P_ERRNO = 0x0, 0x4, 0x8, 0x10, 0x18, 0x20
 RESULT, ERROR, STACK_TOP, HANDLE, ARG0, ARG1, PATH, FNAME = 0x28, 0x30, 0x38, 0x40, 0x48, 0x50, 0x58, 0x60
 STUBS_AT, NAMES_AT, FNAME_AT, PATH_AT, SETTINGS_AT, ORIGINALS_AT = 0x100, 0x120, 0x200, 0x300, 0x700, 0xC00
+WRITES_AT = 0x1200  # the writer's (address, value) pairs
 STACK = 1 << 20
 SIZE = DATA + 0x2000 + STACK
 ARMED, CLAIMED, DONE, CANCELLED, FAILED = 0, 1, 2, 3, 4
@@ -73,7 +78,7 @@ PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_GETSIGMASK, PTRACE_SETSIGMASK = 0x4206, 0
 PTRACE_O_TRACESYSGOOD = 1
 PTRACE_EVENT_STOP = 128
 WALL = 0x40000000
-SYS_MMAP, SYS_MPROTECT, SYS_RESTART = 9, 10, 219
+SYS_MMAP, SYS_MPROTECT, SYS_GETPID, SYS_RESTART = 9, 10, 39, 219
 ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
 REGS = [
     *("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi", "rdi"),
@@ -174,6 +179,9 @@ class Object:
         first = min(loads, key=lambda p: p[3])
         self.base = start - (first[3] & ~0xFFF)
         self.interp = any(p[0] == 3 for p in phdrs)
+        # Pages the loader made read-only after relocation (start and end
+        # rounded down, as it does).
+        self.relro = [((self.base + p[3]) & ~0xFFF, (self.base + p[3] + p[6]) & ~0xFFF) for p in phdrs if p[0] == 0x6474E552]
         self.dyn: dict[int, int] = {}
         for p in phdrs:
             if p[0] == 2:
@@ -192,6 +200,9 @@ class Object:
     def name(self, sym: int) -> bytes:
         st_name = struct.unpack("<I", self.mem.read(self.ptr(6) + 24 * sym, 4))[0]
         return self.mem.cstr(self.ptr(5) + st_name, 256)
+
+    def read_only(self, at: int) -> bool:
+        return any(lo <= at < hi for lo, hi in self.relro)
 
     def slots(self, names: set[bytes]) -> list[tuple[int, bytes]]:
         """(GOT address, name) of the JUMP_SLOT and GLOB_DAT entries for `names`."""
@@ -318,13 +329,18 @@ class Stopped:
     """Every thread of the process seized and stopped; `resume` lets every one
     go with its registers and any signal it was stopped with."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, only: bool = False) -> None:
+        """Every thread, or (`only`) one: the main thread, or the first."""
         self.pid = pid
         self.threads: dict[int, int] = {}  # tid -> signal to deliver on detach
         self.restore: dict[int, tuple[Regs, bytes]] = {}
         try:
             while True:
                 tids = {int(t) for t in os.listdir(f"/proc/{pid}/task")} - self.threads.keys()
+                if only and self.threads:
+                    break
+                if only:
+                    tids = {pid} if pid in tids and alive_thread(pid) else set(sorted(tids)[:1])
                 if not tids:
                     break
                 # All asked first, then all waited for: the stops overlap.
@@ -383,6 +399,8 @@ class Stopped:
                     raise Refused(f"thread {tid} ended during the attach")
                 if os.WSTOPSIG(st) == signal.SIGTRAP | 0x80:
                     break
+                if os.WSTOPSIG(st) in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL):
+                    raise Refused(f"the injected code faulted in thread {tid} ({signal.Signals(os.WSTOPSIG(st)).name})")
                 ptrace(PTRACE_SYSCALL, tid, 0, 0)  # another stop: not ours
         rax = self.regs(tid).rax
         return rax - 2**64 if rax >= 2**63 else rax
@@ -409,6 +427,15 @@ class Stopped:
             with contextlib.suppress(OSError):
                 ptrace(PTRACE_DETACH, tid, 0, sig)
         self.threads = {}
+
+
+def alive_thread(tid: int) -> bool:
+    """Not a zombie (a main thread that has called pthread_exit)."""
+    try:
+        with open(f"/proc/{tid}/task/{tid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
 
 
 def pick_thread(stopped: Stopped) -> int:
@@ -464,10 +491,14 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
     if not all(functions.values()):
         raise Refused(f"{libc_obj.path} does not export dlopen (glibc 2.34 or later is needed)")
     slots = []
+    protected = set()  # RELRO pages holding an entry
     for o in objs:
         if o is libc_obj or "ld-linux" in o.path or os.path.basename(o.path) == LIBRARY:
             continue
-        slots += o.slots(HOOKED)
+        for got, name in o.slots(HOOKED):
+            slots.append((got, name))
+            if o.read_only(got):
+                protected.add(got & ~0xFFF)
     if not slots:
         raise Refused(f"no object of process {pid} calls malloc or its kin through a GOT: no safe point to load at")
     slots = slots[:MAX_ENTRIES]
@@ -477,10 +508,11 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
     if len(path) >= SETTINGS_AT - PATH_AT or len(text) >= ORIGINALS_AT - SETTINGS_AT:
         raise Refused("library path or settings too long")
 
-    # Every thread stopped from here to resume(): measured.
+    # One thread stopped from here to resume(): measured. The others run on:
+    # the entries are written by that thread itself, each with one store.
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
     t0 = time.monotonic()
-    stopped = Stopped(pid)
+    stopped = Stopped(pid, only=True)
     threads = len(stopped.threads)
     base = 0
     try:
@@ -489,8 +521,10 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
         if base < 0:
             raise Refused(f"mmap in the process failed: {os.strerror(-base)}")
         originals = [mem.word(got) for got, _ in slots]
+        lea = b"\x48\x8d\x35" + struct.pack("<i", DATA + WRITES_AT - (WRITER_AT + 7))
         code = b"".join(entry(i, base) for i in range(len(slots))).ljust(COMMON_AT, b"\x90") + COMMON
-        data = bytearray(DATA + 0x2000 - DATA)
+        code = code.ljust(WRITER_AT, b"\x90") + lea + WRITER_TAIL
+        data = bytearray(0x2000)
         struct.pack_into(
             "<QQQQ", data, P_DLOPEN, *(functions[n] for n in (b"dlopen", b"dlsym", b"dlerror")), functions[b"__errno_location"]
         )
@@ -505,13 +539,24 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
         data[SETTINGS_AT : SETTINGS_AT + len(text) + 1] = text + b"\0"
         for i, value in enumerate(originals):
             struct.pack_into("<Q", data, ORIGINALS_AT + 8 * i, value)
+        for i, (got, _) in enumerate(slots):
+            struct.pack_into("<QQ", data, WRITES_AT + 16 * i, got, base + 16 * i)
+        # Nobody refers to the new mapping yet: written from here.
         mem.write(base, code)
         mem.write(base + DATA, bytes(data))
         rc = stopped.syscall(tid, gadget, SYS_MPROTECT, base, DATA, 5)
         if rc < 0:
             raise Refused(f"mprotect in the process failed: {os.strerror(-rc)}")
-        for i, (got, _) in enumerate(slots):
-            mem.write(got, struct.pack("<Q", base + 16 * i))
+        opened = []
+        try:
+            for page in sorted(protected):
+                if stopped.syscall(tid, gadget, SYS_MPROTECT, page, 0x1000, 3) < 0:
+                    raise Refused(f"cannot make the GOT page at {page:#x} writable")
+                opened.append(page)
+            stopped.syscall(tid, base + WRITER_AT, SYS_GETPID)
+        finally:
+            for page in opened:
+                stopped.syscall(tid, gadget, SYS_MPROTECT, page, 0x1000, 1)
     finally:
         stopped.resume()
         stop_ms = (time.monotonic() - t0) * 1000
@@ -785,7 +830,7 @@ def run_attach(args: argparse.Namespace) -> int:
     how = (
         f"as a JVMTI agent, no thread stopped ({done['ms']:.0f} ms)"
         if done.get("jvm")
-        else f"{done['threads']} threads stopped {done['stop_ms']:.1f} ms"
+        else f"{done['threads']} {'thread' if done['threads'] == 1 else 'threads'} stopped {done['stop_ms']:.1f} ms"
     )
     print(
         f"attached to process {args.pid}: sample period {args.period or 524288} bytes, dumps in {directory}, "

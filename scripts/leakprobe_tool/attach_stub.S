@@ -87,3 +87,22 @@ arg0:        .quad 0
 arg1:        .quad 0
 path:        .quad 0
 fname:       .quad 0
+
+# `writer` (a separate routine, at 0xe00 of the stub; attach.py builds it with
+# the displacement of its table, 16-byte (address, value) pairs ended by a
+# zero address): run on the one stopped thread, it stores each value with one
+# aligned 8-byte store, so a thread that runs meanwhile reads a GOT entry
+# whole, then makes a getpid system call, where the injector takes the thread
+# back. Encoded: 48 8d 35 <disp32> 48 8b 06 48 85 c0 74 0d 48 8b 56 08
+# 48 89 10 48 83 c6 10 eb eb b8 27 00 00 00 0f 05
+#
+# writer: lea rsi, [rip + table]
+# 1:      mov rax, qword ptr [rsi]
+#         test rax, rax
+#         jz 2f
+#         mov rdx, qword ptr [rsi + 8]
+#         mov qword ptr [rax], rdx
+#         add rsi, 16
+#         jmp 1b
+# 2:      mov eax, 39
+#         syscall

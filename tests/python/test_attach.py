@@ -217,10 +217,11 @@ class Attach(unittest.TestCase):
         churn = Churn("attach_churn16")
         code, out = in_process_output("attach", str(churn.pid), "--dir", str(churn.probe.dir))
         self.assertEqual(code, 0, out)
-        m = re.search(r"(\d+) threads stopped ([0-9.]+) ms", out)
+        m = re.search(r"(\d+) threads? stopped ([0-9.]+) ms", out)
         assert m, out
-        self.assertEqual(int(m.group(1)), 17)
-        print(f"\nattach: {m.group(1)} threads stopped {m.group(2)} ms", file=sys.stderr)
+        # One thread stopped, the other 16 run on throughout.
+        self.assertEqual(int(m.group(1)), 1)
+        print(f"\nattach of a 17-thread process: {m.group(1)} thread stopped {m.group(2)} ms", file=sys.stderr)
         # The goal is 100 ms; the bound leaves room for a loaded machine.
         self.assertLess(float(m.group(2)), 2000)
         self.assertEqual(in_process("detach", str(churn.pid)), 0)
