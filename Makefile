@@ -7,7 +7,7 @@ CFLAGS   := -g -O0 -Wall -Wextra -fno-omit-frame-pointer
 CXXFLAGS := $(CFLAGS)
 # c-harness/malloc_shapes.c in each shape of call to malloc (see there).
 FRAME0_SHAPES := shape_nopie_pointer shape_nopie_direct shape_nopie_pointer_onesegment shape_pie_pointer shape_pie_direct shape_noplt_direct
-PROGRAMS := attach_churn attach_churn16 attach_static attach_cxx exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes waits owned_signals inlined zmalloc dump_target usable usable_jemalloc own_malloc cxx_nodwarf out_of_memory fds mapped mapped_jemalloc shm brk cxx_checks jemalloc_extra stall bootstrap fork_lost single copyfail
+PROGRAMS := attach_churn attach_churn16 attach_static attach_cxx exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes waits owned_signals inlined zmalloc dump_target usable usable_jemalloc own_malloc cxx_nodwarf out_of_memory fds mapped mapped_jemalloc shm brk cxx_checks jemalloc_extra stall bootstrap fork_lost single copyfail selfsig closefds execl_ign fixed_in_block
 
 .PHONY: all lib harness java deps test lint demo bench clean
 
@@ -19,7 +19,7 @@ deps:
 lib:
 	cargo build --release
 
-harness: $(addprefix $(HARNESS)/,$(PROGRAMS) $(FRAME0_SHAPES)) $(HARNESS)/libplugin.so $(HARNESS)/stripped_pie $(HARNESS)/stripped_nopie $(HARNESS)/versioned_user $(HARNESS)/libjni_attach.so $(HARNESS)/stripped_wrapper $(HARNESS)/entry_points
+harness: $(addprefix $(HARNESS)/,$(PROGRAMS) $(FRAME0_SHAPES)) $(HARNESS)/libplugin.so $(HARNESS)/libother_handler.so $(HARNESS)/stripped_pie $(HARNESS)/stripped_nopie $(HARNESS)/versioned_user $(HARNESS)/libjni_attach.so $(HARNESS)/stripped_wrapper $(HARNESS)/entry_points
 
 $(HARNESS):
 	mkdir -p $@
@@ -78,6 +78,9 @@ $(addprefix $(HARNESS)/,$(FRAME0_SHAPES)): c-harness/malloc_shapes.c | $(HARNESS
 $(HARNESS)/libplugin.so: c-harness/plugin.c | $(HARNESS)
 	$(CC) $(CFLAGS) -shared -fPIC -o $@ $<
 
+$(HARNESS)/libother_handler.so: c-harness/other_handler.c | $(HARNESS)
+	$(CC) $(CFLAGS) -shared -fPIC -o $@ $<
+
 # The JNI library of java-harness/NativeAttach.java, with the headers of
 # javac's JDK (looked up when built: `make test` may have just installed it).
 JDK = $(shell dirname "$$(dirname "$$(readlink -f "$$(command -v javac)")")")
@@ -130,7 +133,7 @@ lint:
 
 # The library's unit tests also in the dev profile: overflow checks on
 # (never in release, whose hot path they would change).
-test: deps all lint target/bench/workloads
+test: deps all lint target/bench/workloads target/bench/entry_pairs
 	cargo test --lib
 	cargo test --release -- --test-threads=2
 	python3 -m unittest discover -s tests/python
@@ -138,13 +141,17 @@ test: deps all lint target/bench/workloads
 demo: deps all
 	scripts/demo
 
-bench: deps all target/bench/workloads target/bench/cxx_workload target/bench/idle_thread.so
+bench: deps all target/bench/workloads target/bench/entry_pairs target/bench/cxx_workload target/bench/idle_thread.so
 	scripts/install-deps --bench
 	scripts/bench
 
 target/bench/workloads: bench/workloads.c
 	mkdir -p target/bench
 	$(CC) -O2 -g -o $@ $< -lpthread
+
+target/bench/entry_pairs: bench/entry_pairs.cc
+	mkdir -p target/bench
+	$(CXX) -O2 -g -o $@ $< -ldl
 
 target/bench/cxx_workload: bench/cxx_workload.cc
 	mkdir -p target/bench

@@ -4,11 +4,13 @@
 //! - `hook`: the library's definitions of the functions it interposes:
 //!   the allocator entry points (`alloc`, C++ `cxx`), the C API (`api`),
 //!   signal dispositions, masks, waits and exec (`signals`), `dlclose`
-//!   (`unload`), `fork`; and the table of every one (`entry_points`).
+//!   (`unload`), `fork`, mappings, segments, the break and thread stacks
+//!   (`mapping`, `segments`, `threads`); and the table of every one
+//!   (`entry_points`).
 //! - `collect`: the background collector thread, fed by a lock-free `ring`;
 //!   dump requests (`signal`) and fork handling.
-//! - `mapped`: mappings outside malloc (mmap, mremap, thread stacks),
-//!   sampled and tracked like heap memory.
+//! - `mapped`: the table of sampled memory outside malloc (mappings,
+//!   segments, the break, thread stacks): what an unmap gives back.
 //! - `profile`: what a dump says: the heap text format (`dump`), the
 //!   objects loaded and their build-ids, the allocator's and the process's
 //!   numbers (`accounting`), what the profile cannot see (`blind`).
@@ -25,10 +27,12 @@
 //!
 //! An allocation: `hook::alloc` counts it down on `sample::thread_state`
 //! and tail-calls `next`; at a sample point `sample::sampling` decides,
-//! `unwind::stack` captures the stack, `sample::live` records the block and
+//! `unwind::stack` (and `unwind::frames`) captures the stack,
+//! `sample::live` records the block (`mapped::table` a mapping) and
 //! `collect::ring` carries the stack to `collect::collector`, which
 //! interns it. A dump request (`collect::signal`, the C API, a timer) makes
-//! the collector write `profile::dump` into the dump directory.
+//! the collector render `profile::dump` and hand it to its sinks
+//! (`collect::sink`: the dump directory).
 
 // Unit tests build the crate without its exported entry points.
 #![cfg_attr(test, allow(dead_code))]
@@ -79,13 +83,13 @@ fn start(cfg: &'static settings::Settings, preloaded: bool) {
     hook::sampled::resolve_own_addresses();
     // Before the collector: its fork handlers must run first (see `mapped`).
     mapped::init();
+    hook::threads::init();
+    hook::segments::init();
     unwind::walk::init(cfg.unwinder == settings::Unwinder::Fast);
     if cfg.no_inherit && preloaded {
         settings::inherit::remove_from_preload();
     }
-    if !cfg.java {
-        unwind::java::disable();
-    }
+    unwind::frames::init(cfg);
     collect::single::register();
     collect::collector::start(cfg);
     // After the dump directory is open: the lines go to the log too. (An
@@ -93,8 +97,18 @@ fn start(cfg: &'static settings::Settings, preloaded: bool) {
     if preloaded {
         profile::blind::check(profile::objects::program_path());
     }
-    if collect::signal::install(cfg.signal) && preloaded {
-        hook::signals::install(cfg.signal);
+    let signal = if collect::signal::install(cfg.signal) {
+        // Attached, the program's threads keep their masks (`hook::attach`).
+        if preloaded {
+            hook::signals::install(cfg.signal);
+        }
+        cfg.signal
+    } else {
+        0
+    };
+    {
+        use std::os::unix::ffi::OsStrExt;
+        profile::published::init(cfg.dir.as_bytes(), signal);
     }
     if cfg.dump_at_exit {
         sys::process::at_exit(collect::collector::dump_at_exit);

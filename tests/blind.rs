@@ -44,11 +44,7 @@ fn a_program_with_its_own_malloc_is_told_it_is_not_seen() {
 
 #[test]
 fn another_allocator_preloaded_first_is_named() {
-    let jemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
-    if !std::path::Path::new(jemalloc).exists() {
-        eprintln!("SKIP: {jemalloc} is not installed");
-        return;
-    }
+    let jemalloc = installed("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "libjemalloc2");
     let (dump, stderr) = run("exact", Some(jemalloc));
     assert!(stderr.contains("malloc resolves to"), "{stderr}");
     assert!(
@@ -75,7 +71,10 @@ fn an_ordinary_program_gets_no_warning() {
 fn a_non_pie_program_that_takes_mallocs_address_gets_no_warning() {
     let python = std::path::Path::new("/usr/bin/python3.11");
     if !python.exists() {
-        eprintln!("SKIP: {} is not installed", python.display());
+        skip(
+            "a_non_pie_program_that_takes_mallocs_address_gets_no_warning",
+            "no /usr/bin/python3.11 (Debian 12's python3)",
+        );
         return;
     }
     let dir = scratch_dir("blind_python");

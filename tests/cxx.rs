@@ -33,14 +33,19 @@ fn every_operator_of_tcmalloc_is_exact() {
     every_operator_is_exact(Some("/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"));
 }
 
+/// The Debian package of an allocator the tests preload.
+fn package_of(allocator: &str) -> &'static str {
+    if allocator.contains("jemalloc") {
+        "libjemalloc2"
+    } else {
+        "libgoogle-perftools4"
+    }
+}
+
 /// The harness with the library and, after it, `allocator` if given.
 fn every_operator_is_exact(allocator: Option<&str>) {
     let preload = match allocator {
-        Some(a) if !std::path::Path::new(a).exists() => {
-            eprintln!("SKIP: {a} is not installed");
-            return;
-        }
-        Some(a) => format!("{} {a}", library().display()),
+        Some(a) => format!("{} {}", library().display(), installed(a, package_of(a))),
         None => library().display().to_string(),
     };
     let exe = harness("cxx_new");
@@ -147,14 +152,13 @@ fn counts_and_checks(preload: &str, n: u32) -> (u64, u64) {
 /// `aligned_alloc`; tcmalloc's reach neither; libstdc++'s reach both).
 #[test]
 fn every_new_counts_once_and_every_delete_checks_once() {
-    if std::process::Command::new("valgrind")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP: valgrind is not installed (scripts/install-deps installs it)");
-        return;
-    }
+    assert!(
+        std::process::Command::new("valgrind")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "valgrind is missing: `make deps` (scripts/install-deps) installs it"
+    );
     let lib = library().display().to_string();
     for allocator in [
         None,
@@ -162,11 +166,7 @@ fn every_new_counts_once_and_every_delete_checks_once() {
         Some("/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"),
     ] {
         let preload = match allocator {
-            Some(a) if !std::path::Path::new(a).exists() => {
-                eprintln!("SKIP: {a} is not installed");
-                continue;
-            }
-            Some(a) => format!("{lib} {a}"),
+            Some(a) => format!("{lib} {}", installed(a, package_of(a))),
             None => lib.clone(),
         };
         let none = counts_and_checks(&preload, 0);

@@ -97,7 +97,10 @@ fn jeprof_names_a_python_function_in_debians_python() {
     let header = std::fs::read(python).unwrap_or_default();
     // ELF type 2 (ET_EXEC) at offset 16: not a PIE.
     if header.get(16) != Some(&2) {
-        println!("SKIP: no non-PIE /usr/bin/python3.11");
+        skip(
+            "jeprof_names_a_python_function_in_debians_python",
+            "no non-PIE /usr/bin/python3.11 (Debian 12's python3)",
+        );
         return;
     }
     let dir = scratch_dir("python_frame_zero");

@@ -85,6 +85,39 @@ fn sig_ign_is_inherited_across_exec() {
     assert_eq!(output_of("ignore-exec"), "alive");
 }
 
+/// `nohup`'s shape across `execl`, `execle`, `execlp` (not interposable as
+/// glibc makes them: variadic, calling its own `execve`), with the dump
+/// signal SIGHUP: the new program starts with its hangup ignored and not
+/// blocked, and survives it.
+#[test]
+fn sig_ign_and_the_mask_cross_the_execl_family() {
+    let exe = harness("execl_ign");
+    for call in ["execl", "execle", "execlp"] {
+        let dir = scratch_dir(&format!("execl_ign_{call}"));
+        let env = [
+            ("LEAKPROBE_NO_INHERIT", "1"),
+            ("LEAKPROBE_SIGNAL", "SIGHUP"),
+        ];
+        let mut p = Probe::start(&exe, &[call], &dir, &env);
+        let blocked = p.expect_line("SigBlk:", Duration::from_secs(30));
+        let ignored = p.expect_line("SigIgn:", Duration::from_secs(30));
+        let mask = |line: &str| u64::from_str_radix(line[7..].trim(), 16).unwrap();
+        assert_eq!(mask(&blocked) & 1, 0, "{call}: SIGHUP blocked ({blocked})");
+        assert_eq!(
+            mask(&ignored) & 1,
+            1,
+            "{call}: SIGHUP not ignored ({ignored})"
+        );
+        assert_eq!(p.expect_line("ALIVE", Duration::from_secs(30)), "ALIVE");
+        let (status, stderr) = p.finish(Duration::from_secs(30));
+        assert!(status.success(), "{call}: {status}\n{stderr}");
+    }
+    // Arguments past the six registers reach the new program.
+    let dir = scratch_dir("execl_ign_long");
+    let mut p = Probe::start(&exe, &["long"], &dir, &[("LEAKPROBE_NO_INHERIT", "1")]);
+    assert_eq!(p.expect_line("LAST", Duration::from_secs(30)), "LAST 12");
+}
+
 #[test]
 fn new_programs_start_with_the_programs_mask() {
     for mode in ["exec-mask", "system-mask", "spawn-mask"] {

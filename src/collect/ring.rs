@@ -1,6 +1,7 @@
 //! The lock-free ring that carries sampled stacks from allocating threads to
-//! the collector thread.
+//! the collector thread: heap samples and mapped ones (`Sample::kind`).
 
+use crate::mapped::table::Kind;
 use crate::unwind::stack::Stack;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use crossbeam_queue::ArrayQueue;
@@ -17,10 +18,35 @@ const MAX_WAIT_NS: u64 = 1_000_000_000;
 
 #[derive(Clone)]
 pub struct Sample {
+    /// The live entry's (heap) or the tracked range's (mapped) sequence.
     pub seq: u64,
+    /// The heap block; for a mapped sample, its kind's code (`mapped`),
+    /// below any address a block can have: the heap's sampled path then
+    /// writes no more than it did before mapped samples took the ring.
     pub ptr: usize,
     pub size: usize,
     pub stack: Stack,
+}
+
+impl Sample {
+    /// A mapped sample of `kind` (tracked in `mapped::table` as `seq`).
+    pub fn mapped(kind: Kind, seq: u64, size: usize, stack: Stack) -> Sample {
+        Sample {
+            seq,
+            ptr: kind as usize + 1,
+            size,
+            stack,
+        }
+    }
+
+    /// None for the heap; a mapped sample's kind.
+    #[inline(always)]
+    pub fn kind(&self) -> Option<Kind> {
+        match self.ptr {
+            0 => None,
+            code => Kind::ALL.get(code - 1).copied(),
+        }
+    }
 }
 
 static RING: AtomicPtr<ArrayQueue<Sample>> = AtomicPtr::new(core::ptr::null_mut());
@@ -70,6 +96,17 @@ pub fn push(mut sample: Sample, wake: impl Fn()) -> bool {
         crate::sys::clock::sleep(std::time::Duration::from_nanos(pause));
         waited += pause;
         pause = (pause * 2).min(5_000_000);
+    }
+}
+
+/// `push` without waiting for room: for a sample taken where the thread
+/// must not sleep or allocate (a move of the program break, which a
+/// single-threaded program's ring may hold until its next heap sample).
+pub fn push_now(sample: Sample) -> bool {
+    let size = sample.size;
+    match ring() {
+        Some(ring) if ring.push(sample).is_ok() => true,
+        _ => count_drop(size),
     }
 }
 

@@ -272,6 +272,30 @@ pub fn classify(info: *const libc::siginfo_t) -> Delivery {
     Delivery::Request
 }
 
+/// At exit, on the exiting thread: deliveries still pending for the process
+/// (the thread that takes them did not yet) are counted as `classify` says.
+/// Only while the program has no use for the signal: then every thread of
+/// the program blocks it, this one too, so it can take them.
+pub fn take_pending() {
+    let sig = dump_signal();
+    if sig <= 0 || program_has_handler() || program_waits() {
+        return;
+    }
+    // A bound: a program signalling itself from another thread meanwhile.
+    for _ in 0..64 {
+        let Some(info) = raw::sigtimedwait(raw::sigset(&[sig]), 0) else {
+            return;
+        };
+        if let Delivery::HandBack | Delivery::Program = classify(&info) {
+            // The program's after all (a handler installed meanwhile).
+            let mut copy = info;
+            copy.si_code = libc::SI_QUEUE;
+            raw::sigqueue(sig, &copy);
+            return;
+        }
+    }
+}
+
 /// A `sigqueue` from another process tagged by leakprobe: its token.
 fn tagged_request(info: *const libc::siginfo_t) -> Option<u32> {
     tagged(info, TAG)

@@ -70,6 +70,7 @@ static NO_HAND_OVER: AtomicBool = AtomicBool::new(false);
 /// depend on this file).
 pub fn register() {
     mode::set_start(start);
+    crate::sys::process::at_exit(at_exit);
 }
 
 /// Starts single-threaded mode: the helper thread. The error if it cannot
@@ -86,7 +87,6 @@ fn start() -> Result<(), i32> {
         mode::set_active(false);
         return Err(e);
     }
-    crate::mapped::thread_stacks::set_before_create(leave);
     mode::set_active(true);
     Ok(())
 }
@@ -116,10 +116,11 @@ fn threads_allowed() -> bool {
     }
     let tid = AtomicI32::new(0);
     let made = raw::clone_thread(stack as usize + 4096, tid.as_ptr(), exit_now).is_ok();
-    // Cleared by the kernel once the thread no longer uses its stack.
+    // Cleared by the kernel once the thread no longer uses its stack, and
+    // woken as a shared futex (a private wait would sleep its full second).
     while made && tid.load(Ordering::Acquire) != 0 {
         let seen = tid.load(Ordering::Acquire) as u32;
-        raw::futex_wait(tid.as_ptr() as *const u32, seen, 1000);
+        raw::futex_wait_shared(tid.as_ptr() as *const u32, seen, 1000);
     }
     // SAFETY: the page mapped above; the thread that used it has exited.
     unsafe { raw::unmap(stack, 4096) };
@@ -131,13 +132,27 @@ fn threads_allowed() -> bool {
 fn stop_helper() {
     STOP.store(true, Ordering::Release);
     for _ in 0..(child_timeout_ms() + 10_000) {
-        if mode::HELPER_TID.load(Ordering::Acquire) == 0 {
+        let tid = mode::HELPER_TID.load(Ordering::Acquire);
+        if tid == 0 {
             return;
         }
         mode::wake_helper();
         doorbell::ring();
-        raw::sleep_ms(1);
+        // The kernel clears the word and wakes it (shared) when the helper
+        // ends: no sleep longer than its way out.
+        raw::futex_wait_shared(mode::HELPER_TID.as_ptr() as *const u32, tid as u32, 1);
     }
+}
+
+/// At exit (registered at load, so after the program's own exit handlers):
+/// the helper stops, a snapshot under way finishing first (its copy would
+/// die with the helper), and a request still pending is written here
+/// (`collector::answer_at_exit`).
+extern "C" fn at_exit() {
+    if mode::active() {
+        stop_helper();
+    }
+    collector::answer_at_exit();
 }
 
 /// The program has (or is about to have) a second thread: the collector
@@ -221,6 +236,11 @@ extern "C" fn helper() -> ! {
         if STOP.load(Ordering::Acquire) {
             raw::exit_thread();
         }
+        // Read before the signal: the helper starts before the signal is
+        // installed (`hook::signals::install` rings the doorbell after), and
+        // a ring between the two reads must cut the wait short, or a request
+        // in the program's first second waits up to `IDLE_MS` unanswered.
+        let seen = doorbell::current();
         let sig = signal::dump_signal();
         mode::HELPER_SIGNAL.store(sig, Ordering::Relaxed);
         // As the collector: the signal is taken only while the program has
@@ -230,7 +250,6 @@ extern "C" fn helper() -> ! {
                 take(sig, &info, pid);
             }
         } else {
-            let seen = doorbell::current();
             raw::futex_wait(doorbell::word(), seen, IDLE_MS);
         }
         if STOP.load(Ordering::Acquire) {

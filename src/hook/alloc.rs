@@ -93,7 +93,10 @@ macro_rules! releasing {
 }
 
 allocating!(malloc(size: usize), bytes = size, frame = Malloc);
-allocating!(calloc(n: usize, size: usize), bytes = n.saturating_mul(size), frame = Calloc);
+// Wrapping: a product that overflows is a calloc that fails and allocates
+// nothing, and bytes counted for it move no later allocation's odds of being
+// sampled (the gaps are memoryless). A multiply and no overflow branch.
+allocating!(calloc(n: usize, size: usize), bytes = n.wrapping_mul(size), frame = Calloc);
 allocating!(aligned_alloc(align: usize, size: usize), bytes = size, frame = Memalign);
 allocating!(memalign(align: usize, size: usize), bytes = size, frame = Memalign);
 allocating!(valloc(size: usize), bytes = size, frame = Valloc);

@@ -1,34 +1,32 @@
 //! The `setuid` family: a single-threaded program's helper thread
 //! (`collect::single`), which glibc does not know, follows the program's
 //! new credentials (glibc changes only the threads it knows), so it never
-//! keeps privileges the program gave up.
+//! keeps privileges the program gave up; and the published record says
+//! whether the new credentials may still write dumps
+//! (`profile::published`).
 
 use core::ffi::c_int;
 
-macro_rules! changes_credentials {
-    ($name:ident($($arg:ident: $ty:ty),*)) => {
-        /// The helper follows the program's new credentials.
-        ///
-        /// # Safety
-        /// As the C function.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name($($arg: $ty),*) -> c_int {
-            // SAFETY: the program's arguments, unchanged (the contract).
-            let rc = unsafe { crate::next::slot::$name.get()($($arg),*) };
-            if rc == 0 {
-                crate::sys::errno::preserved(crate::collect::single::credentials_changed);
+/// The helper follows the program's new credentials, once they changed;
+/// a dump directory they cannot write into is a refusal `leakprobe dump`
+/// reads at once (`profile::published`).
+fn changed(rc: &c_int) {
+    if *rc == 0 {
+        crate::sys::errno::preserved(|| {
+            crate::collect::single::credentials_changed();
+            if let Some(cfg) = crate::settings::get() {
+                crate::profile::published::credentials_changed(&cfg.dir);
             }
-            rc
-        }
-    };
+        });
+    }
 }
 
-changes_credentials!(setuid(uid: libc::uid_t));
-changes_credentials!(setgid(gid: libc::gid_t));
-changes_credentials!(seteuid(uid: libc::uid_t));
-changes_credentials!(setegid(gid: libc::gid_t));
-changes_credentials!(setreuid(r: libc::uid_t, e: libc::uid_t));
-changes_credentials!(setregid(r: libc::gid_t, e: libc::gid_t));
-changes_credentials!(setresuid(r: libc::uid_t, e: libc::uid_t, s: libc::uid_t));
-changes_credentials!(setresgid(r: libc::gid_t, e: libc::gid_t, s: libc::gid_t));
-changes_credentials!(setgroups(n: libc::size_t, list: *const libc::gid_t));
+forwarding!(setuid(uid: libc::uid_t) -> c_int, before = || {}, then = changed);
+forwarding!(setgid(gid: libc::gid_t) -> c_int, before = || {}, then = changed);
+forwarding!(seteuid(uid: libc::uid_t) -> c_int, before = || {}, then = changed);
+forwarding!(setegid(gid: libc::gid_t) -> c_int, before = || {}, then = changed);
+forwarding!(setreuid(r: libc::uid_t, e: libc::uid_t) -> c_int, before = || {}, then = changed);
+forwarding!(setregid(r: libc::gid_t, e: libc::gid_t) -> c_int, before = || {}, then = changed);
+forwarding!(setresuid(r: libc::uid_t, e: libc::uid_t, s: libc::uid_t) -> c_int, before = || {}, then = changed);
+forwarding!(setresgid(r: libc::gid_t, e: libc::gid_t, s: libc::gid_t) -> c_int, before = || {}, then = changed);
+forwarding!(setgroups(n: libc::size_t, list: *const libc::gid_t) -> c_int, before = || {}, then = changed);

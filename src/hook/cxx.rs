@@ -117,22 +117,46 @@ macro_rules! operator_new {
         /// slot (through a jump it set, or from its `probe`).
         #[inline(never)]
         pub unsafe extern "C" fn $name(size: usize $(, $arg: $ty)*) -> Ptr {
-            if thread_state::crosses(size) {
-                let api = if $array { Api::NewArray } else { Api::New };
-                // SAFETY: the slots are resolved (this function's contract).
-                let alloc = move || unsafe { try_own_new(size, $align, $array) };
-                // SAFETY: `alloc` returns the allocator's block of `size`
-                // bytes, or null.
-                let p = unsafe { allocate_sampled(alloc, size, api) };
-                if !p.is_null() {
-                    return p;
-                }
+            if !thread_state::crosses(size) {
+                // SAFETY: the slot is resolved; the program's arguments to
+                // this same operator, unchanged.
+                return unsafe { next::slot::$name.loaded()(size $(, $arg)*) };
             }
-            // SAFETY: the slot is resolved; the program's arguments to this
-            // same operator, unchanged.
-            unsafe { next::slot::$name.loaded()(size $(, $arg)*) }
+            // SAFETY: the slots are resolved (this function's contract); the
+            // closure calls the program's operator with its arguments.
+            unsafe {
+                new_sampled(size, $align, $array, move || next::slot::$name.loaded()(size $(, $arg)*))
+            }
         }
     };
+}
+
+/// A counted `operator new` that reached the sample point: one non-throwing
+/// attempt, recorded; if it fails, `real` (the program's operator), as a
+/// tail call. Apart, so the unsampled path saves no register. A throwing
+/// operator's closure (its size and alignment) travels in registers, so
+/// the operator reaches here, and `real` is reached, by tail calls: an
+/// exception never unwinds through a Rust frame.
+///
+/// # Safety
+/// Every slot is resolved; an alignment is a power of two.
+#[cold]
+#[inline(never)]
+unsafe fn new_sampled(
+    size: usize,
+    align: Option<Align>,
+    array: bool,
+    real: impl FnOnce() -> Ptr,
+) -> Ptr {
+    let api = if array { Api::NewArray } else { Api::New };
+    // SAFETY: the slots are resolved (this function's contract).
+    let alloc = move || unsafe { try_own_new(size, align, array) };
+    // SAFETY: `alloc` returns the allocator's block of `size` bytes, or null.
+    let p = unsafe { allocate_sampled(alloc, size, api) };
+    if !p.is_null() {
+        return p;
+    }
+    real()
 }
 
 /// The operators for an allocator that provides its own: they count.

@@ -16,11 +16,11 @@
 //! `tests/entry_points.rs` that the table names every function the library
 //! exports (but its own C API) and nothing else.
 
-use crate::hook::{alloc, creds, cxx, fork, signals, unload};
-use crate::mapped::{segments, table, thread_stacks};
+use crate::hook::{
+    alloc, creds, cxx, fork, mapping, segments, signals, threads, unload, unwind_tables,
+};
 use crate::next;
 use crate::sys::dl::{NextSymbol, Own};
-use crate::unwind::registered_frames;
 use core::ffi::CStr;
 
 /// One interposed function.
@@ -28,7 +28,8 @@ pub struct EntryPoint {
     pub name: &'static CStr,
     /// Where the next definition lives; None for a function the library
     /// implements on others without calling its next definition
-    /// (`reallocarray`).
+    /// (`reallocarray` on `realloc`, `execl`/`execle`/`execlp` on `execv`,
+    /// `execve`, `execvp`).
     pub next: Option<&'static NextSymbol>,
 }
 
@@ -102,21 +103,21 @@ entry_points! {
     cxx::_ZdaPvmSt11align_val_t,
     cxx::_ZdlPvSt11align_val_tRKSt9nothrow_t,
     cxx::_ZdaPvSt11align_val_tRKSt9nothrow_t,
-    // Memory outside malloc (`mapped`).
-    table::mmap,
-    table::mmap64 => mmap,
-    table::munmap,
-    table::mremap,
+    // Memory outside malloc (`mapping`, `segments`, `threads`).
+    mapping::mmap,
+    mapping::mmap64 => mmap,
+    mapping::munmap,
+    mapping::mremap,
     segments::shmat,
     segments::shmdt,
     segments::brk,
     segments::sbrk,
-    thread_stacks::pthread_create,
-    thread_stacks::pthread_join,
-    thread_stacks::pthread_tryjoin_np,
-    thread_stacks::pthread_timedjoin_np,
-    thread_stacks::pthread_clockjoin_np,
-    thread_stacks::pthread_detach,
+    threads::pthread_create,
+    threads::pthread_join,
+    threads::pthread_tryjoin_np,
+    threads::pthread_timedjoin_np,
+    threads::pthread_clockjoin_np,
+    threads::pthread_detach,
     // The dump signal (`signals`).
     signals::sigaction,
     signals::signal,
@@ -133,6 +134,10 @@ entry_points! {
     signals::sigwaitinfo,
     signals::sigtimedwait,
     signals::signalfd,
+    signals::raise,
+    signals::pthread_kill,
+    signals::pthread_sigqueue,
+    signals::tgkill,
     signals::execve,
     signals::execv,
     signals::execvp,
@@ -154,15 +159,18 @@ entry_points! {
     creds::setresgid,
     creds::setgroups,
     unload::dlclose,
-    // Unwind tables registered at run time.
-    registered_frames::__register_frame,
-    registered_frames::__register_frame_table,
-    registered_frames::__register_frame_info,
-    registered_frames::__register_frame_info_table,
-    registered_frames::__register_frame_info_bases,
-    registered_frames::__register_frame_info_table_bases,
+    // Unwind tables registered at run time (`unwind_tables`).
+    unwind_tables::__register_frame,
+    unwind_tables::__register_frame_table,
+    unwind_tables::__register_frame_info,
+    unwind_tables::__register_frame_info_table,
+    unwind_tables::__register_frame_info_bases,
+    unwind_tables::__register_frame_info_table_bases,
     }
     own: {
         alloc::reallocarray,
+        signals::execl,
+        signals::execle,
+        signals::execlp,
     }
 }

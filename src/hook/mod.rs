@@ -1,7 +1,6 @@
-//! The library's definitions of the functions it interposes; each does its
-//! part and forwards to the next definition (`next::slot`). The table of
-//! every interposed function, these and those `mapped` and `unwind` define,
-//! is `entry_points`.
+//! The library's definitions of every function it interposes; each does
+//! its part and forwards to the next definition (`next::slot`). The table
+//! of them all is `entry_points`.
 //! - `alloc`: the malloc family and jemalloc's `*allocx`: the hot path.
 //! - `cxx`: C++ `operator new`/`delete`, every form.
 //! - `sampled`: the sampled path they share: frame 0, recording a block,
@@ -11,6 +10,38 @@
 //! - `unload`: `dlclose`.
 //! - `attach`: loaded into a running program: the GOT entries rewritten.
 //! - `creds`: the `setuid` family (the single-threaded mode's helper follows).
+//! - `mapping`, `segments`, `threads`: memory outside malloc (`mmap`,
+//!   `mremap`, `munmap`; System V shared memory and the program break;
+//!   thread stacks), tracked in `mapped::table`.
+//! - `unwind_tables`: libgcc's `__register_frame` family.
+
+/// An interposed function that only has something to do before
+/// (`before`) or after (`then`, given the result) the next definition,
+/// which gets the program's arguments unchanged: the one shape of
+/// `creds`, `threads`' joins and detach, and `unwind_tables`.
+macro_rules! forwarding {
+    (
+        $(#[$doc:meta])*
+        $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty,
+        before = $before:expr,
+        then = $then:expr
+    ) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As the C function.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            #[allow(clippy::redundant_closure_call)]
+            ($before)();
+            // SAFETY: the program's arguments, unchanged (the contract).
+            let r = unsafe { crate::next::slot::$name.get()($($arg),*) };
+            #[allow(clippy::redundant_closure_call)]
+            ($then)(&r);
+            r
+        }
+    };
+}
 
 pub mod alloc;
 pub mod api;
@@ -19,6 +50,10 @@ pub mod creds;
 pub mod cxx;
 pub mod entry_points;
 pub mod fork;
+pub mod mapping;
 pub mod sampled;
+pub mod segments;
 pub mod signals;
+pub mod threads;
 pub mod unload;
+pub mod unwind_tables;

@@ -4,6 +4,7 @@
 
 use crate::collect::ring::{self, Sample};
 use crate::collect::{collector, mode, single};
+use crate::mapped::table::{self, Kind};
 use crate::next::{self, bootstrap};
 use crate::sample::live::{self, PENDING};
 use crate::sample::sampling;
@@ -143,7 +144,7 @@ unsafe fn record_stack(p: Ptr, sample: &mut Sample) {
     let (ptr, size, seq) = (sample.ptr, sample.size, SEQ.fetch_add(1, Ordering::Relaxed));
     sample.seq = seq;
     fold_operator_frames(&mut sample.stack);
-    let wake_for_names = crate::unwind::java::append(&mut sample.stack, stack::max_len());
+    let wake_for_names = crate::unwind::frames::append(&mut sample.stack, stack::max_len());
     let born = clock::monotonic().as_secs() as u32;
     // SAFETY: `p` is a live block, of the bootstrap arena or of the next
     // allocator (this function's contract).
@@ -172,6 +173,52 @@ unsafe fn record_stack(p: Ptr, sample: &mut Sample) {
     } else if wake_for_names {
         doorbell::ring();
     }
+}
+
+/// A sampled mapping (or thread stack, segment), tracked in
+/// `mapped::table` as sample `seq` with its stack pending: the stack
+/// (`capture_mapped`) goes the heap's way, interned by the collector (or on
+/// this thread in single-threaded mode), which then resolves the entry. A
+/// sample that cannot be handed on stops being tracked.
+#[cold]
+#[inline(never)]
+pub fn record_mapped(kind: Kind, seq: u64, size: usize, stack: &Stack) {
+    let sample = mapped_sample(kind, seq, size, stack);
+    if mode::active() && collector::snapshot::record_mapped_inline(&sample) {
+        return;
+    }
+    if !ring::push(sample, doorbell::ring) {
+        table::with_table(|t| t.set_stack(seq, None));
+    }
+}
+
+/// `record_mapped` for a move of the program break, under the table's
+/// lock: only ever the ring, without waiting, since the library's malloc
+/// could move the break under the program. In single-threaded mode the
+/// ring then holds it until a sampled mapping on this thread, or a process
+/// copy writing a dump, takes it (`collector::snapshot`); the lock keeps
+/// any copy from seeing the push half done. False if it was dropped.
+pub fn record_break(seq: u64, size: usize, stack: &Stack) -> bool {
+    ring::push_now(mapped_sample(Kind::Brk, seq, size, stack))
+}
+
+fn mapped_sample(kind: Kind, seq: u64, size: usize, stack: &Stack) -> Sample {
+    Sample::mapped(kind, seq, size, stack.clone())
+}
+
+/// Captures the stack of a sampled call made at exported function `entry`
+/// (a mapping's), without allocating; false when the allocator made the
+/// call (its mappings are heap, counted already: `mapped::table`).
+pub fn capture_mapped(entry: usize, stack: &mut Stack) -> bool {
+    stack::capture(entry, stack);
+    let caller = stack.frames().get(1).copied().unwrap_or(0);
+    if table::allocator_made(caller) {
+        return false;
+    }
+    // A JVM's mappings (FileChannel.map, thread stacks) under the Java
+    // methods that made them.
+    crate::unwind::frames::append(stack, stack::max_len());
+    true
 }
 
 /// The code of the next `operator new`s that reach the library (start, end), in

@@ -18,9 +18,15 @@
 //! - `sigwait`, `sigwaitinfo`, `sigtimedwait`, `signalfd` on the signal mean
 //!   the program takes it itself: from then on it gets every delivery, and
 //!   dumps by signal are off (said once);
-//! - `execve`, `execv`, `execvp`, `execvpe`, `fexecve`, `posix_spawn(p)`,
-//!   `system` and `popen` start the new program with the mask and the
-//!   `SIG_IGN` the program set, not the library's.
+//! - `raise`, `pthread_kill`, `pthread_sigqueue` and `tgkill` aimed at a
+//!   thread of this process, with no handler of the program's, would leave
+//!   the signal pending on a thread that blocks it, for ever: they send it
+//!   to the process instead (a request, as `kill(getpid())` is);
+//! - `execve`, `execv`, `execvp`, `execvpe`, `fexecve`, `execl`, `execle`,
+//!   `execlp`, `posix_spawn(p)`, `system` and `popen` start the new program
+//!   with the mask and the `SIG_IGN` the program set, not the library's.
+//!
+//! The whole rule, for users: docs/signals.md.
 
 use crate::collect::signal;
 use crate::sample::thread_state;
@@ -42,12 +48,20 @@ fn contains(set: *const Sigset, sig: c_int) -> bool {
 }
 
 /// At load, on the thread that loads the library (the main thread): the
-/// program's view is the mask it was started with, and the signal is blocked.
+/// program's view is the mask it was started with, and the signal is blocked
+/// unless a handler is already there (another preloaded library's, installed
+/// from its constructor before this one ran: `signal::install` took it as
+/// the program's), whose self-sent signals must reach it here.
 pub fn install(sig: c_int) {
     let mut now: Sigset = empty();
     real_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut now);
-    thread_state::with(|s| s.app_blocks_dump.set(contains(&now, sig)));
-    block_here(sig, true);
+    let wished = contains(&now, sig);
+    thread_state::with(|s| s.app_blocks_dump.set(wished));
+    block_here(sig, wished || keeps_blocked());
+    // Whoever takes the signal (the collector, the helper of `single`) may
+    // have looked before it was installed: it looks again now.
+    crate::sys::doorbell::ring();
+    crate::collect::mode::wake();
 }
 
 /// The program installed or removed its handler (from `sigaction`): its
@@ -153,6 +167,76 @@ fn with_temporary<R>(mask: *const Sigset, f: impl FnOnce(*const Sigset) -> R) ->
     }
 }
 
+/// A signal the program sends one of its own threads: with no handler of
+/// the program's for the dump signal, that thread blocks it (as every
+/// thread of the program does) and it would stay pending there for ever, so
+/// it goes to the process instead, where it is a request like any other
+/// (`signal::classify`; nothing under `SIG_IGN`, as without the library).
+/// True if sent so.
+fn sent_to_process(sig: c_int) -> bool {
+    if !signal::is_dump_signal(sig) || !keeps_blocked() || signal::program_waits() {
+        return false;
+    }
+    crate::sys::raw::kill(crate::sys::raw::getpid(), sig);
+    true
+}
+
+/// # Safety
+/// As raise(3).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn raise(sig: c_int) -> c_int {
+    if sent_to_process(sig) {
+        return 0;
+    }
+    let next = crate::next::slot::raise.get();
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(sig) }
+}
+
+/// # Safety
+/// As pthread_kill(3).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn pthread_kill(thread: libc::pthread_t, sig: c_int) -> c_int {
+    if sent_to_process(sig) {
+        return 0;
+    }
+    let next = crate::next::slot::pthread_kill.get();
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(thread, sig) }
+}
+
+/// # Safety
+/// As pthread_sigqueue(3).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn pthread_sigqueue(
+    thread: libc::pthread_t,
+    sig: c_int,
+    value: libc::sigval,
+) -> c_int {
+    if sent_to_process(sig) {
+        return 0;
+    }
+    let next = crate::next::slot::pthread_sigqueue.get();
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(thread, sig, value) }
+}
+
+/// # Safety
+/// As tgkill(2).
+#[cfg(not(test))]
+#[no_mangle]
+pub unsafe extern "C" fn tgkill(tgid: libc::pid_t, tid: libc::pid_t, sig: c_int) -> c_int {
+    if tgid == crate::sys::raw::getpid() && sent_to_process(sig) {
+        return 0;
+    }
+    let next = crate::next::slot::tgkill.get();
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { next(tgid, tid, sig) }
+}
+
 /// # Safety
 /// As sigsuspend(2).
 #[cfg(not(test))]
@@ -234,6 +318,13 @@ fn program_waits_for(set: *const Sigset) {
         crate::sys::log::log!(
             "the program waits for {} itself (sigwait/signalfd): it gets every delivery, and dumps on that signal are off; set LEAKPROBE_SIGNAL to a signal it does not use",
             crate::settings::signal_name(sig)
+        );
+        crate::profile::published::refuse(
+            crate::profile::published::Refusal::ProgramWaits,
+            Some(format_args!(
+                "the program waits for {} itself (sigwait/signalfd): dumps on that signal are off",
+                crate::settings::signal_name(sig)
+            )),
         );
         // Wakes the collector, which then blocks the signal on its thread
         // (the helper of `single` stops taking it).
@@ -355,6 +446,134 @@ starts_program!(posix_spawn(pid: *mut libc::pid_t, path: *const c_char, actions:
 starts_program!(posix_spawnp(pid: *mut libc::pid_t, file: *const c_char, actions: *const c_void, attr: *const c_void, argv: Argv, envp: Argv) -> c_int, |rc: &c_int| spawned(*rc, pid));
 starts_program!(system(command: *const c_char) -> c_int);
 starts_program!(popen(command: *const c_char, mode: *const c_char) -> *mut libc::FILE);
+
+/// Which `exec` a list of arguments (`execl`, `execle`, `execlp`) goes to.
+const EXECL: c_int = 0;
+const EXECLE: c_int = 1;
+const EXECLP: c_int = 2;
+
+/// `execl`, `execle` and `execlp` take their arguments as a variadic list;
+/// glibc makes an array of it and calls its own `execve` directly, which the
+/// library never sees: the new program would start with the library's mask
+/// and handler instead of the program's (`nohup`'s `SIG_IGN` of `SIGHUP`
+/// lost). Each is one naked entry that lays the five register arguments
+/// after `path` out in memory (x86-64 System V: `rsi`, `rdx`, `rcx`, `r8`,
+/// `r9`; the rest are on the caller's stack) and calls `exec_list`, which
+/// makes the array and calls the library's `execv`, `execve` or `execvp`.
+macro_rules! exec_list_entry {
+    ($name:ident, $kind:expr) => {
+        /// Starts the new program with the program's mask and `SIG_IGN`
+        /// (through `exec_list`).
+        ///
+        /// # Safety
+        /// As the C function: a NULL-terminated list of strings (then the
+        /// environment for `execle`).
+        #[cfg(all(not(test), target_arch = "x86_64"))]
+        #[no_mangle]
+        #[unsafe(naked)]
+        pub unsafe extern "C" fn $name(path: *const c_char, arg: *const c_char) -> c_int {
+            // SAFETY: 56 bytes keep the stack 16-byte aligned at the call
+            // (8 mod 16 at entry); the caller's stack arguments start 8
+            // bytes above the entry's stack pointer (its return address),
+            // 64 above the lowered one; `exec_list` reads no further than
+            // the list's NULL (and `execle`'s environment after it).
+            core::arch::naked_asm!(
+                "sub rsp, 56",
+                "mov [rsp], rsi",
+                "mov [rsp + 8], rdx",
+                "mov [rsp + 16], rcx",
+                "mov [rsp + 24], r8",
+                "mov [rsp + 32], r9",
+                "mov rsi, rsp",
+                "lea rdx, [rsp + 64]",
+                "mov ecx, {kind}",
+                "call {list}",
+                "add rsp, 56",
+                "ret",
+                kind = const $kind,
+                list = sym exec_list,
+            )
+        }
+    };
+}
+
+exec_list_entry!(execl, EXECL);
+exec_list_entry!(execle, EXECLE);
+exec_list_entry!(execlp, EXECLP);
+
+/// The arguments of an `execl`-style call as the array `execv` takes: the
+/// `i`th is `regs[i]` for the first five, then `stack[i - 5]`. On the stack
+/// up to `ON_STACK` of them (no allocation: exec is async-signal-safe), in
+/// pages of their own beyond.
+///
+/// # Safety
+/// `regs` holds five words and `stack` the caller's stack arguments, a NULL
+/// among them (and the environment after it for `execle`).
+#[cfg(all(not(test), target_arch = "x86_64"))]
+unsafe extern "C" fn exec_list(
+    path: *const c_char,
+    regs: *const *const c_char,
+    stack: *const *const c_char,
+    kind: c_int,
+) -> c_int {
+    const ON_STACK: usize = 512;
+    let arg = |i: usize| {
+        // SAFETY: the caller's list, read up to its NULL (see above).
+        unsafe {
+            if i < 5 {
+                regs.add(i).read()
+            } else {
+                stack.add(i - 5).read()
+            }
+        }
+    };
+    let mut n = 0;
+    while !arg(n).is_null() {
+        n += 1;
+    }
+    let envp = if kind == EXECLE {
+        arg(n + 1) as Argv
+    } else {
+        core::ptr::null()
+    };
+    let mut local = [core::ptr::null::<c_char>(); ON_STACK];
+    let bytes = (n + 1) * core::mem::size_of::<*const c_char>();
+    let mapped = if n < ON_STACK {
+        None
+    } else {
+        match crate::sys::raw::map_with(bytes, libc::MAP_PRIVATE) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                crate::sys::errno::set(e);
+                return -1;
+            }
+        }
+    };
+    let argv = match mapped {
+        Some(p) => p as *mut *const c_char,
+        None => local.as_mut_ptr(),
+    };
+    for i in 0..=n {
+        // SAFETY: `argv` has room for n + 1 pointers (the array or the
+        // pages mapped above).
+        unsafe { argv.add(i).write(arg(i)) };
+    }
+    // SAFETY: the program's path and arguments, as an array that ends in
+    // NULL; its environment for `execle` (glibc's `environ` otherwise).
+    let rc = unsafe {
+        match kind {
+            EXECLE => execve(path, argv, envp),
+            EXECLP => execvp(path, argv),
+            _ => execv(path, argv),
+        }
+    };
+    if let Some(p) = mapped {
+        // SAFETY: mapped above, no longer used (the exec failed); munmap as
+        // a raw system call leaves the exec's `errno` as it was.
+        unsafe { crate::sys::raw::unmap(p, bytes) };
+    }
+    rc
+}
 
 /// # Safety
 /// As sigaction(2).

@@ -1,16 +1,13 @@
-//! Memory outside malloc: the program's own `mmap`/`mremap`/`munmap`
-//! (`table`), thread stacks (`thread_stacks`), System V shared memory and
-//! the program break (`segments`), sampled by bytes like heap memory and
-//! written as their own rows.
+//! Memory outside malloc: the table of the sampled ranges the program
+//! maps itself (`mmap`, System V shared memory, the program break) and of
+//! the sampled thread stacks, which tells what an `munmap`, `mremap`,
+//! `shmdt`, `brk` or thread exit gives back (`table`). The functions that
+//! sample and track them are `hook`'s (`mapping`, `segments`, `threads`).
 
-pub mod segments;
 pub mod table;
-pub mod thread_stacks;
 
 /// Once at load, before sampling starts and before the collector registers
 /// its fork handlers (see `table::init`).
 pub fn init() {
     table::init();
-    thread_stacks::init();
-    segments::init();
 }

@@ -1,37 +1,37 @@
 //! Memory the program maps itself, outside malloc: anonymous and file
 //! mappings made with `mmap`, `mmap64` and `mremap` and given back with
 //! `munmap` (and `MAP_FIXED` over them), the stacks of the threads it
-//! creates (`thread_stacks`), System V shared memory and the program break
-//! (`segments`).
+//! creates, System V shared memory and the program break (the interposed
+//! functions are `hook::mapping`, `hook::threads`, `hook::segments`).
 //!
-//! Sampled by bytes like the heap (the same Poisson gaps, the same period),
-//! with a countdown of its own, so the malloc fast path is untouched and an
-//! unsampled `mmap` pays one thread-local countdown. The sampled mappings
-//! live in a table of address ranges of their own, under one lock: mapping
-//! calls are rare next to malloc, and the kernel serialises them anyway.
+//! Sampled by bytes like the heap, on the same countdown
+//! (`sample::thread_state`) and the same decision (`sample::sampling`): an
+//! unsampled `mmap` pays the countdown. The sampled mappings live in a table
+//! of address ranges of their own, under one lock: mapping calls are rare
+//! next to malloc, and the kernel serialises them anyway.
 //!
 //! Only the program's calls are seen: glibc's malloc, `pthread_create` and
 //! the dynamic loader map through internal calls that never reach an
 //! interposed symbol. An allocator that maps through the `mmap` symbol
 //! (jemalloc) is recognised by the caller of a sampled call, which lies in
 //! the object that provides `malloc`: its mappings are heap, already counted.
-//! Reservations (`PROT_NONE`) hold no memory and are not tracked.
+//! Reservations (`PROT_NONE`) hold no memory and are not tracked; a
+//! `MAP_FIXED` mapping over memory already held that the table does not
+//! know (a block of glibc's malloc) is its holder's, not tracked either.
 //!
-//! Locks: `STACKS` may be held while allocating, and an allocation can come
-//! back into `munmap` (a program's own malloc), which takes `TABLE`; `TABLE`
-//! is never held while allocating or while taking `STACKS`. `DEFERRED` is
-//! taken last, and nothing is taken while it is held.
+//! A sample's stack goes the heap's way (`hook::sampled::record_mapped`):
+//! the entry is tracked with its stack `PENDING` until the collector has
+//! interned it (`Table::set_stack`); the dump renders the table's entries
+//! with the heap's stacks (`collect::collector`).
+//!
+//! Locks: `TABLE` only, never held while allocating (an allocation can come
+//! back into `munmap`: a program's own malloc) and taken after the
+//! collector's state lock, never before (the lock order is ARCHITECTURE.md's).
 
-use crate::profile::dump::Row;
 use crate::sys::lock::SpinLock;
-use crate::sys::word_hash::WordMap;
-use crate::unwind::stack::{self, Stack};
-use crate::{next, sample::sampling, sys::clock};
-use core::cell::Cell;
-use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-
-type Ptr = *mut c_void;
+use crate::{next, sys::clock};
+use core::ffi::c_int;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// What a tracked range holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,7 +70,7 @@ impl Kind {
     }
 
     /// The kind of a new mapping with these arguments; None for reservations.
-    fn of(prot: c_int, flags: c_int) -> Option<Kind> {
+    pub fn of(prot: c_int, flags: c_int) -> Option<Kind> {
         if prot == libc::PROT_NONE {
             None
         } else if flags & libc::MAP_ANONYMOUS != 0 {
@@ -294,9 +294,18 @@ impl Table {
         }
     }
 
-    /// Gives the pieces of sample `seq` their interned stack; without one,
-    /// they stop being tracked.
-    fn set_stack(&mut self, seq: u64, stack: Option<u32>) {
+    /// Gives the pieces of sample `seq` (or its thread stack) their
+    /// interned stack; without one, they stop being tracked.
+    pub fn set_stack(&mut self, seq: u64, stack: Option<u32>) {
+        match stack {
+            Some(id) => self
+                .threads
+                .as_mut_slice()
+                .iter_mut()
+                .filter(|e| e.seq == seq)
+                .for_each(|e| e.stack = id),
+            None => self.remove_threads(|e| e.seq == seq),
+        }
         let mut i = 0;
         while i < self.ranges.len {
             if self.ranges.as_slice()[i].seq != seq {
@@ -400,61 +409,6 @@ pub fn pages(len: usize) -> usize {
     len.checked_add(page - 1).map_or(len, |l| l & !(page - 1))
 }
 
-thread_local! {
-    /// Bytes until this thread's next mapping sample point, and whether its
-    /// first gap was drawn (the malloc countdown's is separate).
-    static LEFT: Cell<usize> = const { Cell::new(0) };
-    static DRAWN: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Counts `size` mapped bytes down; true when they reach the sample point.
-#[inline(always)]
-pub fn crosses(size: usize) -> bool {
-    LEFT.with(|left| {
-        let l = left.get();
-        if size < l {
-            left.set(l - size);
-            false
-        } else {
-            true
-        }
-    })
-}
-
-/// A call of `size` bytes reached the sample point: whether to record it;
-/// draws the next gap. As `sampling::decide`, with this countdown.
-#[cold]
-pub fn decide(size: usize) -> bool {
-    let Some((gap, active)) = sampling::other_gap() else {
-        return false;
-    };
-    if !DRAWN.get() {
-        // A new thread: its first gap starts now.
-        DRAWN.set(true);
-        if size < gap {
-            LEFT.set(gap - size);
-            return false;
-        }
-        if let Some((next, _)) = sampling::other_gap() {
-            LEFT.set(next);
-        }
-    } else {
-        LEFT.set(gap);
-    }
-    active && size > 0
-}
-
-/// Interned stacks of mapping samples, and the cumulative sampled
-/// (count, bytes) per (kind, stack, size).
-#[derive(Default)]
-struct Stacks {
-    ids: WordMap<Box<[usize]>, u32>,
-    list: Vec<Box<[usize]>>,
-    allocated: WordMap<(Kind, u32, usize), (u64, u64)>,
-}
-
-static STACKS: SpinLock<Option<Stacks>> = SpinLock::new(None);
-
 /// Where the object that provides malloc is mapped: a sampled call from
 /// inside it is the allocator's own mapping (heap). Found with the
 /// lock-free `_dl_find_object`, never `dladdr`: the allocator may hold its
@@ -462,197 +416,21 @@ static STACKS: SpinLock<Option<Stacks>> = SpinLock::new(None);
 /// that allocates under it (`dl_iterate_phdr`) holds.
 static ALLOCATOR_BASE: AtomicUsize = AtomicUsize::new(0);
 
-/// The stack of a sampled call made at exported function `entry`, interned;
-/// None when the allocator made the call, or the stack cannot be kept.
-/// Runs with the thread busy: nothing it allocates is sampled.
-pub fn record_stack(entry: usize) -> Option<u32> {
-    sampling::while_busy(|| {
-        // Where the library may allocate: stacks deferred meanwhile too.
-        intern_deferred();
-        let mut stack = Stack::new();
-        if !capture(entry, &mut stack) {
-            return None;
-        }
-        intern(stack.frames())
-    })
-}
-
-/// Captures the stack of a sampled call made at exported function `entry`,
-/// without allocating; false when the allocator made the call.
-pub fn capture(entry: usize, stack: &mut Stack) -> bool {
-    stack::capture(entry, stack);
-    let caller = stack.frames().get(1).copied().unwrap_or(0);
+/// Whether a sampled call whose caller is `caller` was made by the
+/// allocator (counted: `mapped_allocator_calls`).
+pub fn allocator_made(caller: usize) -> bool {
     let allocator = ALLOCATOR_BASE.load(Ordering::Relaxed);
     let object = crate::sys::dl::find_object(caller).map(|o| o.start);
-    if allocator != 0 && object == Some(allocator) {
+    let made = allocator != 0 && object == Some(allocator);
+    if made {
         ALLOCATOR_CALLS.fetch_add(1, Ordering::Relaxed);
-        return false;
     }
-    // A JVM's mappings (FileChannel.map, thread stacks) under the Java
-    // methods that made them.
-    crate::unwind::java::append(stack, stack::max_len());
-    true
+    made
 }
 
-fn intern(frames: &[usize]) -> Option<u32> {
-    STACKS.with(|s| {
-        let s = s.get_or_insert_with(Stacks::default);
-        if let Some(&id) = s.ids.get(frames) {
-            return Some(id);
-        }
-        if s.ids.try_reserve(1).is_err() || s.list.try_reserve(1).is_err() {
-            return None;
-        }
-        let id = s.list.len() as u32;
-        s.list.push(frames.into());
-        s.ids.insert(frames.into(), id);
-        INTERNED.store(s.list.len(), Ordering::Relaxed);
-        Some(id)
-    })
-}
-
-/// The stack of an entry whose stack is not interned yet (`track_deferred`).
-const UNINTERNED: u32 = u32::MAX;
-
-/// A sample whose stack waits to be interned: its frames are the next `len`
-/// words of `Deferred::frames`.
-#[derive(Clone, Copy)]
-struct Waiting {
-    seq: u64,
-    kind: Kind,
-    size: usize,
-    len: usize,
-}
-
-/// Samples taken where the library must not allocate, in memory of its own.
-struct Deferred {
-    samples: MapVec<Waiting>,
-    frames: MapVec<usize>,
-}
-
-static DEFERRED: SpinLock<Deferred> = SpinLock::new(Deferred {
-    samples: MapVec::EMPTY,
-    frames: MapVec::EMPTY,
-});
-static ANY_DEFERRED: AtomicBool = AtomicBool::new(false);
-
-/// Tracks a sampled mapping of `size` bytes at `start` whose stack (`frames`,
-/// from `capture`) cannot be interned now: during a call that moves the
-/// program break, a malloc of the library's may move it too, under the
-/// program's feet (glibc extends its main heap with the break). Allocates
-/// nothing; `intern_deferred` interns it later, where the library may.
-pub fn track_deferred(t: &mut Table, start: usize, size: usize, kind: Kind, frames: &[usize]) {
-    let seq = t.mapped_at(start, size, Some((UNINTERNED, kind)));
-    let kept = DEFERRED.with(|d| {
-        let at = d.frames.len;
-        let room = frames.iter().all(|&f| d.frames.insert(d.frames.len, f));
-        let len = frames.len();
-        if room
-            && d.samples.insert(
-                d.samples.len,
-                Waiting {
-                    seq,
-                    kind,
-                    size,
-                    len,
-                },
-            )
-        {
-            return true;
-        }
-        d.frames.len = at;
-        false
-    });
-    if kept {
-        ANY_DEFERRED.store(true, Ordering::Release);
-    } else {
-        DROPPED.fetch_add(1, Ordering::Relaxed);
-        t.remove_range(start, start.saturating_add(size));
-    }
-}
-
-/// Interns the deferred samples' stacks, counts them, and gives their
-/// entries (any pieces left) their stacks; those that cannot be interned stop
-/// being tracked. Where the library may allocate: the collector, a dump, a
-/// sampled `mmap`.
-pub fn intern_deferred() {
-    if !ANY_DEFERRED.swap(false, Ordering::Acquire) {
-        return;
-    }
-    let taken = DEFERRED.with(|d| {
-        core::mem::replace(
-            d,
-            Deferred {
-                samples: MapVec::EMPTY,
-                frames: MapVec::EMPTY,
-            },
-        )
-    });
-    let mut at = 0;
-    for w in taken.samples.as_slice() {
-        let frames = taken
-            .frames
-            .as_slice()
-            .get(at..at + w.len)
-            .unwrap_or_default();
-        at += w.len;
-        let id = intern(frames);
-        match id {
-            Some(id) => count_allocated(w.kind, id, w.size),
-            None => {
-                DROPPED.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        TABLE.with(|t| t.set_stack(w.seq, id));
-    }
-}
-
-/// Stacks interned, and how many of them `stack_words` has handed out.
-static INTERNED: AtomicUsize = AtomicUsize::new(0);
-static HANDED: AtomicUsize = AtomicUsize::new(0);
-
-/// On the collector: the frames of the stacks interned since the last call
-/// (of every stack with `all`), in one flat list, for the collector to name
-/// their Java frames (`unwind::java`). Copied out so that the naming (JVMTI,
-/// which may map memory) never runs under the lock. Empty if the memory
-/// cannot be had.
-pub fn stack_words(all: bool) -> Vec<usize> {
-    let mut words = Vec::new();
-    if !all && HANDED.load(Ordering::Relaxed) == INTERNED.load(Ordering::Relaxed) {
-        return words;
-    }
-    STACKS.with(|s| {
-        let Some(s) = s.as_ref() else { return };
-        let from = if all {
-            0
-        } else {
-            HANDED.load(Ordering::Relaxed)
-        };
-        let fresh = s.list.get(from..).unwrap_or_default();
-        if words
-            .try_reserve(fresh.iter().map(|f| f.len()).sum())
-            .is_ok()
-        {
-            fresh.iter().for_each(|f| words.extend_from_slice(f));
-            HANDED.store(s.list.len(), Ordering::Relaxed);
-        }
-    });
-    words
-}
-
-/// Counts a sample into the cumulative totals.
-pub fn count_allocated(kind: Kind, stack: u32, size: usize) {
-    sampling::while_busy(|| {
-        STACKS.with(|s| {
-            let Some(s) = s.as_mut() else { return };
-            if s.allocated.try_reserve(1).is_ok() {
-                let t = s.allocated.entry((kind, stack, size)).or_default();
-                t.0 += 1;
-                t.1 += size as u64;
-            }
-        })
-    })
-}
+/// The stack of an entry whose stack the collector has not interned yet
+/// (`hook::sampled::record_mapped`); dumps leave it out until it has.
+pub const PENDING: u32 = u32::MAX;
 
 pub fn next_seq() -> u64 {
     static SEQ: AtomicU64 = AtomicU64::new(1);
@@ -680,34 +458,18 @@ pub fn init() {
     crate::sys::process::at_fork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
 }
 
-/// The locks `fork_prepare` takes, for the helper of `collect::single`:
-/// each tried a while, with `pause` between; on failure none is held.
+/// The lock `fork_prepare` takes, for the helper of `collect::single`:
+/// tried a while, with `pause` between; false if not held.
 pub fn try_lock(pause: fn()) -> bool {
-    if !STACKS.try_acquire_for(10_000, pause) {
-        return false;
-    }
-    if !TABLE.try_acquire_for(10_000, pause) {
-        STACKS.release();
-        return false;
-    }
-    if !DEFERRED.try_acquire_for(10_000, pause) {
-        TABLE.release();
-        STACKS.release();
-        return false;
-    }
-    true
+    TABLE.try_acquire_for(10_000, pause)
 }
 
 pub fn unlock() {
-    DEFERRED.release();
     TABLE.release();
-    STACKS.release();
 }
 
 extern "C" fn fork_prepare() {
-    STACKS.acquire();
     TABLE.acquire();
-    DEFERRED.acquire();
 }
 
 extern "C" fn fork_parent() {
@@ -722,214 +484,44 @@ extern "C" fn fork_child() {
     unlock();
 }
 
-/// `mmap` and `mmap64` (the same function on 64-bit systems): an unsampled
-/// call that replaces nothing tracked pays the countdown only.
-macro_rules! mapping {
-    ($name:ident) => {
-        /// # Safety
-        /// As mmap(2).
-        #[cfg(not(test))]
-        #[no_mangle]
-        #[inline(never)]
-        pub unsafe extern "C" fn $name(
-            addr: Ptr,
-            len: usize,
-            prot: c_int,
-            flags: c_int,
-            fd: c_int,
-            off: libc::off_t,
-        ) -> Ptr {
-            let crossed = crosses(pages(len));
-            if !crossed && (flags & libc::MAP_FIXED == 0 || !overlaps(addr as usize, len)) {
-                // SAFETY: the program's arguments, unchanged.
-                return unsafe { next::slot::mmap.get()(addr, len, prot, flags, fd, off) };
+/// Whether all of [addr, addr + len) is mapped now with some access (not a
+/// `PROT_NONE` reservation, whose commit is new memory), from
+/// /proc/self/maps (raw calls, no allocation; only for a sampled
+/// `MAP_FIXED` call). False when it cannot be read.
+pub fn held_already(addr: usize, len: usize) -> bool {
+    let end = addr.saturating_add(len);
+    let mut covered = addr;
+    let mut buf = [0u8; 4096];
+    let hex = |field: &[u8]| {
+        let text = core::str::from_utf8(field).ok()?;
+        usize::from_str_radix(text, 16).ok()
+    };
+    // The kernel hands out whole lines per read, in address order.
+    crate::sys::raw::scan_file(c"/proc/self/maps", &mut buf, |piece| {
+        for line in piece.split(|&b| b == b'\n') {
+            let mut fields = line.split(|&b| b == b' ');
+            let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let mut ends = range.split(|&b| b == b'-');
+            let (Some(lo), Some(hi)) = (ends.next().and_then(hex), ends.next().and_then(hex))
+            else {
+                continue;
+            };
+            if hi <= covered {
+                continue;
             }
-            // SAFETY: the program's arguments, unchanged; `entry` only names
-            // frame 0.
-            unsafe {
-                map_slow(
-                    [
-                        addr as usize,
-                        len,
-                        prot as usize,
-                        flags as usize,
-                        fd as usize,
-                    ],
-                    off,
-                    crossed,
-                    $name as *const () as usize,
-                )
+            if lo > covered || perms.get(..3) == Some(b"---") {
+                return Some(false);
+            }
+            covered = hi;
+            if covered >= end {
+                return Some(true);
             }
         }
-    };
-}
-
-mapping!(mmap);
-mapping!(mmap64);
-
-/// A mapping call that reached the sample point or replaces (`MAP_FIXED`)
-/// memory that may be tracked.
-///
-/// # Safety
-/// As mmap(2), with its arguments in `args` and `off`.
-#[cfg(not(test))]
-#[cold]
-#[inline(never)]
-unsafe fn map_slow(args: [usize; 5], off: libc::off_t, crossed: bool, entry: usize) -> Ptr {
-    let [addr, len, prot, flags, fd] = args;
-    let (prot, flags) = (prot as c_int, flags as c_int);
-    let replaces = flags & libc::MAP_FIXED != 0 && overlaps(addr, len);
-    // SAFETY: the program's arguments (the contract), unchanged.
-    let call =
-        || unsafe { next::slot::mmap.get()(addr as Ptr, len, prot, flags, fd as c_int, off) };
-    track_new(
-        pages(len),
-        Kind::of(prot, flags),
-        crossed,
-        replaces,
-        entry,
-        call,
-    )
-}
-
-/// A call that maps `size` bytes of `kind` (None: not tracked) and returns
-/// where (`MAP_FAILED` if it failed), made at exported function `entry`:
-/// it reached the sample point (`crossed`), or may replace tracked memory.
-/// The table is updated with the call under its lock.
-#[cold]
-#[inline(never)]
-pub fn track_new(
-    size: usize,
-    kind: Option<Kind>,
-    crossed: bool,
-    replaces: bool,
-    entry: usize,
-    call: impl FnOnce() -> Ptr,
-) -> Ptr {
-    let stack = match kind {
-        Some(_) if crossed && decide(size) => record_stack(entry),
-        _ => None,
-    };
-    if stack.is_none() && !replaces {
-        return call();
-    }
-    let p = TABLE.with(|t| {
-        let p = call();
-        if p != libc::MAP_FAILED {
-            t.mapped_at(p as usize, size, stack.zip(kind));
-        }
-        p
-    });
-    if let (Some(stack), Some(kind), true) = (stack, kind, p != libc::MAP_FAILED) {
-        crate::sys::errno::preserved(|| count_allocated(kind, stack, size));
-    }
-    p
-}
-
-/// # Safety
-/// As munmap(2).
-#[cfg(not(test))]
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn munmap(addr: Ptr, len: usize) -> c_int {
-    if !overlaps(addr as usize, len) {
-        // SAFETY: the program's arguments, unchanged.
-        return unsafe { next::slot::munmap.get()(addr, len) };
-    }
-    // SAFETY: the program's arguments, unchanged.
-    unsafe { unmap_slow(addr, len) }
-}
-
-/// The table is updated with the call under its lock, so a range unmapped
-/// here and mapped again by another thread is never confused with this one.
-///
-/// # Safety
-/// As munmap(2).
-#[cfg(not(test))]
-#[cold]
-#[inline(never)]
-unsafe fn unmap_slow(addr: Ptr, len: usize) -> c_int {
-    TABLE.with(|t| {
-        // SAFETY: the program's arguments (the contract), unchanged.
-        let rc = unsafe { next::slot::munmap.get()(addr, len) };
-        if rc == 0 {
-            t.remove_range(addr as usize, (addr as usize).saturating_add(pages(len)));
-        }
-        rc
-    })
-}
-
-/// `mremap` (variadic in C: the new address, read only with
-/// `MREMAP_FIXED`, arrives as a fifth argument).
-///
-/// # Safety
-/// As mremap(2).
-#[cfg(not(test))]
-#[no_mangle]
-#[inline(never)]
-pub unsafe extern "C" fn mremap(
-    old: Ptr,
-    old_size: usize,
-    new_size: usize,
-    flags: c_int,
-    new_address: Ptr,
-) -> Ptr {
-    let crossed = crosses(pages(new_size));
-    if !crossed && !overlaps(old as usize, old_size) && !overlaps(new_address as usize, new_size) {
-        // SAFETY: the program's arguments, unchanged.
-        return unsafe { next::slot::mremap.get()(old, old_size, new_size, flags, new_address) };
-    }
-    // SAFETY: the program's arguments, unchanged.
-    unsafe {
-        remap_slow(
-            [old as usize, old_size, new_size, new_address as usize],
-            flags,
-            crossed,
-        )
-    }
-}
-
-/// A resize or move: for the accounting, as `realloc`: the old range stops
-/// being tracked and the new one is a new sample at this call's stack.
-///
-/// # Safety
-/// As mremap(2), with its arguments in `args` and `flags`.
-#[cfg(not(test))]
-#[cold]
-#[inline(never)]
-unsafe fn remap_slow(args: [usize; 4], flags: c_int, crossed: bool) -> Ptr {
-    const MREMAP_DONTUNMAP: c_int = 4;
-    let [old, old_size, new_size, new_address] = args;
-    let size = pages(new_size);
-    let stack = if crossed && decide(size) {
-        record_stack(mremap as *const () as usize)
-    } else {
         None
-    };
-    let (q, kind) = TABLE.with(|t| {
-        // SAFETY: the program's arguments (the contract), unchanged.
-        let q = unsafe {
-            next::slot::mremap.get()(old as Ptr, old_size, new_size, flags, new_address as Ptr)
-        };
-        if q == libc::MAP_FAILED {
-            return (q, None);
-        }
-        // old_size 0 duplicates a shared mapping; DONTUNMAP leaves the old
-        // range mapped (and empty).
-        let kind = if old_size != 0 && flags & MREMAP_DONTUNMAP == 0 {
-            t.remove_range(old, old.saturating_add(pages(old_size)))
-        } else {
-            None
-        };
-        // A mapping first seen here is counted as anonymous.
-        let kind = kind.unwrap_or(Kind::Anon);
-        t.mapped_at(q as usize, size, stack.map(|stack| (stack, kind)));
-        (q, Some(kind))
-    });
-    if let (Some(stack), Some(kind)) = (stack, kind) {
-        crate::sys::errno::preserved(|| count_allocated(kind, stack, size));
-    }
-    q
+    })
+    .unwrap_or(false)
 }
 
 /// Bytes the library maps for its mapping tables.
@@ -937,18 +529,13 @@ pub fn table_bytes() -> usize {
     TABLE.with(|t| t.ranges.bytes() + t.threads.bytes())
 }
 
-/// The dump's facts about mapped memory, and one `mapped` line per
-/// (kind, stack, size): `<kind> <live n>: <live bytes> [<n>: <bytes>] @
-/// 0x<frame0> ...`, in the heap rows' format, as `#` lines that jeprof and
-/// pprof skip, so they never enter the heap's totals.
-pub fn facts(period: usize) -> Vec<(&'static str, String)> {
-    intern_deferred();
+/// A copy of the tracked entries (ranges and thread stacks) whose stacks
+/// are interned, for a dump; None if the memory for it cannot be had.
+pub fn live_entries() -> Option<Vec<Entry>> {
     let mut live: Vec<Entry> = Vec::new();
     loop {
         let need = TABLE.with(|t| t.ranges.len + t.threads.len);
-        if live.try_reserve(need).is_err() {
-            return Vec::new();
-        }
+        live.try_reserve(need).ok()?;
         let copied = TABLE.with(|t| {
             if live.capacity() < t.ranges.len + t.threads.len {
                 return false;
@@ -961,68 +548,39 @@ pub fn facts(period: usize) -> Vec<(&'static str, String)> {
             break;
         }
     }
-    // Deferred since intern_deferred: in the next dump.
-    live.retain(|e| e.stack != UNINTERNED);
-    // Rows by (kind, stack, size); a mapping cut in pieces counts once.
-    live.sort_unstable_by_key(|e| (e.kind as u8, e.stack, e.size, e.seq));
-    let mut rows: WordMap<(Kind, u32, usize), Row> = WordMap::default();
-    let mut last_seq = 0;
-    for e in &live {
-        let r = rows.entry((e.kind, e.stack, e.size)).or_default();
-        if e.seq != last_seq {
-            r.live_count += 1;
-        }
-        last_seq = e.seq;
-        r.live_bytes += e.bytes() as u64;
-    }
-    STACKS.with(|s| {
-        let s = s.get_or_insert_with(Stacks::default);
-        for (&key, &(n, b)) in &s.allocated {
-            let r = rows.entry(key).or_default();
-            r.alloc_count = n;
-            r.alloc_bytes = b;
-        }
-        let mut keys: Vec<_> = rows.keys().copied().collect();
-        keys.sort_unstable_by_key(|k| (k.0 as u8, core::cmp::Reverse(rows[k].live_bytes)));
-        let mut facts = vec![("mapped_live_samples", live.len().to_string())];
-        for kind in Kind::ALL {
-            let estimate: f64 = keys
-                .iter()
-                .filter(|k| k.0 == kind)
-                .map(|k| sampling::unsample(rows[k].live_count, rows[k].live_bytes, period).1)
-                .sum();
-            facts.push((kind.fact(), (estimate.round() as u64).to_string()));
-        }
-        facts.push((
-            "mapped_samples_dropped",
-            DROPPED.load(Ordering::Relaxed).to_string(),
-        ));
-        facts.push((
-            "mapped_allocator_calls",
-            ALLOCATOR_CALLS.load(Ordering::Relaxed).to_string(),
-        ));
-        for k in keys {
-            let r = &rows[&k];
-            let mut line = format!(
-                "{} {}: {} [{}: {}] @",
-                k.0.name(),
-                r.live_count,
-                r.live_bytes,
-                r.alloc_count,
-                r.alloc_bytes
-            );
-            for f in s.list.get(k.1 as usize).map_or(&[][..], |f| &f[..]) {
-                use core::fmt::Write as _;
-                let _ = write!(line, " {f:#x}");
-            }
-            facts.push(("mapped", line));
-        }
-        facts
-    })
+    // Not interned yet: in the next dump.
+    live.retain(|e| e.stack != PENDING);
+    Some(live)
+}
+
+/// A mapped sample whose stack could not be interned (it is no longer
+/// tracked).
+pub fn count_dropped() {
+    DROPPED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Sets every tracked entry's stack to `lost` (a forked child whose
+/// collector state was not whole: the stacks are not in its table).
+pub fn lose_stacks(lost: u32) {
+    TABLE.with(|t| {
+        let ranges = t.ranges.as_mut_slice().iter_mut();
+        ranges
+            .chain(t.threads.as_mut_slice().iter_mut())
+            .for_each(|e| e.stack = lost);
+    });
+}
+
+/// (samples lost because the table could not grow, sampled calls left out
+/// because the allocator made them).
+pub fn counts() -> (u64, u64) {
+    (
+        DROPPED.load(Ordering::Relaxed),
+        ALLOCATOR_CALLS.load(Ordering::Relaxed),
+    )
 }
 
 impl Kind {
-    fn fact(self) -> &'static str {
+    pub fn fact(self) -> &'static str {
         match self {
             Kind::Anon => "estimated_mapped_anon_bytes",
             Kind::File => "estimated_mapped_file_bytes",
@@ -1097,7 +655,7 @@ mod tests {
         };
         let segment = |start, end, seq| Entry {
             kind: Kind::Shm,
-            stack: UNINTERNED,
+            stack: PENDING,
             ..range(start, end, seq)
         };
         t.insert_range(segment(0x10000, 0x20000, 1));

@@ -142,6 +142,10 @@ next_definitions! {
         sigwaitinfo(*const Sigset, *mut libc::siginfo_t) -> c_int;
         sigtimedwait(*const Sigset, *mut libc::siginfo_t, *const libc::timespec) -> c_int;
         signalfd(c_int, *const Sigset, c_int) -> c_int;
+        raise(c_int) -> c_int;
+        pthread_kill(libc::pthread_t, c_int) -> c_int;
+        pthread_sigqueue(libc::pthread_t, c_int, libc::sigval) -> c_int;
+        tgkill(libc::pid_t, libc::pid_t, c_int) -> c_int;
         execve(*const c_char, Argv, Argv) -> c_int;
         execv(*const c_char, Argv) -> c_int;
         execvp(*const c_char, Argv) -> c_int;
@@ -187,6 +191,8 @@ pub fn resolve() -> bool {
         Ok(_) => {}
         Err(state) => return state == READY,
     }
+    // Before the arena's blocks (`dlsym` allocates) mark the free filter.
+    crate::sample::live::init();
     // For `object_of` below (the program's first `malloc` may come before
     // the library's initialisation).
     crate::sys::dl::init_find_object();

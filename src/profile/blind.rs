@@ -104,9 +104,12 @@ fn path_of(info: &libc::Dl_info) -> String {
     if info.dli_fname.is_null() {
         return String::new();
     }
+    use std::os::unix::ffi::OsStrExt;
     // SAFETY: the loader's NUL-terminated file name.
-    let name = unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy();
-    std::fs::canonicalize(&*name)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| name.into_owned())
+    let name = unsafe { CStr::from_ptr(info.dli_fname) }.to_bytes();
+    let path = std::fs::canonicalize(std::ffi::OsStr::from_bytes(name));
+    // Escaped as `objects::program_path`, which it is compared with.
+    let shown = |bytes: &[u8]| crate::sys::escape::Escaped(bytes).to_string();
+    path.map(|p| shown(p.as_os_str().as_bytes()))
+        .unwrap_or_else(|_| shown(name))
 }

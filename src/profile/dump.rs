@@ -53,7 +53,8 @@ pub fn render<'a>(
     let bound = 5 * 24
         + meta
             .iter()
-            .map(|(k, v)| k.len() + v.len() + 16)
+            // A control character escaped: at most 8 bytes for its 2.
+            .map(|(k, v)| k.len() + v.len() + 6 * v.chars().filter(|c| c.is_control()).count() + 16)
             .sum::<usize>()
         + rows
             .iter()
@@ -73,7 +74,17 @@ pub fn render<'a>(
         period
     );
     for (key, value) in meta {
-        let _ = writeln!(s, "# leakprobe {key}: {value}");
+        // One line each, whatever a value holds (names from the program,
+        // the JVM, the environment): control characters escaped, but for
+        // a tab, the separator of `loaded_as` (paths in it are escaped).
+        let _ = write!(s, "# leakprobe {key}: ");
+        for c in value.chars() {
+            let _ = match c {
+                '\t' => s.write_char(c),
+                c => crate::sys::escape::control(c, &mut s),
+            };
+        }
+        s.push('\n');
     }
     for r in rows {
         let _ = write!(

@@ -1,6 +1,7 @@
 //! The dump directory: opened once and checked, every file in it created
 //! exclusively, a dump written under a temporary name and renamed into place.
 
+use crate::sys::escape::Escaped;
 use crate::sys::files;
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -12,10 +13,19 @@ use std::os::unix::ffi::OsStrExt;
 /// reopened by path when it no longer matches; a directory found at the path
 /// later (the old one deleted and made again, maybe by someone else) passes
 /// the same check or is not used.
+///
+/// A descriptor reopened so is the program's to have back: it is closed when
+/// the dump that needed it is done (`release_reopened`), so that a daemon
+/// that closes every descriptor it did not open keeps its count whatever
+/// the number of dumps (and in the single-threaded mode, where a copy of the
+/// process writes the dump into the shared descriptor table, nothing is
+/// left behind by a copy that is gone).
 pub struct DumpDir {
     path: OsString,
     fd: libc::c_int,
     id: (u64, u64),
+    /// `fd` was reopened after the one opened at load was lost.
+    reopened: bool,
     /// The log file goes here too (the configured directory, not one a
     /// caller of `leakprobe_dump` named).
     holds_log: bool,
@@ -31,6 +41,7 @@ impl DumpDir {
             path: path.to_owned(),
             fd: -1,
             id: (0, 0),
+            reopened: false,
             holds_log,
         };
         if let Err(why) = dir.reopen() {
@@ -38,12 +49,19 @@ impl DumpDir {
                 "dump directory {}: {why}; dumps fail until it can be used",
                 dir.display()
             );
+            if holds_log {
+                crate::profile::published::refuse(
+                    crate::profile::published::Refusal::Dir,
+                    Some(format_args!("dump directory {}: {why}", dir.display())),
+                );
+            }
         }
         dir
     }
 
-    pub fn display(&self) -> std::path::Display<'_> {
-        std::path::Path::new(&self.path).display()
+    /// The path as lines show it (`Escaped`).
+    pub fn display(&self) -> Escaped<'_> {
+        Escaped(self.path.as_bytes())
     }
 
     fn reopen(&mut self) -> Result<(), String> {
@@ -60,7 +78,9 @@ impl DumpDir {
         let old = core::mem::replace(&mut self.fd, fd);
         let old_id = core::mem::replace(&mut self.id, id);
         if self.holds_log {
-            crate::sys::log::set_directory(fd, id);
+            crate::sys::log::set_directory(fd, id, self.reopened);
+            // Usable again (made or fixed since): no longer a refusal.
+            crate::profile::published::refuse(crate::profile::published::Refusal::Dir, None);
         }
         if old >= 0 && files::identity(old) == Some(old_id) {
             // The directory this value opened before, still ours.
@@ -73,10 +93,27 @@ impl DumpDir {
         if self.fd < 0 || files::identity(self.fd) != Some(self.id) {
             // Not ours any more (closed, or the number reused): never close it.
             self.fd = -1;
+            self.reopened = true;
             self.reopen()
                 .map_err(|why| format!("{} (reopened by path): {why}", self.display()))?;
         }
         Ok(self.fd)
+    }
+
+    /// The dump is done: a descriptor reopened for it is closed (see
+    /// `DumpDir`), and the log file is reached through the directory only
+    /// while the next one is open.
+    pub fn release_reopened(&mut self) {
+        if !self.reopened || self.fd < 0 {
+            return;
+        }
+        if files::identity(self.fd) == Some(self.id) {
+            let _ = files::close(self.fd);
+        }
+        self.fd = -1;
+        if self.holds_log {
+            crate::sys::log::set_directory(-1, self.id, true);
+        }
     }
 
     /// Writes `content` under the first free name `name_of(n)` from `*next`
@@ -196,10 +233,8 @@ impl DumpDir {
     }
 
     fn path_of(&self, name: &str) -> String {
-        std::path::Path::new(&self.path)
-            .join(name)
-            .display()
-            .to_string()
+        let path = std::path::Path::new(&self.path).join(name);
+        Escaped(path.as_os_str().as_bytes()).to_string()
     }
 
     /// Writes `content` to a new temporary file (mode 0600) in `dir` named
@@ -263,6 +298,6 @@ fn with_permission_hint(errno: i32, dir: &OsStr) -> String {
     format!(
         "{why}: the process runs as {} (uid {uid}), which needs write and search permission on {}",
         crate::sys::process::user_name(uid).unwrap_or_else(|| "an unnamed user".into()),
-        std::path::Path::new(dir).display()
+        Escaped(dir.as_bytes())
     )
 }

@@ -3,6 +3,8 @@
 //! in that map, the program's path and the name it was started as.
 
 use crate::sys::dl;
+use crate::sys::escape::Escaped;
+use std::os::unix::ffi::OsStrExt;
 
 /// The memory map for symbolization: /proc/self/maps, or (after `chroot`,
 /// without /proc) one line per executable segment from the dynamic linker;
@@ -84,7 +86,9 @@ fn build_ids() -> Vec<(String, u64, String)> {
 }
 
 /// The path of the memory-map line that holds `address` (without the
-/// kernel's " (deleted)" mark: the map line itself still says so).
+/// kernel's " (deleted)" mark: the map line itself still says so). Lossy, as
+/// the script matches `build_id` and `loaded_as` paths (a line's control
+/// characters are escaped when the dump is rendered).
 fn mapped_path(map: &[u8], address: u64) -> Option<String> {
     String::from_utf8_lossy(map).lines().find_map(|line| {
         let mut fields = line.splitn(6, ' ');
@@ -99,43 +103,44 @@ fn mapped_path(map: &[u8], address: u64) -> Option<String> {
     })
 }
 
-/// The program's path, read when the library loads (a later chroot may
+/// The program's file, read when the library loads (a later chroot may
 /// hide /proc).
+fn program_file() -> &'static std::path::Path {
+    static PROGRAM: once_cell::sync::OnceCell<std::path::PathBuf> =
+        once_cell::sync::OnceCell::new();
+    PROGRAM.get_or_init(|| std::fs::read_link("/proc/self/exe").unwrap_or_default())
+}
+
+/// The program's path as lines and the `program:` fact show it: escaped
+/// (`Escaped`: its bytes kept, control characters and bytes that are not
+/// UTF-8 as `\xNN`; the script decodes it).
 pub fn program_path() -> &'static str {
-    static PROGRAM: once_cell::sync::OnceCell<String> = once_cell::sync::OnceCell::new();
-    PROGRAM.get_or_init(|| {
-        std::fs::read_link("/proc/self/exe")
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
-    })
+    static SHOWN: once_cell::sync::OnceCell<String> = once_cell::sync::OnceCell::new();
+    SHOWN.get_or_init(|| Escaped(program_file().as_os_str().as_bytes()).to_string())
 }
 
 /// The name the program was started as (`argv[0]`: a symlink's name, such
 /// as `redis-server` for `redis-check-rdb`), read when the library loads,
 /// before the program can rewrite its arguments; the path `execve` was given
-/// without /proc. One line: control characters become `?`.
+/// without /proc. Escaped as the program's path.
 pub fn argv0() -> &'static str {
     static ARGV0: once_cell::sync::OnceCell<String> = once_cell::sync::OnceCell::new();
-    ARGV0.get_or_init(|| {
-        let name = match std::fs::read("/proc/self/cmdline") {
-            Ok(args) if !args.is_empty() => {
-                let first = args.split(|&b| b == 0).next().unwrap_or_default();
-                String::from_utf8_lossy(first).into_owned()
-            }
-            _ => crate::sys::process::exec_path()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        };
-        name.chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect()
+    ARGV0.get_or_init(|| match std::fs::read("/proc/self/cmdline") {
+        Ok(args) if !args.is_empty() => {
+            let first = args.split(|&b| b == 0).next().unwrap_or_default();
+            Escaped(first).to_string()
+        }
+        _ => crate::sys::process::exec_path()
+            .map(|p| Escaped(p.to_bytes()).to_string())
+            .unwrap_or_default(),
     })
 }
 
-/// The object's path; the main program has an empty name in the loader.
+/// The object's path, lossy as `mapped_path` (see there); the main program
+/// has an empty name in the loader.
 fn object_name(o: &dl::LoadedObject) -> String {
     if o.name.is_empty() {
-        program_path().to_string()
+        program_file().to_string_lossy().into_owned()
     } else {
         o.name.to_string_lossy().into_owned()
     }

@@ -60,26 +60,6 @@ pub fn decide(size: usize) -> bool {
     })
 }
 
-/// A fresh gap for another countdown (mapped memory, `mapped`), drawn from
-/// this thread's generator, and whether a sample may be taken (the program
-/// has not turned sampling off); None while this thread takes no samples.
-pub fn other_gap() -> Option<(usize, bool)> {
-    let period = period();
-    thread_state::with(|s| {
-        if s.busy.get() || period == 0 {
-            return None;
-        }
-        if s.rng.get() == 0 {
-            seed(s);
-        }
-        let active = ACTIVE.load(Ordering::Relaxed);
-        Some((
-            draw_gap(s, if active { period } else { period.max(2) }),
-            active,
-        ))
-    })
-}
-
 /// Sets `busy` for the duration of `f`, so nothing `f` allocates is sampled.
 /// Nests: the previous value comes back (`record` nests it through
 /// `ensure_running`, and the collector thread is busy for good).

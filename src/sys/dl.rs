@@ -199,6 +199,22 @@ impl NextSymbol {
         self.addr.load(Ordering::Relaxed)
     }
 
+    /// `load`, as a plain read: the compiler folds it into a call or tail
+    /// call through memory (`jmp qword ptr [rip + slot]`), an atomic load
+    /// never.
+    ///
+    /// # Safety
+    /// No store to the slot races with the read: every store happened
+    /// before this thread could call (for the allocator's, `next::resolve`
+    /// at the loader's first allocation or the library's initialisation,
+    /// before the program starts a thread, or `next::divert` in a one-thread
+    /// copy; for one looked up at first use, this thread has seen it set).
+    #[inline(always)]
+    pub unsafe fn read(&self) -> *mut c_void {
+        // SAFETY: no racing store (the contract).
+        unsafe { *self.addr.as_ptr() }
+    }
+
     /// Points the slot at `f`, a function of the symbol's C type.
     pub fn store(&self, f: *mut c_void) {
         self.addr.store(f, Ordering::Release);
@@ -243,16 +259,18 @@ impl<F: Copy> Next<F> {
         unsafe { function(self.symbol.address()) }
     }
 
-    /// The function the slot holds, without a look-up: one load (the
-    /// allocator's, on the hot path).
+    /// The function the slot holds, without a look-up: one plain load (the
+    /// allocator's, on the hot path), which a one-argument tail call folds
+    /// into its jump.
     ///
     /// # Safety
     /// The slot is not null: it started at a function (`starting_at`), or
-    /// `get` ran.
+    /// `get` ran; and no store to it races with the read (`NextSymbol::read`).
     #[inline(always)]
     pub unsafe fn loaded(&self) -> F {
-        // SAFETY: a function of type `F`, not null (the contract).
-        unsafe { function(self.symbol.load()) }
+        // SAFETY: a function of type `F`, not null, no racing store (the
+        // contract).
+        unsafe { function(self.symbol.read()) }
     }
 
     /// The untyped view: name and slot.

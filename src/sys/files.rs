@@ -114,6 +114,24 @@ pub fn create_exclusive(
 }
 
 /// Opens the directory `path` (close-on-exec), for the calls below.
+/// Whether the calling process, by its effective ids, may create files in
+/// the directory open as `dir` (or, with `dir` None, at `path`): write and
+/// search permission on it. The errno if not.
+pub fn may_write_in(dir: Option<libc::c_int>, path: &CStr) -> Result<(), i32> {
+    let (at, path) = match dir {
+        Some(fd) => (fd, c"."),
+        None => (libc::AT_FDCWD, path),
+    };
+    // SAFETY: a NUL-terminated path; no other pointer.
+    let rc =
+        unsafe { libc::faccessat(at, path.as_ptr(), libc::W_OK | libc::X_OK, libc::AT_EACCESS) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(crate::sys::errno::get())
+    }
+}
+
 pub fn open_directory(path: &CStr) -> Result<libc::c_int, i32> {
     let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
     match raw::sys!(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), flags) {

@@ -27,6 +27,10 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, 
 static DIR_FD: AtomicI32 = AtomicI32::new(-1);
 static DIR_DEV: AtomicU64 = AtomicU64::new(0);
 static DIR_INO: AtomicU64 = AtomicU64::new(0);
+/// The dump directory's descriptor was reopened after the program closed
+/// the one opened at load: a log file opened through it is closed after
+/// each line (the program keeps its descriptor count; see `DumpDir`).
+static DIR_REOPENED: AtomicBool = AtomicBool::new(false);
 
 /// What fd 2 named at load: `UNSET` until `note_stderr` (fd 2 is then still
 /// the one the process started with), `CLOSED` if it was not open, `NOTED`.
@@ -53,11 +57,25 @@ const NO_LOG: u32 = u32::MAX;
 /// forked child takes over a hold it inherited from its parent's threads.
 static LOG_BUSY: AtomicI32 = AtomicI32::new(0);
 
-/// Where the log file goes: called whenever the dump directory is (re)opened.
-pub fn set_directory(fd: libc::c_int, id: (u64, u64)) {
+/// Where the log file goes: called whenever the dump directory is (re)opened
+/// (`reopened`: after the program closed the one opened at load), or closed
+/// (`fd` -1).
+pub fn set_directory(fd: libc::c_int, id: (u64, u64), reopened: bool) {
+    DIR_REOPENED.store(reopened, Ordering::Relaxed);
     DIR_DEV.store(id.0, Ordering::Relaxed);
     DIR_INO.store(id.1, Ordering::Relaxed);
     DIR_FD.store(fd, Ordering::Release);
+}
+
+/// The dump directory's descriptor, while it is still the directory opened
+/// (device and inode): for a question about the directory itself.
+pub fn directory() -> Option<libc::c_int> {
+    let fd = DIR_FD.load(Ordering::Acquire);
+    let id = (
+        DIR_DEV.load(Ordering::Relaxed),
+        DIR_INO.load(Ordering::Relaxed),
+    );
+    (fd >= 0 && files::identity(fd) == Some(id)).then_some(fd)
 }
 
 /// Notes what stderr is; called first when the library loads.
@@ -73,9 +91,14 @@ pub fn note_stderr() {
     ERR_STATE.store(state, Ordering::Release);
 }
 
+/// One line of text: control characters written into it are escaped
+/// (`escape::control`), so that nothing from a path, a name or the
+/// environment can end the line or reach a terminal as a command.
 pub struct Line {
     buf: [u8; 512],
     len: usize,
+    /// False for a file name built in a `Line` (`log_name`).
+    escape: bool,
 }
 
 impl Line {
@@ -83,6 +106,23 @@ impl Line {
         Line {
             buf: [0; 512],
             len: 0,
+            escape: true,
+        }
+    }
+
+    /// A buffer for a file name: nothing escaped.
+    const fn name() -> Self {
+        Line {
+            escape: false,
+            ..Line::new()
+        }
+    }
+
+    /// Ends the text with a newline (for a line written as it is).
+    fn end(&mut self) {
+        if self.len < self.buf.len() {
+            self.buf[self.len] = b'\n';
+            self.len += 1;
         }
     }
 
@@ -166,8 +206,14 @@ fn to_log_file(text: &[u8], no_glibc: bool) {
         raw::yield_now();
     }
     // A snapshot copy (`collect::single`) writes to its process's log.
-    if let Some(fd) = log_fd(raw::process_id(), no_glibc) {
+    if let Some((fd, reopened)) = log_fd(raw::process_id(), no_glibc) {
         let _ = files::write_all(fd, text);
+        if reopened || DIR_REOPENED.load(Ordering::Relaxed) {
+            // The program closed the library's descriptors: it gets the
+            // number back at once (`LOG_NUMBER` finds the file again).
+            let _ = raw::close(fd);
+            LOG_FD.store(-1, Ordering::Relaxed);
+        }
     }
     LOG_BUSY.store(0, Ordering::Release);
 }
@@ -209,9 +255,10 @@ pub fn adopt(s: State) {
     LOG_FD.store(s.fd, Ordering::Relaxed);
 }
 
-/// This process's log file, opened or created as needed. Called with
+/// This process's log file, opened or created as needed, and whether it
+/// was reopened (the program closed the one the library had). Called with
 /// `LOG_BUSY` held; `no_glibc` as in `Line::write`.
-fn log_fd(pid: libc::pid_t, no_glibc: bool) -> Option<libc::c_int> {
+fn log_fd(pid: libc::pid_t, no_glibc: bool) -> Option<(libc::c_int, bool)> {
     let fd = LOG_FD.load(Ordering::Relaxed);
     let id = (
         LOG_DEV.load(Ordering::Relaxed),
@@ -228,7 +275,7 @@ fn log_fd(pid: libc::pid_t, no_glibc: bool) -> Option<libc::c_int> {
         LOG_NEXT.store(0, Ordering::Relaxed);
         LOG_FAILURE_SAID.store(false, Ordering::Relaxed);
     } else if ours {
-        return Some(fd);
+        return Some((fd, false));
     }
     LOG_FD.store(-1, Ordering::Relaxed);
     let dir = DIR_FD.load(Ordering::Acquire);
@@ -251,13 +298,13 @@ fn log_fd(pid: libc::pid_t, no_glibc: bool) -> Option<libc::c_int> {
         ) as libc::c_int;
         if fd >= 0 && files::inode(fd) == Some(id) {
             LOG_FD.store(fd, Ordering::Relaxed);
-            return Some(fd);
+            return Some((fd, true));
         }
         if fd >= 0 {
             let _ = raw::close(fd);
         }
     }
-    create_log(dir, pid, no_glibc)
+    create_log(dir, pid, no_glibc).map(|fd| (fd, number != NO_LOG))
 }
 
 /// Creates the log under the first free name from `LOG_NEXT`; says once
@@ -282,11 +329,12 @@ fn create_log(dir: libc::c_int, pid: libc::pid_t, no_glibc: bool) -> Option<libc
                 LOG_FD.store(fd, Ordering::Relaxed);
                 if k > 0 {
                     let mut note = Line::new();
-                    let _ = writeln!(
+                    let _ = write!(
                         note,
                         "leakprobe: this process's log is now {name} ({} is taken or gone)",
                         log_name(pid, k - 1)
                     );
+                    note.end();
                     to_stderr(&note.buf[..note.len]);
                     let _ = files::write_all(fd, &note.buf[..note.len]);
                 }
@@ -317,7 +365,8 @@ fn create_log(dir: libc::c_int, pid: libc::pid_t, no_glibc: bool) -> Option<libc
             let end = text.iter().position(|&b| b == 0).unwrap_or(0);
             let _ = note.write_str(core::str::from_utf8(&text[..end]).unwrap_or("?"));
         }
-        let _ = writeln!(note, "): this process's messages go to stderr only");
+        let _ = write!(note, "): this process's messages go to stderr only");
+        note.end();
         to_stderr(&note.buf[..note.len]);
     }
     None
@@ -325,7 +374,7 @@ fn create_log(dir: libc::c_int, pid: libc::pid_t, no_glibc: bool) -> Option<libc
 
 /// `leakprobe.<pid>.log` (k = 0) or `leakprobe.<pid>.<k>.log`, NUL-terminated.
 fn log_name(pid: libc::pid_t, k: u32) -> Line {
-    let mut name = Line::new();
+    let mut name = Line::name();
     let _ = match k {
         0 => write!(name, "leakprobe.{pid}.log\0"),
         k => write!(name, "leakprobe.{pid}.{k}.log\0"),
@@ -341,12 +390,33 @@ impl fmt::Display for Line {
     }
 }
 
-impl Write for Line {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
+impl Line {
+    fn push(&mut self, s: &str) {
+        // A line cut short is cut between characters: it stays UTF-8.
+        let mut n = s.len().min(self.buf.len() - self.len);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
         self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
         self.len += n;
-        Ok(())
+    }
+}
+
+impl Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if !self.escape || !s.chars().any(char::is_control) {
+            self.push(s);
+            return Ok(());
+        }
+        struct Raw<'a>(&'a mut Line);
+        impl Write for Raw<'_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                self.0.push(s);
+                Ok(())
+            }
+        }
+        s.chars()
+            .try_for_each(|c| crate::sys::escape::control(c, &mut Raw(self)))
     }
 }
 

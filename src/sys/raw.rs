@@ -137,6 +137,12 @@ pub fn protect(at: usize, bytes: usize, prot: c_int) -> bool {
     sys!(libc::SYS_mprotect, at, bytes, prot) == 0
 }
 
+/// Advises the kernel never to back `bytes` at `p` (page-aligned) with
+/// transparent huge pages; best effort (a kernel without them says EINVAL).
+pub fn no_huge_pages(p: usize, bytes: usize) {
+    sys!(libc::SYS_madvise, p, bytes, libc::MADV_NOHUGEPAGE);
+}
+
 /// Gives back a mapping `map_anonymous` or `map_with` made.
 ///
 /// # Safety
@@ -233,18 +239,6 @@ pub fn read_file<'a>(path: &CStr, buf: &'a mut [u8]) -> Option<&'a [u8]> {
     }
     let _ = close(fd as c_int);
     Some(&buf[..len])
-}
-
-pub fn sleep_ms(ms: u64) {
-    let ts = libc::timespec {
-        tv_sec: (ms / 1000) as libc::time_t,
-        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
-    };
-    sys!(
-        libc::SYS_nanosleep,
-        &ts as *const libc::timespec,
-        core::ptr::null::<c_void>()
-    );
 }
 
 /// Lets another thread run (`sched_yield`). Out of line: spin loops call it

@@ -26,6 +26,8 @@
 //!   show it as a hex address) and names it on a `# leakprobe java_frame:`
 //!   line, which both tools skip.
 
+use crate::settings::Settings;
+use crate::unwind::frame_source::FrameSource;
 use crate::unwind::jni_callin;
 use crate::unwind::stack::Stack;
 use core::ffi::{c_char, c_int, c_void, CStr};
@@ -126,8 +128,22 @@ struct CallTrace {
 
 type Agct = unsafe extern "C" fn(*mut CallTrace, i32, *mut c_void);
 
-pub fn disable() {
-    OFF.store(true, Ordering::Relaxed);
+/// Java's frames, as a frame source (`unwind::frames`).
+pub static FRAMES: FrameSource = FrameSource {
+    init,
+    append,
+    note_stack,
+    poll,
+    idle_wait,
+    frame_lines,
+    facts,
+};
+
+/// `LEAKPROBE_JAVA=0`: never look for a JVM.
+fn init(cfg: &Settings) {
+    if !cfg.java {
+        OFF.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Appends the Java frames of the calling thread, if it is a Java thread of
@@ -135,7 +151,7 @@ pub fn disable() {
 /// True if the collector should be woken once the sample is queued, to
 /// name methods it may not know yet (`wants_names`).
 #[inline(always)]
-pub fn append(stack: &mut Stack, max_len: usize) -> bool {
+fn append(stack: &mut Stack, max_len: usize) -> bool {
     ACTIVE.load(Ordering::Relaxed) && append_java(stack, max_len)
 }
 
@@ -278,12 +294,15 @@ fn decode(word: usize) -> Option<(usize, usize)> {
     (word & TAG != 0).then_some(((word & ID_MASK) << 3, (word >> CODE_SHIFT) & CODE_MASK))
 }
 
-/// Counters for the dump: (stacks with Java frames, stacks not walkable).
-pub fn counts() -> (u64, u64) {
-    (
-        WALKED.load(Ordering::Relaxed),
-        NOT_WALKABLE.load(Ordering::Relaxed),
-    )
+/// The dump's counters: stacks with Java frames, stacks not walkable.
+fn facts() -> Vec<(&'static str, String)> {
+    vec![
+        ("java_stacks", WALKED.load(Ordering::Relaxed).to_string()),
+        (
+            "java_stacks_not_walkable",
+            NOT_WALKABLE.load(Ordering::Relaxed).to_string(),
+        ),
+    ]
 }
 
 /// What is known of a method, by jmethodID.
@@ -327,7 +346,7 @@ fn names() -> std::sync::MutexGuard<'static, Names> {
 
 /// A new stack was interned: its methods are resolved on the collector's
 /// next round.
-pub fn note_stack(frames: &[usize]) {
+fn note_stack(frames: &[usize]) {
     if !frames.iter().any(|&w| w & TAG != 0) {
         return;
     }
@@ -341,7 +360,7 @@ pub fn note_stack(frames: &[usize]) {
 
 /// The collector's round: looks for a JVM until one is set up, and resolves
 /// the methods of new stacks.
-pub fn poll() {
+fn poll() {
     if OFF.load(Ordering::Relaxed) {
         return;
     }
@@ -357,8 +376,10 @@ pub fn poll() {
 /// field; `?` when unknown), kind one of `java`, `native` (a Java native
 /// method), `unloaded` (its class was unloaded before it was named),
 /// `unknown` (no name: the VM gave no method id, or JVMTI was gone).
-pub fn frame_lines<'a>(stacks: impl Iterator<Item = &'a [usize]>) -> Vec<(&'static str, String)> {
+fn frame_lines(stacks: &[&[usize]]) -> Vec<(&'static str, String)> {
     let mut words: Vec<usize> = stacks
+        .iter()
+        .copied()
         .flatten()
         .copied()
         .filter(|&w| w & TAG != 0)
@@ -582,7 +603,7 @@ static CREATED: AtomicUsize = AtomicUsize::new(0);
 
 /// How long the collector may sleep when idle: briefly while a VM is being
 /// created, so that its first Java threads already get Java frames.
-pub fn idle_wait(idle: Duration) -> Duration {
+fn idle_wait(idle: Duration) -> Duration {
     match CREATED.load(Ordering::Relaxed) {
         0 | 1 => idle,
         _ => idle.min(Duration::from_millis(2)),
@@ -865,23 +886,13 @@ unsafe extern "C" fn on_class_prepare(jvmti: Env, _: Env, _: *mut c_void, class:
     crate::sample::sampling::while_busy(|| unsafe { create_method_ids(jvmti, class) });
 }
 
-/// The collector's way to intern what its ring holds now (`set_drain`).
-static DRAIN: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
-
-/// Called by the collector with the function that interns what its ring
-/// holds: at VMDeath, stacks sampled since its last round are then named
-/// while JVMTI still answers (else their Java frames would stay unknown).
-pub fn set_drain(drain: fn()) {
-    let _ = DRAIN.set(drain);
-}
-
 /// The VM is about to exit: resolve what is pending while JVMTI still
 /// answers, then never call it again.
 unsafe extern "C" fn on_vm_death(_: Env, _: Env) {
     ACTIVE.store(false, Ordering::Release);
-    if let Some(drain) = DRAIN.get() {
-        drain();
-    }
+    // Stacks sampled since the collector's last round are named while JVMTI
+    // still answers (else their Java frames would stay unknown).
+    crate::unwind::frame_source::drain();
     let mut n = names();
     n.tid = current_tid();
     resolve_pending(&mut n);

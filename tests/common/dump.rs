@@ -76,7 +76,8 @@ impl Dump {
     /// None if the file is gone (a dump beyond `LEAKPROBE_MAX_DUMPS` is
     /// removed as the next is written).
     pub fn try_read(path: &Path) -> Option<Dump> {
-        let text = std::fs::read_to_string(path).ok()?;
+        // The memory map is the kernel's bytes: a path there may not be UTF-8.
+        let text = String::from_utf8_lossy(&std::fs::read(path).ok()?).into_owned();
         let mut lines = text.lines();
         let header = lines.next().unwrap();
         let (totals, period) = header

@@ -87,6 +87,24 @@ pub fn can_run_as_root(test: &str, why: &str) -> bool {
     false
 }
 
+/// A file the test needs that `scripts/install-deps` installs (from Debian
+/// package `package`): missing, the test fails saying so; it never passes
+/// without having run.
+pub fn installed<'a>(path: &'a str, package: &str) -> &'a str {
+    assert!(
+        std::path::Path::new(path).exists(),
+        "{path} is missing: `make deps` (scripts/install-deps) installs it ({package})"
+    );
+    path
+}
+
+/// A test that cannot run here for a reason no install fixes (another
+/// distribution's build of a program): says so on the real stderr, which
+/// libtest does not capture, so the pass is never silent.
+pub fn skip(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIP {test}: {why}");
+}
+
 /// Runs a command and returns its stdout, failing the test if it fails.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd

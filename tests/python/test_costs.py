@@ -17,12 +17,23 @@ from pathlib import Path
 from harness import LIBRARY, ROOT
 
 WORKLOADS = ROOT / "target/bench/workloads"
+ENTRY_PAIRS = ROOT / "target/bench/entry_pairs"
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
 # docs/overhead.md, "Instructions (callgrind)": instructions the library adds
 # to an unsampled malloc+free pair, over glibc and over jemalloc; and
 # "Instructions per sample": with the caching unwinder, all costs included.
-ADDED_PER_PAIR = {"glibc": 13.2, "jemalloc": 13.4}
+ADDED_PER_PAIR = {"glibc": 10.0, "jemalloc": 10.0}
+# The same table's pairs through the other entry points
+# (`bench/entry_pairs.cc`): calloc+free, and new+sized delete (jemalloc's own
+# operators: the library's run, its sized delete replaced, cost less than
+# jemalloc's alone).
+ADDED_PER_ENTRY_PAIR = {
+    ("calloc", "glibc"): 13.1,
+    ("calloc", "jemalloc"): 13.1,
+    ("new", "glibc"): 7.0,
+    ("new", "jemalloc"): -3.3,
+}
 PER_SAMPLE_FAST = 1014
 # Callgrind is exact for one binary and input; what moves is the allocator's
 # own path with the heap's layout (glibc: +-0.1 a pair here) and where the
@@ -31,12 +42,12 @@ PAIR_SLACK = 0.3
 SAMPLE_SLACK = 0.05
 
 
-def total(env: dict[str, str], workload: str, scale: float) -> int:
+def total(env: dict[str, str], workload: str, scale: float, program: Path = WORKLOADS) -> int:
     """Instructions of every thread of one run of `workload` at `scale`."""
     with tempfile.TemporaryDirectory(prefix="leakprobe-costs-") as scratch:
         out = Path(scratch) / "callgrind.out"
         subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(WORKLOADS), workload, str(scale)],
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(program), workload, str(scale)],
             env={**os.environ, "LEAKPROBE_DIR": scratch, **env},
             capture_output=True,
             check=True,
@@ -50,6 +61,11 @@ def total(env: dict[str, str], workload: str, scale: float) -> int:
 def per_pair(env: dict[str, str]) -> float:
     """(1.1 M pairs - 0.1 M pairs) / 1 M: the start and exit cancel out."""
     return (total(env, "pairs", 1.1) - total(env, "pairs", 0.1)) / 1e6
+
+
+def per_entry_pair(env: dict[str, str], entry: str) -> float:
+    """As `per_pair`, 0.2 M pairs of `entry_pairs`' `entry`."""
+    return (total(env, entry, 0.3, ENTRY_PAIRS) - total(env, entry, 0.1, ENTRY_PAIRS)) / 2e5
 
 
 class HotPathCosts(unittest.TestCase):
@@ -72,6 +88,22 @@ class HotPathCosts(unittest.TestCase):
                 self.assertLessEqual(added, ADDED_PER_PAIR[allocator] + PAIR_SLACK)
                 # The library is in the path: a pair that costs nothing was not measured.
                 self.assertGreater(added, 3)
+
+    def test_other_entry_points_pairs_cost_no_more_than_documented(self) -> None:
+        if not ENTRY_PAIRS.exists():
+            self.fail(f"{ENTRY_PAIRS} is missing: `make test` builds it")
+        never = {"LEAKPROBE_SAMPLE": str(1 << 40)}
+        preloads = {"glibc": [], "jemalloc": [JEMALLOC]}
+        for (entry, allocator), documented in ADDED_PER_ENTRY_PAIR.items():
+            with self.subTest(entry=entry, allocator=allocator):
+                preload = preloads[allocator]
+                bare = per_entry_pair({"LD_PRELOAD": " ".join(preload)} if preload else {}, entry)
+                ours = per_entry_pair({"LD_PRELOAD": " ".join([str(LIBRARY), *preload]), **never}, entry)
+                added = ours - bare
+                print(f"\n  unsampled {entry} pair over {allocator}: {added:+.1f} instructions", end="")
+                self.assertLessEqual(added, documented + PAIR_SLACK)
+                # The library is in the path: the pair differs from the bare one.
+                self.assertNotAlmostEqual(added, 0, delta=1)
 
     def test_a_sample_costs_no_more_than_documented(self) -> None:
         samples = 120_000

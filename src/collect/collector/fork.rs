@@ -113,6 +113,7 @@ extern "C" fn fork_child() {
         for e in lost {
             live::update(e.ptr, e.seq, |e| e.stack = LOST);
         }
+        crate::mapped::table::lose_stacks(LOST);
         // SAFETY: the child has one thread; the old holder no longer exists.
         // The old state is leaked, not dropped: it may be half-updated.
         let old = core::mem::replace(unsafe { STATE.held() }, settings::get().map(Collector::new));
@@ -125,4 +126,6 @@ extern "C" fn fork_child() {
     }
     STATE.release();
     NEEDS_THREAD.store(true, Ordering::Relaxed);
+    // The published record names this process.
+    crate::profile::published::forked();
 }

@@ -3,6 +3,7 @@
 //! stacks, and writes a dump when the signal asks for one.
 
 pub mod fork;
+mod mapped;
 mod schedule;
 pub mod snapshot;
 mod write;
@@ -10,6 +11,7 @@ mod write;
 use crate::collect::request::REQUESTS;
 use crate::collect::ring::{self, Sample};
 use crate::collect::{mode, signal};
+use crate::mapped::table::Kind;
 use crate::profile::dumpdir::DumpDir;
 use crate::profile::objects;
 use crate::sample::live::{self, Entry, PENDING};
@@ -20,7 +22,7 @@ use crate::sys::lock::SpinLock;
 use crate::sys::signals::{block_here, with_all_blocked};
 use crate::sys::word_hash::WordMap;
 use crate::unwind::walk;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Samples absorbed per lock hold, so `fork` never waits long for the lock.
@@ -54,6 +56,11 @@ struct Collector {
     kept: std::collections::VecDeque<u64>,
     /// The automatic dumps kept, oldest first, for `LEAKPROBE_KEEP`.
     automatic_kept: std::collections::VecDeque<write::AutomaticDump>,
+    /// Cumulative sampled (count, bytes) of mapped memory per (kind, stack,
+    /// size); its stacks are interned with the heap's.
+    mapped_allocated: WordMap<(Kind, u32, usize), (u64, u64)>,
+    /// Where dumps go besides the dump directory (`sink::others`).
+    sinks: Vec<Box<dyn crate::collect::sink::Sink + Send>>,
 }
 
 static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
@@ -61,6 +68,12 @@ static STATE: SpinLock<Option<Collector>> = SpinLock::new(None);
 static NEEDS_THREAD: AtomicBool = AtomicBool::new(false);
 /// Neither the collector thread nor the helper of `single` could be started.
 static NO_THREAD: AtomicBool = AtomicBool::new(false);
+/// Dumps not written because the library's allocations were refused
+/// (`write`; a snapshot copy's count comes back through `snapshot`).
+static FAILED_FOR_MEMORY: AtomicU64 = AtomicU64::new(0);
+/// Snapshots that wrote nothing (no child, or one that failed or hung):
+/// counted by `snapshot`, said in every dump by `write`.
+static SNAPSHOTS_FAILED: AtomicU64 = AtomicU64::new(0);
 
 /// Rounds of the collector (about 100 ms each when idle) after an attach
 /// that rewrite the GOT entries again.
@@ -99,7 +112,7 @@ pub fn thread_id(timeout: Duration) -> Option<i32> {
         if NO_THREAD.load(Ordering::Relaxed) || crate::sys::clock::monotonic() > deadline {
             return None;
         }
-        crate::sys::raw::sleep_ms(1);
+        crate::sys::clock::sleep(Duration::from_millis(1));
     }
 }
 
@@ -148,7 +161,7 @@ pub fn start(cfg: &'static Settings) {
     objects::argv0();
     ring::renew();
     STATE.with(|s| *s = Some(Collector::new(cfg)));
-    crate::unwind::java::set_drain(absorb_at_vm_death);
+    crate::unwind::frames::set_drain(absorb_at_vm_death);
     fork::register();
     spawn();
 }
@@ -190,8 +203,38 @@ fn dump_here(target: Option<std::path::PathBuf>) -> bool {
 /// `LEAKPROBE_DUMP_AT_EXIT`: registered with atexit() when the library loads,
 /// so it runs after the program's own exit handlers.
 pub extern "C" fn dump_at_exit() {
+    // Deliveries not yet taken are answered by this dump too.
+    signal::take_pending();
     if !dump_to(None, std::time::Duration::from_secs(10)) {
         crate::sys::log::log!("the exit dump was not written");
+    }
+}
+
+/// At exit, after the program's exit handlers (and the single-threaded
+/// mode's helper stopped): a request that came in just before the program
+/// ended, still pending as a signal or not answered yet, is written here by
+/// the exiting thread, or said in one line.
+pub fn answer_at_exit() {
+    signal::take_pending();
+    // The collector may hold its state a while (a dump under way, a full
+    // stderr): the exit waits for it 5 s at most.
+    let deadline = crate::sys::clock::monotonic() + Duration::from_secs(5);
+    while !STATE.try_acquire() {
+        if crate::sys::clock::monotonic() > deadline {
+            crate::sys::log::log!(
+                "the program exited while a dump was being written (the collector was busy for 5 s)"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: acquired just above, released below, no other reference made.
+    let unanswered = unsafe { STATE.held() }
+        .as_ref()
+        .is_some_and(|c| c.requests_served != REQUESTS.asked());
+    STATE.release();
+    if unanswered && !dump_to(None, Duration::from_secs(5)) {
+        crate::sys::log::log!("a dump requested before the program exited was not written");
     }
 }
 
@@ -236,9 +279,21 @@ pub fn spawn() {
         spawn_thread()
     };
     NO_THREAD.store(started.is_err(), Ordering::Relaxed);
+    use crate::profile::published::{refuse, Refusal};
+    match started {
+        Ok(()) => refuse(Refusal::NoTaker, None),
+        Err(e) => refuse(
+            Refusal::NoTaker,
+            Some(format_args!(
+                "nothing can take dump signals (no thread could be started: {}); they are \
+                 answered only when the program exits",
+                mode::CloneError(e)
+            )),
+        ),
+    }
     if let Err(e) = started {
         crate::sys::log::log!(
-            "cannot start {} ({}): dump signals will not be answered; leakprobe_dump() and \
+            "cannot start {} ({}): dump signals are answered only when the program exits; leakprobe_dump() and \
              LEAKPROBE_DUMP_AT_EXIT still write dumps, on the calling thread",
             if single {
                 "the thread that takes dump signals in a single-threaded program"
@@ -261,7 +316,7 @@ pub fn spawn_thread() -> Result<(), i32> {
         let rc = with_all_blocked(sig, || {
             let attr = crate::sys::threads::DetachedAttr::new();
             let mut thread: libc::pthread_t = 0;
-            let create = crate::mapped::thread_stacks::real_create();
+            let create = crate::next::slot::pthread_create.get();
             // SAFETY: initialised arguments; `run` never returns, and the
             // thread is detached: it needs no join.
             unsafe { create(&mut thread, attr.as_ptr(), run, core::ptr::null_mut()) }
@@ -318,15 +373,12 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         while fork::FORK_PENDING.load(Ordering::Acquire) {
             crate::sys::raw::yield_now();
         }
-        crate::mapped::table::intern_deferred();
-        // Java frames of new mapping stacks are named soon, as the heap's are.
-        crate::unwind::java::note_stack(&crate::mapped::table::stack_words(false));
         let more = STATE.with(|s| s.as_mut().is_some_and(Collector::step));
         // After the step: the methods of the stacks it interned are named in
         // this round (a sample with a new method woke it for that).
-        crate::unwind::java::poll();
+        crate::unwind::frames::poll();
         if !more {
-            doorbell::wait(seen, crate::unwind::java::idle_wait(IDLE_WAIT));
+            doorbell::wait(seen, crate::unwind::frames::idle_wait(IDLE_WAIT));
         }
     }
 }
@@ -352,6 +404,8 @@ impl Collector {
                 cfg.max_dumps.min(snapshot::KEPT_ROOM) + 1,
             ),
             automatic_kept: std::collections::VecDeque::new(),
+            mapped_allocated: WordMap::default(),
+            sinks: crate::collect::sink::others(cfg),
         }
     }
 
@@ -380,21 +434,65 @@ impl Collector {
             let Some(sample) = ring::pop() else {
                 return false;
             };
-            if let Some(id) = self.intern(&sample) {
-                live::update(sample.ptr, sample.seq, |e| e.stack = id);
-            }
+            self.take(&sample);
         }
         true
     }
 
-    /// Interns a sample's stack and counts it; its stack id.
+    /// A sample from the ring (or, in single-threaded mode, from the
+    /// allocating thread): its stack interned and counted, and its live
+    /// entry (heap) or tracked range (mapped) given the stack.
+    #[inline(always)]
+    fn take(&mut self, s: &Sample) {
+        match s.kind() {
+            None => {
+                if let Some(id) = self.intern(s) {
+                    live::update(s.ptr, s.seq, |e| e.stack = id);
+                }
+            }
+            Some(kind) => {
+                let id = self.intern_mapped(s, kind);
+                crate::mapped::table::with_table(|t| t.set_stack(s.seq, id));
+            }
+        }
+    }
+
+    /// Interns a heap sample's stack and counts it; its stack id.
     fn intern(&mut self, s: &Sample) -> Option<u32> {
         // At the memory limit, a table that cannot grow leaves the sample
         // unresolved (so reported) rather than abort the process.
-        if self.allocated.try_reserve(1).is_err()
-            || self.ids.try_reserve(1).is_err()
-            || self.stacks.try_reserve(1).is_err()
-        {
+        if self.allocated.try_reserve(1).is_err() {
+            return None;
+        }
+        let id = self.stack_id(s)?;
+        self.allocated_bytes += sampling::estimated_bytes(s.size, sampling::period());
+        let total = self.allocated.entry((id, s.size)).or_default();
+        total.0 += 1;
+        total.1 += s.size as u64;
+        Some(id)
+    }
+
+    /// Interns a mapped sample's stack and counts it; its stack id (None:
+    /// the entry stops being tracked, counted as dropped).
+    fn intern_mapped(&mut self, s: &Sample, kind: Kind) -> Option<u32> {
+        let id = match self.mapped_allocated.try_reserve(1) {
+            Ok(()) => self.stack_id(s),
+            Err(_) => None,
+        };
+        let Some(id) = id else {
+            crate::mapped::table::count_dropped();
+            return None;
+        };
+        let total = self.mapped_allocated.entry((kind, id, s.size)).or_default();
+        total.0 += 1;
+        total.1 += s.size as u64;
+        Some(id)
+    }
+
+    /// The id of a sample's stack in the one intern table, interned if new.
+    #[inline(always)]
+    fn stack_id(&mut self, s: &Sample) -> Option<u32> {
+        if self.ids.try_reserve(1).is_err() || self.stacks.try_reserve(1).is_err() {
             return None;
         }
         let frames = s.stack.frames();
@@ -415,23 +513,21 @@ impl Collector {
                 let id = self.stacks.len() as u32;
                 self.stacks.push(frames.into());
                 self.ids.insert(frames.into(), id);
-                crate::unwind::java::note_stack(frames);
+                crate::unwind::frames::note_stack(frames);
                 id
             }
         };
         self.last = id;
-        self.allocated_bytes += sampling::estimated_bytes(s.size, sampling::period());
-        let total = self.allocated.entry((id, s.size)).or_default();
-        total.0 += 1;
-        total.1 += s.size as u64;
         Some(id)
     }
 
-    /// The library's own memory: live tables, ring, interned stacks and totals
-    /// (the maps' own overhead approximated).
+    /// The library's own memory: live tables and the pages of their filter
+    /// samples wrote, ring, interned stacks and totals (the maps' own
+    /// overhead approximated).
     fn overhead_bytes(&self) -> usize {
         let stacks: usize = self.stacks.iter().map(|s| s.len() * 8).sum();
         live::table_bytes()
+            + live::filter_bytes()
             + crate::mapped::table::table_bytes()
             + ring::bytes()
             + walk::cache_bytes()

@@ -8,7 +8,7 @@ use crate::collect::ring::Sample;
 use crate::sample::live::{self, Entry};
 use crate::sample::sampling;
 use crate::sys::lock::SpinLock;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Dumps the single-threaded mode's helper can keep count of without
 /// allocating (see `Collector::keep`).
@@ -27,6 +27,21 @@ pub fn record_inline(sample: &Sample, mut entry: Entry) -> bool {
             entry.stack = id;
         }
         live::insert(entry);
+        true
+    })
+}
+
+/// `record_inline` for a mapped sample (`hook::sampled::record_mapped`):
+/// interned, counted and its tracked range resolved at once, under the
+/// state lock, with the breaks the ring holds (`record_break`): this thread
+/// may allocate here. False if there is no state (the caller takes the ring).
+pub fn record_mapped_inline(sample: &Sample) -> bool {
+    STATE.with(|s| {
+        let Some(c) = s.as_mut() else {
+            return false;
+        };
+        while c.absorb(usize::MAX) {}
+        c.take(sample);
         true
     })
 }
@@ -171,13 +186,16 @@ pub fn snapshot_child(job: Job) -> Outcome {
             let first = c.next_number;
             c.tokens_seen = job.tokens_seen;
             c.answering = REQUESTS.take_tokens(&mut c.tokens_seen);
+            // The breaks the ring holds (`record_break`): no push was half
+            // done when the helper copied the process (it held the table).
+            while c.absorb(usize::MAX) {}
             let written = c.dump();
             Some(Outcome {
                 written,
                 next_number: c.next_number,
                 kept: (c.next_number != first && c.kept.back() == Some(&(c.next_number - 1)))
                     .then(|| c.next_number - 1),
-                failed_for_memory: super::write::FAILED_FOR_MEMORY.load(Ordering::Relaxed),
+                failed_for_memory: super::FAILED_FOR_MEMORY.load(Ordering::Relaxed),
                 log: crate::sys::log::state(),
             })
         })
@@ -185,7 +203,7 @@ pub fn snapshot_child(job: Job) -> Outcome {
             written: false,
             next_number: 0,
             kept: None,
-            failed_for_memory: super::write::FAILED_FOR_MEMORY.load(Ordering::Relaxed),
+            failed_for_memory: super::FAILED_FOR_MEMORY.load(Ordering::Relaxed),
             log: crate::sys::log::state(),
         })
 }
@@ -196,7 +214,7 @@ pub fn snapshot_end(job: Job, outcome: Result<Outcome, Failure>) {
     let o = match outcome {
         Ok(o) => o,
         Err(why) => {
-            let failed = SNAPSHOTS_FAILED.fetch_add(1, Ordering::Relaxed) + 1;
+            let failed = super::SNAPSHOTS_FAILED.fetch_add(1, Ordering::Relaxed) + 1;
             say_not_written(&job, &why, failed);
             REQUESTS.finished(false);
             return;
@@ -213,15 +231,17 @@ pub fn snapshot_end(job: Job, outcome: Result<Outcome, Failure>) {
     }
     STATE.release();
     crate::sys::log::adopt(o.log);
-    super::write::FAILED_FOR_MEMORY.fetch_max(o.failed_for_memory, Ordering::Relaxed);
+    super::FAILED_FOR_MEMORY.fetch_max(o.failed_for_memory, Ordering::Relaxed);
+    if o.written {
+        // The copy wrote into the directory: this process's record says
+        // it serves (atomics, a spin lock and raw calls: fine here).
+        crate::profile::published::refuse(crate::profile::published::Refusal::Dir, None);
+    }
     REQUESTS.finished(o.written);
 }
 
 /// The requests answered so far, as `snapshot_begin` last saw them.
 static SERVED: AtomicU32 = AtomicU32::new(0);
-
-/// Snapshots that wrote nothing (no child, or one that failed or hung).
-pub(super) static SNAPSHOTS_FAILED: AtomicU64 = AtomicU64::new(0);
 
 /// On the helper: one line for a dump not written, naming the tagged
 /// requests it was to answer (`scripts/leakprobe dump` looks for its token

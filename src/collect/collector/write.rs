@@ -6,6 +6,7 @@ use super::{Collector, LOST};
 use crate::collect::mode;
 use crate::collect::request::REQUESTS;
 use crate::collect::ring;
+use crate::collect::sink::{self, Dump, Kind, Sink};
 use crate::next::{self, global_alloc};
 use crate::profile::accounting;
 use crate::profile::dump::{self, Row};
@@ -17,17 +18,7 @@ use crate::settings;
 use crate::sys::clock;
 use crate::sys::word_hash::WordMap;
 use crate::unwind::stack;
-use core::sync::atomic::{AtomicU64, Ordering};
-
-/// Which dump is written: asked for (a signal, the C API, the exit dump),
-/// automatic (`LEAKPROBE_DUMP_SECONDS`, `LEAKPROBE_INTERVAL`: also under
-/// `LEAKPROBE_KEEP`), or the peak profile.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Asked,
-    Automatic,
-    Peak,
-}
+use core::sync::atomic::Ordering;
 
 /// An automatic dump on disk, for `LEAKPROBE_KEEP`: whose, which, and the
 /// file written (device, inode), the only one its removal may take.
@@ -69,23 +60,31 @@ impl Collector {
         let map = objects::memory_map();
         let mut meta = self.facts(&rows, period, (live_n, live_b), unresolved, at_peak);
         meta.extend(objects::object_facts(&map));
+        // How long the memory map after `MAPPED_LIBRARIES:` is: a dump cut
+        // at a line boundary inside it is known as cut (the script says so).
+        meta.push(("maps_bytes", map.len().to_string()));
         let stacks = &self.stacks;
-        let mapped = crate::mapped::table::stack_words(true);
-        crate::unwind::java::note_stack(&mapped);
-        meta.extend(crate::unwind::java::frame_lines(
-            rows.iter()
-                .map(|r| &*stacks[r.stack as usize])
-                .chain([&mapped[..]]),
-        ));
+        // The heap rows' stacks and every mapped sample's.
+        let mapped = self.mapped_allocated.keys().map(|k| k.1);
+        let seen: Vec<&[usize]> = rows
+            .iter()
+            .map(|r| r.stack)
+            .chain(mapped)
+            .map(|id| &*stacks[id as usize])
+            .collect();
+        meta.extend(crate::unwind::frames::frame_lines(&seen));
         let text = dump::render(period, &meta, &rows, |id| &stacks[id as usize], &map);
         let text = match text {
             Ok(text) if global_alloc::refusals() == refusals => text,
             _ => return self.fail_for_memory(at_peak),
         };
-        let result = self.write_file(&text, kind);
+        let dump = Dump { text: &text, kind };
+        let result = DumpDirectory(self).write(&dump);
         let written = result.is_ok();
         match result {
             Ok(path) => {
+                // Written: the directory serves (again).
+                crate::profile::published::refuse(crate::profile::published::Refusal::Dir, None);
                 crate::sys::log::log!(
                     "wrote {path} ({} live samples, ~{:.1} MiB estimated live)",
                     self.snapshot.len(),
@@ -94,9 +93,11 @@ impl Collector {
             }
             Err(why) => crate::sys::log::log!("cannot write dump {why}"),
         }
+        self.dir.release_reopened();
         if !at_peak {
             REQUESTS.finished(written);
         }
+        sink::hand_on(&mut self.sinks, &dump);
         written
     }
 
@@ -219,7 +220,7 @@ impl Collector {
         };
         meta.push(("collector", collector.to_string()));
         meta.extend(crate::profile::attached::fact());
-        let failed = super::snapshot::SNAPSHOTS_FAILED.load(Ordering::Relaxed);
+        let failed = super::SNAPSHOTS_FAILED.load(Ordering::Relaxed);
         if failed > 0 {
             meta.push(("snapshots_failed", failed.to_string()));
         }
@@ -249,14 +250,12 @@ impl Collector {
         meta.push(("stacks_cut_short", cut_short.to_string()));
         meta.extend(accounting::process());
         meta.extend(accounting::allocator());
-        meta.extend(crate::mapped::table::facts(period));
+        meta.extend(self.mapped_facts(period));
         meta.push((
             "dumps_failed_out_of_memory",
-            FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),
+            super::FAILED_FOR_MEMORY.load(Ordering::Relaxed).to_string(),
         ));
-        let (java_walked, java_not_walkable) = crate::unwind::java::counts();
-        meta.push(("java_stacks", java_walked.to_string()));
-        meta.push(("java_stacks_not_walkable", java_not_walkable.to_string()));
+        meta.extend(crate::unwind::frames::facts());
         meta
     }
 
@@ -277,7 +276,11 @@ impl Collector {
                 let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
                 DumpDir::open(parent.unwrap_or(".".as_ref()).as_os_str(), false)
                     .write_replacing(&name, text)
-                    .map_err(|why| format!("{}: {why}", path.display()))
+                    .map_err(|why| {
+                        use std::os::unix::ffi::OsStrExt;
+                        let shown = crate::sys::escape::Escaped(path.as_os_str().as_bytes());
+                        format!("{shown}: {why}")
+                    })
             }
             None if at_peak => self
                 .dir
@@ -311,15 +314,27 @@ impl Collector {
     }
 }
 
-/// Dumps not written because the library's allocations were refused.
-pub(super) static FAILED_FOR_MEMORY: AtomicU64 = AtomicU64::new(0);
+/// The dump directory, the first sink (`collect::sink`): numbered dumps
+/// under `LEAKPROBE_MAX_DUMPS` (automatic ones also under `LEAKPROBE_KEEP`),
+/// the peak profile, or the path a caller of `leakprobe_dump` named.
+struct DumpDirectory<'a>(&'a mut Collector);
+
+impl Sink for DumpDirectory<'_> {
+    fn name(&self) -> &str {
+        "the dump directory"
+    }
+
+    fn write(&mut self, dump: &Dump) -> Result<String, String> {
+        self.0.write_file(dump.text, dump.kind)
+    }
+}
 
 impl Collector {
     /// A dump abandoned for lack of memory: one line, counted; what it took
     /// is given back. False: not written.
     pub(super) fn fail_for_memory(&mut self, at_peak: bool) -> bool {
         self.snapshot = Vec::new();
-        let failed = FAILED_FOR_MEMORY.fetch_add(1, Ordering::Relaxed) + 1;
+        let failed = super::FAILED_FOR_MEMORY.fetch_add(1, Ordering::Relaxed) + 1;
         crate::sys::log::log!(
             "cannot write {} dump: out of memory (the allocator refused the library's \
              allocations; {failed} so far); the program goes on",

@@ -10,13 +10,12 @@
 //! segments in whole pages, their size read with `shmctl(IPC_STAT)` before
 //! each `shmat`: one system call more on a call that is rare.
 
+use crate::hook::sampled;
 use crate::mapped::table::{self, Kind};
 use crate::next;
-use crate::sample::sampling;
+use crate::sample::{sampling, thread_state};
 use crate::unwind::stack::Stack;
-#[cfg(not(test))]
-use core::ffi::c_int;
-use core::ffi::c_void;
+use core::ffi::{c_int, c_void};
 
 type Ptr = *mut c_void;
 
@@ -34,12 +33,11 @@ pub fn init() {
 
 /// # Safety
 /// As shmat(2).
-#[cfg(not(test))]
 #[no_mangle]
 #[inline(never)]
 pub unsafe extern "C" fn shmat(id: c_int, addr: *const c_void, flags: c_int) -> Ptr {
     let size = table::pages(crate::sys::raw::shm_size(id));
-    let crossed = size != 0 && table::crosses(size);
+    let crossed = size != 0 && thread_state::crosses(size);
     let replaces = flags & libc::SHM_REMAP != 0 && table::overlaps(addr as usize, size);
     // SAFETY: the program's arguments, unchanged.
     let call = || unsafe { next::slot::shmat.get()(id, addr, flags) };
@@ -47,7 +45,7 @@ pub unsafe extern "C" fn shmat(id: c_int, addr: *const c_void, flags: c_int) -> 
         return call();
     }
     let kind = Some(Kind::Shm);
-    table::track_new(
+    crate::hook::mapping::track_new(
         size,
         kind,
         crossed,
@@ -59,7 +57,6 @@ pub unsafe extern "C" fn shmat(id: c_int, addr: *const c_void, flags: c_int) -> 
 
 /// # Safety
 /// As shmdt(2).
-#[cfg(not(test))]
 #[no_mangle]
 #[inline(never)]
 pub unsafe extern "C" fn shmdt(addr: *const c_void) -> c_int {
@@ -81,13 +78,12 @@ pub unsafe extern "C" fn shmdt(addr: *const c_void) -> c_int {
 
 /// # Safety
 /// As sbrk(2).
-#[cfg(not(test))]
 #[no_mangle]
 #[inline(never)]
 pub unsafe extern "C" fn sbrk(increment: isize) -> Ptr {
     // SAFETY: the program's argument, unchanged.
     let call = || unsafe { next::slot::sbrk.get()(increment) };
-    let crossed = increment > 0 && table::crosses(increment.unsigned_abs());
+    let crossed = increment > 0 && thread_state::crosses(increment.unsigned_abs());
     if !crossed && (increment >= 0 || !table::tracks_any()) {
         return call();
     }
@@ -106,7 +102,6 @@ pub unsafe extern "C" fn sbrk(increment: isize) -> Ptr {
 
 /// # Safety
 /// As brk(2).
-#[cfg(not(test))]
 #[no_mangle]
 #[inline(never)]
 pub unsafe extern "C" fn brk(addr: Ptr) -> c_int {
@@ -114,7 +109,7 @@ pub unsafe extern "C" fn brk(addr: Ptr) -> c_int {
     let (old, new) = (unsafe { next::slot::sbrk.get()(0) } as usize, addr as usize);
     // SAFETY: the program's argument, unchanged.
     let call = || unsafe { next::slot::brk.get()(addr) };
-    let crossed = new > old && table::crosses(new - old);
+    let crossed = new > old && thread_state::crosses(new - old);
     if !crossed && (new >= old || !table::tracks_any()) {
         return call();
     }
@@ -134,7 +129,7 @@ pub unsafe extern "C" fn brk(addr: Ptr) -> c_int {
 /// A move of the break by `size` bytes, made at exported function `entry`,
 /// that reached the sample point (`crossed`, growing) or may give back
 /// tracked memory. `call` moves it, and says from where to where (None if
-/// it failed). Nothing here allocates (see `table::track_deferred`).
+/// it failed). Nothing here allocates (see `sampled::record_break`).
 #[cold]
 #[inline(never)]
 fn break_slow(
@@ -145,13 +140,19 @@ fn break_slow(
 ) -> Option<(usize, usize)> {
     let mut stack = Stack::new();
     let sampled = crossed
-        && table::decide(size)
-        && sampling::while_busy(|| table::capture(entry, &mut stack));
+        && sampling::decide(size)
+        && sampling::while_busy(|| sampled::capture_mapped(entry, &mut stack));
     table::with_table(|t| {
         let moved = call();
         crate::sys::errno::preserved(|| match moved {
             Some((old, new)) if new > old && sampled => {
-                table::track_deferred(t, old, new - old, Kind::Brk, stack.frames())
+                let size = new - old;
+                let seq = t.mapped_at(old, size, Some((table::PENDING, Kind::Brk)));
+                // Handed on without waiting or allocating, under the lock
+                // (see `sampled::record_break`).
+                if !sampled::record_break(seq, size, &stack) {
+                    t.set_stack(seq, None);
+                }
             }
             Some((old, new)) => {
                 t.remove_range(old.min(new), old.max(new));

@@ -14,22 +14,15 @@
 //! (returns, `pthread_exit`, cancellation), then tail-calls the program's
 //! routine. Unsampled threads are created as they are.
 
-use crate::mapped::table;
-#[cfg(not(test))]
-use crate::mapped::table::{Entry, Kind};
-#[cfg(not(test))]
-use crate::sample::sampling;
+use crate::hook::sampled;
+use crate::mapped::table::{self, Entry, Kind};
+use crate::next;
+use crate::sample::{sampling, thread_state};
+use crate::unwind::stack::Stack;
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 type StartFn = extern "C" fn(*mut c_void) -> *mut c_void;
-type CreateFn = unsafe extern "C" fn(
-    *mut libc::pthread_t,
-    *const libc::pthread_attr_t,
-    StartFn,
-    *mut c_void,
-) -> c_int;
-
 /// The key whose destructor sees a sampled thread exit.
 static KEY: AtomicU32 = AtomicU32::new(0);
 static HAVE_KEY: AtomicBool = AtomicBool::new(false);
@@ -84,32 +77,8 @@ unsafe extern "C" fn exited(value: *mut c_void) {
     settle(|e| e.seq == seq, |e| e.exited = true);
 }
 
-/// What runs before the program makes a thread (`collect::single` ends
-/// its single-threaded mode there); set at load. A function pointer, so
-/// that this part does not depend on `collect`.
-static BEFORE_CREATE: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
-
-pub fn set_before_create(f: fn()) {
-    BEFORE_CREATE.store(f as *mut (), Ordering::Release);
-}
-
-fn before_create() {
-    let f = BEFORE_CREATE.load(Ordering::Acquire);
-    if !f.is_null() {
-        // SAFETY: only ever set from a `fn()` (`set_before_create`).
-        let f: fn() = unsafe { crate::sys::dl::function(f.cast()) };
-        f();
-    }
-}
-
-/// glibc's `pthread_create` (the collector's thread is made with it too).
-pub fn real_create() -> CreateFn {
-    crate::next::slot::pthread_create.get()
-}
-
 /// # Safety
 /// As pthread_create(3).
-#[cfg(not(test))]
 #[no_mangle]
 #[inline(never)]
 pub unsafe extern "C" fn pthread_create(
@@ -118,12 +87,14 @@ pub unsafe extern "C" fn pthread_create(
     start: StartFn,
     arg: *mut c_void,
 ) -> c_int {
-    before_create();
+    // A single-threaded program's helper (`collect::single`) hands over to
+    // the collector thread (nothing once it has).
+    crate::collect::single::leave();
     // SAFETY: the program's attribute, null or initialised (pthread_create(3)).
     let size = unsafe { crate::sys::threads::mapped_stack_size(attr) };
-    if size == 0 || !table::crosses(size) {
+    if size == 0 || !thread_state::crosses(size) {
         // SAFETY: the program's arguments, unchanged.
-        return unsafe { real_create()(thread, attr, start, arg) };
+        return unsafe { next::slot::pthread_create.get()(thread, attr, start, arg) };
     }
     // SAFETY: the program's arguments, unchanged.
     unsafe { create_sampled(thread, attr, start, arg, size) }
@@ -131,7 +102,6 @@ pub unsafe extern "C" fn pthread_create(
 
 /// # Safety
 /// As pthread_create(3).
-#[cfg(not(test))]
 #[cold]
 #[inline(never)]
 unsafe fn create_sampled(
@@ -141,14 +111,15 @@ unsafe fn create_sampled(
     arg: *mut c_void,
     size: usize,
 ) -> c_int {
-    let stack = match table::decide(size) && HAVE_KEY.load(Ordering::Acquire) {
-        true => table::record_stack(pthread_create as *const () as usize),
-        false => None,
-    };
-    let Some(stack) = stack else {
+    let mut stack = Stack::new();
+    let entry = pthread_create as *const () as usize;
+    let sampled = sampling::decide(size)
+        && HAVE_KEY.load(Ordering::Acquire)
+        && sampling::while_busy(|| sampled::capture_mapped(entry, &mut stack));
+    if !sampled {
         // SAFETY: the program's arguments, unchanged.
-        return unsafe { real_create()(thread, attr, start, arg) };
-    };
+        return unsafe { next::slot::pthread_create.get()(thread, attr, start, arg) };
+    }
     // SAFETY: the program's attribute, null or initialised (the contract).
     let detached = unsafe { crate::sys::threads::starts_detached(attr) };
     let seq = table::next_seq();
@@ -159,7 +130,7 @@ unsafe fn create_sampled(
             end: size,
             size,
             seq,
-            stack,
+            stack: table::PENDING,
             kind: Kind::ThreadStack,
             born: table::now(),
             thread: 0,
@@ -170,7 +141,7 @@ unsafe fn create_sampled(
     let boxed = sampling::while_busy(|| Box::into_raw(Box::new(Start { start, arg, seq })));
     // SAFETY: the program's arguments, its routine and argument wrapped in
     // `boxed`, which `wrapper` takes over.
-    let rc = unsafe { real_create()(thread, attr, wrapper, boxed.cast()) };
+    let rc = unsafe { next::slot::pthread_create.get()(thread, attr, wrapper, boxed.cast()) };
     crate::sys::errno::preserved(|| {
         if rc != 0 {
             // SAFETY: no thread was created: the box is still ours alone.
@@ -185,54 +156,54 @@ unsafe fn create_sampled(
                 e.thread = id;
             }
         });
-        table::count_allocated(Kind::ThreadStack, stack, size);
+        sampled::record_mapped(Kind::ThreadStack, seq, size, &stack);
     });
     rc
 }
 
-/// A joined thread's stack goes back to glibc.
-fn joined(thread: libc::pthread_t) {
-    if table::THREADS.load(Ordering::Relaxed) != 0 {
+/// A joined thread's stack goes back to glibc (a join that succeeded).
+fn joined(rc: c_int, thread: libc::pthread_t) {
+    if rc == 0 && table::THREADS.load(Ordering::Relaxed) != 0 {
         table::with_table(|t| t.remove_threads(|e| e.thread == thread as usize));
     }
 }
 
-macro_rules! joining {
-    ($name:ident($($arg:ident: $ty:ty),*)) => {
-        /// # Safety
-        /// As the C function.
-        #[cfg(not(test))]
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(thread: libc::pthread_t $(, $arg: $ty)*) -> c_int {
-            // SAFETY: the program's arguments, unchanged.
-            let rc = unsafe { crate::next::slot::$name.get()(thread $(, $arg)*) };
-            if rc == 0 {
-                joined(thread);
-            }
-            rc
+forwarding!(
+    pthread_join(thread: libc::pthread_t, ret: *mut *mut c_void) -> c_int,
+    before = || {},
+    then = |rc: &c_int| joined(*rc, thread)
+);
+forwarding!(
+    pthread_tryjoin_np(thread: libc::pthread_t, ret: *mut *mut c_void) -> c_int,
+    before = || {},
+    then = |rc: &c_int| joined(*rc, thread)
+);
+forwarding!(
+    pthread_timedjoin_np(
+        thread: libc::pthread_t,
+        ret: *mut *mut c_void,
+        abstime: *const libc::timespec
+    ) -> c_int,
+    before = || {},
+    then = |rc: &c_int| joined(*rc, thread)
+);
+forwarding!(
+    pthread_clockjoin_np(
+        thread: libc::pthread_t,
+        ret: *mut *mut c_void,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec
+    ) -> c_int,
+    before = || {},
+    then = |rc: &c_int| joined(*rc, thread)
+);
+forwarding!(
+    pthread_detach(thread: libc::pthread_t) -> c_int,
+    before = || {},
+    then = |rc: &c_int| {
+        if *rc == 0 && table::THREADS.load(Ordering::Relaxed) != 0 {
+            let id = thread as usize;
+            settle(|e| e.thread == id, |e| e.detached = true);
         }
-    };
-}
-
-joining!(pthread_join(ret: *mut *mut c_void));
-joining!(pthread_tryjoin_np(ret: *mut *mut c_void));
-joining!(pthread_timedjoin_np(ret: *mut *mut c_void, abstime: *const libc::timespec));
-joining!(pthread_clockjoin_np(
-    ret: *mut *mut c_void,
-    clock: libc::clockid_t,
-    abstime: *const libc::timespec
-));
-
-/// # Safety
-/// As pthread_detach(3).
-#[cfg(not(test))]
-#[no_mangle]
-pub unsafe extern "C" fn pthread_detach(thread: libc::pthread_t) -> c_int {
-    // SAFETY: the program's argument, unchanged.
-    let rc = unsafe { crate::next::slot::pthread_detach.get()(thread) };
-    if rc == 0 && table::THREADS.load(Ordering::Relaxed) != 0 {
-        let id = thread as usize;
-        settle(|e| e.thread == id, |e| e.detached = true);
     }
-    rc
-}
+);

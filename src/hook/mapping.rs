@@ -1,0 +1,229 @@
+//! The program's own mappings: `mmap`, `mmap64`, `mremap` and `munmap`
+//! (and `MAP_FIXED` over tracked memory), sampled by bytes and tracked in
+//! `mapped::table`. An unsampled call that touches nothing tracked pays the
+//! countdown (and two bounds) only.
+
+use crate::hook::sampled;
+use crate::mapped::table::{self, Kind};
+use crate::next;
+use crate::sample::{sampling, thread_state};
+use crate::unwind::stack::Stack;
+use core::ffi::{c_int, c_void};
+
+type Ptr = *mut c_void;
+
+/// `mmap` and `mmap64` (the same function on 64-bit systems): an unsampled
+/// call that replaces nothing tracked pays the countdown only.
+macro_rules! mapping {
+    ($name:ident) => {
+        /// # Safety
+        /// As mmap(2).
+        #[no_mangle]
+        #[inline(never)]
+        pub unsafe extern "C" fn $name(
+            addr: Ptr,
+            len: usize,
+            prot: c_int,
+            flags: c_int,
+            fd: c_int,
+            off: libc::off_t,
+        ) -> Ptr {
+            let crossed = thread_state::crosses(table::pages(len));
+            if !crossed && (flags & libc::MAP_FIXED == 0 || !table::overlaps(addr as usize, len)) {
+                // SAFETY: the program's arguments, unchanged.
+                return unsafe { next::slot::mmap.get()(addr, len, prot, flags, fd, off) };
+            }
+            // SAFETY: the program's arguments, unchanged; `entry` only names
+            // frame 0.
+            unsafe {
+                map_slow(
+                    [
+                        addr as usize,
+                        len,
+                        prot as usize,
+                        flags as usize,
+                        fd as usize,
+                    ],
+                    off,
+                    crossed,
+                    $name as *const () as usize,
+                )
+            }
+        }
+    };
+}
+
+mapping!(mmap);
+mapping!(mmap64);
+
+/// A mapping call that reached the sample point or replaces (`MAP_FIXED`)
+/// memory that may be tracked.
+///
+/// # Safety
+/// As mmap(2), with its arguments in `args` and `off`.
+#[cold]
+#[inline(never)]
+unsafe fn map_slow(args: [usize; 5], off: libc::off_t, crossed: bool, entry: usize) -> Ptr {
+    let [addr, len, prot, flags, fd] = args;
+    let (prot, flags) = (prot as c_int, flags as c_int);
+    let fixed = flags & libc::MAP_FIXED != 0;
+    let replaces = fixed && table::overlaps(addr, len);
+    // SAFETY: the program's arguments (the contract), unchanged.
+    let call =
+        || unsafe { next::slot::mmap.get()(addr as Ptr, len, prot, flags, fd as c_int, off) };
+    // Over memory already held that the table does not know (a block of
+    // glibc's malloc, which glibc unmaps with its own `munmap` when it is
+    // freed; a mapping of the program's that was not sampled), the new
+    // mapping's pages are that holder's and adds no memory: not tracked,
+    // or a freed block would leave it live for ever.
+    let kind = match Kind::of(prot, flags) {
+        Some(_) if crossed && fixed && !replaces && table::held_already(addr, len) => None,
+        kind => kind,
+    };
+    track_new(table::pages(len), kind, crossed, replaces, entry, call)
+}
+
+/// A call that maps `size` bytes of `kind` (None: not tracked) and returns
+/// where (`MAP_FAILED` if it failed), made at exported function `entry`:
+/// it reached the sample point (`crossed`), or may replace tracked memory.
+/// The table is updated with the call under its lock.
+#[cold]
+#[inline(never)]
+pub fn track_new(
+    size: usize,
+    kind: Option<Kind>,
+    crossed: bool,
+    replaces: bool,
+    entry: usize,
+    call: impl FnOnce() -> Ptr,
+) -> Ptr {
+    let mut stack = Stack::new();
+    let kind = kind.filter(|_| {
+        crossed
+            && sampling::decide(size)
+            && sampling::while_busy(|| sampled::capture_mapped(entry, &mut stack))
+    });
+    if kind.is_none() && !replaces {
+        return call();
+    }
+    let (p, seq) = table::with_table(|t| {
+        let p = call();
+        let seq = match p != libc::MAP_FAILED {
+            true => t.mapped_at(p as usize, size, kind.map(|k| (table::PENDING, k))),
+            false => 0,
+        };
+        (p, seq)
+    });
+    if let Some(kind) = kind.filter(|_| p != libc::MAP_FAILED) {
+        crate::sys::errno::preserved(|| sampled::record_mapped(kind, seq, size, &stack));
+    }
+    p
+}
+
+/// # Safety
+/// As munmap(2).
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn munmap(addr: Ptr, len: usize) -> c_int {
+    if !table::overlaps(addr as usize, len) {
+        // SAFETY: the program's arguments, unchanged.
+        return unsafe { next::slot::munmap.get()(addr, len) };
+    }
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { unmap_slow(addr, len) }
+}
+
+/// The table is updated with the call under its lock, so a range unmapped
+/// here and mapped again by another thread is never confused with this one.
+///
+/// # Safety
+/// As munmap(2).
+#[cold]
+#[inline(never)]
+unsafe fn unmap_slow(addr: Ptr, len: usize) -> c_int {
+    table::with_table(|t| {
+        // SAFETY: the program's arguments (the contract), unchanged.
+        let rc = unsafe { next::slot::munmap.get()(addr, len) };
+        if rc == 0 {
+            t.remove_range(
+                addr as usize,
+                (addr as usize).saturating_add(table::pages(len)),
+            );
+        }
+        rc
+    })
+}
+
+/// `mremap` (variadic in C: the new address, read only with
+/// `MREMAP_FIXED`, arrives as a fifth argument).
+///
+/// # Safety
+/// As mremap(2).
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn mremap(
+    old: Ptr,
+    old_size: usize,
+    new_size: usize,
+    flags: c_int,
+    new_address: Ptr,
+) -> Ptr {
+    let crossed = thread_state::crosses(table::pages(new_size));
+    if !crossed
+        && !table::overlaps(old as usize, old_size)
+        && !table::overlaps(new_address as usize, new_size)
+    {
+        // SAFETY: the program's arguments, unchanged.
+        return unsafe { next::slot::mremap.get()(old, old_size, new_size, flags, new_address) };
+    }
+    // SAFETY: the program's arguments, unchanged.
+    unsafe {
+        remap_slow(
+            [old as usize, old_size, new_size, new_address as usize],
+            flags,
+            crossed,
+        )
+    }
+}
+
+/// A resize or move: for the accounting, as `realloc`: the old range stops
+/// being tracked and the new one is a new sample at this call's stack.
+///
+/// # Safety
+/// As mremap(2), with its arguments in `args` and `flags`.
+#[cold]
+#[inline(never)]
+unsafe fn remap_slow(args: [usize; 4], flags: c_int, crossed: bool) -> Ptr {
+    const MREMAP_DONTUNMAP: c_int = 4;
+    let [old, old_size, new_size, new_address] = args;
+    let size = table::pages(new_size);
+    let mut stack = Stack::new();
+    let entry = mremap as *const () as usize;
+    let sampled = crossed
+        && sampling::decide(size)
+        && sampling::while_busy(|| sampled::capture_mapped(entry, &mut stack));
+    let (q, sample) = table::with_table(|t| {
+        // SAFETY: the program's arguments (the contract), unchanged.
+        let q = unsafe {
+            next::slot::mremap.get()(old as Ptr, old_size, new_size, flags, new_address as Ptr)
+        };
+        if q == libc::MAP_FAILED {
+            return (q, None);
+        }
+        // old_size 0 duplicates a shared mapping; DONTUNMAP leaves the old
+        // range mapped (and empty).
+        let kind = if old_size != 0 && flags & MREMAP_DONTUNMAP == 0 {
+            t.remove_range(old, old.saturating_add(table::pages(old_size)))
+        } else {
+            None
+        };
+        // A mapping first seen here is counted as anonymous.
+        let kind = kind.unwrap_or(Kind::Anon);
+        let seq = t.mapped_at(q as usize, size, sampled.then_some((table::PENDING, kind)));
+        (q, sampled.then_some((kind, seq)))
+    });
+    if let Some((kind, seq)) = sample {
+        crate::sys::errno::preserved(|| sampled::record_mapped(kind, seq, size, &stack));
+    }
+    q
+}
