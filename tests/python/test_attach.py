@@ -159,6 +159,11 @@ class Attach(unittest.TestCase):
         self.assertEqual(report.returncode, 0, report.stderr)
         self.assertIn("leak_here", report.stdout)
         self.assertIn("64.0 MiB", report.stdout)
+        said = r"attached at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: allocations before it are not seen"
+        self.assertRegex(report.stdout, said)
+        summary = script("summary", path)
+        self.assertEqual(summary.returncode, 0, summary.stderr)
+        self.assertRegex(summary.stdout, said)
 
         changed = {k: v for k, v in got_entries(pid, names).items() if k in entries}
         self.assertNotEqual(changed, entries, "attached: entries point at the library")
