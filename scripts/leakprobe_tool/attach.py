@@ -705,13 +705,6 @@ def named_thread(pid: int, name: str) -> int | None:
 # --- records, detach, the commands ------------------------------------------
 
 
-def bytes_count(text: str) -> int:
-    """A sample period: a whole number of bytes from 1."""
-    if not text.isdigit() or int(text) == 0:
-        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number of bytes from 1")
-    return int(text)
-
-
 def start_time(pid: int) -> str:
     return dumpcmd.proc(pid, "stat").rpartition(b")")[2].split()[19].decode()
 
@@ -765,7 +758,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     del common
     s = sub.add_parser("attach", help="load the library into a running process (docs/attach.md)")
     s.add_argument("pid", type=argtypes.pid)
-    s.add_argument("--period", type=bytes_count, metavar="BYTES", help="sample period (LEAKPROBE_SAMPLE)")
+    s.add_argument("--period", type=argtypes.size, metavar="BYTES", help="sample period (LEAKPROBE_SAMPLE)")
     s.add_argument("--dir", metavar="DIR", help="dump directory as the process sees it (/tmp)")
     s.add_argument("--signal", metavar="SIG", help="dump signal (USR2)")
     s.add_argument("--library", default=default_library(), help="the library to load")
