@@ -295,7 +295,7 @@ def check(pid: int, library: str, jvm: bool = False) -> str:
         )
     if os.uname().machine != "x86_64":
         raise Refused(f"attach is for x86_64 processes (this machine is {os.uname().machine})")
-    if dumpcmd.has_library(pid):
+    if dumpcmd.library_mappings(pid):
         record = read_record(pid)
         if record is None or not record.get("detached"):
             raise Refused(f"process {pid} ({name}) already has {LIBRARY} loaded (preloaded, or attached)")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from typing import Any, TextIO
 
 from . import attach, commands, dumpcmd, pprof, push, watch
 from .argtypes import count
-from .dumpfile import DumpError
+from .dumpfile import DumpError, shown, shown_lines
 from .flamegraph import DEFAULT_DEPTH
 
 DEPTH = 12
@@ -67,15 +68,32 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class Escaping:
+    """stdout or stderr with every control character shown escaped (`\\x1b`)
+    whatever its source: a name, a path, a dump, a relayed log line. Only the
+    line ends are kept, so a value that may hold a newline of its own (a path)
+    is escaped where it is shown, with `shown`."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(shown_lines(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    # Commands without --depth (dump, pprof) have none to default.
-    if getattr(args, "depth", 0) is None and args.command != "flamegraph":
-        args.depth = DEPTH
     # Names and paths are shown escaped; anything left over must not stop the output.
     reconfigure = getattr(sys.stdout, "reconfigure", None)
     if reconfigure:
         reconfigure(errors="backslashreplace")
+    sys.stdout, sys.stderr = Escaping(sys.stdout), Escaping(sys.stderr)
+    args = parser().parse_args(argv)
+    # Commands without --depth (dump, pprof) have none to default.
+    if getattr(args, "depth", 0) is None and args.command != "flamegraph":
+        args.depth = DEPTH
     try:
         return int(args.run(args))
     except DumpError as e:
@@ -87,7 +105,7 @@ def main(argv: list[str]) -> int:
     except BrokenPipeError:
         return 0
     except OSError as e:
-        print(f"leakprobe: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        print(f"leakprobe: {shown(str(e.filename or ''))}: {e.strerror or e}", file=sys.stderr)
         return 1
     except Exception as e:  # the promise is one line, never a traceback
         print(f"leakprobe: internal error ({type(e).__name__}: {e}); please report it with the dump", file=sys.stderr)

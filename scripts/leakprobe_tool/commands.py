@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from .dumpfile import Dump, read_dump
+from .dumpfile import Dump, read_dump, shown
 from .flamegraph import render_svg
 from .profile import KIND_FRAME, Profile, Stack, amount, build, mapped_bytes, mapped_view, trends, unnamed_objects
 from .summary import memory, suspects, verdict
@@ -76,7 +76,7 @@ def facts(dump: Dump) -> dict[str, Any]:
         "file": dump.path,
         "pid": dump.pid,
         "program": program_of(dump),
-        "argv0": meta.get("argv0"),
+        "argv0": shown(meta["argv0"]) if "argv0" in meta else None,
         "blind": dump.blind,
         "time": dump.time,
         "sample_period": dump.period,
@@ -118,7 +118,7 @@ def attached(dump: Dump) -> str | None:
 
 def print_facts(dump: Dump) -> None:
     f = facts(dump)
-    print(f"{f['file']}")
+    print(shown(f["file"]))
     for reason in dump.blind:
         print(f"  {warning(reason)}")
     if attached(dump):
@@ -242,7 +242,7 @@ def diff(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{new.measure}: {amount(base.total, new.unit)} -> {amount(new.total, new.unit)} "
-        f"({'+' if net >= 0 else ''}{amount(net, new.unit)}), from {base.dump.path} to {new.dump.path}"
+        f"({'+' if net >= 0 else ''}{amount(net, new.unit)}), from {shown(base.dump.path)} to {shown(new.dump.path)}"
     )
     print()
     grew = [c for c in changes if c[0] > 0][: args.nodecount]
@@ -317,16 +317,16 @@ def flamegraph(args: argparse.Namespace) -> int:
     p = load(args, args.dump)
     title = f"{p.measure} of pid {p.dump.pid} ({program_of(p.dump)}), {when(p.dump.time)}, estimated"
     # Each stack up to its responsible frame; --full-stacks: down to the allocator.
-    shown = [(s.frames if args.full_stacks else s.responsible_frames, s.value) for s in p.stacks if s.value > 0]
+    stacks = [(s.frames if args.full_stacks else s.responsible_frames, s.value) for s in p.stacks if s.value > 0]
     svg = render_svg(
-        [(tuple(flame_label(f, args.lines) for f in reversed(frames)), value) for frames, value in shown],
+        [(tuple(flame_label(f, args.lines) for f in reversed(frames)), value) for frames, value in stacks],
         title=title,
         unit=p.unit,
         depth=args.depth,
     )
     with open(args.output, "w", encoding="utf-8") as f:
         f.write(svg)
-    print(f"wrote {args.output}", file=sys.stderr)
+    print(f"wrote {shown(args.output)}", file=sys.stderr)
     return 0
 
 
@@ -366,7 +366,7 @@ def summary(args: argparse.Namespace) -> int:
     columns = [c for c in columns if c[1] != "usable" or any(r.usable is not None for r in rows)]
     print(f"{'dump':<32} " + " ".join(f"{title:>10}" for title, _ in columns))
     for r, p in zip(rows, profiles):
-        print(f"{p.dump.path[-32:]:<32} " + " ".join(f"{amount(getattr(r, name)):>10}" for _, name in columns))
+        print(f"{shown(p.dump.path)[-32:]:<32} " + " ".join(f"{amount(getattr(r, name)):>10}" for _, name in columns))
     usable = "; usable: the same blocks as the allocator sized them" if any(c[1] == "usable" for c in columns) else ""
     print(f"(live heap: estimated bytes the program asked for{usable}; allocated: the allocator's own exact count)")
     print(f"\nverdict: {kind}: {sentence}")

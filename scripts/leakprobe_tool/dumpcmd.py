@@ -2,8 +2,12 @@
 and wait for the one that answers *this* request.
 
 A bare `kill -USR2` kills a process the library is not in, so the library must
-be mapped before anything is sent. The request is a `sigqueue` carrying
-0x4c45414b in the high half of the value and a random token in the low half:
+be mapped before anything is sent, and the process is held by a pidfd from the
+first look to the last re-send: every look at /proc/PID is confirmed by the
+pidfd (the process it names has not exited, so the pid was still its), and a
+signal sent through it reaches that process or none, whoever takes its pid
+later. The request is what `sigqueue` sends (SI_QUEUE, carrying
+0x4c45414b in the high half of the value and a random token in the low half):
 the library treats such a queued signal from another process as a dump request
 whatever the program did with the signal, and lists the tokens it answers in
 the dump's `requests_answered` line, which is what the wait looks for. A dump
@@ -15,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import os
 import re
 import secrets
+import select
 import signal
 import stat
 import struct
@@ -25,7 +31,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from . import argtypes
+from . import argtypes, record
+from .dumpfile import shown
 from .profile import amount
 
 MAGIC = 0x4C45414B  # "LEAK"
@@ -36,6 +43,8 @@ HEADER_CAP = 1 << 20  # a dump's header is a few KiB; a file in /tmp may be anyo
 LOG_CAP = 1 << 20  # read of a log per look
 POLL = 0.05
 AT_SECURE = 23
+SYS_PIDFD_SEND_SIGNAL = 424  # the same number on every architecture
+SI_QUEUE = -1
 
 # src/config.rs DUMP_SIGNALS: by name or number, these and the real-time ones.
 NAMED = {
@@ -54,6 +63,21 @@ META = re.compile(r"# leakprobe ([a-z_]+): (.*)")
 NOT_WRITTEN = re.compile(r"leakprobe: dump not written \(requests? ([0-9a-f ]+)\): (.*)")
 
 
+class SigInfo(ctypes.Structure):
+    """siginfo_t as sigqueue(3) fills it (64-bit: the union at offset 16)."""
+
+    _fields_ = (
+        ("signo", ctypes.c_int),
+        ("errno", ctypes.c_int),
+        ("code", ctypes.c_int),
+        ("pad", ctypes.c_int),
+        ("pid", ctypes.c_int),
+        ("uid", ctypes.c_uint),
+        ("value", ctypes.c_uint64),
+        ("rest", ctypes.c_byte * 96),
+    )
+
+
 class Refused(Exception):
     """Why a process is not (or could not be) asked for a dump: one line."""
 
@@ -66,6 +90,7 @@ class Skipped(Refused):
 class Request:
     pid: int
     name: str
+    pidfd: int
     signal: int = DEFAULT_SIGNAL
     dir: str = DEFAULT_DIR
     token: int = 0
@@ -79,6 +104,8 @@ class Request:
     resend: bool = False
     logs: dict[str, int] = field(default_factory=dict)  # log name -> bytes read
     thread: int = 0  # attached: the collector thread, the only one signalled
+    place: record.Place | None = None  # where the library publishes what it uses
+    unpublished: str | None = None  # why that could not be read (the environment was)
 
     @property
     def log_pattern(self) -> re.Pattern[str]:
@@ -87,6 +114,10 @@ class Request:
     @property
     def who(self) -> str:
         return f"process {self.pid} ({self.name})"
+
+    @property
+    def gone(self) -> str:
+        return f"{self.who} exited before its dump appeared in {shown(self.dir)}"
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -146,12 +177,14 @@ def process_name(pid: int) -> str:
         return "?"
 
 
-def has_library(pid: int) -> bool:
+def library_mappings(pid: int) -> list[record.Mapping]:
+    found = []
     for line in proc(pid, "maps").decode(errors="surrogateescape").splitlines():
         fields = line.split(maxsplit=5)
         if len(fields) == 6 and os.path.basename(fields[5].removesuffix(" (deleted)")) == LIBRARY:
-            return True
-    return False
+            start, _, end = fields[0].partition("-")
+            found.append(record.Mapping(int(start, 16), int(end, 16), int(fields[2], 16), int(fields[4]), fields[5]))
+    return found
 
 
 def environment(pid: int) -> dict[str, str]:
@@ -171,14 +204,37 @@ def secure_execution(pid: int) -> bool:
     return any(key == AT_SECURE and value for key, value in struct.iter_unpack("@LL", auxv[:whole]))
 
 
-def alive(pid: int) -> bool:
-    """Running, not a zombie waiting for its parent."""
+def hold(pid: int) -> int:
+    """A pidfd of the process: it names that process and no other, whoever
+    takes its pid once it has gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise Skipped(f"no process {pid}") from None
+    except OSError as e:
+        tgid = thread_group(pid)
+        if tgid is not None and tgid != pid:
+            raise Refused(f"{pid} is a thread of process {tgid}, not a process: give {tgid}") from None
+        raise Refused(f"cannot hold process {pid} (pidfd_open): {e.strerror or e}") from None
+
+
+def thread_group(pid: int) -> int | None:
+    """The process a thread id belongs to (Tgid), if it can be read."""
+    try:
+        for line in proc(pid, "status").decode(errors="replace").splitlines():
+            value = line.removeprefix("Tgid:").strip()
+            if line.startswith("Tgid:") and value.isascii() and value.isdigit():
+                return int(value)
+    except Refused:
+        pass
+    return None
+
+
+def exited(pidfd: int) -> bool:
+    """The process has exited (a zombie, or reaped: its pid may be another's)."""
+    poll = select.poll()
+    poll.register(pidfd, select.POLLIN)
+    return bool(poll.poll(0))
 
 
 def seen_from(pid: int, path: str) -> str:
@@ -193,31 +249,71 @@ def seen_from(pid: int, path: str) -> str:
 
 
 def prepare(pid: int) -> Request:
-    """Checks the process and finds its dump signal and directory; Refused if it
-    must not or cannot be asked."""
+    """Holds the process, checks it and finds its dump signal and directory;
+    Refused if it must not or cannot be asked."""
+    pidfd = hold(pid)
+    try:
+        req = look(pid, pidfd)
+    except Refused:
+        gone = exited(pidfd)
+        os.close(pidfd)
+        if gone:  # what was read may be another process's
+            raise Skipped(f"process {pid} exited") from None
+        raise
+    except BaseException:
+        os.close(pidfd)
+        raise
+    # Everything above was read from /proc/PID: it was this process's only if
+    # the process is still there now.
+    if exited(pidfd):
+        os.close(pidfd)
+        raise Skipped(f"process {pid} ({req.name}) exited")
+    return req
+
+
+def look(pid: int, pidfd: int) -> Request:
     name = process_name(pid)
-    if not has_library(pid):
+    mappings = library_mappings(pid)
+    if not mappings:
         raise Skipped(
             f"process {pid} ({name}) does not have {LIBRARY} loaded (not in /proc/{pid}/maps); "
             "not signalled, as the dump signal would kill it"
         )
-    req = Request(pid, name)
+    req = Request(pid, name, pidfd)
     from .attach import read_record  # attach imports this module
 
-    record = read_record(pid)
-    if record is not None and not record.get("detached"):
+    attach_record = read_record(pid)
+    if attach_record is not None and not attach_record.get("detached"):
         # Attached (docs/attach.md): the settings given then; the signal goes
         # to the collector thread alone.
-        req.signal, req.dir, req.thread = int(record["signal"]), seen_from(pid, str(record["dir"])), int(record["collector"])
+        req.signal, req.thread = int(attach_record["signal"]), int(attach_record["collector"])
+        req.dir = seen_from(pid, str(attach_record["dir"]))
         return req
-    env = {} if secure_execution(pid) else environment(pid)
-    raw = env.get("LEAKPROBE_SIGNAL")
-    if raw is not None:
-        sig = parse_signal(raw.strip())
-        if sig is None:
-            req.notes.append(f"LEAKPROBE_SIGNAL={raw!r} is not valid: the library uses SIGUSR2")
-        req.signal = sig or DEFAULT_SIGNAL
-    raw = env.get("LEAKPROBE_DIR") or DEFAULT_DIR
+    try:
+        req.place = record.locate(pid, mappings, lambda path: seen_from(pid, path))
+        published = record.read(req.place)
+        if published.signal and parse_signal(str(published.signal)) is None:
+            raise record.Unreadable(f"a record naming signal {published.signal}, not a dump signal")
+    except record.Unreadable as e:
+        req.place, published = None, None
+        req.unpublished = str(e)
+    if published is not None:
+        if published.refusal is not None:
+            raise Refused(refusal(req, published.refusal))
+        if not published.signal:
+            raise Refused(f"{req.who} takes no dump signal (its library could not handle one: see its stderr); not signalled")
+        req.signal = published.signal
+        raw = os.fsdecode(published.dir)
+    else:
+        # What the library took from its environment, if it is still there.
+        env = {} if secure_execution(pid) else environment(pid)
+        raw = env.get("LEAKPROBE_SIGNAL")
+        if raw is not None:
+            sig = parse_signal(raw.strip())
+            if sig is None:
+                req.notes.append(f"LEAKPROBE_SIGNAL={raw!r} is not valid: the library uses SIGUSR2")
+            req.signal = sig or DEFAULT_SIGNAL
+        raw = env.get("LEAKPROBE_DIR") or DEFAULT_DIR
     if raw.startswith("/"):
         req.dir = seen_from(pid, raw)
     else:
@@ -227,10 +323,28 @@ def prepare(pid: int) -> Request:
             cwd = f"/proc/{pid}/cwd"
         req.dir = seen_from(pid, os.path.join(cwd, raw)) if cwd.startswith("/") else os.path.join(cwd, raw)
         req.notes.append(
-            f"LEAKPROBE_DIR={raw!r} is relative: looking in {req.dir} (its current directory; "
+            f"LEAKPROBE_DIR={raw!r} is relative: looking in {shown(req.dir)} (its current directory; "
             "if it has changed directory since it started, the dumps are elsewhere)"
         )
     return req
+
+
+def refusal(req: Request, reason: str) -> str:
+    return f"{req.who} refuses every dump: {shown(reason)}"
+
+
+def refused_since(req: Request) -> None:
+    """A refusal the library has published since the request was sent ends
+    the wait with its reason."""
+    if req.place is None:
+        return
+    try:
+        published = record.read(req.place)
+    except record.Unreadable:
+        return
+    # Read from /proc/PID/mem: the process's only if it has not exited since.
+    if published.refusal is not None and not exited(req.pidfd):
+        req.failure = refusal(req, published.refusal)
 
 
 def send(req: Request) -> None:
@@ -240,19 +354,34 @@ def send(req: Request) -> None:
             req.token = secrets.randbits(32)
         # Files already there cannot answer a request not yet sent.
         scan(req, record_only=True)
+    # The library is checked again before each send: the process may have
+    # executed another program since.
+    try:
+        mapped = bool(library_mappings(req.pid))
+    except Refused:
+        mapped = False
+    if exited(req.pidfd):
+        raise Refused(req.gone)
+    if not mapped:
+        raise Refused(f"{req.who} no longer has {LIBRARY} loaded (it executed another program?); not signalled")
     if req.thread:
+        # Attached (docs/attach.md): to the collector thread alone.
         from .attach import tgsigqueue
 
         tgsigqueue(req.pid, req.thread, req.signal, (MAGIC << 32) | req.token)
         req.sent += 1
         req.resend = False
         return
+    # What sigqueue(3) sends, through the pidfd.
+    info = SigInfo(signo=req.signal, code=SI_QUEUE, pid=os.getpid(), uid=os.getuid(), value=(MAGIC << 32) | req.token)
     libc = ctypes.CDLL(None, use_errno=True)
-    # union sigval is passed as its 64-bit sival_ptr (one integer register).
-    libc.sigqueue.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
-    if libc.sigqueue(req.pid, req.signal, (MAGIC << 32) | req.token) != 0:
+    libc.syscall.restype = ctypes.c_long
+    args = (SYS_PIDFD_SEND_SIGNAL, req.pidfd, req.signal, ctypes.addressof(info), 0)
+    if libc.syscall(*(ctypes.c_long(a) for a in args)) != 0:
         err = ctypes.get_errno()
-        raise Refused(f"cannot signal process {req.pid} ({req.name}): {os.strerror(err)}")
+        if err == errno.ESRCH:
+            raise Refused(req.gone)
+        raise Refused(f"cannot signal {req.who}: {os.strerror(err)}")
     req.sent += 1
     req.resend = False
 
@@ -360,17 +489,28 @@ def read_log(req: Request, entry: os.DirEntry[str], record_only: bool) -> None:
 
 
 def wait(requests: list[Request], timeout: float) -> None:
+    """Waits for each request's answer (or failure); then lets the processes go."""
+    try:
+        answers(requests, timeout)
+    finally:
+        for req in requests:
+            os.close(req.pidfd)
+
+
+def answers(requests: list[Request], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     pending = [r for r in requests if r.failure is None]
     while pending:
         for req in pending:
             scan(req)
+            if req.path is None and req.failure is None:
+                refused_since(req)
             if req.failure is not None:
                 continue
-            if req.path is None and not alive(req.pid):
+            if req.path is None and exited(req.pidfd):
                 scan(req)  # it may have answered just before exiting
                 if req.path is None:
-                    req.failure = f"{req.who} exited before its dump appeared in {req.dir}"
+                    req.failure = req.gone
             elif req.path is None and req.resend:
                 try:
                     send(req)
@@ -379,13 +519,15 @@ def wait(requests: list[Request], timeout: float) -> None:
         pending = [r for r in pending if r.path is None and r.failure is None]
         if pending and time.monotonic() >= deadline:
             for req in pending:
-                where = f"{req.dir} (cannot list it: {req.unreadable})" if req.unreadable else req.dir
+                where = f"{shown(req.dir)} (cannot list it: {req.unreadable})" if req.unreadable else shown(req.dir)
                 req.failure = (
                     f"no dump from {req.who} in {where} within {timeout:g} s "
                     f"(sent {signal_name(req.signal)} with request {req.token:08x}"
                     f"{f', {req.sent} times' if req.sent > 1 else ''}); "
-                    f"see its stderr or {os.path.join(req.dir, f'leakprobe.{req.pid}.log')}"
+                    f"see its stderr or {shown(os.path.join(req.dir, f'leakprobe.{req.pid}.log'))}"
                 )
+                if req.unpublished:
+                    req.failure += f" (directory and signal from its environment: the library's record: {req.unpublished})"
             return
         if pending:
             time.sleep(POLL)
@@ -459,7 +601,7 @@ def dump(args: argparse.Namespace) -> int:
         if req.failure:
             print(f"leakprobe: {req.failure}", file=sys.stderr)
             return 1
-        print(req.path)
+        print(shown(req.path or ""))
         print(estimate(req))
         return 0
     if args.pid is not None:
@@ -467,7 +609,7 @@ def dump(args: argparse.Namespace) -> int:
         return 1
     pids = processes_named(args.all)
     if not pids:
-        print(f"leakprobe: no process named {args.all}", file=sys.stderr)
+        print(f"leakprobe: no process named {shown(args.all)}", file=sys.stderr)
         return 1
     requests: list[Request] = []
     failed = False
@@ -487,8 +629,8 @@ def dump(args: argparse.Namespace) -> int:
             failed = True
             print(f"{req.pid} {req.name}: failed: {req.failure}")
         else:
-            print(f"{req.pid} {req.name}: {req.path} ({estimate(req)})")
+            print(f"{req.pid} {req.name}: {shown(req.path or '')} ({estimate(req)})")
     if not requests:
-        print(f"leakprobe: no process named {args.all} has {LIBRARY} loaded", file=sys.stderr)
+        print(f"leakprobe: no process named {shown(args.all)} has {LIBRARY} loaded", file=sys.stderr)
         return 1
     return 1 if failed else 0

@@ -26,10 +26,13 @@ U64_MAX = (1 << 64) - 1
 DUMP_CAP = 4 << 30
 # Metadata that must be a whole number (the library writes u64s), and times.
 INTEGER_META = re.compile(
-    r"pid|sample_period|max_frames|\w+_(bytes|samples|objects|dropped|unresolved|short|fast|libgcc|unix|count)"
+    r"pid|sample_period|max_frames|java_stacks\w*|\w+_(bytes|samples|objects|dropped|unresolved|short|fast|libgcc|unix|count)"
 )
 TIME_META = ("time_unix", "time_monotonic")
 LATEST_TIME = 253402300799.0  # 9999-12-31: what time.gmtime can show
+ESCAPE = re.compile(r"\\(\\|n|r|t|x[0-9a-f]{2})")
+SIMPLE_ESCAPES = {"\\": b"\\", "n": b"\n", "r": b"\r", "t": b"\t"}
+ESCAPED_META = ("program", "argv0")  # paths, escaped by the library
 
 
 def shown(text: str) -> str:
@@ -47,6 +50,29 @@ def shown(text: str) -> str:
         else:
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
     return "".join(out)
+
+
+def unescaped(text: str) -> str:
+    """A path as the library writes it in a dump (src/sys/escape.rs: `\\\\`,
+    `\\n`, `\\r`, `\\t` and `\\xNN` for control characters and bytes that are
+    not UTF-8) back to its bytes, kept as `read_dump` keeps text
+    (surrogateescape): what the memory map says for the same file."""
+    if "\\" not in text:
+        return text
+    out = bytearray()
+    at = 0
+    for m in ESCAPE.finditer(text):
+        out += text[at : m.start()].encode("utf-8", "surrogateescape")
+        code = m.group(1)
+        out += SIMPLE_ESCAPES[code] if code in SIMPLE_ESCAPES else bytes([int(code[1:], 16)])
+        at = m.end()
+    out += text[at:].encode("utf-8", "surrogateescape")
+    return out.decode("utf-8", "surrogateescape")
+
+
+def shown_lines(text: str) -> str:
+    """As `shown`, keeping the line ends: for whole lines of output."""
+    return text if text.isprintable() else "\n".join(shown(part) for part in text.split("\n"))
 
 
 class DumpError(Exception):
@@ -162,7 +188,7 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
     lines = text.split("\n")[:-1]
     header = HEADER.fullmatch(lines[0].strip())
     if not header:
-        raise DumpError(path, f"is not a leakprobe heap profile (first line: {shown(lines[0][:60])!r})")
+        raise DumpError(path, f"is not a leakprobe heap profile (first line: '{shown(lines[0][:60])}')")
     counts = [number(path, 1, header.group(i)) for i in range(1, 6)]
     dump = Dump(path=path, period=counts[4], rows=[], maps=[], owner=st.st_uid)
     maps_at = None
@@ -201,7 +227,8 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
                 addr, frame = parse_java_frame(path, n, value)
                 dump.java_frames[addr] = frame
             else:
-                dump.meta[key] = check_meta(path, n, key, value)
+                value = check_meta(path, n, key, value)
+                dump.meta[key] = unescaped(value) if key in ESCAPED_META else value
         elif line.strip() and not line.startswith("#"):
             dump.rows.append(parse_row(path, n, line))
     if maps_at is None:
@@ -214,6 +241,15 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
         dump.maps.append(Mapping(int(lo, 16), int(hi, 16), perms, int(off, 16), name.strip()))
     if not dump.maps:
         raise DumpError(path, "is truncated (its memory map is empty)")
+    # A dump cut at a line end inside its map would look whole: the library
+    # says how long the map is (older ones do not).
+    expected = dump.meta.get("maps_bytes")
+    if expected is not None:
+        actual = len(data) - data.index(b"\nMAPPED_LIBRARIES:\n") - len(b"\nMAPPED_LIBRARIES:\n")
+        if actual < int(expected):
+            raise DumpError(path, f"is truncated (its memory map has {actual} of its {expected} bytes)")
+        if actual > int(expected):
+            raise DumpError(path, f"is corrupt (its memory map has {actual} bytes, not the {expected} it says)")
     totals = [sum(getattr(r, f) for r in dump.rows) for f in ("live_count", "live_bytes", "alloc_count", "alloc_bytes")]
     if totals != counts[:4]:
         raise DumpError(path, "is corrupt (its header totals do not match its rows)")
@@ -227,7 +263,7 @@ def read_dump(path: str, check_arch: bool = True) -> Dump:
 def number(path: str, line: int, digits: str) -> int:
     """A count as the library writes it: a decimal that fits 64 bits."""
     if not digits.isascii() or not digits.isdigit():
-        raise DumpError(path, f"line {line}: {shown(digits[:30])!r} is not a whole number")
+        raise DumpError(path, f"line {line}: '{shown(digits[:30])}' is not a whole number")
     if len(digits) > 20 or int(digits) > U64_MAX:
         raise DumpError(path, f"line {line}: number out of range ({len(digits)} digits; at most 64 bits)")
     return int(digits)
@@ -242,7 +278,7 @@ def check_meta(path: str, line: int, key: str, value: str) -> str:
         except ValueError:
             t = math.nan
         if not 0.0 <= t <= LATEST_TIME:  # also refuses nan and inf
-            raise DumpError(path, f"line {line}: {key} {shown(value[:30])!r} is not a time")
+            raise DumpError(path, f"line {line}: {key} '{shown(value[:30])}' is not a time")
     elif INTEGER_META.fullmatch(key) or value.isdigit():
         number(path, line, value)
     return value

@@ -156,17 +156,13 @@ class Elf:
 
     def _read_symbols(self) -> tuple[list[int], list[tuple[int, str]]]:
         table: dict[int, tuple[int, str]] = {}
-        fd, st = open_regular(self.path)
+        fd = self._open_again()
         try:
-            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
-                raise ElfError("the file changed while being read")
             for kind, name in ((SHT_DYNSYM, ".dynsym"), (SHT_SYMTAB, ".symtab")):
-                section = self.sections.get(name)
-                if not section or section.kind != kind or section.entsize != 24 or section.link >= len(self.section_list):
+                found = self._symbol_table(fd, kind, name)
+                if found is None:
                     continue
-                strtab = self.section_list[section.link]
-                symbols = self._read(fd, section.offset, section.size - section.size % 24, TABLE_CAP, name)
-                strings = self._read(fd, strtab.offset, strtab.size, TABLE_CAP, "symbol names")
+                symbols, strings = found
                 for st_name, st_info, _other, shndx, value, sym_size in struct.iter_unpack("<IBBHQQ", symbols):
                     if st_info & 0xF in (STT_FUNC, STT_GNU_IFUNC) and shndx != 0 and value:
                         table[value] = (sym_size, cstring(strings, st_name).split("@")[0])
@@ -174,6 +170,39 @@ class Elf:
             os.close(fd)
         starts = sorted(table)
         return starts, [table[s] for s in starts]
+
+    def dynamic_symbol(self, wanted: str) -> tuple[int, int] | None:
+        """The value and size of a symbol the object defines in .dynsym (any
+        type: a function or data), by name."""
+        fd = self._open_again()
+        try:
+            found = self._symbol_table(fd, SHT_DYNSYM, ".dynsym")
+        finally:
+            os.close(fd)
+        if found is None:
+            return None
+        symbols, strings = found
+        for st_name, _info, _other, shndx, value, size in struct.iter_unpack("<IBBHQQ", symbols):
+            if shndx != 0 and cstring(strings, st_name) == wanted:
+                return value, size
+        return None
+
+    def _open_again(self) -> int:
+        """The file read at first, opened again (ElfError if it has changed)."""
+        fd, st = open_regular(self.path)
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
+            os.close(fd)
+            raise ElfError("the file changed while being read")
+        return fd
+
+    def _symbol_table(self, fd: int, kind: int, name: str) -> tuple[bytes, bytes] | None:
+        """A symbol table's entries and its names, if the object has it."""
+        section = self.sections.get(name)
+        if not section or section.kind != kind or section.entsize != 24 or section.link >= len(self.section_list):
+            return None
+        strtab = self.section_list[section.link]
+        symbols = self._read(fd, section.offset, section.size - section.size % 24, TABLE_CAP, name)
+        return symbols, self._read(fd, strtab.offset, strtab.size, TABLE_CAP, "symbol names")
 
     def code_at(self, vaddr: int, size: int) -> bytes | None:
         """`size` bytes of the file loaded at `vaddr` (None: not in the file)."""
@@ -205,10 +234,8 @@ class Elf:
 
     def _read_slots(self) -> dict[int, str]:
         out: dict[int, str] = {}
-        fd, st = open_regular(self.path)
+        fd = self._open_again()
         try:
-            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self.identity:
-                raise ElfError("the file changed while being read")
             for section in self.section_list:
                 if section.kind != SHT_RELA or section.entsize != 24 or section.link >= len(self.section_list):
                     continue

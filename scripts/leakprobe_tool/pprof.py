@@ -133,7 +133,7 @@ class Export:
     def add(self, dump: Dump, symbolizer: Symbolizer, keep_allocator: bool, sign: int, ages: bool) -> None:
         """Adds (sign 1) or subtracts (sign -1) one dump's rows."""
         # pprof takes the first mapping for the main binary.
-        main = next((m for m in dump.maps if m.file == program_of(dump) and "x" in m.perms), None)
+        main = next((m for m in dump.maps if shown(m.file) == program_of(dump) and "x" in m.perms), None)
         if main is not None:
             self.mapping(dump, main)
         # Frame 0 is the library's marker inside the allocator's entry point.
@@ -297,7 +297,7 @@ def export(args: argparse.Namespace) -> int:
     data, e = encode_dumps(dumps, bases, args.debug_dir, args.keep_allocator_frames, args.mmap)
     write_atomically(args.output, data)
     samples = sum(1 for v in e.samples.values() if any(v))
-    print(f"wrote {args.output} ({samples} samples, {len(e.locations)} locations)", file=sys.stderr)
+    print(f"wrote {shown(args.output)} ({samples} samples, {len(e.locations)} locations)", file=sys.stderr)
     return 0
 
 

@@ -64,13 +64,12 @@ class Frame:
         return self.name
 
     def location(self) -> str:
+        # A file without a line (addr2line's `file.c:?`) is the file alone.
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
         if self.obj == JAVA:
             kind = "java" if self.kind == "java" else f"java, {self.kind}"
-            where = self.file if self.line is None else f"{self.file}:{self.line}"
             return f"{where}  [{kind}]" if self.file else f"[{kind}]"
-        if self.file:
-            return self.file if self.line is None else f"{self.file}:{self.line}"
-        return self.obj
+        return where if self.file else self.obj
 
 
 def base_name(function: str) -> str:
@@ -334,7 +333,7 @@ def parse_location(where: str) -> tuple[str | None, int | None]:
     file, _, line = where.rpartition(":")
     if not file or file.startswith("??"):
         return None, None
-    return file, int(line) if line.isdigit() else None
+    return file, int(line) if line.isascii() and line.isdigit() else None
 
 
 class JitMap:
@@ -355,7 +354,7 @@ class JitMap:
                 text = ""
             except OSError as e:
                 self.refused = True
-                print(f"leakprobe: {path} not used ({e.strerror or e}): JIT frames stay unnamed", file=sys.stderr)
+                print(f"leakprobe: {shown(path)} not used ({e.strerror or e}): JIT frames stay unnamed", file=sys.stderr)
                 text = ""
             for line in text.splitlines():
                 parts = line.split(" ", 2)

@@ -119,7 +119,8 @@ class DumpCommand(unittest.TestCase):
         result = script("dump", str(probe.proc.pid))
         path = self.assert_answered(probe, result, work / "dumps")
         self.assertEqual(facts(path)["signal"], "SIGRTMIN+4")
-        self.assertIn("LEAKPROBE_DIR='dumps' is relative", result.stderr)
+        # The library published the directory it made absolute: no guess to note.
+        self.assertEqual(result.stderr, "")
         # SIGUSR2 would have killed it: the script sent SIGRTMIN+4.
         self.assertEqual(probe.finish(), 0)
 
@@ -128,7 +129,7 @@ class DumpCommand(unittest.TestCase):
         result = script("dump", str(probe.proc.pid))
         path = self.assert_answered(probe, result, probe.dir)
         self.assertEqual(facts(path)["signal"], "SIGUSR2")
-        self.assertIn("LEAKPROBE_SIGNAL='SIGSEGV' is not valid: the library uses SIGUSR2", result.stderr)
+        self.assertEqual(result.stderr, "")  # the library published the signal it uses
         self.assertEqual(probe.finish(), 0)
 
     def test_times_out_with_a_clear_line(self) -> None:
