@@ -60,26 +60,48 @@ static INIT: extern "C" fn() = init;
 #[cfg(not(test))]
 extern "C" fn init() {
     sys::log::note_stderr();
-    next::resolve();
     sys::dl::init_find_object();
+    // Loaded into a running program (`hook::attach`): nothing more until
+    // `leakprobe_attach` gives the settings; the next symbols are the
+    // program's own.
+    if sys::dl::detect_late_load() {
+        return;
+    }
+    next::resolve();
+    start(settings::init(), true);
+}
+
+/// Everything after the next symbols are known: at load when preloaded, at
+/// the first attach otherwise (where the program's threads are not made to
+/// block the dump signal: it is sent to the collector thread alone).
+#[cfg(not(test))]
+fn start(cfg: &'static settings::Settings, preloaded: bool) {
+    if !preloaded {
+        next::resolve();
+    }
     unwind::stack::init_own_range();
     hook::sampled::resolve_own_addresses();
-    let cfg = settings::init();
     // Before the collector: its fork handlers must run first (see `mapped`).
     mapped::init();
     hook::threads::init();
     hook::segments::init();
     unwind::walk::init(cfg.unwinder == settings::Unwinder::Fast);
-    if cfg.no_inherit {
+    if cfg.no_inherit && preloaded {
         settings::inherit::remove_from_preload();
     }
     unwind::frames::init(cfg);
     collect::single::register();
     collect::collector::start(cfg);
-    // After the dump directory is open: the lines go to the log too.
-    profile::blind::check(profile::objects::program_path());
+    // After the dump directory is open: the lines go to the log too. (An
+    // attach rewrites the GOT entries that symbol interposition would miss.)
+    if preloaded {
+        profile::blind::check(profile::objects::program_path());
+    }
     let signal = if collect::signal::install(cfg.signal) {
-        hook::signals::install(cfg.signal);
+        // Attached, the program's threads keep their masks (`hook::attach`).
+        if preloaded {
+            hook::signals::install(cfg.signal);
+        }
         cfg.signal
     } else {
         0
@@ -91,5 +113,8 @@ extern "C" fn init() {
     if cfg.dump_at_exit {
         sys::process::at_exit(collect::collector::dump_at_exit);
     }
-    sample::sampling::enable(cfg.sample_period);
+    // Attached, once every GOT entry is rewritten (`hook::attach`).
+    if preloaded {
+        sample::sampling::enable(cfg.sample_period);
+    }
 }

@@ -16,6 +16,13 @@ def count(text: str) -> int:
     return value
 
 
+def size(text: str) -> int:
+    """A whole number of bytes from 1 (a sample period)."""
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number of bytes from 1")
+    return int(text)
+
+
 def pid(text: str) -> int:
     """A process id: digits only, not 0 (no sign, no group, no self)."""
     if not text.isdigit() or int(text) == 0:

@@ -7,7 +7,7 @@ import re
 import sys
 from typing import Any, TextIO
 
-from . import commands, dumpcmd, pprof, push, watch
+from . import attach, commands, dumpcmd, pprof, push, watch
 from .argtypes import count
 from .dumpfile import DumpError, shown, shown_lines
 from .flamegraph import DEFAULT_DEPTH
@@ -16,7 +16,7 @@ DEPTH = 12
 
 # Each module registers its own subcommands, in this order, as
 # `register(sub, common)`: `common` holds the options every view of a dump takes.
-COMMAND_MODULES = (commands, pprof, dumpcmd, push, watch)
+COMMAND_MODULES = (commands, pprof, dumpcmd, attach, push, watch)
 
 
 def parser() -> argparse.ArgumentParser:

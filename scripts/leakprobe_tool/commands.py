@@ -104,11 +104,26 @@ def warning(blind: str) -> str:
     return f"WARNING: this profile cannot see every allocation: {blind}"
 
 
+def attached(dump: Dump) -> str | None:
+    """The library was attached to the running process (docs/attach.md): when,
+    and what that means, as one line; None for a preloaded one."""
+    value = dump.meta.get("attached")
+    if value is None:
+        return None
+    try:
+        at = when(float(value.partition(":")[0]))
+    except ValueError:
+        at = "an unknown time"
+    return f"attached at {at}: allocations before it are not seen (growth is since then)"
+
+
 def print_facts(dump: Dump) -> None:
     f = facts(dump)
     print(shown(f["file"]))
     for reason in dump.blind:
         print(f"  {warning(reason)}")
+    if attached(dump):
+        print(f"  {attached(dump)}")
     started = f", started as {f['argv0']}" if f["argv0"] and f["argv0"] != f["program"] else ""
     print(f"  process {f['pid']} ({f['program']}{started}), dumped {when(f['time'])}")
     print(f"  sample period {f['sample_period']:,} bytes; allocator {f['allocator']}")
@@ -344,6 +359,8 @@ def summary(args: argparse.Namespace) -> int:
         return 0
     for reason in sorted({b for p in profiles for b in p.dump.blind}):
         print(warning(reason))
+    for line in sorted({a for p in profiles if (a := attached(p.dump))}):
+        print(line)
     columns = [("RSS", "rss"), ("live heap", "live"), ("usable", "usable"), ("allocated", "allocated")]
     columns += [("held free", "held_free"), ("outside", "outside"), ("overhead", "overhead")]
     # Dumps from before usable sizes were recorded say nothing about them.

@@ -103,6 +103,7 @@ class Request:
     sent: int = 0
     resend: bool = False
     logs: dict[str, int] = field(default_factory=dict)  # log name -> bytes read
+    thread: int = 0  # attached: the collector thread, the only one signalled
     place: record.Place | None = None  # where the library publishes what it uses
     unpublished: str | None = None  # why that could not be read (the environment was)
 
@@ -279,6 +280,15 @@ def look(pid: int, pidfd: int) -> Request:
             "not signalled, as the dump signal would kill it"
         )
     req = Request(pid, name, pidfd)
+    from .attach import read_record  # attach imports this module
+
+    attach_record = read_record(pid)
+    if attach_record is not None and not attach_record.get("detached"):
+        # Attached (docs/attach.md): the settings given then; the signal goes
+        # to the collector thread alone.
+        req.signal, req.thread = int(attach_record["signal"]), int(attach_record["collector"])
+        req.dir = seen_from(pid, str(attach_record["dir"]))
+        return req
     try:
         req.place = record.locate(pid, mappings, lambda path: seen_from(pid, path))
         published = record.read(req.place)
@@ -354,6 +364,14 @@ def send(req: Request) -> None:
         raise Refused(req.gone)
     if not mapped:
         raise Refused(f"{req.who} no longer has {LIBRARY} loaded (it executed another program?); not signalled")
+    if req.thread:
+        # Attached (docs/attach.md): to the collector thread alone.
+        from .attach import tgsigqueue
+
+        tgsigqueue(req.pid, req.thread, req.signal, (MAGIC << 32) | req.token)
+        req.sent += 1
+        req.resend = False
+        return
     # What sigqueue(3) sends, through the pidfd.
     info = SigInfo(signo=req.signal, code=SI_QUEUE, pid=os.getpid(), uid=os.getuid(), value=(MAGIC << 32) | req.token)
     libc = ctypes.CDLL(None, use_errno=True)

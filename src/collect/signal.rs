@@ -25,6 +25,40 @@ static PROGRAM_WAITS: AtomicBool = AtomicBool::new(false);
 /// The high 32 bits of a tagged request's `sival_ptr` ("LEAK").
 const TAG: u64 = 0x4c45_414b;
 
+/// The high 32 bits of a `sigqueue` asking an attached library to detach
+/// ("DETA", `scripts/leakprobe detach`).
+const DETACH_TAG: u64 = 0x4445_5441;
+/// A detach was asked for (taken by the collector).
+static DETACH: AtomicBool = AtomicBool::new(false);
+
+/// Whether a detach was asked for since the last call.
+pub fn take_detach() -> bool {
+    DETACH.swap(false, Ordering::AcqRel)
+}
+
+/// Hands the signal back: the program's disposition goes to the kernel
+/// again, unless the kernel no longer has the library's handler (a caller
+/// that did not go through the library's `sigaction` replaced it: that one
+/// stays).
+pub fn uninstall() {
+    let sig = DUMP_SIGNAL.load(Ordering::Acquire);
+    if sig <= 0 {
+        return;
+    }
+    with_app_action(|view| {
+        // SAFETY: sigaction is plain data, all zeroes valid; a query.
+        let mut now: libc::sigaction = unsafe { core::mem::zeroed() };
+        // SAFETY: no new action, a valid out pointer.
+        unsafe { next_sigaction()(sig, core::ptr::null(), &mut now) };
+        if now.sa_sigaction == on_signal as *const () as usize {
+            let act = current(view);
+            // SAFETY: the program's own action, a valid sigaction.
+            unsafe { next_sigaction()(sig, &act, core::ptr::null_mut()) };
+        }
+    });
+    DUMP_SIGNAL.store(0, Ordering::Release);
+}
+
 /// The dump signal, once installed (0 before).
 static DUMP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
@@ -213,6 +247,10 @@ pub fn classify(info: *const libc::siginfo_t) -> Delivery {
         REQUESTS.count_tagged(token);
         return Delivery::Request;
     }
+    if tagged(info, DETACH_TAG).is_some() {
+        DETACH.store(true, Ordering::Release);
+        return Delivery::Request;
+    }
     // Without a handler of the program's, only the collector thread has
     // the signal unblocked (even before it runs its first instruction).
     if program_waits() && !program_has_handler() {
@@ -260,6 +298,12 @@ pub fn take_pending() {
 
 /// A `sigqueue` from another process tagged by leakprobe: its token.
 fn tagged_request(info: *const libc::siginfo_t) -> Option<u32> {
+    tagged(info, TAG)
+}
+
+/// A `sigqueue` from another process whose value has `tag` in its high
+/// half: the low half.
+fn tagged(info: *const libc::siginfo_t, tag: u64) -> Option<u32> {
     if info.is_null() {
         return None;
     }
@@ -268,7 +312,7 @@ fn tagged_request(info: *const libc::siginfo_t) -> Option<u32> {
         let value = (*info).si_value().sival_ptr as u64;
         ((*info).si_code == libc::SI_QUEUE
             && (*info).si_pid() != raw::getpid()
-            && value >> 32 == TAG)
+            && value >> 32 == tag)
             .then_some(value as u32)
     }
 }

@@ -119,6 +119,19 @@ releasing!(free(p: Ptr), Freed::Free);
 releasing!(dallocx(p: Ptr, flags: c_int), Freed::Other);
 releasing!(sdallocx(p: Ptr, size: usize, flags: c_int), Freed::Sized(size, flags));
 
+/// This library's `free`, for code that jumps to it. Loaded late (attached),
+/// `free as *mut c_void` would be the program's `free`: Rust reads an
+/// exported function's address from the library's GOT, which the loader
+/// then bound to libc's; the library's own object is asked instead.
+pub fn own_free() -> *mut c_void {
+    if crate::sys::dl::loaded_late() {
+        if let Some(f) = crate::sys::dl::Own::open().and_then(|own| own.definition(c"free")) {
+            return f as *mut c_void;
+        }
+    }
+    free as *mut c_void
+}
+
 /// glibc's own reallocarray would call glibc's realloc even when the program
 /// uses jemalloc, so it is implemented here on the next allocator's realloc.
 #[no_mangle]

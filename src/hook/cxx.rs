@@ -481,7 +481,7 @@ macro_rules! exported {
                     Route::Own => NEXT[Sym::$sym as usize].load(),
                     // The extra arguments (size, alignment) are ignored by
                     // `free`.
-                    Route::Free => crate::hook::alloc::free as *mut c_void,
+                    Route::Free => crate::hook::alloc::own_free(),
                     Route::Sdallocx => sized_aligned_delete as *mut c_void,
                     Route::Counted => counted::$name as *mut c_void,
                 };

@@ -24,8 +24,6 @@ use crate::sys::dl::{NextSymbol, Own};
 use core::ffi::CStr;
 
 /// One interposed function.
-// Read by the GOT rewriter of `attach` (issue 24), not yet by the library.
-#[allow(dead_code)]
 pub struct EntryPoint {
     pub name: &'static CStr,
     /// Where the next definition lives; None for a function the library
@@ -35,7 +33,6 @@ pub struct EntryPoint {
     pub next: Option<&'static NextSymbol>,
 }
 
-#[allow(dead_code)]
 impl EntryPoint {
     /// The library's own definition (its hook), of the function's C type.
     pub fn hook(&self, own: &Own) -> Option<usize> {
@@ -50,7 +47,6 @@ macro_rules! entry_points {
         next: { $($m:ident::$name:ident $(=> $slot:ident)?,)* }
         own: { $($own_m:ident::$own:ident,)* }
     ) => {
-        #[allow(dead_code)]
         pub static ENTRY_POINTS: [EntryPoint; [$(stringify!($name),)* $(stringify!($own),)*].len()] = [
             $(EntryPoint {
                 name: crate::sys::dl::c_name(concat!(stringify!($name), "\0").as_bytes()),

@@ -8,6 +8,7 @@
 //! - `api`: the C API (`include/leakprobe.h`).
 //! - `signals`: dispositions, masks, waits and exec for the dump signal.
 //! - `unload`: `dlclose`.
+//! - `attach`: loaded into a running program: the GOT entries rewritten.
 //! - `creds`: the `setuid` family (the single-threaded mode's helper follows).
 //! - `mapping`, `segments`, `threads`: memory outside malloc (`mmap`,
 //!   `mremap`, `munmap`; System V shared memory and the program break;
@@ -44,6 +45,7 @@ macro_rules! forwarding {
 
 pub mod alloc;
 pub mod api;
+pub mod attach;
 pub mod creds;
 pub mod cxx;
 pub mod entry_points;

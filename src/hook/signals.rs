@@ -67,8 +67,11 @@ pub fn install(sig: c_int) {
 /// The program installed or removed its handler (from `sigaction`): its
 /// wish on this thread now applies, or the library's block does.
 pub fn disposition_changed(sig: c_int) {
-    let wished = thread_state::with(|s| s.app_blocks_dump.get());
-    block_here(sig, wished || keeps_blocked());
+    // Attached: the program's threads keep their own masks (`hook::attach`).
+    if !crate::sys::dl::loaded_late() {
+        let wished = thread_state::with(|s| s.app_blocks_dump.get());
+        block_here(sig, wished || keeps_blocked());
+    }
     // The collector (or the helper of `single`) follows (see `collector::run`).
     crate::sys::doorbell::ring();
     crate::collect::mode::wake();

@@ -2,10 +2,12 @@
 //! (`dump`), the objects loaded and their build-ids (`objects`), the
 //! checked dump directory and its atomic writes (`dumpdir`), the process's and the allocator's own numbers (`accounting`),
 //! what the profile cannot see (`blind`), objects unloaded since
-//! (`unloaded`), and the record `scripts/leakprobe dump` reads
-//! (`published`).
+//! (`unloaded`), the record `scripts/leakprobe dump` reads
+//! (`published`), when the library was attached to a running program
+//! (`attached`).
 
 pub mod accounting;
+pub mod attached;
 pub mod blind;
 pub mod dump;
 pub mod dumpdir;

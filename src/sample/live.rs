@@ -301,6 +301,16 @@ pub fn snapshot(out: &mut Vec<Entry>) {
     }
 }
 
+/// Forgets every live entry (a new attach: blocks freed while detached were
+/// not seen going).
+pub fn clear() {
+    let mut all = Vec::new();
+    snapshot(&mut all);
+    for e in all {
+        remove(e.ptr);
+    }
+}
+
 /// Bytes mapped for the live tables.
 pub fn table_bytes() -> usize {
     TABLES

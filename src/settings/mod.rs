@@ -90,6 +90,26 @@ pub fn init() -> &'static Settings {
     SETTINGS.get_or_init(Settings::from_env)
 }
 
+/// For a library loaded into a running program (`hook::attach`): the
+/// settings `scripts/leakprobe attach` passed, `NAME=value` lines, read on the
+/// first attach (later ones keep them). The collector is always a thread:
+/// dump requests are sent to it alone (`scripts/leakprobe dump`), since the
+/// program's threads that ran before the attach do not block the signal.
+pub fn init_attached(text: &str) -> &'static Settings {
+    SETTINGS.get_or_init(|| {
+        let get = |name: &str| {
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        };
+        Settings {
+            thread: Thread::Always,
+            ..Settings::from_lookup(get)
+        }
+    })
+}
+
 /// The settings, once the library has loaded.
 pub fn get() -> Option<&'static Settings> {
     SETTINGS.get()

@@ -10,7 +10,7 @@
 //! them (`find_object` is the lock-free look-up).
 
 use core::ffi::{c_int, c_void, CStr};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// Where `lookup` looks for a name.
 #[derive(Clone, Copy)]
@@ -23,15 +23,126 @@ pub enum Scope {
     Global,
 }
 
+/// Set when the library was loaded into a running program (`dlopen`, by
+/// `scripts/leakprobe attach`) rather than preloaded: it is then not in the
+/// program's lookup order at all, and the next definition of a name is the
+/// program's own (`RTLD_DEFAULT`), which its GOT entries held.
+static LOADED_LATE: AtomicBool = AtomicBool::new(false);
+
+/// Whether the library was loaded late (see `LOADED_LATE`): decided once, by
+/// the constructor, before any next symbol is resolved.
+pub fn loaded_late() -> bool {
+    LOADED_LATE.load(Ordering::Acquire)
+}
+
+/// Notes that the library was loaded late if the program's `malloc` is not
+/// the library's: preloaded, the library's definition comes first. (Not
+/// compared with the address of its own `malloc` as Rust takes it: that is
+/// read from the library's GOT, the program's `malloc` when loaded late.)
+pub fn detect_late_load() -> bool {
+    // SAFETY: dlsym with a pseudo-handle and a NUL-terminated name.
+    let program = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr()) };
+    let late = !program.is_null() && !is_own(program);
+    LOADED_LATE.store(late, Ordering::Release);
+    late
+}
+
 /// The address of `name` in `scope`; null if nothing there defines it.
 pub fn lookup(scope: Scope, name: &CStr) -> *mut c_void {
     let handle = match scope {
-        Scope::Next => libc::RTLD_NEXT,
-        Scope::Global => libc::RTLD_DEFAULT,
+        Scope::Next if !loaded_late() => libc::RTLD_NEXT,
+        Scope::Next | Scope::Global => libc::RTLD_DEFAULT,
     };
     // SAFETY: dlsym with a pseudo-handle and a NUL-terminated name; RTLD_NEXT
     // is relative to the calling object, this library wherever it is inlined.
-    unsafe { libc::dlsym(handle, name.as_ptr()) }
+    let f = unsafe { libc::dlsym(handle, name.as_ptr()) };
+    if !matches!(scope, Scope::Next) || !loaded_late() || f.is_null() {
+        return f;
+    }
+    // Loaded late, the library's own scope follows the program's: a name
+    // only it defines has no next definition.
+    if is_own(f) {
+        return core::ptr::null_mut();
+    }
+    // A non-PIE program's canonical PLT entry (taken for the address of a
+    // function) jumps through its GOT entry, which the attach rewrites: the
+    // definition is in the first object after the program that has one.
+    if is_canonical_plt(f) {
+        return definition_after_program(name);
+    }
+    f
+}
+
+/// Whether `f` is the program's canonical PLT entry for a function defined
+/// elsewhere (its symbol there is undefined, with the entry's address).
+fn is_canonical_plt(f: *mut c_void) -> bool {
+    let Some((info, sym)) = symbol_at(f) else {
+        return false;
+    };
+    let program = info.dli_fname.is_null()
+        // SAFETY: the loader's NUL-terminated name of a loaded object.
+        || unsafe { *info.dli_fname } == 0
+        || object_of(f.cast()) == object_of(program_marker());
+    program
+        && sym.st_shndx == 0 // SHN_UNDEF
+        && info.dli_saddr == f
+}
+
+/// An address inside the main program (its first loaded segment).
+fn program_marker() -> *mut () {
+    let mut at = 0usize;
+    each_object(|o| {
+        if at == 0 && o.name.is_empty() {
+            at = o
+                .headers
+                .iter()
+                .find(|h| h.p_type == libc::PT_LOAD)
+                .map_or(0, |h| o.base.wrapping_add(h.p_vaddr) as usize);
+        }
+    });
+    at as *mut ()
+}
+
+/// The first definition of `name` in the objects after the program, in
+/// load order (the program's lookup order for the objects it started with).
+fn definition_after_program(name: &CStr) -> *mut c_void {
+    let mut names: Vec<std::ffi::CString> = Vec::new();
+    each_object(|o| {
+        if !o.name.is_empty() {
+            names.push(o.name.to_owned());
+        }
+    });
+    for object in names {
+        // SAFETY: the loader's name of a loaded object; RTLD_NOLOAD only
+        // returns a handle to it, closed below.
+        let handle = unsafe { libc::dlopen(object.as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
+        if handle.is_null() {
+            continue;
+        }
+        // SAFETY: an open handle and a NUL-terminated name.
+        let f = unsafe { libc::dlsym(handle, name.as_ptr()) };
+        // SAFETY: the handle just opened, closed once.
+        unsafe { libc::dlclose(handle) };
+        if f.is_null() || is_own(f) || is_canonical_plt(f) {
+            continue;
+        }
+        // The object's own definition, not one of its dependencies'.
+        let defined_here = info_of(f.cast()).is_some_and(|i| {
+            !i.dli_fname.is_null()
+                // SAFETY: the loader's NUL-terminated name of a loaded object.
+                && unsafe { CStr::from_ptr(i.dli_fname) } == object.as_c_str()
+        });
+        if defined_here {
+            return f;
+        }
+    }
+    core::ptr::null_mut()
+}
+
+/// Whether `f` is inside this library's object.
+pub fn is_own(f: *mut c_void) -> bool {
+    let own = object_of(is_own as *mut ());
+    own != 0 && object_of(f.cast()) == own
 }
 
 /// Where the next definition of one interposed function lives: its name

@@ -4,8 +4,9 @@
 //! one-line messages, the process (auxiliary vector, environment, users,
 //! fork and exit handlers), threads' attributes and keys, signal masks of
 //! the library's own, the loader's
-//! symbol look-ups, system calls without glibc (`raw`), a word-keyed
-//! hash map, and text from outside made safe for one line (`escape`). Nothing here knows about samples or dumps.
+//! symbol look-ups and the GOT entries rewritten for an attach, system
+//! calls without glibc (`raw`), a word-keyed hash map, and text from outside
+//! made safe for one line (`escape`). Nothing here knows about samples or dumps.
 
 pub mod clock;
 pub mod dl;
@@ -13,6 +14,7 @@ pub mod doorbell;
 pub mod errno;
 pub mod escape;
 pub mod files;
+pub mod got;
 pub mod lock;
 pub mod log;
 pub mod process;

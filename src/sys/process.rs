@@ -11,6 +11,12 @@ pub fn secure_execution() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
+/// An entry of the auxiliary vector (0 if absent).
+pub fn aux(kind: libc::c_ulong) -> usize {
+    // SAFETY: getauxval has no preconditions.
+    unsafe { libc::getauxval(kind) as usize }
+}
+
 /// The path `execve` was given (`AT_EXECFN`), if the kernel passed it.
 pub fn exec_path() -> Option<&'static CStr> {
     // SAFETY: getauxval has no preconditions.

@@ -157,6 +157,11 @@ pub fn guard(p: *mut c_void, bytes: usize) {
     sys!(libc::SYS_mprotect, p, bytes, libc::PROT_NONE);
 }
 
+/// Sets the protection of the `bytes` at page-aligned `at`; true if done.
+pub fn protect(at: usize, bytes: usize, prot: c_int) -> bool {
+    sys!(libc::SYS_mprotect, at, bytes, prot) == 0
+}
+
 /// Advises the kernel never to back `bytes` at `p` (page-aligned) with
 /// transparent huge pages; best effort (a kernel without them says EINVAL).
 pub fn no_huge_pages(p: usize, bytes: usize) {

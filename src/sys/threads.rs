@@ -115,3 +115,10 @@ pub fn current() -> libc::pthread_t {
     // SAFETY: pthread_self has no preconditions.
     unsafe { libc::pthread_self() }
 }
+
+/// Names the calling thread (`/proc/PID/task/TID/comm`; at most 15 bytes).
+pub fn set_name(name: &core::ffi::CStr) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string (the kernel takes
+    // its first 15 bytes).
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}

@@ -22,7 +22,7 @@ use crate::sys::lock::SpinLock;
 use crate::sys::signals::{block_here, with_all_blocked};
 use crate::sys::word_hash::WordMap;
 use crate::unwind::walk;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Samples absorbed per lock hold, so `fork` never waits long for the lock.
@@ -74,6 +74,87 @@ static FAILED_FOR_MEMORY: AtomicU64 = AtomicU64::new(0);
 /// Snapshots that wrote nothing (no child, or one that failed or hung):
 /// counted by `snapshot`, said in every dump by `write`.
 static SNAPSHOTS_FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// Rounds of the collector (about 100 ms each when idle) after an attach
+/// that rewrite the GOT entries again.
+const SETTLING_ROUNDS: u32 = 20;
+
+/// The collector thread's name when attached (`scripts/leakprobe_tool/attach.py`).
+const THREAD_NAME: &core::ffi::CStr = c"leakprobe";
+
+/// Attached to a running program (`hook::attach`) and not detached since.
+static ATTACHED: AtomicBool = AtomicBool::new(false);
+/// `hook::attach`'s look for objects loaded since (a `fn()`), while attached.
+static RESCAN: AtomicUsize = AtomicUsize::new(0);
+/// The collector thread's id once it runs (0 before, and after a detach).
+static THREAD_ID: AtomicI32 = AtomicI32::new(0);
+
+/// Whether the library is attached to a running program now.
+pub fn attached() -> bool {
+    ATTACHED.load(Ordering::Acquire)
+}
+
+/// Attached: the collector calls `rescan` on each round the loaded objects
+/// changed, and ends when asked to detach.
+pub fn set_attached(rescan: fn()) {
+    RESCAN.store(rescan as usize, Ordering::Release);
+    ATTACHED.store(true, Ordering::Release);
+}
+
+/// The collector thread's id, waiting up to `timeout` for it to start.
+pub fn thread_id(timeout: Duration) -> Option<i32> {
+    let deadline = crate::sys::clock::monotonic() + timeout;
+    loop {
+        let tid = THREAD_ID.load(Ordering::Acquire);
+        if tid != 0 {
+            return Some(tid);
+        }
+        if NO_THREAD.load(Ordering::Relaxed) || crate::sys::clock::monotonic() > deadline {
+            return None;
+        }
+        crate::sys::clock::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Attached again after a detach: the state is kept (stacks, numbering),
+/// the live table starts empty, and the thread and the handler come back.
+pub fn restart(cfg: &'static Settings) {
+    live::clear();
+    spawn();
+    signal::install(cfg.signal);
+}
+
+/// On the collector thread, asked to detach: every GOT entry back, no more
+/// samples, the program's disposition of the signal back in the kernel.
+/// The thread then ends; the code stays mapped (a thread may still be
+/// inside an entry point, and returns through it).
+fn detach() {
+    // No sample from here on: a block sampled while its `free` is already
+    // restored would stay live (the table is cleared below anyway).
+    sampling::enable(0);
+    let (restored, changed) = crate::sys::got::restore();
+    signal::uninstall();
+    live::clear();
+    THREAD_ID.store(0, Ordering::Release);
+    ATTACHED.store(false, Ordering::Release);
+    crate::sys::log::log!(
+        "detached: {restored} GOT entries restored{}; the library stays mapped, unused",
+        if changed > 0 {
+            format!(" ({changed} changed by the program since, left as they are)")
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// A fingerprint of the loaded objects (how many, where), to see new ones.
+fn objects_now() -> usize {
+    let mut print = 0usize;
+    crate::sys::dl::each_object(|o| {
+        print = print.wrapping_mul(31).wrapping_add(o.base as usize ^ 1);
+    });
+    print
+}
 
 pub fn start(cfg: &'static Settings) {
     objects::program_path();
@@ -253,7 +334,34 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     sampling::exclude_this_thread();
     crate::sample::thread_state::with(|s| s.collector.set(true));
     let mut takes_signal = true;
+    if crate::sys::dl::loaded_late() {
+        // How `scripts/leakprobe attach` finds it in a JVM (`Agent_OnAttach`
+        // returns only a status).
+        crate::sys::threads::set_name(THREAD_NAME);
+    }
+    THREAD_ID.store(crate::sys::raw::gettid(), Ordering::Release);
+    let mut objects = 0;
+    // Rounds after an attach that rewrite again whatever changed: a
+    // lazy-binding resolution under way during the rewrite writes the
+    // program's definition over an entry just rewritten.
+    let mut settling = SETTLING_ROUNDS;
     loop {
+        if attached() {
+            if signal::take_detach() {
+                detach();
+                return core::ptr::null_mut();
+            }
+            let now = objects_now();
+            if now != objects || settling > 0 {
+                objects = now;
+                settling = settling.saturating_sub(1);
+                let rescan = RESCAN.load(Ordering::Acquire);
+                if rescan != 0 {
+                    // SAFETY: only `set_attached` stores, a `fn()`.
+                    unsafe { core::mem::transmute::<usize, fn()>(rescan)() };
+                }
+            }
+        }
         let seen = doorbell::current();
         // The signal is taken here only while the program has no use for it:
         // a handler of the program's runs on the program's threads, as it

@@ -219,6 +219,7 @@ impl Collector {
             "thread"
         };
         meta.push(("collector", collector.to_string()));
+        meta.extend(crate::profile::attached::fact());
         let failed = super::SNAPSHOTS_FAILED.load(Ordering::Relaxed);
         if failed > 0 {
             meta.push(("snapshots_failed", failed.to_string()));

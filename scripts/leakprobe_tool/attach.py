@@ -1,0 +1,855 @@
+"""`leakprobe attach PID` and `detach PID`: load libleakprobe.so into a running
+native process started without it, and undo it (docs/attach.md).
+
+Attach stops one thread (PTRACE_SEIZE + PTRACE_INTERRUPT, never
+PTRACE_O_EXITKILL; the others run on) to map the stub (injected mmap and
+mprotect system calls, its registers and mask restored exactly, an interrupted
+system call restarted as the kernel would) and to point the GOT entries of
+malloc, free and their kin in the program's objects (not libc's, not the
+loader's) at it, each with one aligned store made by that thread itself (the
+stub's writer); then it runs again. The first thread that calls
+one of them, at a call boundary where it holds no allocator or loader lock,
+runs dlopen and `leakprobe_attach` on a private stack (attach_stub.S), while
+the others run on: nobody waits for a stopped lock holder. The library then
+rewrites the GOT entries itself. Detach is a tagged signal to the library's
+collector thread, which restores every entry and ends.
+
+The record of an attach (`/tmp/leakprobe.PID.attach`, the invoking user's,
+mode 0600) gives `dump` the directory, the signal and the collector thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import sys
+import time
+
+from . import argtypes, dumpcmd
+
+LIBRARY = dumpcmd.LIBRARY
+DETACH_TAG = 0x44455441  # "DETA", src/collect/signal.rs DETACH_TAG
+RECORD = "/tmp/leakprobe.{pid}.attach"
+
+# scripts/leakprobe_tool/attach_stub.S, assembled: `common`, which expects its
+# data page 0x400 bytes after its start.
+COMMON = bytes.fromhex(
+    "833df9030000000f85cc0000005031c041ba01000000f0440fb115e1030000580f85b300"
+    "00004989e2488b25080400004152415357565251415041515053ff15dc0300004889c38b"
+    "038905b5030000488b3d02040000be02100000ff15a7030000488905d80300004885c074"
+    "404889c7488b35e9030000ff15930300004885c0742b488b3dbf030000488b35c0030000"
+    "ffd04889058f0300008b05650300008903c7055503000002000000eb1fff156503000048"
+    "8905760300008b05440300008903c70534030000040000005b5841594158595a5e5f415b"
+    "5c41ff23"
+)
+# The stub's layout: entries (16 bytes each) from 0, `common` at 0xc00, the
+# writer at 0xe00 (all in the first page, made read+execute), data from
+# 0x1000, the stack after.
+COMMON_AT = 0xC00
+WRITER_AT = 0xE00
+WRITER_TAIL = bytes.fromhex("488b064885c0740d488b56084889104883c610ebebb8270000000f05")
+DATA = 0x1000
+MAX_ENTRIES = COMMON_AT // 16
+STATE, ERRNO_SAVED, P_DLOPEN, P_DLSYM, P_DLERROR, P_ERRNO = 0x0, 0x4, 0x8, 0x10, 0x18, 0x20
+RESULT, ERROR, STACK_TOP, HANDLE, ARG0, ARG1, PATH, FNAME = 0x28, 0x30, 0x38, 0x40, 0x48, 0x50, 0x58, 0x60
+STUBS_AT, NAMES_AT, FNAME_AT, PATH_AT, SETTINGS_AT, ORIGINALS_AT = 0x100, 0x120, 0x200, 0x300, 0x700, 0xC00
+WRITES_AT = 0x1200  # the writer's (address, value) pairs
+STACK = 1 << 20
+SIZE = DATA + 0x2000 + STACK
+ARMED, CLAIMED, DONE, CANCELLED, FAILED = 0, 1, 2, 3, 4
+LOAD_TIMEOUT = 30.0  # seconds dlopen and leakprobe_attach may take once claimed
+# src/hook/attach.rs STUBBED: called from the program's code, at a call
+# boundary, these hold no allocator lock (jemalloc's API: named, redis).
+STUBBED = [
+    *(b"malloc", b"calloc", b"realloc", b"free", b"posix_memalign", b"aligned_alloc"),
+    *(b"mallocx", b"rallocx", b"dallocx", b"sdallocx", b"_Znwm", b"_ZdlPv", b"_ZdlPvm"),
+]
+HOOKED = set(STUBBED)
+
+PTRACE_DETACH, PTRACE_GETREGS, PTRACE_SETREGS, PTRACE_SYSCALL = 17, 12, 13, 24
+PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_GETSIGMASK, PTRACE_SETSIGMASK = 0x4206, 0x4207, 0x420A, 0x420B
+PTRACE_O_TRACESYSGOOD = 1
+PTRACE_EVENT_STOP = 128
+WALL = 0x40000000
+SYS_MMAP, SYS_MPROTECT, SYS_GETPID, SYS_RESTART = 9, 10, 39, 219
+ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
+REGS = [
+    *("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi", "rdi"),
+    *("orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs"),
+]
+
+
+class Refused(dumpcmd.Refused):
+    """Why the process is not attached: one line; the process is as it was."""
+
+
+class Regs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_ulonglong) for name in REGS]
+
+    def copy(self) -> Regs:
+        r = Regs()
+        ctypes.pointer(r)[0] = self
+        return r
+
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+libc.ptrace.restype = ctypes.c_long
+
+
+def ptrace(req: int, tid: int, addr: int | None = 0, data: int | ctypes._Pointer | None = 0) -> None:
+    if libc.ptrace(req, tid, addr, data) == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"ptrace({req:#x}, {tid}): {os.strerror(err)}")
+
+
+# --- the process, read before anything is stopped ---------------------------
+
+
+def status(pid: int) -> dict[str, str]:
+    out = {}
+    for line in dumpcmd.proc(pid, "status").decode(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+def maps(pid: int) -> list[tuple[int, int, str, int, str]]:
+    out = []
+    for line in dumpcmd.proc(pid, "maps").decode(errors="surrogateescape").splitlines():
+        f = line.split(maxsplit=5)
+        lo, hi = (int(x, 16) for x in f[0].split("-"))
+        out.append((lo, hi, f[1], int(f[2], 16), f[5] if len(f) == 6 else ""))
+    return out
+
+
+class Memory:
+    """The process's memory through /proc/PID/mem (reads need no stop; writes
+    are made while every thread is stopped)."""
+
+    def __init__(self, pid: int) -> None:
+        try:
+            self.fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        except PermissionError:
+            raise Refused(f"cannot open /proc/{pid}/mem: no permission to trace process {pid}") from None
+
+    def read(self, at: int, n: int) -> bytes:
+        data = os.pread(self.fd, n, at)
+        if len(data) != n:
+            raise OSError(f"short read at {at:#x}")
+        return data
+
+    def word(self, at: int) -> int:
+        return struct.unpack("<Q", self.read(at, 8))[0]
+
+    def write(self, at: int, data: bytes) -> None:
+        if os.pwrite(self.fd, data, at) != len(data):
+            raise OSError(f"short write at {at:#x}")
+
+    def cstr(self, at: int, cap: int = 4096) -> bytes:
+        data = b""
+        while len(data) < cap:
+            chunk = self.read(at + len(data), 64)
+            if b"\0" in chunk:
+                return data + chunk[: chunk.index(b"\0")]
+            data += chunk
+        return data
+
+
+class Object:
+    """A loaded ELF object, read from the process's memory: its dynamic
+    section (pointers relocated in place by glibc's loader), symbols and
+    relocations."""
+
+    def __init__(self, mem: Memory, path: str, start: int) -> None:
+        self.mem, self.path = mem, path
+        head = mem.read(start, 64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:
+            raise ValueError("not a 64-bit ELF object")
+        phoff, phentsize, phnum = struct.unpack_from("<Q", head, 32)[0], *struct.unpack_from("<HH", head, 54)
+        phdrs = [struct.unpack_from("<IIQQQQQQ", mem.read(start + phoff + i * phentsize, 56)) for i in range(phnum)]
+        loads = [p for p in phdrs if p[0] == 1]
+        first = min(loads, key=lambda p: p[3])
+        self.base = start - (first[3] & ~0xFFF)
+        self.interp = any(p[0] == 3 for p in phdrs)
+        # Pages the loader made read-only after relocation (start and end
+        # rounded down, as it does).
+        self.relro = [((self.base + p[3]) & ~0xFFF, (self.base + p[3] + p[6]) & ~0xFFF) for p in phdrs if p[0] == 0x6474E552]
+        self.dyn: dict[int, int] = {}
+        for p in phdrs:
+            if p[0] == 2:
+                at = self.base + p[3]
+                while True:
+                    tag, val = struct.unpack("<qQ", mem.read(at, 16))
+                    if tag == 0:
+                        break
+                    self.dyn.setdefault(tag, val)
+                    at += 16
+
+    def ptr(self, tag: int) -> int:
+        v = self.dyn.get(tag, 0)
+        return self.base + v if v and v < self.base else v
+
+    def name(self, sym: int) -> bytes:
+        st_name = struct.unpack("<I", self.mem.read(self.ptr(6) + 24 * sym, 4))[0]
+        return self.mem.cstr(self.ptr(5) + st_name, 256)
+
+    def read_only(self, at: int) -> bool:
+        return any(lo <= at < hi for lo, hi in self.relro)
+
+    def slots(self, names: set[bytes]) -> list[tuple[int, bytes]]:
+        """(GOT address, name) of the JUMP_SLOT and GLOB_DAT entries for `names`."""
+        out = []
+        for table, size in ((23, 2), (7, 8)):
+            at, n = self.ptr(table), self.dyn.get(size, 0)
+            if not at or not n:
+                continue
+            data = self.mem.read(at, n)
+            for off in range(0, n - n % 24, 24):
+                r_offset, r_info = struct.unpack_from("<QQ", data, off)
+                if r_info & 0xFFFFFFFF in (6, 7) and r_info >> 32:
+                    name = self.name(r_info >> 32)
+                    if name in names:
+                        out.append((self.base + r_offset, name))
+        return out
+
+    def symbol(self, wanted: bytes) -> int:
+        """The address of a defined, default-version symbol (GNU hash lookup)."""
+        table = self.ptr(0x6FFFFEF5)
+        if not table:
+            return 0
+        nbuckets, symoffset, bloom_size, _ = struct.unpack("<IIII", self.mem.read(table, 16))
+        buckets = table + 16 + 8 * bloom_size
+        chain = buckets + 4 * nbuckets
+        h = 5381
+        for c in wanted:
+            h = (h * 33 + c) & 0xFFFFFFFF
+        sym = struct.unpack("<I", self.mem.read(buckets + 4 * (h % nbuckets), 4))[0]
+        if sym < symoffset:
+            return 0
+        versym = self.ptr(0x6FFFFFF0)
+        while True:
+            ch = struct.unpack("<I", self.mem.read(chain + 4 * (sym - symoffset), 4))[0]
+            if (ch | 1) == (h | 1):
+                entry = self.mem.read(self.ptr(6) + 24 * sym, 24)
+                st_name, _info, _other, shndx, value = struct.unpack_from("<IBBHQ", entry)
+                hidden = versym and struct.unpack("<H", self.mem.read(versym + 2 * sym, 2))[0] & 0x8000
+                if shndx and not hidden and self.mem.cstr(self.ptr(5) + st_name, 256) == wanted:
+                    return self.base + value
+            if ch & 1:
+                return 0
+            sym += 1
+
+
+def objects(pid: int, mem: Memory) -> list[Object]:
+    out, seen = [], set()
+    for lo, _hi, _perms, offset, path in maps(pid):
+        if offset or not path.startswith("/") or path in seen:
+            continue
+        seen.add(path)
+        try:
+            out.append(Object(mem, path, lo))
+        except (OSError, ValueError, struct.error):
+            continue
+    return out
+
+
+# --- checks: each refusal is one line and touches nothing ------------------
+
+
+def check(pid: int, library: str, jvm: bool = False) -> str:
+    """Refused unless the process can be attached; the library's path as the
+    process sees it."""
+    st = status(pid)
+    name = dumpcmd.process_name(pid)
+    if st.get("State", "").startswith(("T", "t", "Z", "X")):
+        raise Refused(f"process {pid} ({name}) is stopped or exiting ({st.get('State')})")
+    if st.get("TracerPid", "0") != "0":
+        raise Refused(f"process {pid} ({name}) is already traced by process {st['TracerPid']} (a debugger?)")
+    uids = st.get("Uid", "").split()
+    if os.geteuid() != 0 and uids and any(int(u) != os.geteuid() for u in uids):
+        raise Refused(f"process {pid} ({name}) belongs to user {uids[0]}: attach as that user or as root")
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            scope = int(f.read())
+    except (OSError, ValueError):
+        scope = 0
+    if jvm:
+        scope = 0  # HotSpot's own door: no ptrace
+    if scope == 3:
+        raise Refused("Yama ptrace_scope is 3: no process may be traced until reboot")
+    caps = capabilities()
+    if scope == 2 and not caps & (1 << 19):
+        raise Refused("Yama ptrace_scope is 2: only a process with CAP_SYS_PTRACE may trace; run as root")
+    if scope == 1 and not caps & (1 << 19):
+        raise Refused(
+            "Yama ptrace_scope is 1: only a parent may trace its children; run as root "
+            "(or with CAP_SYS_PTRACE), or set kernel.yama.ptrace_scope=0"
+        )
+    if os.uname().machine != "x86_64":
+        raise Refused(f"attach is for x86_64 processes (this machine is {os.uname().machine})")
+    if dumpcmd.library_mappings(pid):
+        record = read_record(pid)
+        if record is None or not record.get("detached"):
+            raise Refused(f"process {pid} ({name}) already has {LIBRARY} loaded (preloaded, or attached)")
+    if not os.path.isfile(library):
+        raise Refused(f"no library at {library}: build it (make) or pass --library")
+    seen = dumpcmd.seen_from(pid, library)
+    try:
+        ours, theirs = os.stat(library), os.stat(seen)
+    except OSError:
+        raise Refused(
+            f"{library} is not reachable from process {pid}'s mount namespace (its root is /proc/{pid}/root): "
+            "copy the library into it and pass --library with the path it has there"
+        ) from None
+    if seen == library and (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino):
+        raise Refused(f"{library} is another file in process {pid}'s file system")
+    return library
+
+
+def capabilities() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+# --- stopping and injecting -------------------------------------------------
+
+
+class Stopped:
+    """Every thread of the process seized and stopped; `resume` lets every one
+    go with its registers and any signal it was stopped with."""
+
+    def __init__(self, pid: int, only: bool = False) -> None:
+        """Every thread, or (`only`) one: the main thread, or the first."""
+        self.pid = pid
+        self.threads: dict[int, int] = {}  # tid -> signal to deliver on detach
+        self.restore: dict[int, tuple[Regs, bytes]] = {}
+        try:
+            while True:
+                tids = {int(t) for t in os.listdir(f"/proc/{pid}/task")} - self.threads.keys()
+                if only and self.threads:
+                    break
+                if only:
+                    tids = {pid} if pid in tids and alive_thread(pid) else set(sorted(tids)[:1])
+                if not tids:
+                    break
+                # All asked first, then all waited for: the stops overlap.
+                asked = []
+                for tid in tids:
+                    try:
+                        ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD)
+                        ptrace(PTRACE_INTERRUPT, tid)
+                    except OSError:
+                        continue  # gone meanwhile
+                    asked.append(tid)
+                for tid in asked:
+                    self.threads[tid] = self.wait_stop(tid)
+        except BaseException:
+            self.resume()
+            raise
+        if not self.threads:
+            raise Refused(f"process {pid} has no thread that could be stopped")
+
+    def wait_stop(self, tid: int) -> int:
+        """Waits until `tid` stops; the signal it stopped for, to deliver later."""
+        _, st = os.waitpid(tid, WALL)
+        if not os.WIFSTOPPED(st):
+            return 0
+        if st >> 16 == PTRACE_EVENT_STOP:
+            return 0
+        return os.WSTOPSIG(st)  # a signal-delivery-stop: the signal is passed on
+
+    def regs(self, tid: int) -> Regs:
+        r = Regs()
+        ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(r))
+        return r
+
+    def set_regs(self, tid: int, r: Regs) -> None:
+        ptrace(PTRACE_SETREGS, tid, 0, ctypes.addressof(r))
+
+    def syscall(self, tid: int, gadget: int, nr: int, *args: int) -> int:
+        """Runs system call `nr` on stopped thread `tid` (at `gadget`, a syscall
+        instruction) with every signal blocked; registers and mask restored by
+        `put_back`."""
+        if tid not in self.restore:
+            mask = ctypes.c_ulonglong()
+            ptrace(PTRACE_GETSIGMASK, tid, 8, ctypes.addressof(mask))
+            self.restore[tid] = (self.regs(tid), bytes(mask))
+            ptrace(PTRACE_SETSIGMASK, tid, 8, ctypes.addressof(ctypes.c_ulonglong(~0 & (2**64 - 1))))
+        r = self.restore[tid][0].copy()
+        r.rax, r.orig_rax, r.rip = nr, 2**64 - 1, gadget
+        for reg, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args):
+            setattr(r, reg, value & (2**64 - 1))
+        self.set_regs(tid, r)
+        for _ in range(2):  # entry, exit
+            ptrace(PTRACE_SYSCALL, tid, 0, 0)
+            while True:
+                _, st = os.waitpid(tid, WALL)
+                if not os.WIFSTOPPED(st):
+                    raise Refused(f"thread {tid} ended during the attach")
+                if os.WSTOPSIG(st) == signal.SIGTRAP | 0x80:
+                    break
+                if os.WSTOPSIG(st) in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL):
+                    raise Refused(f"the injected code faulted in thread {tid} ({signal.Signals(os.WSTOPSIG(st)).name})")
+                ptrace(PTRACE_SYSCALL, tid, 0, 0)  # another stop: not ours
+        rax = self.regs(tid).rax
+        return rax - 2**64 if rax >= 2**63 else rax
+
+    def put_back(self, tid: int) -> None:
+        """The thread's registers and mask as they were. A system call the
+        interrupt cut short is restarted as the kernel restarts one when no
+        handler runs (its error codes are the kernel's internal ones)."""
+        regs, mask = self.restore.pop(tid)
+        r = regs.copy()
+        err = 2**64 - r.rax if r.rax >= 2**63 else 0
+        if r.orig_rax < 2**63 and err in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK):
+            r.rax = SYS_RESTART if err == ERESTART_RESTARTBLOCK else r.orig_rax
+            r.rip -= 2
+            r.orig_rax = 2**64 - 1
+        self.set_regs(tid, r)
+        ptrace(PTRACE_SETSIGMASK, tid, 8, ctypes.create_string_buffer(mask, 8))
+
+    def resume(self) -> None:
+        for tid in list(self.restore):
+            with contextlib.suppress(OSError):
+                self.put_back(tid)
+        for tid, sig in self.threads.items():
+            with contextlib.suppress(OSError):
+                ptrace(PTRACE_DETACH, tid, 0, sig)
+        self.threads = {}
+
+
+def alive_thread(tid: int) -> bool:
+    """Not a zombie (a main thread that has called pthread_exit)."""
+    try:
+        with open(f"/proc/{tid}/task/{tid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def pick_thread(stopped: Stopped) -> int:
+    """A thread stopped outside a system call if there is one (nothing to
+    restart), else any in an interrupt stop."""
+    best = None
+    for tid, sig in stopped.threads.items():
+        if sig:
+            continue
+        if stopped.regs(tid).orig_rax >= 2**63:
+            return tid
+        best = best or tid
+    if best is None:
+        raise Refused("no thread of the process is in a state to run the injection")
+    return best
+
+
+def find_gadget(pid: int, mem: Memory, libc_path: str) -> int:
+    for lo, hi, perms, _off, path in maps(pid):
+        if path == libc_path and "x" in perms:
+            data = mem.read(lo, min(hi - lo, 1 << 20))
+            at = data.find(b"\x0f\x05")
+            if at >= 0:
+                return lo + at
+    raise Refused("no system call instruction found in the process's libc")
+
+
+def entry(i: int, base: int) -> bytes:
+    """`lea r11, [originals + 8 i]; jmp common`, padded to 16 bytes."""
+    lea = base + DATA + ORIGINALS_AT + 8 * i - (base + 16 * i + 7)
+    jmp = COMMON_AT - (16 * i + 12)
+    return b"\x4c\x8d\x1d" + struct.pack("<i", lea) + b"\xe9" + struct.pack("<i", jmp) + b"\x90" * 4
+
+
+# --- attach ----------------------------------------------------------------
+
+
+def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> dict[str, object]:
+    library = os.path.realpath(library)
+    try:
+        jvm = is_jvm(pid)
+    except dumpcmd.Refused:
+        jvm = False  # unreadable: `check` says why
+    check(pid, library, jvm)
+    if jvm:
+        return attach_jvm(pid, library, settings, timeout)
+    mem = Memory(pid)
+    objs = objects(pid, mem)
+    libc_obj = next((o for o in objs if os.path.basename(o.path).startswith("libc.so")), None)
+    if libc_obj is None or not any("ld-linux" in o.path for o in objs):
+        raise Refused(f"process {pid} is statically linked (no libc.so or loader mapped): nothing can be loaded")
+    functions = {n: libc_obj.symbol(n) for n in (b"dlopen", b"dlsym", b"dlerror", b"__errno_location")}
+    if not all(functions.values()):
+        raise Refused(f"{libc_obj.path} does not export dlopen (glibc 2.34 or later is needed)")
+    slots = []
+    protected = set()  # RELRO pages holding an entry
+    for o in objs:
+        if o is libc_obj or "ld-linux" in o.path or os.path.basename(o.path) == LIBRARY:
+            continue
+        for got, name in o.slots(HOOKED):
+            slots.append((got, name))
+            if o.read_only(got):
+                protected.add(got & ~0xFFF)
+    if not slots:
+        raise Refused(f"no object of process {pid} calls malloc or its kin through a GOT: no safe point to load at")
+    slots = slots[:MAX_ENTRIES]
+    gadget = find_gadget(pid, mem, libc_obj.path)
+    text = "".join(f"{k}={v}\n" for k, v in settings.items()).encode()
+    path = library.encode()
+    if len(path) >= SETTINGS_AT - PATH_AT or len(text) >= ORIGINALS_AT - SETTINGS_AT:
+        raise Refused("library path or settings too long")
+
+    # One thread stopped from here to resume(): measured. The others run on:
+    # the entries are written by that thread itself, each with one store.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
+    t0 = time.monotonic()
+    stopped = Stopped(pid, only=True)
+    threads = len(stopped.threads)
+    base = 0
+    try:
+        tid = pick_thread(stopped)
+        base = stopped.syscall(tid, gadget, SYS_MMAP, 0, SIZE, 3, 0x22, -1, 0)
+        if base < 0:
+            raise Refused(f"mmap in the process failed: {os.strerror(-base)}")
+        originals = [mem.word(got) for got, _ in slots]
+        lea = b"\x48\x8d\x35" + struct.pack("<i", DATA + WRITES_AT - (WRITER_AT + 7))
+        code = b"".join(entry(i, base) for i in range(len(slots))).ljust(COMMON_AT, b"\x90") + COMMON
+        code = code.ljust(WRITER_AT, b"\x90") + lea + WRITER_TAIL
+        data = bytearray(0x2000)
+        struct.pack_into(
+            "<QQQQ", data, P_DLOPEN, *(functions[n] for n in (b"dlopen", b"dlsym", b"dlerror")), functions[b"__errno_location"]
+        )
+        struct.pack_into("<Q", data, STACK_TOP, (base + SIZE) & ~0xF)
+        struct.pack_into(
+            "<QQQQ", data, ARG0, base + DATA + SETTINGS_AT, base + DATA + STUBS_AT, base + DATA + PATH_AT, base + DATA + FNAME_AT
+        )
+        struct.pack_into("<QQQQ", data, STUBS_AT, base, len(slots), base + DATA + ORIGINALS_AT, base + DATA + NAMES_AT)
+        data[NAMES_AT : NAMES_AT + len(slots)] = bytes(STUBBED.index(name) for _, name in slots)
+        data[FNAME_AT : FNAME_AT + 17] = b"leakprobe_attach\0"
+        data[PATH_AT : PATH_AT + len(path) + 1] = path + b"\0"
+        data[SETTINGS_AT : SETTINGS_AT + len(text) + 1] = text + b"\0"
+        for i, value in enumerate(originals):
+            struct.pack_into("<Q", data, ORIGINALS_AT + 8 * i, value)
+        for i, (got, _) in enumerate(slots):
+            struct.pack_into("<QQ", data, WRITES_AT + 16 * i, got, base + 16 * i)
+        # Nobody refers to the new mapping yet: written from here.
+        mem.write(base, code)
+        mem.write(base + DATA, bytes(data))
+        rc = stopped.syscall(tid, gadget, SYS_MPROTECT, base, DATA, 5)
+        if rc < 0:
+            raise Refused(f"mprotect in the process failed: {os.strerror(-rc)}")
+        opened = []
+        try:
+            for page in sorted(protected):
+                if stopped.syscall(tid, gadget, SYS_MPROTECT, page, 0x1000, 3) < 0:
+                    raise Refused(f"cannot make the GOT page at {page:#x} writable")
+                opened.append(page)
+            stopped.syscall(tid, base + WRITER_AT, SYS_GETPID)
+        finally:
+            for page in opened:
+                stopped.syscall(tid, gadget, SYS_MPROTECT, page, 0x1000, 1)
+    finally:
+        stopped.resume()
+        stop_ms = (time.monotonic() - t0) * 1000
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    # Running again: wait for a thread to pass through the stub.
+    deadline = time.monotonic() + timeout
+    while True:
+        state = struct.unpack("<I", mem.read(base + DATA + STATE, 4))[0]
+        if state in (DONE, FAILED):
+            break
+        late = time.monotonic() > deadline
+        if late and state == ARMED and cancel(pid, mem, base, slots):
+            break
+        if late and time.monotonic() > deadline + LOAD_TIMEOUT:
+            raise Refused(f"the library has been loading in process {pid} for {LOAD_TIMEOUT:g} s; not waiting")
+        time.sleep(0.001)
+    if state == ARMED:
+        raise Refused(
+            f"no thread of process {pid} called malloc, free or their kin within {timeout:g} s: "
+            "nothing loaded, every GOT entry put back (the stub's 1 MiB area stays mapped, unused)"
+        )
+    if state == FAILED:
+        err = mem.word(base + DATA + ERROR)
+        why = mem.cstr(err, 512).decode(errors="replace") if err else "unknown"
+        cancel(pid, mem, base, slots, force=True)
+        raise Refused(f"dlopen failed in process {pid}: {why!r}; every GOT entry put back")
+    result = mem.word(base + DATA + RESULT)
+    result = result - 2**64 if result >= 2**63 else result
+    if result < 0:
+        why = {-1: "it is preloaded", -2: "already attached", -3: "no collector thread"}.get(int(result), result)
+        raise Refused(f"the library refused to attach ({why})")
+    return {"stop_ms": stop_ms, "collector": result, "entries": len(slots), "threads": threads}
+
+
+def cancel(pid: int, mem: Memory, base: int, slots: list[tuple[int, bytes]], force: bool = False) -> bool:
+    """Stops the process, and if no thread has claimed the stub, disarms it and
+    puts every GOT entry back. True if cancelled (or `force`d)."""
+    stopped = Stopped(pid)
+    try:
+        state = struct.unpack("<I", mem.read(base + DATA + STATE, 4))[0]
+        if state != ARMED and not force:
+            return False
+        if not force:
+            mem.write(base + DATA + STATE, struct.pack("<I", CANCELLED))
+        for i, (got, _) in enumerate(slots):
+            if mem.word(got) == base + 16 * i:
+                mem.write(got, mem.read(base + DATA + ORIGINALS_AT + 8 * i, 8))
+        return True
+    finally:
+        stopped.resume()
+
+
+# --- JVMs: HotSpot's attach mechanism, no ptrace -----------------------------
+
+JVM_SIGNAL = signal.SIGRTMIN + 4  # HotSpot uses SIGUSR2 (suspend/resume) and SIGQUIT
+
+
+def is_jvm(pid: int) -> bool:
+    return any(os.path.basename(m[4]) == "libjvm.so" for m in maps(pid))
+
+
+def attach_jvm(pid: int, library: str, settings: dict[str, str], timeout: float) -> dict[str, object]:
+    """Loads the library as a JVMTI agent (`Agent_OnAttach`) the way `jcmd PID
+    JVMTI.agent_load` does: the attach file and SIGQUIT start the VM's attach
+    listener (only if the VM handles SIGQUIT: -Xrs would make it a kill), then
+    a `load` command on its socket."""
+    st = status(pid)
+    nspid = st.get("NSpid", str(pid)).split()[-1]
+    root = f"/proc/{pid}/root"
+    sock_path = f"{root}/tmp/.java_pid{nspid}"
+    t0 = time.monotonic()
+    if not os.path.exists(sock_path):
+        cmdline = dumpcmd.proc(pid, "cmdline").split(b"\0")
+        caught = int(st.get("SigCgt", "0"), 16)
+        if b"-Xrs" in cmdline or not caught & (1 << (signal.SIGQUIT - 1)):
+            raise Refused(f"JVM {pid} does not handle SIGQUIT (-Xrs?): its attach mechanism cannot be started")
+        if any(a.startswith(b"-XX:+DisableAttachMechanism") for a in cmdline):
+            raise Refused(f"JVM {pid} runs with -XX:+DisableAttachMechanism")
+        trigger = f"/proc/{pid}/cwd/.attach_pid{nspid}"
+        try:
+            fd = os.open(trigger, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError:
+            trigger = f"{root}/tmp/.attach_pid{nspid}"
+            fd = os.open(trigger, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            uid, gid = int(st["Uid"].split()[1]), int(st["Gid"].split()[1])
+            if os.geteuid() == 0:
+                os.fchown(fd, uid, gid)  # the VM takes only its own user's file
+            os.close(fd)
+            os.kill(pid, signal.SIGQUIT)
+            deadline = time.monotonic() + timeout
+            while not os.path.exists(sock_path):
+                if time.monotonic() > deadline:
+                    raise Refused(f"JVM {pid} did not start its attach listener within {timeout:g} s")
+                time.sleep(0.01)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(trigger)
+    sig = int(settings.get("LEAKPROBE_SIGNAL", JVM_SIGNAL))
+    if sig in (signal.SIGUSR2, signal.SIGQUIT):
+        raise Refused(f"HotSpot uses {dumpcmd.signal_name(sig)} itself: choose another --signal")
+    options = ",".join(f"{k}={v}" for k, v in {**settings, "LEAKPROBE_SIGNAL": str(sig)}.items())
+    if "," in library or any("," in v for v in settings.values()):
+        raise Refused("a setting or the library path holds a comma, which the agent's options cannot carry")
+    request = b"1\0load\0" + library.encode() + b"\0true\0" + options.encode() + b"\0"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout + LOAD_TIMEOUT)
+        s.connect(sock_path)
+        s.sendall(request)
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    text = answer.decode(errors="replace")
+    code = re.search(r"return code: (-?\d+)", text)
+    if not text.startswith("0") or code is None or code.group(1) != "0":
+        why = {"2": "it is preloaded", "3": "already attached", "4": "no collector thread"}.get(
+            code.group(1) if code else "", text.strip().replace("\n", " ")[:200]
+        )
+        raise Refused(f"JVM {pid} did not load the agent: {why!r}")
+    collector = named_thread(pid, "leakprobe")
+    if collector is None:
+        raise Refused(f"JVM {pid} loaded the agent, but its collector thread is not to be found")
+    return {
+        "stop_ms": 0.0,
+        "collector": collector,
+        "entries": 0,
+        "threads": 0,
+        "jvm": True,
+        "signal": sig,
+        "ms": (time.monotonic() - t0) * 1000,
+    }
+
+
+def named_thread(pid: int, name: str) -> int | None:
+    for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() == name:
+                    return int(tid)
+        except OSError:
+            continue
+    return None
+
+
+# --- records, detach, the commands ------------------------------------------
+
+
+def start_time(pid: int) -> str:
+    return dumpcmd.proc(pid, "stat").rpartition(b")")[2].split()[19].decode()
+
+
+def read_record(pid: int) -> dict[str, object] | None:
+    """The record of an attach of this very process (not of an earlier one with
+    the same id), if it is ours (or root's) and private."""
+    try:
+        fd = os.open(RECORD.format(pid=pid), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd) as f:
+        st = os.fstat(f.fileno())
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o077:
+            return None
+        try:
+            record = json.loads(f.read(65536))
+        except ValueError:
+            return None
+    try:
+        return record if record.get("start_time") == start_time(pid) else None
+    except dumpcmd.Refused:
+        return None
+
+
+def write_record(pid: int, record: dict[str, object]) -> None:
+    path = RECORD.format(pid=pid)
+    tmp = f"{path}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+    os.rename(tmp, path)
+
+
+def tgsigqueue(pid: int, tid: int, sig: int, value: int) -> None:
+    """rt_tgsigqueueinfo: a queued signal to one thread (the collector)."""
+    info = ctypes.create_string_buffer(128)
+    struct.pack_into("<iiiiIIQ", info, 0, sig, 0, -1, 0, os.getpid(), os.getuid(), value)
+    if libc.syscall(297, pid, tid, sig, info) != 0:
+        err = ctypes.get_errno()
+        raise Refused(f"cannot signal thread {tid} of process {pid}: {os.strerror(err)}")
+
+
+def default_library() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+    return os.path.join(here, "target", "release", LIBRARY)
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    # Not `common`: attach and detach read no dump.
+    del common
+    s = sub.add_parser("attach", help="load the library into a running process (docs/attach.md)")
+    s.add_argument("pid", type=argtypes.pid)
+    s.add_argument("--period", type=argtypes.size, metavar="BYTES", help="sample period (LEAKPROBE_SAMPLE)")
+    s.add_argument("--dir", metavar="DIR", help="dump directory as the process sees it (/tmp)")
+    s.add_argument("--signal", metavar="SIG", help="dump signal (USR2)")
+    s.add_argument("--library", default=default_library(), help="the library to load")
+    s.add_argument(
+        "--timeout",
+        type=argtypes.seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for a thread to call malloc (5)",
+    )
+    s.set_defaults(run=run_attach)
+    s = sub.add_parser("detach", help="undo an attach: GOT entries restored, the library's thread ended")
+    s.add_argument("pid", type=argtypes.pid)
+    s.add_argument("--timeout", type=argtypes.seconds, default=5.0, metavar="SECONDS", help="how long to wait for it to end (5)")
+    s.set_defaults(run=run_detach)
+
+
+def run_attach(args: argparse.Namespace) -> int:
+    settings = {"LEAKPROBE_SAMPLE": str(args.period)} if args.period else {}
+    sig = dumpcmd.DEFAULT_SIGNAL
+    if args.signal:
+        parsed = dumpcmd.parse_signal(args.signal.upper())
+        if parsed is None:
+            print(f"leakprobe: --signal {args.signal!r} is not a dump signal the library takes", file=sys.stderr)
+            return 1
+        sig = parsed
+        settings["LEAKPROBE_SIGNAL"] = str(sig)
+    directory = args.dir or dumpcmd.DEFAULT_DIR
+    if not directory.startswith("/") or any(c in directory for c in "\n\0,"):
+        print("leakprobe: --dir must be absolute (as the process sees it), without a newline or a comma", file=sys.stderr)
+        return 1
+    settings["LEAKPROBE_DIR"] = directory
+    try:
+        done = attach(args.pid, args.library, settings, args.timeout)
+    except (Refused, dumpcmd.Refused) as e:
+        print(f"leakprobe: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"leakprobe: attach failed, process left as it was: {e.strerror or e}", file=sys.stderr)
+        return 1
+    try:
+        write_record(
+            args.pid,
+            {
+                "start_time": start_time(args.pid),
+                "collector": done["collector"],
+                "dir": directory,
+                "signal": done.get("signal", sig),
+                "attached_at": time.time(),
+                "period": args.period,
+            },
+        )
+    except (OSError, dumpcmd.Refused) as e:
+        # Attached all the same: said, and `dump` cannot find the settings.
+        why = e.strerror if isinstance(e, OSError) and e.strerror else e
+        print(
+            f"leakprobe: attached, but the record {RECORD.format(pid=args.pid)} could not be written ({why}): "
+            f"dump and detach will not find it; the dump signal goes to thread {done['collector']}",
+            file=sys.stderr,
+        )
+        return 1
+    how = (
+        f"as a JVMTI agent, no thread stopped ({done['ms']:.0f} ms)"
+        if done.get("jvm")
+        else f"{done['threads']} {'thread' if done['threads'] == 1 else 'threads'} stopped {done['stop_ms']:.1f} ms"
+    )
+    print(
+        f"attached to process {args.pid}: sample period {args.period or 524288} bytes, dumps in {directory}, "
+        f"signal {dumpcmd.signal_name(int(done.get('signal', sig)))} (to thread {done['collector']}); {how}"
+    )
+    return 0
+
+
+def run_detach(args: argparse.Namespace) -> int:
+    record = read_record(args.pid)
+    if record is None or record.get("detached"):
+        print(f"leakprobe: process {args.pid} is not attached (no record of an attach by you)", file=sys.stderr)
+        return 1
+    tid = int(record["collector"])  # type: ignore[call-overload]
+    try:
+        tgsigqueue(args.pid, tid, int(record["signal"]), DETACH_TAG << 32)  # type: ignore[call-overload]
+    except Refused as e:
+        print(f"leakprobe: {e}", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + args.timeout
+    while os.path.exists(f"/proc/{args.pid}/task/{tid}"):
+        if time.monotonic() > deadline:
+            print(f"leakprobe: process {args.pid}'s collector thread did not end within {args.timeout:g} s", file=sys.stderr)
+            return 1
+        time.sleep(0.005)
+    record["detached"] = True
+    write_record(args.pid, record)
+    print(f"detached from process {args.pid}")
+    return 0
