@@ -15,7 +15,7 @@ type Ptr = *mut c_void;
 /// `mmap` and `mmap64` (the same function on 64-bit systems): an unsampled
 /// call that replaces nothing tracked pays the countdown only.
 macro_rules! mapping {
-    ($name:ident) => {
+    ($name:ident, $api:ident) => {
         /// # Safety
         /// As mmap(2).
         #[no_mangle]
@@ -46,15 +46,15 @@ macro_rules! mapping {
                     ],
                     off,
                     crossed,
-                    $name as *const () as usize,
+                    sampled::Api::$api.address(),
                 )
             }
         }
     };
 }
 
-mapping!(mmap);
-mapping!(mmap64);
+mapping!(mmap, Mmap);
+mapping!(mmap64, Mmap64);
 
 /// A mapping call that reached the sample point or replaces (`MAP_FIXED`)
 /// memory that may be tracked.
@@ -198,7 +198,7 @@ unsafe fn remap_slow(args: [usize; 4], flags: c_int, crossed: bool) -> Ptr {
     let [old, old_size, new_size, new_address] = args;
     let size = table::pages(new_size);
     let mut stack = Stack::new();
-    let entry = mremap as *const () as usize;
+    let entry = sampled::Api::Mremap.address();
     let sampled = crossed
         && sampling::decide(size)
         && sampling::while_busy(|| sampled::capture_mapped(entry, &mut stack));

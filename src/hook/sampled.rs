@@ -16,10 +16,11 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 type Ptr = *mut c_void;
 
-/// The function named by frame 0 of a sample. Only names that both jeprof
-/// and pprof drop as allocator frames are used (pprof does not know
-/// `aligned_alloc`, `reallocarray` or the jemalloc names); `New` and
-/// `NewArray` are `operator new` and `operator new[]`.
+/// The function named by frame 0 of a sample. For the heap only names that
+/// both jeprof and pprof drop as allocator frames are used (pprof does not
+/// know `aligned_alloc`, `reallocarray` or the jemalloc names); `New` and
+/// `NewArray` are `operator new` and `operator new[]`. The rest are the
+/// entry points of mapped memory (rows only the script reads).
 #[derive(Clone, Copy)]
 pub enum Api {
     Malloc,
@@ -31,10 +32,17 @@ pub enum Api {
     Memalign,
     Valloc,
     Pvalloc,
+    Mmap,
+    Mmap64,
+    Mremap,
+    Shmat,
+    Sbrk,
+    Brk,
+    PthreadCreate,
 }
 
 impl Api {
-    const ALL: [(Api, &'static CStr); 9] = [
+    const ALL: [(Api, &'static CStr); 16] = [
         (Api::Malloc, c"malloc"),
         (Api::New, c"_Znwm"),
         (Api::NewArray, c"_Znam"),
@@ -44,6 +52,13 @@ impl Api {
         (Api::Memalign, c"memalign"),
         (Api::Valloc, c"valloc"),
         (Api::Pvalloc, c"pvalloc"),
+        (Api::Mmap, c"mmap"),
+        (Api::Mmap64, c"mmap64"),
+        (Api::Mremap, c"mremap"),
+        (Api::Shmat, c"shmat"),
+        (Api::Sbrk, c"sbrk"),
+        (Api::Brk, c"brk"),
+        (Api::PthreadCreate, c"pthread_create"),
     ];
 
     pub fn address(self) -> usize {
@@ -58,7 +73,9 @@ static OWN_ADDRESS: [AtomicUsize; Api::ALL.len()] = [const { AtomicUsize::new(0)
 
 /// Looks up every frame-0 function in this library's own symbol table, once
 /// at load: jeprof names frame 0 as it is (it subtracts 1 only from callers),
-/// so it must lie in the library's function, never in a program's PLT stub.
+/// so it must lie in the library's function, never in a program's PLT stub;
+/// and a library attached late would get libc's from `f as *const ()`
+/// (its references to its own exported functions go through the loader).
 /// `dlsym` on the library's own handle searches the library and its
 /// dependencies, never the program, so it cannot return the program's
 /// canonical PLT entry.

@@ -50,7 +50,7 @@ pub unsafe extern "C" fn shmat(id: c_int, addr: *const c_void, flags: c_int) -> 
         kind,
         crossed,
         replaces,
-        shmat as *const () as usize,
+        sampled::Api::Shmat.address(),
         call,
     )
 }
@@ -90,7 +90,7 @@ pub unsafe extern "C" fn sbrk(increment: isize) -> Ptr {
     let old = break_slow(
         increment.unsigned_abs(),
         crossed,
-        sbrk as *const () as usize,
+        sampled::Api::Sbrk.address(),
         || {
             let old = call();
             (old != libc::MAP_FAILED)
@@ -116,7 +116,7 @@ pub unsafe extern "C" fn brk(addr: Ptr) -> c_int {
     let moved = break_slow(
         new.abs_diff(old),
         crossed,
-        brk as *const () as usize,
+        sampled::Api::Brk.address(),
         || (call() == 0).then_some((old, new)),
     );
     if moved.is_some() {

@@ -112,7 +112,7 @@ unsafe fn create_sampled(
     size: usize,
 ) -> c_int {
     let mut stack = Stack::new();
-    let entry = pthread_create as *const () as usize;
+    let entry = sampled::Api::PthreadCreate.address();
     let sampled = sampling::decide(size)
         && HAVE_KEY.load(Ordering::Acquire)
         && sampling::while_busy(|| sampled::capture_mapped(entry, &mut stack));
