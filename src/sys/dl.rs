@@ -35,14 +35,33 @@ pub fn loaded_late() -> bool {
     LOADED_LATE.load(Ordering::Acquire)
 }
 
-/// Notes that the library was loaded late if the program's `malloc` is not
-/// the library's: preloaded, the library's definition comes first. (Not
-/// compared with the address of its own `malloc` as Rust takes it: that is
-/// read from the library's GOT, the program's `malloc` when loaded late.)
+/// Notes whether the library was loaded late. Preloaded (`LD_PRELOAD`,
+/// `/etc/ld.so.preload`), the loader maps it before the program's own
+/// dependencies, libc among them; `dlopen`ed into a running program, after
+/// them: the loader's list of objects says which, whatever defines `malloc`
+/// first (a program's own, an allocator preloaded ahead of the library,
+/// whose profiles say they are blind: `profile::blind`). Without libc in
+/// the list, preloaded.
 pub fn detect_late_load() -> bool {
-    // SAFETY: dlsym with a pseudo-handle and a NUL-terminated name.
-    let program = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr()) };
-    let late = !program.is_null() && !is_own(program);
+    let own = is_own as *const () as usize as u64;
+    let (mut libc_seen, mut late, mut found) = (false, false, false);
+    each_object(|o| {
+        if found {
+            return;
+        }
+        if o.code_segments().any(|(lo, hi, _)| (lo..hi).contains(&own)) {
+            found = true;
+            late = libc_seen;
+        } else if o
+            .name
+            .to_bytes()
+            .rsplit(|&b| b == b'/')
+            .next()
+            .is_some_and(|base| base.starts_with(b"libc.so"))
+        {
+            libc_seen = true;
+        }
+    });
     LOADED_LATE.store(late, Ordering::Release);
     late
 }
