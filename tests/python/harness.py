@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,6 +153,20 @@ def dumps_around_growth(argv: str | list[str], env: dict[str, str | None] | None
     after = str(probe.dump())
     assert probe.finish() == 0
     return before, after
+
+
+def exact_dump(prefix: str) -> tuple[Path, Path, str, int]:
+    """c-harness/exact.cc, copied into a directory of its own (so a test can
+    move it away after), run with every allocation sampled: (the directory,
+    the program's copy, its dump, its pid)."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    program = directory / "exact"
+    shutil.copy(HARNESS / "exact", program)
+    probe = Probe([str(program)], env={"LEAKPROBE_SAMPLE": "1"})
+    probe.expect("READY")
+    dump = str(probe.dump())
+    assert probe.finish() == 0
+    return directory, program, dump, probe.proc.pid
 
 
 def script(*args: str) -> subprocess.CompletedProcess[str]:

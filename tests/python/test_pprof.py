@@ -15,7 +15,7 @@ import unittest
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import HARNESS, ROOT, Probe, run_json, script, site_line
+from harness import HARNESS, ROOT, Probe, exact_dump, run_json, script, site_line
 from standin import varint as read_varint
 
 # pprof's sample types -> report's measures
@@ -190,13 +190,7 @@ class Exact(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.dir = Path(tempfile.mkdtemp(prefix="leakprobe-pprof-exact-"))
-        program = cls.dir / "exact"
-        shutil.copy(HARNESS / "exact", program)
-        probe = Probe([str(program)], env={"LEAKPROBE_SAMPLE": "1"})
-        probe.expect("READY")
-        cls.dump = str(probe.dump())
-        assert probe.finish() == 0
+        cls.dir, program, cls.dump, _ = exact_dump("leakprobe-pprof-exact-")
         cls.reports = {i: run_json("report", cls.dump, m, "--nodecount", "100000") for i, m in MEASURES.items()}
         cls.lines = run_json("report", cls.dump, "--lines", "--nodecount", "100000")
         cls.profile = export(cls.dump)

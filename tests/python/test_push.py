@@ -21,7 +21,7 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import HARNESS, ROOT, SCRIPT, Probe, script, write_dump
+from harness import HARNESS, ROOT, SCRIPT, Probe, exact_dump, script, write_dump
 from standin import Received, StandIn
 from test_pprof import decode, go_pprof, top
 
@@ -55,14 +55,7 @@ class Push(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.dir = Path(tempfile.mkdtemp(prefix="leakprobe-push-"))
-        program = cls.dir / "exact"
-        shutil.copy(HARNESS / "exact", program)
-        probe = Probe([str(program)], env={"LEAKPROBE_SAMPLE": "1"})
-        probe.expect("READY")
-        cls.dump = str(probe.dump())
-        cls.pid = probe.proc.pid
-        assert probe.finish() == 0
+        cls.dir, program, cls.dump, cls.pid = exact_dump("leakprobe-push-")
         cls.server = StandIn(user="ops", password="s3cret", tenant="team-a")
         env = dict(os.environ, LEAKPROBE_PUSH_PASSWORD="s3cret")
         cls.arrived: dict[str, Received] = {}
