@@ -14,8 +14,9 @@ the others run on: nobody waits for a stopped lock holder. The library then
 rewrites the GOT entries itself. Detach is a tagged signal to the library's
 collector thread, which restores every entry and ends.
 
-The record of an attach (`/tmp/leakprobe.PID.attach`, the invoking user's,
-mode 0600) gives `dump` the directory, the signal and the collector thread.
+While attached, the record the library publishes in the process (read through
+/proc/PID/mem, docs/published.md) names the collector thread that takes the
+dump signal; `dump` and `detach` read it there: no file of ours to squat.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import json
 import os
 import re
 import signal
@@ -32,11 +32,10 @@ import struct
 import sys
 import time
 
-from . import argtypes, dumpcmd
+from . import argtypes, dumpcmd, record
 
 LIBRARY = dumpcmd.LIBRARY
 DETACH_TAG = 0x44455441  # "DETA", src/collect/signal.rs DETACH_TAG
-RECORD = "/tmp/leakprobe.{pid}.attach"
 
 # scripts/leakprobe_tool/attach_stub.S, assembled: `common`, which expects its
 # data page 0x400 bytes after its start.
@@ -296,8 +295,8 @@ def check(pid: int, library: str, jvm: bool = False) -> str:
     if os.uname().machine != "x86_64":
         raise Refused(f"attach is for x86_64 processes (this machine is {os.uname().machine})")
     if dumpcmd.library_mappings(pid):
-        record = read_record(pid)
-        if record is None or not record.get("detached"):
+        earlier = published(pid)
+        if earlier is None or earlier.attached is not None or not earlier.detached:
             raise Refused(f"process {pid} ({name}) already has {LIBRARY} loaded (preloaded, or attached)")
     if not os.path.isfile(library):
         raise Refused(f"no library at {library}: build it (make) or pass --library")
@@ -705,38 +704,17 @@ def named_thread(pid: int, name: str) -> int | None:
 # --- records, detach, the commands ------------------------------------------
 
 
-def start_time(pid: int) -> str:
-    return dumpcmd.proc(pid, "stat").rpartition(b")")[2].split()[19].decode()
-
-
-def read_record(pid: int) -> dict[str, object] | None:
-    """The record of an attach of this very process (not of an earlier one with
-    the same id), if it is ours (or root's) and private."""
-    try:
-        fd = os.open(RECORD.format(pid=pid), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+def published(pid: int) -> record.Published | None:
+    """What the library loaded in `pid` publishes about itself (its dump
+    directory and signal, and the collector thread while attached:
+    docs/published.md); None if it is not loaded or the record cannot be read."""
+    mappings = dumpcmd.library_mappings(pid)
+    if not mappings:
         return None
-    with os.fdopen(fd) as f:
-        st = os.fstat(f.fileno())
-        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o077:
-            return None
-        try:
-            record = json.loads(f.read(65536))
-        except ValueError:
-            return None
     try:
-        return record if record.get("start_time") == start_time(pid) else None
-    except dumpcmd.Refused:
+        return record.read(record.locate(pid, mappings, lambda path: dumpcmd.seen_from(pid, path)))
+    except record.Unreadable:
         return None
-
-
-def write_record(pid: int, record: dict[str, object]) -> None:
-    path = RECORD.format(pid=pid)
-    tmp = f"{path}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-    os.rename(tmp, path)
 
 
 def tgsigqueue(pid: int, tid: int, sig: int, value: int) -> None:
@@ -799,27 +777,6 @@ def run_attach(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"leakprobe: attach failed, process left as it was: {e.strerror or e}", file=sys.stderr)
         return 1
-    try:
-        write_record(
-            args.pid,
-            {
-                "start_time": start_time(args.pid),
-                "collector": done["collector"],
-                "dir": directory,
-                "signal": done.get("signal", sig),
-                "attached_at": time.time(),
-                "period": args.period,
-            },
-        )
-    except (OSError, dumpcmd.Refused) as e:
-        # Attached all the same: said, and `dump` cannot find the settings.
-        why = e.strerror if isinstance(e, OSError) and e.strerror else e
-        print(
-            f"leakprobe: attached, but the record {RECORD.format(pid=args.pid)} could not be written ({why}): "
-            f"dump and detach will not find it; the dump signal goes to thread {done['collector']}",
-            file=sys.stderr,
-        )
-        return 1
     how = (
         f"as a JVMTI agent, no thread stopped ({done['ms']:.0f} ms)"
         if done.get("jvm")
@@ -833,13 +790,13 @@ def run_attach(args: argparse.Namespace) -> int:
 
 
 def run_detach(args: argparse.Namespace) -> int:
-    record = read_record(args.pid)
-    if record is None or record.get("detached"):
-        print(f"leakprobe: process {args.pid} is not attached (no record of an attach by you)", file=sys.stderr)
+    now = published(args.pid)
+    if now is None or now.attached is None:
+        print(f"leakprobe: process {args.pid} is not attached (its library publishes no collector thread)", file=sys.stderr)
         return 1
-    tid = int(record["collector"])  # type: ignore[call-overload]
+    tid = now.attached
     try:
-        tgsigqueue(args.pid, tid, int(record["signal"]), DETACH_TAG << 32)  # type: ignore[call-overload]
+        tgsigqueue(args.pid, tid, now.signal, DETACH_TAG << 32)
     except Refused as e:
         print(f"leakprobe: {e}", file=sys.stderr)
         return 1
@@ -849,7 +806,5 @@ def run_detach(args: argparse.Namespace) -> int:
             print(f"leakprobe: process {args.pid}'s collector thread did not end within {args.timeout:g} s", file=sys.stderr)
             return 1
         time.sleep(0.005)
-    record["detached"] = True
-    write_record(args.pid, record)
     print(f"detached from process {args.pid}")
     return 0

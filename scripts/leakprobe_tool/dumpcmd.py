@@ -280,15 +280,6 @@ def look(pid: int, pidfd: int) -> Request:
             "not signalled, as the dump signal would kill it"
         )
     req = Request(pid, name, pidfd)
-    from .attach import read_record  # attach imports this module
-
-    attach_record = read_record(pid)
-    if attach_record is not None and not attach_record.get("detached"):
-        # Attached (docs/attach.md): the settings given then; the signal goes
-        # to the collector thread alone.
-        req.signal, req.thread = int(attach_record["signal"]), int(attach_record["collector"])
-        req.dir = seen_from(pid, str(attach_record["dir"]))
-        return req
     try:
         req.place = record.locate(pid, mappings, lambda path: seen_from(pid, path))
         published = record.read(req.place)
@@ -303,6 +294,8 @@ def look(pid: int, pidfd: int) -> Request:
         if not published.signal:
             raise Refused(f"{req.who} takes no dump signal (its library could not handle one: see its stderr); not signalled")
         req.signal = published.signal
+        # Attached (docs/attach.md): the signal goes to the collector thread alone.
+        req.thread = published.attached or 0
         raw = os.fsdecode(published.dir)
     else:
         # What the library took from its environment, if it is still there.

@@ -9,7 +9,10 @@ The record (/work/team/record-contract.md; src/ publishes it): the data symbol
 sequence (odd while the library updates it: read it, the body, it again, and
 try again if it changed), u32 body length, u32 version (1), then ASCII lines
 `key value`: `dir <hex of the path's bytes>`, `signal <number>`, `refusal
-<reason>` (while the library refuses every dump), `pid <its own pid>`.
+<reason>` (while the library refuses every dump), `pid <its own pid>`,
+`attached <collector thread>` (while attached to a running program: the dump
+signal goes to that thread alone), `detached 1` (attached once, detached
+since).
 
 Everything in it is the process's writing: it is checked as a dump is."""
 
@@ -54,6 +57,8 @@ class Published:
     dir: bytes
     signal: int  # 0: the library could not take one (nothing to send)
     refusal: str | None
+    attached: int | None = None  # the collector thread, while attached
+    detached: bool = False  # attached once, detached since
 
 
 @dataclass(frozen=True)
@@ -176,4 +181,13 @@ def parse(body: bytes, own: int) -> Published:
         raise Unreadable("a record without a directory or a signal") from None
     if not directory or b"\0" in directory or not 0 <= sig < 65:
         raise Unreadable("a record with a malformed directory or signal")
-    return Published(directory, sig, fields.get("refusal"))
+    thread = fields.get("attached")
+    if thread is not None and not (thread.isdigit() and 0 < int(thread) < 1 << 31):
+        raise Unreadable("a record with a malformed collector thread")
+    return Published(
+        directory,
+        sig,
+        fields.get("refusal"),
+        int(thread) if thread is not None else None,
+        fields.get("detached") == "1",
+    )

@@ -110,7 +110,10 @@ pub unsafe extern "C" fn leakprobe_attach(settings: *const c_char, stubs: *const
         crate::settings::signal_name(cfg.signal)
     );
     match collector::thread_id(std::time::Duration::from_secs(2)) {
-        Some(tid) => i64::from(tid),
+        Some(tid) => {
+            crate::profile::published::attached(Some(tid));
+            i64::from(tid)
+        }
         None => NO_THREAD,
     }
 }

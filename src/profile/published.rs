@@ -17,10 +17,13 @@
 //! Keys: `dir` (hex of the dump directory's path bytes; left out if it does
 //! not fit), `signal` (its number; 0 if none), `refusal` (only while every
 //! dump is refused: why, printable ASCII, anything else as `\xNN`), `pid`
-//! (who wrote it: a forked child that has not rewritten it yet is seen).
+//! (who wrote it: a forked child that has not rewritten it yet is seen),
+//! `attached` (the collector thread's id, while the library is attached to
+//! a running program: the dump signal goes to that thread alone),
+//! `detached` (`1`, once it was detached: attaching again is allowed).
 //! Rewritten when one of them changes: at load, in a forked child, when the
 //! program's credentials change, when the taker of dump signals cannot
-//! start, when the program takes the signal itself.
+//! start, when the program takes the signal itself, at attach and detach.
 
 use crate::sys::lock::SpinLock;
 use core::fmt::Write;
@@ -96,6 +99,15 @@ static STATE: SpinLock<State> = SpinLock::new(State {
     reasons: [([0; REASON], 0); CAUSES],
 });
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// While attached, the collector thread's id; 0 never attached; -1 detached.
+static ATTACHED: AtomicI32 = AtomicI32::new(0);
+
+/// Attached (`Some`: the collector thread that takes the dump signal) or
+/// detached (`None`).
+pub fn attached(collector: Option<libc::pid_t>) {
+    ATTACHED.store(collector.unwrap_or(-1), Ordering::Relaxed);
+    publish();
+}
 
 /// At load: the dump directory (absolute) and the dump signal (0 if none).
 pub fn init(dir: &[u8], signal: libc::c_int) {
@@ -194,6 +206,14 @@ fn publish() {
         }
         let _ = write!(out, "pid {}", crate::sys::raw::getpid());
         out.raw(b"\n");
+        match ATTACHED.load(Ordering::Relaxed) {
+            0 => {}
+            -1 => out.raw(b"detached 1\n"),
+            tid => {
+                let _ = write!(out, "attached {tid}");
+                out.raw(b"\n");
+            }
+        }
         let len = out.len;
         r.seq.fetch_add(1, Ordering::AcqRel);
         for (to, from) in r.body.iter().zip(&buf[..len]) {
@@ -269,6 +289,16 @@ mod tests {
         assert_eq!(
             body(),
             format!("dir 2f746d702f612062\nsignal 12\npid {pid}\n")
+        );
+        attached(Some(4242));
+        assert_eq!(
+            body(),
+            format!("dir 2f746d702f612062\nsignal 12\npid {pid}\nattached 4242\n")
+        );
+        attached(None);
+        assert_eq!(
+            body(),
+            format!("dir 2f746d702f612062\nsignal 12\npid {pid}\ndetached 1\n")
         );
         assert_eq!(leakprobe_published.seq.load(Ordering::Relaxed) % 2, 0);
         assert_eq!(leakprobe_published.magic, MAGIC);

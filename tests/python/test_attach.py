@@ -124,11 +124,6 @@ class Attach(unittest.TestCase):
         if not cls.reference.endswith(" BAD 0"):
             raise AssertionError(f"attach_churn is wrong without the library: {cls.reference}")
 
-    def tearDown(self) -> None:
-        for path in Path("/tmp").glob("leakprobe.*.attach"):
-            if not Path(f"/proc/{path.name.split('.')[1]}").exists():
-                path.unlink(missing_ok=True)
-
     def test_leak_seen_exactly_then_detach(self) -> None:
         churn = Churn()
         pid = churn.pid
@@ -142,6 +137,10 @@ class Attach(unittest.TestCase):
         self.assertRegex(done.stdout, rf"^attached to process {pid}: sample period 1 bytes, dumps in ")
         self.assertIn(LIBRARY.name, Path(f"/proc/{pid}/maps").read_text())
         self.assertEqual(len(collector_threads(pid) - before), 1, "one collector thread")
+        # The library publishes the thread that takes the dump signal.
+        published = attach.published(pid)
+        assert published is not None
+        self.assertEqual({published.attached}, collector_threads(pid) - before)
         churn.probe.write(f"leak {LEAK_MIB}\n")
         churn.probe.expect("LEAKED")
         code, out = in_process_output("dump", str(pid))
@@ -172,6 +171,9 @@ class Attach(unittest.TestCase):
         after = {k: v for k, v in got_entries(pid, names).items() if k in entries}
         self.assertEqual(after, entries, "every GOT entry as it was")
         self.assertEqual(collector_threads(pid), before, "the collector thread ended")
+        published = attach.published(pid)
+        assert published is not None
+        self.assertEqual((published.attached, published.detached), (None, True))
         self.assertIn(LIBRARY.name, Path(f"/proc/{pid}/maps").read_text(), "code stays mapped")
         log = (churn.probe.dir / f"leakprobe.{pid}.log").read_text()
         self.assertRegex(log, r"attached: \d+ GOT entries rewritten")

@@ -137,6 +137,7 @@ fn detach() {
     live::clear();
     THREAD_ID.store(0, Ordering::Release);
     ATTACHED.store(false, Ordering::Release);
+    crate::profile::published::attached(None);
     crate::sys::log::log!(
         "detached: {restored} GOT entries restored{}; the library stays mapped, unused",
         if changed > 0 {
@@ -340,6 +341,10 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         crate::sys::threads::set_name(THREAD_NAME);
     }
     THREAD_ID.store(crate::sys::raw::gettid(), Ordering::Release);
+    if attached() {
+        // A forked child's collector: its own thread takes the signal.
+        crate::profile::published::attached(Some(crate::sys::raw::gettid()));
+    }
     let mut objects = 0;
     // Rounds after an attach that rewrite again whatever changed: a
     // lazy-binding resolution under way during the rewrite writes the
