@@ -2,7 +2,8 @@
  * malloc, calloc, realloc and posix_memalign (every block freed, a checksum
  * of the contents kept) until told to stop. Commands on stdin, one a line:
  * "leak N" leaks N MiB in 1 MiB blocks from leak_here() (answers "LEAKED"),
- * "quit" stops the threads and prints "CHECKSUM <x> BAD <n>": x sums the
+ * "rounds" answers "ROUNDS <n>", the 1024-block rounds all threads finished
+ * so far (the bench's unit of work), "quit" stops the threads and prints "CHECKSUM <x> BAD <n>": x sums the
  * first FIXED blocks of every thread (the same whether or not the library was
  * attached meanwhile), n counts blocks whose contents were not what was
  * written, over the whole run. Prints "READY" once the threads run,
@@ -79,6 +80,9 @@ int main(void) {
         if (sscanf(line, "leak %d", &mib) == 1) {
             leak_here(mib);
             printf("LEAKED\n");
+            fflush(stdout);
+        } else if (strncmp(line, "rounds", 6) == 0) {
+            printf("ROUNDS %lu\n", atomic_load(&rounds));
             fflush(stdout);
         } else if (strncmp(line, "quit", 4) == 0) {
             break;
