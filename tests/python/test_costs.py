@@ -25,14 +25,20 @@ JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 # "Instructions per sample": with the caching unwinder, all costs included.
 ADDED_PER_PAIR = {"glibc": 10.0, "jemalloc": 10.0}
 # The same table's pairs through the other entry points
-# (`bench/entry_pairs.cc`): calloc+free, and new+sized delete (jemalloc's own
+# (`bench/entry_pairs.cc`): calloc+free, new+sized delete (jemalloc's own
 # operators: the library's run, its sized delete replaced, cost less than
-# jemalloc's alone).
+# jemalloc's alone), posix_memalign+free and mallocx+sdallocx on jemalloc
+# (glibc's aligned allocations move with the heap's layout), and an
+# anonymous page mapped and unmapped (the kernel's work is not counted).
 ADDED_PER_ENTRY_PAIR = {
     ("calloc", "glibc"): 13.1,
     ("calloc", "jemalloc"): 13.1,
     ("new", "glibc"): 7.0,
     ("new", "jemalloc"): -3.3,
+    ("posix_memalign", "jemalloc"): 11.1,
+    ("mallocx", "jemalloc"): -8.1,
+    ("mmap", "glibc"): 13.0,
+    ("mmap", "jemalloc"): 13.0,
 }
 PER_SAMPLE_FAST = 1014
 # Callgrind is exact for one binary and input; what moves is the allocator's
