@@ -12,6 +12,26 @@ use core::ffi::{c_int, c_void};
 
 type Ptr = *mut c_void;
 
+/// A function of mmap's C type, named `$name`, whose body `$body` sees the
+/// arguments under the names given.
+macro_rules! of_mmap_type {
+    (
+        $(#[$attr:meta])*
+        $vis:vis fn $name:ident($addr:ident, $len:ident, $prot:ident, $flags:ident, $fd:ident, $off:ident)
+        $body:block
+    ) => {
+        $(#[$attr])*
+        $vis unsafe extern "C" fn $name(
+            $addr: Ptr,
+            $len: usize,
+            $prot: c_int,
+            $flags: c_int,
+            $fd: c_int,
+            $off: libc::off_t,
+        ) -> Ptr $body
+    };
+}
+
 /// `mmap` and `mmap64` (the same function on 64-bit systems): an unsampled
 /// call that replaces nothing tracked pays the countdown only. On x86-64 in
 /// assembly (as `hook::alloc`'s naked entry points, and for the same
@@ -24,73 +44,64 @@ type Ptr = *mut c_void;
 /// checked against the tracked ranges. With CFI, as `hook::alloc`'s.
 macro_rules! mapping {
     ($name:ident, $api:ident) => {
-        #[cfg(target_arch = "x86_64")]
-        /// # Safety
-        /// As mmap(2).
-        #[no_mangle]
-        #[unsafe(naked)]
-        pub unsafe extern "C" fn $name(
-            addr: Ptr,
-            len: usize,
-            prot: c_int,
-            flags: c_int,
-            fd: c_int,
-            off: libc::off_t,
-        ) -> Ptr {
-            // SAFETY: a jump to `$name::crossed` or `$name::fixed` (of this
-            // same C type) or through mmap's slot (started at a function,
-            // only ever set to one: as `Next::loaded`), with the arguments
-            // (flags in ecx) and the stack as the caller left them. The
-            // countdown is this thread's 8-byte variable at %fs:offset (as
-            // in `thread_state`); rax, r10 and r11 are no argument's.
-            core::arch::naked_asm!(
-                ".cfi_startproc",
-                "mov r10, qword ptr [rip + {page}]",
-                "lea rax, [rsi + r10 - 1]",
-                "neg r10",
-                "and rax, r10",
-                "mov r11, qword ptr [rip + leakprobe_until_sample@GOTTPOFF]",
-                "sub qword ptr fs:[r11], rax",
-                "jbe 2f",
-                "test ecx, {fixed_flag}",
-                "jnz {fixed}",
-                "jmp qword ptr [rip + {next} + {at}]",
-                "2:",
-                "add qword ptr fs:[r11], rax",
-                "jmp {crossed}",
-                ".cfi_endproc",
-                page = sym table::PAGE,
-                fixed_flag = const libc::MAP_FIXED,
-                fixed = sym $name::fixed,
-                next = sym next::slot::mmap,
-                at = const crate::sys::dl::SLOT_ADDRESS_AT,
-                crossed = sym $name::crossed,
-            )
+        of_mmap_type! {
+            #[cfg(target_arch = "x86_64")]
+            /// # Safety
+            /// As mmap(2).
+            #[no_mangle]
+            #[unsafe(naked)]
+            pub fn $name(_addr, _len, _prot, _flags, _fd, _off) {
+                // SAFETY: a jump to `$name::crossed` or `$name::fixed` (of
+                // this same C type) or through mmap's slot (started at a
+                // function, only ever set to one: as `Next::loaded`), with
+                // the arguments (flags in ecx) and the stack as the caller
+                // left them. The countdown is this thread's 8-byte variable
+                // at %fs:offset (as in `thread_state`); rax, r10 and r11 are
+                // no argument's.
+                core::arch::naked_asm!(
+                    ".cfi_startproc",
+                    "mov r10, qword ptr [rip + {page}]",
+                    "lea rax, [rsi + r10 - 1]",
+                    "neg r10",
+                    "and rax, r10",
+                    "mov r11, qword ptr [rip + leakprobe_until_sample@GOTTPOFF]",
+                    "sub qword ptr fs:[r11], rax",
+                    "jbe 2f",
+                    "test ecx, {fixed_flag}",
+                    "jnz {fixed}",
+                    "jmp qword ptr [rip + {next} + {at}]",
+                    "2:",
+                    "add qword ptr fs:[r11], rax",
+                    "jmp {crossed}",
+                    ".cfi_endproc",
+                    page = sym table::PAGE,
+                    fixed_flag = const libc::MAP_FIXED,
+                    fixed = sym $name::fixed,
+                    next = sym next::slot::mmap,
+                    at = const crate::sys::dl::SLOT_ADDRESS_AT,
+                    crossed = sym $name::crossed,
+                )
+            }
         }
 
-        #[cfg(not(target_arch = "x86_64"))]
-        /// # Safety
-        /// As mmap(2).
-        #[no_mangle]
-        #[inline(never)]
-        pub unsafe extern "C" fn $name(
-            addr: Ptr,
-            len: usize,
-            prot: c_int,
-            flags: c_int,
-            fd: c_int,
-            off: libc::off_t,
-        ) -> Ptr {
-            if thread_state::crosses(table::pages(len)) {
+        of_mmap_type! {
+            #[cfg(not(target_arch = "x86_64"))]
+            /// # Safety
+            /// As mmap(2).
+            #[no_mangle]
+            #[inline(never)]
+            pub fn $name(addr, len, prot, flags, fd, off) {
+                if thread_state::crosses(table::pages(len)) {
+                    // SAFETY: the program's arguments, unchanged.
+                    return unsafe { $name::crossed(addr, len, prot, flags, fd, off) };
+                }
+                if flags & libc::MAP_FIXED != 0 {
+                    // SAFETY: the program's arguments, unchanged.
+                    return unsafe { $name::fixed(addr, len, prot, flags, fd, off) };
+                }
                 // SAFETY: the program's arguments, unchanged.
-                return unsafe { $name::crossed(addr, len, prot, flags, fd, off) };
+                unsafe { next::mmap(addr, len, prot, flags, fd, off) }
             }
-            if flags & libc::MAP_FIXED != 0 {
-                // SAFETY: the program's arguments, unchanged.
-                return unsafe { $name::fixed(addr, len, prot, flags, fd, off) };
-            }
-            // SAFETY: the program's arguments, unchanged.
-            unsafe { next::mmap(addr, len, prot, flags, fd, off) }
         }
 
         /// The slow paths: the call reached the sample point (`crossed`,
@@ -98,40 +109,30 @@ macro_rules! mapping {
         mod $name {
             use super::*;
 
-            /// # Safety
-            /// As mmap(2).
-            #[cold]
-            #[inline(never)]
-            pub unsafe extern "C" fn crossed(
-                addr: Ptr,
-                len: usize,
-                prot: c_int,
-                flags: c_int,
-                fd: c_int,
-                off: libc::off_t,
-            ) -> Ptr {
-                // SAFETY: as mmap(2) (the contract).
-                unsafe { map_slow(addr, len, prot, flags, fd, off, true, sampled::Api::$api) }
+            of_mmap_type! {
+                /// # Safety
+                /// As mmap(2).
+                #[cold]
+                #[inline(never)]
+                pub fn crossed(addr, len, prot, flags, fd, off) {
+                    // SAFETY: as mmap(2) (the contract).
+                    unsafe { map_slow(addr, len, prot, flags, fd, off, true, sampled::Api::$api) }
+                }
             }
 
-            /// # Safety
-            /// As mmap(2).
-            #[cold]
-            #[inline(never)]
-            pub unsafe extern "C" fn fixed(
-                addr: Ptr,
-                len: usize,
-                prot: c_int,
-                flags: c_int,
-                fd: c_int,
-                off: libc::off_t,
-            ) -> Ptr {
-                if !table::overlaps(addr as usize, len) {
-                    // SAFETY: the program's arguments, unchanged.
-                    return unsafe { next::mmap(addr, len, prot, flags, fd, off) };
+            of_mmap_type! {
+                /// # Safety
+                /// As mmap(2).
+                #[cold]
+                #[inline(never)]
+                pub fn fixed(addr, len, prot, flags, fd, off) {
+                    if !table::overlaps(addr as usize, len) {
+                        // SAFETY: the program's arguments, unchanged.
+                        return unsafe { next::mmap(addr, len, prot, flags, fd, off) };
+                    }
+                    // SAFETY: as mmap(2) (the contract).
+                    unsafe { map_slow(addr, len, prot, flags, fd, off, false, sampled::Api::$api) }
                 }
-                // SAFETY: as mmap(2) (the contract).
-                unsafe { map_slow(addr, len, prot, flags, fd, off, false, sampled::Api::$api) }
             }
         }
     };
