@@ -1,7 +1,10 @@
 //! The exported allocator entry points. Each one's common path is the
 //! per-thread byte countdown (and, when it frees, one filter byte) followed by
 //! a tail call into the next allocator; everything else is in the outlined
-//! cold functions of `sampled`, shared by all entry points.
+//! cold functions of `sampled`, shared by all entry points, reached through
+//! each entry point's own (`malloc::crossed`, `free::checked`, ...). On
+//! x86-64 the entry points that are never a sample's frame 0 are naked
+//! (`naked_entry!`).
 //!
 //! The entry points are never inlined into each other: Go's pprof names a
 //! frame only from a subprogram's own DWARF name, which an inlined function's
@@ -19,8 +22,9 @@ type Ptr = *mut c_void;
 /// itself: LLVM folds that load into a tail call of one argument only (with
 /// two or more it is a load into a register and a jump), and a naked
 /// function saves and moves nothing before it. `count`: `$bytes` (an
-/// argument's register) counted down as in `thread_state::crosses`; one that reaches the sample point
-/// goes on at `$crossed`, the countdown restored. `check`: the block in
+/// argument's register) counted down as in `thread_state::crosses`; one
+/// that reaches the sample point goes on at `$crossed`, the countdown
+/// restored. `check`: the block in
 /// `$p` (a 32-bit register) looked up in the free filter as in
 /// `live::maybe_sampled`; one it cannot rule out goes on at `$checked`.
 /// Either gets the program's arguments unchanged. Only r10 and r11 are
@@ -87,24 +91,35 @@ macro_rules! naked_entry {
     };
 }
 
-/// An entry point that allocates `$bytes` and returns the block (`$block`
-/// from the next definition's result `$r`: the block or null). Its sampled
-/// path is `$name::crossed`, of the same C type; its common path counts
-/// down `$bytes` and tail-calls the next definition (on x86-64, in
-/// assembly, `$bytes` in register `asm`).
+/// An entry point that allocates `$bytes` and returns the block (or, with
+/// `block`, whatever the next definition returns, `$block` being the block
+/// or null from that result `$r`). Its sampled path is `$name::crossed`, of
+/// the same C type; its common path counts down `$bytes` and tail-calls the
+/// next definition (with `asm`, on x86-64 in assembly, `$bytes` in that
+/// register).
 macro_rules! allocating {
     (
-        $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty,
+        $name:ident($($arg:ident: $ty:ty),*),
         bytes = $bytes:expr,
-        frame = $api:ident,
-        block = |$r:ident| $block:expr,
-        asm = $reg:literal
+        frame = $api:ident
+        $(, asm = $reg:literal)?
     ) => {
-        #[cfg(target_arch = "x86_64")]
-        naked_entry!($name($($arg: $ty),*) -> $ret, count $reg => $name::crossed);
-        #[cfg(not(target_arch = "x86_64"))]
-        allocating!(@rust $name($($arg: $ty),*) -> $ret, bytes = $bytes);
-        allocating!(@crossed $name($($arg: $ty),*) -> $ret, bytes = $bytes, frame = $api, block = |$r| $block);
+        allocating!(@entry $name($($arg: $ty),*) -> Ptr, bytes = $bytes $(, asm = $reg)?);
+        /// The sampled path.
+        mod $name {
+            use super::*;
+
+            /// # Safety
+            /// As the C function.
+            #[cold]
+            #[inline(never)]
+            pub unsafe extern "C" fn crossed($($arg: $ty),*) -> Ptr {
+                // SAFETY: the program's arguments to this same C function, unchanged.
+                let alloc = move || unsafe { next::$name($($arg),*) };
+                // SAFETY: `alloc` returns the next allocator's block or null.
+                unsafe { allocate_sampled(alloc, $bytes, Api::$api) }
+            }
+        }
     };
     (
         $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty,
@@ -112,22 +127,7 @@ macro_rules! allocating {
         frame = $api:ident,
         block = |$r:ident| $block:expr
     ) => {
-        allocating!(@rust $name($($arg: $ty),*) -> $ret, bytes = $bytes);
-        allocating!(@crossed $name($($arg: $ty),*) -> $ret, bytes = $bytes, frame = $api, block = |$r| $block);
-    };
-    (@rust $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, bytes = $bytes:expr) => {
-        #[no_mangle]
-        #[inline(never)]
-        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
-            if !thread_state::crosses($bytes) {
-                // SAFETY: the program's arguments to this same C function, unchanged.
-                return unsafe { next::$name($($arg),*) };
-            }
-            // SAFETY: the program's arguments, unchanged (the contract).
-            unsafe { $name::crossed($($arg),*) }
-        }
-    };
-    (@crossed $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, bytes = $bytes:expr, frame = $api:ident, block = |$r:ident| $block:expr) => {
+        allocating!(@entry $name($($arg: $ty),*) -> $ret, bytes = $bytes);
         /// The sampled path.
         mod $name {
             use super::*;
@@ -137,7 +137,6 @@ macro_rules! allocating {
             #[cold]
             #[inline(never)]
             pub unsafe extern "C" fn crossed($($arg: $ty),*) -> $ret {
-                let bytes = $bytes;
                 let mut result = Default::default();
                 let alloc = || {
                     // SAFETY: the program's arguments to this same C function, unchanged.
@@ -146,9 +145,27 @@ macro_rules! allocating {
                     $block
                 };
                 // SAFETY: `alloc` returns the next allocator's block or null.
-                unsafe { allocate_sampled(alloc, bytes, Api::$api) };
+                unsafe { allocate_sampled(alloc, $bytes, Api::$api) };
                 result
             }
+        }
+    };
+    (@entry $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, bytes = $bytes:expr, asm = $reg:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        naked_entry!($name($($arg: $ty),*) -> $ret, count $reg => $name::crossed);
+        #[cfg(not(target_arch = "x86_64"))]
+        allocating!(@entry $name($($arg: $ty),*) -> $ret, bytes = $bytes);
+    };
+    (@entry $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, bytes = $bytes:expr) => {
+        #[no_mangle]
+        #[inline(never)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            if !thread_state::crosses($bytes) {
+                // SAFETY: the program's arguments to this same C function, unchanged.
+                return unsafe { next::$name($($arg),*) };
+            }
+            // SAFETY: the program's arguments, unchanged (the contract).
+            unsafe { $name::crossed($($arg),*) }
         }
     };
 }
@@ -262,27 +279,17 @@ macro_rules! releasing {
 }
 
 // Frames 0 (see `naked_entry!`): Rust.
-allocating!(malloc(size: usize) -> Ptr, bytes = size, frame = Malloc, block = |p| p);
-allocating!(valloc(size: usize) -> Ptr, bytes = size, frame = Valloc, block = |p| p);
-allocating!(pvalloc(size: usize) -> Ptr, bytes = size, frame = Pvalloc, block = |p| p);
+allocating!(malloc(size: usize), bytes = size, frame = Malloc);
+allocating!(valloc(size: usize), bytes = size, frame = Valloc);
+allocating!(pvalloc(size: usize), bytes = size, frame = Pvalloc);
 // Wrapping: a product that overflows is a calloc that fails and allocates
 // nothing, and bytes counted for it move no later allocation's odds of being
 // sampled (the gaps are memoryless). A multiply and no overflow branch.
-allocating!(
-    calloc(n: usize, size: usize) -> Ptr,
-    bytes = n.wrapping_mul(size),
-    frame = Calloc,
-    block = |p| p
-);
-allocating!(
-    aligned_alloc(align: usize, size: usize) -> Ptr,
-    bytes = size,
-    frame = Memalign,
-    block = |p| p,
-    asm = "rsi"
-);
-allocating!(memalign(align: usize, size: usize) -> Ptr, bytes = size, frame = Memalign, block = |p| p);
-allocating!(mallocx(size: usize, flags: c_int) -> Ptr, bytes = size, frame = Malloc, block = |p| p, asm = "rdi");
+allocating!(calloc(n: usize, size: usize), bytes = n.wrapping_mul(size), frame = Calloc);
+allocating!(memalign(align: usize, size: usize), bytes = size, frame = Memalign);
+// Not frames 0: naked on x86-64.
+allocating!(aligned_alloc(align: usize, size: usize), bytes = size, frame = Memalign, asm = "rsi");
+allocating!(mallocx(size: usize, flags: c_int), bytes = size, frame = Malloc, asm = "rdi");
 allocating!(
     posix_memalign(out: *mut Ptr, align: usize, size: usize) -> c_int,
     bytes = size,

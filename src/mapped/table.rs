@@ -219,9 +219,8 @@ static TABLE: SpinLock<Table> = SpinLock::new(Table {
 });
 
 /// Bounds of the tracked ranges (an unsampled `munmap` outside them takes no
-/// lock), and how many thread stacks are tracked; written under `TABLE`.
-/// The tracked ranges' bounds (`overlaps`), read in assembly too
-/// (`hook::mapping`'s naked `munmap`).
+/// lock; read in assembly too, by `hook::mapping`'s naked one), and how many
+/// thread stacks are tracked; written under `TABLE`.
 pub(crate) static LOWEST: AtomicUsize = AtomicUsize::new(usize::MAX);
 pub(crate) static HIGHEST: AtomicUsize = AtomicUsize::new(0);
 pub static THREADS: AtomicUsize = AtomicUsize::new(0);

@@ -8,7 +8,9 @@
 //! emulation built on the required ones (optional functions), so the hot
 //! path is one load and an indirect tail call, with no "resolved yet?" test:
 //! they are called through the functions of the same name here
-//! (`next::malloc(size)`). The others are looked up at first use.
+//! (`next::malloc(size)`), or jumped through in assembly
+//! (`sys::dl::SLOT_ADDRESS_AT`). So are `mmap`'s and `munmap`'s, whose
+//! trampolines look them up. The others are looked up at first use.
 //! `hook::entry_points` pairs each slot with the library's definition.
 //!
 //! Below it: `bootstrap`, the arena that serves allocations made while the
@@ -87,8 +89,9 @@ next_definitions! {
         xallocx(p: Ptr, size: usize, extra: usize, flags: c_int) -> usize = emulated::xallocx;
         dallocx(p: Ptr, flags: c_int) -> () = emulated::dallocx;
         sdallocx(p: Ptr, size: usize, flags: c_int) -> () = emulated::sdallocx;
-        // Not the allocator's, but jumped through the same way (`hook::mapping`);
-        // looked up at load (`mapped::table::init`) or at a first call.
+        // Not the allocator's, but jumped through the same way
+        // (`hook::mapping`); looked up at load (`mapped::table::init`) or at
+        // a first call.
         mmap(addr: Ptr, len: usize, prot: c_int, flags: c_int, fd: c_int, off: libc::off_t) -> Ptr = first::mmap;
         munmap(addr: Ptr, len: usize) -> c_int = first::munmap;
     }
@@ -114,9 +117,9 @@ next_definitions! {
         _ZdaPvmSt11align_val_t(Ptr, usize, Align) -> ();
         _ZdlPvSt11align_val_tRKSt9nothrow_t(Ptr, Align, Nothrow) -> ();
         _ZdaPvSt11align_val_tRKSt9nothrow_t(Ptr, Align, Nothrow) -> ();
-        // Mappings (`mapped`; mmap and munmap are above). mremap is variadic in C: its new address,
-        // read only with MREMAP_FIXED, is passed in the fifth argument's
-        // register on x86-64 and aarch64.
+        // Mappings (`mapped`; mmap and munmap are above). mremap is variadic
+        // in C: its new address, read only with MREMAP_FIXED, is passed in
+        // the fifth argument's register on x86-64 and aarch64.
         mremap(Ptr, usize, usize, c_int, Ptr) -> Ptr;
         shmat(c_int, *const c_void, c_int) -> Ptr;
         shmdt(*const c_void) -> c_int;

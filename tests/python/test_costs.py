@@ -30,7 +30,9 @@ ADDED_PER_PAIR = {"glibc": 10.0, "jemalloc": 10.0}
 # operators: the library's run, its sized delete replaced, cost less than
 # jemalloc's alone), posix_memalign+free and mallocx+sdallocx on jemalloc
 # (glibc's aligned allocations move with the heap's layout), and an
-# anonymous page mapped and unmapped (the kernel's work is not counted).
+# anonymous page mapped and unmapped (the kernel's work is not counted; the
+# library's is 13 exactly, and jemalloc's own purges, timed, go through the
+# hooked munmap too: 12.8 to 13.5 in runs over it).
 ADDED_PER_ENTRY_PAIR = {
     ("calloc", "glibc"): 13.1,
     ("calloc", "jemalloc"): 13.1,
@@ -39,7 +41,7 @@ ADDED_PER_ENTRY_PAIR = {
     ("posix_memalign", "jemalloc"): 11.1,
     ("mallocx", "jemalloc"): -8.1,
     ("mmap", "glibc"): 13.0,
-    ("mmap", "jemalloc"): 13.0,
+    ("mmap", "jemalloc"): 13.3,
 }
 PER_SAMPLE_FAST = 1014
 # Callgrind is exact for one binary and input; what moves is the allocator's
