@@ -237,6 +237,53 @@ class Attach(unittest.TestCase):
         self.assertTrue(line.endswith(" BAD 0"), line)
 
 
+class Idle(unittest.TestCase):
+    """A process whose every thread waits in a system call and never
+    allocates (c-harness/idle_wait.c): attach loads the library on a thread
+    it borrows in its wait, the wait is restarted by the kernel (no EINTR, no
+    early return), and the leak made afterwards is seen exactly."""
+
+    def attach_idle(self, mode: str, call: str) -> None:
+        churn = Churn("idle_wait", command=[str(HARNESS / "idle_wait"), mode])
+        pid = churn.pid
+        code, out = in_process_output("attach", str(pid), "--period", "1", "--dir", str(churn.probe.dir))
+        self.assertEqual(code, 0, out)
+        # Nothing went through the stub: the library was loaded on a borrowed
+        # thread, in the wait the program is idle in.
+        m = re.search(rf"1 thread stopped ([0-9.]+) ms, then thread (\d+) \(idle in {call}\) held ([0-9.]+) ms", out)
+        assert m, out
+        print(f"\nidle attach ({mode}): 1 thread stopped {m.group(1)} ms, then {call} held {m.group(3)} ms", file=sys.stderr)
+        self.assertIn(int(m.group(2)), collector_threads(pid))
+        churn.probe.write("leak 8\n")
+        churn.probe.expect("LEAKED")
+        code, out = in_process_output("dump", str(pid))
+        self.assertEqual(code, 0, out)
+        path = out.splitlines()[0]
+        self.assertIn((8, 8 << 20), rows(path))
+        report = script("report", path, "--focus", "leak_here")
+        self.assertIn("8.0 MiB", report.stdout)
+        churn.probe.write("report\n")
+        line = churn.probe.expect("WAITS")
+        waits, eintr, early = (int(x) for x in re.findall(r"\d+", line))
+        self.assertEqual((eintr, early), (0, 0), line)
+        self.assertGreater(waits, 0, line)
+        self.assertEqual(in_process("detach", str(pid)), 0)
+        churn.probe.write("quit\n")
+        churn.probe.expect("EXIT")
+        self.assertEqual(churn.probe.finish(), 0)
+
+    def test_idle_in_nanosleep(self) -> None:
+        """glibc's nanosleep, restarted from the kernel's restart block."""
+        self.attach_idle("sleep", "clock_nanosleep")
+
+    def test_idle_in_pipe_read(self) -> None:
+        self.attach_idle("pipe", "read")
+
+    def test_idle_in_epoll_wait(self) -> None:
+        """A call a ptrace stop makes fail with EINTR: restarted instead."""
+        self.attach_idle("epoll", "epoll_wait")
+
+
 PYTHON = """
 import sys, threading
 def churn():

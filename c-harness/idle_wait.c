@@ -1,0 +1,135 @@
+/* Started without the library, for `leakprobe attach` on an idle process:
+ * after "READY" no thread allocates or calls through a GOT entry of the
+ * allocator until told to, so the attach must load the library on a thread
+ * it borrows in a system call. argv[1] is what the two workers wait in:
+ * "sleep" (nanosleep, 500 ms at a time: a call the kernel restarts from its
+ * restart block), "pipe" (read on a pipe nobody writes until "report") or
+ * "epoll" (epoll_wait with a 500 ms timeout on an eventfd nobody writes: a
+ * call a ptrace stop makes fail with EINTR). The main thread waits for its
+ * commands in epoll_wait on stdin with a 500 ms timeout, in every mode.
+ * Every timed wait checks that it returned 0 and no earlier than asked.
+ * Commands on stdin, one a line: "leak N" leaks N MiB in 1 MiB blocks from
+ * leak_here() (answers "LEAKED"); "report" stops the workers and prints
+ * "WAITS <completed timed or piped waits> EINTR <n> EARLY <n>"; "quit"
+ * exits 0. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { WORKERS = 2, WAIT_MS = 500 };
+static int mode;  // 's', 'p' or 'e'
+static atomic_int stop;
+static atomic_long waits, eintr, early;
+static int pipes[WORKERS][2];
+
+static long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* One timed wait's outcome: `rc` as the call returned it (0 on timeout). */
+static void timed(int rc, int err, long long t0) {
+    if (rc < 0 && err == EINTR) atomic_fetch_add(&eintr, 1);
+    else if (rc == 0 && now_ns() - t0 < WAIT_MS * 1000000LL) atomic_fetch_add(&early, 1);
+    else if (rc == 0) atomic_fetch_add(&waits, 1);
+}
+
+static void *worker(void *arg) {
+    int id = (int)(intptr_t)arg;
+    int ep = epoll_create1(0), ev = eventfd(0, 0);
+    struct epoll_event e = {.events = EPOLLIN};
+    epoll_ctl(ep, EPOLL_CTL_ADD, ev, &e);
+    while (!atomic_load(&stop)) {
+        long long t0 = now_ns();
+        if (mode == 's') {
+            struct timespec ts = {0, WAIT_MS * 1000000L}, rem;
+            int rc = nanosleep(&ts, &rem);
+            timed(rc, errno, t0);
+        } else if (mode == 'e') {
+            struct epoll_event got;
+            int rc = epoll_wait(ep, &got, 1, WAIT_MS);
+            timed(rc, errno, t0);
+        } else {
+            char c;
+            ssize_t n = read(pipes[id][0], &c, 1);
+            if (n < 0 && errno == EINTR) atomic_fetch_add(&eintr, 1);
+            else if (n == 1) atomic_fetch_add(&waits, 1);
+        }
+    }
+    return NULL;
+}
+
+static void *leaked[4096];
+static int nleaked;
+
+__attribute__((noinline)) void leak_here(int mib) {
+    for (int i = 0; i < mib && nleaked < 4096; i++) {
+        leaked[nleaked] = malloc(1 << 20);
+        if (!leaked[nleaked]) abort();
+        memset(leaked[nleaked++], 1, 1 << 20);
+    }
+}
+
+int main(int argc, char **argv) {
+    mode = argc > 1 ? argv[1][0] : 's';
+    pthread_t t[WORKERS];
+    for (int i = 0; i < WORKERS; i++) {
+        if (pipe(pipes[i]) != 0) abort();
+        pthread_create(&t[i], NULL, worker, (void *)(intptr_t)i);
+    }
+    int ep = epoll_create1(0);
+    struct epoll_event e = {.events = EPOLLIN};
+    epoll_ctl(ep, EPOLL_CTL_ADD, 0, &e);
+    printf("READY\n");  // stdout's buffer allocated here, before any attach
+    fflush(stdout);
+    static char line[64];
+    size_t have = 0;
+    int joined = 0;
+    for (;;) {
+        long long t0 = now_ns();
+        struct epoll_event got;
+        int rc = epoll_wait(ep, &got, 1, WAIT_MS);
+        if (rc <= 0) {
+            timed(rc, errno, t0);
+            continue;
+        }
+        ssize_t n = read(0, line + have, sizeof line - 1 - have);
+        if (n <= 0) break;
+        have += (size_t)n;
+        char *end;
+        while ((end = memchr(line, '\n', have))) {
+            *end = 0;
+            int mib;
+            if (sscanf(line, "leak %d", &mib) == 1) {
+                leak_here(mib);
+                printf("LEAKED\n");
+            } else if (strcmp(line, "report") == 0 && !joined) {
+                atomic_store(&stop, 1);
+                for (int i = 0; i < WORKERS; i++) {
+                    if (write(pipes[i][1], "x", 1) != 1) abort();
+                    pthread_join(t[i], NULL);
+                }
+                joined = 1;
+                printf("WAITS %ld EINTR %ld EARLY %ld\n", atomic_load(&waits), atomic_load(&eintr),
+                       atomic_load(&early));
+            } else if (strcmp(line, "quit") == 0) {
+                for (int i = 0; i < nleaked; i++) free(leaked[i]);
+                printf("EXIT\n");
+                return 0;
+            }
+            fflush(stdout);
+            have -= (size_t)(end + 1 - line);
+            memmove(line, end + 1, have);
+        }
+    }
+    return 1;
+}
