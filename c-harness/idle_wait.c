@@ -5,15 +5,18 @@
  * "sleep" (nanosleep, 500 ms at a time: a call the kernel restarts from its
  * restart block), "pipe" (read on a pipe nobody writes until "report") or
  * "epoll" (epoll_wait with a 500 ms timeout on an eventfd nobody writes: a
- * call a ptrace stop makes fail with EINTR). The main thread waits for its
+ * call a ptrace stop makes fail with EINTR); each blocks signals of its own
+ * and holds a value in xmm0 across its wait. The main thread waits for its
  * commands in epoll_wait on stdin with a 500 ms timeout, in every mode.
  * Every timed wait checks that it returned 0 and no earlier than asked.
  * Commands on stdin, one a line: "leak N" leaks N MiB in 1 MiB blocks from
  * leak_here() (answers "LEAKED"); "report" stops the workers and prints
- * "WAITS <completed timed or piped waits> EINTR <n> EARLY <n>"; "quit"
+ * "WAITS <completed timed or piped waits> EINTR <n> EARLY <n> CLOBBERED <waits
+ * whose xmm0 changed>"; "quit"
  * exits 0. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,13 +24,15 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
 enum { WORKERS = 2, WAIT_MS = 500 };
 static int mode;  // 's', 'p' or 'e'
-static atomic_int stop;
-static atomic_long waits, eintr, early;
+static atomic_int stop, started;
+static atomic_long waits, eintr, early, clobbered;
 static int pipes[WORKERS][2];
 
 static long long now_ns(void) {
@@ -43,27 +48,52 @@ static void timed(int rc, int err, long long t0) {
     else if (rc == 0) atomic_fetch_add(&waits, 1);
 }
 
+/* The worker's wait, made by the syscall instruction itself with a value
+ * held in xmm0 across it (the kernel keeps it; so must an attach that runs
+ * code on this thread meanwhile): rc as the kernel returned it (-errno). */
+static long raw_wait(long nr, long a0, long a1, long a2, long a3, double *held) {
+    register long r10 __asm__("r10") = a3;
+    register double x0 __asm__("xmm0") = *held;
+    long rc;
+    __asm__ volatile("syscall"
+                     : "=a"(rc), "+x"(x0)
+                     : "a"(nr), "D"(a0), "S"(a1), "d"(a2), "r"(r10)
+                     : "rcx", "r11", "memory");
+    *held = x0;
+    return rc;
+}
+
 static void *worker(void *arg) {
     int id = (int)(intptr_t)arg;
     int ep = epoll_create1(0), ev = eventfd(0, 0);
     struct epoll_event e = {.events = EPOLLIN};
     epoll_ctl(ep, EPOLL_CTL_ADD, ev, &e);
+    sigset_t own;  // a mask of its own, to be kept exactly
+    sigemptyset(&own);
+    sigaddset(&own, SIGWINCH);
+    sigaddset(&own, SIGUSR1 + id);
+    pthread_sigmask(SIG_BLOCK, &own, NULL);
+    const double pattern = 1234.5 + id;
+    atomic_fetch_add(&started, 1);
     while (!atomic_load(&stop)) {
         long long t0 = now_ns();
+        double held = pattern;
+        long rc;
         if (mode == 's') {
             struct timespec ts = {0, WAIT_MS * 1000000L}, rem;
-            int rc = nanosleep(&ts, &rem);
-            timed(rc, errno, t0);
+            rc = raw_wait(SYS_nanosleep, (long)&ts, (long)&rem, 0, 0, &held);
+            timed(rc < 0 ? -1 : (int)rc, (int)-rc, t0);
         } else if (mode == 'e') {
             struct epoll_event got;
-            int rc = epoll_wait(ep, &got, 1, WAIT_MS);
-            timed(rc, errno, t0);
+            rc = raw_wait(SYS_epoll_wait, ep, (long)&got, 1, WAIT_MS, &held);
+            timed(rc < 0 ? -1 : (int)rc, (int)-rc, t0);
         } else {
             char c;
-            ssize_t n = read(pipes[id][0], &c, 1);
-            if (n < 0 && errno == EINTR) atomic_fetch_add(&eintr, 1);
-            else if (n == 1) atomic_fetch_add(&waits, 1);
+            rc = raw_wait(SYS_read, pipes[id][0], (long)&c, 1, 0, &held);
+            if (rc == -EINTR) atomic_fetch_add(&eintr, 1);
+            else if (rc == 1) atomic_fetch_add(&waits, 1);
         }
+        if (held != pattern) atomic_fetch_add(&clobbered, 1);
     }
     return NULL;
 }
@@ -89,6 +119,7 @@ int main(int argc, char **argv) {
     int ep = epoll_create1(0);
     struct epoll_event e = {.events = EPOLLIN};
     epoll_ctl(ep, EPOLL_CTL_ADD, 0, &e);
+    while (atomic_load(&started) < WORKERS) sched_yield();
     printf("READY\n");  // stdout's buffer allocated here, before any attach
     fflush(stdout);
     static char line[64];
@@ -119,8 +150,8 @@ int main(int argc, char **argv) {
                     pthread_join(t[i], NULL);
                 }
                 joined = 1;
-                printf("WAITS %ld EINTR %ld EARLY %ld\n", atomic_load(&waits), atomic_load(&eintr),
-                       atomic_load(&early));
+                printf("WAITS %ld EINTR %ld EARLY %ld CLOBBERED %ld\n", atomic_load(&waits),
+                       atomic_load(&eintr), atomic_load(&early), atomic_load(&clobbered));
             } else if (strcmp(line, "quit") == 0) {
                 for (int i = 0; i < nleaked; i++) free(leaked[i]);
                 printf("EXIT\n");

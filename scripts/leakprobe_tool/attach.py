@@ -32,6 +32,8 @@ import struct
 import sys
 import time
 
+from collections.abc import Callable
+
 from . import argtypes, dumpcmd, record
 
 LIBRARY = dumpcmd.LIBRARY
@@ -370,6 +372,7 @@ class Stopped:
         self.xstate: dict[int, bytes] = {}  # the extended state, once saved
         self.ran: set[int] = set()  # threads that ran injected code since
         self.running: set[int] = set()  # of those, running it now
+        self.failed: list[str] = []  # what could not be put back
         try:
             while True:
                 now = {int(t) for t in os.listdir(f"/proc/{pid}/task")}
@@ -480,27 +483,43 @@ class Stopped:
     def put_back(self, tid: int) -> None:
         """The thread's registers, extended state and mask as at its first
         stop, in an interrupt stop: the kernel then restarts its system call
-        or makes it fail with EINTR for a signal's handler, as always."""
+        or makes it fail with EINTR for a signal's handler, as always. Each
+        part is put back even if another fails (the first error is raised)."""
+        errors: list[OSError] = []
+
+        def step(action: Callable[[], None]) -> None:
+            try:
+                action()
+            except OSError as e:
+                errors.append(e)
+
         if tid in self.ran:
-            self.interrupt(tid)
             self.ran.discard(tid)
+            step(lambda: self.interrupt(tid))
         first = self.first.get(tid)
         if first is not None:
             r = first.copy()
             if r.orig_rax in EINTR_RESTART and r.rax == 2**64 - EINTR:
                 r.rax = 2**64 - ERESTARTNOHAND
-            self.set_regs(tid, r)
+            step(lambda: self.set_regs(tid, r))
         if tid in self.xstate:
-            buf = ctypes.create_string_buffer(self.xstate.pop(tid))
-            iov = (ctypes.c_void_p * 2)(ctypes.addressof(buf), len(buf.raw))
-            ptrace(PTRACE_SETREGSET, tid, NT_X86_XSTATE, ctypes.addressof(iov))
+            data = self.xstate.pop(tid)
+            buf = (ctypes.c_char * len(data)).from_buffer_copy(data)
+            iov = (ctypes.c_void_p * 2)(ctypes.addressof(buf), len(data))
+            step(lambda: ptrace(PTRACE_SETREGSET, tid, NT_X86_XSTATE, ctypes.addressof(iov)))
         if tid in self.mask:
-            ptrace(PTRACE_SETSIGMASK, tid, 8, ctypes.create_string_buffer(self.mask.pop(tid), 8))
+            mask = ctypes.create_string_buffer(self.mask.pop(tid), 8)
+            step(lambda: ptrace(PTRACE_SETSIGMASK, tid, 8, ctypes.addressof(mask)))
+        if errors:
+            raise errors[0]
 
     def release(self, tid: int) -> None:
-        """Puts `tid` back and lets it go."""
-        with contextlib.suppress(OSError):
+        """Puts `tid` back and lets it go; a part that could not be put back
+        is kept in `failed`."""
+        try:
             self.put_back(tid)
+        except OSError as e:
+            self.failed.append(f"thread {tid} not put back exactly: {e.strerror or e}")
         with contextlib.suppress(OSError):
             ptrace(PTRACE_DETACH, tid, 0, self.threads.pop(tid, 0))
         self.first.pop(tid, None)
@@ -634,6 +653,8 @@ def hijack(pid: int, mem: Memory, base: int) -> dict[str, object] | None:
             won = struct.unpack("<I", mem.read(base + DATA + HIJACKED, 4))[0] == 1
         finally:
             stopped.resume()
+        if stopped.failed:
+            raise Refused(f"process {pid}: {stopped.failed[0]} after loading the library on it")
         return {"tid": tid, "call": name, "ms": (time.monotonic() - t0) * 1000, "won": won}
     return None
 
@@ -768,6 +789,9 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
         stopped.resume()
         stop_ms = (time.monotonic() - t0) * 1000
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    if stopped.failed:
+        cancel(pid, mem, base, slots)
+        raise Refused(f"process {pid}: {stopped.failed[0]}; the stub disarmed")
 
     # Running again: wait for a thread to pass through the stub; if none has
     # after IDLE_WAIT, load on one that waits in an idle system call.
