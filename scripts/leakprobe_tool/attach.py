@@ -10,8 +10,11 @@ loader's) at it, each with one aligned store made by that thread itself (the
 stub's writer); then it runs again. The first thread that calls
 one of them, at a call boundary where it holds no allocator or loader lock,
 runs dlopen and `leakprobe_attach` on a private stack (attach_stub.S), while
-the others run on: nobody waits for a stopped lock holder. The library then
-rewrites the GOT entries itself. Detach is a tagged signal to the library's
+the others run on: nobody waits for a stopped lock holder. If no thread
+does within IDLE_WAIT (an idle process), a thread waiting in a system call
+that neither the allocator nor the loader makes is borrowed to run the same
+loading (`hijack`), and put back for the kernel to restart its call. The
+library then rewrites the GOT entries itself. Detach is a tagged signal to the library's
 collector thread, which restores every entry and ends.
 
 While attached, the record the library publishes in the process (read through
@@ -31,7 +34,6 @@ import socket
 import struct
 import sys
 import time
-
 from collections.abc import Callable
 
 from . import argtypes, dumpcmd, record
@@ -1011,7 +1013,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         type=argtypes.seconds,
         default=5.0,
         metavar="SECONDS",
-        help="how long to wait for a thread to call malloc (5)",
+        help="how long to wait for a safe moment to load (5)",
     )
     s.set_defaults(run=run_attach)
     s = sub.add_parser("detach", help="undo an attach: GOT entries restored, the library's thread ended")
