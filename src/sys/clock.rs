@@ -36,17 +36,12 @@ pub fn wall() -> Duration {
 }
 
 /// Sleeps for `d` (less if a signal interrupts it: callers loop on a
-/// condition). By `ppoll`, not `nanosleep`: `nanosleep` resets the calling
-/// thread's restart block, and `scripts/leakprobe attach` may load the
-/// library on a thread it borrowed in the middle of the program's own
-/// `nanosleep`, which the kernel restarts afterwards from that block.
+/// condition).
 pub fn sleep(d: Duration) {
     let ts = libc::timespec {
         tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
         tv_nsec: d.subsec_nanos() as libc::c_long,
     };
-    let args = [0, 0, &ts as *const libc::timespec as usize, 0, 8, 0];
-    // SAFETY: no descriptors, a valid timespec, no mask (the system call
-    // itself: the library's own `ppoll` is a hook when preloaded).
-    unsafe { super::raw::syscall6(libc::SYS_ppoll, args) };
+    // SAFETY: nanosleep reads a valid timespec; no remainder wanted.
+    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
 }
