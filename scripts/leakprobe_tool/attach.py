@@ -423,7 +423,7 @@ class Stopped:
         """Every signal blocked on `tid` while it runs our code (a signal that
         comes meanwhile waits, and reaches the interrupted call when it is
         put back). Never on a thread whose mask a system call swapped
-        (`swapped_mask`): PTRACE_SETSIGMASK forgets the mask to go back to."""
+        (`swapped_mask`)."""
         if tid in self.mask:
             return
         mask = ctypes.c_ulonglong()
@@ -559,9 +559,11 @@ def waiting_in(pid: int, tid: int) -> tuple[int, ...] | None:
 
 
 def swapped_mask(mem: Memory, nr: int, args: tuple[int, ...]) -> bool:
-    """A call that swaps in a signal mask of its own while it waits: the kernel
-    keeps the thread's mask aside to put back on the way out, which a
-    PTRACE_SETSIGMASK would forget (the thread would keep the call's mask)."""
+    """A call that swaps in a signal mask of its own while it waits (the
+    kernel puts the thread's back on the way out). PTRACE_SETSIGMASK ends
+    the call's mask at once (PTRACE_GETSIGMASK shows the thread's): put back
+    so, the thread would take a signal that the call's mask blocks and its
+    own does not, and the call would fail with EINTR for it."""
     if nr == SYS["rt_sigsuspend"]:
         return True
     if nr == SYS["ppoll"]:
