@@ -438,9 +438,11 @@ class Stopped:
         ptrace(PTRACE_GETREGSET, tid, NT_X86_XSTATE, ctypes.addressof(iov))
         self.xstate[tid] = buf.raw[: iov[1]]
 
-    def syscall(self, tid: int, gadget: int, nr: int, *args: int) -> int:
+    def syscall(self, tid: int, gadget: int, nr: int, *args: int, last: bool = False) -> int:
         """Runs system call `nr` on stopped thread `tid` (at `gadget`, a syscall
-        instruction) with every signal blocked; put back by `put_back`."""
+        instruction) with every signal blocked; put back by `put_back`. The
+        `last` one ends in the interrupt stop `put_back` needs (one wake-up of
+        the thread fewer: each costs a wait for a CPU on a busy machine)."""
         self.block_all(tid)
         r = self.first[tid].copy()
         # orig_rax -1: on the way out of this stop the kernel's restart logic
@@ -450,7 +452,10 @@ class Stopped:
             setattr(r, reg, value & (2**64 - 1))
         self.set_regs(tid, r)
         self.ran.add(tid)
-        for _ in range(2):  # entry, exit
+        for step in range(2):  # entry, exit
+            if step and last:
+                self.interrupt(tid)  # the call's result is still in rax there
+                break
             ptrace(PTRACE_SYSCALL, tid, 0, 0)
             while True:
                 _, st = os.waitpid(tid, WALL)
@@ -472,6 +477,7 @@ class Stopped:
         if tid not in self.running:
             ptrace(PTRACE_CONT, tid, 0, 0)
         self.running.discard(tid)
+        self.ran.discard(tid)
         while True:
             _, st = os.waitpid(tid, WALL)
             if not os.WIFSTOPPED(st):
@@ -579,9 +585,10 @@ def swapped_mask(mem: Memory, nr: int, args: tuple[int, ...]) -> bool:
 
 
 def arming_threads(pid: int, mem: Memory) -> list[int]:
-    """Threads to stop for the arming, best first: one running in user space
-    (nothing to restart), then one in a system call, the main thread first
-    among equals; never one in a call that swapped its mask."""
+    """Threads to stop for the arming, best first: the main thread, then one
+    waiting in a system call (a waiting thread gets a CPU sooner for each
+    injected call than one that has been running), then one running; never
+    one in a call that swapped its mask."""
     ranked = []
     for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task")):
         if not alive_thread(tid):
@@ -589,7 +596,7 @@ def arming_threads(pid: int, mem: Memory) -> list[int]:
         call = waiting_in(pid, tid)
         if call and swapped_mask(mem, call[0], call[1:7]):
             continue
-        ranked.append((call != (), tid != pid, tid))
+        ranked.append((tid != pid, call == (), tid))
     return [tid for *_, tid in sorted(ranked)]
 
 
@@ -744,8 +751,9 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
     # One thread stopped from here to resume(): measured. The others run on:
     # the entries are written by that thread itself, each with one store.
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_OFF)
+    candidates = arming_threads(pid, mem)
     t0 = time.monotonic()
-    stopped, tid = stop_one(pid, mem)
+    stopped, tid = stop_one(pid, mem, candidates)
     threads = len(stopped.threads)
     base = 0
     try:
@@ -785,10 +793,10 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
                 if stopped.syscall(tid, gadget, SYS_MPROTECT, page, 0x1000, 3) < 0:
                     raise Refused(f"cannot make the GOT page at {page:#x} writable")
                 opened.append(page)
-            stopped.syscall(tid, base + WRITER_AT, SYS_GETPID)
+            stopped.syscall(tid, base + WRITER_AT, SYS_GETPID, last=not opened)
         finally:
-            for page in opened:
-                stopped.syscall(tid, gadget, SYS_MPROTECT, page, 0x1000, 1)
+            for i, page in enumerate(opened):
+                stopped.syscall(tid, gadget, SYS_MPROTECT, page, 0x1000, 1, last=i == len(opened) - 1)
     finally:
         stopped.resume()
         stop_ms = (time.monotonic() - t0) * 1000
@@ -841,10 +849,10 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
     return out
 
 
-def stop_one(pid: int, mem: Memory) -> tuple[Stopped, int]:
-    """One thread stopped for the arming (`arming_threads`'s best that stops
+def stop_one(pid: int, mem: Memory, candidates: list[int]) -> tuple[Stopped, int]:
+    """One thread stopped for the arming (the first of `candidates` that stops
     in an interrupt stop, outside a call that swapped its mask)."""
-    for tid in arming_threads(pid, mem):
+    for tid in candidates:
         try:
             stopped = Stopped(pid, [tid])
         except Refused:
