@@ -133,7 +133,7 @@ lint:
 
 # The library's unit tests also in the dev profile: overflow checks on
 # (never in release, whose hot path they would change).
-test: deps all lint target/bench/workloads target/bench/entry_pairs
+test: deps all lint target/bench/workloads target/bench/entry_pairs target/bench/attach_now.so
 	cargo test --lib
 	cargo test --release -- --test-threads=2
 	python3 -m unittest discover -s tests/python
@@ -141,7 +141,7 @@ test: deps all lint target/bench/workloads target/bench/entry_pairs
 demo: deps all
 	scripts/demo
 
-bench: deps all target/bench/workloads target/bench/entry_pairs target/bench/cxx_workload target/bench/idle_thread.so
+bench: deps all target/bench/workloads target/bench/entry_pairs target/bench/cxx_workload target/bench/idle_thread.so target/bench/attach_now.so
 	scripts/install-deps --bench
 	scripts/bench
 
@@ -160,6 +160,10 @@ target/bench/cxx_workload: bench/cxx_workload.cc
 target/bench/idle_thread.so: bench/idle_thread.c
 	mkdir -p target/bench
 	$(CC) -O2 -shared -fPIC -o $@ $< -lpthread
+
+target/bench/attach_now.so: bench/attach_now.c
+	mkdir -p target/bench
+	$(CC) -O2 -shared -fPIC -o $@ $< -ldl
 
 clean:
 	cargo clean
