@@ -299,6 +299,74 @@ class Idle(unittest.TestCase):
         self.attach_idle("epoll", "epoll_wait")
 
 
+SLEEPER = """
+import sys, time
+print("READY", flush=True)
+t = time.monotonic()
+time.sleep(2)
+print("SLEPT", time.monotonic() - t, flush=True)
+sys.stdin.readline()
+"""
+
+
+class IdleOthers(unittest.TestCase):
+    """Programs nobody here wrote, idle when attached."""
+
+    def test_python3_in_time_sleep(self) -> None:
+        """Debian's python3 in time.sleep (clock_nanosleep to an absolute
+        time): never calls malloc while it sleeps, so the library is loaded
+        on its one thread, in its sleep, which still lasts as asked."""
+        python = "/usr/bin/python3"
+        if not os.path.exists(python):
+            self.skipTest("no /usr/bin/python3")
+        churn = Churn(command=[python, "-c", SLEEPER])
+        code, out = in_process_output("attach", str(churn.pid), "--dir", str(churn.probe.dir))
+        self.assertEqual(code, 0, out)
+        self.assertRegex(out, rf"then thread {churn.pid} \(idle in clock_nanosleep\) held [0-9.]+ ms")
+        slept = float(churn.probe.expect("SLEPT").split()[1])
+        self.assertGreaterEqual(slept, 2.0)
+        self.assertEqual(in_process("detach", str(churn.pid)), 0)
+        churn.probe.write("quit\n")
+        self.assertEqual(churn.probe.finish(), 0)
+
+    def test_idle_redis(self) -> None:
+        """An idle redis-server (a 10 Hz timer in epoll_wait): attached by
+        either path (said, and printed), dumped, detached, exits 0."""
+        server, cli_ = shutil.which("redis-server"), shutil.which("redis-cli")
+        if not (server and cli_):
+            self.skipTest("redis-server or redis-cli not installed (scripts/install-deps)")
+        where = Path(tempfile.mkdtemp(prefix="leakprobe-redis-idle-"))
+        port = free_port()
+        log = open(where / "redis.out", "w")  # noqa: SIM115 - lives as long as the server
+        redis = subprocess.Popen(
+            [server, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(where)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"},
+        )
+        try:
+            query = [cli_, "-p", str(port)]
+            while subprocess.run([*query, "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
+                self.assertIsNone(redis.poll(), "redis-server ended")
+            pid = str(redis.pid)
+            code, out = in_process_output("attach", pid, "--period", "4096", "--dir", str(where))
+            self.assertEqual(code, 0, out)
+            borrowed = re.search(r"then thread \d+ \(idle in (\w+)\)", out)
+            path_won = f"a borrowed thread in {borrowed.group(1)}" if borrowed else "a call through the GOT"
+            print(f"\nidle redis-server: attached by {path_won}", file=sys.stderr)
+            code, out = in_process_output("dump", pid)
+            self.assertEqual(code, 0, out)
+            self.assertEqual(in_process("detach", pid), 0)
+            self.assertEqual(subprocess.run([*query, "set", "k", "v"], capture_output=True, text=True).stdout.strip(), "OK")
+            subprocess.run([*query, "shutdown", "nosave"], capture_output=True, check=False)
+            self.assertEqual(redis.wait(timeout=60), 0)
+        finally:
+            if redis.poll() is None:
+                redis.kill()
+                redis.wait()
+            log.close()
+
+
 PYTHON = """
 import sys, threading
 def churn():
