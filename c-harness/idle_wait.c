@@ -12,7 +12,8 @@
  * Commands on stdin, one a line: "leak N" leaks N MiB in 1 MiB blocks from
  * leak_here() (answers "LEAKED"); "report" stops the workers and prints
  * "WAITS <completed timed or piped waits> EINTR <n> EARLY <n> CLOBBERED <waits
- * whose xmm0 changed>"; "quit"
+ * whose xmm0 changed> HANDLED <SIGURGs handled>" (SIGURG has a handler without
+ * SA_RESTART: a wait it interrupts fails with EINTR, as it must); "quit"
  * exits 0. */
 #include <errno.h>
 #include <pthread.h>
@@ -32,7 +33,7 @@
 enum { WORKERS = 2, WAIT_MS = 500 };
 static int mode;  // 's', 'p' or 'e'
 static atomic_int stop, started;
-static atomic_long waits, eintr, early, clobbered;
+static atomic_long waits, eintr, early, clobbered, handled;
 static int pipes[WORKERS][2];
 
 static long long now_ns(void) {
@@ -109,8 +110,15 @@ __attribute__((noinline)) void leak_here(int mib) {
     }
 }
 
+static void on_urg(int sig) {
+    (void)sig;
+    atomic_fetch_add(&handled, 1);
+}
+
 int main(int argc, char **argv) {
     mode = argc > 1 ? argv[1][0] : 's';
+    struct sigaction sa = {.sa_handler = on_urg};  // no SA_RESTART: a wait it interrupts fails with EINTR
+    sigaction(SIGURG, &sa, NULL);
     pthread_t t[WORKERS];
     for (int i = 0; i < WORKERS; i++) {
         if (pipe(pipes[i]) != 0) abort();
@@ -150,8 +158,9 @@ int main(int argc, char **argv) {
                     pthread_join(t[i], NULL);
                 }
                 joined = 1;
-                printf("WAITS %ld EINTR %ld EARLY %ld CLOBBERED %ld\n", atomic_load(&waits),
-                       atomic_load(&eintr), atomic_load(&early), atomic_load(&clobbered));
+                printf("WAITS %ld EINTR %ld EARLY %ld CLOBBERED %ld HANDLED %ld\n", atomic_load(&waits),
+                       atomic_load(&eintr), atomic_load(&early), atomic_load(&clobbered),
+                       atomic_load(&handled));
             } else if (strcmp(line, "quit") == 0) {
                 for (int i = 0; i < nleaked; i++) free(leaked[i]);
                 printf("EXIT\n");

@@ -632,12 +632,13 @@ def idle_call(pid: int, mem: Memory, nr: int, args: tuple[int, ...]) -> int | No
     return int(nr in EINTR_RESTART)
 
 
-def hijack(pid: int, mem: Memory, base: int) -> dict[str, object] | None:
+def hijack(pid: int, mem: Memory, base: int, meanwhile: Callable[[int], None] | None = None) -> dict[str, object] | None:
     """Loads the library on a thread that waits in an idle system call: it is
     stopped, runs `hijack` (attach_stub.S: the same claim and loading as a
     call through the GOT) and is put back with the kernel restarting its
     call. None if no thread waits so; else the thread, its call, and how
-    long it was held."""
+    long it was held. `meanwhile(tid)` runs while the thread is parked (the
+    tests send it a signal there)."""
     for tid, name in idle_threads(pid, mem):
         t0 = time.monotonic()
         try:
@@ -652,6 +653,7 @@ def hijack(pid: int, mem: Memory, base: int) -> dict[str, object] | None:
             if first.orig_rax >= 2**63 or idle_call(pid, mem, int(first.orig_rax), args) is None:
                 continue  # it moved on meanwhile
             name = NAMES[int(first.orig_rax)]
+            mem.write(base + DATA + HIJACKED, struct.pack("<I", 0))  # set by `hijack` if it claims the stub
             stopped.block_all(tid)
             stopped.save_xstate(tid)
             r = first.copy()
@@ -661,6 +663,8 @@ def hijack(pid: int, mem: Memory, base: int) -> dict[str, object] | None:
             ptrace(PTRACE_CONT, tid, 0, 0)
             stopped.running.add(tid)
             park_wait(pid, tid, mem, base)
+            if meanwhile is not None:
+                meanwhile(tid)
             won = struct.unpack("<I", mem.read(base + DATA + HIJACKED, 4))[0] == 1
         finally:
             stopped.resume()
@@ -843,7 +847,7 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
     if result < 0:
         why = {-1: "it is preloaded", -2: "already attached", -3: "no collector thread"}.get(int(result), result)
         raise Refused(f"the library refused to attach ({why})")
-    out: dict[str, object] = {"stop_ms": stop_ms, "collector": result, "entries": len(slots), "threads": threads}
+    out: dict[str, object] = {"stop_ms": stop_ms, "collector": result, "entries": len(slots), "threads": threads, "stub": base}
     if borrowed is not None and borrowed["won"]:
         out["borrowed"] = borrowed
     return out

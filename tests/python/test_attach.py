@@ -15,6 +15,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -278,10 +279,46 @@ class Idle(unittest.TestCase):
         self.assertIn("8.0 MiB", report.stdout)
         churn.probe.write("report\n")
         line = churn.probe.expect("WAITS")
-        waits, eintr, early, clobbered = (int(x) for x in re.findall(r"\d+", line))
+        waits, eintr, early, clobbered, _ = (int(x) for x in re.findall(r"\d+", line))
         # No wait failed with EINTR or returned before its time; xmm0 kept.
         self.assertEqual((eintr, early, clobbered), (0, 0, 0), line)
         self.assertGreater(waits, 0, line)
+        self.assertEqual(in_process("detach", str(pid)), 0)
+        churn.probe.write("quit\n")
+        churn.probe.expect("EXIT")
+        self.assertEqual(churn.probe.finish(), 0)
+
+    def test_signal_while_borrowed(self) -> None:
+        """Borrowing a thread again once the library is loaded loads nothing
+        (the stub's one claim: whichever way comes second does nothing); a
+        signal with a handler sent to the thread while it is held is not
+        lost: put back, its wait fails with EINTR and the handler runs, once,
+        as without us (a pipe's read: a call the kernel restarts unless a
+        handler runs, so a restart done by hand would lose the EINTR)."""
+        churn = Churn("idle_wait", command=[str(HARNESS / "idle_wait"), "pipe"])
+        pid = churn.pid
+        done = attach.attach(pid, str(LIBRARY), {"LEAKPROBE_DIR": str(churn.probe.dir)}, 5.0)
+        self.assertIn("borrowed", done)
+        threads = collector_threads(pid)
+        sent = []
+
+        def signal_it(tid: int) -> None:
+            self.assertEqual(attach.libc.syscall(234, pid, tid, signal.SIGURG), 0)  # tgkill
+            sent.append(tid)
+
+        mem = attach.Memory(pid)
+        try:
+            again = attach.hijack(pid, mem, int(done["stub"]), signal_it)
+        finally:
+            os.close(mem.fd)
+        assert again is not None
+        self.assertFalse(again["won"], "loaded once")
+        self.assertEqual(len(sent), 1)
+        self.assertEqual(collector_threads(pid), threads, "no second collector thread")
+        churn.probe.write("report\n")
+        line = churn.probe.expect("WAITS")
+        _, eintr, early, clobbered, handled = (int(x) for x in re.findall(r"\d+", line))
+        self.assertEqual((eintr, handled, early, clobbered), (1, 1, 0, 0), line)
         self.assertEqual(in_process("detach", str(pid)), 0)
         churn.probe.write("quit\n")
         churn.probe.expect("EXIT")
