@@ -822,6 +822,10 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
             blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_OFF)
             try:
                 borrowed = hijack(pid, mem, base)
+            except BaseException:
+                with contextlib.suppress(OSError, Refused):
+                    cancel(pid, mem, base, slots)  # unless the stub was claimed: then it loads
+                raise
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             look = time.monotonic() + IDLE_WAIT
