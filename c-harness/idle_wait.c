@@ -10,11 +10,12 @@
  * commands in epoll_wait on stdin with a 500 ms timeout, in every mode.
  * Every timed wait checks that it returned 0 and no earlier than asked.
  * Commands on stdin, one a line: "leak N" leaks N MiB in 1 MiB blocks from
- * leak_here() (answers "LEAKED"); "report" stops the workers and prints
+ * leak_here() (kept: common.h; answers "LEAKED"); "report" stops the workers and prints
  * "WAITS <completed timed or piped waits> EINTR <n> EARLY <n> CLOBBERED <waits
  * whose xmm0 changed> HANDLED <SIGURGs handled>" (SIGURG has a handler without
  * SA_RESTART: a wait it interrupts fails with EINTR, as it must); "quit"
  * exits 0. */
+#include "common.h"
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -99,14 +100,11 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-static void *leaked[4096];
-static int nleaked;
-
 __attribute__((noinline)) void leak_here(int mib) {
-    for (int i = 0; i < mib && nleaked < 4096; i++) {
-        leaked[nleaked] = malloc(1 << 20);
-        if (!leaked[nleaked]) abort();
-        memset(leaked[nleaked++], 1, 1 << 20);
+    for (int i = 0; i < mib; i++) {
+        void *p = malloc(1 << 20);
+        keep(p);
+        memset(p, 1, 1 << 20);
     }
 }
 
@@ -162,7 +160,6 @@ int main(int argc, char **argv) {
                        atomic_load(&eintr), atomic_load(&early), atomic_load(&clobbered),
                        atomic_load(&handled));
             } else if (strcmp(line, "quit") == 0) {
-                for (int i = 0; i < nleaked; i++) free(leaked[i]);
                 printf("EXIT\n");
                 return 0;
             }

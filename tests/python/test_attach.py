@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import unittest
+from collections.abc import Iterator
 from pathlib import Path
 
 from harness import HARNESS, LIBRARY, ROOT, Probe, script
@@ -372,19 +373,7 @@ class IdleOthers(unittest.TestCase):
         server, cli_ = shutil.which("redis-server"), shutil.which("redis-cli")
         if not (server and cli_):
             self.skipTest("redis-server or redis-cli not installed (scripts/install-deps)")
-        where = Path(tempfile.mkdtemp(prefix="leakprobe-redis-idle-"))
-        port = free_port()
-        log = open(where / "redis.out", "w")  # noqa: SIM115 - lives as long as the server
-        redis = subprocess.Popen(
-            [server, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(where)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"},
-        )
-        try:
-            query = [cli_, "-p", str(port)]
-            while subprocess.run([*query, "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
-                self.assertIsNone(redis.poll(), "redis-server ended")
+        with redis_server(self, server, cli_) as (redis, query, where):
             pid = str(redis.pid)
             code, out = in_process_output("attach", pid, "--period", "4096", "--dir", str(where))
             self.assertEqual(code, 0, out)
@@ -397,11 +386,6 @@ class IdleOthers(unittest.TestCase):
             self.assertEqual(subprocess.run([*query, "set", "k", "v"], capture_output=True, text=True).stdout.strip(), "OK")
             subprocess.run([*query, "shutdown", "nosave"], capture_output=True, check=False)
             self.assertEqual(redis.wait(timeout=60), 0)
-        finally:
-            if redis.poll() is None:
-                redis.kill()
-                redis.wait()
-            log.close()
 
 
 PYTHON = """
@@ -448,21 +432,9 @@ class Redis(unittest.TestCase):
         server, bench, cli_ = (shutil.which(p) for p in ("redis-server", "redis-benchmark", "redis-cli"))
         if not (server and bench and cli_):
             self.skipTest("redis-server, redis-benchmark or redis-cli not installed (scripts/install-deps)")
-        where = Path(tempfile.mkdtemp(prefix="leakprobe-redis-"))
-        port = free_port()
-        log = open(where / "redis.out", "w")  # noqa: SIM115 - lives as long as the server
-        redis = subprocess.Popen(
-            [server, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(where)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"},
-        )
-        try:
-            query = [cli_, "-p", str(port)]
-            while subprocess.run([*query, "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
-                self.assertIsNone(redis.poll(), "redis-server ended")
+        with redis_server(self, server, cli_) as (redis, query, where):
             load = subprocess.Popen(
-                [bench, "-p", str(port), "-n", "60000", "-c", "10", "-r", "100000", "-t", "set,get", "-q"],
+                [bench, *query[1:], "-n", "60000", "-c", "10", "-r", "100000", "-t", "set,get", "-q"],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -488,11 +460,6 @@ class Redis(unittest.TestCase):
             self.assertNotIn("rror", output)
             subprocess.run([*query, "shutdown", "nosave"], capture_output=True, check=False)
             self.assertEqual(redis.wait(timeout=60), 0)
-        finally:
-            if redis.poll() is None:
-                redis.kill()
-                redis.wait()
-            log.close()
 
 
 class Jvm(unittest.TestCase):
@@ -595,6 +562,31 @@ class Named(unittest.TestCase):
                 named.kill()
                 named.wait()
             log.close()
+
+
+@contextlib.contextmanager
+def redis_server(test: unittest.TestCase, server: str, cli_: str) -> Iterator[tuple[subprocess.Popen[bytes], list[str], Path]]:
+    """redis-server started without the library, answering PING: the process,
+    the redis-cli command that reaches it, its directory; killed at the end
+    if it still runs."""
+    where = Path(tempfile.mkdtemp(prefix="leakprobe-redis-"))
+    port = free_port()
+    with open(where / "redis.out", "w") as log:
+        redis = subprocess.Popen(
+            [server, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(where)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"},
+        )
+        try:
+            query = [cli_, "-p", str(port)]
+            while subprocess.run([*query, "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
+                test.assertIsNone(redis.poll(), "redis-server ended")
+            yield redis, query, where
+        finally:
+            if redis.poll() is None:
+                redis.kill()
+                redis.wait()
 
 
 def free_port() -> int:
