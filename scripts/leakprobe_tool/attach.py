@@ -626,7 +626,9 @@ def idle_call(pid: int, mem: Memory, nr: int, args: tuple[int, ...]) -> int | No
             target = os.readlink(f"/proc/{pid}/fd/{args[0]}")
         except OSError:
             return None
-        if not target.startswith(("socket:", "pipe:", "anon_inode:")):
+        # Not a userfaultfd: a thread that faulted inside malloc may be
+        # waiting for this one to serve its fault.
+        if not target.startswith(("socket:", "pipe:", "anon_inode:")) or "userfaultfd" in target:
             return None
         return int(target.startswith("socket:"))  # a socket may have a receive timeout
     return int(nr in EINTR_RESTART)
