@@ -5,7 +5,8 @@
  * "sleep" (nanosleep, 500 ms at a time: a call the kernel restarts from its
  * restart block), "pipe" (read on a pipe nobody writes until "report") or
  * "epoll" (epoll_wait with a 500 ms timeout on an eventfd nobody writes: a
- * call a ptrace stop makes fail with EINTR); each blocks signals of its own
+ * call a ptrace stop makes fail with EINTR), or "handler" (worker 0 reads its
+ * pipe inside a signal handler, worker 1 sleeps); each blocks signals of its own
  * and holds a value in xmm0 across its wait. The main thread waits for its
  * commands in epoll_wait on stdin with a 500 ms timeout, in every mode.
  * Every timed wait checks that it returned 0 and no earlier than asked.
@@ -65,8 +66,21 @@ static long raw_wait(long nr, long a0, long a1, long a2, long a3, double *held) 
     return rc;
 }
 
+/* "handler" mode: worker 0 waits in a signal handler (as one that
+ * interrupted malloc could), which no attach may borrow. */
+static void on_block(int sig) {
+    (void)sig;
+    char c;
+    atomic_fetch_add(&started, 1);
+    if (read(pipes[0][0], &c, 1) != 1) abort();
+}
+
 static void *worker(void *arg) {
     int id = (int)(intptr_t)arg;
+    if (mode == 'h' && id == 0) {
+        pthread_kill(pthread_self(), SIGRTMIN + 2);  // returns once "report" writes its pipe
+        return NULL;
+    }
     int ep = epoll_create1(0), ev = eventfd(0, 0);
     struct epoll_event e = {.events = EPOLLIN};
     epoll_ctl(ep, EPOLL_CTL_ADD, ev, &e);
@@ -81,7 +95,7 @@ static void *worker(void *arg) {
         long long t0 = now_ns();
         double held = pattern;
         long rc;
-        if (mode == 's') {
+        if (mode == 's' || mode == 'h') {
             struct timespec ts = {0, WAIT_MS * 1000000L}, rem;
             rc = raw_wait(SYS_nanosleep, (long)&ts, (long)&rem, 0, 0, &held);
             timed(rc < 0 ? -1 : (int)rc, (int)-rc, t0);
@@ -117,6 +131,8 @@ int main(int argc, char **argv) {
     mode = argc > 1 ? argv[1][0] : 's';
     struct sigaction sa = {.sa_handler = on_urg};  // no SA_RESTART: a wait it interrupts fails with EINTR
     sigaction(SIGURG, &sa, NULL);
+    struct sigaction blocking = {.sa_handler = on_block};
+    sigaction(SIGRTMIN + 2, &blocking, NULL);
     pthread_t t[WORKERS];
     for (int i = 0; i < WORKERS; i++) {
         if (pipe(pipes[i]) != 0) abort();

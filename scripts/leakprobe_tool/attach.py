@@ -634,13 +634,18 @@ def idle_call(pid: int, mem: Memory, nr: int, args: tuple[int, ...]) -> int | No
     return int(nr in EINTR_RESTART)
 
 
-def hijack(pid: int, mem: Memory, base: int, meanwhile: Callable[[int], None] | None = None) -> dict[str, object] | None:
+def hijack(
+    pid: int, mem: Memory, base: int, restorer: int, meanwhile: Callable[[int], None] | None = None
+) -> dict[str, object] | None:
     """Loads the library on a thread that waits in an idle system call: it is
     stopped, runs `hijack` (attach_stub.S: the same claim and loading as a
     call through the GOT) and is put back with the kernel restarting its
     call. None if no thread waits so; else the thread, its call, and how
-    long it was held. `meanwhile(tid)` runs while the thread is parked (the
-    tests send it a signal there)."""
+    long it was held. `restorer` is libc's signal return (`signal_return`):
+    none, no thread is borrowed. `meanwhile(tid)` runs while the thread is
+    parked (the tests send it a signal there)."""
+    if not restorer:
+        return None
     for tid, name in idle_threads(pid, mem):
         t0 = time.monotonic()
         try:
@@ -654,6 +659,8 @@ def hijack(pid: int, mem: Memory, base: int, meanwhile: Callable[[int], None] | 
             args = (first.rdi, first.rsi, first.rdx, first.r10, first.r8, first.r9)
             if first.orig_rax >= 2**63 or idle_call(pid, mem, int(first.orig_rax), args) is None:
                 continue  # it moved on meanwhile
+            if in_handler(pid, mem, first.rsp, restorer):
+                continue  # its wait may be in a handler that interrupted malloc
             name = NAMES[int(first.orig_rax)]
             mem.write(base + DATA + HIJACKED, struct.pack("<I", 0))  # set by `hijack` if it claims the stub
             stopped.block_all(tid)
@@ -674,6 +681,35 @@ def hijack(pid: int, mem: Memory, base: int, meanwhile: Callable[[int], None] | 
             raise Refused(f"process {pid}: {stopped.failed[0]} after loading the library on it")
         return {"tid": tid, "call": name, "ms": (time.monotonic() - t0) * 1000, "won": won}
     return None
+
+
+RESTORE_RT = bytes.fromhex("48c7c00f0000000f05")  # glibc's __restore_rt: mov rax, 15; syscall
+
+
+def signal_return(pid: int, mem: Memory, libc_path: str) -> int:
+    """The address of glibc's `__restore_rt`, which every handler installed by
+    its sigaction returns to (the first word of a signal frame); 0 if not
+    found."""
+    for lo, hi, perms, _off, path in maps(pid):
+        if path == libc_path and "x" in perms:
+            at = mem.read(lo, hi - lo).find(RESTORE_RT)
+            if at >= 0:
+                return lo + at
+    return 0
+
+
+def in_handler(pid: int, mem: Memory, rsp: int, restorer: int) -> bool:
+    """A signal frame in the 64 KiB of the stack above `rsp` (a word holding
+    `restorer`): the thread may wait inside a handler that interrupted the
+    allocator or the loader, whose locks it would then hold itself."""
+    at = rsp & ~7
+    end = next((hi for lo, hi, *_ in maps(pid) if lo <= at < hi), at)
+    try:
+        data = mem.read(at, min(end - at, 1 << 16))
+    except OSError:
+        return True
+    word = struct.pack("<Q", restorer)
+    return any(data[i : i + 8] == word for i in range(0, len(data) - 7, 8))
 
 
 def park_wait(pid: int, tid: int, mem: Memory, base: int) -> None:
@@ -749,6 +785,7 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
         raise Refused(f"no object of process {pid} calls malloc or its kin through a GOT: no safe point to load at")
     slots = slots[:MAX_ENTRIES]
     gadget = find_gadget(pid, mem, libc_obj.path)
+    restorer = signal_return(pid, mem, libc_obj.path)
     text = "".join(f"{k}={v}\n" for k, v in settings.items()).encode()
     path = library.encode()
     if len(path) >= SETTINGS_AT - PATH_AT or len(text) >= ORIGINALS_AT - SETTINGS_AT:
@@ -823,7 +860,7 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
         if state == ARMED and borrowed is None and time.monotonic() > look:
             blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_OFF)
             try:
-                borrowed = hijack(pid, mem, base)
+                borrowed = hijack(pid, mem, base, restorer)
             except BaseException:
                 with contextlib.suppress(OSError, Refused):
                     cancel(pid, mem, base, slots)  # unless the stub was claimed: then it loads
@@ -853,7 +890,8 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
     if result < 0:
         why = {-1: "it is preloaded", -2: "already attached", -3: "no collector thread"}.get(int(result), result)
         raise Refused(f"the library refused to attach ({why})")
-    out: dict[str, object] = {"stop_ms": stop_ms, "collector": result, "entries": len(slots), "threads": threads, "stub": base}
+    out: dict[str, object] = {"stop_ms": stop_ms, "collector": result, "entries": len(slots), "threads": threads}
+    out |= {"stub": base, "restorer": restorer}
     if borrowed is not None and borrowed["won"]:
         out["borrowed"] = borrowed
     return out

@@ -309,7 +309,7 @@ class Idle(unittest.TestCase):
 
         mem = attach.Memory(pid)
         try:
-            again = attach.hijack(pid, mem, int(done["stub"]), signal_it)
+            again = attach.hijack(pid, mem, int(done["stub"]), int(done["restorer"]), signal_it)
         finally:
             os.close(mem.fd)
         assert again is not None
@@ -324,6 +324,12 @@ class Idle(unittest.TestCase):
         churn.probe.write("quit\n")
         churn.probe.expect("EXIT")
         self.assertEqual(churn.probe.finish(), 0)
+
+    def test_never_in_a_signal_handler(self) -> None:
+        """A thread waiting inside a signal handler (one that interrupted
+        malloc would hold its lock) is never borrowed, though its pipe read
+        ranks first: the thread sleeping beside it is."""
+        self.attach_idle("handler", "nanosleep")
 
     def test_idle_in_nanosleep(self) -> None:
         """nanosleep, restarted from the kernel's restart block."""
