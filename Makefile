@@ -7,7 +7,7 @@ CFLAGS   := -g -O0 -Wall -Wextra -fno-omit-frame-pointer
 CXXFLAGS := $(CFLAGS)
 # c-harness/malloc_shapes.c in each shape of call to malloc (see there).
 FRAME0_SHAPES := shape_nopie_pointer shape_nopie_direct shape_nopie_pointer_onesegment shape_pie_pointer shape_pie_direct shape_noplt_direct
-PROGRAMS := attach_churn attach_churn16 attach_static attach_cxx exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes waits owned_signals inlined zmalloc dump_target usable usable_jemalloc own_malloc cxx_nodwarf out_of_memory fds mapped mapped_jemalloc shm brk cxx_checks jemalloc_extra stall bootstrap fork_lost single copyfail selfsig closefds execl_ign fixed_in_block
+PROGRAMS := attach_churn attach_churn16 attach_static attach_cxx idle_wait exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes waits owned_signals inlined zmalloc dump_target usable usable_jemalloc own_malloc cxx_nodwarf out_of_memory fds mapped mapped_jemalloc shm brk cxx_checks jemalloc_extra stall bootstrap fork_lost single copyfail selfsig closefds execl_ign fixed_in_block
 
 .PHONY: all lib harness java deps test lint demo bench clean
 
