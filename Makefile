@@ -7,7 +7,7 @@ CFLAGS   := -g -O0 -Wall -Wextra -fno-omit-frame-pointer
 CXXFLAGS := $(CFLAGS)
 # c-harness/malloc_shapes.c in each shape of call to malloc (see there).
 FRAME0_SHAPES := shape_nopie_pointer shape_nopie_direct shape_nopie_pointer_onesegment shape_pie_pointer shape_pie_direct shape_noplt_direct
-PROGRAMS := attach_churn attach_churn16 attach_static attach_cxx exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes waits owned_signals inlined zmalloc dump_target usable usable_jemalloc own_malloc cxx_nodwarf out_of_memory fds mapped mapped_jemalloc shm brk cxx_checks jemalloc_extra stall bootstrap fork_lost single copyfail selfsig closefds execl_ign fixed_in_block
+PROGRAMS := attach_churn attach_churn16 attach_static attach_cxx idle_wait exact estimate stress dlopen_loop jemalloc_linked demo series signals cxx_new fork at_exit privdrop unload threads growth growth_jemalloc capi spike unwind_shapes waits owned_signals inlined zmalloc dump_target usable usable_jemalloc own_malloc cxx_nodwarf out_of_memory fds mapped mapped_jemalloc shm brk cxx_checks jemalloc_extra stall bootstrap fork_lost single copyfail selfsig closefds execl_ign fixed_in_block
 
 .PHONY: all lib harness java deps test lint demo bench clean
 
@@ -133,7 +133,7 @@ lint:
 
 # The library's unit tests also in the dev profile: overflow checks on
 # (never in release, whose hot path they would change).
-test: deps all lint target/bench/workloads target/bench/entry_pairs
+test: deps all lint target/bench/workloads target/bench/entry_pairs target/bench/attach_now.so
 	cargo test --lib
 	cargo test --release -- --test-threads=2
 	python3 -m unittest discover -s tests/python
@@ -141,7 +141,7 @@ test: deps all lint target/bench/workloads target/bench/entry_pairs
 demo: deps all
 	scripts/demo
 
-bench: deps all target/bench/workloads target/bench/entry_pairs target/bench/cxx_workload target/bench/idle_thread.so
+bench: deps all target/bench/workloads target/bench/entry_pairs target/bench/cxx_workload target/bench/idle_thread.so target/bench/attach_now.so
 	scripts/install-deps --bench
 	scripts/bench
 
@@ -160,6 +160,10 @@ target/bench/cxx_workload: bench/cxx_workload.cc
 target/bench/idle_thread.so: bench/idle_thread.c
 	mkdir -p target/bench
 	$(CC) -O2 -shared -fPIC -o $@ $< -lpthread
+
+target/bench/attach_now.so: bench/attach_now.c
+	mkdir -p target/bench
+	$(CC) -O2 -shared -fPIC -o $@ $< -ldl
 
 clean:
 	cargo clean

@@ -10,8 +10,11 @@ loader's) at it, each with one aligned store made by that thread itself (the
 stub's writer); then it runs again. The first thread that calls
 one of them, at a call boundary where it holds no allocator or loader lock,
 runs dlopen and `leakprobe_attach` on a private stack (attach_stub.S), while
-the others run on: nobody waits for a stopped lock holder. The library then
-rewrites the GOT entries itself. Detach is a tagged signal to the library's
+the others run on: nobody waits for a stopped lock holder. If no thread
+does within IDLE_WAIT (an idle process), a thread waiting in a system call
+that neither the allocator nor the loader makes is borrowed to run the same
+loading (`hijack`), and put back for the kernel to restart its call. The
+library then rewrites the GOT entries itself. Detach is a tagged signal to the library's
 collector thread, which restores every entry and ends.
 
 While attached, the record the library publishes in the process (read through
@@ -31,6 +34,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 from . import argtypes, dumpcmd, record
 
@@ -40,14 +44,15 @@ DETACH_TAG = 0x44455441  # "DETA", src/collect/signal.rs DETACH_TAG
 # scripts/leakprobe_tool/attach_stub.S, assembled: `common`, which expects its
 # data page 0x400 bytes after its start.
 COMMON = bytes.fromhex(
-    "833df9030000000f85cc0000005031c041ba01000000f0440fb115e1030000580f85b300"
-    "00004989e2488b25080400004152415357565251415041515053ff15dc0300004889c38b"
-    "038905b5030000488b3d02040000be02100000ff15a7030000488905d80300004885c074"
-    "404889c7488b35e9030000ff15930300004885c0742b488b3dbf030000488b35c0030000"
-    "ffd04889058f0300008b05650300008903c7055503000002000000eb1fff156503000048"
-    "8905760300008b05440300008903c70534030000040000005b5841594158595a5e5f415b"
-    "5c41ff23"
+    "833df903000000753f5031c041ba01000000f0440fb115e503000058752a4989e2488b25"
+    "100400004152415357565251415041515053e83b0000005b5841594158595a5e5f415b5c"
+    "41ff2331c041ba01000000f0440fb115a4030000750fc7050004000001000000e8090000"
+    "00b8220000000f05ebf753ff15a30300004889c38b0389057c030000488b3dc9030000be"
+    "02100000ff156e0300004889059f0300004885c074334889c7488b35b0030000ff155a03"
+    "00004885c0741e488b3d86030000488b3587030000ffd048890556030000b902000000eb"
+    "12ff15390300004889054a030000b9040000008b05130300008903890d070300005bc3"
 )
+HIJACK, PARK_END = 0x4B, 0x74  # `hijack`, and the end of `park`'s syscall, in COMMON
 # The stub's layout: entries (16 bytes each) from 0, `common` at 0xc00, the
 # writer at 0xe00 (all in the first page, made read+execute), data from
 # 0x1000, the stack after.
@@ -57,13 +62,15 @@ WRITER_TAIL = bytes.fromhex("488b064885c0740d488b56084889104883c610ebebb82700000
 DATA = 0x1000
 MAX_ENTRIES = COMMON_AT // 16
 STATE, ERRNO_SAVED, P_DLOPEN, P_DLSYM, P_DLERROR, P_ERRNO = 0x0, 0x4, 0x8, 0x10, 0x18, 0x20
-RESULT, ERROR, STACK_TOP, HANDLE, ARG0, ARG1, PATH, FNAME = 0x28, 0x30, 0x38, 0x40, 0x48, 0x50, 0x58, 0x60
+RESULT, ERROR, STACK_TOP, HANDLE, ARG0, ARG1, PATH, FNAME, HIJACKED = 0x28, 0x30, 0x38, 0x40, 0x48, 0x50, 0x58, 0x60, 0x68
 STUBS_AT, NAMES_AT, FNAME_AT, PATH_AT, SETTINGS_AT, ORIGINALS_AT = 0x100, 0x120, 0x200, 0x300, 0x700, 0xC00
 WRITES_AT = 0x1200  # the writer's (address, value) pairs
 STACK = 1 << 20
 SIZE = DATA + 0x2000 + STACK
 ARMED, CLAIMED, DONE, CANCELLED, FAILED = 0, 1, 2, 3, 4
 LOAD_TIMEOUT = 30.0  # seconds dlopen and leakprobe_attach may take once claimed
+IDLE_WAIT = 0.15  # seconds without a call through the stub before loading on an idle thread
+HELD_OFF = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}  # while a thread is ours
 # src/hook/attach.rs STUBBED: called from the program's code, at a call
 # boundary, these hold no allocator lock (jemalloc's API: named, redis).
 STUBBED = [
@@ -72,13 +79,32 @@ STUBBED = [
 ]
 HOOKED = set(STUBBED)
 
-PTRACE_DETACH, PTRACE_GETREGS, PTRACE_SETREGS, PTRACE_SYSCALL = 17, 12, 13, 24
+PTRACE_CONT, PTRACE_DETACH, PTRACE_GETREGS, PTRACE_SETREGS, PTRACE_SYSCALL = 7, 17, 12, 13, 24
+PTRACE_GETREGSET, PTRACE_SETREGSET, NT_X86_XSTATE, XSTATE_MAX = 0x4204, 0x4205, 0x202, 1 << 14
 PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_GETSIGMASK, PTRACE_SETSIGMASK = 0x4206, 0x4207, 0x420A, 0x420B
 PTRACE_O_TRACESYSGOOD = 1
 PTRACE_EVENT_STOP = 128
 WALL = 0x40000000
-SYS_MMAP, SYS_MPROTECT, SYS_GETPID, SYS_RESTART = 9, 10, 39, 219
-ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
+SYS_MMAP, SYS_MPROTECT, SYS_GETPID = 9, 10, 39
+EINTR, ERESTARTNOHAND = 4, 514
+SYS = {
+    **{"read": 0, "poll": 7, "select": 23, "pause": 34, "nanosleep": 35, "accept": 43, "recvfrom": 45},
+    **{"recvmsg": 47, "wait4": 61, "semop": 65, "rt_sigtimedwait": 128, "rt_sigsuspend": 130},
+    **{"semtimedop": 220, "clock_nanosleep": 230, "epoll_wait": 232, "waitid": 247, "pselect6": 270},
+    **{"ppoll": 271, "epoll_pwait": 281, "accept4": 288, "recvmmsg": 299, "epoll_pwait2": 441},
+}
+NAMES = {nr: name for name, nr in SYS.items()}
+# Waits that neither glibc's malloc nor ld.so ever makes: a thread blocked in
+# one holds none of their locks (never futex: malloc's arena lock is one).
+# Reads and receives only on a socket, a pipe or an eventfd-like descriptor.
+IDLE = {SYS[n] for n in SYS if n not in ("semop", "semtimedop", "rt_sigsuspend", "recvmmsg")}
+FD_CALLS = {SYS[n] for n in ("read", "accept", "accept4", "recvfrom", "recvmsg")}
+# Calls that a ptrace stop makes fail with EINTR where a signal without a
+# handler would not (signal(7): epoll_wait, sigtimedwait, semop, sockets with
+# a timeout): given -ERESTARTNOHAND when put back, so that the kernel restarts
+# them (with their whole timeout again), or fails them with EINTR if a
+# signal's handler runs, as without us.
+EINTR_RESTART = {SYS[n] for n in SYS if n.startswith(("epoll_", "rt_sigtimedwait", "sem", "accept", "recv", "read"))}
 REGS = [
     *("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi", "rdi"),
     *("orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs"),
@@ -325,26 +351,39 @@ def capabilities() -> int:
 
 
 class Stopped:
-    """Every thread of the process seized and stopped; `resume` lets every one
-    go with its registers and any signal it was stopped with."""
+    """Threads of the process seized and stopped (PTRACE_SEIZE and
+    PTRACE_INTERRUPT: each in an interrupt stop, inside the kernel's signal
+    delivery, with its registers as the interrupted system call left them);
+    `resume` puts each back and lets it go.
 
-    def __init__(self, pid: int, only: bool = False) -> None:
-        """Every thread, or (`only`) one: the main thread, or the first."""
+    Putting back is left to the kernel's own restart logic: a thread that ran
+    injected code is first brought into a second interrupt stop, where its
+    first registers (and mask, and extended state) are put back, so that on
+    the way out the kernel restarts the interrupted call, or delivers a signal
+    that came meanwhile and makes the call fail with EINTR as it would have
+    without us. A call that the stop itself made fail with EINTR (epoll_wait
+    and the like, `EINTR_RESTART`) is given -ERESTARTNOHAND instead: the
+    kernel then restarts it unless a handler runs."""
+
+    def __init__(self, pid: int, tids: list[int] | None = None) -> None:
+        """Every thread, or the first of `tids` that stops in an interrupt stop."""
         self.pid = pid
         self.threads: dict[int, int] = {}  # tid -> signal to deliver on detach
-        self.restore: dict[int, tuple[Regs, bytes]] = {}
+        self.first: dict[int, Regs] = {}  # registers at the first stop
+        self.mask: dict[int, bytes] = {}  # the mask, once changed
+        self.xstate: dict[int, bytes] = {}  # the extended state, once saved
+        self.ran: set[int] = set()  # threads that ran injected code since
+        self.running: set[int] = set()  # of those, running it now
+        self.failed: list[str] = []  # what could not be put back
         try:
             while True:
-                tids = {int(t) for t in os.listdir(f"/proc/{pid}/task")} - self.threads.keys()
-                if only and self.threads:
-                    break
-                if only:
-                    tids = {pid} if pid in tids and alive_thread(pid) else set(sorted(tids)[:1])
-                if not tids:
+                now = {int(t) for t in os.listdir(f"/proc/{pid}/task")}
+                tids_now = sorted(now - self.threads.keys()) if tids is None else [t for t in tids if t in now][:1]
+                if not tids_now:
                     break
                 # All asked first, then all waited for: the stops overlap.
                 asked = []
-                for tid in tids:
+                for tid in tids_now:
                     try:
                         ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD)
                         ptrace(PTRACE_INTERRUPT, tid)
@@ -353,6 +392,10 @@ class Stopped:
                     asked.append(tid)
                 for tid in asked:
                     self.threads[tid] = self.wait_stop(tid)
+                    if not self.threads[tid]:
+                        self.first[tid] = self.regs(tid)
+                if tids is not None:
+                    break
         except BaseException:
             self.resume()
             raise
@@ -376,21 +419,43 @@ class Stopped:
     def set_regs(self, tid: int, r: Regs) -> None:
         ptrace(PTRACE_SETREGS, tid, 0, ctypes.addressof(r))
 
-    def syscall(self, tid: int, gadget: int, nr: int, *args: int) -> int:
+    def block_all(self, tid: int) -> None:
+        """Every signal blocked on `tid` while it runs our code (a signal that
+        comes meanwhile waits, and reaches the interrupted call when it is
+        put back). Never on a thread whose mask a system call swapped
+        (`swapped_mask`)."""
+        if tid in self.mask:
+            return
+        mask = ctypes.c_ulonglong()
+        ptrace(PTRACE_GETSIGMASK, tid, 8, ctypes.addressof(mask))
+        self.mask[tid] = bytes(mask)
+        ptrace(PTRACE_SETSIGMASK, tid, 8, ctypes.addressof(ctypes.c_ulonglong(~0 & (2**64 - 1))))
+
+    def save_xstate(self, tid: int) -> None:
+        """The x87/SSE/AVX state (the code we run uses vector registers)."""
+        buf = ctypes.create_string_buffer(XSTATE_MAX)
+        iov = (ctypes.c_void_p * 2)(ctypes.addressof(buf), XSTATE_MAX)
+        ptrace(PTRACE_GETREGSET, tid, NT_X86_XSTATE, ctypes.addressof(iov))
+        self.xstate[tid] = buf.raw[: iov[1]]
+
+    def syscall(self, tid: int, gadget: int, nr: int, *args: int, last: bool = False) -> int:
         """Runs system call `nr` on stopped thread `tid` (at `gadget`, a syscall
-        instruction) with every signal blocked; registers and mask restored by
-        `put_back`."""
-        if tid not in self.restore:
-            mask = ctypes.c_ulonglong()
-            ptrace(PTRACE_GETSIGMASK, tid, 8, ctypes.addressof(mask))
-            self.restore[tid] = (self.regs(tid), bytes(mask))
-            ptrace(PTRACE_SETSIGMASK, tid, 8, ctypes.addressof(ctypes.c_ulonglong(~0 & (2**64 - 1))))
-        r = self.restore[tid][0].copy()
+        instruction) with every signal blocked; put back by `put_back`. The
+        `last` one ends in the interrupt stop `put_back` needs (one wake-up of
+        the thread fewer: each costs a wait for a CPU on a busy machine)."""
+        self.block_all(tid)
+        r = self.first[tid].copy()
+        # orig_rax -1: on the way out of this stop the kernel's restart logic
+        # leaves these registers alone.
         r.rax, r.orig_rax, r.rip = nr, 2**64 - 1, gadget
         for reg, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args):
             setattr(r, reg, value & (2**64 - 1))
         self.set_regs(tid, r)
-        for _ in range(2):  # entry, exit
+        self.ran.add(tid)
+        for step in range(2):  # entry, exit
+            if step and last:
+                self.interrupt(tid)  # the call's result is still in rax there
+                break
             ptrace(PTRACE_SYSCALL, tid, 0, 0)
             while True:
                 _, st = os.waitpid(tid, WALL)
@@ -404,28 +469,72 @@ class Stopped:
         rax = self.regs(tid).rax
         return rax - 2**64 if rax >= 2**63 else rax
 
+    def interrupt(self, tid: int) -> None:
+        """Brings `tid` (stopped after injected code, or running ours) into an
+        interrupt stop, where the kernel's restart logic will see the
+        registers put back."""
+        ptrace(PTRACE_INTERRUPT, tid)
+        if tid not in self.running:
+            ptrace(PTRACE_CONT, tid, 0, 0)
+        self.running.discard(tid)
+        self.ran.discard(tid)
+        while True:
+            _, st = os.waitpid(tid, WALL)
+            if not os.WIFSTOPPED(st):
+                raise Refused(f"thread {tid} ended during the attach")
+            if st >> 16 == PTRACE_EVENT_STOP:
+                return
+            if os.WSTOPSIG(st) in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
+                raise Refused(f"the injected code faulted in thread {tid} ({signal.Signals(os.WSTOPSIG(st)).name})")
+            ptrace(PTRACE_CONT, tid, 0, 0)  # a stop of ours (a syscall exit): on to the interrupt
+
     def put_back(self, tid: int) -> None:
-        """The thread's registers and mask as they were. A system call the
-        interrupt cut short is restarted as the kernel restarts one when no
-        handler runs (its error codes are the kernel's internal ones)."""
-        regs, mask = self.restore.pop(tid)
-        r = regs.copy()
-        err = 2**64 - r.rax if r.rax >= 2**63 else 0
-        if r.orig_rax < 2**63 and err in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK):
-            r.rax = SYS_RESTART if err == ERESTART_RESTARTBLOCK else r.orig_rax
-            r.rip -= 2
-            r.orig_rax = 2**64 - 1
-        self.set_regs(tid, r)
-        ptrace(PTRACE_SETSIGMASK, tid, 8, ctypes.create_string_buffer(mask, 8))
+        """The thread's registers, extended state and mask as at its first
+        stop, in an interrupt stop: the kernel then restarts its system call
+        or makes it fail with EINTR for a signal's handler, as always. Each
+        part is put back even if another fails (the first error is raised)."""
+        errors: list[OSError] = []
+
+        def step(action: Callable[[], None]) -> None:
+            try:
+                action()
+            except OSError as e:
+                errors.append(e)
+
+        if tid in self.ran:
+            self.ran.discard(tid)
+            step(lambda: self.interrupt(tid))
+        first = self.first.get(tid)
+        if first is not None:
+            r = first.copy()
+            if r.orig_rax in EINTR_RESTART and r.rax == 2**64 - EINTR:
+                r.rax = 2**64 - ERESTARTNOHAND
+            step(lambda: self.set_regs(tid, r))
+        if tid in self.xstate:
+            data = self.xstate.pop(tid)
+            buf = (ctypes.c_char * len(data)).from_buffer_copy(data)
+            iov = (ctypes.c_void_p * 2)(ctypes.addressof(buf), len(data))
+            step(lambda: ptrace(PTRACE_SETREGSET, tid, NT_X86_XSTATE, ctypes.addressof(iov)))
+        if tid in self.mask:
+            mask = ctypes.create_string_buffer(self.mask.pop(tid), 8)
+            step(lambda: ptrace(PTRACE_SETSIGMASK, tid, 8, ctypes.addressof(mask)))
+        if errors:
+            raise errors[0]
+
+    def release(self, tid: int) -> None:
+        """Puts `tid` back and lets it go; a part that could not be put back
+        is kept in `failed`."""
+        try:
+            self.put_back(tid)
+        except OSError as e:
+            self.failed.append(f"thread {tid} not put back exactly: {e.strerror or e}")
+        with contextlib.suppress(OSError):
+            ptrace(PTRACE_DETACH, tid, 0, self.threads.pop(tid, 0))
+        self.first.pop(tid, None)
 
     def resume(self) -> None:
-        for tid in list(self.restore):
-            with contextlib.suppress(OSError):
-                self.put_back(tid)
-        for tid, sig in self.threads.items():
-            with contextlib.suppress(OSError):
-                ptrace(PTRACE_DETACH, tid, 0, sig)
-        self.threads = {}
+        for tid in list(self.threads):
+            self.release(tid)
 
 
 def alive_thread(tid: int) -> bool:
@@ -437,19 +546,193 @@ def alive_thread(tid: int) -> bool:
         return False
 
 
-def pick_thread(stopped: Stopped) -> int:
-    """A thread stopped outside a system call if there is one (nothing to
-    restart), else any in an interrupt stop."""
-    best = None
-    for tid, sig in stopped.threads.items():
-        if sig:
+def waiting_in(pid: int, tid: int) -> tuple[int, ...] | None:
+    """The system call `tid` waits in and its six arguments (then its stack
+    pointer and pc), from /proc/PID/task/TID/syscall; () if it is running,
+    None if unreadable or not in a system call."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+            text = f.read().split()
+    except OSError:
+        return None
+    if text == ["running"]:
+        return ()
+    try:
+        values = tuple(int(x, 0) for x in text)
+    except ValueError:
+        return None
+    return values if values and values[0] >= 0 else None
+
+
+def swapped_mask(mem: Memory, nr: int, args: tuple[int, ...]) -> bool:
+    """A call that swaps in a signal mask of its own while it waits (the
+    kernel puts the thread's back on the way out). PTRACE_SETSIGMASK ends
+    the call's mask at once (PTRACE_GETSIGMASK shows the thread's): put back
+    so, the thread would take a signal that the call's mask blocks and its
+    own does not, and the call would fail with EINTR for it."""
+    if nr == SYS["rt_sigsuspend"]:
+        return True
+    if nr == SYS["ppoll"]:
+        return args[3] != 0
+    if nr in (SYS["epoll_pwait"], SYS["epoll_pwait2"]):
+        return args[4] != 0
+    if nr == SYS["pselect6"] and args[5]:
+        try:
+            return mem.word(args[5]) != 0
+        except OSError:
+            return True
+    return False
+
+
+def arming_threads(pid: int, mem: Memory) -> list[int]:
+    """Threads to stop for the arming, best first: the main thread, then one
+    waiting in a system call (a waiting thread gets a CPU sooner for each
+    injected call than one that has been running), then one running; never
+    one in a call that swapped its mask."""
+    ranked = []
+    for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task")):
+        if not alive_thread(tid):
             continue
-        if stopped.regs(tid).orig_rax >= 2**63:
-            return tid
-        best = best or tid
-    if best is None:
-        raise Refused("no thread of the process is in a state to run the injection")
-    return best
+        call = waiting_in(pid, tid)
+        if call and swapped_mask(mem, call[0], call[1:7]):
+            continue
+        ranked.append((tid != pid, call == (), tid))
+    return [tid for *_, tid in sorted(ranked)]
+
+
+def idle_threads(pid: int, mem: Memory) -> list[tuple[int, str]]:
+    """Threads waiting in a system call that neither the allocator nor the
+    loader makes (`idle_call`): (tid, call), best first: a call the kernel
+    restarts as it was (from where it was) before one it restarts with its
+    whole timeout again, other threads before the main thread."""
+    found = []
+    for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task")):
+        call = waiting_in(pid, tid)
+        rank = idle_call(pid, mem, call[0], call[1:7]) if call else None
+        if rank is not None:
+            found.append((rank, tid == pid, tid, NAMES[call[0]]))
+    return [(tid, name) for *_, tid, name in sorted(found)]
+
+
+def idle_call(pid: int, mem: Memory, nr: int, args: tuple[int, ...]) -> int | None:
+    """None unless `nr` (with `args`) is an idle wait (`IDLE`, without a mask
+    of its own, reads on no regular file); else 0 if the kernel restarts it
+    as it was, 1 if it will be restarted with its whole timeout again
+    (`EINTR_RESTART`)."""
+    if nr not in IDLE or swapped_mask(mem, nr, args):
+        return None
+    if nr in FD_CALLS:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{args[0]}")
+        except OSError:
+            return None
+        # Not a userfaultfd: a thread that faulted inside malloc may be
+        # waiting for this one to serve its fault.
+        if not target.startswith(("socket:", "pipe:", "anon_inode:")) or "userfaultfd" in target:
+            return None
+        return int(target.startswith("socket:"))  # a socket may have a receive timeout
+    return int(nr in EINTR_RESTART)
+
+
+def hijack(
+    pid: int, mem: Memory, base: int, restorer: int, meanwhile: Callable[[int], None] | None = None
+) -> dict[str, object] | None:
+    """Loads the library on a thread that waits in an idle system call: it is
+    stopped, runs `hijack` (attach_stub.S: the same claim and loading as a
+    call through the GOT) and is put back with the kernel restarting its
+    call. None if no thread waits so; else the thread, its call, and how
+    long it was held. `restorer` is libc's signal return (`signal_return`):
+    none, no thread is borrowed. `meanwhile(tid)` runs while the thread is
+    parked (the tests send it a signal there)."""
+    if not restorer:
+        return None
+    for tid, name in idle_threads(pid, mem):
+        t0 = time.monotonic()
+        try:
+            stopped = Stopped(pid, [tid])
+        except Refused:
+            continue
+        try:
+            if stopped.threads.get(tid) != 0 or tid not in stopped.first:
+                continue  # stopped for a signal: leave it
+            first = stopped.first[tid]
+            args = (first.rdi, first.rsi, first.rdx, first.r10, first.r8, first.r9)
+            if first.orig_rax >= 2**63 or idle_call(pid, mem, int(first.orig_rax), args) is None:
+                continue  # it moved on meanwhile
+            if in_handler(pid, mem, first.rsp, restorer):
+                continue  # its wait may be in a handler that interrupted malloc
+            name = NAMES[int(first.orig_rax)]
+            mem.write(base + DATA + HIJACKED, struct.pack("<I", 0))  # set by `hijack` if it claims the stub
+            stopped.block_all(tid)
+            stopped.save_xstate(tid)
+            r = first.copy()
+            r.rip, r.rsp, r.orig_rax = base + COMMON_AT + HIJACK, (base + SIZE) & ~0xF, 2**64 - 1
+            stopped.set_regs(tid, r)
+            stopped.ran.add(tid)
+            ptrace(PTRACE_CONT, tid, 0, 0)
+            stopped.running.add(tid)
+            park_wait(pid, tid, mem, base)
+            if meanwhile is not None:
+                meanwhile(tid)
+            won = struct.unpack("<I", mem.read(base + DATA + HIJACKED, 4))[0] == 1
+        finally:
+            stopped.resume()
+        if stopped.failed:
+            raise Refused(f"process {pid}: {stopped.failed[0]} after loading the library on it")
+        return {"tid": tid, "call": name, "ms": (time.monotonic() - t0) * 1000, "won": won}
+    return None
+
+
+RESTORE_RT = bytes.fromhex("48c7c00f0000000f05")  # glibc's __restore_rt: mov rax, 15; syscall
+
+
+def signal_return(pid: int, mem: Memory, libc_path: str) -> int:
+    """The address of glibc's `__restore_rt`, which every handler installed by
+    its sigaction returns to (the first word of a signal frame); 0 if not
+    found."""
+    for lo, hi, perms, _off, path in maps(pid):
+        if path == libc_path and "x" in perms:
+            at = mem.read(lo, hi - lo).find(RESTORE_RT)
+            if at >= 0:
+                return lo + at
+    return 0
+
+
+def in_handler(pid: int, mem: Memory, rsp: int, restorer: int) -> bool:
+    """A signal frame in the 64 KiB of the stack above `rsp` (a word holding
+    `restorer`): the thread may wait inside a handler that interrupted the
+    allocator or the loader, whose locks it would then hold itself."""
+    at = rsp & ~7
+    end = next((hi for lo, hi, *_ in maps(pid) if lo <= at < hi), at)
+    try:
+        data = mem.read(at, min(end - at, 1 << 16))
+    except OSError:
+        return True
+    word = struct.pack("<Q", restorer)
+    return any(data[i : i + 8] == word for i in range(0, len(data) - 7, 8))
+
+
+def park_wait(pid: int, tid: int, mem: Memory, base: int) -> None:
+    """Waits until the hijacked thread parks (after loading, or at once if a
+    call through the GOT claimed the stub first)."""
+    park = base + COMMON_AT + PARK_END
+    deadline = time.monotonic() + LOAD_TIMEOUT
+    while True:
+        got, st = os.waitpid(tid, WALL | os.WNOHANG)
+        if got and not os.WIFSTOPPED(st):
+            raise Refused(f"thread {tid} ended while it loaded the library")
+        if got:
+            sig = os.WSTOPSIG(st)
+            if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
+                raise Refused(f"loading the library faulted in thread {tid} ({signal.Signals(sig).name})")
+            ptrace(PTRACE_CONT, tid, 0, 0)  # a group stop: ours to hold
+            continue
+        call = waiting_in(pid, tid)
+        if call and call[0] == SYS["pause"] and call[-1] == park:
+            return
+        if time.monotonic() > deadline:
+            raise Refused(f"thread {tid} of process {pid} has been loading the library for {LOAD_TIMEOUT:g} s")
+        time.sleep(0.0005)
 
 
 def find_gadget(pid: int, mem: Memory, libc_path: str) -> int:
@@ -502,6 +785,7 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
         raise Refused(f"no object of process {pid} calls malloc or its kin through a GOT: no safe point to load at")
     slots = slots[:MAX_ENTRIES]
     gadget = find_gadget(pid, mem, libc_obj.path)
+    restorer = signal_return(pid, mem, libc_obj.path)
     text = "".join(f"{k}={v}\n" for k, v in settings.items()).encode()
     path = library.encode()
     if len(path) >= SETTINGS_AT - PATH_AT or len(text) >= ORIGINALS_AT - SETTINGS_AT:
@@ -509,13 +793,13 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
 
     # One thread stopped from here to resume(): measured. The others run on:
     # the entries are written by that thread itself, each with one store.
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_OFF)
+    candidates = arming_threads(pid, mem)
     t0 = time.monotonic()
-    stopped = Stopped(pid, only=True)
+    stopped, tid = stop_one(pid, mem, candidates)
     threads = len(stopped.threads)
     base = 0
     try:
-        tid = pick_thread(stopped)
         base = stopped.syscall(tid, gadget, SYS_MMAP, 0, SIZE, 3, 0x22, -1, 0)
         if base < 0:
             raise Refused(f"mmap in the process failed: {os.strerror(-base)}")
@@ -552,21 +836,39 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
                 if stopped.syscall(tid, gadget, SYS_MPROTECT, page, 0x1000, 3) < 0:
                     raise Refused(f"cannot make the GOT page at {page:#x} writable")
                 opened.append(page)
-            stopped.syscall(tid, base + WRITER_AT, SYS_GETPID)
+            stopped.syscall(tid, base + WRITER_AT, SYS_GETPID, last=not opened)
         finally:
-            for page in opened:
-                stopped.syscall(tid, gadget, SYS_MPROTECT, page, 0x1000, 1)
+            for i, page in enumerate(opened):
+                stopped.syscall(tid, gadget, SYS_MPROTECT, page, 0x1000, 1, last=i == len(opened) - 1)
     finally:
         stopped.resume()
         stop_ms = (time.monotonic() - t0) * 1000
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    if stopped.failed:
+        cancel(pid, mem, base, slots)
+        raise Refused(f"process {pid}: {stopped.failed[0]}; the stub disarmed")
 
-    # Running again: wait for a thread to pass through the stub.
+    # Running again: wait for a thread to pass through the stub; if none has
+    # after IDLE_WAIT, load on one that waits in an idle system call.
     deadline = time.monotonic() + timeout
+    borrowed = None
+    look = time.monotonic() + IDLE_WAIT
     while True:
         state = struct.unpack("<I", mem.read(base + DATA + STATE, 4))[0]
         if state in (DONE, FAILED):
             break
+        if state == ARMED and borrowed is None and time.monotonic() > look:
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_OFF)
+            try:
+                borrowed = hijack(pid, mem, base, restorer)
+            except BaseException:
+                with contextlib.suppress(OSError, Refused):
+                    cancel(pid, mem, base, slots)  # unless the stub was claimed: then it loads
+                raise
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            look = time.monotonic() + IDLE_WAIT
+            continue
         late = time.monotonic() > deadline
         if late and state == ARMED and cancel(pid, mem, base, slots):
             break
@@ -588,7 +890,31 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
     if result < 0:
         why = {-1: "it is preloaded", -2: "already attached", -3: "no collector thread"}.get(int(result), result)
         raise Refused(f"the library refused to attach ({why})")
-    return {"stop_ms": stop_ms, "collector": result, "entries": len(slots), "threads": threads}
+    out: dict[str, object] = {"stop_ms": stop_ms, "collector": result, "entries": len(slots), "threads": threads}
+    out |= {"stub": base, "restorer": restorer}
+    if borrowed is not None and borrowed["won"]:
+        out["borrowed"] = borrowed
+    return out
+
+
+def stop_one(pid: int, mem: Memory, candidates: list[int]) -> tuple[Stopped, int]:
+    """One thread stopped for the arming (the first of `candidates` that stops
+    in an interrupt stop, outside a call that swapped its mask)."""
+    for tid in candidates:
+        try:
+            stopped = Stopped(pid, [tid])
+        except Refused:
+            continue
+        first = stopped.first.get(tid)
+        if first is not None:
+            args = (first.rdi, first.rsi, first.rdx, first.r10, first.r8, first.r9)
+            if first.orig_rax >= 2**63 or not swapped_mask(mem, int(first.orig_rax), args):
+                return stopped, tid
+        stopped.resume()
+    raise Refused(
+        f"no thread of process {pid} could be stopped outside a wait with a signal mask of its own "
+        "(sigsuspend, ppoll, pselect, epoll_pwait): try again"
+    )
 
 
 def cancel(pid: int, mem: Memory, base: int, slots: list[tuple[int, bytes]], force: bool = False) -> bool:
@@ -745,7 +1071,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         type=argtypes.seconds,
         default=5.0,
         metavar="SECONDS",
-        help="how long to wait for a thread to call malloc (5)",
+        help="how long to wait for a safe moment to load (5)",
     )
     s.set_defaults(run=run_attach)
     s = sub.add_parser("detach", help="undo an attach: GOT entries restored, the library's thread ended")
@@ -782,6 +1108,11 @@ def run_attach(args: argparse.Namespace) -> int:
         if done.get("jvm")
         else f"{done['threads']} {'thread' if done['threads'] == 1 else 'threads'} stopped {done['stop_ms']:.1f} ms"
     )
+    borrowed = done.get("borrowed")
+    if isinstance(borrowed, dict):
+        # The process was idle: the library was loaded on a thread that
+        # waited in a system call, held for this long (its call restarted).
+        how += f", then thread {borrowed['tid']} (idle in {borrowed['call']}) held {borrowed['ms']:.1f} ms to load the library"
     print(
         f"attached to process {args.pid}: sample period {args.period or 524288} bytes, dumps in {directory}, "
         f"signal {dumpcmd.signal_name(int(done.get('signal', sig)))} (to thread {done['collector']}); {how}"

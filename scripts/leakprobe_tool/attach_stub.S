@@ -3,9 +3,15 @@
 # The GOT entries of malloc, calloc, realloc and free point at small entries
 # ("lea r11, [original]; jmp common"). `common` runs at a call boundary on a
 # program thread that holds none of the allocator's or the loader's locks:
-# the first thread to claim `state` calls dlopen and the library's function
-# on a private stack, with errno kept; every call then goes on to the
-# original function. Data page: 0x400 bytes after `common`'s start.
+# the first thread to claim `state` runs `load` (dlopen, then the library's
+# function, with errno kept) on a private stack; every call then goes on to
+# the original function. `hijack` is the other way in, for a process whose
+# threads all wait in system calls: the injector stops one that waits in a
+# call neither the allocator nor the loader makes, and points it there (on
+# the private stack, every signal blocked); it claims the same `state`, so
+# the library is loaded once whichever way wins, and then parks in pause()
+# until the injector takes the thread back. Data page: 0x400 bytes after
+# `common`'s start.
         .intel_syntax noprefix
         .text
 common:
@@ -28,6 +34,34 @@ common:
         push r8
         push r9
         push rax
+        push rbx                # ten pushes: the call below is aligned
+        call load
+        pop rbx
+        pop rax
+        pop r9
+        pop r8
+        pop rcx
+        pop rdx
+        pop rsi
+        pop rdi
+        pop r11
+        pop rsp
+tail:
+        jmp qword ptr [r11]
+
+hijack:                         # rsp = stack_top, 16-byte aligned
+        xor eax, eax
+        mov r10d, 1
+        lock cmpxchg dword ptr [rip + state], r10d
+        jne park                # a GOT caller (or a cancel) came first
+        mov dword ptr [rip + hijacked], 1
+        call load
+park:
+        mov eax, 34             # pause: every signal is blocked, so only
+        syscall                 # the injector's PTRACE_INTERRUPT ends it
+        jmp park
+
+load:                           # state 2 (result) or 4 (error) when done
         push rbx
         call qword ptr [rip + p_errno]
         mov rbx, rax
@@ -48,29 +82,18 @@ common:
         mov rsi, qword ptr [rip + arg1]
         call rax
         mov qword ptr [rip + result], rax
-        mov eax, dword ptr [rip + saved_errno]
-        mov dword ptr [rbx], eax
-        mov dword ptr [rip + state], 2
+        mov ecx, 2
         jmp back
 failed:
         call qword ptr [rip + p_dlerror]
         mov qword ptr [rip + error], rax
+        mov ecx, 4
+back:
         mov eax, dword ptr [rip + saved_errno]
         mov dword ptr [rbx], eax
-        mov dword ptr [rip + state], 4
-back:
+        mov dword ptr [rip + state], ecx
         pop rbx
-        pop rax
-        pop r9
-        pop r8
-        pop rcx
-        pop rdx
-        pop rsi
-        pop rdi
-        pop r11
-        pop rsp
-tail:
-        jmp qword ptr [r11]
+        ret
 
         .org 0x400
 state:       .long 0
@@ -87,6 +110,7 @@ arg0:        .quad 0
 arg1:        .quad 0
 path:        .quad 0
 fname:       .quad 0
+hijacked:    .long 0
 
 # `writer` (a separate routine, at 0xe00 of the stub; attach.py builds it with
 # the displacement of its table, 16-byte (address, value) pairs ended by a

@@ -29,6 +29,7 @@ import stat
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import argtypes, record
@@ -481,19 +482,20 @@ def read_log(req: Request, entry: os.DirEntry[str], record_only: bool) -> None:
             req.failure = f"{req.who} could not write the dump for request {want}: {why}"
 
 
-def wait(requests: list[Request], timeout: float) -> None:
-    """Waits for each request's answer (or failure); then lets the processes go."""
+def wait(requests: list[Request], timeout: float, stopped: Callable[[], bool] = lambda: False) -> None:
+    """Waits for each request's answer (or failure, or `stopped()`); then lets
+    the processes go."""
     try:
-        answers(requests, timeout)
+        answers(requests, timeout, stopped)
     finally:
         for req in requests:
             os.close(req.pidfd)
 
 
-def answers(requests: list[Request], timeout: float) -> None:
+def answers(requests: list[Request], timeout: float, stopped: Callable[[], bool]) -> None:
     deadline = time.monotonic() + timeout
     pending = [r for r in requests if r.failure is None]
-    while pending:
+    while pending and not stopped():
         for req in pending:
             scan(req)
             if req.path is None and req.failure is None:

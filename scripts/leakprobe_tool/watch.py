@@ -14,11 +14,12 @@ accepted again."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import select
 import signal
 import stat
 import sys
-import threading
 import time
 from dataclasses import dataclass
 
@@ -64,11 +65,38 @@ def remove(local: Local) -> None:
         os.close(fd)
 
 
+class Stop:
+    """SIGTERM or SIGINT asked the watch to end. The handler only stores a
+    flag: a `threading.Event.set()` there deadlocks when the signal lands
+    while the main thread holds the event's lock inside `wait()`. The wait is
+    a `select` on the signal wake-up pipe, which the interpreter writes to as
+    the signal arrives, so it ends at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.readable, writable = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(writable, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.handler)
+
+    def handler(self, _sig: int, _frame: object) -> None:
+        self.requested = True
+
+    def is_set(self) -> bool:
+        return self.requested
+
+    def wait(self, timeout: float) -> None:
+        if not self.requested:
+            select.select([self.readable], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.readable, 512)  # the wake-ups of signals seen
+
+
 class Watch:
-    def __init__(self, args: argparse.Namespace, target: Target) -> None:
+    def __init__(self, args: argparse.Namespace, target: Target, stop: Stop) -> None:
         self.args, self.target = args, target
         self.local: list[Local] = []
-        self.stop = threading.Event()
+        self.stop = stop
         self.outage: float | None = None  # when the server stopped taking profiles
         self.attempts = self.sent_in_outage = self.dropped_in_outage = 0
         self.refused = 0  # profiles refused as they are, in a row
@@ -110,8 +138,10 @@ class Watch:
         self.none_said = not live
         self.watching = live
         self.refusals = {pid: why for pid, why in self.refusals.items() if pid in pids}
-        dumpcmd.wait(requests, self.args.dump_timeout)
+        dumpcmd.wait(requests, self.args.dump_timeout, self.stop.is_set)
         for req in requests:
+            if self.stop.is_set() and req.failure is None and req.path is None:
+                continue  # the watch ends before the process answered
             if req.failure or req.path is None:
                 say(req.failure or f"no dump from process {req.pid}")
                 continue
@@ -144,6 +174,8 @@ class Watch:
 
     def push_pending(self) -> None:
         for local in list(self.local):
+            if self.stop.is_set():
+                return  # what is left stays on disk
             if local.profile is None:
                 continue  # pushed already
             try:
@@ -229,7 +261,4 @@ def watch(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"leakprobe: {e}", file=sys.stderr)
         return 1
-    w = Watch(args, target)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: w.stop.set())
-    return w.run()
+    return Watch(args, target, Stop()).run()

@@ -1,7 +1,10 @@
 //! The exported allocator entry points. Each one's common path is the
 //! per-thread byte countdown (and, when it frees, one filter byte) followed by
 //! a tail call into the next allocator; everything else is in the outlined
-//! cold functions of `sampled`, shared by all entry points.
+//! cold functions of `sampled`, shared by all entry points, reached through
+//! each entry point's own (`malloc::crossed`, `free::checked`, ...). On
+//! x86-64 the entry points that are never a sample's frame 0 are naked
+//! (`naked_entry!`).
 //!
 //! The entry points are never inlined into each other: Go's pprof names a
 //! frame only from a subprogram's own DWARF name, which an inlined function's
@@ -14,70 +17,239 @@ use core::ffi::{c_int, c_void};
 
 type Ptr = *mut c_void;
 
-/// An entry point that allocates `$bytes` and returns the block.
+/// x86-64: an entry point whose common path is assembly (a naked function),
+/// so that the tail jump to the next definition reads its slot in the jump
+/// itself: LLVM folds that load into a tail call of one argument only (with
+/// two or more it is a load into a register and a jump), and a naked
+/// function saves and moves nothing before it. `count`: `$bytes` (an
+/// argument's register) counted down as in `thread_state::crosses`; one
+/// that reaches the sample point goes on at `$crossed`, the countdown
+/// restored. `check`: the block in
+/// `$p` (a 32-bit register) looked up in the free filter as in
+/// `live::maybe_sampled`; one it cannot rule out goes on at `$checked`.
+/// Either gets the program's arguments unchanged. Only r10 and r11 are
+/// written: no argument's register (nor rax, which a variadic function
+/// reads).
+///
+/// A naked function has no DWARF, and Go's pprof names a frame only from
+/// DWARF (binutils and LLVM fall back on the symbol table): the functions
+/// a sample names as frame 0 (`sampled::Api`: malloc, calloc, realloc,
+/// posix_memalign, memalign, valloc, pvalloc) stay Rust, where a call of
+/// two or more arguments costs the load. Each has CFI (`.cfi_startproc`:
+/// the CIE's rule, the return address at the stack pointer, holds at every
+/// instruction), for unwinders other than the library's.
+#[cfg(target_arch = "x86_64")]
+macro_rules! naked_entry {
+    (
+        $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty
+        $(, count $bytes:literal => $crossed:path)?
+        $(, check $p:literal => $checked:path)?
+    ) => {
+        #[no_mangle]
+        #[unsafe(naked)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            // SAFETY: a jump to `$crossed` or `$checked` (functions of this
+            // same C type) or through the next definition's slot (started
+            // at a function, only ever set to one, no racing store: as
+            // `Next::loaded`), with the arguments and the stack as the
+            // caller left them. The countdown is this thread's 8-byte
+            // variable at %fs:offset (as in `thread_state`), its offset from
+            // the GOT slot the loader filled; the filter byte is inside
+            // `FILTER` (a 32-bit value shifted right by GRANULE_BITS is below
+            // FILTER_SLOTS).
+            core::arch::naked_asm!(
+                ".cfi_startproc",
+                $(
+                    "mov r11, qword ptr [rip + leakprobe_until_sample@GOTTPOFF]",
+                    concat!("sub qword ptr fs:[r11], ", $bytes),
+                    "jbe 2f",
+                )?
+                $(
+                    concat!("mov r10d, ", $p),
+                    "shr r10d, {granule}",
+                    "lea r11, [rip + {filter}]",
+                    "cmp byte ptr [r11 + r10], 0",
+                    "jne {checked}",
+                )?
+                "jmp qword ptr [rip + {next} + {at}]",
+                $(
+                    "2:",
+                    concat!("add qword ptr fs:[r11], ", $bytes),
+                    "jmp {crossed}",
+                )?
+                ".cfi_endproc",
+                next = sym next::slot::$name,
+                at = const crate::sys::dl::SLOT_ADDRESS_AT,
+                $(crossed = sym $crossed,)?
+                $(
+                    checked = sym $checked,
+                    filter = sym live::FILTER,
+                    granule = const live::GRANULE_BITS,
+                )?
+            )
+        }
+    };
+}
+
+/// An entry point that allocates `$bytes` and returns the block (or, with
+/// `block`, whatever the next definition returns, `$block` being the block
+/// or null from that result `$r`). Its sampled path is `$name::crossed`, of
+/// the same C type; its common path counts down `$bytes` and tail-calls the
+/// next definition (with `asm`, on x86-64 in assembly, `$bytes` in that
+/// register).
 macro_rules! allocating {
-    ($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, bytes = $bytes:expr, frame = $api:ident, block = |$r:ident| $block:expr) => {
+    (
+        $name:ident($($arg:ident: $ty:ty),*),
+        bytes = $bytes:expr,
+        frame = $api:ident
+        $(, asm = $reg:literal)?
+    ) => {
+        allocating!(@entry $name($($arg: $ty),*) -> Ptr, bytes = $bytes $(, asm = $reg)?);
+        /// The sampled path.
+        mod $name {
+            use super::*;
+
+            /// # Safety
+            /// As the C function.
+            #[cold]
+            #[inline(never)]
+            pub unsafe extern "C" fn crossed($($arg: $ty),*) -> Ptr {
+                // SAFETY: the program's arguments to this same C function, unchanged.
+                let alloc = move || unsafe { next::$name($($arg),*) };
+                // SAFETY: `alloc` returns the next allocator's block or null.
+                unsafe { allocate_sampled(alloc, $bytes, Api::$api) }
+            }
+        }
+    };
+    (
+        $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty,
+        bytes = $bytes:expr,
+        frame = $api:ident,
+        block = |$r:ident| $block:expr
+    ) => {
+        allocating!(@entry $name($($arg: $ty),*) -> $ret, bytes = $bytes);
+        /// The sampled path.
+        mod $name {
+            use super::*;
+
+            /// # Safety
+            /// As the C function.
+            #[cold]
+            #[inline(never)]
+            pub unsafe extern "C" fn crossed($($arg: $ty),*) -> $ret {
+                let mut result = Default::default();
+                let alloc = || {
+                    // SAFETY: the program's arguments to this same C function, unchanged.
+                    let $r = unsafe { next::$name($($arg),*) };
+                    result = $r;
+                    $block
+                };
+                // SAFETY: `alloc` returns the next allocator's block or null.
+                unsafe { allocate_sampled(alloc, $bytes, Api::$api) };
+                result
+            }
+        }
+    };
+    (@entry $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, bytes = $bytes:expr, asm = $reg:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        naked_entry!($name($($arg: $ty),*) -> $ret, count $reg => $name::crossed);
+        #[cfg(not(target_arch = "x86_64"))]
+        allocating!(@entry $name($($arg: $ty),*) -> $ret, bytes = $bytes);
+    };
+    (@entry $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, bytes = $bytes:expr) => {
         #[no_mangle]
         #[inline(never)]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
-            let bytes = $bytes;
-            if !thread_state::crosses(bytes) {
+            if !thread_state::crosses($bytes) {
                 // SAFETY: the program's arguments to this same C function, unchanged.
                 return unsafe { next::$name($($arg),*) };
             }
-            let mut result = Default::default();
-            let alloc = || {
-                // SAFETY: the program's arguments to this same C function, unchanged.
-                let $r = unsafe { next::$name($($arg),*) };
-                result = $r;
-                $block
-            };
-            // SAFETY: `alloc` returns the next allocator's block or null.
-            unsafe { allocate_sampled(alloc, bytes, Api::$api) };
-            result
-        }
-    };
-    ($name:ident($($arg:ident: $ty:ty),*), bytes = $bytes:expr, frame = $api:ident) => {
-        #[no_mangle]
-        #[inline(never)]
-        pub unsafe extern "C" fn $name($($arg: $ty),*) -> Ptr {
-            let bytes = $bytes;
-            if !thread_state::crosses(bytes) {
-                // SAFETY: the program's arguments to this same C function, unchanged.
-                return unsafe { next::$name($($arg),*) };
-            }
-            // SAFETY: the program's arguments to this same C function, unchanged.
-            let alloc = move || unsafe { next::$name($($arg),*) };
-            // SAFETY: `alloc` returns the next allocator's block or null.
-            unsafe { allocate_sampled(alloc, bytes, Api::$api) }
+            // SAFETY: the program's arguments, unchanged (the contract).
+            unsafe { $name::crossed($($arg),*) }
         }
     };
 }
 
-/// An entry point that resizes block `$p` to `$size` bytes.
+/// An entry point that resizes block `$p` to `$size` bytes; with `asm`, on
+/// x86-64 a naked one (`$p` in rdi, `$size` in rsi).
 macro_rules! resizing {
+    ($name:ident($p:ident: Ptr, $size:ident: usize $(, $arg:ident: $ty:ty)*), asm) => {
+        #[cfg(target_arch = "x86_64")]
+        naked_entry!(
+            $name($p: Ptr, $size: usize $(, $arg: $ty)*) -> Ptr,
+            count "rsi" => $name::crossed,
+            check "edi" => $name::checked
+        );
+        #[cfg(not(target_arch = "x86_64"))]
+        resizing!(@rust $name($p: Ptr, $size: usize $(, $arg: $ty)*));
+        resizing!(@slow $name($p: Ptr, $size: usize $(, $arg: $ty)*));
+    };
     ($name:ident($p:ident: Ptr, $size:ident: usize $(, $arg:ident: $ty:ty)*)) => {
+        resizing!(@rust $name($p: Ptr, $size: usize $(, $arg: $ty)*));
+        resizing!(@slow $name($p: Ptr, $size: usize $(, $arg: $ty)*));
+    };
+    (@rust $name:ident($p:ident: Ptr, $size:ident: usize $(, $arg:ident: $ty:ty)*)) => {
         #[no_mangle]
         #[inline(never)]
         pub unsafe extern "C" fn $name($p: Ptr, $size: usize $(, $arg: $ty)*) -> Ptr {
-            let crossed = thread_state::crosses($size);
-            if !crossed && !live::maybe_sampled($p as usize) {
-                // SAFETY: the program's arguments to this same C function, unchanged.
-                return unsafe { next::$name($p, $size $(, $arg)*) };
+            if thread_state::crosses($size) {
+                // SAFETY: the program's arguments, unchanged (the contract).
+                return unsafe { $name::crossed($p, $size $(, $arg)*) };
             }
-            // SAFETY: `resize_sampled` calls the closure with `$p` only
-            // when it is not the bootstrap arena's: the program's block.
-            let resize = move |p| unsafe { next::$name(p, $size $(, $arg)*) };
-            // SAFETY: `$p` is the program's block (or null), the closure
-            // resizes it as the program asked.
-            unsafe { resize_sampled($p, $size, crossed, resize) }
+            if live::maybe_sampled($p as usize) {
+                // SAFETY: the program's arguments, unchanged (the contract).
+                return unsafe { $name::checked($p, $size $(, $arg)*) };
+            }
+            // SAFETY: the program's arguments to this same C function, unchanged.
+            unsafe { next::$name($p, $size $(, $arg)*) }
+        }
+    };
+    (@slow $name:ident($p:ident: Ptr, $size:ident: usize $(, $arg:ident: $ty:ty)*)) => {
+        /// The slow paths: the resize reached the sample point (`crossed`,
+        /// the countdown restored) or the block may be a sample (`checked`).
+        mod $name {
+            use super::*;
+
+            /// # Safety
+            /// As the C function.
+            #[cold]
+            #[inline(never)]
+            pub unsafe extern "C" fn crossed($p: Ptr, $size: usize $(, $arg: $ty)*) -> Ptr {
+                // SAFETY: as the C function (the contract).
+                unsafe { resize($p, $size $(, $arg)*, true) }
+            }
+
+            /// # Safety
+            /// As the C function.
+            #[cold]
+            #[inline(never)]
+            pub unsafe extern "C" fn checked($p: Ptr, $size: usize $(, $arg: $ty)*) -> Ptr {
+                // SAFETY: as the C function (the contract).
+                unsafe { resize($p, $size $(, $arg)*, false) }
+            }
+
+            /// # Safety
+            /// As the C function.
+            #[inline(always)]
+            unsafe fn resize($p: Ptr, $size: usize $(, $arg: $ty)*, crossed: bool) -> Ptr {
+                // SAFETY: `resize_sampled` calls the closure with `$p` only
+                // when it is not the bootstrap arena's: the program's block.
+                let resize = move |p| unsafe { next::$name(p, $size $(, $arg)*) };
+                // SAFETY: `$p` is the program's block (or null), the closure
+                // resizes it as the program asked.
+                unsafe { resize_sampled($p, $size, crossed, resize) }
+            }
         }
     };
 }
 
-/// An entry point that frees block `$p`.
+/// An entry point that frees block `$p` (in rdi).
 macro_rules! releasing {
     ($name:ident($p:ident: Ptr $(, $arg:ident: $ty:ty)*), $freed:expr) => {
+        #[cfg(target_arch = "x86_64")]
+        naked_entry!($name($p: Ptr $(, $arg: $ty)*) -> (), check "edi" => $name::checked);
+
+        #[cfg(not(target_arch = "x86_64"))]
         #[no_mangle]
         #[inline(never)]
         pub unsafe extern "C" fn $name($p: Ptr $(, $arg: $ty)*) {
@@ -85,23 +257,39 @@ macro_rules! releasing {
                 // SAFETY: the program's arguments to this same C function, unchanged.
                 return unsafe { next::$name($p $(, $arg)*) };
             }
-            // SAFETY: `release_sampled` calls the closure with `$p` only
-            // when it is not the bootstrap arena's: the program's block.
-            release_sampled($p, move |p| unsafe { next::$name(p $(, $arg)*) }, $freed)
+            // SAFETY: the program's arguments, unchanged (the contract).
+            unsafe { $name::checked($p $(, $arg)*) }
+        }
+
+        /// The slow path: the block may be a sample.
+        mod $name {
+            use super::*;
+
+            /// # Safety
+            /// As the C function.
+            #[cold]
+            #[inline(never)]
+            pub unsafe extern "C" fn checked($p: Ptr $(, $arg: $ty)*) {
+                // SAFETY: `release_sampled` calls the closure with `$p` only
+                // when it is not the bootstrap arena's: the program's block.
+                release_sampled($p, move |p| unsafe { next::$name(p $(, $arg)*) }, $freed)
+            }
         }
     };
 }
 
+// Frames 0 (see `naked_entry!`): Rust.
 allocating!(malloc(size: usize), bytes = size, frame = Malloc);
+allocating!(valloc(size: usize), bytes = size, frame = Valloc);
+allocating!(pvalloc(size: usize), bytes = size, frame = Pvalloc);
 // Wrapping: a product that overflows is a calloc that fails and allocates
 // nothing, and bytes counted for it move no later allocation's odds of being
 // sampled (the gaps are memoryless). A multiply and no overflow branch.
 allocating!(calloc(n: usize, size: usize), bytes = n.wrapping_mul(size), frame = Calloc);
-allocating!(aligned_alloc(align: usize, size: usize), bytes = size, frame = Memalign);
 allocating!(memalign(align: usize, size: usize), bytes = size, frame = Memalign);
-allocating!(valloc(size: usize), bytes = size, frame = Valloc);
-allocating!(pvalloc(size: usize), bytes = size, frame = Pvalloc);
-allocating!(mallocx(size: usize, flags: c_int), bytes = size, frame = Malloc);
+// Not frames 0: naked on x86-64.
+allocating!(aligned_alloc(align: usize, size: usize), bytes = size, frame = Memalign, asm = "rsi");
+allocating!(mallocx(size: usize, flags: c_int), bytes = size, frame = Malloc, asm = "rdi");
 allocating!(
     posix_memalign(out: *mut Ptr, align: usize, size: usize) -> c_int,
     bytes = size,
@@ -114,7 +302,7 @@ allocating!(
     }
 );
 resizing!(realloc(p: Ptr, size: usize));
-resizing!(rallocx(p: Ptr, size: usize, flags: c_int));
+resizing!(rallocx(p: Ptr, size: usize, flags: c_int), asm);
 releasing!(free(p: Ptr), Freed::Free);
 releasing!(dallocx(p: Ptr, flags: c_int), Freed::Other);
 releasing!(sdallocx(p: Ptr, size: usize, flags: c_int), Freed::Sized(size, flags));

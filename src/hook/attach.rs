@@ -1,7 +1,8 @@
 //! The library loaded into a running program (`scripts/leakprobe attach`):
 //! the attach stub calls `dlopen` on one of the program's threads, at a call
 //! of `malloc` (where the thread holds none of the allocator's or the
-//! loader's locks), then `leakprobe_attach`. Symbol interposition does not
+//! loader's locks) or on a thread the injector borrowed while it waited in a
+//! system call neither of them makes, then `leakprobe_attach`. Symbol interposition does not
 //! apply to a library loaded late, so the entry points are reached by
 //! rewriting the GOT entries of every loaded object (`sys::got`), and of
 //! those loaded later (the collector looks for them on each round).

@@ -12,42 +12,127 @@ use core::ffi::{c_int, c_void};
 
 type Ptr = *mut c_void;
 
+/// A function of mmap's C type, named `$name`, whose body `$body` sees the
+/// arguments under the names given.
+macro_rules! of_mmap_type {
+    (
+        $(#[$attr:meta])*
+        $vis:vis fn $name:ident($addr:ident, $len:ident, $prot:ident, $flags:ident, $fd:ident, $off:ident)
+        $body:block
+    ) => {
+        $(#[$attr])*
+        $vis unsafe extern "C" fn $name(
+            $addr: Ptr,
+            $len: usize,
+            $prot: c_int,
+            $flags: c_int,
+            $fd: c_int,
+            $off: libc::off_t,
+        ) -> Ptr $body
+    };
+}
+
 /// `mmap` and `mmap64` (the same function on 64-bit systems): an unsampled
-/// call that replaces nothing tracked pays the countdown only.
+/// call that replaces nothing tracked pays the countdown only. On x86-64 in
+/// assembly (as `hook::alloc`'s naked entry points, and for the same
+/// reasons: the next definition's slot read in the tail jump, nothing
+/// saved before it): the length rounded to pages as `table::pages` does
+/// (but for a length within a page of 2^64, which no mapping has: there the
+/// rounding wraps to a few bytes counted, and the call fails), counted
+/// down; one that reaches the sample point goes on at `$name::crossed`, the
+/// countdown restored, and a `MAP_FIXED` one at `$name::fixed`, where it is
+/// checked against the tracked ranges. With CFI, as `hook::alloc`'s.
 macro_rules! mapping {
     ($name:ident, $api:ident) => {
-        /// # Safety
-        /// As mmap(2).
-        #[no_mangle]
-        #[inline(never)]
-        pub unsafe extern "C" fn $name(
-            addr: Ptr,
-            len: usize,
-            prot: c_int,
-            flags: c_int,
-            fd: c_int,
-            off: libc::off_t,
-        ) -> Ptr {
-            let crossed = thread_state::crosses(table::pages(len));
-            if !crossed && (flags & libc::MAP_FIXED == 0 || !table::overlaps(addr as usize, len)) {
-                // SAFETY: the program's arguments, unchanged.
-                return unsafe { next::slot::mmap.get()(addr, len, prot, flags, fd, off) };
-            }
-            // SAFETY: the program's arguments, unchanged; `entry` only names
-            // frame 0.
-            unsafe {
-                map_slow(
-                    [
-                        addr as usize,
-                        len,
-                        prot as usize,
-                        flags as usize,
-                        fd as usize,
-                    ],
-                    off,
-                    crossed,
-                    sampled::Api::$api.address(),
+        of_mmap_type! {
+            #[cfg(target_arch = "x86_64")]
+            /// # Safety
+            /// As mmap(2).
+            #[no_mangle]
+            #[unsafe(naked)]
+            pub fn $name(_addr, _len, _prot, _flags, _fd, _off) {
+                // SAFETY: a jump to `$name::crossed` or `$name::fixed` (of
+                // this same C type) or through mmap's slot (started at a
+                // function, only ever set to one: as `Next::loaded`), with
+                // the arguments (flags in ecx) and the stack as the caller
+                // left them. The countdown is this thread's 8-byte variable
+                // at %fs:offset (as in `thread_state`); rax, r10 and r11 are
+                // no argument's.
+                core::arch::naked_asm!(
+                    ".cfi_startproc",
+                    "mov r10, qword ptr [rip + {page}]",
+                    "lea rax, [rsi + r10 - 1]",
+                    "neg r10",
+                    "and rax, r10",
+                    "mov r11, qword ptr [rip + leakprobe_until_sample@GOTTPOFF]",
+                    "sub qword ptr fs:[r11], rax",
+                    "jbe 2f",
+                    "test ecx, {fixed_flag}",
+                    "jnz {fixed}",
+                    "jmp qword ptr [rip + {next} + {at}]",
+                    "2:",
+                    "add qword ptr fs:[r11], rax",
+                    "jmp {crossed}",
+                    ".cfi_endproc",
+                    page = sym table::PAGE,
+                    fixed_flag = const libc::MAP_FIXED,
+                    fixed = sym $name::fixed,
+                    next = sym next::slot::mmap,
+                    at = const crate::sys::dl::SLOT_ADDRESS_AT,
+                    crossed = sym $name::crossed,
                 )
+            }
+        }
+
+        of_mmap_type! {
+            #[cfg(not(target_arch = "x86_64"))]
+            /// # Safety
+            /// As mmap(2).
+            #[no_mangle]
+            #[inline(never)]
+            pub fn $name(addr, len, prot, flags, fd, off) {
+                if thread_state::crosses(table::pages(len)) {
+                    // SAFETY: the program's arguments, unchanged.
+                    return unsafe { $name::crossed(addr, len, prot, flags, fd, off) };
+                }
+                if flags & libc::MAP_FIXED != 0 {
+                    // SAFETY: the program's arguments, unchanged.
+                    return unsafe { $name::fixed(addr, len, prot, flags, fd, off) };
+                }
+                // SAFETY: the program's arguments, unchanged.
+                unsafe { next::mmap(addr, len, prot, flags, fd, off) }
+            }
+        }
+
+        /// The slow paths: the call reached the sample point (`crossed`,
+        /// the countdown restored), or may replace tracked memory (`fixed`).
+        mod $name {
+            use super::*;
+
+            of_mmap_type! {
+                /// # Safety
+                /// As mmap(2).
+                #[cold]
+                #[inline(never)]
+                pub fn crossed(addr, len, prot, flags, fd, off) {
+                    // SAFETY: as mmap(2) (the contract).
+                    unsafe { map_slow(addr, len, prot, flags, fd, off, true, sampled::Api::$api) }
+                }
+            }
+
+            of_mmap_type! {
+                /// # Safety
+                /// As mmap(2).
+                #[cold]
+                #[inline(never)]
+                pub fn fixed(addr, len, prot, flags, fd, off) {
+                    if !table::overlaps(addr as usize, len) {
+                        // SAFETY: the program's arguments, unchanged.
+                        return unsafe { next::mmap(addr, len, prot, flags, fd, off) };
+                    }
+                    // SAFETY: as mmap(2) (the contract).
+                    unsafe { map_slow(addr, len, prot, flags, fd, off, false, sampled::Api::$api) }
+                }
             }
         }
     };
@@ -56,31 +141,44 @@ macro_rules! mapping {
 mapping!(mmap, Mmap);
 mapping!(mmap64, Mmap64);
 
-/// A mapping call that reached the sample point or replaces (`MAP_FIXED`)
-/// memory that may be tracked.
+/// A mapping call that reached the sample point (`crossed`) or replaces
+/// (`MAP_FIXED`) memory that may be tracked, made at entry point `api`.
 ///
 /// # Safety
-/// As mmap(2), with its arguments in `args` and `off`.
-#[cold]
+/// As mmap(2).
+#[allow(clippy::too_many_arguments)]
 #[inline(never)]
-unsafe fn map_slow(args: [usize; 5], off: libc::off_t, crossed: bool, entry: usize) -> Ptr {
-    let [addr, len, prot, flags, fd] = args;
-    let (prot, flags) = (prot as c_int, flags as c_int);
+unsafe fn map_slow(
+    addr: Ptr,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: libc::off_t,
+    crossed: bool,
+    api: sampled::Api,
+) -> Ptr {
     let fixed = flags & libc::MAP_FIXED != 0;
-    let replaces = fixed && table::overlaps(addr, len);
+    let replaces = fixed && table::overlaps(addr as usize, len);
     // SAFETY: the program's arguments (the contract), unchanged.
-    let call =
-        || unsafe { next::slot::mmap.get()(addr as Ptr, len, prot, flags, fd as c_int, off) };
+    let call = || unsafe { next::mmap(addr, len, prot, flags, fd, off) };
     // Over memory already held that the table does not know (a block of
     // glibc's malloc, which glibc unmaps with its own `munmap` when it is
     // freed; a mapping of the program's that was not sampled), the new
     // mapping's pages are that holder's and adds no memory: not tracked,
     // or a freed block would leave it live for ever.
     let kind = match Kind::of(prot, flags) {
-        Some(_) if crossed && fixed && !replaces && table::held_already(addr, len) => None,
+        Some(_) if crossed && fixed && !replaces && table::held_already(addr as usize, len) => None,
         kind => kind,
     };
-    track_new(table::pages(len), kind, crossed, replaces, entry, call)
+    track_new(
+        table::pages(len),
+        kind,
+        crossed,
+        replaces,
+        api.address(),
+        call,
+    )
 }
 
 /// A call that maps `size` bytes of `kind` (None: not tracked) and returns
@@ -120,14 +218,61 @@ pub fn track_new(
     p
 }
 
+/// `munmap`: one that touches no tracked range (`table::overlaps`) goes
+/// straight on. On x86-64 in assembly, as `mmap`: the slot read in the
+/// tail jump; an address at or above every tracked range's is two
+/// instructions and the jump; one that may overlap goes on at
+/// `unmap_checked`.
+#[cfg(target_arch = "x86_64")]
+/// # Safety
+/// As munmap(2).
+#[no_mangle]
+#[unsafe(naked)]
+pub unsafe extern "C" fn munmap(addr: Ptr, len: usize) -> c_int {
+    // SAFETY: a jump to `unmap_checked` (of this same C type) or through
+    // munmap's slot (started at a function, only ever set to one: as
+    // `Next::loaded`), with the arguments and the stack as the caller left
+    // them. The bounds are read as `table::overlaps` does (a relaxed load is
+    // a plain one); a sum that carries saturates, so it is over LOWEST.
+    core::arch::naked_asm!(
+        ".cfi_startproc",
+        "cmp rdi, qword ptr [rip + {highest}]",
+        "jae 2f",
+        "mov rax, rdi",
+        "add rax, rsi",
+        "jc {checked}",
+        "cmp rax, qword ptr [rip + {lowest}]",
+        "ja {checked}",
+        "2:",
+        "jmp qword ptr [rip + {next} + {at}]",
+        ".cfi_endproc",
+        highest = sym table::HIGHEST,
+        lowest = sym table::LOWEST,
+        checked = sym unmap_checked,
+        next = sym next::slot::munmap,
+        at = const crate::sys::dl::SLOT_ADDRESS_AT,
+    )
+}
+
+#[cfg(not(target_arch = "x86_64"))]
 /// # Safety
 /// As munmap(2).
 #[no_mangle]
 #[inline(never)]
 pub unsafe extern "C" fn munmap(addr: Ptr, len: usize) -> c_int {
+    // SAFETY: the program's arguments, unchanged.
+    unsafe { unmap_checked(addr, len) }
+}
+
+/// `munmap` once its range may overlap a tracked one.
+///
+/// # Safety
+/// As munmap(2).
+#[inline(never)]
+unsafe extern "C" fn unmap_checked(addr: Ptr, len: usize) -> c_int {
     if !table::overlaps(addr as usize, len) {
         // SAFETY: the program's arguments, unchanged.
-        return unsafe { next::slot::munmap.get()(addr, len) };
+        return unsafe { next::munmap(addr, len) };
     }
     // SAFETY: the program's arguments, unchanged.
     unsafe { unmap_slow(addr, len) }
@@ -143,7 +288,7 @@ pub unsafe extern "C" fn munmap(addr: Ptr, len: usize) -> c_int {
 unsafe fn unmap_slow(addr: Ptr, len: usize) -> c_int {
     table::with_table(|t| {
         // SAFETY: the program's arguments (the contract), unchanged.
-        let rc = unsafe { next::slot::munmap.get()(addr, len) };
+        let rc = unsafe { next::munmap(addr, len) };
         if rc == 0 {
             t.remove_range(
                 addr as usize,

@@ -219,9 +219,10 @@ static TABLE: SpinLock<Table> = SpinLock::new(Table {
 });
 
 /// Bounds of the tracked ranges (an unsampled `munmap` outside them takes no
-/// lock), and how many thread stacks are tracked; written under `TABLE`.
-static LOWEST: AtomicUsize = AtomicUsize::new(usize::MAX);
-static HIGHEST: AtomicUsize = AtomicUsize::new(0);
+/// lock; read in assembly too, by `hook::mapping`'s naked one), and how many
+/// thread stacks are tracked; written under `TABLE`.
+pub(crate) static LOWEST: AtomicUsize = AtomicUsize::new(usize::MAX);
+pub(crate) static HIGHEST: AtomicUsize = AtomicUsize::new(0);
 pub static THREADS: AtomicUsize = AtomicUsize::new(0);
 /// Samples lost because the table could not grow.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -395,7 +396,9 @@ pub fn overlaps(addr: usize, len: usize) -> bool {
         && addr.saturating_add(len) > LOWEST.load(Ordering::Relaxed)
 }
 
-static PAGE: AtomicUsize = AtomicUsize::new(4096);
+/// The page size (`pages`), read in assembly too (`hook::mapping`'s naked
+/// `mmap`).
+pub(crate) static PAGE: AtomicUsize = AtomicUsize::new(4096);
 
 /// Whether any range is tracked.
 #[inline(always)]
@@ -448,12 +451,15 @@ pub fn init() {
     PAGE.store(crate::sys::process::page_size(), Ordering::Relaxed);
     let allocator = crate::sys::dl::find_object(next::malloc_address() as usize);
     ALLOCATOR_BASE.store(allocator.map_or(0, |o| o.start), Ordering::Relaxed);
+    // Now, not at a first call from inside the allocator (where the
+    // loader's lock must not be taken); mmap's and munmap's slots start at
+    // a trampoline that would look them up then.
     for slot in [
         next::slot::mmap.symbol(),
         next::slot::munmap.symbol(),
         next::slot::mremap.symbol(),
     ] {
-        slot.address();
+        slot.look_up();
     }
     crate::sys::process::at_fork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
 }

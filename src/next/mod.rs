@@ -8,7 +8,9 @@
 //! emulation built on the required ones (optional functions), so the hot
 //! path is one load and an indirect tail call, with no "resolved yet?" test:
 //! they are called through the functions of the same name here
-//! (`next::malloc(size)`). The others are looked up at first use.
+//! (`next::malloc(size)`), or jumped through in assembly
+//! (`sys::dl::SLOT_ADDRESS_AT`). So are `mmap`'s and `munmap`'s, whose
+//! trampolines look them up. The others are looked up at first use.
 //! `hook::entry_points` pairs each slot with the library's definition.
 //!
 //! Below it: `bootstrap`, the arena that serves allocations made while the
@@ -87,6 +89,11 @@ next_definitions! {
         xallocx(p: Ptr, size: usize, extra: usize, flags: c_int) -> usize = emulated::xallocx;
         dallocx(p: Ptr, flags: c_int) -> () = emulated::dallocx;
         sdallocx(p: Ptr, size: usize, flags: c_int) -> () = emulated::sdallocx;
+        // Not the allocator's, but jumped through the same way
+        // (`hook::mapping`); looked up at load (`mapped::table::init`) or at
+        // a first call.
+        mmap(addr: Ptr, len: usize, prot: c_int, flags: c_int, fd: c_int, off: libc::off_t) -> Ptr = first::mmap;
+        munmap(addr: Ptr, len: usize) -> c_int = first::munmap;
     }
     others {
         // C++ (`hook::cxx`): resolved together at the first operator call.
@@ -110,11 +117,9 @@ next_definitions! {
         _ZdaPvmSt11align_val_t(Ptr, usize, Align) -> ();
         _ZdlPvSt11align_val_tRKSt9nothrow_t(Ptr, Align, Nothrow) -> ();
         _ZdaPvSt11align_val_tRKSt9nothrow_t(Ptr, Align, Nothrow) -> ();
-        // Mappings (`mapped`). mremap is variadic in C: its new address,
-        // read only with MREMAP_FIXED, is passed in the fifth argument's
-        // register on x86-64 and aarch64.
-        mmap(Ptr, usize, c_int, c_int, c_int, libc::off_t) -> Ptr;
-        munmap(Ptr, usize) -> c_int;
+        // Mappings (`mapped`; mmap and munmap are above). mremap is variadic
+        // in C: its new address, read only with MREMAP_FIXED, is passed in
+        // the fifth argument's register on x86-64 and aarch64.
         mremap(Ptr, usize, usize, c_int, Ptr) -> Ptr;
         shmat(c_int, *const c_void, c_int) -> Ptr;
         shmdt(*const c_void) -> c_int;
@@ -382,6 +387,31 @@ mod first {
             unsafe { core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, old.min(size)) };
         }
         q
+    }
+
+    /// mmap's and munmap's slots start here until `mapped::table::init`
+    /// looks them up at load: a call before that looks it up now.
+    pub unsafe extern "C" fn mmap(
+        addr: Ptr,
+        len: usize,
+        prot: c_int,
+        flags: c_int,
+        fd: c_int,
+        off: libc::off_t,
+    ) -> Ptr {
+        // SAFETY: `look_up` returns mmap's next definition, of the slot's type.
+        let f: unsafe extern "C" fn(Ptr, usize, c_int, c_int, c_int, libc::off_t) -> Ptr =
+            unsafe { crate::sys::dl::function(slot::mmap.symbol().look_up()) };
+        // SAFETY: the caller's arguments to mmap, unchanged.
+        unsafe { f(addr, len, prot, flags, fd, off) }
+    }
+
+    pub unsafe extern "C" fn munmap(addr: Ptr, len: usize) -> c_int {
+        // SAFETY: `look_up` returns munmap's next definition, of the slot's type.
+        let f: unsafe extern "C" fn(Ptr, usize) -> c_int =
+            unsafe { crate::sys::dl::function(slot::munmap.symbol().look_up()) };
+        // SAFETY: the caller's arguments to munmap, unchanged.
+        unsafe { f(addr, len) }
     }
 
     pub unsafe extern "C" fn posix_memalign(out: *mut Ptr, align: usize, size: usize) -> c_int {

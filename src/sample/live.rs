@@ -23,13 +23,15 @@
 use crate::sys::lock::SpinLock;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-/// A filter slot covers 1 << GRANULE_BITS bytes.
-const GRANULE_BITS: u32 = 8;
+/// A filter slot covers 1 << GRANULE_BITS bytes. The slot of an address is
+/// its low 32 bits shifted right by this (`filter_index`, and the naked
+/// entry points of `hook::alloc`, which read `FILTER` in assembly).
+pub(crate) const GRANULE_BITS: u32 = 8;
 const FILTER_SLOTS: usize = 1 << (32 - GRANULE_BITS);
 const SHARDS: usize = 64;
 const STUCK: u8 = u8::MAX;
 
-static FILTER: Filter = Filter([const { AtomicU8::new(0) }; FILTER_SLOTS]);
+pub(crate) static FILTER: Filter = Filter([const { AtomicU8::new(0) }; FILTER_SLOTS]);
 /// The filter's pages ever written (a bit each), for the library's own
 /// memory in a dump: a written page stays resident.
 const FILTER_PAGES: usize = FILTER_SLOTS / 4096;
@@ -132,7 +134,7 @@ fn hash(p: usize) -> u64 {
 
 /// The filter's slots, page-aligned for `init`'s advice.
 #[repr(C, align(4096))]
-struct Filter([AtomicU8; FILTER_SLOTS]);
+pub(crate) struct Filter([AtomicU8; FILTER_SLOTS]);
 
 /// The filter slot of address `p`: its granule in the low 32 bits.
 #[inline(always)]

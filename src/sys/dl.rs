@@ -168,6 +168,8 @@ pub fn is_own(f: *mut c_void) -> bool {
 /// and its address, looked up at first use (`address`) or stored (the
 /// allocator's start at a trampoline, `next::resolve` fills them; a GOT
 /// rewriter may store what an entry held). The untyped view, for tables.
+/// `repr(C)`: assembly jumps through `addr` (`SLOT_ADDRESS_AT`).
+#[repr(C)]
 pub struct NextSymbol {
     name: &'static CStr,
     addr: AtomicPtr<c_void>,
@@ -202,8 +204,10 @@ impl NextSymbol {
         f
     }
 
+    /// The next definition looked up now, and stored (whatever the slot
+    /// held: a trampoline it started at, for one).
     #[cold]
-    fn look_up(&self) -> *mut c_void {
+    pub fn look_up(&self) -> *mut c_void {
         let f = lookup(Scope::Next, self.name);
         if f.is_null() {
             missing(self.name);
@@ -242,10 +246,18 @@ impl NextSymbol {
 
 /// The next definition of one interposed function, of C type `F` (an
 /// `unsafe extern "C" fn`): the one idiom for calling it, `slot.get()(...)`.
+#[repr(C)]
 pub struct Next<F> {
+    /// First: a `Next` starts with its `NextSymbol` (`SLOT_ADDRESS_AT`).
     symbol: NextSymbol,
     of_type: core::marker::PhantomData<F>,
 }
+
+/// Where in a slot (`Next`, of any type) its function's address lies, for
+/// a jump through it in assembly (`jmp qword ptr [rip + slot + AT]`): the
+/// same plain read as `Next::loaded`, under its contract.
+pub const SLOT_ADDRESS_AT: usize =
+    core::mem::offset_of!(Next<()>, symbol) + core::mem::offset_of!(NextSymbol, addr);
 
 impl<F: Copy> Next<F> {
     /// Looked up at first use.

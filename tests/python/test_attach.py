@@ -15,6 +15,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -23,6 +24,7 @@ import tempfile
 import threading
 import time
 import unittest
+from collections.abc import Iterator
 from pathlib import Path
 
 from harness import HARNESS, LIBRARY, ROOT, Probe, script
@@ -88,6 +90,17 @@ def in_process_output(*args: str) -> tuple[int, str]:
     if code != 0:
         print(out.getvalue(), file=sys.stderr)
     return code, out.getvalue()
+
+
+def signal_masks(pid: int) -> dict[int, str]:
+    """Each thread's blocked signals (SigBlk)."""
+    out = {}
+    for tid in collector_threads(pid):
+        status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        m = re.search(r"^SigBlk:\s*(\w+)$", status, re.M)
+        if m:
+            out[tid] = m.group(1)
+    return out
 
 
 def interposed_names() -> set[bytes]:
@@ -237,6 +250,150 @@ class Attach(unittest.TestCase):
         self.assertTrue(line.endswith(" BAD 0"), line)
 
 
+class Idle(unittest.TestCase):
+    """A process whose every thread waits in a system call and never
+    allocates (c-harness/idle_wait.c): attach loads the library on a thread
+    it borrows in its wait, the wait is restarted by the kernel (no EINTR, no
+    early return), and the leak made afterwards is seen exactly."""
+
+    def attach_idle(self, mode: str, call: str) -> None:
+        churn = Churn("idle_wait", command=[str(HARNESS / "idle_wait"), mode])
+        pid = churn.pid
+        masks = signal_masks(pid)
+        code, out = in_process_output("attach", str(pid), "--period", "1", "--dir", str(churn.probe.dir))
+        self.assertEqual(code, 0, out)
+        # Nothing went through the stub: the library was loaded on a borrowed
+        # thread, in the wait the program is idle in.
+        m = re.search(rf"1 thread stopped ([0-9.]+) ms, then thread (\d+) \(idle in {call}\) held ([0-9.]+) ms", out)
+        assert m, out
+        print(f"\nidle attach ({mode}): 1 thread stopped {m.group(1)} ms, then {call} held {m.group(3)} ms", file=sys.stderr)
+        self.assertIn(int(m.group(2)), masks)
+        # Every thread's mask as it was (the borrowed one's too).
+        self.assertEqual({t: v for t, v in signal_masks(pid).items() if t in masks}, masks)
+        churn.probe.write("leak 8\n")
+        churn.probe.expect("LEAKED")
+        code, out = in_process_output("dump", str(pid))
+        self.assertEqual(code, 0, out)
+        path = out.splitlines()[0]
+        self.assertIn((8, 8 << 20), rows(path))
+        report = script("report", path, "--focus", "leak_here")
+        self.assertIn("8.0 MiB", report.stdout)
+        churn.probe.write("report\n")
+        line = churn.probe.expect("WAITS")
+        waits, eintr, early, clobbered, _ = (int(x) for x in re.findall(r"\d+", line))
+        # No wait failed with EINTR or returned before its time; xmm0 kept.
+        self.assertEqual((eintr, early, clobbered), (0, 0, 0), line)
+        self.assertGreater(waits, 0, line)
+        self.assertEqual(in_process("detach", str(pid)), 0)
+        churn.probe.write("quit\n")
+        churn.probe.expect("EXIT")
+        self.assertEqual(churn.probe.finish(), 0)
+
+    def test_signal_while_borrowed(self) -> None:
+        """Borrowing a thread again once the library is loaded loads nothing
+        (the stub's one claim: whichever way comes second does nothing); a
+        signal with a handler sent to the thread while it is held is not
+        lost: put back, its wait fails with EINTR and the handler runs, once,
+        as without us (a pipe's read: a call the kernel restarts unless a
+        handler runs, so a restart done by hand would lose the EINTR)."""
+        churn = Churn("idle_wait", command=[str(HARNESS / "idle_wait"), "pipe"])
+        pid = churn.pid
+        done = attach.attach(pid, str(LIBRARY), {"LEAKPROBE_DIR": str(churn.probe.dir)}, 5.0)
+        self.assertIn("borrowed", done)
+        threads = collector_threads(pid)
+        sent = []
+
+        def signal_it(tid: int) -> None:
+            self.assertEqual(attach.libc.syscall(234, pid, tid, signal.SIGURG), 0)  # tgkill
+            sent.append(tid)
+
+        mem = attach.Memory(pid)
+        try:
+            again = attach.hijack(pid, mem, int(done["stub"]), int(done["restorer"]), signal_it)
+        finally:
+            os.close(mem.fd)
+        assert again is not None
+        self.assertFalse(again["won"], "loaded once")
+        self.assertEqual(len(sent), 1)
+        self.assertEqual(collector_threads(pid), threads, "no second collector thread")
+        churn.probe.write("report\n")
+        line = churn.probe.expect("WAITS")
+        _, eintr, early, clobbered, handled = (int(x) for x in re.findall(r"\d+", line))
+        self.assertEqual((eintr, handled, early, clobbered), (1, 1, 0, 0), line)
+        self.assertEqual(in_process("detach", str(pid)), 0)
+        churn.probe.write("quit\n")
+        churn.probe.expect("EXIT")
+        self.assertEqual(churn.probe.finish(), 0)
+
+    def test_never_in_a_signal_handler(self) -> None:
+        """A thread waiting inside a signal handler (one that interrupted
+        malloc would hold its lock) is never borrowed, though its pipe read
+        ranks first: the thread sleeping beside it is."""
+        self.attach_idle("handler", "nanosleep")
+
+    def test_idle_in_nanosleep(self) -> None:
+        """nanosleep, restarted from the kernel's restart block."""
+        self.attach_idle("sleep", "nanosleep")
+
+    def test_idle_in_pipe_read(self) -> None:
+        self.attach_idle("pipe", "read")
+
+    def test_idle_in_epoll_wait(self) -> None:
+        """A call a ptrace stop makes fail with EINTR: restarted instead."""
+        self.attach_idle("epoll", "epoll_wait")
+
+
+SLEEPER = """
+import sys, time
+print("READY", flush=True)
+t = time.monotonic()
+time.sleep(2)
+print("SLEPT", time.monotonic() - t, flush=True)
+sys.stdin.readline()
+"""
+
+
+class IdleOthers(unittest.TestCase):
+    """Programs nobody here wrote, idle when attached."""
+
+    def test_python3_in_time_sleep(self) -> None:
+        """Debian's python3 in time.sleep (clock_nanosleep to an absolute
+        time): never calls malloc while it sleeps, so the library is loaded
+        on its one thread, in its sleep, which still lasts as asked."""
+        python = "/usr/bin/python3"
+        if not os.path.exists(python):
+            self.skipTest("no /usr/bin/python3")
+        churn = Churn(command=[python, "-c", SLEEPER])
+        code, out = in_process_output("attach", str(churn.pid), "--dir", str(churn.probe.dir))
+        self.assertEqual(code, 0, out)
+        self.assertRegex(out, rf"then thread {churn.pid} \(idle in clock_nanosleep\) held [0-9.]+ ms")
+        slept = float(churn.probe.expect("SLEPT").split()[1])
+        self.assertGreaterEqual(slept, 2.0)
+        self.assertEqual(in_process("detach", str(churn.pid)), 0)
+        churn.probe.write("quit\n")
+        self.assertEqual(churn.probe.finish(), 0)
+
+    def test_idle_redis(self) -> None:
+        """An idle redis-server (a 10 Hz timer in epoll_wait): attached by
+        either path (said, and printed), dumped, detached, exits 0."""
+        server, cli_ = shutil.which("redis-server"), shutil.which("redis-cli")
+        if not (server and cli_):
+            self.skipTest("redis-server or redis-cli not installed (scripts/install-deps)")
+        with redis_server(self, server, cli_) as (redis, query, where):
+            pid = str(redis.pid)
+            code, out = in_process_output("attach", pid, "--period", "4096", "--dir", str(where))
+            self.assertEqual(code, 0, out)
+            borrowed = re.search(r"then thread \d+ \(idle in (\w+)\)", out)
+            path_won = f"a borrowed thread in {borrowed.group(1)}" if borrowed else "a call through the GOT"
+            print(f"\nidle redis-server: attached by {path_won}", file=sys.stderr)
+            code, out = in_process_output("dump", pid)
+            self.assertEqual(code, 0, out)
+            self.assertEqual(in_process("detach", pid), 0)
+            self.assertEqual(subprocess.run([*query, "set", "k", "v"], capture_output=True, text=True).stdout.strip(), "OK")
+            subprocess.run([*query, "shutdown", "nosave"], capture_output=True, check=False)
+            self.assertEqual(redis.wait(timeout=60), 0)
+
+
 PYTHON = """
 import sys, threading
 def churn():
@@ -281,21 +438,9 @@ class Redis(unittest.TestCase):
         server, bench, cli_ = (shutil.which(p) for p in ("redis-server", "redis-benchmark", "redis-cli"))
         if not (server and bench and cli_):
             self.skipTest("redis-server, redis-benchmark or redis-cli not installed (scripts/install-deps)")
-        where = Path(tempfile.mkdtemp(prefix="leakprobe-redis-"))
-        port = free_port()
-        log = open(where / "redis.out", "w")  # noqa: SIM115 - lives as long as the server
-        redis = subprocess.Popen(
-            [server, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(where)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"},
-        )
-        try:
-            query = [cli_, "-p", str(port)]
-            while subprocess.run([*query, "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
-                self.assertIsNone(redis.poll(), "redis-server ended")
+        with redis_server(self, server, cli_) as (redis, query, where):
             load = subprocess.Popen(
-                [bench, "-p", str(port), "-n", "60000", "-c", "10", "-r", "100000", "-t", "set,get", "-q"],
+                [bench, *query[1:], "-n", "60000", "-c", "10", "-r", "100000", "-t", "set,get", "-q"],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -321,11 +466,6 @@ class Redis(unittest.TestCase):
             self.assertNotIn("rror", output)
             subprocess.run([*query, "shutdown", "nosave"], capture_output=True, check=False)
             self.assertEqual(redis.wait(timeout=60), 0)
-        finally:
-            if redis.poll() is None:
-                redis.kill()
-                redis.wait()
-            log.close()
 
 
 class Jvm(unittest.TestCase):
@@ -428,6 +568,31 @@ class Named(unittest.TestCase):
                 named.kill()
                 named.wait()
             log.close()
+
+
+@contextlib.contextmanager
+def redis_server(test: unittest.TestCase, server: str, cli_: str) -> Iterator[tuple[subprocess.Popen[bytes], list[str], Path]]:
+    """redis-server started without the library, answering PING: the process,
+    the redis-cli command that reaches it, its directory; killed at the end
+    if it still runs."""
+    where = Path(tempfile.mkdtemp(prefix="leakprobe-redis-"))
+    port = free_port()
+    with open(where / "redis.out", "w") as log:
+        redis = subprocess.Popen(
+            [server, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(where)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"},
+        )
+        try:
+            query = [cli_, "-p", str(port)]
+            while subprocess.run([*query, "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
+                test.assertIsNone(redis.poll(), "redis-server ended")
+            yield redis, query, where
+        finally:
+            if redis.poll() is None:
+                redis.kill()
+                redis.wait()
 
 
 def free_port() -> int:

@@ -295,6 +295,22 @@ class Exact(unittest.TestCase):
         finally:
             (self.dir / "exact").unlink()
 
+    def test_pprof_drops_frame_0_from_the_raw_dump(self) -> None:
+        # Go's pprof names a frame only from its DWARF: every entry point
+        # that a sample names as frame 0 must have some (a naked function
+        # has none, and would stay as [libleakprobe.so], holding the bytes).
+        shutil.copy(self.dir / "moved-away", self.dir / "exact")
+        try:
+            space = top(self.dump, "inuse_space")
+        finally:
+            (self.dir / "exact").unlink()
+        sites = ("site_malloc", "site_calloc", "site_realloc", "site_posix_memalign", "site_memalign")
+        sites += ("site_aligned_alloc", "site_valloc", "site_new_object", "site_new_array")
+        for site in sites:
+            flat, cum = space[site]
+            self.assertTrue(flat > 0 and flat == cum, f"{site} is a leaf: {space}")
+        self.assertFalse([f for f, (flat, _) in space.items() if "leakprobe" in f and flat], space)
+
     def test_allocator_frames_dropped_or_kept(self) -> None:
         for profile, leaf in ((self.profile, "site_malloc"), (self.kept, "malloc")):
             d = decode(profile)

@@ -338,6 +338,23 @@ class Watch(unittest.TestCase):
         self.stop(proc)
         self.assertEqual(probe.finish(), 0)
 
+    def test_sigterm_while_a_dump_is_awaited_ends_it_at_once(self) -> None:
+        """A stopped process never answers; SIGTERM ends the wait (up to
+        --dump-timeout otherwise) and the watch, exit 0."""
+        server = StandIn()
+        probe = Probe("exact", env={"LEAKPROBE_SAMPLE": "4096"})
+        probe.expect("READY")
+        os.kill(probe.proc.pid, signal.SIGSTOP)
+        self.addCleanup(lambda: probe.proc.poll() is None and os.kill(probe.proc.pid, signal.SIGCONT))
+        proc, lines = self.watch(str(probe.proc.pid), "--every", "1", "--dump-timeout", "600", "--pyroscope", server.url)
+        self.line(lines, f"watching process {probe.proc.pid}")  # said as its request goes out
+        asked = time.monotonic()
+        self.stop(proc)
+        self.assertLess(time.monotonic() - asked, 5.0)
+        self.assertEqual(server.received, [])
+        os.kill(probe.proc.pid, signal.SIGCONT)
+        self.assertEqual(probe.finish(), 0)
+
     def test_a_process_without_the_library_is_one_line_and_exit_1(self) -> None:
         server = StandIn()
         bystander = subprocess.Popen(["sleep", "60"])

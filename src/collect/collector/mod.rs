@@ -112,7 +112,11 @@ pub fn thread_id(timeout: Duration) -> Option<i32> {
         if NO_THREAD.load(Ordering::Relaxed) || crate::sys::clock::monotonic() > deadline {
             return None;
         }
-        crate::sys::clock::sleep(Duration::from_millis(1));
+        // A futex wait, not a sleep: this may run on a thread that
+        // `scripts/leakprobe attach` borrowed in the middle of the program's
+        // own `nanosleep`, which the kernel restarts afterwards from the
+        // thread's restart block, and `nanosleep` would reset that block.
+        crate::sys::raw::futex_wait(THREAD_ID.as_ptr().cast::<u32>(), 0, 1);
     }
 }
 
