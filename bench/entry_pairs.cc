@@ -9,7 +9,9 @@
  *            when the allocator has none)
  *   rallocx: mallocx + rallocx 16 bytes larger + sdallocx (the same)
  *   new:     operator new + sized operator delete (what `delete p` is)
- *   mmap:    an anonymous private page mapped and unmapped */
+ *   mmap:    an anonymous private page mapped and unmapped
+ *   usable:  malloc + malloc_usable_size + free (redis asks after every
+ *            allocation and before every free, for its accounting) */
 #include <dlfcn.h>
 #include <malloc.h>
 #include <sys/mman.h>
@@ -65,6 +67,10 @@ int main(int argc, char **argv) {
             if (!mallocx || !sdallocx) return 3;
             p = mallocx(n, 0);
             sdallocx(p, n, 0);
+        } else if (!strcmp(w, "usable")) {
+            p = malloc(n);
+            sum += malloc_usable_size(p) & 1;
+            free(p);
         } else if (!strcmp(w, "new")) {
             p = ::operator new(n);
             ::operator delete(p, n);
