@@ -350,6 +350,22 @@ pub unsafe extern "C" fn xallocx(p: Ptr, size: usize, extra: usize, flags: c_int
 #[no_mangle]
 #[inline(never)]
 pub unsafe extern "C" fn malloc_usable_size(p: Ptr) -> usize {
+    if bootstrap::ever_used() {
+        // SAFETY: the program's argument, unchanged.
+        return unsafe { usable_size_checked(p) };
+    }
+    // SAFETY: the program's arguments to this same C function, unchanged.
+    unsafe { next::malloc_usable_size(p) }
+}
+
+/// `malloc_usable_size` once the bootstrap arena handed out a block: it
+/// answers for its own.
+///
+/// # Safety
+/// As `malloc_usable_size`.
+#[cold]
+#[inline(never)]
+unsafe fn usable_size_checked(p: Ptr) -> usize {
     if bootstrap::owns(p) {
         // SAFETY: a block inside the arena was handed out by it.
         return unsafe { bootstrap::size_of(p) };

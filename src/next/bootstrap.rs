@@ -57,6 +57,15 @@ pub fn owns(p: *const c_void) -> bool {
     (p as usize).wrapping_sub(base()) < SIZE
 }
 
+/// Whether any block was ever handed out: in most programs none (`malloc`'s
+/// next definition is known before any lookup that could fail and allocate
+/// its message), so `malloc_usable_size`, which redis calls around every
+/// allocation, tests one word instead of the range. A block is handed out
+/// after `USED` moved, so whoever holds one sees it moved.
+pub fn ever_used() -> bool {
+    USED.load(Ordering::Relaxed) != 0
+}
+
 /// The size requested for a block of this arena.
 ///
 /// # Safety

@@ -211,6 +211,11 @@ pub fn resolve() -> bool {
     ] {
         required_slot.store(required(required_slot));
     }
+    // Now, before the optional lookups: a lookup that fails allocates its
+    // message, which then comes from the next allocator, not the bootstrap
+    // arena (its free, calloc and realloc are set above). An arena that never
+    // handed out a block keeps `malloc_usable_size` at one test.
+    slot::malloc.symbol().store(malloc);
     // Optional functions are taken only from the object that provides malloc:
     // mixing, say, glibc's pvalloc with jemalloc's free would corrupt the heap.
     let optional: [&NextSymbol; 10] = [
@@ -230,7 +235,6 @@ pub fn resolve() -> bool {
             slot.store(f.cast());
         }
     }
-    slot::malloc.symbol().store(malloc);
     STATE.store(READY, Ordering::Release);
     true
 }

@@ -32,7 +32,8 @@ ADDED_PER_PAIR = {"glibc": 10.0, "jemalloc": 10.0}
 # (glibc's aligned allocations move with the heap's layout), and an
 # anonymous page mapped and unmapped (the kernel's work is not counted; the
 # library's is 13 exactly, and jemalloc's own purges, timed, go through the
-# hooked munmap too: 12.8 to 13.5 in runs over it).
+# hooked munmap too: 12.8 to 13.5 in runs over it); and malloc +
+# malloc_usable_size + free (redis asks around every allocation).
 ADDED_PER_ENTRY_PAIR = {
     ("calloc", "glibc"): 13.1,
     ("calloc", "jemalloc"): 13.1,
@@ -42,6 +43,8 @@ ADDED_PER_ENTRY_PAIR = {
     ("mallocx", "jemalloc"): -8.1,
     ("mmap", "glibc"): 13.0,
     ("mmap", "jemalloc"): 13.3,
+    ("usable", "glibc"): 14.0,
+    ("usable", "jemalloc"): 14.2,
 }
 PER_SAMPLE_FAST = 1014
 # Callgrind is exact for one binary and input; what moves is the allocator's
