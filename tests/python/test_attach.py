@@ -353,6 +353,18 @@ sys.stdin.readline()
 """
 
 
+# Closes its stderr and opens a file of its own, which takes descriptor 2.
+FD2_OWN_FILE = """
+import os, sys
+os.close(2)
+assert os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) == 2
+os.write(2, b"RECORD 1\\n")
+print("READY", flush=True)
+sys.stdin.readline()
+os.write(2, b"RECORD 2\\n")
+"""
+
+
 class IdleOthers(unittest.TestCase):
     """Programs nobody here wrote, idle when attached."""
 
@@ -372,6 +384,25 @@ class IdleOthers(unittest.TestCase):
         self.assertEqual(in_process("detach", str(churn.pid)), 0)
         churn.probe.write("quit\n")
         self.assertEqual(churn.probe.finish(), 0)
+
+    def test_stderr_reused_by_the_program(self) -> None:
+        """Debian's python3 that closed its stderr and opened a file of its
+        own, which took descriptor 2: attached, dumped and detached, the
+        library writes none of its lines there (they are in its log)."""
+        python = "/usr/bin/python3"
+        if not os.path.exists(python):
+            self.skipTest("no /usr/bin/python3")
+        data = Path(tempfile.mkdtemp(prefix="leakprobe-fd2-")) / "records"
+        churn = Churn(command=[python, "-c", FD2_OWN_FILE, str(data)])
+        pid = str(churn.pid)
+        self.assertEqual(in_process("attach", pid, "--dir", str(churn.probe.dir)), 0)
+        code, out = in_process_output("dump", pid)
+        self.assertEqual(code, 0, out)
+        self.assertEqual(in_process("detach", pid), 0)
+        churn.probe.write("quit\n")
+        self.assertEqual(churn.probe.finish(), 0)
+        self.assertEqual(data.read_text(), "RECORD 1\nRECORD 2\n")
+        self.assertRegex((churn.probe.dir / f"leakprobe.{pid}.log").read_text(), r"detached: \d+ GOT entries restored")
 
     def test_idle_redis(self) -> None:
         """An idle redis-server (a 10 Hz timer in epoll_wait): attached by
