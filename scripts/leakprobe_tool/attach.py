@@ -36,7 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import argtypes, dumpcmd, record
+from . import argtypes, dumpcmd, dumpfile, record
 
 LIBRARY = dumpcmd.LIBRARY
 DETACH_TAG = 0x44455441  # "DETA", src/collect/signal.rs DETACH_TAG
@@ -1095,6 +1095,11 @@ def run_attach(args: argparse.Namespace) -> int:
         print("leakprobe: --dir must be absolute (as the process sees it), without a newline or a comma", file=sys.stderr)
         return 1
     settings["LEAKPROBE_DIR"] = directory
+    # Loaded before (attached, then detached): the settings of its first
+    # attach stay, whatever these say.
+    before = None
+    with contextlib.suppress(dumpcmd.Refused, OSError):
+        before = published(args.pid)
     try:
         done = attach(args.pid, args.library, settings, args.timeout)
     except (Refused, dumpcmd.Refused) as e:
@@ -1108,13 +1113,28 @@ def run_attach(args: argparse.Namespace) -> int:
         if done.get("jvm")
         else f"{done['threads']} {'thread' if done['threads'] == 1 else 'threads'} stopped {done['stop_ms']:.1f} ms"
     )
+    period = f"{args.period or 524288} bytes"
+    if before is not None:
+        period = "as at the first attach"
+        given = ["--period"] if args.period else []
+        now = published(args.pid)
+        if now is not None:
+            given += ["--dir"] if args.dir and os.fsencode(args.dir) != now.dir else []
+            given += ["--signal"] if args.signal and sig != now.signal else []
+            directory, done["signal"] = os.fsdecode(now.dir), now.signal
+        if given:
+            print(
+                f"leakprobe: process {args.pid} was attached before: the settings of its first attach stay "
+                f"({', '.join(given)} not taken)",
+                file=sys.stderr,
+            )
     borrowed = done.get("borrowed")
     if isinstance(borrowed, dict):
         # The process was idle: the library was loaded on a thread that
         # waited in a system call, held for this long (its call restarted).
         how += f", then thread {borrowed['tid']} (idle in {borrowed['call']}) held {borrowed['ms']:.1f} ms to load the library"
     print(
-        f"attached to process {args.pid}: sample period {args.period or 524288} bytes, dumps in {directory}, "
+        f"attached to process {args.pid}: sample period {period}, dumps in {dumpfile.shown(directory)}, "
         f"signal {dumpcmd.signal_name(int(done.get('signal', sig)))} (to thread {done['collector']}); {how}"
     )
     return 0

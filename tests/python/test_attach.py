@@ -233,6 +233,28 @@ class Attach(unittest.TestCase):
         self.assertEqual(code, 0)
         self.assertEqual(line, self.reference)
 
+    def test_second_attach_says_the_first_settings(self) -> None:
+        """Attached again after a detach, the library keeps its first
+        attach's settings: the line says those (not the options given this
+        time), the options it did not take are named, and the dump goes
+        where the line says."""
+        churn = Churn()
+        pid, where = str(churn.pid), str(churn.probe.dir)
+        elsewhere = tempfile.mkdtemp(prefix="leakprobe-elsewhere-")
+        self.assertEqual(in_process("attach", pid, "--period", "65536", "--dir", where), 0)
+        self.assertEqual(in_process("detach", pid), 0)
+        code, out = in_process_output("attach", pid, "--period", "4096", "--dir", elsewhere)
+        self.assertEqual(code, 0, out)
+        self.assertIn(f"sample period as at the first attach, dumps in {where},", out)
+        self.assertIn("settings of its first attach stay (--period, --dir not taken)", out)
+        code, out = in_process_output("dump", pid)
+        self.assertEqual(code, 0, out)
+        self.assertTrue(out.startswith(f"{where}/leakprobe.{pid}."), out)
+        self.assertEqual(os.listdir(elsewhere), [])
+        self.assertEqual(in_process("detach", pid), 0)
+        code, _ = churn.finish()
+        self.assertEqual(code, 0)
+
     def test_stop_time_of_16_threads(self) -> None:
         churn = Churn("attach_churn16")
         code, out = in_process_output("attach", str(churn.pid), "--dir", str(churn.probe.dir))
