@@ -848,8 +848,52 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
         cancel(pid, mem, base, slots)
         raise Refused(f"process {pid}: {stopped.failed[0]}; the stub disarmed")
 
-    # Running again: wait for a thread to pass through the stub; if none has
-    # after IDLE_WAIT, load on one that waits in an idle system call.
+    # Running again: wait for a thread to pass through the stub. Interrupted
+    # (^C), the stub is disarmed unless a thread claimed it: a stub left armed
+    # would load the library at the next call, after the user gave up.
+    try:
+        state, borrowed = wait_loaded(pid, mem, base, slots, restorer, timeout)
+    except KeyboardInterrupt:
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_OFF)
+        try:
+            # (Or cancelled already, by a borrowing the ^C ended.)
+            if cancel(pid, mem, base, slots) or struct.unpack("<I", mem.read(base + DATA + STATE, 4))[0] == CANCELLED:
+                raise Refused(f"interrupted: nothing loaded in process {pid}, every GOT entry put back") from None
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        raise Refused(
+            f"interrupted while the library loaded in process {pid}: it completes the attach on its own "
+            "(`leakprobe detach` undoes it)"
+        ) from None
+    if state == ARMED:
+        raise Refused(
+            f"no thread of process {pid} called malloc, free or their kin within {timeout:g} s: "
+            "nothing loaded, every GOT entry put back (the stub's 1 MiB area stays mapped, unused)"
+        )
+    if state == FAILED:
+        err = mem.word(base + DATA + ERROR)
+        why = mem.cstr(err, 512).decode(errors="replace") if err else "unknown"
+        cancel(pid, mem, base, slots, force=True)
+        raise Refused(f"dlopen failed in process {pid}: {why!r}; every GOT entry put back")
+    result = mem.word(base + DATA + RESULT)
+    result = result - 2**64 if result >= 2**63 else result
+    if result < 0:
+        why = {-1: "it is preloaded", -2: "already attached", -3: "no collector thread"}.get(int(result), result)
+        raise Refused(f"the library refused to attach ({why})")
+    out: dict[str, object] = {"stop_ms": stop_ms, "collector": result, "entries": len(slots), "threads": threads}
+    out |= {"stub": base, "restorer": restorer}
+    if borrowed is not None and borrowed["won"]:
+        out["borrowed"] = borrowed
+    return out
+
+
+def wait_loaded(
+    pid: int, mem: Memory, base: int, slots: list[tuple[int, bytes]], restorer: int, timeout: float
+) -> tuple[int, dict[str, object] | None]:
+    """Waits for a thread to pass through the stub; if none has after
+    IDLE_WAIT, loads on one that waits in an idle system call. The stub's
+    state at the end (DONE, FAILED, or ARMED if cancelled after `timeout`),
+    and the borrowed thread, if any."""
     deadline = time.monotonic() + timeout
     borrowed = None
     look = time.monotonic() + IDLE_WAIT
@@ -875,26 +919,7 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
         if late and time.monotonic() > deadline + LOAD_TIMEOUT:
             raise Refused(f"the library has been loading in process {pid} for {LOAD_TIMEOUT:g} s; not waiting")
         time.sleep(0.001)
-    if state == ARMED:
-        raise Refused(
-            f"no thread of process {pid} called malloc, free or their kin within {timeout:g} s: "
-            "nothing loaded, every GOT entry put back (the stub's 1 MiB area stays mapped, unused)"
-        )
-    if state == FAILED:
-        err = mem.word(base + DATA + ERROR)
-        why = mem.cstr(err, 512).decode(errors="replace") if err else "unknown"
-        cancel(pid, mem, base, slots, force=True)
-        raise Refused(f"dlopen failed in process {pid}: {why!r}; every GOT entry put back")
-    result = mem.word(base + DATA + RESULT)
-    result = result - 2**64 if result >= 2**63 else result
-    if result < 0:
-        why = {-1: "it is preloaded", -2: "already attached", -3: "no collector thread"}.get(int(result), result)
-        raise Refused(f"the library refused to attach ({why})")
-    out: dict[str, object] = {"stop_ms": stop_ms, "collector": result, "entries": len(slots), "threads": threads}
-    out |= {"stub": base, "restorer": restorer}
-    if borrowed is not None and borrowed["won"]:
-        out["borrowed"] = borrowed
-    return out
+    return state, borrowed
 
 
 def stop_one(pid: int, mem: Memory, candidates: list[int]) -> tuple[Stopped, int]:

@@ -92,6 +92,17 @@ def in_process_output(*args: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+def stub_mapped(pid: int) -> bool:
+    """An anonymous page of code in the process: the attach stub's."""
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 5 and fields[1] == "r-xp":
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if hi - lo == 0x1000:
+                return True
+    return False
+
+
 def signal_masks(pid: int) -> dict[int, str]:
     """Each thread's blocked signals (SigBlk)."""
     out = {}
@@ -387,6 +398,21 @@ os.write(2, b"RECORD 2\\n")
 """
 
 
+# One thread, waiting in a futex (a lock acquired twice): never borrowed,
+# never calls malloc until SIGUSR1, whose handler prints and exits.
+FUTEX_ONLY = """
+import signal, sys, threading
+def woke(*_):
+    print("WOKE", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGUSR1, woke)
+lock = threading.Lock()
+lock.acquire()
+print("READY", flush=True)
+lock.acquire()
+"""
+
+
 class IdleOthers(unittest.TestCase):
     """Programs nobody here wrote, idle when attached."""
 
@@ -425,6 +451,46 @@ class IdleOthers(unittest.TestCase):
         self.assertEqual(churn.probe.finish(), 0)
         self.assertEqual(data.read_text(), "RECORD 1\nRECORD 2\n")
         self.assertRegex((churn.probe.dir / f"leakprobe.{pid}.log").read_text(), r"detached: \d+ GOT entries restored")
+
+    def test_interrupted_while_waiting(self) -> None:
+        """^C while attach waits for a safe moment (Debian's python3, its one
+        thread in a futex): one line, the stub disarmed and every GOT entry
+        put back, so the program's next malloc loads nothing."""
+        python = "/usr/bin/python3"
+        if not os.path.exists(python):
+            self.skipTest("no /usr/bin/python3")
+        churn = Churn(command=[python, "-c", FUTEX_ONLY])
+        pid = churn.pid
+        self.assertFalse(stub_mapped(pid))
+        injector = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "scripts/leakprobe"),
+                "attach",
+                str(pid),
+                "--dir",
+                str(churn.probe.dir),
+                "--timeout",
+                "60",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # Armed: the stub mapped (an anonymous page of code) and the stop over.
+        deadline = time.monotonic() + 60
+        while not (stub_mapped(pid) and attach.status(pid).get("TracerPid") == "0"):
+            self.assertLess(time.monotonic(), deadline, "the stub never appeared")
+            self.assertIsNone(injector.poll(), "attach ended before it armed the stub")
+            time.sleep(0.01)
+        injector.send_signal(signal.SIGINT)
+        out, err = injector.communicate(timeout=60)
+        self.assertEqual((injector.returncode, out), (1, ""), err)
+        self.assertEqual(err.splitlines(), [f"leakprobe: interrupted: nothing loaded in process {pid}, every GOT entry put back"])
+        os.kill(pid, signal.SIGUSR1)  # its handler allocates through the GOT
+        churn.probe.expect("WOKE")
+        self.assertEqual(churn.probe.finish(), 0)
+        self.assertEqual(list(churn.probe.dir.glob("leakprobe.*.log")), [], "the library was loaded")
 
     def test_idle_redis(self) -> None:
         """An idle redis-server (a 10 Hz timer in epoll_wait): attached by
