@@ -465,7 +465,7 @@ class Stopped:
                     break
                 if os.WSTOPSIG(st) in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL):
                     raise Refused(f"the injected code faulted in thread {tid} ({signal.Signals(os.WSTOPSIG(st)).name})")
-                ptrace(PTRACE_SYSCALL, tid, 0, 0)  # another stop: not ours
+                ptrace(PTRACE_SYSCALL, tid, 0, passed_on(st))  # another stop: not ours
         rax = self.regs(tid).rax
         return rax - 2**64 if rax >= 2**63 else rax
 
@@ -486,7 +486,7 @@ class Stopped:
                 return
             if os.WSTOPSIG(st) in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
                 raise Refused(f"the injected code faulted in thread {tid} ({signal.Signals(os.WSTOPSIG(st)).name})")
-            ptrace(PTRACE_CONT, tid, 0, 0)  # a stop of ours (a syscall exit): on to the interrupt
+            ptrace(PTRACE_CONT, tid, 0, passed_on(st))  # a syscall exit of ours, or a SIGSTOP: on to the interrupt
 
     def put_back(self, tid: int) -> None:
         """The thread's registers, extended state and mask as at its first
@@ -535,6 +535,15 @@ class Stopped:
     def resume(self) -> None:
         for tid in list(self.threads):
             self.release(tid)
+
+
+def passed_on(st: int) -> int:
+    """The signal to let through when a thread of ours is resumed from a
+    stop that is not ours: that of a signal-delivery-stop (every signal is
+    blocked on it while it runs our code, so only SIGSTOP, which cannot be:
+    passed on, it starts the group stop it would have without us; dropped,
+    the process would never stop), none from any other stop."""
+    return os.WSTOPSIG(st) if st >> 16 == 0 and os.WSTOPSIG(st) != signal.SIGTRAP | 0x80 else 0
 
 
 def alive_thread(tid: int) -> bool:
@@ -725,7 +734,7 @@ def park_wait(pid: int, tid: int, mem: Memory, base: int) -> None:
             sig = os.WSTOPSIG(st)
             if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
                 raise Refused(f"loading the library faulted in thread {tid} ({signal.Signals(sig).name})")
-            ptrace(PTRACE_CONT, tid, 0, 0)  # a group stop: ours to hold
+            ptrace(PTRACE_CONT, tid, 0, passed_on(st))  # a group stop (ours to hold; it rejoins it when let go), a SIGSTOP
             continue
         call = waiting_in(pid, tid)
         if call and call[0] == SYS["pause"] and call[-1] == park:

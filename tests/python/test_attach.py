@@ -358,6 +358,42 @@ class Idle(unittest.TestCase):
         churn.probe.expect("EXIT")
         self.assertEqual(churn.probe.finish(), 0)
 
+    def test_sigstop_while_borrowed(self) -> None:
+        """SIGSTOP sent to a borrowed thread while it is held (the one signal
+        its blocked mask cannot hold off) stops the process once it is let
+        go, as without us (the injector resumed it with no signal, and the
+        process never stopped); SIGCONT, and its waits go on untouched."""
+        churn = Churn("idle_wait", command=[str(HARNESS / "idle_wait"), "pipe"])
+        pid = churn.pid
+        done = attach.attach(pid, str(LIBRARY), {"LEAKPROBE_DIR": str(churn.probe.dir)}, 5.0)
+        self.assertIn("borrowed", done)
+
+        def stop_it(tid: int) -> None:
+            self.assertEqual(attach.libc.syscall(234, pid, tid, signal.SIGSTOP), 0)  # tgkill
+
+        mem = attach.Memory(pid)
+        try:
+            again = attach.hijack(pid, mem, int(done["stub"]), int(done["restorer"]), stop_it)
+        finally:
+            os.close(mem.fd)
+        self.assertIsNotNone(again)
+        deadline = time.monotonic() + 10
+        while attach.status(pid)["State"][0] != "T":
+            self.assertLess(time.monotonic(), deadline, "the SIGSTOP was lost: the process never stopped")
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGCONT)
+        churn.probe.write("report\n")
+        line = churn.probe.expect("WAITS")
+        _, eintr, early, clobbered, _ = (int(x) for x in re.findall(r"\d+", line))
+        # The pipe reads are restarted; the main thread's epoll_wait fails
+        # with EINTR after a stop, as without us (signal(7)).
+        self.assertEqual((early, clobbered), (0, 0), line)
+        self.assertLessEqual(eintr, 1, line)
+        self.assertEqual(in_process("detach", str(pid)), 0)
+        churn.probe.write("quit\n")
+        churn.probe.expect("EXIT")
+        self.assertEqual(churn.probe.finish(), 0)
+
     def test_never_in_a_signal_handler(self) -> None:
         """A thread waiting inside a signal handler (one that interrupted
         malloc would hold its lock) is never borrowed, though its pipe read
