@@ -1148,10 +1148,13 @@ def run_attach(args: argparse.Namespace) -> int:
         else f"{done['threads']} {'thread' if done['threads'] == 1 else 'threads'} stopped {done['stop_ms']:.1f} ms"
     )
     period = f"{args.period or 524288} bytes"
+    now = published(args.pid)
+    if now is not None and now.refusal:
+        # Said now rather than at the first dump (a directory it cannot use).
+        print(f"leakprobe: process {args.pid} refuses every dump: {dumpfile.shown(now.refusal)}", file=sys.stderr)
     if before is not None:
         period = "as at the first attach"
         given = ["--period"] if args.period else []
-        now = published(args.pid)
         if now is not None:
             given += ["--dir"] if args.dir and os.fsencode(args.dir) != now.dir else []
             given += ["--signal"] if args.signal and sig != now.signal else []

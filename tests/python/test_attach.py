@@ -266,6 +266,19 @@ class Attach(unittest.TestCase):
         code, _ = churn.finish()
         self.assertEqual(code, 0)
 
+    def test_unusable_directory_said_at_once(self) -> None:
+        """A dump directory the library cannot use is said by attach itself
+        (the record's refusal), not only at the first dump."""
+        churn = Churn()
+        pid = str(churn.pid)
+        missing = str(churn.probe.dir / "missing")
+        code, out = in_process_output("attach", pid, "--dir", missing)
+        self.assertEqual(code, 0, out)
+        self.assertIn(f"leakprobe: process {pid} refuses every dump: dump directory {missing}: No such file", out)
+        self.assertEqual(in_process("detach", pid), 0)
+        code, _ = churn.finish()
+        self.assertEqual(code, 0)
+
     def test_stop_time_of_16_threads(self) -> None:
         churn = Churn("attach_churn16")
         code, out = in_process_output("attach", str(churn.pid), "--dir", str(churn.probe.dir))
