@@ -889,7 +889,8 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
     if result < 0:
         why = {-1: "it is preloaded", -2: "already attached", -3: "no collector thread"}.get(int(result), result)
         raise Refused(f"the library refused to attach ({why})")
-    out: dict[str, object] = {"stop_ms": stop_ms, "collector": result, "entries": len(slots), "threads": threads}
+    collector = record.host_thread(pid, int(result)) if record.own_pid(pid) != pid else result
+    out: dict[str, object] = {"stop_ms": stop_ms, "collector": collector, "entries": len(slots), "threads": threads}
     out |= {"stub": base, "restorer": restorer}
     if borrowed is not None and borrowed["won"]:
         out["borrowed"] = borrowed

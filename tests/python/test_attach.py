@@ -541,6 +541,33 @@ class IdleOthers(unittest.TestCase):
         self.assertEqual(churn.probe.finish(), 0)
         self.assertEqual(list(churn.probe.dir.glob("leakprobe.*.log")), [], "the library was loaded")
 
+    def test_in_a_pid_namespace(self) -> None:
+        """Debian's python3 as pid 1 of a PID namespace of its own (a
+        container): the collector thread the library publishes is numbered
+        there; dump and detach signal it by its number here, and the dump
+        (named by the process's own pid) is found."""
+        python, unshare = "/usr/bin/python3", shutil.which("unshare")
+        if not (os.path.exists(python) and unshare):
+            self.skipTest("no /usr/bin/python3 or unshare")
+        if subprocess.run([unshare, "--pid", "--fork", "true"], capture_output=True, check=False).returncode != 0:
+            self.skipTest("unshare --pid not permitted here")
+        churn = Churn(
+            command=[unshare, "--pid", "--fork", python, "-c", 'import sys; print("READY", flush=True); sys.stdin.readline()']
+        )
+        (pid,) = (int(c) for c in Path(f"/proc/{churn.pid}/task/{churn.pid}/children").read_text().split())
+        self.assertEqual(attach.status(pid)["NSpid"].split()[-1], "1")
+        code, out = in_process_output("attach", str(pid), "--dir", str(churn.probe.dir))
+        self.assertEqual(code, 0, out)
+        collector = int(re.search(r"to thread (\d+)", out).group(1))
+        self.assertIn(collector, collector_threads(pid))
+        code, out = in_process_output("dump", str(pid))
+        self.assertEqual(code, 0, out)
+        self.assertTrue(out.startswith(f"{churn.probe.dir}/leakprobe.1."), out)
+        self.assertEqual(in_process("detach", str(pid)), 0)
+        self.assertNotIn(collector, collector_threads(pid))
+        churn.probe.write("quit\n")
+        self.assertEqual(churn.probe.finish(), 0)
+
     def test_idle_redis(self) -> None:
         """An idle redis-server (a 10 Hz timer in epoll_wait): attached by
         either path (said, and printed), dumped, detached, exits 0."""
