@@ -1179,7 +1179,11 @@ def run_attach(args: argparse.Namespace) -> int:
 
 
 def run_detach(args: argparse.Namespace) -> int:
-    now = published(args.pid)
+    try:
+        now = published(args.pid)
+    except dumpcmd.Refused as e:  # no such process, or not ours to read
+        print(f"leakprobe: {e}", file=sys.stderr)
+        return 1
     if now is None or now.attached is None:
         print(f"leakprobe: process {args.pid} is not attached (its library publishes no collector thread)", file=sys.stderr)
         return 1

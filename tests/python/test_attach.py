@@ -883,10 +883,11 @@ class Refusals(unittest.TestCase):
         self.untouched(churn)
 
     def test_nothing_to_attach_to(self) -> None:
-        done = script("attach", "999999999")
-        self.assertEqual(done.returncode, 1)
-        self.assertEqual(len(done.stderr.splitlines()), 1, done.stderr)
-        self.assertEqual(done.stdout, "")
+        for command in ("attach", "detach"):
+            done = script(command, "999999999")
+            self.assertEqual(done.returncode, 1, command)
+            self.assertEqual(done.stderr.splitlines(), ["leakprobe: no process 999999999"], command)
+            self.assertEqual(done.stdout, "")
 
 
 if __name__ == "__main__":
