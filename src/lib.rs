@@ -59,12 +59,13 @@ static INIT: extern "C" fn() = init;
 
 #[cfg(not(test))]
 extern "C" fn init() {
-    sys::log::note_stderr();
     sys::dl::init_find_object();
+    let late = sys::dl::detect_late_load();
+    sys::log::note_stderr(late);
     // Loaded into a running program (`hook::attach`): nothing more until
     // `leakprobe_attach` gives the settings; the next symbols are the
     // program's own.
-    if sys::dl::detect_late_load() {
+    if late {
         return;
     }
     next::resolve();

@@ -36,7 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import argtypes, dumpcmd, record
+from . import argtypes, dumpcmd, dumpfile, record
 
 LIBRARY = dumpcmd.LIBRARY
 DETACH_TAG = 0x44455441  # "DETA", src/collect/signal.rs DETACH_TAG
@@ -465,7 +465,7 @@ class Stopped:
                     break
                 if os.WSTOPSIG(st) in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL):
                     raise Refused(f"the injected code faulted in thread {tid} ({signal.Signals(os.WSTOPSIG(st)).name})")
-                ptrace(PTRACE_SYSCALL, tid, 0, 0)  # another stop: not ours
+                ptrace(PTRACE_SYSCALL, tid, 0, passed_on(st))  # another stop: not ours
         rax = self.regs(tid).rax
         return rax - 2**64 if rax >= 2**63 else rax
 
@@ -486,7 +486,7 @@ class Stopped:
                 return
             if os.WSTOPSIG(st) in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
                 raise Refused(f"the injected code faulted in thread {tid} ({signal.Signals(os.WSTOPSIG(st)).name})")
-            ptrace(PTRACE_CONT, tid, 0, 0)  # a stop of ours (a syscall exit): on to the interrupt
+            ptrace(PTRACE_CONT, tid, 0, passed_on(st))  # a syscall exit of ours, or a SIGSTOP: on to the interrupt
 
     def put_back(self, tid: int) -> None:
         """The thread's registers, extended state and mask as at its first
@@ -535,6 +535,15 @@ class Stopped:
     def resume(self) -> None:
         for tid in list(self.threads):
             self.release(tid)
+
+
+def passed_on(st: int) -> int:
+    """The signal to let through when a thread of ours is resumed from a
+    stop that is not ours: that of a signal-delivery-stop (every signal is
+    blocked on it while it runs our code, so only SIGSTOP, which cannot be:
+    passed on, it starts the group stop it would have without us; dropped,
+    the process would never stop), none from any other stop."""
+    return os.WSTOPSIG(st) if st >> 16 == 0 and os.WSTOPSIG(st) != signal.SIGTRAP | 0x80 else 0
 
 
 def alive_thread(tid: int) -> bool:
@@ -725,7 +734,7 @@ def park_wait(pid: int, tid: int, mem: Memory, base: int) -> None:
             sig = os.WSTOPSIG(st)
             if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
                 raise Refused(f"loading the library faulted in thread {tid} ({signal.Signals(sig).name})")
-            ptrace(PTRACE_CONT, tid, 0, 0)  # a group stop: ours to hold
+            ptrace(PTRACE_CONT, tid, 0, passed_on(st))  # a group stop (ours to hold; it rejoins it when let go), a SIGSTOP
             continue
         call = waiting_in(pid, tid)
         if call and call[0] == SYS["pause"] and call[-1] == park:
@@ -848,8 +857,53 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
         cancel(pid, mem, base, slots)
         raise Refused(f"process {pid}: {stopped.failed[0]}; the stub disarmed")
 
-    # Running again: wait for a thread to pass through the stub; if none has
-    # after IDLE_WAIT, load on one that waits in an idle system call.
+    # Running again: wait for a thread to pass through the stub. Interrupted
+    # (^C), the stub is disarmed unless a thread claimed it: a stub left armed
+    # would load the library at the next call, after the user gave up.
+    try:
+        state, borrowed = wait_loaded(pid, mem, base, slots, restorer, timeout)
+    except KeyboardInterrupt:
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_OFF)
+        try:
+            # (Or cancelled already, by a borrowing the ^C ended.)
+            if cancel(pid, mem, base, slots) or struct.unpack("<I", mem.read(base + DATA + STATE, 4))[0] == CANCELLED:
+                raise Refused(f"interrupted: nothing loaded in process {pid}, every GOT entry put back") from None
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        raise Refused(
+            f"interrupted while the library loaded in process {pid}: it completes the attach on its own "
+            "(`leakprobe detach` undoes it)"
+        ) from None
+    if state == ARMED:
+        raise Refused(
+            f"no thread of process {pid} called malloc, free or their kin within {timeout:g} s: "
+            "nothing loaded, every GOT entry put back (the stub's 1 MiB area stays mapped, unused)"
+        )
+    if state == FAILED:
+        err = mem.word(base + DATA + ERROR)
+        why = mem.cstr(err, 512).decode(errors="replace") if err else "unknown"
+        cancel(pid, mem, base, slots, force=True)
+        raise Refused(f"dlopen failed in process {pid}: {why!r}; every GOT entry put back")
+    result = mem.word(base + DATA + RESULT)
+    result = result - 2**64 if result >= 2**63 else result
+    if result < 0:
+        why = {-1: "it is preloaded", -2: "already attached", -3: "no collector thread"}.get(int(result), result)
+        raise Refused(f"the library refused to attach ({why})")
+    collector = record.host_thread(pid, int(result)) if record.own_pid(pid) != pid else result
+    out: dict[str, object] = {"stop_ms": stop_ms, "collector": collector, "entries": len(slots), "threads": threads}
+    out |= {"stub": base, "restorer": restorer}
+    if borrowed is not None and borrowed["won"]:
+        out["borrowed"] = borrowed
+    return out
+
+
+def wait_loaded(
+    pid: int, mem: Memory, base: int, slots: list[tuple[int, bytes]], restorer: int, timeout: float
+) -> tuple[int, dict[str, object] | None]:
+    """Waits for a thread to pass through the stub; if none has after
+    IDLE_WAIT, loads on one that waits in an idle system call. The stub's
+    state at the end (DONE, FAILED, or ARMED if cancelled after `timeout`),
+    and the borrowed thread, if any."""
     deadline = time.monotonic() + timeout
     borrowed = None
     look = time.monotonic() + IDLE_WAIT
@@ -875,26 +929,7 @@ def attach(pid: int, library: str, settings: dict[str, str], timeout: float) -> 
         if late and time.monotonic() > deadline + LOAD_TIMEOUT:
             raise Refused(f"the library has been loading in process {pid} for {LOAD_TIMEOUT:g} s; not waiting")
         time.sleep(0.001)
-    if state == ARMED:
-        raise Refused(
-            f"no thread of process {pid} called malloc, free or their kin within {timeout:g} s: "
-            "nothing loaded, every GOT entry put back (the stub's 1 MiB area stays mapped, unused)"
-        )
-    if state == FAILED:
-        err = mem.word(base + DATA + ERROR)
-        why = mem.cstr(err, 512).decode(errors="replace") if err else "unknown"
-        cancel(pid, mem, base, slots, force=True)
-        raise Refused(f"dlopen failed in process {pid}: {why!r}; every GOT entry put back")
-    result = mem.word(base + DATA + RESULT)
-    result = result - 2**64 if result >= 2**63 else result
-    if result < 0:
-        why = {-1: "it is preloaded", -2: "already attached", -3: "no collector thread"}.get(int(result), result)
-        raise Refused(f"the library refused to attach ({why})")
-    out: dict[str, object] = {"stop_ms": stop_ms, "collector": result, "entries": len(slots), "threads": threads}
-    out |= {"stub": base, "restorer": restorer}
-    if borrowed is not None and borrowed["won"]:
-        out["borrowed"] = borrowed
-    return out
+    return state, borrowed
 
 
 def stop_one(pid: int, mem: Memory, candidates: list[int]) -> tuple[Stopped, int]:
@@ -1095,6 +1130,11 @@ def run_attach(args: argparse.Namespace) -> int:
         print("leakprobe: --dir must be absolute (as the process sees it), without a newline or a comma", file=sys.stderr)
         return 1
     settings["LEAKPROBE_DIR"] = directory
+    # Loaded before (attached, then detached): the settings of its first
+    # attach stay, whatever these say.
+    before = None
+    with contextlib.suppress(dumpcmd.Refused, OSError):
+        before = published(args.pid)
     try:
         done = attach(args.pid, args.library, settings, args.timeout)
     except (Refused, dumpcmd.Refused) as e:
@@ -1108,20 +1148,42 @@ def run_attach(args: argparse.Namespace) -> int:
         if done.get("jvm")
         else f"{done['threads']} {'thread' if done['threads'] == 1 else 'threads'} stopped {done['stop_ms']:.1f} ms"
     )
+    period = f"{args.period or 524288} bytes"
+    now = published(args.pid)
+    if now is not None and now.refusal:
+        # Said now rather than at the first dump (a directory it cannot use).
+        print(f"leakprobe: process {args.pid} refuses every dump: {dumpfile.shown(now.refusal)}", file=sys.stderr)
+    if before is not None:
+        period = "as at the first attach"
+        given = ["--period"] if args.period else []
+        if now is not None:
+            given += ["--dir"] if args.dir and os.fsencode(args.dir) != now.dir else []
+            given += ["--signal"] if args.signal and sig != now.signal else []
+            directory, done["signal"] = os.fsdecode(now.dir), now.signal
+        if given:
+            print(
+                f"leakprobe: process {args.pid} was attached before: the settings of its first attach stay "
+                f"({', '.join(given)} not taken)",
+                file=sys.stderr,
+            )
     borrowed = done.get("borrowed")
     if isinstance(borrowed, dict):
         # The process was idle: the library was loaded on a thread that
         # waited in a system call, held for this long (its call restarted).
         how += f", then thread {borrowed['tid']} (idle in {borrowed['call']}) held {borrowed['ms']:.1f} ms to load the library"
     print(
-        f"attached to process {args.pid}: sample period {args.period or 524288} bytes, dumps in {directory}, "
+        f"attached to process {args.pid}: sample period {period}, dumps in {dumpfile.shown(directory)}, "
         f"signal {dumpcmd.signal_name(int(done.get('signal', sig)))} (to thread {done['collector']}); {how}"
     )
     return 0
 
 
 def run_detach(args: argparse.Namespace) -> int:
-    now = published(args.pid)
+    try:
+        now = published(args.pid)
+    except dumpcmd.Refused as e:  # no such process, or not ours to read
+        print(f"leakprobe: {e}", file=sys.stderr)
+        return 1
     if now is None or now.attached is None:
         print(f"leakprobe: process {args.pid} is not attached (its library publishes no collector thread)", file=sys.stderr)
         return 1

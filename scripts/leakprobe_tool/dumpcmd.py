@@ -107,10 +107,14 @@ class Request:
     thread: int = 0  # attached: the collector thread, the only one signalled
     place: record.Place | None = None  # where the library publishes what it uses
     unpublished: str | None = None  # why that could not be read (the environment was)
+    own_pid: int = 0  # its pid in its own PID namespace (a container): its files' names
+
+    def __post_init__(self) -> None:
+        self.own_pid = self.own_pid or record.own_pid(self.pid)
 
     @property
     def log_pattern(self) -> re.Pattern[str]:
-        return re.compile(rf"leakprobe\.{self.pid}(\.[0-9]+)?\.log")
+        return re.compile(rf"leakprobe\.{self.own_pid}(\.[0-9]+)?\.log")
 
     @property
     def who(self) -> str:
@@ -122,7 +126,7 @@ class Request:
 
     @property
     def pattern(self) -> re.Pattern[str]:
-        return re.compile(rf"leakprobe\.{self.pid}\.[0-9]+\.heap")
+        return re.compile(rf"leakprobe\.{self.own_pid}\.[0-9]+\.heap")
 
 
 def parse_signal(text: str) -> int | None:
@@ -440,7 +444,7 @@ def scan(req: Request, record_only: bool = False) -> None:
         if record_only:
             continue
         facts = header(entry.path)
-        if facts is None or facts.get("pid") != [str(req.pid)]:
+        if facts is None or facts.get("pid") != [str(req.own_pid)]:
             continue
         if any(want in line.split() for line in facts.get("requests_answered", [])):
             req.path = entry.path
@@ -519,7 +523,7 @@ def answers(requests: list[Request], timeout: float, stopped: Callable[[], bool]
                     f"no dump from {req.who} in {where} within {timeout:g} s "
                     f"(sent {signal_name(req.signal)} with request {req.token:08x}"
                     f"{f', {req.sent} times' if req.sent > 1 else ''}); "
-                    f"see its stderr or {shown(os.path.join(req.dir, f'leakprobe.{req.pid}.log'))}"
+                    f"see its stderr or {shown(os.path.join(req.dir, f'leakprobe.{req.own_pid}.log'))}"
                 )
                 if req.unpublished:
                     req.failure += f" (directory and signal from its environment: the library's record: {req.unpublished})"

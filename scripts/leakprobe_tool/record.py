@@ -23,7 +23,7 @@ import re
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .elf import Elf, ElfError
 
@@ -113,6 +113,29 @@ def locate(pid: int, mappings: list[Mapping], reachable: Callable[[str], str]) -
     return Place(pid, bias + value, own_pid(pid))
 
 
+def host_thread(pid: int, tid: int) -> int:
+    """Thread `tid` of process `pid`, numbered in the process's own PID
+    namespace (what gettid() gives it in a container), as numbered here (the
+    first and last of each thread's NSpid); `tid` if no thread matches (a
+    signal sent to it then fails: it reaches no other thread)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return tid
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/status", "rb") as f:
+                for line in f.read().decode(errors="replace").splitlines():
+                    if line.startswith("NSpid:"):
+                        ids = line.split()[1:]
+                        if int(ids[-1]) == tid:
+                            return int(ids[0])
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return tid
+
+
 def own_pid(pid: int) -> int:
     """The process's pid as it sees it (the last of NSpid): what getpid() gives
     it inside a container."""
@@ -148,7 +171,11 @@ def read(place: Place) -> Published:
                 body = os.pread(fd, length, place.address + HEAD.size)
                 (again,) = struct.unpack("<Q", os.pread(fd, 8, place.address + 8))
                 if again == seq and len(body) == length:
-                    return parse(body, place.own_pid)
+                    published = parse(body, place.own_pid)
+                    if published.attached is not None and place.own_pid != place.pid:
+                        # Numbered in the process's PID namespace (a container).
+                        published = replace(published, attached=host_thread(place.pid, published.attached))
+                    return published
             time.sleep(0.001)
     except OSError as e:
         raise Unreadable(f"cannot read its memory ({e.strerror or e})") from None

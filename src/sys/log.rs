@@ -33,7 +33,8 @@ static DIR_INO: AtomicU64 = AtomicU64::new(0);
 static DIR_REOPENED: AtomicBool = AtomicBool::new(false);
 
 /// What fd 2 named at load: `UNSET` until `note_stderr` (fd 2 is then still
-/// the one the process started with), `CLOSED` if it was not open, `NOTED`.
+/// the one the process started with), `CLOSED` if it was not open or is
+/// not ours (loaded late), `NOTED`.
 const UNSET: u8 = 0;
 const CLOSED: u8 = 1;
 const NOTED: u8 = 2;
@@ -86,15 +87,18 @@ pub fn exiting() {
     EXITING.store(true, Ordering::Relaxed);
 }
 
-/// Notes what stderr is; called first when the library loads.
-pub fn note_stderr() {
+/// Notes what stderr is; called first when the library loads. Loaded late
+/// (attached), fd 2 is whatever the program holds there now: once it closed
+/// its stderr, a file or a socket of its own, which a line would corrupt.
+/// Its lines then go to the log file alone (the injector prints its own).
+pub fn note_stderr(late: bool) {
     let state = match files::inode(2) {
-        Some((dev, ino)) => {
+        Some((dev, ino)) if !late => {
             ERR_DEV.store(dev, Ordering::Relaxed);
             ERR_INO.store(ino, Ordering::Relaxed);
             NOTED
         }
-        None => CLOSED,
+        _ => CLOSED,
     };
     ERR_STATE.store(state, Ordering::Release);
 }

@@ -92,6 +92,17 @@ def in_process_output(*args: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+def stub_mapped(pid: int) -> bool:
+    """An anonymous page of code in the process: the attach stub's."""
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 5 and fields[1] == "r-xp":
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if hi - lo == 0x1000:
+                return True
+    return False
+
+
 def signal_masks(pid: int) -> dict[int, str]:
     """Each thread's blocked signals (SigBlk)."""
     out = {}
@@ -233,6 +244,41 @@ class Attach(unittest.TestCase):
         self.assertEqual(code, 0)
         self.assertEqual(line, self.reference)
 
+    def test_second_attach_says_the_first_settings(self) -> None:
+        """Attached again after a detach, the library keeps its first
+        attach's settings: the line says those (not the options given this
+        time), the options it did not take are named, and the dump goes
+        where the line says."""
+        churn = Churn()
+        pid, where = str(churn.pid), str(churn.probe.dir)
+        elsewhere = tempfile.mkdtemp(prefix="leakprobe-elsewhere-")
+        self.assertEqual(in_process("attach", pid, "--period", "65536", "--dir", where), 0)
+        self.assertEqual(in_process("detach", pid), 0)
+        code, out = in_process_output("attach", pid, "--period", "4096", "--dir", elsewhere)
+        self.assertEqual(code, 0, out)
+        self.assertIn(f"sample period as at the first attach, dumps in {where},", out)
+        self.assertIn("settings of its first attach stay (--period, --dir not taken)", out)
+        code, out = in_process_output("dump", pid)
+        self.assertEqual(code, 0, out)
+        self.assertTrue(out.startswith(f"{where}/leakprobe.{pid}."), out)
+        self.assertEqual(os.listdir(elsewhere), [])
+        self.assertEqual(in_process("detach", pid), 0)
+        code, _ = churn.finish()
+        self.assertEqual(code, 0)
+
+    def test_unusable_directory_said_at_once(self) -> None:
+        """A dump directory the library cannot use is said by attach itself
+        (the record's refusal), not only at the first dump."""
+        churn = Churn()
+        pid = str(churn.pid)
+        missing = str(churn.probe.dir / "missing")
+        code, out = in_process_output("attach", pid, "--dir", missing)
+        self.assertEqual(code, 0, out)
+        self.assertIn(f"leakprobe: process {pid} refuses every dump: dump directory {missing}: No such file", out)
+        self.assertEqual(in_process("detach", pid), 0)
+        code, _ = churn.finish()
+        self.assertEqual(code, 0)
+
     def test_stop_time_of_16_threads(self) -> None:
         churn = Churn("attach_churn16")
         code, out = in_process_output("attach", str(churn.pid), "--dir", str(churn.probe.dir))
@@ -325,6 +371,42 @@ class Idle(unittest.TestCase):
         churn.probe.expect("EXIT")
         self.assertEqual(churn.probe.finish(), 0)
 
+    def test_sigstop_while_borrowed(self) -> None:
+        """SIGSTOP sent to a borrowed thread while it is held (the one signal
+        its blocked mask cannot hold off) stops the process once it is let
+        go, as without us (the injector resumed it with no signal, and the
+        process never stopped); SIGCONT, and its waits go on untouched."""
+        churn = Churn("idle_wait", command=[str(HARNESS / "idle_wait"), "pipe"])
+        pid = churn.pid
+        done = attach.attach(pid, str(LIBRARY), {"LEAKPROBE_DIR": str(churn.probe.dir)}, 5.0)
+        self.assertIn("borrowed", done)
+
+        def stop_it(tid: int) -> None:
+            self.assertEqual(attach.libc.syscall(234, pid, tid, signal.SIGSTOP), 0)  # tgkill
+
+        mem = attach.Memory(pid)
+        try:
+            again = attach.hijack(pid, mem, int(done["stub"]), int(done["restorer"]), stop_it)
+        finally:
+            os.close(mem.fd)
+        self.assertIsNotNone(again)
+        deadline = time.monotonic() + 10
+        while attach.status(pid)["State"][0] != "T":
+            self.assertLess(time.monotonic(), deadline, "the SIGSTOP was lost: the process never stopped")
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGCONT)
+        churn.probe.write("report\n")
+        line = churn.probe.expect("WAITS")
+        _, eintr, early, clobbered, _ = (int(x) for x in re.findall(r"\d+", line))
+        # The pipe reads are restarted; the main thread's epoll_wait fails
+        # with EINTR after a stop, as without us (signal(7)).
+        self.assertEqual((early, clobbered), (0, 0), line)
+        self.assertLessEqual(eintr, 1, line)
+        self.assertEqual(in_process("detach", str(pid)), 0)
+        churn.probe.write("quit\n")
+        churn.probe.expect("EXIT")
+        self.assertEqual(churn.probe.finish(), 0)
+
     def test_never_in_a_signal_handler(self) -> None:
         """A thread waiting inside a signal handler (one that interrupted
         malloc would hold its lock) is never borrowed, though its pipe read
@@ -353,6 +435,33 @@ sys.stdin.readline()
 """
 
 
+# Closes its stderr and opens a file of its own, which takes descriptor 2.
+FD2_OWN_FILE = """
+import os, sys
+os.close(2)
+assert os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) == 2
+os.write(2, b"RECORD 1\\n")
+print("READY", flush=True)
+sys.stdin.readline()
+os.write(2, b"RECORD 2\\n")
+"""
+
+
+# One thread, waiting in a futex (a lock acquired twice): never borrowed,
+# never calls malloc until SIGUSR1, whose handler prints and exits.
+FUTEX_ONLY = """
+import signal, sys, threading
+def woke(*_):
+    print("WOKE", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGUSR1, woke)
+lock = threading.Lock()
+lock.acquire()
+print("READY", flush=True)
+lock.acquire()
+"""
+
+
 class IdleOthers(unittest.TestCase):
     """Programs nobody here wrote, idle when attached."""
 
@@ -370,6 +479,92 @@ class IdleOthers(unittest.TestCase):
         slept = float(churn.probe.expect("SLEPT").split()[1])
         self.assertGreaterEqual(slept, 2.0)
         self.assertEqual(in_process("detach", str(churn.pid)), 0)
+        churn.probe.write("quit\n")
+        self.assertEqual(churn.probe.finish(), 0)
+
+    def test_stderr_reused_by_the_program(self) -> None:
+        """Debian's python3 that closed its stderr and opened a file of its
+        own, which took descriptor 2: attached, dumped and detached, the
+        library writes none of its lines there (they are in its log)."""
+        python = "/usr/bin/python3"
+        if not os.path.exists(python):
+            self.skipTest("no /usr/bin/python3")
+        data = Path(tempfile.mkdtemp(prefix="leakprobe-fd2-")) / "records"
+        churn = Churn(command=[python, "-c", FD2_OWN_FILE, str(data)])
+        pid = str(churn.pid)
+        self.assertEqual(in_process("attach", pid, "--dir", str(churn.probe.dir)), 0)
+        code, out = in_process_output("dump", pid)
+        self.assertEqual(code, 0, out)
+        self.assertEqual(in_process("detach", pid), 0)
+        churn.probe.write("quit\n")
+        self.assertEqual(churn.probe.finish(), 0)
+        self.assertEqual(data.read_text(), "RECORD 1\nRECORD 2\n")
+        self.assertRegex((churn.probe.dir / f"leakprobe.{pid}.log").read_text(), r"detached: \d+ GOT entries restored")
+
+    def test_interrupted_while_waiting(self) -> None:
+        """^C while attach waits for a safe moment (Debian's python3, its one
+        thread in a futex): one line, the stub disarmed and every GOT entry
+        put back, so the program's next malloc loads nothing."""
+        python = "/usr/bin/python3"
+        if not os.path.exists(python):
+            self.skipTest("no /usr/bin/python3")
+        churn = Churn(command=[python, "-c", FUTEX_ONLY])
+        pid = churn.pid
+        self.assertFalse(stub_mapped(pid))
+        injector = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "scripts/leakprobe"),
+                "attach",
+                str(pid),
+                "--dir",
+                str(churn.probe.dir),
+                "--timeout",
+                "60",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # Armed: the stub mapped (an anonymous page of code) and the stop over.
+        deadline = time.monotonic() + 60
+        while not (stub_mapped(pid) and attach.status(pid).get("TracerPid") == "0"):
+            self.assertLess(time.monotonic(), deadline, "the stub never appeared")
+            self.assertIsNone(injector.poll(), "attach ended before it armed the stub")
+            time.sleep(0.01)
+        injector.send_signal(signal.SIGINT)
+        out, err = injector.communicate(timeout=60)
+        self.assertEqual((injector.returncode, out), (1, ""), err)
+        self.assertEqual(err.splitlines(), [f"leakprobe: interrupted: nothing loaded in process {pid}, every GOT entry put back"])
+        os.kill(pid, signal.SIGUSR1)  # its handler allocates through the GOT
+        churn.probe.expect("WOKE")
+        self.assertEqual(churn.probe.finish(), 0)
+        self.assertEqual(list(churn.probe.dir.glob("leakprobe.*.log")), [], "the library was loaded")
+
+    def test_in_a_pid_namespace(self) -> None:
+        """Debian's python3 as pid 1 of a PID namespace of its own (a
+        container): the collector thread the library publishes is numbered
+        there; dump and detach signal it by its number here, and the dump
+        (named by the process's own pid) is found."""
+        python, unshare = "/usr/bin/python3", shutil.which("unshare")
+        if not (os.path.exists(python) and unshare):
+            self.skipTest("no /usr/bin/python3 or unshare")
+        if subprocess.run([unshare, "--pid", "--fork", "true"], capture_output=True, check=False).returncode != 0:
+            self.skipTest("unshare --pid not permitted here")
+        churn = Churn(
+            command=[unshare, "--pid", "--fork", python, "-c", 'import sys; print("READY", flush=True); sys.stdin.readline()']
+        )
+        (pid,) = (int(c) for c in Path(f"/proc/{churn.pid}/task/{churn.pid}/children").read_text().split())
+        self.assertEqual(attach.status(pid)["NSpid"].split()[-1], "1")
+        code, out = in_process_output("attach", str(pid), "--dir", str(churn.probe.dir))
+        self.assertEqual(code, 0, out)
+        collector = int(re.search(r"to thread (\d+)", out).group(1))
+        self.assertIn(collector, collector_threads(pid))
+        code, out = in_process_output("dump", str(pid))
+        self.assertEqual(code, 0, out)
+        self.assertTrue(out.startswith(f"{churn.probe.dir}/leakprobe.1."), out)
+        self.assertEqual(in_process("detach", str(pid)), 0)
+        self.assertNotIn(collector, collector_threads(pid))
         churn.probe.write("quit\n")
         self.assertEqual(churn.probe.finish(), 0)
 
@@ -688,10 +883,11 @@ class Refusals(unittest.TestCase):
         self.untouched(churn)
 
     def test_nothing_to_attach_to(self) -> None:
-        done = script("attach", "999999999")
-        self.assertEqual(done.returncode, 1)
-        self.assertEqual(len(done.stderr.splitlines()), 1, done.stderr)
-        self.assertEqual(done.stdout, "")
+        for command in ("attach", "detach"):
+            done = script(command, "999999999")
+            self.assertEqual(done.returncode, 1, command)
+            self.assertEqual(done.stderr.splitlines(), ["leakprobe: no process 999999999"], command)
+            self.assertEqual(done.stdout, "")
 
 
 if __name__ == "__main__":
