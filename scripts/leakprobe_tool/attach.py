@@ -496,10 +496,14 @@ class Stopped:
         errors: list[OSError] = []
 
         def step(action: Callable[[], None]) -> None:
+            # Any failure, not only the kernel's: the other parts and the
+            # other threads are put back all the same.
             try:
                 action()
             except OSError as e:
                 errors.append(e)
+            except Exception as e:
+                errors.append(OSError(0, f"{type(e).__name__}: {e}"))
 
         if tid in self.ran:
             self.ran.discard(tid)
@@ -526,9 +530,9 @@ class Stopped:
         is kept in `failed`."""
         try:
             self.put_back(tid)
-        except OSError as e:
-            self.failed.append(f"thread {tid} not put back exactly: {e.strerror or e}")
-        with contextlib.suppress(OSError):
+        except Exception as e:  # every thread is let go, whatever failed
+            self.failed.append(f"thread {tid} not put back exactly: {getattr(e, 'strerror', None) or e}")
+        with contextlib.suppress(Exception):
             ptrace(PTRACE_DETACH, tid, 0, self.threads.pop(tid, 0))
         self.first.pop(tid, None)
 
