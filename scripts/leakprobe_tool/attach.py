@@ -1082,15 +1082,6 @@ def published(pid: int) -> record.Published | None:
         return None
 
 
-def tgsigqueue(pid: int, tid: int, sig: int, value: int) -> None:
-    """rt_tgsigqueueinfo: a queued signal to one thread (the collector)."""
-    info = ctypes.create_string_buffer(128)
-    struct.pack_into("<iiiiIIQ", info, 0, sig, 0, -1, 0, os.getpid(), os.getuid(), value)
-    if libc.syscall(297, pid, tid, sig, info) != 0:
-        err = ctypes.get_errno()
-        raise Refused(f"cannot signal thread {tid} of process {pid}: {os.strerror(err)}")
-
-
 def default_library() -> str:
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
     return os.path.join(here, "target", "release", LIBRARY)
@@ -1193,7 +1184,7 @@ def run_detach(args: argparse.Namespace) -> int:
         return 1
     tid = now.attached
     try:
-        tgsigqueue(args.pid, tid, now.signal, DETACH_TAG << 32)
+        dumpcmd.tgsigqueue(args.pid, tid, now.signal, DETACH_TAG << 32)
     except Refused as e:
         print(f"leakprobe: {e}", file=sys.stderr)
         return 1

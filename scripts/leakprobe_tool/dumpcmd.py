@@ -364,8 +364,6 @@ def send(req: Request) -> None:
         raise Refused(f"{req.who} no longer has {LIBRARY} loaded (it executed another program?); not signalled")
     if req.thread:
         # Attached (docs/attach.md): to the collector thread alone.
-        from .attach import tgsigqueue
-
         tgsigqueue(req.pid, req.thread, req.signal, (MAGIC << 32) | req.token)
         req.sent += 1
         req.resend = False
@@ -530,6 +528,15 @@ def answers(requests: list[Request], timeout: float, stopped: Callable[[], bool]
             return
         if pending:
             time.sleep(POLL)
+
+
+def tgsigqueue(pid: int, tid: int, sig: int, value: int) -> None:
+    """rt_tgsigqueueinfo: a queued signal to one thread (the collector)."""
+    info = ctypes.create_string_buffer(128)
+    struct.pack_into("<iiiiIIQ", info, 0, sig, 0, -1, 0, os.getpid(), os.getuid(), value)
+    if ctypes.CDLL(None, use_errno=True).syscall(297, pid, tid, sig, info) != 0:
+        err = ctypes.get_errno()
+        raise Refused(f"cannot signal thread {tid} of process {pid}: {os.strerror(err)}")
 
 
 def estimate(req: Request) -> str:

@@ -36,7 +36,7 @@
 use crate::settings::Settings;
 use crate::sys::lock::SpinLock;
 use crate::sys::raw;
-use crate::unwind::frames::{FrameSource, Lines};
+use crate::unwind::frame_source::{FrameSource, Lines};
 use crate::unwind::stack::{Stack, FRAMES_LIMIT};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::collections::BTreeMap;
