@@ -324,18 +324,19 @@ def check(pid: int, library: str, jvm: bool = False) -> str:
         earlier = published(pid)
         if earlier is None or earlier.attached is not None or not earlier.detached:
             raise Refused(f"process {pid} ({name}) already has {LIBRARY} loaded (preloaded, or attached)")
+    where = dumpfile.shown(library)
     if not os.path.isfile(library):
-        raise Refused(f"no library at {library}: build it (make) or pass --library")
+        raise Refused(f"no library at {where}: build it (make) or pass --library")
     seen = dumpcmd.seen_from(pid, library)
     try:
         ours, theirs = os.stat(library), os.stat(seen)
     except OSError:
         raise Refused(
-            f"{library} is not reachable from process {pid}'s mount namespace (its root is /proc/{pid}/root): "
+            f"{where} is not reachable from process {pid}'s mount namespace (its root is /proc/{pid}/root): "
             "copy the library into it and pass --library with the path it has there"
         ) from None
     if seen == library and (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino):
-        raise Refused(f"{library} is another file in process {pid}'s file system")
+        raise Refused(f"{where} is another file in process {pid}'s file system")
     return library
 
 
